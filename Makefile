@@ -1,0 +1,38 @@
+# Set-up and entry points. Everything installs into .venv from this project's own files:
+# pyproject.toml (dependencies) and constraints.txt (the tested versions, torch CPU pinned).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-fast lint ui clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --constraint constraints.txt --editable '.[test]'
+	touch $(STAMP)
+
+## The main job: the demo sweep, ending with reports/demo/index.html
+demo: setup
+	$(BIN)/harness-train -m experiment=demo
+
+## The whole test suite (slow end-to-end sweeps included)
+test: setup
+	$(BIN)/ruff check harness tasks tests
+	$(BIN)/pytest
+
+## Everything but the end-to-end sweeps
+test-fast: setup
+	$(BIN)/pytest -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check harness tasks tests
+
+## MLflow UI on the project's store: http://127.0.0.1:5000
+ui: setup
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+clean:
+	rm -rf $(VENV) outputs reports/*/ mlflow.db mlflow.db.lock mlartifacts

@@ -1,0 +1,59 @@
+"""Synthetic long-term-dependency tasks: copy, adding and delayed recall.
+
+Each task is defined exactly in its module docstring (`tasks.copy`, `tasks.adding`,
+`tasks.delayed_recall`); the shared interface (`Task`, `Batch`, `Chance`) is in `tasks.base`.
+Build a task by its registry name with `make_task("copy", gap=100)`.
+"""
+
+import inspect
+from typing import Any
+
+from tasks.adding import AddingTask
+from tasks.base import Batch, Chance, Task
+from tasks.copy import CopyTask
+from tasks.delayed_recall import DelayedRecallTask
+
+TASKS: dict[str, type[Task]] = {
+    task.name: task for task in (CopyTask, AddingTask, DelayedRecallTask)
+}
+
+__all__ = [
+    "TASKS",
+    "AddingTask",
+    "Batch",
+    "Chance",
+    "CopyTask",
+    "DelayedRecallTask",
+    "Task",
+    "make_task",
+]
+
+
+def make_task(name: str, **params: Any) -> Task:
+    """The task registered as `name`, built with `params` (its constructor's keywords).
+
+    Raises ValueError for an unknown name (listing the registered names), for unknown or
+    missing parameters (listing the allowed ones) and for invalid parameter values.
+    """
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; allowed names: {', '.join(TASKS)}")
+    cls = TASKS[name]
+    # Checked here so that a typo in a config is a ValueError naming the parameter, not a
+    # TypeError from the constructor.
+    signature = inspect.signature(cls)
+    allowed = ", ".join(signature.parameters)
+    unknown = [key for key in params if key not in signature.parameters]
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {', '.join(unknown)} for task {name!r}; allowed: {allowed}"
+        )
+    missing = [
+        key
+        for key, parameter in signature.parameters.items()
+        if parameter.default is inspect.Parameter.empty and key not in params
+    ]
+    if missing:
+        raise ValueError(
+            f"missing parameter(s) {', '.join(missing)} for task {name!r}; allowed: {allowed}"
+        )
+    return cls(**params)

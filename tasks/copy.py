@@ -1,0 +1,97 @@
+"""Copy memory task, in the variant of Arjovsky, Shah & Bengio (2016).
+
+Source: M. Arjovsky, A. Shah, Y. Bengio, "Unitary Evolution Recurrent Neural Networks",
+ICML 2016, section 4.1 (after Hochreiter & Schmidhuber 1997); their T is our `gap`.
+
+Parameters: `gap` >= 1, `n_symbols` >= 2 (default 8), `n_recall` >= 1 (default 10).
+
+Tokens: 0 .. n_symbols-1 are the symbols, `n_symbols` is the blank, `n_symbols + 1` the
+delimiter. A sequence has length L = gap + 2 * n_recall (gap + 20 by default):
+
+- positions 0 .. n_recall-1: n_recall symbols, i.i.d. uniform over the n_symbols symbols;
+- positions n_recall .. n_recall+gap-2: gap - 1 blanks;
+- position n_recall + gap - 1 (gap + 9 by default): the delimiter;
+- the last n_recall positions: blanks.
+
+Example with gap=3, n_symbols=8, n_recall=3 (b = blank = 8, d = delimiter = 9):
+
+    position: 0  1  2  3  4  5  6  7  8
+    tokens:   5  0  7  b  b  d  b  b  b
+    targets:  b  b  b  b  b  b  5  0  7
+    mask:     .  .  .  .  .  .  T  T  T
+
+inputs: float32 [B, L, n_symbols + 2], the one-hot encoding of the tokens.
+targets: int64 [B, L] over n_symbols + 1 classes (the symbols, and the blank = class
+n_symbols): the blank everywhere except the last n_recall positions, which hold the n_recall
+symbols in their original order.
+mask: True on the last n_recall positions only.
+outputs: logits [B, L, n_symbols + 1].
+
+loss: cross-entropy averaged over ALL L positions and the batch, as published (so it
+shrinks with the gap even for a model that recalls nothing).
+accuracy: share of the masked (recall) positions whose argmax equals the target symbol.
+
+chance: the best memoryless predictor outputs the blank with certainty outside the recall
+window (cross-entropy 0) and the uniform distribution over the symbols inside it
+(ln n_symbols each), so
+    CE = n_recall * ln(n_symbols) / (gap + 2 * n_recall)
+(0.1733 at gap 100, 0.0945 at gap 200 with the defaults) and recall accuracy = 1 / n_symbols.
+"""
+
+import math
+
+import torch
+
+from tasks.base import (
+    Batch,
+    Chance,
+    Task,
+    check_int,
+    masked_accuracy,
+    one_hot,
+    sequence_cross_entropy,
+)
+
+
+class CopyTask(Task):
+    """Recall n_recall symbols, in order, gap steps after they were shown."""
+
+    name = "copy"
+    regression = False
+
+    def __init__(self, gap: int, n_symbols: int = 8, n_recall: int = 10) -> None:
+        self.gap = check_int("gap", gap, 1, task=self.name)
+        self.n_symbols = check_int("n_symbols", n_symbols, 2, task=self.name)
+        self.n_recall = check_int("n_recall", n_recall, 1, task=self.name)
+        self.blank = self.n_symbols
+        self.delimiter = self.n_symbols + 1
+        self.delimiter_position = self.n_recall + self.gap - 1
+        self.seq_len = self.gap + 2 * self.n_recall
+        self.input_size = self.n_symbols + 2
+        self.output_size = self.n_symbols + 1
+        self.chance = Chance(
+            loss=self.n_recall * math.log(self.n_symbols) / self.seq_len,
+            accuracy=1.0 / self.n_symbols,
+        )
+
+    def _generate(self, batch_size: int, generator: torch.Generator) -> Batch:
+        shape = (batch_size, self.seq_len)
+        symbols = torch.randint(
+            self.n_symbols, (batch_size, self.n_recall), generator=generator, dtype=torch.int64
+        )
+        tokens = torch.full(shape, self.blank, dtype=torch.int64)
+        tokens[:, : self.n_recall] = symbols
+        tokens[:, self.delimiter_position] = self.delimiter
+        targets = torch.full(shape, self.blank, dtype=torch.int64)
+        targets[:, -self.n_recall :] = symbols
+        mask = torch.zeros(shape, dtype=torch.bool)
+        mask[:, -self.n_recall :] = True
+        return Batch(inputs=one_hot(tokens, self.input_size), targets=targets, mask=mask)
+
+    def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+        self.check_outputs(outputs, batch)
+        return sequence_cross_entropy(outputs, batch.targets)
+
+    def accuracy(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+        self.check_outputs(outputs, batch)
+        return masked_accuracy(outputs, batch.targets, batch.mask)

@@ -1,0 +1,108 @@
+"""Delayed recall: name the first symbol of the sequence when a cue arrives `gap` steps later.
+
+The minimal form of "I grew up in France ... I speak fluent French": the answer is fixed by
+the very first input and asked for only at the end (the example is from C. Olah,
+"Understanding LSTM Networks", 2015). The closest published experiment is S. Hochreiter,
+J. Schmidhuber, "Long Short-Term Memory", Neural Computation 1997, experiment 2 (recall the
+first symbol after a long stretch of distractors); the parameters here are not theirs.
+
+Parameters: `gap` >= 1, `vocab` >= 2 (default 8), `filler` "blank" (default) or "noise",
+`distractor_vocab` >= 1 (default 8).
+
+Tokens: 0 .. vocab-1 are the symbols, vocab .. vocab+distractor_vocab-1 the distractors,
+then the blank (vocab + distractor_vocab) and the cue (vocab + distractor_vocab + 1). The
+input size D = vocab + distractor_vocab + 2 does not depend on `filler`, so a model sees the
+same input width with either filler. A sequence has length L = gap + 2:
+
+- position 0: one symbol, uniform over the vocab;
+- positions 1 .. gap: filler: the blank with filler="blank"; with filler="noise", i.i.d.
+  distractors uniform over the separate distractor vocabulary (never a symbol, so the
+  filler cannot be confused with the answer);
+- position gap + 1: the cue.
+
+Example with gap=4, vocab=8, distractor_vocab=8, filler="noise" (c = cue = 17):
+
+    position: 0  1   2   3   4   5
+    tokens:   3  12  8   15  12  c
+    targets:  0  0   0   0   0   3
+    mask:     .  .   .   .   .   T
+
+inputs: float32 [B, L, D], the one-hot encoding of the tokens.
+targets: int64 [B, L] over `vocab` classes: the first symbol at the cue step, 0 elsewhere
+(those positions are masked out and never scored).
+mask: True at the cue step only.
+outputs: logits [B, L, vocab].
+
+loss: cross-entropy at the cue step only, averaged over the batch.
+accuracy: share of sequences whose argmax at the cue step equals the first symbol.
+
+chance: without memory of position 0 the target is uniform over the vocab, so the best
+memoryless predictor has CE = ln(vocab) (2.0794 for vocab 8) and accuracy 1 / vocab.
+"""
+
+import math
+
+import torch
+
+from tasks.base import (
+    Batch,
+    Chance,
+    Task,
+    check_choice,
+    check_int,
+    masked_accuracy,
+    one_hot,
+    sequence_cross_entropy,
+)
+
+FILLERS = ("blank", "noise")
+
+
+class DelayedRecallTask(Task):
+    """Recall the first symbol at the cue, after `gap` steps of blank or noise filler."""
+
+    name = "delayed_recall"
+    regression = False
+
+    def __init__(
+        self, gap: int, vocab: int = 8, filler: str = "blank", distractor_vocab: int = 8
+    ) -> None:
+        self.gap = check_int("gap", gap, 1, task=self.name)
+        self.vocab = check_int("vocab", vocab, 2, task=self.name)
+        self.filler = check_choice("filler", filler, FILLERS, task=self.name)
+        self.distractor_vocab = check_int("distractor_vocab", distractor_vocab, 1, task=self.name)
+        self.blank = self.vocab + self.distractor_vocab
+        self.cue = self.blank + 1
+        self.cue_position = self.gap + 1
+        self.seq_len = self.gap + 2
+        self.input_size = self.vocab + self.distractor_vocab + 2
+        self.output_size = self.vocab
+        self.chance = Chance(loss=math.log(self.vocab), accuracy=1.0 / self.vocab)
+
+    def _generate(self, batch_size: int, generator: torch.Generator) -> Batch:
+        shape = (batch_size, self.seq_len)
+        first = torch.randint(self.vocab, (batch_size,), generator=generator, dtype=torch.int64)
+        tokens = torch.full(shape, self.blank, dtype=torch.int64)
+        tokens[:, 0] = first
+        if self.filler == "noise":
+            tokens[:, 1 : self.cue_position] = torch.randint(
+                self.vocab,
+                self.vocab + self.distractor_vocab,
+                (batch_size, self.gap),
+                generator=generator,
+                dtype=torch.int64,
+            )
+        tokens[:, self.cue_position] = self.cue
+        targets = torch.zeros(shape, dtype=torch.int64)
+        targets[:, self.cue_position] = first
+        mask = torch.zeros(shape, dtype=torch.bool)
+        mask[:, self.cue_position] = True
+        return Batch(inputs=one_hot(tokens, self.input_size), targets=targets, mask=mask)
+
+    def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+        self.check_outputs(outputs, batch)
+        return sequence_cross_entropy(outputs, batch.targets, batch.mask)
+
+    def accuracy(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+        self.check_outputs(outputs, batch)
+        return masked_accuracy(outputs, batch.targets, batch.mask)
