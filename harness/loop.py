@@ -1,0 +1,193 @@
+"""The training loop: sample, forward, loss, backward, clip, step; evaluate; stop early.
+
+It talks to the task and the model through their interfaces and reports metrics to a
+`Tracker` (anything with `log_metrics(metrics, step)`), so it never touches MLflow and a
+test can run it with an in-memory tracker.
+
+Step s means "after s optimizer updates". Evaluation runs at step 0, every `eval_every`
+steps and at the end, on a fixed held-out batch from the evaluation stream; the run stops
+as `solved` once eval accuracy reaches `solve_threshold`. A non-finite loss or gradient
+norm stops the run as `diverged`, keeping what was logged so far.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+from harness import names
+from harness.clipping import Clipper
+from harness.diagnostics import GradProfile, gradient_profile
+from harness.models import RecurrentModel
+from harness.schema import EVAL_SEED_OFFSET, TrainConfig
+from tasks import Batch, Task
+
+log = logging.getLogger(__name__)
+
+
+class Tracker(Protocol):
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+
+
+@dataclass
+class MemoryTracker:
+    """Keeps every logged metric in memory: `history[name] = [(step, value), ...]`."""
+
+    history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        for key, value in metrics.items():
+            self.history.setdefault(key, []).append((step, value))
+
+
+@dataclass
+class RunResult:
+    status: str = names.UNSOLVED
+    reason: str = ""
+    steps_run: int = 0
+    steps_to_solve: int | None = None
+    final_eval_loss: float = math.nan
+    final_eval_accuracy: float = math.nan
+    best_eval_accuracy: float = 0.0
+    grad_norm_pre_clip_max: float = 0.0
+    clip_rate_total: float = 0.0
+    wall_time_s: float = 0.0
+    profiles: list[GradProfile] = field(default_factory=list)
+
+    def summary_metrics(self) -> dict[str, float]:
+        """The single-point metrics logged at the end of a run."""
+        metrics = {
+            names.FINAL_EVAL_LOSS: self.final_eval_loss,
+            names.FINAL_EVAL_ACCURACY: self.final_eval_accuracy,
+            names.BEST_EVAL_ACCURACY: self.best_eval_accuracy,
+            names.STEPS_RUN: float(self.steps_run),
+            names.WALL_TIME_S: self.wall_time_s,
+            names.GRAD_NORM_PRE_CLIP_MAX: self.grad_norm_pre_clip_max,
+            names.CLIP_RATE_TOTAL: self.clip_rate_total,
+        }
+        if self.steps_to_solve is not None:
+            metrics[names.STEPS_TO_SOLVE] = float(self.steps_to_solve)
+        return metrics
+
+
+def make_optimizer(model: torch.nn.Module, name: str, lr: float, momentum: float = 0.0,
+                   weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """adam | sgd | rmsprop over the model's parameters."""
+    params = model.parameters()
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    raise ValueError(f"optim.name: unknown {name!r}; choose adam|sgd|rmsprop")
+
+
+def data_generators(seed: int) -> tuple[torch.Generator, torch.Generator]:
+    """Training and evaluation streams from disjoint seeds (seed and seed + offset)."""
+    train = torch.Generator().manual_seed(seed)
+    evaluation = torch.Generator().manual_seed(seed + EVAL_SEED_OFFSET)
+    return train, evaluation
+
+
+class Evaluator:
+    """Loss and accuracy on a fixed held-out batch, normalized by the task's chance loss."""
+
+    def __init__(self, task: Task, batch: Batch) -> None:
+        self.task = task
+        self.batch = batch
+
+    @torch.no_grad()
+    def __call__(self, model: RecurrentModel) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        outputs = model(self.batch.inputs)
+        model.train(was_training)
+        loss = float(self.task.loss(outputs, self.batch))
+        return {
+            names.EVAL_LOSS: loss,
+            names.EVAL_ACCURACY: float(self.task.accuracy(outputs, self.batch)),
+            names.EVAL_NORMALIZED_LOSS: loss / self.task.chance.loss,
+        }
+
+
+def train_loop(task: Task, model: RecurrentModel, optimizer: torch.optim.Optimizer,
+               clipper: Clipper, cfg: TrainConfig, tracker: Tracker, seed: int) -> RunResult:
+    """Train `model` on `task` for at most `cfg.steps` steps; return how the run ended."""
+    start = time.perf_counter()
+    train_gen, eval_gen = data_generators(seed)
+    eval_batch = task.sample(cfg.eval_batch_size, eval_gen)
+    evaluate = Evaluator(task, eval_batch)
+    profile_batch = Batch(*(t[: cfg.profile_batch_size] for t in
+                            (eval_batch.inputs, eval_batch.targets, eval_batch.mask)))
+    profile_every = cfg.profile_every or cfg.eval_every
+    result = RunResult()
+    params = [p for p in model.parameters() if p.requires_grad]
+    window: dict[str, float] = {"loss": 0.0, "norm": 0.0, "fired": 0.0, "n": 0}
+    fired_total = 0
+
+    def run_eval(step: int) -> bool:
+        metrics = evaluate(model)
+        tracker.log_metrics(metrics, step)
+        result.final_eval_loss = metrics[names.EVAL_LOSS]
+        result.final_eval_accuracy = metrics[names.EVAL_ACCURACY]
+        result.best_eval_accuracy = max(result.best_eval_accuracy, result.final_eval_accuracy)
+        log.info("step %d  eval_loss %.4f  eval_accuracy %.3f  (chance %.3f)", step,
+                 metrics[names.EVAL_LOSS], metrics[names.EVAL_ACCURACY], task.chance.accuracy)
+        if not math.isfinite(metrics[names.EVAL_LOSS]):
+            result.status, result.reason = names.DIVERGED, f"non-finite eval loss at step {step}"
+            return True
+        if result.final_eval_accuracy >= cfg.solve_threshold:
+            result.status, result.steps_to_solve = names.SOLVED, step
+            result.reason = f"eval accuracy {result.final_eval_accuracy:.3f} at step {step}"
+            return True
+        return False
+
+    step = 0
+    stopped = False
+    while True:
+        if step % profile_every == 0:
+            result.profiles.append(gradient_profile(model, task, profile_batch, step))
+        if step % cfg.eval_every == 0 and run_eval(step):
+            stopped = True
+            break
+        if step == cfg.steps:
+            break
+        batch = task.sample(cfg.batch_size, train_gen)
+        loss = task.loss(model(batch.inputs), batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm, fired = clipper(params)
+        loss_value, norm_value = float(loss.detach()), float(norm)
+        if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+            what = "loss" if not math.isfinite(loss_value) else "gradient norm"
+            result.status, result.reason = names.DIVERGED, f"non-finite {what} at step {step}"
+            stopped = True
+            break
+        optimizer.step()
+        step += 1
+        result.grad_norm_pre_clip_max = max(result.grad_norm_pre_clip_max, norm_value)
+        fired_total += int(fired)
+        window["loss"] += loss_value
+        window["norm"] += norm_value
+        window["fired"] += float(fired)
+        window["n"] += 1
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            n = window["n"]
+            tracker.log_metrics({names.TRAIN_LOSS: window["loss"] / n,
+                                 names.GRAD_NORM_PRE_CLIP: window["norm"] / n,
+                                 names.CLIP_RATE: window["fired"] / n}, step)
+            window = dict.fromkeys(window, 0.0)
+    if not stopped and step % cfg.eval_every != 0:
+        run_eval(step)
+    if result.status != names.DIVERGED and result.profiles[-1].step != step:
+        result.profiles.append(gradient_profile(model, task, profile_batch, step))
+    result.steps_run = step
+    result.clip_rate_total = fired_total / step if step else 0.0
+    result.wall_time_s = time.perf_counter() - start
+    return result

@@ -1,0 +1,263 @@
+"""Structured configs (dataclass schemas) for every config group, and their validation.
+
+Hydra checks types and the allowed values of the enum fields while it composes the config
+(`model.activation=sigmoid` fails there, listing the choices). Ranges (gap >= 1, hidden
+size >= 1, non-negative threshold, ...) are checked by `validate`, which runs before any
+training or MLflow run starts and raises `ConfigError` naming the field.
+
+The schemas are registered in Hydra's ConfigStore as `<group>/base_<name>`; each YAML file
+in `conf/<group>/` extends one, so an unknown key in a YAML file or override is rejected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+EVAL_SEED_OFFSET = 1_000_000_000  # eval stream seed = seed + offset: disjoint from train seeds
+
+
+class ConfigError(ValueError):
+    """A config value is out of range; the message starts with the field's full key."""
+
+
+class TaskName(str, Enum):
+    copy = "copy"
+    adding = "adding"
+    delayed_recall = "delayed_recall"
+
+
+class ModelName(str, Enum):
+    rnn = "rnn"
+    lstm = "lstm"
+    gru = "gru"
+
+
+class Activation(str, Enum):
+    tanh = "tanh"
+    relu = "relu"
+
+
+class Init(str, Enum):
+    default = "default"  # PyTorch's U(-1/sqrt(H), 1/sqrt(H))
+    orthogonal = "orthogonal"  # orthogonal recurrent matrices
+    identity = "identity"  # IRNN (Le et al. 2015): W_hh = I, zero recurrent bias
+
+
+class OptimName(str, Enum):
+    adam = "adam"
+    sgd = "sgd"
+    rmsprop = "rmsprop"
+
+
+class ClipMode(str, Enum):
+    none = "none"
+    norm = "norm"  # rescale the global L2 norm to the threshold (Pascanu et al. 2013)
+    value = "value"  # clamp every gradient element to +-threshold
+
+
+class Filler(str, Enum):
+    blank = "blank"
+    noise = "noise"
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+@dataclass
+class TaskConfig:
+    name: TaskName = MISSING
+    gap: int = 10
+
+    def validate(self) -> None:
+        _check(self.gap >= 1, "gap", f"must be >= 1, got {self.gap}")
+
+
+@dataclass
+class CopyConfig(TaskConfig):
+    name: TaskName = TaskName.copy
+    gap: int = 100
+    n_symbols: int = 8
+    n_recall: int = 10
+
+    def validate(self) -> None:
+        super().validate()
+        _check(self.n_symbols >= 2, "n_symbols", f"must be >= 2, got {self.n_symbols}")
+        _check(self.n_recall >= 1, "n_recall", f"must be >= 1, got {self.n_recall}")
+
+
+@dataclass
+class AddingConfig(TaskConfig):
+    name: TaskName = TaskName.adding
+    gap: int = 100
+
+    def validate(self) -> None:
+        _check(self.gap >= 2, "gap", f"must be >= 2 (one marker per half), got {self.gap}")
+
+
+@dataclass
+class DelayedRecallConfig(TaskConfig):
+    name: TaskName = TaskName.delayed_recall
+    gap: int = 20
+    vocab: int = 8
+    filler: Filler = Filler.blank
+    distractor_vocab: int = 8
+
+    def validate(self) -> None:
+        super().validate()
+        _check(self.vocab >= 2, "vocab", f"must be >= 2, got {self.vocab}")
+        _check(self.distractor_vocab >= 1, "distractor_vocab",
+               f"must be >= 1, got {self.distractor_vocab}")
+
+
+@dataclass
+class ModelConfig:
+    name: ModelName = ModelName.lstm
+    # Only the vanilla RNN has a choice; torch's LSTM and GRU are tanh by definition.
+    activation: Activation = Activation.tanh
+    hidden_size: int = 64
+    num_layers: int = 1
+    init: Init = Init.default
+    forget_bias: float = 1.0  # LSTM only: initial forget-gate bias (b_ih + b_hh)
+
+    def validate(self) -> None:
+        _check(self.hidden_size >= 1, "hidden_size", f"must be >= 1, got {self.hidden_size}")
+        _check(self.num_layers >= 1, "num_layers", f"must be >= 1, got {self.num_layers}")
+        _check(self.name == ModelName.rnn or self.activation == Activation.tanh, "activation",
+               f"{self.name.value} is tanh-only in torch; set model.activation=tanh")
+        _check(self.init != Init.identity or self.name == ModelName.rnn, "init",
+               "identity (IRNN) applies to model=rnn only")
+
+
+@dataclass
+class OptimConfig:
+    name: OptimName = OptimName.adam
+    lr: float = 1e-3
+    momentum: float = 0.0  # sgd and rmsprop
+    weight_decay: float = 0.0
+
+    def validate(self) -> None:
+        _check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        _check(self.momentum >= 0, "momentum", f"must be >= 0, got {self.momentum}")
+        _check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+
+
+@dataclass
+class ClipConfig:
+    mode: ClipMode = ClipMode.none
+    threshold: float = 1.0
+
+    def validate(self) -> None:
+        _check(self.threshold > 0, "threshold", f"must be > 0, got {self.threshold}")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000  # step budget
+    batch_size: int = 32
+    log_every: int = 10  # training metrics are averaged over this window and written in batches
+    eval_every: int = 100
+    eval_batch_size: int = 256
+    solve_threshold: float = 0.99  # eval accuracy at which a run counts as solved and stops
+    profile_every: int = 0  # gradient profile cadence in steps; 0 = at every evaluation
+    profile_batch_size: int = 32
+    threads: int = 0  # torch threads per job; 0 = cores / concurrent jobs
+
+    def validate(self) -> None:
+        for key in ("steps", "batch_size", "log_every", "eval_every", "eval_batch_size",
+                    "profile_batch_size"):
+            value = getattr(self, key)
+            _check(value >= 1, key, f"must be >= 1, got {value}")
+        _check(self.profile_every >= 0, "profile_every", f"must be >= 0, got {self.profile_every}")
+        _check(self.threads >= 0, "threads", f"must be >= 0, got {self.threads}")
+        _check(0 < self.solve_threshold <= 1, "solve_threshold",
+               f"must be in (0, 1], got {self.solve_threshold}")
+
+
+@dataclass
+class TrackingConfig:
+    # Absolute path, so every job of a sweep writes to one store whatever its working dir.
+    uri: str = "sqlite:///${project_root:}/mlflow.db"
+
+    def validate(self) -> None:
+        _check("://" in self.uri, "uri",
+               f"must be an MLflow tracking URI (sqlite:///..., http://...), got {self.uri!r}")
+        _check(not self.uri.startswith("file:"), "uri",
+               "the file store is deprecated; use sqlite:///path/mlflow.db or a server URL")
+
+
+@dataclass
+class ReportConfig:
+    out_dir: str = "${project_root:}/reports"
+    on_multirun_end: bool = True  # a sweep ends by writing its report
+
+
+@dataclass
+class Config:
+    task: Any = MISSING
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    experiment_name: str = "default"
+    seed: int = 0
+
+
+GROUP_SCHEMAS: dict[str, dict[str, type]] = {
+    "task": {"copy": CopyConfig, "adding": AddingConfig, "delayed_recall": DelayedRecallConfig},
+    "model": {"model": ModelConfig},
+    "optim": {"optim": OptimConfig},
+    "clip": {"clip": ClipConfig},
+    "tracking": {"tracking": TrackingConfig},
+}
+
+
+def register() -> None:
+    """Register the schemas in Hydra's ConfigStore and the `${project_root:}` resolver."""
+    if not OmegaConf.has_resolver("project_root"):
+        OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
+    store = ConfigStore.instance()
+    store.store(name="base_config", node=Config)
+    for group, schemas in GROUP_SCHEMAS.items():
+        for name, node in schemas.items():
+            store.store(group=group, name=f"base_{name}", node=node)
+
+
+def validate(cfg: DictConfig) -> Config:
+    """Turn the composed config into typed dataclasses and check every range.
+
+    Raises ConfigError with the full key (`task.gap: must be >= 1, got 0`).
+    """
+    _check(0 <= cfg.seed < EVAL_SEED_OFFSET, "seed",
+           f"must be in [0, {EVAL_SEED_OFFSET}), got {cfg.seed}")
+    _check(bool(cfg.experiment_name), "experiment_name", "must not be empty")
+    spec: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    for group in ("task", "model", "optim", "clip", "train", "tracking"):
+        try:
+            getattr(spec, group).validate()
+        except ConfigError as err:
+            raise ConfigError(f"{group}.{err}") from None
+    return spec
+
+
+def task_params(task: TaskConfig) -> dict[str, Any]:
+    """The keyword arguments of `tasks.make_task` for a task config (enums as strings)."""
+    params = {f.name: getattr(task, f.name) for f in dataclasses.fields(task) if f.name != "name"}
+    return {k: v.value if isinstance(v, Enum) else v for k, v in params.items()}
+
+
+def cpu_count() -> int:
+    """Cores this process may use (respects taskset/cgroup affinity)."""
+    return len(os.sched_getaffinity(0))

@@ -1,0 +1,58 @@
+"""Shared fixtures: the real Hydra config, shrunk to seconds, writing only under tmp_path."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from harness.schema import PROJECT_ROOT, register
+
+CONF_DIR = str(PROJECT_ROOT / "conf")
+BIN = Path(sys.executable).parent
+
+# Tiny but real: every part of a run executes, in about a second.
+SHRINK = [
+    "model.hidden_size=8",
+    "train.steps=20",
+    "train.batch_size=8",
+    "train.eval_every=10",
+    "train.log_every=5",
+    "train.eval_batch_size=32",
+    "train.profile_batch_size=4",
+    "train.threads=1",
+]
+
+
+@pytest.fixture
+def store_uri(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/mlflow.db"
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path, store_uri: str) -> Callable[..., DictConfig]:
+    """Compose conf/config.yaml with overrides, shrunk, with store and reports in tmp_path."""
+    register()
+
+    def _make(*overrides: str, shrink: bool = True) -> DictConfig:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose("config", overrides=[*(SHRINK if shrink else []), *overrides],
+                          return_hydra_config=False)
+        with open_dict(cfg):
+            cfg.tracking.uri = store_uri
+            cfg.report.out_dir = str(tmp_path / "reports")
+        return cfg
+
+    return _make
+
+
+def cli_env() -> dict[str, str]:
+    """Environment for subprocess runs of the console scripts: no stray MLflow run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env

@@ -1,0 +1,68 @@
+"""Clipping changes the gradient as its mode says, and reports the pre-clip norm honestly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from harness.clipping import Clipper
+
+
+def model_with_gradient(scale: float) -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    loss = (model(torch.randn(16, 4)) * scale).pow(2).sum()
+    loss.backward()
+    return model
+
+
+def global_norm(model: nn.Module) -> float:
+    return float(torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in model.parameters()])))
+
+
+def test_norm_clipping_rescales_to_threshold_and_reports_pre_clip_norm() -> None:
+    model = model_with_gradient(100.0)
+    before = global_norm(model)
+    pre, fired = Clipper("norm", 1.0)(model.parameters())
+    assert float(pre) == pytest.approx(before, rel=1e-6)
+    assert bool(fired) and before > 1.0
+    assert global_norm(model) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_norm_clipping_below_threshold_changes_nothing() -> None:
+    model = model_with_gradient(1e-3)
+    grads = [p.grad.clone() for p in model.parameters()]
+    pre, fired = Clipper("norm", 1e6)(model.parameters())
+    assert not bool(fired) and float(pre) < 1e6
+    for p, g in zip(model.parameters(), grads, strict=True):
+        assert torch.equal(p.grad, g)
+
+
+def test_value_clipping_clamps_every_element() -> None:
+    model = model_with_gradient(10.0)
+    largest = max(float(p.grad.abs().max()) for p in model.parameters())
+    assert largest > 0.5
+    pre, fired = Clipper("value", 0.5)(model.parameters())
+    assert bool(fired)
+    assert max(float(p.grad.abs().max()) for p in model.parameters()) <= 0.5
+    assert float(pre) > global_norm(model)  # pre is measured before the clamp
+
+
+def test_none_measures_without_changing() -> None:
+    model = model_with_gradient(100.0)
+    before = global_norm(model)
+    pre, fired = Clipper("none", 1.0)(model.parameters())
+    assert float(pre) == pytest.approx(before, rel=1e-6) and not bool(fired)
+    assert global_norm(model) == pytest.approx(before, rel=1e-6)
+
+
+def test_clipping_before_backward_is_an_error() -> None:
+    with pytest.raises(RuntimeError, match="after loss.backward"):
+        Clipper("norm", 1.0)(nn.Linear(2, 2).parameters())
+
+
+@pytest.mark.parametrize(("mode", "threshold"), [("elementwise", 1.0), ("norm", 0.0)])
+def test_bad_clipping_arguments(mode: str, threshold: float) -> None:
+    with pytest.raises(ValueError, match="clip\\."):
+        Clipper(mode, threshold)
