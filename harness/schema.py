@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -29,42 +29,42 @@ class ConfigError(ValueError):
     """A config value is out of range; the message starts with the field's full key."""
 
 
-class TaskName(str, Enum):
+class TaskName(StrEnum):
     copy = "copy"
     adding = "adding"
     delayed_recall = "delayed_recall"
 
 
-class ModelName(str, Enum):
+class ModelName(StrEnum):
     rnn = "rnn"
     lstm = "lstm"
     gru = "gru"
 
 
-class Activation(str, Enum):
+class Activation(StrEnum):
     tanh = "tanh"
     relu = "relu"
 
 
-class Init(str, Enum):
+class Init(StrEnum):
     default = "default"  # PyTorch's U(-1/sqrt(H), 1/sqrt(H))
     orthogonal = "orthogonal"  # orthogonal recurrent matrices
     identity = "identity"  # IRNN (Le et al. 2015): W_hh = I, zero recurrent bias
 
 
-class OptimName(str, Enum):
+class OptimName(StrEnum):
     adam = "adam"
     sgd = "sgd"
     rmsprop = "rmsprop"
 
 
-class ClipMode(str, Enum):
+class ClipMode(StrEnum):
     none = "none"
     norm = "norm"  # rescale the global L2 norm to the threshold (Pascanu et al. 2013)
     value = "value"  # clamp every gradient element to +-threshold
 
 
-class Filler(str, Enum):
+class Filler(StrEnum):
     blank = "blank"
     noise = "noise"
 

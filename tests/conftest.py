@@ -51,6 +51,7 @@ def make_cfg(tmp_path: Path, store_uri: str) -> Callable[..., DictConfig]:
     return _make
 
 
+@pytest.fixture
 def cli_env() -> dict[str, str]:
     """Environment for subprocess runs of the console scripts: no stray MLflow run."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}

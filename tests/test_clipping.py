@@ -18,7 +18,8 @@ def model_with_gradient(scale: float) -> nn.Module:
 
 
 def global_norm(model: nn.Module) -> float:
-    return float(torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in model.parameters()])))
+    flat = torch.cat([p.grad.flatten() for p in model.parameters()])
+    return float(torch.linalg.vector_norm(flat))
 
 
 def test_norm_clipping_rescales_to_threshold_and_reports_pre_clip_norm() -> None:

@@ -1,0 +1,194 @@
+"""The only module that writes to MLflow: store creation, run identity, params, metrics,
+tags and artifacts.
+
+- Store: the tracking URI comes from config (default an SQLite file at the project root).
+  Several processes opening a *new* SQLite store at once race on its schema migration, so
+  `ensure_store` creates it once under a file lock before any job logs to it.
+- Identity: params are the flattened resolved config; `config_hash` hashes it without the
+  keys that do not change the result (where things are written, thread count).
+- Speed: metrics are buffered and written with `log_batch`, a few hundred points a call.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import subprocess
+import time
+import traceback
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from harness import names
+from harness.diagnostics import GradProfile
+from harness.schema import PROJECT_ROOT
+
+log = logging.getLogger(__name__)
+
+# Keys that say where or how fast a run is executed, not what it computes.
+NON_SEMANTIC_PREFIXES = ("tracking.", "report.", "train.threads")
+FLUSH_POINTS = 500  # buffered metric points that trigger a write
+FLUSH_SECONDS = 15.0  # ... or time since the last write, so the UI shows live progress
+PARAM_BATCH = 100  # MLflow's limit of params per log_batch call
+METRIC_BATCH = 1000  # MLflow's limit of metrics per log_batch call
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """{'model': {'name': 'lstm'}} -> {'model.name': 'lstm'}: MLflow param keys = config keys."""
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{full}."))
+        else:
+            flat[full] = str(value)
+    return flat
+
+
+def config_hash(flat: dict[str, str]) -> str:
+    """Stable 12-hex-digit hash of the semantic part of a flattened config."""
+    semantic = {k: v for k, v in flat.items() if not k.startswith(NON_SEMANTIC_PREFIXES)}
+    return hashlib.sha256(json.dumps(semantic, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def git_commit() -> str:
+    """The current commit, with `-dirty` if tracked files changed; `unknown` outside git."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, check=True,
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=PROJECT_ROOT, capture_output=True, text=True,
+                               timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of an `sqlite:///...` URI, or None for other stores."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///"))
+
+
+def ensure_store(uri: str) -> None:
+    """Create (and migrate) the tracking store once, before parallel jobs use it.
+
+    For SQLite this happens under a file lock next to the database; for a server it checks
+    that the server answers, so a wrong URL fails in seconds, before any training.
+    """
+    path = sqlite_path(uri)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(path.parent, os.W_OK):
+            raise PermissionError(f"tracking.uri: cannot write the store's folder {path.parent}")
+        with FileLock(f"{path}.lock", timeout=300):
+            MlflowClient(uri).search_experiments(max_results=1)
+        return
+    if uri.startswith(("http://", "https://")):
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5) as response:
+                response.read()
+        except OSError as err:
+            raise ConnectionError(f"tracking.uri: MLflow server {uri} unreachable: {err}") from err
+
+
+def experiment_id(client: MlflowClient, name: str) -> str:
+    """Id of the named experiment, creating it; safe when parallel jobs race to create it."""
+    for _ in range(5):
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        try:
+            return client.create_experiment(name)
+        except MlflowException:
+            time.sleep(0.2)  # another job created it between our two calls
+    raise RuntimeError(f"could not get or create MLflow experiment {name!r}")
+
+
+class MlflowTracker:
+    """One MLflow run: buffered metric writes, params, tags and artifacts."""
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+        self._buffer: list[Metric] = []
+        self._last_flush = time.monotonic()
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        self._buffer.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
+        if (len(self._buffer) >= FLUSH_POINTS
+                or time.monotonic() - self._last_flush > FLUSH_SECONDS):
+            self.flush()
+
+    def flush(self) -> None:
+        for chunk in chunks(self._buffer, METRIC_BATCH):
+            self.client.log_batch(self.run_id, metrics=chunk)
+        self._buffer = []
+        self._last_flush = time.monotonic()
+
+    def log_params(self, params: dict[str, str]) -> None:
+        for chunk in chunks([Param(k, v) for k, v in params.items()], PARAM_BATCH):
+            self.client.log_batch(self.run_id, params=chunk)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_profiles(self, profiles: list[GradProfile]) -> None:
+        """Write the gradient-by-lag profiles as one CSV artifact (long format)."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(names.PROFILE_COLUMNS)
+        for profile in profiles:
+            writer.writerows(profile.rows())
+        self.log_text(buffer.getvalue(), names.GRAD_PROFILE_ARTIFACT)
+
+
+def chunks(items: list, size: int) -> Iterable[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+@contextmanager
+def mlflow_run(uri: str, experiment: str, run_name: str, params: dict[str, str],
+               tags: dict[str, str]) -> Iterator[MlflowTracker]:
+    """Open a run, yield its tracker, and close it FINISHED, or FAILED with the traceback.
+
+    Uses MlflowClient rather than the fluent API, so a stray `MLFLOW_RUN_ID` in the
+    environment or another active run cannot capture this one.
+    """
+    ensure_store(uri)
+    client = MlflowClient(uri)
+    run = client.create_run(experiment_id(client, experiment), run_name=run_name,
+                            tags={**tags, names.GIT_COMMIT: git_commit()})
+    tracker = MlflowTracker(client, run.info.run_id)
+    try:
+        tracker.log_params(params)
+        yield tracker
+        tracker.flush()
+    except BaseException as err:
+        try:
+            tracker.flush()
+            tracker.set_tags({names.STATUS: names.FAILED, names.STATUS_REASON: repr(err)[:500]})
+            tracker.log_text(traceback.format_exc(), "traceback.txt")
+        finally:
+            client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))
+        raise
+    client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FINISHED))

@@ -1,0 +1,114 @@
+"""Hydra entry point: one job = one task × model × clipping × seed, logged as one MLflow run.
+
+    harness-train task=copy task.gap=100 model=lstm clip=norm clip.threshold=1.0 seed=0
+    harness-train -m experiment=demo
+
+`train(cfg)` is the plain function behind the `@hydra.main` wrapper; tests call it directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+import tasks
+from harness import names
+from harness.clipping import Clipper
+from harness.loop import RunResult, make_optimizer, train_loop
+from harness.models import RecurrentModel
+from harness.schema import (
+    PROJECT_ROOT,
+    Config,
+    ConfigError,
+    cpu_count,
+    register,
+    task_params,
+    validate,
+)
+from harness.tracking import config_hash, flatten, mlflow_run
+
+log = logging.getLogger(__name__)
+register()
+
+
+def concurrent_jobs() -> int:
+    """How many jobs share this machine's cores: the joblib launcher's n_jobs in a sweep."""
+    if not HydraConfig.initialized():
+        return 1
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return 1
+    n_jobs = OmegaConf.select(hydra_cfg, "launcher.n_jobs", default=1)
+    return cpu_count() if n_jobs is None or n_jobs < 1 else int(n_jobs)
+
+
+def torch_threads(requested: int) -> int:
+    """Threads for this job: as asked, else SLURM's cpus per task, else cores / jobs."""
+    if requested > 0:
+        return requested
+    if "SLURM_CPUS_PER_TASK" in os.environ:
+        return int(os.environ["SLURM_CPUS_PER_TASK"])
+    return max(1, cpu_count() // concurrent_jobs())
+
+
+def run_name(spec: Config) -> str:
+    return names.run_name(spec.task.name.value, spec.model.name.value,
+                          spec.model.activation.value, spec.clip.mode.value,
+                          spec.clip.threshold, spec.task.gap, spec.seed)
+
+
+def train(cfg: DictConfig) -> RunResult:
+    """Validate the config, build task and model, train, and log everything to MLflow."""
+    spec = validate(cfg)  # raises ConfigError before any run exists
+    torch.set_num_threads(torch_threads(spec.train.threads))
+    task = tasks.make_task(spec.task.name.value, **task_params(spec.task))
+    torch.manual_seed(spec.seed)  # model initialization; data uses its own generators
+    model = RecurrentModel(spec.model.name.value, task.input_size, task.output_size,
+                           spec.model.hidden_size, spec.model.num_layers,
+                           spec.model.activation.value, spec.model.init.value,
+                           spec.model.forget_bias)
+    optimizer = make_optimizer(model, spec.optim.name.value, spec.optim.lr, spec.optim.momentum,
+                               spec.optim.weight_decay)
+    clipper = Clipper(spec.clip.mode.value, spec.clip.threshold)
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    params = flatten(resolved)  # type: ignore[arg-type]
+    name = run_name(spec)
+    log.info("%s: %d steps, sequence length %d, chance accuracy %.3f, loss %.4f", name,
+             spec.train.steps, task.seq_len, task.chance.accuracy, task.chance.loss)
+    with mlflow_run(spec.tracking.uri, spec.experiment_name, name, params,
+                    {names.CONFIG_HASH: config_hash(params)}) as tracker:
+        tracker.log_text(OmegaConf.to_yaml(resolved), names.CONFIG_ARTIFACT)
+        tracker.log_metrics({names.CHANCE_LOSS: task.chance.loss,
+                             names.CHANCE_ACCURACY: task.chance.accuracy}, 0)
+        result = train_loop(task, model, optimizer, clipper, spec.train, tracker, spec.seed)
+        tracker.log_metrics(result.summary_metrics(), result.steps_run)
+        tracker.log_profiles(result.profiles)
+        tracker.set_tags({names.STATUS: result.status, names.STATUS_REASON: result.reason})
+    log.info("%s: %s after %d steps (%s), %.1f s", name, result.status, result.steps_run,
+             result.reason or "step budget used", result.wall_time_s)
+    return result
+
+
+@hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="config")
+def main(cfg: DictConfig) -> float:
+    """Console script `harness-train`; returns the final eval accuracy (for sweepers)."""
+    try:
+        result = train(cfg)
+    except ConfigError as err:
+        print(f"harness-train: invalid config: {err}", file=sys.stderr)
+        sys.exit(2)
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        print(f"MLflow store: {cfg.tracking.uri}\n"
+              f"Open the UI:  mlflow ui --backend-store-uri {cfg.tracking.uri}")
+    return result.final_eval_accuracy
+
+
+if __name__ == "__main__":
+    main()

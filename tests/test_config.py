@@ -1,0 +1,91 @@
+"""Every config composes; bad values fail before any run, naming the field."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig
+
+from harness.schema import PROJECT_ROOT, ConfigError, validate
+
+GROUPS = ["task", "model", "optim", "clip", "tracking"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (PROJECT_ROOT / "conf" / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize(("group", "option"),
+                         [(g, o) for g in GROUPS for o in options(g)])
+def test_every_group_option_composes_and_validates(make_cfg: Callable[..., DictConfig],
+                                                   group: str, option: str) -> None:
+    spec = validate(make_cfg(f"{group}={option}"))
+    assert spec is not None
+
+
+@pytest.mark.parametrize("preset", options("experiment"))
+def test_every_experiment_preset_composes(make_cfg: Callable[..., DictConfig],
+                                          preset: str) -> None:
+    cfg = make_cfg(f"experiment={preset}", shrink=False)
+    validate(cfg)
+    assert cfg.experiment_name == preset
+
+
+@pytest.mark.parametrize(("override", "field"), [
+    ("task.gap=0", "task.gap"),
+    ("model.hidden_size=0", "model.hidden_size"),
+    ("clip.threshold=-1", "clip.threshold"),
+    ("optim.lr=0", "optim.lr"),
+    ("train.steps=0", "train.steps"),
+    ("seed=-3", "seed"),
+])
+def test_out_of_range_values_name_the_field(make_cfg: Callable[..., DictConfig], override: str,
+                                            field: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{field}: "):
+        validate(make_cfg(override))
+
+
+@pytest.mark.parametrize("uri", ["mlflow.db", "file:///tmp/mlruns"])
+def test_tracking_uri_must_be_a_store_uri(make_cfg: Callable[..., DictConfig], uri: str) -> None:
+    cfg = make_cfg()
+    cfg.tracking.uri = uri
+    with pytest.raises(ConfigError, match="^tracking.uri: "):
+        validate(cfg)
+
+
+def test_gated_models_refuse_relu(make_cfg: Callable[..., DictConfig]) -> None:
+    with pytest.raises(ConfigError, match="^model.activation: "):
+        validate(make_cfg("model=lstm", "model.activation=relu"))
+
+
+def harness_train(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "harness.train", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_bad_value_exits_nonzero_with_one_line_and_creates_no_run(
+        tmp_path: Path, cli_env: dict[str, str]) -> None:
+    db = tmp_path / "mlflow.db"
+    done = harness_train("task.gap=0", f"tracking.uri=sqlite:///{db}", cwd=tmp_path, env=cli_env)
+    assert done.returncode == 2
+    message = [line for line in done.stderr.splitlines() if line.strip()]
+    assert message == ["harness-train: invalid config: task.gap: must be >= 1, got 0"]
+    assert not db.exists()  # validation happens before the store is even opened
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("model.activation=sigmoid", "tanh, relu"),  # Hydra lists the allowed values
+    ("model=transformer", "Available options"),
+    ("task.gapp=3", "task.gapp"),
+])
+def test_cli_unknown_values_and_keys_fail_at_composition(
+        tmp_path: Path, cli_env: dict[str, str], override: str, expected: str) -> None:
+    db = tmp_path / "mlflow.db"
+    done = harness_train(override, f"tracking.uri=sqlite:///{db}", cwd=tmp_path, env=cli_env)
+    assert done.returncode != 0
+    assert expected in done.stderr
+    assert not db.exists()
