@@ -1,0 +1,66 @@
+"""Command line for the report: `harness-report --experiment NAME [--tracking-uri URI] [--out DIR]`.
+
+Also runnable as `python -m harness.report.cli`. Exit code 0 on success, 2 when the store or
+experiment cannot be reported on (one-line message on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+PROG = "harness-report"
+EXIT_USAGE = 2  # same code argparse uses for bad arguments: "you asked for something absent"
+
+
+def default_tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI if set, else the `mlflow.db` in the current directory (absolute).
+
+    The path is made absolute so the printed `mlflow ui` command works from any directory.
+    """
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Build a static HTML/CSV/markdown report of one sweep."
+    )
+    parser.add_argument("--experiment", required=True, help="MLflow experiment (one sweep)")
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow store; default: $MLFLOW_TRACKING_URI, else sqlite:///$PWD/mlflow.db",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("reports"), help="report root (default: reports)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Build the report and print where it is; return the process exit code."""
+    args = _parser().parse_args(argv)
+    tracking_uri = args.tracking_uri or default_tracking_uri()
+    # Imported here so `--help` and argument errors answer without loading mlflow/matplotlib.
+    from harness.report import ReportError, build_report
+
+    try:
+        index = build_report(args.experiment, tracking_uri, args.out)
+    except ReportError as err:
+        # One line, whatever the message holds, so scripts can grep or log it as a unit.
+        message = " ".join(str(err).splitlines())
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"report written: {index.resolve()}")
+    print(f"MLflow UI on the same store: mlflow ui --backend-store-uri {tracking_uri}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""Read one sweep out of an MLflow store into plain pandas tables for the report.
+
+Two loaders: `load_runs` turns the bulk `mlflow.search_runs` frame into one typed row per run
+(columns named by the MLflow keys in `harness.names`), and `load_grad_profiles` collects the
+`grad_profile.csv` artifacts of those runs into one long frame.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from harness import names
+
+RUN_ID = "run_id"
+RUN_NAME = "run_name"
+LABEL = "label"
+# Runs that never reached the end of training carry no status tag; they get this one so that
+# they still show up (and are counted) instead of vanishing from the report.
+NO_STATUS = "missing"
+
+# One row per run: identity, grouping keys, outcome, cost. Order is the runs.csv column order.
+RUN_COLUMNS: tuple[str, ...] = (
+    RUN_ID,
+    RUN_NAME,
+    names.TASK,
+    names.GAP,
+    names.MODEL,
+    names.ACTIVATION,
+    names.CLIP_MODE,
+    names.CLIP_THRESHOLD,
+    names.SEED,
+    LABEL,
+    names.STATUS,
+    names.STATUS_REASON,
+    names.FINAL_EVAL_ACCURACY,
+    names.FINAL_EVAL_LOSS,
+    names.CHANCE_ACCURACY,
+    names.CHANCE_LOSS,
+    names.STEPS_TO_SOLVE,
+    names.STEPS_RUN,
+    names.WALL_TIME_S,
+    names.GRAD_NORM_PRE_CLIP_MAX,
+    names.CLIP_RATE_TOTAL,
+)
+_STR_PARAMS = (names.TASK, names.MODEL, names.ACTIVATION, names.CLIP_MODE)
+_INT_PARAMS = (names.GAP, names.SEED)
+_FLOAT_PARAMS = (names.CLIP_THRESHOLD,)
+_TAGS = (names.STATUS, names.STATUS_REASON)
+_METRICS = (
+    names.FINAL_EVAL_ACCURACY,
+    names.FINAL_EVAL_LOSS,
+    names.CHANCE_ACCURACY,
+    names.CHANCE_LOSS,
+    names.STEPS_TO_SOLVE,
+    names.STEPS_RUN,
+    names.WALL_TIME_S,
+    names.GRAD_NORM_PRE_CLIP_MAX,
+    names.CLIP_RATE_TOTAL,
+)
+# The run's MLflow name lives in this system tag in the search_runs frame.
+_RUN_NAME_TAG = "mlflow.runName"
+
+
+class ReportError(ValueError):
+    """The store or experiment cannot be reported on (missing, empty); the message says why."""
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """File behind a `sqlite:///...` URI (relative or absolute), None for other stores."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return None
+    # SQLAlchemy URIs may carry driver options after '?'; they are not part of the path.
+    rest = tracking_uri[len(prefix):].split("?", 1)[0]
+    if rest in ("", ":memory:"):
+        return None
+    return Path(rest)
+
+
+def check_store(tracking_uri: str) -> None:
+    """Fail before MLflow touches a sqlite store that does not exist.
+
+    MLflow would silently create an empty database at a mistyped path, and the user would then
+    see "experiment not found" for a store that was never there.
+    """
+    path = sqlite_path(tracking_uri)
+    if path is not None and not path.is_file():
+        raise ReportError(f"no MLflow store at {tracking_uri}: file {path} does not exist")
+
+
+@contextmanager
+def _tracking_uri(uri: str) -> Iterator[None]:
+    """Point the global MLflow client at `uri` for the block, then put back what was there.
+
+    `mlflow.search_runs` only reads the global tracking URI, and setting it also rewrites the
+    MLFLOW_TRACKING_URI environment variable, so both are restored afterwards.
+    """
+    env_before = os.environ.get("MLFLOW_TRACKING_URI")
+    uri_before = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(uri_before)  # type: ignore[arg-type]  # None means "unset"
+        if env_before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = env_before
+
+
+def _experiment_names(client: MlflowClient) -> list[str]:
+    return sorted(e.name for e in client.search_experiments())
+
+
+def _not_found(experiment: str, tracking_uri: str, client: MlflowClient, why: str) -> ReportError:
+    known = _experiment_names(client)
+    listing = ", ".join(repr(n) for n in known) if known else "(none)"
+    return ReportError(
+        f"experiment {experiment!r} {why} in {tracking_uri}; experiments in this store: {listing}"
+    )
+
+
+def _column(frame: pd.DataFrame, key: str) -> pd.Series:
+    """A column of the search_runs frame, or all-missing if no run logged that key."""
+    if key in frame.columns:
+        return frame[key]
+    return pd.Series([None] * len(frame), index=frame.index, dtype=object)
+
+
+def load_runs(experiment: str, tracking_uri: str) -> pd.DataFrame:
+    """One typed row per active run of `experiment`, columns `RUN_COLUMNS`, sorted stably.
+
+    Raises `ReportError` (a ValueError) if the store, the experiment or its runs are missing.
+    """
+    check_store(tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    if client.get_experiment_by_name(experiment) is None:
+        raise _not_found(experiment, tracking_uri, client, "not found")
+    with _tracking_uri(tracking_uri):
+        raw = mlflow.search_runs(experiment_names=[experiment], output_format="pandas")
+    assert isinstance(raw, pd.DataFrame)
+    if raw.empty:
+        raise _not_found(experiment, tracking_uri, client, "has no runs")
+
+    runs = pd.DataFrame(index=raw.index)
+    runs[RUN_ID] = raw["run_id"].astype(str)
+    runs[RUN_NAME] = _column(raw, f"tags.{_RUN_NAME_TAG}").fillna("").astype(str)
+    for key in _STR_PARAMS:
+        runs[key] = _column(raw, f"params.{key}").astype("string")
+    for key in _INT_PARAMS:
+        # Params are strings in MLflow; "100" and "100.0" must both become the gap 100.
+        values = pd.to_numeric(_column(raw, f"params.{key}"), errors="coerce")
+        runs[key] = values.round().astype("Int64")
+    for key in _FLOAT_PARAMS:
+        runs[key] = pd.to_numeric(_column(raw, f"params.{key}"), errors="coerce").astype(float)
+    runs[LABEL] = [
+        names.config_label(str(m), str(a), str(c), float(t))
+        for m, a, c, t in zip(
+            runs[names.MODEL].fillna("?"),
+            runs[names.ACTIVATION].fillna("?"),
+            runs[names.CLIP_MODE].fillna("none"),
+            runs[names.CLIP_THRESHOLD],
+            strict=True,
+        )
+    ]
+    for key in _TAGS:
+        runs[key] = _column(raw, f"tags.{key}").astype("string")
+    runs[names.STATUS] = runs[names.STATUS].fillna(NO_STATUS)
+    for key in _METRICS:
+        runs[key] = pd.to_numeric(_column(raw, f"metrics.{key}"), errors="coerce").astype(float)
+
+    runs = runs[list(RUN_COLUMNS)]
+    # The store returns runs by start time; sort on content so a rebuild is byte-identical.
+    order = [names.TASK, LABEL, names.GAP, names.SEED, RUN_NAME, RUN_ID]
+    return runs.sort_values(order, kind="mergesort", na_position="last").reset_index(drop=True)
+
+
+def load_grad_profiles(run_ids: list[str], tracking_uri: str) -> pd.DataFrame:
+    """All `grad_profile.csv` artifacts of `run_ids`, stacked, with a `run_id` column.
+
+    Runs without the artifact, or with an empty or malformed one, are skipped: a diverged run
+    may have stopped before profiling, and that must not cost the whole report.
+    """
+    columns = [RUN_ID, *names.PROFILE_COLUMNS]
+    client = MlflowClient(tracking_uri=tracking_uri)
+    frames: list[pd.DataFrame] = []
+    with tempfile.TemporaryDirectory(prefix="harness-report-") as tmp:
+        for run_id in run_ids:
+            # Listing first avoids treating "artifact absent" as an exception path.
+            present = {a.path for a in client.list_artifacts(run_id)}
+            if names.GRAD_PROFILE_ARTIFACT not in present:
+                continue
+            local = mlflow.artifacts.download_artifacts(
+                run_id=run_id,
+                artifact_path=names.GRAD_PROFILE_ARTIFACT,
+                dst_path=str(Path(tmp) / run_id),
+                tracking_uri=tracking_uri,
+            )
+            try:
+                profile = pd.read_csv(local)
+            except pd.errors.EmptyDataError:
+                continue
+            if not set(names.PROFILE_COLUMNS) <= set(profile.columns) or profile.empty:
+                continue
+            profile = profile[list(names.PROFILE_COLUMNS)].apply(pd.to_numeric, errors="coerce")
+            profile.insert(0, RUN_ID, run_id)
+            frames.append(profile)
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype=object if c == RUN_ID else float)
+                             for c in columns})
+    return pd.concat(frames, ignore_index=True)[columns]

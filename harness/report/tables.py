@@ -1,0 +1,215 @@
+"""The report's tables: status counts, largest solved gap, accuracy by gap, and their text forms.
+
+Every table is a pandas frame first (written as CSV), then turned into display strings shared
+by the markdown summary and the HTML page, so both show the same numbers the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from harness import names
+from harness.report.load import LABEL, NO_STATUS, RUN_NAME
+
+NONE = "none"  # shown where a configuration solved no gap at all, so it cannot read as gap 0
+LARGEST_SOLVED_GAP = "largest_solved_gap"
+LARGEST_SOLVED_GAP_PER_SEED = "largest_solved_gap_per_seed"
+SEEDS = "seeds"
+N_SEEDS = "n_seeds"
+ACCURACY_MEAN = f"{names.FINAL_EVAL_ACCURACY}_mean"
+ACCURACY_STD = f"{names.FINAL_EVAL_ACCURACY}_std"
+RUNS = "runs"
+
+# Columns of the run table on the HTML page; runs.csv keeps all of load.RUN_COLUMNS.
+RUN_TABLE_COLUMNS: tuple[str, ...] = (
+    RUN_NAME,
+    names.STATUS,
+    names.STATUS_REASON,
+    names.FINAL_EVAL_ACCURACY,
+    names.STEPS_TO_SOLVE,
+    names.STEPS_RUN,
+    names.WALL_TIME_S,
+)
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """CSV with fixed line endings and no index, so rebuilds compare byte for byte."""
+    frame.to_csv(path, index=False, lineterminator="\n")
+
+
+def status_counts(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs per status: the three known statuses always (even at 0), then any others seen."""
+    counts = runs[names.STATUS].value_counts()
+    extra = sorted(s for s in counts.index if s not in names.STATUSES)
+    order = [*names.STATUSES, *extra]
+    return pd.DataFrame(
+        {names.STATUS: order, RUNS: [int(counts.get(s, 0)) for s in order]}
+    )
+
+
+def _seed_solved_at(runs: pd.DataFrame) -> pd.DataFrame:
+    """Whether each (task, label, seed, gap) was solved; a re-run counts only if all runs were."""
+    keyed = runs.dropna(subset=[names.TASK, names.GAP, names.SEED])
+    solved = keyed[names.STATUS] == names.SOLVED
+    return (
+        solved.groupby([keyed[names.TASK], keyed[LABEL], keyed[names.SEED], keyed[names.GAP]])
+        .all()
+        .rename(names.SOLVED)
+        .reset_index()
+    )
+
+
+def _gap_list(values: Sequence[int | None]) -> str:
+    return "[" + ", ".join(NONE if v is None else str(v) for v in values) + "]"
+
+
+def largest_solved_gap(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (task, label): the largest gap every seed solved, and each seed's own largest.
+
+    "Every seed" means every seed the configuration was run with for that task: a gap where a
+    seed is missing (crashed, not yet run) does not count as solved by all.
+    """
+    per_gap = _seed_solved_at(runs)
+    rows = []
+    for (task, label), group in per_gap.groupby([names.TASK, LABEL], sort=True):
+        seeds = sorted(int(s) for s in group[names.SEED].unique())
+        per_seed: list[int | None] = []
+        for seed in seeds:
+            solved_gaps = group.loc[(group[names.SEED] == seed) & group[names.SOLVED], names.GAP]
+            per_seed.append(int(solved_gaps.max()) if len(solved_gaps) else None)
+        by_gap = group.groupby(names.GAP)
+        all_solved = [
+            int(gap)
+            for gap, at_gap in by_gap
+            if at_gap[names.SOLVED].all() and set(at_gap[names.SEED]) >= set(seeds)
+        ]
+        rows.append(
+            {
+                names.TASK: task,
+                LABEL: label,
+                LARGEST_SOLVED_GAP: max(all_solved) if all_solved else NONE,
+                SEEDS: _gap_list(seeds),
+                LARGEST_SOLVED_GAP_PER_SEED: _gap_list(per_seed),
+                N_SEEDS: len(seeds),
+            }
+        )
+    columns = [names.TASK, LABEL, LARGEST_SOLVED_GAP, SEEDS, LARGEST_SOLVED_GAP_PER_SEED, N_SEEDS]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def accuracy_by_gap(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (task, label, gap): mean and sample std of final eval accuracy over the seeds.
+
+    `n_seeds` counts the runs that logged a final accuracy; the std is empty for a single one.
+    """
+    keyed = runs.dropna(subset=[names.TASK, names.GAP])
+    grouped = keyed.groupby([names.TASK, LABEL, names.GAP], sort=True)[names.FINAL_EVAL_ACCURACY]
+    table = grouped.agg(["mean", "std", "count"]).reset_index()
+    table.columns = [names.TASK, LABEL, names.GAP, ACCURACY_MEAN, ACCURACY_STD, N_SEEDS]
+    table[N_SEEDS] = table[N_SEEDS].astype(int)
+    return table
+
+
+def _is_missing(value: object) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def format_cell(value: object, digits: int = 3) -> str:
+    """One display string per value: floats rounded, integers plain, missing as a dash."""
+    if _is_missing(value):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def display_rows(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> list[list[str]]:
+    """Rows of `frame` as display strings, in the order of `columns` (default: all)."""
+    cols = list(columns) if columns is not None else list(frame.columns)
+    return [[format_cell(v) for v in row] for row in frame[cols].itertuples(index=False)]
+
+
+def accuracy_display(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """The accuracy table with mean ± std in one cell, as header and rows of strings."""
+    header = [names.TASK, LABEL, names.GAP, f"{names.FINAL_EVAL_ACCURACY} (mean ± std)", N_SEEDS]
+    rows = []
+    for row in table.itertuples(index=False):
+        task, label, gap, mean, std, n = row
+        cell = format_cell(mean)
+        if not _is_missing(std):
+            cell += f" ± {format_cell(std)}"
+        rows.append([format_cell(task), format_cell(label), format_cell(gap), cell, str(n)])
+    return header, rows
+
+
+def run_display(runs: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """The per-run table of the HTML page: header and rows of strings."""
+    frame = runs.copy()
+    # Steps are counts: show them without a decimal part even though metrics are floats.
+    for key in (names.STEPS_TO_SOLVE, names.STEPS_RUN):
+        frame[key] = frame[key].round().astype("Int64").astype(object)
+    frame[names.WALL_TIME_S] = pd.Series(
+        [None if _is_missing(v) else f"{float(v):.1f}" for v in frame[names.WALL_TIME_S]],
+        index=frame.index,
+        dtype=object,
+    )
+    return list(RUN_TABLE_COLUMNS), display_rows(frame, RUN_TABLE_COLUMNS)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub-flavoured markdown table; pipes in cells are escaped so they cannot split one."""
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    return "\n".join([line(header), line(["---"] * len(header)), *(line(r) for r in rows)])
+
+
+def summary_markdown(
+    experiment: str,
+    tracking_uri: str,
+    counts: pd.DataFrame,
+    solved: pd.DataFrame,
+    accuracy: pd.DataFrame,
+) -> str:
+    """The text of summary.md: nothing time-dependent, so a rebuild gives the same bytes."""
+    total = int(counts[RUNS].sum())
+    acc_header, acc_rows = accuracy_display(accuracy)
+    parts = [
+        f"# Report: {experiment}",
+        "",
+        f"- experiment: `{experiment}`",
+        f"- store: `{tracking_uri}`",
+        f"- runs: {total}",
+        f"- MLflow UI: `mlflow ui --backend-store-uri {tracking_uri}`",
+        "",
+        "## Runs by status",
+        "",
+        markdown_table([names.STATUS, RUNS], display_rows(counts)),
+        "",
+    ]
+    if NO_STATUS in set(counts[names.STATUS]):
+        parts += [
+            f"`{NO_STATUS}`: the run has no `{names.STATUS}` tag "
+            "(still running, or killed before it could tag itself).",
+            "",
+        ]
+    parts += [
+        "## Largest solved gap",
+        "",
+        f"`{LARGEST_SOLVED_GAP}`: the largest gap at which every seed ended `{names.SOLVED}`; "
+        f"`{NONE}` if there is no such gap. `{LARGEST_SOLVED_GAP_PER_SEED}` follows the order "
+        f"of `{SEEDS}`.",
+        "",
+        markdown_table(list(solved.columns), display_rows(solved)),
+        "",
+        "## Final eval accuracy by gap",
+        "",
+        markdown_table(acc_header, acc_rows),
+        "",
+    ]
+    return "\n".join(parts)
