@@ -5,14 +5,18 @@ float64 on a fixed evaluation batch. float64 because at default init the norm sh
 constant factor per step (about ×0.57 for a tanh RNN) and in float32 it reaches exactly 0
 within a few dozen to a few hundred steps; in float64 it stays measurable down to ~1e-300.
 
-L is each sequence's own loss (the task's loss on the batch times the batch size), so a
-sequence's gradient does not shrink with the batch size. ∂L/∂h_t is the total derivative:
-through the readout at t and through every later time step. The profile row for time step t
-holds the mean over the batch of ‖∂L_i/∂h_t^i‖₂ and its standard deviation.
+L is each sequence's own loss at its scored positions (`Task.scored_loss` on the batch times
+the batch size), so a sequence's gradient does not shrink with the batch size. For copy this
+leaves out the blank positions of the published loss: their local error would otherwise
+dominate ∂L/∂h_t at every t and hide how the recall error reaches back to the symbols.
+∂L/∂h_t is the total derivative: through the readout at t and through every later time step.
+The profile row for time step t holds the mean over the batch of ‖∂L_i/∂h_t^i‖₂ and its
+standard deviation.
 
 Lag is the distance from the last scored position: lag = t_last_scored − t. For delayed
 recall and adding the loss sits at that last position; for copy the scored positions are the
-last n_recall steps, and lag counts back from the final one.
+last n_recall steps, and lag counts back from the final one, so the symbols to copy sit at
+lags gap + n_recall .. gap + 2·n_recall − 1.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ def hidden_grad_norms(model: RecurrentModel, task: Task, batch: Batch,
     twin = copy.deepcopy(model).to(torch.float64)
     batch = batch_as(batch, torch.float64)
     outputs, hidden = twin.unrolled(batch.inputs)
-    loss = task.loss(outputs, batch) * batch.inputs.shape[0]
+    loss = task.scored_loss(outputs, batch) * batch.inputs.shape[0]
     grads = torch.autograd.grad(loss, hidden[layer])
     return torch.stack([g.norm(dim=1) for g in grads], dim=1)
 

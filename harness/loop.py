@@ -117,8 +117,12 @@ class Evaluator:
 
 
 def train_loop(task: Task, model: RecurrentModel, optimizer: torch.optim.Optimizer,
-               clipper: Clipper, cfg: TrainConfig, tracker: Tracker, seed: int) -> RunResult:
-    """Train `model` on `task` for at most `cfg.steps` steps; return how the run ended."""
+               clipper: Clipper, cfg: TrainConfig, tracker: Tracker, seed: int,
+               name: str = "run") -> RunResult:
+    """Train `model` on `task` for at most `cfg.steps` steps; return how the run ended.
+
+    `name` prefixes the progress lines, which interleave when jobs run in parallel.
+    """
     start = time.perf_counter()
     train_gen, eval_gen = data_generators(seed)
     eval_batch = task.sample(cfg.eval_batch_size, eval_gen)
@@ -137,8 +141,9 @@ def train_loop(task: Task, model: RecurrentModel, optimizer: torch.optim.Optimiz
         result.final_eval_loss = metrics[names.EVAL_LOSS]
         result.final_eval_accuracy = metrics[names.EVAL_ACCURACY]
         result.best_eval_accuracy = max(result.best_eval_accuracy, result.final_eval_accuracy)
-        log.info("step %d  eval_loss %.4f  eval_accuracy %.3f  (chance %.3f)", step,
-                 metrics[names.EVAL_LOSS], metrics[names.EVAL_ACCURACY], task.chance.accuracy)
+        log.info("%s  step %d/%d  eval_loss %.4f  eval_accuracy %.3f  (chance %.3f)", name, step,
+                 cfg.steps, metrics[names.EVAL_LOSS], metrics[names.EVAL_ACCURACY],
+                 task.chance.accuracy)
         if not math.isfinite(metrics[names.EVAL_LOSS]):
             result.status, result.reason = names.DIVERGED, f"non-finite eval loss at step {step}"
             return True

@@ -106,6 +106,19 @@ def ensure_store(uri: str) -> None:
             raise ConnectionError(f"tracking.uri: MLflow server {uri} unreachable: {err}") from err
 
 
+def artifact_location(uri: str, experiment: str) -> str | None:
+    """Where a new experiment keeps its artifacts: beside an SQLite store, in `mlartifacts/`.
+
+    MLflow's default for a database store is `./mlruns` under the *current* directory, which
+    would scatter one sweep's artifacts over wherever its jobs were started. A server keeps
+    its own artifact root (None).
+    """
+    path = sqlite_path(uri)
+    if path is None:
+        return None
+    return (path.parent / "mlartifacts" / experiment).as_uri()
+
+
 def experiment_id(client: MlflowClient, name: str) -> str:
     """Id of the named experiment, creating it; safe when parallel jobs race to create it."""
     for _ in range(5):
@@ -113,7 +126,8 @@ def experiment_id(client: MlflowClient, name: str) -> str:
         if experiment is not None:
             return experiment.experiment_id
         try:
-            return client.create_experiment(name)
+            return client.create_experiment(
+                name, artifact_location=artifact_location(client.tracking_uri, name))
         except MlflowException:
             time.sleep(0.2)  # another job created it between our two calls
     raise RuntimeError(f"could not get or create MLflow experiment {name!r}")

@@ -87,7 +87,8 @@ def train(cfg: DictConfig) -> RunResult:
         tracker.log_text(OmegaConf.to_yaml(resolved), names.CONFIG_ARTIFACT)
         tracker.log_metrics({names.CHANCE_LOSS: task.chance.loss,
                              names.CHANCE_ACCURACY: task.chance.accuracy}, 0)
-        result = train_loop(task, model, optimizer, clipper, spec.train, tracker, spec.seed)
+        result = train_loop(task, model, optimizer, clipper, spec.train, tracker, spec.seed,
+                            name)
         tracker.log_metrics(result.summary_metrics(), result.steps_run)
         tracker.log_profiles(result.profiles)
         tracker.set_tags({names.STATUS: result.status, names.STATUS_REASON: result.reason})

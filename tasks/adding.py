@@ -38,7 +38,7 @@ of the positions, so the best memoryless prediction is a constant c:
 
 import torch
 
-from tasks.base import Batch, Chance, Task, check_int, masked_mse, masked_within
+from tasks.base import Batch, Chance, Task, check_int, masked_within
 
 
 class AddingTask(Task):
@@ -71,8 +71,7 @@ class AddingTask(Task):
         return Batch(inputs=inputs, targets=targets, mask=mask)
 
     def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
-        self.check_outputs(outputs, batch)
-        return masked_mse(outputs.squeeze(-1), batch.targets, batch.mask)
+        return self.scored_loss(outputs, batch)
 
     def accuracy(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
         self.check_outputs(outputs, batch)

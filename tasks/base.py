@@ -87,6 +87,19 @@ class Task(ABC):
     def accuracy(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Share of scored items that are right: a scalar tensor in [0, 1]."""
 
+    def scored_loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """The loss at the scored positions only (`batch.mask`), averaged over them.
+
+        This is what the gradient diagnostics differentiate: how the error on the answer
+        reaches back in time. It equals `loss` for tasks whose published loss already sits
+        only at the scored positions (adding, delayed recall); for copy it leaves out the
+        blank positions that the published loss also averages over.
+        """
+        self.check_outputs(outputs, batch)
+        if self.regression:
+            return masked_mse(outputs.squeeze(-1), batch.targets, batch.mask)
+        return sequence_cross_entropy(outputs, batch.targets, batch.mask)
+
     def check_outputs(self, outputs: torch.Tensor, batch: Batch) -> None:
         """Raise ValueError unless `outputs` is [B, L, output_size] for `batch`.
 

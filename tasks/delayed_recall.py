@@ -52,7 +52,6 @@ from tasks.base import (
     check_int,
     masked_accuracy,
     one_hot,
-    sequence_cross_entropy,
 )
 
 FILLERS = ("blank", "noise")
@@ -100,8 +99,7 @@ class DelayedRecallTask(Task):
         return Batch(inputs=one_hot(tokens, self.input_size), targets=targets, mask=mask)
 
     def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
-        self.check_outputs(outputs, batch)
-        return sequence_cross_entropy(outputs, batch.targets, batch.mask)
+        return self.scored_loss(outputs, batch)
 
     def accuracy(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
         self.check_outputs(outputs, batch)

@@ -37,7 +37,7 @@ def reference_grad_norms(model: RecurrentModel, task: tasks.Task, batch: tasks.B
         layer_input = torch.stack(states, dim=1)
     readout = nn.Linear(model.hidden_size, model.readout.out_features).double()
     readout.load_state_dict(model.readout.state_dict())
-    loss = task.loss(readout(layer_input), batch) * batch.inputs.shape[0]
+    loss = task.scored_loss(readout(layer_input), batch) * batch.inputs.shape[0]
     grads = torch.autograd.grad(loss, states_by_layer[layer])
     return torch.stack([g.norm(dim=1) for g in grads], dim=1)
 

@@ -424,3 +424,21 @@ def test_batch_to_device_keeps_contents() -> None:
     moved = batch.to("cpu")
     assert isinstance(moved, Batch)
     assert_same(moved, batch)
+
+
+@pytest.mark.parametrize("name", ["copy", "adding", "delayed_recall"])
+def test_scored_loss_is_the_loss_at_the_masked_positions(name: str) -> None:
+    task = make_task(name, gap=7)
+    batch = task.sample(16, torch.Generator().manual_seed(4))
+    outputs = torch.randn(*batch.targets.shape, task.output_size, generator=torch.Generator())
+    scored = task.scored_loss(outputs, batch)
+    if task.regression:
+        expected = ((outputs.squeeze(-1) - batch.targets)[batch.mask] ** 2).mean()
+    else:
+        log_probs = outputs.log_softmax(-1).gather(-1, batch.targets.unsqueeze(-1)).squeeze(-1)
+        expected = -log_probs[batch.mask].mean()
+    torch.testing.assert_close(scored, expected)
+    if name != "copy":  # only copy's published loss also covers unscored positions
+        torch.testing.assert_close(task.loss(outputs, batch), scored)
+    else:
+        assert not torch.isclose(task.loss(outputs, batch), scored)
