@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -65,3 +69,61 @@ def test_demo_preset_sweeps_all_its_axes(tmp_path: Path, cli_env: dict[str, str]
     for name in ("index.html", "summary.md", "runs.csv", "accuracy_vs_gap.png",
                  "grad_profile.png"):
         assert (report / name).exists(), name
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get_json(url: str, payload: dict | None = None) -> dict:
+    data = None if payload is None else json.dumps(payload).encode()
+    request = urllib.request.Request(url, data=data,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_mlflow_ui_serves_the_sweep_runs(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    """A real `mlflow server` on the sweep's store shows its runs, params, tags, metrics and
+    artifacts over the same REST API the UI uses."""
+    multirun(tmp_path, cli_env, "experiment_name=ui", "task=adding", "task.gap=4,8",
+             "model=gru", "seed=0", "report.on_multirun_end=false")
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
+         f"sqlite:///{tmp_path}/store/mlflow.db", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        cwd=tmp_path, env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2):
+                    break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()[-2000:]
+                assert time.monotonic() < deadline, "mlflow server did not start in 90 s"
+                time.sleep(0.5)
+        experiment = get_json(f"{base}/api/2.0/mlflow/experiments/get-by-name"
+                              "?experiment_name=ui")["experiment"]
+        runs = get_json(f"{base}/api/2.0/mlflow/runs/search",
+                        {"experiment_ids": [experiment["experiment_id"]]})["runs"]
+        assert sorted(r["info"]["run_name"] for r in runs) == [
+            "adding-gru-tanh-noclip-gap4-s0", "adding-gru-tanh-noclip-gap8-s0"]
+        for run in runs:
+            params = {p["key"]: p["value"] for p in run["data"]["params"]}
+            tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+            metrics = {m["key"] for m in run["data"]["metrics"]}
+            assert params[names.MODEL] == "gru" and params[names.TASK] == "adding"
+            assert tags[names.STATUS] in names.STATUSES and names.CONFIG_HASH in tags
+            assert {names.EVAL_ACCURACY, names.TRAIN_LOSS, names.GRAD_NORM_PRE_CLIP} <= metrics
+            listed = get_json(f"{base}/api/2.0/mlflow/artifacts/list"
+                              f"?run_id={run['info']['run_id']}")
+            assert {f["path"] for f in listed["files"]} >= {names.GRAD_PROFILE_ARTIFACT,
+                                                             names.CONFIG_ARTIFACT}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -12,19 +12,21 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from harness.schema import PROJECT_ROOT
+
 PROG = "harness-report"
 EXIT_USAGE = 2  # same code argparse uses for bad arguments: "you asked for something absent"
 
 
 def default_tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI if set, else the `mlflow.db` in the current directory (absolute).
+    """MLFLOW_TRACKING_URI if set, else the project's `mlflow.db`: harness-train's default.
 
-    The path is made absolute so the printed `mlflow ui` command works from any directory.
+    The path is absolute so the printed `mlflow ui` command works from any directory.
     """
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
-    return f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+    return f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,10 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tracking-uri",
         default=None,
-        help="MLflow store; default: $MLFLOW_TRACKING_URI, else sqlite:///$PWD/mlflow.db",
+        help="MLflow store; default: $MLFLOW_TRACKING_URI, else the project's mlflow.db",
     )
     parser.add_argument(
-        "--out", type=Path, default=Path("reports"), help="report root (default: reports)"
+        "--out", type=Path, default=PROJECT_ROOT / "reports",
+        help="report root (default: the project's reports/)",
     )
     return parser
 
