@@ -298,7 +298,9 @@ def test_cli_missing_experiment_exits_2_with_one_line(store: str, tmp_path: Path
 
 def test_cli_default_uri_without_db_exits_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.chdir(tmp_path)
+    # The default store is the project's mlflow.db (harness-train's default): point the
+    # project root at an empty folder so the test does not depend on a demo having run.
+    monkeypatch.setattr("harness.report.cli.PROJECT_ROOT", tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert cli_main(["--experiment", EXPERIMENT]) == 2
     err = capsys.readouterr().err
