@@ -1,4 +1,10 @@
-"""Gradient-by-lag profile: ‖∂L/∂h_t‖ for every time step t of the last recurrent layer.
+"""Diagnostics of why a model forgets, measured at profile steps (step 0 and every evaluation).
+
+1. Gradient-by-lag profile: ‖∂L/∂h_t‖ for every time step t of every recurrent layer, with
+   the batch spread, and ‖h_t‖; summarized on the last layer as a decay rate (slope of
+   ln‖∂L/∂h_t‖ against lag, with R² and half-life) and a reach (Pascanu et al. 2013).
+2. Recurrent dynamics: spectral radius and largest singular value of every gate block of
+   W_hh; the LSTM forget gate's and the GRU update gate's mean and saturated share.
 
 The profile runs the model's exact unrolled twin (same weights as the fused module) in
 float64 on a fixed evaluation batch. float64 because at default init the norm shrinks by a
@@ -13,6 +19,11 @@ dominate ∂L/∂h_t at every t and hide how the recall error reaches back to th
 The profile row for time step t holds the mean over the batch of ‖∂L_i/∂h_t^i‖₂ and its
 standard deviation.
 
+The decay fit uses the time steps before the first scored position, where the gradient
+arrives only through the recurrence, and only the finite, nonzero norms (dead ReLU units give
+exact zeros). grad_reach is the largest lag whose norm is at least 1e-6 of the largest norm
+of the profile.
+
 Lag is the distance from the last scored position: lag = t_last_scored − t. For delayed
 recall and adding the loss sits at that last position; for copy the scored positions are the
 last n_recall steps, and lag counts back from the final one, so the symbols to copy sit at
@@ -22,29 +33,44 @@ lags gap + n_recall .. gap + 2·n_recall − 1.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
-from harness.models import RecurrentModel
+from harness import names
+from harness.models import RecurrentModel, Unrolled
 from tasks import Batch, Task
+
+SATURATED_LOW, SATURATED_HIGH = 0.05, 0.95
 
 
 @dataclass(frozen=True)
 class GradProfile:
-    """‖∂L/∂h_t‖ of the last layer at one training step: one entry per time step t."""
+    """‖∂L/∂h_t‖ and ‖h_t‖ of one layer at one training step: one entry per time step t."""
 
     step: int
+    layer: int
     lag: Tensor  # [L] long
     grad_norm: Tensor  # [L] float64, mean over the batch
     grad_norm_std: Tensor  # [L] float64
+    hidden_norm: Tensor  # [L] float64, mean ‖h_t‖ over the batch
 
-    def rows(self) -> list[tuple[int, int, int, float, float]]:
-        """(step, t, lag, grad_norm, grad_norm_std) per time step, for the CSV artifact."""
-        return [(self.step, t, int(lag), float(mean), float(std))
-                for t, (lag, mean, std) in enumerate(zip(self.lag, self.grad_norm,
-                                                         self.grad_norm_std, strict=True))]
+    def rows(self) -> list[tuple[int, int, int, int, float, float, float]]:
+        """One row per time step, in the order of `names.PROFILE_COLUMNS`."""
+        columns = zip(self.lag.tolist(), self.grad_norm.tolist(), self.grad_norm_std.tolist(),
+                      self.hidden_norm.tolist(), strict=True)
+        return [(self.step, self.layer, t, lag, mean, std, hidden)
+                for t, (lag, mean, std, hidden) in enumerate(columns)]
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """Everything measured at one profile step: per-layer profiles and scalar metrics."""
+
+    profiles: list[GradProfile]
+    metrics: dict[str, float]
 
 
 def batch_as(batch: Batch, dtype: torch.dtype) -> Batch:
@@ -53,22 +79,105 @@ def batch_as(batch: Batch, dtype: torch.dtype) -> Batch:
     return replace(batch, inputs=batch.inputs.to(dtype), targets=targets)
 
 
+def layer_grads(model: RecurrentModel, task: Task,
+                batch: Batch) -> tuple[Unrolled, list[list[Tensor]]]:
+    """The float64 unrolled pass and ∂L/∂h_t for every layer and time step: grads[layer][t]."""
+    twin = copy.deepcopy(model).to(torch.float64)
+    batch = batch_as(batch, torch.float64)
+    unrolled = twin.unrolled(batch.inputs)
+    loss = task.scored_loss(unrolled.outputs, batch) * batch.inputs.shape[0]
+    grads = torch.autograd.grad(loss, [h for layer in unrolled.hidden for h in layer])
+    length = batch.inputs.shape[1]
+    return unrolled, [list(grads[k * length:(k + 1) * length]) for k in range(model.num_layers)]
+
+
 def hidden_grad_norms(model: RecurrentModel, task: Task, batch: Batch,
                       layer: int = -1) -> Tensor:
     """‖∂L_i/∂h_t^i‖ for every sequence i and time step t of one layer: [B, L], float64."""
-    twin = copy.deepcopy(model).to(torch.float64)
-    batch = batch_as(batch, torch.float64)
-    outputs, hidden = twin.unrolled(batch.inputs)
-    loss = task.scored_loss(outputs, batch) * batch.inputs.shape[0]
-    grads = torch.autograd.grad(loss, hidden[layer])
-    return torch.stack([g.norm(dim=1) for g in grads], dim=1)
+    _, grads = layer_grads(model, task, batch)
+    return torch.stack([g.norm(dim=1) for g in grads[layer]], dim=1)
 
 
-def gradient_profile(model: RecurrentModel, task: Task, batch: Batch, step: int) -> GradProfile:
-    """Measure the last layer's gradient-by-lag profile on `batch` at training step `step`."""
-    norms = hidden_grad_norms(model, task, batch)
+def diagnose(model: RecurrentModel, task: Task, batch: Batch, step: int) -> Diagnosis:
+    """Measure profiles of every layer, their summary and the recurrent dynamics at `step`."""
+    unrolled, grads = layer_grads(model, task, batch)
     scored = batch.mask.any(dim=0).nonzero().flatten()
-    last_scored = int(scored.max())
-    lag = last_scored - torch.arange(norms.shape[1])
-    return GradProfile(step=step, lag=lag, grad_norm=norms.mean(dim=0),
-                       grad_norm_std=norms.std(dim=0, correction=0))
+    lag = int(scored.max()) - torch.arange(batch.inputs.shape[1])
+    profiles = []
+    for layer, layer_grad in enumerate(grads):
+        norms = torch.stack([g.norm(dim=1) for g in layer_grad], dim=1)
+        hidden = torch.stack([h.detach().norm(dim=1) for h in unrolled.hidden[layer]], dim=1)
+        profiles.append(GradProfile(step, layer, lag, norms.mean(dim=0),
+                                    norms.std(dim=0, correction=0), hidden.mean(dim=0)))
+    last = profiles[-1]
+    before_answer = last.lag > int(scored.max() - scored.min())
+    metrics = decay_metrics(last.lag[before_answer], last.grad_norm[before_answer])
+    metrics[names.GRAD_REACH] = float(grad_reach(last.lag, last.grad_norm))
+    metrics.update(spectral_metrics(model))
+    metrics.update(gate_metrics(model.cell, unrolled.gates[-1]))
+    return Diagnosis(profiles, metrics)
+
+
+def decay_fit(lag: Tensor, norm: Tensor) -> tuple[float, float]:
+    """Least-squares slope of ln(norm) against lag, and its R², over finite nonzero norms.
+
+    (nan, nan) when fewer than two such points remain.
+    """
+    keep = torch.isfinite(norm) & (norm > 0)
+    x = lag[keep].to(torch.float64)
+    y = norm[keep].to(torch.float64).log()
+    if x.numel() < 2 or float(x.max() - x.min()) == 0:
+        return math.nan, math.nan
+    x_c, y_c = x - x.mean(), y - y.mean()
+    slope = float((x_c * y_c).sum() / (x_c * x_c).sum())
+    total = float((y_c * y_c).sum())
+    residual = float(((y_c - slope * x_c) ** 2).sum())
+    r2 = 1.0 - residual / total if total > 0 else 1.0
+    return slope, r2
+
+
+def decay_metrics(lag: Tensor, norm: Tensor) -> dict[str, float]:
+    """grad_decay_rate, grad_decay_r2 and (for a decaying profile) grad_half_life."""
+    rate, r2 = decay_fit(lag, norm)
+    if math.isnan(rate):
+        return {}
+    metrics = {names.GRAD_DECAY_RATE: rate, names.GRAD_DECAY_R2: r2}
+    if rate < 0:
+        metrics[names.GRAD_HALF_LIFE] = math.log(2) / -rate
+    return metrics
+
+
+def grad_reach(lag: Tensor, norm: Tensor) -> int:
+    """Largest lag whose norm is >= REACH_FRACTION of the profile's largest norm."""
+    finite = torch.where(torch.isfinite(norm), norm, torch.zeros_like(norm))
+    peak = float(finite.max())
+    if peak <= 0:
+        return 0
+    return int(lag[finite >= names.REACH_FRACTION * peak].max())
+
+
+def spectral_metrics(model: RecurrentModel) -> dict[str, float]:
+    """Spectral radius and largest singular value of each H x H gate block of every W_hh."""
+    metrics = {}
+    blocks = names.GATE_BLOCKS[model.cell]
+    with torch.no_grad():
+        for layer, w_hh in enumerate(model.recurrent_matrices()):
+            for block, matrix in zip(blocks, w_hh.double().split(model.hidden_size, dim=0),
+                                     strict=True):
+                radius = torch.linalg.eigvals(matrix).abs().max()
+                singular = torch.linalg.matrix_norm(matrix, ord=2)
+                metrics[names.block_key(names.SPECTRAL_RADIUS, layer, block)] = float(radius)
+                metrics[names.block_key(names.SINGULAR_VALUE_MAX, layer, block)] = float(singular)
+    return metrics
+
+
+def gate_metrics(cell: str, gates: list[Tensor]) -> dict[str, float]:
+    """Mean and saturated share (< 0.05 or > 0.95) of the LSTM forget / GRU update gate."""
+    if not gates:
+        return {}
+    values = torch.stack([g.detach() for g in gates])
+    saturated = ((values < SATURATED_LOW) | (values > SATURATED_HIGH)).double().mean()
+    mean_key, saturated_key = ((names.FORGET_GATE_MEAN, names.FORGET_GATE_SATURATED)
+                               if cell == "lstm" else
+                               (names.UPDATE_GATE_MEAN, names.UPDATE_GATE_SATURATED))
+    return {mean_key: float(values.mean()), saturated_key: float(saturated)}

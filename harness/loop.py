@@ -6,8 +6,14 @@ test can run it with an in-memory tracker.
 
 Step s means "after s optimizer updates". Evaluation runs at step 0, every `eval_every`
 steps and at the end, on a fixed held-out batch from the evaluation stream; the run stops
-as `solved` once eval accuracy reaches `solve_threshold`. A non-finite loss or gradient
-norm stops the run as `diverged`, keeping what was logged so far.
+as `solved` once eval accuracy reaches `solve_threshold`. The diagnostics (gradient profile,
+spectral radius, gates) run at step 0, every `profile_every` steps and at the end
+(`profile_every` 0: at every evaluation; -1: never, for timing the harness without them).
+
+A run stops as `diverged`, keeping what was logged so far, when the loss or the gradient
+norm becomes non-finite, or when the gradient the optimizer would apply (after clipping)
+has a norm above `max_grad_norm`. The bound is on the applied gradient, not the pre-clip
+one: taming a huge pre-clip norm is exactly what clipping is for.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import torch
 
 from harness import names
 from harness.clipping import Clipper
-from harness.diagnostics import GradProfile, gradient_profile
+from harness.diagnostics import GradProfile, diagnose
 from harness.models import RecurrentModel
 from harness.schema import EVAL_SEED_OFFSET, TrainConfig
 from tasks import Batch, Task
@@ -55,7 +61,9 @@ class RunResult:
     final_eval_accuracy: float = math.nan
     best_eval_accuracy: float = 0.0
     grad_norm_pre_clip_max: float = 0.0
+    grad_norm_post_clip_max: float = 0.0
     clip_rate_total: float = 0.0
+    diverged_step: int | None = None
     wall_time_s: float = 0.0
     profiles: list[GradProfile] = field(default_factory=list)
 
@@ -68,10 +76,13 @@ class RunResult:
             names.STEPS_RUN: float(self.steps_run),
             names.WALL_TIME_S: self.wall_time_s,
             names.GRAD_NORM_PRE_CLIP_MAX: self.grad_norm_pre_clip_max,
+            names.GRAD_NORM_POST_CLIP_MAX: self.grad_norm_post_clip_max,
             names.CLIP_RATE_TOTAL: self.clip_rate_total,
         }
         if self.steps_to_solve is not None:
             metrics[names.STEPS_TO_SOLVE] = float(self.steps_to_solve)
+        if self.diverged_step is not None:
+            metrics[names.DIVERGED_STEP] = float(self.diverged_step)
         return metrics
 
 
@@ -130,10 +141,21 @@ def train_loop(task: Task, model: RecurrentModel, optimizer: torch.optim.Optimiz
     profile_batch = Batch(*(t[: cfg.profile_batch_size] for t in
                             (eval_batch.inputs, eval_batch.targets, eval_batch.mask)))
     profile_every = cfg.profile_every or cfg.eval_every
+    profiling = profile_every > 0
     result = RunResult()
     params = [p for p in model.parameters() if p.requires_grad]
-    window: dict[str, float] = {"loss": 0.0, "norm": 0.0, "fired": 0.0, "n": 0}
+    window: dict[str, float] = {"loss": 0.0, "pre": 0.0, "post": 0.0, "fired": 0.0, "n": 0}
     fired_total = 0
+
+    def run_diagnostics(step: int) -> None:
+        diagnosis = diagnose(model, task, profile_batch, step)
+        result.profiles.extend(diagnosis.profiles)
+        tracker.log_metrics(diagnosis.metrics, step)
+
+    def diverge(step: int, reason: str) -> None:
+        result.status, result.reason = names.DIVERGED, f"{reason} at step {step}"
+        result.diverged_step = step
+        log.warning("%s  diverged: %s", name, result.reason)
 
     def run_eval(step: int) -> bool:
         metrics = evaluate(model)
@@ -145,7 +167,7 @@ def train_loop(task: Task, model: RecurrentModel, optimizer: torch.optim.Optimiz
                  cfg.steps, metrics[names.EVAL_LOSS], metrics[names.EVAL_ACCURACY],
                  task.chance.accuracy)
         if not math.isfinite(metrics[names.EVAL_LOSS]):
-            result.status, result.reason = names.DIVERGED, f"non-finite eval loss at step {step}"
+            diverge(step, "non-finite eval loss")
             return True
         if result.final_eval_accuracy >= cfg.solve_threshold:
             result.status, result.steps_to_solve = names.SOLVED, step
@@ -156,8 +178,8 @@ def train_loop(task: Task, model: RecurrentModel, optimizer: torch.optim.Optimiz
     step = 0
     stopped = False
     while True:
-        if step % profile_every == 0:
-            result.profiles.append(gradient_profile(model, task, profile_batch, step))
+        if profiling and step % profile_every == 0:
+            run_diagnostics(step)
         if step % cfg.eval_every == 0 and run_eval(step):
             stopped = True
             break
@@ -167,31 +189,39 @@ def train_loop(task: Task, model: RecurrentModel, optimizer: torch.optim.Optimiz
         loss = task.loss(model(batch.inputs), batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        norm, fired = clipper(params)
-        loss_value, norm_value = float(loss.detach()), float(norm)
-        if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
-            what = "loss" if not math.isfinite(loss_value) else "gradient norm"
-            result.status, result.reason = names.DIVERGED, f"non-finite {what} at step {step}"
+        clip = clipper(params)
+        loss_value, pre, post = float(loss.detach()), float(clip.pre), float(clip.post)
+        if not (math.isfinite(loss_value) and math.isfinite(pre)):
+            diverge(step, "non-finite " + ("loss" if not math.isfinite(loss_value)
+                                           else "gradient norm"))
+            stopped = True
+            break
+        if post > cfg.max_grad_norm:
+            diverge(step, f"applied gradient norm {post:.3g} > train.max_grad_norm "
+                          f"{cfg.max_grad_norm:g}")
             stopped = True
             break
         optimizer.step()
         step += 1
-        result.grad_norm_pre_clip_max = max(result.grad_norm_pre_clip_max, norm_value)
-        fired_total += int(fired)
+        result.grad_norm_pre_clip_max = max(result.grad_norm_pre_clip_max, pre)
+        result.grad_norm_post_clip_max = max(result.grad_norm_post_clip_max, post)
+        fired_total += int(clip.fired)
         window["loss"] += loss_value
-        window["norm"] += norm_value
-        window["fired"] += float(fired)
+        window["pre"] += pre
+        window["post"] += post
+        window["fired"] += float(clip.fired)
         window["n"] += 1
         if step % cfg.log_every == 0 or step == cfg.steps:
             n = window["n"]
             tracker.log_metrics({names.TRAIN_LOSS: window["loss"] / n,
-                                 names.GRAD_NORM_PRE_CLIP: window["norm"] / n,
+                                 names.GRAD_NORM_PRE_CLIP: window["pre"] / n,
+                                 names.GRAD_NORM_POST_CLIP: window["post"] / n,
                                  names.CLIP_RATE: window["fired"] / n}, step)
             window = dict.fromkeys(window, 0.0)
     if not stopped and step % cfg.eval_every != 0:
         run_eval(step)
-    if result.status != names.DIVERGED and result.profiles[-1].step != step:
-        result.profiles.append(gradient_profile(model, task, profile_batch, step))
+    if profiling and result.status != names.DIVERGED and result.profiles[-1].step != step:
+        run_diagnostics(step)
     result.steps_run = step
     result.clip_rate_total = fired_total / step if step else 0.0
     result.wall_time_s = time.perf_counter() - start

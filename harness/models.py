@@ -12,12 +12,24 @@ stacked weights is (i, f, g, o) for LSTM and (r, z, n) for GRU.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 FUSED = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
+
+
+@dataclass
+class Unrolled:
+    """What the unrolled pass computes, every tensor a node of the autograd graph."""
+
+    outputs: Tensor  # [B, L, output_size]
+    hidden: list[list[Tensor]]  # hidden[layer][t]: h_t [B, H]
+    gates: list[list[Tensor]]  # gates[layer][t]: LSTM forget gate f_t or GRU update gate z_t
+    # (empty lists for the vanilla RNN)
 
 
 class RecurrentModel(nn.Module):
@@ -51,16 +63,16 @@ class RecurrentModel(nn.Module):
         return (getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"weight_hh_l{layer}"),
                 getattr(rnn, f"bias_ih_l{layer}"), getattr(rnn, f"bias_hh_l{layer}"))
 
-    def unrolled(self, inputs: Tensor) -> tuple[Tensor, list[list[Tensor]]]:
+    def unrolled(self, inputs: Tensor) -> Unrolled:
         """Step-by-step forward pass with the fused module's weights.
 
-        Returns the outputs [B, L, output_size] and `hidden[layer][t]`, the hidden state
-        h_t [B, H] of every layer at every time step, each one a node of the graph, so
-        `torch.autograd.grad(loss, hidden[layer])` gives the total derivative ∂L/∂h_t.
+        Every hidden state h_t of every layer is a node of the graph, so
+        `torch.autograd.grad(loss, result.hidden[layer])` gives the total derivative ∂L/∂h_t.
         """
         batch, length, _ = inputs.shape
         layer_input = inputs
         hidden: list[list[Tensor]] = []
+        gates: list[list[Tensor]] = []
         for layer in range(self.num_layers):
             w_ih, w_hh, b_ih, b_hh = self.layer_weights(layer)
             # The input projection has no recurrence: one matmul for all time steps.
@@ -68,28 +80,34 @@ class RecurrentModel(nn.Module):
             h = inputs.new_zeros(batch, self.hidden_size)
             c = inputs.new_zeros(batch, self.hidden_size)
             states: list[Tensor] = []
+            layer_gates: list[Tensor] = []
             for t in range(length):
-                h, c = self._step(projected[:, t], h, c, w_hh, b_hh)
+                h, c, gate = self._step(projected[:, t], h, c, w_hh, b_hh)
                 states.append(h)
+                if gate is not None:
+                    layer_gates.append(gate)
             hidden.append(states)
+            gates.append(layer_gates)
             layer_input = torch.stack(states, dim=1)
-        return self.readout(layer_input), hidden
+        return Unrolled(self.readout(layer_input), hidden, gates)
 
     def _step(self, x_proj: Tensor, h: Tensor, c: Tensor, w_hh: Tensor,
-              b_hh: Tensor) -> tuple[Tensor, Tensor]:
+              b_hh: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """One time step: (h_t, c_t, the gate that decides what is kept, or None)."""
         h_proj = torch.nn.functional.linear(h, w_hh, b_hh)
         if self.cell == "rnn":
-            return ACTIVATIONS[self.activation](x_proj + h_proj), c
+            return ACTIVATIONS[self.activation](x_proj + h_proj), c, None
         if self.cell == "lstm":
             i, f, g, o = (x_proj + h_proj).chunk(4, dim=1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            return torch.sigmoid(o) * torch.tanh(c), c
+            forget = torch.sigmoid(f)
+            c = forget * c + torch.sigmoid(i) * torch.tanh(g)
+            return torch.sigmoid(o) * torch.tanh(c), c, forget
         x_r, x_z, x_n = x_proj.chunk(3, dim=1)
         h_r, h_z, h_n = h_proj.chunk(3, dim=1)
         r = torch.sigmoid(x_r + h_r)
         z = torch.sigmoid(x_z + h_z)
         n = torch.tanh(x_n + r * h_n)
-        return (1 - z) * n + z * h, c
+        return (1 - z) * n + z * h, c, z
 
     def recurrent_matrices(self) -> list[Tensor]:
         """W_hh of every layer (all gate blocks stacked), for spectral diagnostics."""

@@ -49,11 +49,36 @@ WALL_TIME_S = "wall_time_s"
 GRAD_NORM_PRE_CLIP_MAX = "grad_norm_pre_clip_max"
 CLIP_RATE_TOTAL = "clip_rate_total"
 
+# --- gradient diagnostics, logged at every profile step (step = training step) -------------
+# Fitted on the last layer's profile, over the lags where the norm is finite and nonzero.
+GRAD_DECAY_RATE = "grad_decay_rate"  # least-squares slope of ln‖∂L/∂h_t‖ vs lag; < 0: vanishing
+GRAD_DECAY_R2 = "grad_decay_r2"  # R² of that fit
+GRAD_HALF_LIFE = "grad_half_life"  # ln 2 / -grad_decay_rate, in time steps (only when < 0)
+GRAD_REACH = "grad_reach"  # largest lag whose norm is >= REACH_FRACTION of the largest norm
+REACH_FRACTION = 1e-6  # Pascanu, Mikolov & Bengio 2013's "steps in the past"
+GRAD_NORM_POST_CLIP = "grad_norm_post_clip"  # window mean of the global norm after clipping
+GRAD_NORM_POST_CLIP_MAX = "grad_norm_post_clip_max"  # summary
+# Recurrent dynamics: per layer and gate block of W_hh, e.g. spectral_radius_l0_f
+SPECTRAL_RADIUS = "spectral_radius"
+SINGULAR_VALUE_MAX = "singular_value_max"
+GATE_BLOCKS = {"rnn": ("hh",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
+FORGET_GATE_MEAN = "forget_gate_mean"  # LSTM, last layer, mean over batch, units and time
+FORGET_GATE_SATURATED = "forget_gate_saturated"  # share of activations < 0.05 or > 0.95
+UPDATE_GATE_MEAN = "update_gate_mean"  # GRU, likewise for the update gate z
+UPDATE_GATE_SATURATED = "update_gate_saturated"
+DIVERGED_STEP = "diverged_step"  # summary: the step at which a run diverged
+
 # --- artifacts ---------------------------------------------------------------------------
 CONFIG_ARTIFACT = "config.yaml"
 GRAD_PROFILE_ARTIFACT = "grad_profile.csv"
-# columns of grad_profile.csv: one row per (training step, time step t)
-PROFILE_COLUMNS = ("step", "t", "lag", "grad_norm", "grad_norm_std")
+# columns of grad_profile.csv: one row per (training step, layer, time step t); hidden_norm is
+# the batch mean of ‖h_t‖ of that layer
+PROFILE_COLUMNS = ("step", "layer", "t", "lag", "grad_norm", "grad_norm_std", "hidden_norm")
+
+
+def block_key(metric: str, layer: int, block: str) -> str:
+    """Metric key of one gate block of one layer's W_hh: `spectral_radius_l0_f`."""
+    return f"{metric}_l{layer}_{block}"
 
 
 def config_label(model: str, activation: str, clip_mode: str, clip_threshold: float) -> str:

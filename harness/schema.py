@@ -169,17 +169,20 @@ class TrainConfig:
     eval_every: int = 100
     eval_batch_size: int = 256
     solve_threshold: float = 0.99  # eval accuracy at which a run counts as solved and stops
-    profile_every: int = 0  # gradient profile cadence in steps; 0 = at every evaluation
+    profile_every: int = 0  # diagnostics cadence in steps; 0 = at every evaluation; -1 = never
     profile_batch_size: int = 32
     threads: int = 0  # torch threads per job; 0 = cores / concurrent jobs
+    max_grad_norm: float = 1e6  # applied (post-clip) gradient norm above which a run diverged
 
     def validate(self) -> None:
         for key in ("steps", "batch_size", "log_every", "eval_every", "eval_batch_size",
                     "profile_batch_size"):
             value = getattr(self, key)
             _check(value >= 1, key, f"must be >= 1, got {value}")
-        _check(self.profile_every >= 0, "profile_every", f"must be >= 0, got {self.profile_every}")
+        _check(self.profile_every >= -1, "profile_every",
+               f"must be >= -1 (-1 = never), got {self.profile_every}")
         _check(self.threads >= 0, "threads", f"must be >= 0, got {self.threads}")
+        _check(self.max_grad_norm > 0, "max_grad_norm", f"must be > 0, got {self.max_grad_norm}")
         _check(0 < self.solve_threshold <= 1, "solve_threshold",
                f"must be in (0, 1], got {self.solve_threshold}")
 

@@ -60,6 +60,32 @@ def test_clip_rate_and_pre_clip_norm_are_recorded() -> None:
     assert result.grad_norm_pre_clip_max > 1e-6
 
 
+def test_applied_gradient_above_the_bound_diverges_unless_clipped() -> None:
+    task = tasks.make_task("adding", gap=20)
+    unclipped, tracker = run(task, cell="rnn", steps=20, max_grad_norm=1e-6)
+    assert unclipped.status == names.DIVERGED and unclipped.diverged_step == 0
+    assert "train.max_grad_norm" in unclipped.reason
+    assert unclipped.summary_metrics()[names.DIVERGED_STEP] == 0
+    clipped, tracker = run(task, cell="rnn", steps=20, max_grad_norm=1e-6, clip="norm",
+                           threshold=1e-7)
+    assert clipped.status != names.DIVERGED and clipped.steps_run == 20
+    post = [v for _, v in tracker.history[names.GRAD_NORM_POST_CLIP]]
+    pre = [v for _, v in tracker.history[names.GRAD_NORM_PRE_CLIP]]
+    assert all(p <= 1e-7 * (1 + 1e-4) for p in post) and all(p > 1e-7 for p in pre)
+    assert clipped.grad_norm_post_clip_max <= 1e-7 * (1 + 1e-4)
+
+
+def test_diagnostics_are_logged_at_every_profile_step() -> None:
+    task = tasks.make_task("delayed_recall", gap=6)
+    result, tracker = run(task, cell="lstm", steps=40, eval_every=20, profile_every=10,
+                          lr=1e-4)
+    expected = [0, 10, 20, 30, 40]
+    for key in (names.GRAD_DECAY_RATE, names.GRAD_REACH, names.FORGET_GATE_MEAN,
+                names.block_key(names.SPECTRAL_RADIUS, 0, "f")):
+        assert [s for s, _ in tracker.history[key]] == expected, key
+    assert sorted({p.step for p in result.profiles}) == expected
+
+
 def test_non_finite_loss_marks_the_run_diverged_and_keeps_its_log() -> None:
     task = tasks.make_task("adding", gap=20)
     torch.manual_seed(0)

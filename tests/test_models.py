@@ -17,9 +17,12 @@ def test_unrolled_equals_fused(cell: str, activation: str, num_layers: int) -> N
     model = RecurrentModel(cell, 5, 3, 7, num_layers, activation).double()
     inputs = torch.randn(4, 13, 5, dtype=torch.float64)
     fused = model(inputs)
-    unrolled, hidden = model.unrolled(inputs)
+    result = model.unrolled(inputs)
+    unrolled, hidden = result.outputs, result.hidden
     assert fused.shape == (4, 13, 3)
     torch.testing.assert_close(unrolled, fused, rtol=1e-12, atol=1e-12)
+    assert len(result.gates) == num_layers
+    assert all(len(g) == (0 if cell == "rnn" else 13) for g in result.gates)
     assert len(hidden) == num_layers and all(len(layer) == 13 for layer in hidden)
     # the last layer's states are what the readout sees
     fused_hidden, _ = model.rnn(inputs)
@@ -30,7 +33,7 @@ def test_unrolled_in_float32_matches_too() -> None:
     torch.manual_seed(1)
     model = RecurrentModel("lstm", 3, 2, 16)
     inputs = torch.randn(8, 50, 3)
-    torch.testing.assert_close(model.unrolled(inputs)[0], model(inputs), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model.unrolled(inputs).outputs, model(inputs), rtol=1e-5, atol=1e-5)
 
 
 def test_batch_first_layout_is_respected() -> None:

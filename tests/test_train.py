@@ -37,6 +37,11 @@ def test_run_is_logged_with_params_metrics_tags_and_artifacts(
     assert metrics[names.FINAL_EVAL_ACCURACY] == pytest.approx(result.final_eval_accuracy)
     assert metrics[names.STEPS_RUN] == result.steps_run
     assert metrics[names.CHANCE_ACCURACY] > 0
+    # diagnostics: fitted profile summary, spectral radius per GRU gate block, update gate
+    for key in (names.GRAD_REACH, names.UPDATE_GATE_MEAN, names.GRAD_NORM_POST_CLIP_MAX,
+                *(names.block_key(names.SPECTRAL_RADIUS, 0, b) for b in names.GATE_BLOCKS["gru"])):
+        assert key in metrics, key
+    assert metrics[names.GRAD_NORM_POST_CLIP_MAX] <= 0.5 * (1 + 1e-4)
     # every logged point arrived, with its step
     history = client.get_metric_history(run.info.run_id, names.TRAIN_LOSS)
     assert [m.step for m in history] == list(range(5, result.steps_run + 1, 5))
