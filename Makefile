@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast lint ui clean
+.PHONY: setup demo test test-fast bench bench-quick lint ui clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,14 @@ test: setup
 ## Everything but the end-to-end sweeps
 test-fast: setup
 	$(BIN)/pytest -m "not slow"
+
+## Harness vs bare PyTorch, tracking and diagnostics overhead (a few minutes; writes bench.csv)
+bench: setup
+	$(BIN)/harness-bench --out bench.csv
+
+## The short version that CI runs, so a regression is visible in its log
+bench-quick: setup
+	$(BIN)/harness-bench --quick --out $(or $(TMPDIR),/tmp)/bench-quick.csv
 
 lint: setup
 	$(BIN)/ruff check harness tasks tests

@@ -6,16 +6,26 @@ largest gap solved by every seed is 20 and its per-seed list [40, 20]; `rnn-tanh
 solves nothing, and one of its runs diverged. Two extra `adding` runs give a second facet,
 one of them `failed` (the job raised) with nothing but its tags.
 Some runs lack grad_profile.csv or have an empty/broken one, to show the report survives.
+
+Gradient diagnostics have known answers too: profiles decay exactly geometrically (the LSTM
+runs have two layers whose first layer decays differently, so using the wrong layer shows),
+decay rate / reach / spectral radius / grad-norm histories are closed-form functions of the
+run, and the diverged run logs an infinite spectral radius. A second experiment sweeps
+clipping thresholds (norm and value, LSTM and GRU); a third holds pre-diagnostics runs (old
+five-column profile, no new metrics); a fourth only a run that failed before logging.
 """
 
 from __future__ import annotations
 
+import base64
 import csv
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,16 +37,30 @@ from harness import names
 from harness.report import ReportError, build_report
 from harness.report.cli import main as cli_main
 from harness.report.figures import label_colors
-from harness.report.load import RUN_COLUMNS
+from harness.report.gradients import HEATMAP_COLUMNS, grad_norm_plan, spectral_plan
+from harness.report.load import RUN_COLUMNS, load_metric_histories, load_sweep
 from harness.report.tables import markdown_table
 
 EXPERIMENT = "sweep-test"
 EMPTY_EXPERIMENT = "sweep-empty"
+CLIP_EXPERIMENT = "sweep-clip"
+LEGACY_EXPERIMENT = "sweep-legacy"
+BARE_EXPERIMENT = "sweep-bare"
 REPO = Path(__file__).resolve().parents[1]
 A = ("lstm", "tanh", "norm", 1.0)
 B = ("rnn", "tanh", "none", 1.0)
 LABEL_A = names.config_label(*A)
 LABEL_B = names.config_label(*B)
+CLIP_CONFIGS = (("lstm", "tanh", "norm", 0.5), ("lstm", "tanh", "norm", 2.0),
+                ("gru", "tanh", "value", 0.5))
+PROFILE_STEPS = (0, 50, 100)
+LOG_STEPS = (50, 100)  # train.log_every windows
+UNDERFLOW_LAG = 30  # norms beyond this lag are exact zeros
+OLD_PROFILE_COLUMNS = ("step", "t", "lag", "grad_norm", "grad_norm_std")  # before layers
+NEW_CSVS = ("grad_heatmap.csv", "grad_decay_vs_gap.csv", "grad_norm_over_training.csv",
+            "clip_rate_by_threshold.csv", "spectral_radius.csv", "grad_profile_by_lag.csv")
+NEW_PNGS = ("grad_heatmap.png", "grad_decay_vs_gap.png", "grad_norm_over_training.png",
+            "spectral_radius.png")
 HOSTILE_REASON = "<script>alert(1)</script> | pipe"
 
 
@@ -52,10 +76,80 @@ class FakeRun:
     accuracy: float | None
     reason: str = "ok"
     profile: str | None = field(default="normal")
+    legacy: bool = False  # logged before gradient diagnostics existed
 
     @property
     def name(self) -> str:
         return names.run_name(self.task, *self.config, self.gap, self.seed)
+
+    @property
+    def label(self) -> str:
+        return names.config_label(*self.config)
+
+    @property
+    def layers(self) -> int:
+        return 2 if self.config[0] == "lstm" and not self.legacy else 1
+
+    @property
+    def profile_steps(self) -> tuple[int, ...]:
+        if self.profile not in ("normal", "diverged"):
+            return ()
+        return (0,) if self.status == names.DIVERGED else PROFILE_STEPS
+
+    @property
+    def diagnosed(self) -> bool:
+        """Logs the new gradient diagnostics (decay, spectral radius, ...)."""
+        return not self.legacy and self.status != names.FAILED
+
+    @property
+    def metric_steps(self) -> tuple[int, ...]:
+        return (0,) if self.status == names.DIVERGED else PROFILE_STEPS
+
+    @property
+    def spectral_steps(self) -> tuple[int, ...]:
+        """The diverged run also logs an infinite spectral radius as it blows up."""
+        return PROFILE_STEPS[:2] if self.status == names.DIVERGED else PROFILE_STEPS
+
+    @property
+    def log_steps(self) -> tuple[int, ...]:
+        return LOG_STEPS[:1] if self.status == names.DIVERGED else LOG_STEPS
+
+
+def _norm(run: FakeRun, step: int, layer: int, lag: int) -> float:
+    """‖∂L/∂h_t‖ of the fake profile: exactly geometric in lag, per step, seed and layer."""
+    if lag > UNDERFLOW_LAG:
+        return 0.0
+    if run.profile == "diverged" and lag == 0:
+        return math.inf
+    if layer < run.layers - 1:
+        return 7.0 * 0.99**lag  # an inner layer: must never reach the figures
+    return ((0.5 if step == 0 else 0.9) ** (1 + run.seed)) ** lag
+
+
+def _decay_rate(run: FakeRun, step: int) -> float:
+    if run.config == B and (run.gap, run.seed) == (40, 0) and step == PROFILE_STEPS[-1]:
+        return 0.02  # exploding at the end, so its last logged half-life is stale
+    return -(0.05 + 0.01 * run.seed + run.gap / 1000) - step / 10_000
+
+
+def _reach(run: FakeRun, step: int) -> float:
+    return float(run.gap + 5 - 2 * run.seed - step // 50)
+
+
+def _grad_norm(run: FakeRun, step: int) -> float:
+    return (1 + run.seed) * (0.5 + step / 100) * (2.0 if run.config == B else 1.0)
+
+
+def _spectral(run: FakeRun, layer: int, block: int, step: int) -> float:
+    if run.status == names.DIVERGED and step > 0:
+        return math.inf
+    return 0.6 + 0.1 * block + 0.2 * layer + step / 1000 + 0.01 * run.seed
+
+
+def _clip_rate(run: FakeRun) -> float:
+    if run.config[2] == "none":
+        return 0.0
+    return round(0.1 + 0.01 * run.seed + run.gap / 1000 + run.config[3] / 100, 6)
 
 
 def _accuracy(config: tuple[str, str, str, float], gap: int, seed: int, status: str) -> float:
@@ -86,22 +180,70 @@ def _fake_runs() -> list[FakeRun]:
     return runs
 
 
+def _clip_runs() -> list[FakeRun]:
+    return [FakeRun("copy", config, gap, seed, names.UNSOLVED, 0.3, profile=None)
+            for config in CLIP_CONFIGS for gap in (10, 20) for seed in (0, 1)]
+
+
+def _legacy_runs() -> list[FakeRun]:
+    return [FakeRun("copy", B, 10, 0, names.UNSOLVED, 0.2, legacy=True),
+            FakeRun("copy", B, 20, 0, names.UNSOLVED, 0.2, profile=None, legacy=True)]
+
+
+def _bare_runs() -> list[FakeRun]:
+    return [FakeRun("copy", A, 10, 0, names.FAILED, None, "RuntimeError('oom')", None)]
+
+
 def _profile_csv(run: FakeRun) -> str:
-    header = ",".join(names.PROFILE_COLUMNS)
-    if run.profile == "":
-        return header + "\n"
-    lines = [header]
-    steps = (0,) if run.profile == "diverged" else (0, 50, 100)
+    columns = OLD_PROFILE_COLUMNS if run.legacy else names.PROFILE_COLUMNS
+    lines = [",".join(columns)]
     length = run.gap + 5
-    for step in steps:
-        for t in range(length):
-            lag = length - 1 - t
-            decay = 0.5 if step == 0 else 0.9
-            norm = 0.0 if lag > 30 else decay**lag  # exact zeros: underflow at long lags
-            if run.profile == "diverged" and lag == 0:
-                norm = math.inf
-            lines.append(f"{step},{t},{lag},{norm!r},{norm / 10!r}")
+    for step in run.profile_steps:
+        for layer in range(run.layers):
+            for t in range(length):
+                lag = length - 1 - t
+                norm = _norm(run, step, layer, lag)
+                values = {"step": step, "layer": layer, "t": t, "lag": lag, "grad_norm": norm,
+                          "grad_norm_std": norm / 10, "hidden_norm": 0.5}
+                lines.append(",".join(repr(values[c]) for c in columns))
     return "\n".join(lines) + "\n"
+
+
+def _diagnostics(run: FakeRun) -> list[Metric]:
+    """The histories the training side logs: gradient decay, spectral radii, grad norms."""
+    metrics: list[Metric] = []
+    if run.status == names.FAILED:
+        return metrics
+    for step in run.log_steps:
+        pre = _grad_norm(run, step)
+        post = min(pre, run.config[3]) if run.config[2] == "norm" else pre
+        metrics += [Metric(names.GRAD_NORM_PRE_CLIP, pre, 0, step),
+                    Metric(names.CLIP_RATE, _clip_rate(run), 0, step)]
+        if run.diagnosed:
+            metrics.append(Metric(names.GRAD_NORM_POST_CLIP, post, 0, step))
+    if not run.diagnosed:
+        return metrics
+    for step in run.metric_steps:
+        rate = _decay_rate(run, step)
+        metrics += [Metric(names.GRAD_DECAY_RATE, rate, 0, step),
+                    Metric(names.GRAD_DECAY_R2, 1.0, 0, step),
+                    Metric(names.GRAD_REACH, _reach(run, step), 0, step)]
+        if rate < 0:
+            metrics.append(Metric(names.GRAD_HALF_LIFE, math.log(2) / -rate, 0, step))
+    for step in run.spectral_steps:
+        for layer in range(run.layers):
+            for i, block in enumerate(names.GATE_BLOCKS[run.config[0]]):
+                value = _spectral(run, layer, i, step)
+                metrics += [
+                    Metric(names.block_key(names.SPECTRAL_RADIUS, layer, block), value, 0, step),
+                    Metric(names.block_key(names.SINGULAR_VALUE_MAX, layer, block), value + 1,
+                           0, step),
+                ]
+    steps = run.metric_steps
+    metrics.append(Metric(names.GRAD_NORM_POST_CLIP_MAX, 1.0, 0, steps[-1]))
+    if run.status == names.DIVERGED:
+        metrics.append(Metric(names.DIVERGED_STEP, 50.0, 0, steps[-1]))
+    return metrics
 
 
 def _log_run(client: MlflowClient, experiment_id: str, run: FakeRun, tmp: Path) -> None:
@@ -118,7 +260,7 @@ def _log_run(client: MlflowClient, experiment_id: str, run: FakeRun, tmp: Path) 
     single = {
         names.CHANCE_LOSS: 2.0, names.CHANCE_ACCURACY: 0.125 if run.task == "copy" else 0.1,
         names.STEPS_RUN: 100.0, names.WALL_TIME_S: 12.5 + run.gap,
-        names.GRAD_NORM_PRE_CLIP_MAX: 3.0, names.CLIP_RATE_TOTAL: 0.1,
+        names.GRAD_NORM_PRE_CLIP_MAX: 3.0, names.CLIP_RATE_TOTAL: _clip_rate(run),
     }
     if run.accuracy is not None:
         single |= {names.FINAL_EVAL_ACCURACY: run.accuracy, names.FINAL_EVAL_LOSS: 0.5,
@@ -129,9 +271,13 @@ def _log_run(client: MlflowClient, experiment_id: str, run: FakeRun, tmp: Path) 
     for step in (0, 50, 100):
         metrics += [Metric(names.TRAIN_LOSS, 2.0 - step / 100, 0, step),
                     Metric(names.EVAL_ACCURACY, step / 100, 0, step)]
+    metrics += _diagnostics(run)
+    if run.status == names.FAILED:
+        metrics = []  # the job raised before logging anything: params and tags only
+    for start in range(0, len(metrics), 1000):  # MLflow's limit of metrics per log_batch
+        client.log_batch(run_id, metrics=metrics[start:start + 1000])
     client.log_batch(
         run_id,
-        metrics=metrics,
         params=[Param(k, str(v)) for k, v in params.items()],
         tags=[RunTag(k, v) for k, v in tags.items()],
     )
@@ -148,12 +294,16 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     root = tmp_path_factory.mktemp("store")
     uri = f"sqlite:///{root}/mlflow.db"
     client = MlflowClient(tracking_uri=uri)
-    exp_id = client.create_experiment(EXPERIMENT, artifact_location=(root / "art").as_uri())
     client.create_experiment(EMPTY_EXPERIMENT, artifact_location=(root / "art2").as_uri())
     staging = root / "staging"
     staging.mkdir()
-    for run in _fake_runs():
-        _log_run(client, exp_id, run, staging)
+    sweeps = {EXPERIMENT: _fake_runs(), CLIP_EXPERIMENT: _clip_runs(),
+              LEGACY_EXPERIMENT: _legacy_runs(), BARE_EXPERIMENT: _bare_runs()}
+    for experiment, fakes in sweeps.items():
+        exp_id = client.create_experiment(experiment,
+                                          artifact_location=(root / experiment).as_uri())
+        for run in fakes:
+            _log_run(client, exp_id, run, staging)
     return uri
 
 
@@ -244,7 +394,7 @@ def test_summary_counts_and_tables(report: Path) -> None:
 def test_index_html_is_self_contained_and_escaped(report: Path) -> None:
     assert report.name == "index.html" and report.is_file()
     html = report.read_text()
-    assert html.count('src="data:image/png;base64,') == 2
+    assert html.count('src="data:image/png;base64,') == 6
     assert 'src="http' not in html and 'href="http' not in html
     assert "<link" not in html and "<script" not in html
     assert "&lt;script&gt;" in html
@@ -256,14 +406,17 @@ def test_index_html_is_self_contained_and_escaped(report: Path) -> None:
 
 def test_rebuild_is_byte_identical(store: str, tmp_path: Path) -> None:
     files = ("runs.csv", "summary.md", "largest_solved_gap.csv", "accuracy_by_gap.csv",
-             "accuracy_vs_gap.png", "grad_profile.png")
+             "accuracy_vs_gap.png", "grad_profile.png", "index.html", *NEW_CSVS, *NEW_PNGS)
     first_index = build_report(EXPERIMENT, store, tmp_path)
-    first = {f: (first_index.parent / f).read_bytes() for f in files}
+    first = {f.name: f.read_bytes() for f in first_index.parent.iterdir()}
+    assert set(files) <= set(first)
     shutil.rmtree(first_index.parent)
     second_index = build_report(EXPERIMENT, store, tmp_path)
     assert second_index == first_index
-    for f in files:
-        assert (second_index.parent / f).read_bytes() == first[f], f
+    second = {f.name: f.read_bytes() for f in second_index.parent.iterdir()}
+    assert set(second) == set(first)
+    for f in first:
+        assert second[f] == first[f], f
 
 
 def test_missing_and_empty_experiment_raise(store: str, tmp_path: Path) -> None:
@@ -323,3 +476,237 @@ def test_helpers() -> None:
     colors = label_colors(["b", "a", "c"])
     assert list(colors) == ["a", "b", "c"]
     assert label_colors(["c", "a", "b"]) == colors
+
+
+# --- the Gradients section ---------------------------------------------------------------------
+
+
+def _top_gap(fakes: list[FakeRun], has_data: Callable[[FakeRun], bool]
+             ) -> dict[tuple[str, str], list[FakeRun]]:
+    """Per (task, label): all its runs at the largest gap where some run has data."""
+    configs: dict[tuple[str, str], list[FakeRun]] = {}
+    for run in fakes:
+        configs.setdefault((run.task, run.label), []).append(run)
+    chosen = {}
+    for key, runs in configs.items():
+        gaps = [r.gap for r in runs if has_data(r)]
+        if gaps:
+            chosen[key] = [r for r in runs if r.gap == max(gaps)]
+    return chosen
+
+
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def _close(cell: str, value: float | None) -> bool:
+    return cell == "" if value is None else float(cell) == pytest.approx(value, rel=1e-9)
+
+
+def test_heatmap_is_mean_log10_of_last_layer_at_top_gap(report: Path) -> None:
+    rows = _csv(report.parent / "grad_heatmap.csv")
+    assert list(rows[0]) == HEATMAP_COLUMNS
+    expected: dict[tuple[str, str, int, int, int], list[float]] = {}
+    for (task, label), runs in _top_gap(_fake_runs(), lambda r: bool(r.profile_steps)).items():
+        for run in runs:
+            for step in run.profile_steps:
+                for lag in range(run.gap + 5):
+                    norm = _norm(run, step, run.layers - 1, lag)
+                    logs = expected.setdefault((task, label, run.gap, step, lag), [])
+                    if math.isfinite(norm) and norm > 0:
+                        logs.append(math.log10(norm))
+    keys = [(r[names.TASK], r["label"], int(r[names.GAP]), int(r["step"]), int(r["lag"]))
+            for r in rows]
+    assert set(keys) == set(expected) and len(keys) == len(expected)
+    assert [(k[0], k[1], k[3], k[4]) for k in keys] == sorted((k[0], k[1], k[3], k[4])
+                                                              for k in keys)
+    for key, row in zip(keys, rows, strict=True):
+        logs = expected[key]
+        assert _close(row["log10_grad_norm"], statistics.fmean(logs) if logs else None)
+        assert int(row["n_runs"]) == len(logs)
+        assert row["layer"] == ("1" if key[1] == LABEL_A else "0")  # the last layer
+        assert (not logs) == (key[4] > UNDERFLOW_LAG)  # zeros (underflow) stay blank
+    # The diverged seed's infinite norm at lag 0 is dropped, its other lags still count.
+    assert len(expected[("copy", LABEL_B, 40, 0, 0)]) == 1
+    assert len(expected[("copy", LABEL_B, 40, 0, 1)]) == 2
+
+
+def test_grad_profile_figure_uses_last_layer(report: Path) -> None:
+    rows = _csv(report.parent / "grad_profile_by_lag.csv")
+    lstm = [r for r in rows if r[names.TASK] == "copy" and r["panel_model"] == "lstm-tanh"]
+    assert lstm and {r["layer"] for r in lstm} == {"1"} and {r[names.GAP] for r in lstm} == {"40"}
+    by_key = {(r["phase"], int(r["lag"])): float(r["grad_norm"]) for r in lstm}
+    assert by_key[("init", 1)] == pytest.approx((0.5 + 0.25) / 2)
+    assert by_key[("final", 2)] == pytest.approx((0.9**2 + 0.81**2) / 2)
+
+
+def test_decay_vs_gap_means_match_final_values(report: Path) -> None:
+    rows = _csv(report.parent / "grad_decay_vs_gap.csv")
+    finals: dict[tuple[str, str, int], list[tuple[float, float | None, float]]] = {}
+    for run in _fake_runs():
+        if run.diagnosed:
+            last = run.metric_steps[-1]
+            rate = _decay_rate(run, last)
+            half = math.log(2) / -rate if rate < 0 else None
+            finals.setdefault((run.task, run.label, run.gap), []).append(
+                (rate, half, _reach(run, last)))
+    assert [(r[names.TASK], r["label"], int(r[names.GAP])) for r in rows] == sorted(finals)
+    for row in rows:
+        values = finals[(row[names.TASK], row["label"], int(row[names.GAP]))]
+        for i, key in enumerate((names.GRAD_DECAY_RATE, names.GRAD_HALF_LIFE,
+                                 names.GRAD_REACH)):
+            logged = [v[i] for v in values if v[i] is not None]
+            assert int(row[f"{key}_n"]) == len(logged)
+            mean, std = _mean_std(logged) if logged else (None, None)
+            assert _close(row[f"{key}_mean"], mean) and _close(row[f"{key}_std"], std)
+    exploding = [r for r in rows if (r["label"], r[names.GAP]) == (LABEL_B, "40")][0]
+    assert exploding[f"{names.GRAD_HALF_LIFE}_n"] == "1"  # the stale half-life is not used
+    summary = (report.parent / "summary.md").read_text()
+    assert "## Gradients" in summary and f"{names.GRAD_DECAY_RATE} (1/step" in summary
+    assert f"| copy | {LABEL_A} | 40 | 2 | " in summary
+
+
+def test_grad_norm_history_at_top_gap(report: Path) -> None:
+    rows = _csv(report.parent / "grad_norm_over_training.csv")
+    expected = {}
+    for (task, label), runs in _top_gap(_fake_runs(), lambda r: r.status != names.FAILED).items():
+        for run in runs:
+            for step in run.log_steps:
+                expected[(task, label, run.gap, run.seed, step)] = (run, _grad_norm(run, step))
+    got = {(r[names.TASK], r["label"], int(r[names.GAP]), int(r[names.SEED]), int(r["step"])): r
+           for r in rows}
+    assert set(got) == set(expected) and len(rows) == len(expected)
+    for key, (run, value) in expected.items():
+        row = got[key]
+        assert float(row[names.GRAD_NORM_PRE_CLIP]) == pytest.approx(value)
+        assert row[names.CLIP_MODE] == run.config[2]
+        assert float(row[names.CLIP_THRESHOLD]) == run.config[3]
+        assert row["run_name"] == run.name
+
+
+def _expected_clip_rates(fakes: list[FakeRun]) -> dict[tuple[str, str, str, float], list[float]]:
+    clipped = [r for r in fakes if r.config[2] != "none" and r.status != names.FAILED]
+    top = {}
+    for run in clipped:
+        top[(run.task, run.config[2])] = max(top.get((run.task, run.config[2]), 0), run.gap)
+    expected: dict[tuple[str, str, str, float], list[float]] = {}
+    for run in clipped:
+        if run.gap == top[(run.task, run.config[2])]:
+            key = (run.task, run.config[2], run.label, run.config[3])
+            expected.setdefault(key, []).append(_clip_rate(run))
+    return expected
+
+
+def _check_clip_rates(path: Path, fakes: list[FakeRun]) -> None:
+    rows = _csv(path)
+    expected = _expected_clip_rates(fakes)
+    assert len(rows) == len(expected)
+    for row in rows:
+        key = (row[names.TASK], row[names.CLIP_MODE], row["label"],
+               float(row[names.CLIP_THRESHOLD]))
+        assert float(row[f"{names.CLIP_RATE_TOTAL}_mean"]) == pytest.approx(
+            statistics.fmean(expected[key]))
+        assert int(row["n_seeds"]) == len(expected[key])
+
+
+def _check_spectral(path: Path, fakes: list[FakeRun]) -> None:
+    rows = _csv(path)
+    expected: dict[tuple[str, str, int, str, int], list[float]] = {}
+    order = []
+    for (task, label), runs in sorted(_top_gap(fakes, lambda r: r.diagnosed).items()):
+        layer = runs[0].layers - 1  # the last layer
+        for i, block in enumerate(names.GATE_BLOCKS[runs[0].config[0]]):
+            for step in PROFILE_STEPS:
+                values = [_spectral(r, layer, i, step) for r in runs
+                          if r.diagnosed and step in r.spectral_steps]
+                values = [v for v in values if math.isfinite(v)]
+                if values:
+                    expected[(task, label, layer, block, step)] = values
+                    order.append((task, label, layer, block, step))
+    keys = [(r[names.TASK], r["label"], int(r["layer"]), r["block"], int(r["step"]))
+            for r in rows]
+    assert keys == order  # blocks in names.GATE_BLOCKS order, steps ascending
+    for key, row in zip(keys, rows, strict=True):
+        assert float(row[f"{names.SPECTRAL_RADIUS}_mean"]) == pytest.approx(
+            statistics.fmean(expected[key]))
+        assert int(row["n_runs"]) == len(expected[key])
+
+
+def test_clip_rate_and_spectral_radius(report: Path) -> None:
+    _check_clip_rates(report.parent / "clip_rate_by_threshold.csv", _fake_runs())
+    _check_spectral(report.parent / "spectral_radius.csv", _fake_runs())
+    rows = _csv(report.parent / "spectral_radius.csv")
+    lstm = {(r["layer"], r["block"]) for r in rows if r["label"] == LABEL_A}
+    assert lstm == {("1", b) for b in names.GATE_BLOCKS["lstm"]}
+    diverged_gap = [r for r in rows if r["label"] == LABEL_B]
+    assert [r["n_runs"] for r in diverged_gap] == ["2", "1", "1"]  # inf at step 50 dropped
+
+
+def test_clipping_sweep_with_gru_and_value_clipping(store: str, tmp_path: Path) -> None:
+    index = build_report(CLIP_EXPERIMENT, store, tmp_path)
+    _check_clip_rates(index.parent / "clip_rate_by_threshold.csv", _clip_runs())
+    _check_spectral(index.parent / "spectral_radius.csv", _clip_runs())
+    rows = _csv(index.parent / "clip_rate_by_threshold.csv")
+    assert {(r[names.CLIP_MODE], r["model_activation"], r[names.CLIP_THRESHOLD], r[names.GAP])
+            for r in rows} == {("norm", "lstm-tanh", "0.5", "20"),
+                               ("norm", "lstm-tanh", "2.0", "20"),
+                               ("value", "gru-tanh", "0.5", "20")}
+    gru = {r["block"] for r in _csv(index.parent / "spectral_radius.csv")
+           if r["label"].startswith("gru")}
+    assert gru == set(names.GATE_BLOCKS["gru"])
+    assert "No run clipped" not in (index.parent / "summary.md").read_text()
+
+
+def test_every_new_figure_is_embedded(report: Path) -> None:
+    html = report.read_text()
+    assert '<h2 id="gradients">Gradients</h2>' in html
+    for png in NEW_PNGS:
+        data = (report.parent / png).read_bytes()
+        assert data.startswith(b"\x89PNG")
+        assert f'src="data:image/png;base64,{base64.b64encode(data).decode()}"' in html
+    for name in (*NEW_CSVS, *NEW_PNGS):
+        assert f"<code>{name}</code>" in html
+    assert "negative means vanishing" in html
+
+
+def test_experiment_without_new_metrics_still_builds(store: str, tmp_path: Path) -> None:
+    index = build_report(LEGACY_EXPERIMENT, store, tmp_path)
+    folder = index.parent
+    for name in (*NEW_PNGS, *NEW_CSVS):
+        assert (folder / name).is_file(), name
+    for name in ("grad_decay_vs_gap.csv", "spectral_radius.csv", "clip_rate_by_threshold.csv"):
+        assert _csv(folder / name) == [], name
+    # The old five-column profile still counts, as layer 0.
+    heatmap = _csv(folder / "grad_heatmap.csv")
+    assert heatmap and {(r["layer"], r[names.GAP]) for r in heatmap} == {("0", "10")}
+    assert len(_csv(folder / "grad_norm_over_training.csv")) == len(LOG_STEPS)
+    summary = folder.joinpath("summary.md").read_text()
+    html = index.read_text()
+    for note in ("No run clipped", "No run logged a spectral radius",
+                 f"No run logged {names.GRAD_DECAY_RATE} or {names.GRAD_REACH}"):
+        assert note in summary and note in html
+    assert html.count('src="data:image/png;base64,') == 6
+
+
+def test_experiment_with_nothing_logged_still_builds(store: str, tmp_path: Path) -> None:
+    index = build_report(BARE_EXPERIMENT, store, tmp_path)
+    for name in NEW_CSVS:
+        assert _csv(index.parent / name) == [], name
+    summary = index.parent.joinpath("summary.md").read_text()
+    assert "No run logged a gradient profile" in summary
+    assert f"No run logged a {names.GRAD_NORM_PRE_CLIP} history" in summary
+
+
+def test_histories_are_fetched_only_for_top_gap_runs(store: str) -> None:
+    sweep = load_sweep(EXPERIMENT, store)
+    plan = {**grad_norm_plan(sweep.runs, sweep.finals)}
+    for run_id, keys in spectral_plan(sweep.runs, sweep.finals).items():
+        plan[run_id] = [*plan.get(run_id, []), *keys]
+    by_id = sweep.runs.set_index("run_id")
+    assert {int(by_id.loc[rid, names.GAP]) for rid in plan} == {40, 10}
+    lstm = [keys for rid, keys in plan.items() if by_id.loc[rid, names.MODEL] == "lstm"]
+    assert all(names.block_key(names.SPECTRAL_RADIUS, 1, "f") in keys for keys in lstm)
+    assert not any(names.block_key(names.SPECTRAL_RADIUS, 0, "f") in keys for keys in lstm)
+    histories = load_metric_histories(plan, store)
+    assert list(histories.columns) == ["run_id", "key", "step", "value"]
+    assert set(histories["run_id"]) <= set(plan)

@@ -21,7 +21,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from harness import names
-from harness.report.load import LABEL, RUN_ID
+from harness.report.load import LABEL, P_GRAD_NORM, P_LAG, P_LAYER, P_STEP, RUN_ID
 
 PALETTE = "colorblind"
 # A log x axis only pays off when the gaps span about an order of magnitude.
@@ -133,42 +133,61 @@ def accuracy_vs_gap(runs: pd.DataFrame, colors: dict[str, str], markers: dict[st
     save_png(fig, path)
 
 
+PANEL_MODEL = "panel_model"
+PHASE = "phase"
+N_RUNS = "n_runs"
+POOLED_COLUMNS = [names.TASK, PANEL_MODEL, names.GAP, LABEL, PHASE, P_LAYER, P_LAG, P_GRAD_NORM,
+                  N_RUNS]
+
+
 def _pooled_profiles(runs: pd.DataFrame, profiles: pd.DataFrame) -> pd.DataFrame:
     """Mean grad norm per (task, model/activation, label, phase, lag) at each panel's top gap.
 
-    "final" is each run's own last profiled step, since runs stop at different steps; a run
-    profiled only at step 0 has no final curve. Non-finite values (diverged runs) and, after
-    pooling, non-positive values (underflow) are dropped because the y axis is logarithmic.
+    Only each run's last layer (the one next to the readout) is used. "final" is each run's
+    own last profiled step, since runs stop at different steps; a run profiled only at step 0
+    has no final curve. Non-finite values (diverged runs) and, after pooling, non-positive
+    values (underflow) are dropped because the y axis is logarithmic.
     """
     keys = [RUN_ID, names.TASK, names.GAP, names.MODEL, names.ACTIVATION, LABEL]
-    data = profiles.merge(runs[keys], on=RUN_ID, how="inner")
-    data = data[np.isfinite(data["grad_norm"].astype(float))
-                & data["lag"].notna() & data["step"].notna()]
+    layer = profiles.groupby(RUN_ID)[P_LAYER].transform("max")
+    data = profiles[profiles[P_LAYER] == layer].merge(runs[keys], on=RUN_ID, how="inner")
+    data = data[np.isfinite(data[P_GRAD_NORM].astype(float))
+                & data[P_LAG].notna() & data[P_STEP].notna()]
     if data.empty:
-        return pd.DataFrame()
+        return pd.DataFrame(columns=POOLED_COLUMNS)
     data = data.assign(
-        panel_model=data[names.MODEL].astype(str) + "-" + data[names.ACTIVATION].astype(str)
+        **{PANEL_MODEL: data[names.MODEL].astype(str) + "-" + data[names.ACTIVATION].astype(str)}
     )
-    top_gap = data.groupby([names.TASK, "panel_model"])[names.GAP].transform("max")
+    top_gap = data.groupby([names.TASK, PANEL_MODEL])[names.GAP].transform("max")
     data = data[data[names.GAP] == top_gap]
-    last_step = data.groupby(RUN_ID)["step"].transform("max")
-    init = data[data["step"] == 0].assign(phase=INIT)
-    final = data[(data["step"] == last_step) & (last_step > 0)].assign(phase=FINAL)
+    last_step = data.groupby(RUN_ID)[P_STEP].transform("max")
+    init = data[data[P_STEP] == 0].assign(**{PHASE: INIT})
+    final = data[(data[P_STEP] == last_step) & (last_step > 0)].assign(**{PHASE: FINAL})
     both = pd.concat([init, final], ignore_index=True)
-    group = [names.TASK, "panel_model", names.GAP, LABEL, "phase", "lag"]
+    group = [names.TASK, PANEL_MODEL, names.GAP, LABEL, PHASE, P_LAG]
     # Average within a run first, so a run scoring many positions per lag is not overweighted.
-    per_run = both.groupby([*group, RUN_ID], sort=True)["grad_norm"].mean().reset_index()
-    pooled = per_run.groupby(group, sort=True)["grad_norm"].agg(["mean", "count"]).reset_index()
-    pooled = pooled.rename(columns={"mean": "grad_norm", "count": "n_runs"})
-    return pooled[pooled["grad_norm"] > 0]
+    per_run = both.groupby([*group, RUN_ID], sort=True).agg(
+        **{P_GRAD_NORM: (P_GRAD_NORM, "mean"), P_LAYER: (P_LAYER, "max")}
+    ).reset_index()
+    pooled = per_run.groupby(group, sort=True).agg(
+        **{P_GRAD_NORM: (P_GRAD_NORM, "mean"), N_RUNS: (RUN_ID, "count"),
+           P_LAYER: (P_LAYER, "max")}
+    ).reset_index()
+    pooled[P_LAYER] = pooled[P_LAYER].round().astype(int)
+    pooled[P_LAG] = pooled[P_LAG].round().astype(int)
+    return pooled.loc[pooled[P_GRAD_NORM] > 0, POOLED_COLUMNS].reset_index(drop=True)
 
 
 def grad_profile(runs: pd.DataFrame, profiles: pd.DataFrame, colors: dict[str, str],
-                 markers: dict[str, str], experiment: str, path: Path) -> None:
-    """‖∂L/∂h_t‖ vs lag, log y, one panel per (task, model/activation) at its largest gap."""
-    pooled = _pooled_profiles(runs, profiles) if not profiles.empty else pd.DataFrame()
+                 markers: dict[str, str], experiment: str, path: Path) -> pd.DataFrame:
+    """‖∂L/∂h_t‖ vs lag, log y, one panel per (task, model/activation) at its largest gap.
+
+    Draws each run's last layer; returns the drawn data (columns `POOLED_COLUMNS`).
+    """
+    pooled = (_pooled_profiles(runs, profiles) if not profiles.empty
+              else pd.DataFrame(columns=POOLED_COLUMNS))
     panels = (
-        sorted(pooled.groupby([names.TASK, "panel_model"]).groups) if not pooled.empty else []
+        sorted(pooled.groupby([names.TASK, PANEL_MODEL]).groups) if not pooled.empty else []
     )
     ncols = min(max(len(panels), 1), 3)
     nrows = max(math.ceil(len(panels) / ncols), 1)
@@ -176,15 +195,15 @@ def grad_profile(runs: pd.DataFrame, profiles: pd.DataFrame, colors: dict[str, s
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     seen: set[str] = set()
     for ax, (task, model) in zip(axes, panels, strict=False):
-        panel = pooled[(pooled[names.TASK] == task) & (pooled["panel_model"] == model)]
+        panel = pooled[(pooled[names.TASK] == task) & (pooled[PANEL_MODEL] == model)]
         gap = int(panel[names.GAP].iloc[0])
-        for (label, phase), line in panel.groupby([LABEL, "phase"], sort=True):
+        for (label, phase), line in panel.groupby([LABEL, PHASE], sort=True):
             seen.add(str(label))
-            ax.plot(line["lag"], line["grad_norm"], color=colors[str(label)],
+            ax.plot(line[P_LAG], line[P_GRAD_NORM], color=colors[str(label)],
                     ls=_PHASE_STYLE[str(phase)], lw=1.5, marker=markers[str(label)], ms=4,
                     markevery=max(len(line) // 8, 1))
         ax.set_yscale("log")
-        ax.set_title(f"{task} · {model} · gap {gap}")
+        ax.set_title(f"{task} · {model} · gap {gap} · last layer")
         ax.set_xlabel("lag: distance from the loss (time steps)")
         ax.set_ylabel(f"{GRAD_SYMBOL} (mean over seeds)")
         ax.grid(True, which="major", alpha=0.3)
@@ -201,3 +220,4 @@ def grad_profile(runs: pd.DataFrame, profiles: pd.DataFrame, colors: dict[str, s
     if panels:
         _legend(fig, sorted(seen), colors, markers, phases)
     save_png(fig, path)
+    return pooled

@@ -1,16 +1,19 @@
 """Read one sweep out of an MLflow store into plain pandas tables for the report.
 
-Two loaders: `load_runs` turns the bulk `mlflow.search_runs` frame into one typed row per run
-(columns named by the MLflow keys in `harness.names`), and `load_grad_profiles` collects the
-`grad_profile.csv` artifacts of those runs into one long frame.
+Three loaders: `load_sweep` turns the bulk `mlflow.search_runs` frame into one typed row per
+run (columns named by the MLflow keys in `harness.names`) plus every run's final (last logged)
+metric values; `load_grad_profiles` collects the `grad_profile.csv` artifacts of those runs
+into one long frame; `load_metric_histories` fetches the step-by-step history of chosen
+metrics of chosen runs.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -22,6 +25,25 @@ from harness import names
 RUN_ID = "run_id"
 RUN_NAME = "run_name"
 LABEL = "label"
+# Columns of the long history frame of `load_metric_histories`.
+KEY, STEP, VALUE = "key", "step", "value"
+
+
+def _profile_column(name: str) -> str:
+    """A column of grad_profile.csv, checked against `names.PROFILE_COLUMNS` at import."""
+    if name not in names.PROFILE_COLUMNS:
+        raise ImportError(f"grad_profile.csv has no column {name!r}: {names.PROFILE_COLUMNS}")
+    return name
+
+
+P_STEP = _profile_column("step")
+P_LAYER = _profile_column("layer")
+P_T = _profile_column("t")
+P_LAG = _profile_column("lag")
+P_GRAD_NORM = _profile_column("grad_norm")
+# Profiles written before per-layer profiling lack these: one layer (0), no hidden norms.
+_OPTIONAL_PROFILE_COLUMNS = {P_LAYER: 0.0}
+_REQUIRED_PROFILE_COLUMNS = (P_STEP, P_T, P_LAG, P_GRAD_NORM)
 # Runs that never reached the end of training carry no status tag; they get this one so that
 # they still show up (and are counted) instead of vanishing from the report.
 NO_STATUS = "missing"
@@ -135,11 +157,20 @@ def _column(frame: pd.DataFrame, key: str) -> pd.Series:
     return pd.Series([None] * len(frame), index=frame.index, dtype=object)
 
 
-def load_runs(experiment: str, tracking_uri: str) -> pd.DataFrame:
-    """One typed row per active run of `experiment`, columns `RUN_COLUMNS`, sorted stably.
+@dataclass(frozen=True)
+class Sweep:
+    """One experiment: typed runs (`RUN_COLUMNS`) and every run's final metric values.
 
-    Raises `ReportError` (a ValueError) if the store, the experiment or its runs are missing.
+    `finals` has a `run_id` column and one float column per metric key any run logged (the
+    last logged value, as `search_runs` reports it; NaN where a run did not log the key), in
+    the row order of `runs`.
     """
+
+    runs: pd.DataFrame
+    finals: pd.DataFrame
+
+
+def _search(experiment: str, tracking_uri: str) -> pd.DataFrame:
     check_store(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri)
     if client.get_experiment_by_name(experiment) is None:
@@ -149,7 +180,10 @@ def load_runs(experiment: str, tracking_uri: str) -> pd.DataFrame:
     assert isinstance(raw, pd.DataFrame)
     if raw.empty:
         raise _not_found(experiment, tracking_uri, client, "has no runs")
+    return raw
 
+
+def _typed_runs(raw: pd.DataFrame) -> pd.DataFrame:
     runs = pd.DataFrame(index=raw.index)
     runs[RUN_ID] = raw["run_id"].astype(str)
     runs[RUN_NAME] = _column(raw, f"tags.{_RUN_NAME_TAG}").fillna("").astype(str)
@@ -180,14 +214,67 @@ def load_runs(experiment: str, tracking_uri: str) -> pd.DataFrame:
     runs = runs[list(RUN_COLUMNS)]
     # The store returns runs by start time; sort on content so a rebuild is byte-identical.
     order = [names.TASK, LABEL, names.GAP, names.SEED, RUN_NAME, RUN_ID]
-    return runs.sort_values(order, kind="mergesort", na_position="last").reset_index(drop=True)
+    return runs.sort_values(order, kind="mergesort", na_position="last")
+
+
+def _finals(raw: pd.DataFrame, order: pd.Index) -> pd.DataFrame:
+    prefix = "metrics."
+    keys = sorted(c[len(prefix):] for c in raw.columns if c.startswith(prefix))
+    finals = pd.DataFrame({RUN_ID: raw["run_id"].astype(str)}, index=raw.index)
+    for key in keys:
+        finals[key] = pd.to_numeric(raw[f"{prefix}{key}"], errors="coerce").astype(float)
+    return finals.loc[order].reset_index(drop=True)
+
+
+def load_sweep(experiment: str, tracking_uri: str) -> Sweep:
+    """Typed runs and final metrics of `experiment`, from one `search_runs` query.
+
+    Raises `ReportError` (a ValueError) if the store, the experiment or its runs are missing.
+    """
+    raw = _search(experiment, tracking_uri)
+    runs = _typed_runs(raw)
+    finals = _finals(raw, runs.index)
+    return Sweep(runs.reset_index(drop=True), finals)
+
+
+def load_runs(experiment: str, tracking_uri: str) -> pd.DataFrame:
+    """One typed row per active run of `experiment`, columns `RUN_COLUMNS`, sorted stably.
+
+    Raises `ReportError` (a ValueError) if the store, the experiment or its runs are missing.
+    """
+    return load_sweep(experiment, tracking_uri).runs
+
+
+def load_metric_histories(wanted: Mapping[str, Sequence[str]], tracking_uri: str) -> pd.DataFrame:
+    """Step-by-step values of `wanted[run_id]` metric keys: columns run_id, key, step, value.
+
+    One request per (run, key). MLflow 3.17 has no public bulk history call that works on
+    every store: `MlflowClient` offers only the per-run `get_metric_history`; the SQL store's
+    `get_metric_history_bulk` (many runs, one key) is not exposed by the client and has no REST
+    store counterpart, and the abstract store's `get_metric_history_bulk_interval` loops over
+    `get_metric_history` per run anyway (and down-samples). So callers ask only for what the
+    figures draw (the runs at each configuration's largest gap, and only keys a run logged).
+    Where a step was logged twice, the later write wins. Sorted by run_id, key, step.
+    """
+    client = MlflowClient(tracking_uri=tracking_uri)
+    rows: list[tuple[str, str, int, int, float]] = []
+    for run_id in sorted(wanted):
+        for key in sorted(set(wanted[run_id])):
+            rows += [(run_id, key, int(m.step), int(m.timestamp), float(m.value))
+                     for m in client.get_metric_history(run_id, key)]
+    frame = pd.DataFrame(rows, columns=[RUN_ID, KEY, STEP, "timestamp", VALUE])
+    frame = frame.sort_values([RUN_ID, KEY, STEP, "timestamp", VALUE], kind="mergesort")
+    frame = frame.drop_duplicates([RUN_ID, KEY, STEP], keep="last")
+    return frame[[RUN_ID, KEY, STEP, VALUE]].reset_index(drop=True)
 
 
 def load_grad_profiles(run_ids: list[str], tracking_uri: str) -> pd.DataFrame:
     """All `grad_profile.csv` artifacts of `run_ids`, stacked, with a `run_id` column.
 
     Runs without the artifact, or with an empty or malformed one, are skipped: a diverged run
-    may have stopped before profiling, and that must not cost the whole report.
+    may have stopped before profiling, and that must not cost the whole report. Profiles from
+    before per-layer profiling (no `layer` column) count as layer 0; other missing optional
+    columns are left empty.
     """
     columns = [RUN_ID, *names.PROFILE_COLUMNS]
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -208,8 +295,11 @@ def load_grad_profiles(run_ids: list[str], tracking_uri: str) -> pd.DataFrame:
                 profile = pd.read_csv(local)
             except pd.errors.EmptyDataError:
                 continue
-            if not set(names.PROFILE_COLUMNS) <= set(profile.columns) or profile.empty:
+            if not set(_REQUIRED_PROFILE_COLUMNS) <= set(profile.columns) or profile.empty:
                 continue
+            for column in names.PROFILE_COLUMNS:
+                if column not in profile.columns:
+                    profile[column] = _OPTIONAL_PROFILE_COLUMNS.get(column, float("nan"))
             profile = profile[list(names.PROFILE_COLUMNS)].apply(pd.to_numeric, errors="coerce")
             profile.insert(0, RUN_ID, run_id)
             frames.append(profile)

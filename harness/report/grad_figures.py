@@ -1,0 +1,288 @@
+"""The Gradients section's figures, drawn from the frames of `harness.report.gradients`.
+
+Same rules as `figures`: bare `Figure` objects on an Agg canvas, one colour (and marker) per
+configuration label in every figure, the colour-blind palette for labels, and a panel that
+says so wherever a figure has nothing to draw.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+from harness import names
+from harness.report import gradients as g
+from harness.report.figures import GRAD_SYMBOL, _empty, _gap_axis, _legend, save_png
+from harness.report.load import LABEL, RUN_NAME, STEP
+
+# Perceptually uniform and readable with the common colour-vision deficiencies.
+HEATMAP_CMAP = "viridis"
+THRESHOLD_STYLE = {"ls": "--", "color": "0.2", "lw": 1.3}
+REFERENCE_STYLE = {"ls": ":", "color": "0.45", "lw": 1.2}
+_BLOCK_STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"))
+# What each gate block of W_hh is, in the order of names.GATE_BLOCKS.
+_BLOCK_MEANING = {
+    "rnn": ("recurrent matrix",),
+    "lstm": ("input gate", "forget gate", "cell candidate", "output gate"),
+    "gru": ("reset gate", "update gate", "candidate"),
+}
+MAX_COLS = 3
+MIN_WIDTH = 8.5  # inches: room for the two-line titles even with a single panel
+
+
+def _grid(n_panels: int, width: float = 4.4, height: float = 3.5,
+          extra_width: float = 2.4) -> tuple[Figure, np.ndarray]:
+    ncols = min(max(n_panels, 1), MAX_COLS)
+    nrows = max(math.ceil(n_panels / ncols), 1)
+    fig = Figure(figsize=(max(width * ncols + extra_width, MIN_WIDTH), height * nrows + 1.0),
+                 layout="constrained")
+    return fig, fig.subplots(nrows, ncols, squeeze=False).ravel()
+
+
+def _hide_rest(axes: np.ndarray, used: int, message: str) -> None:
+    for ax in axes[used:]:
+        if used:
+            ax.set_visible(False)
+        else:
+            _empty(ax, message)
+
+
+def _centred_edges(values: np.ndarray) -> np.ndarray:
+    """Cell edges around sorted unique centres: halfway between neighbours."""
+    v = np.asarray(values, dtype=float)
+    if len(v) == 1:
+        return np.array([v[0] - 0.5, v[0] + 0.5])
+    mid = (v[1:] + v[:-1]) / 2
+    return np.concatenate([[v[0] - (mid[0] - v[0])], mid, [v[-1] + (v[-1] - mid[-1])]])
+
+
+def _step_edges(values: np.ndarray) -> np.ndarray:
+    """Each profile step's cell runs until the next profile step (the last: one more spacing)."""
+    v = np.asarray(values, dtype=float)
+    width = v[-1] - v[-2] if len(v) > 1 else 1.0
+    return np.concatenate([v, [v[-1] + width]])
+
+
+def grad_heatmap(table: pd.DataFrame, experiment: str, path: Path) -> None:
+    """log10‖∂L/∂h_t‖ over (training step × lag), one panel per (task, label), shared scale."""
+    panels = sorted(table.groupby(g.PANEL).groups) if not table.empty else []
+    fig, axes = _grid(len(panels), extra_width=1.2)
+    values = table[g.LOG10_GRAD_NORM].astype(float).dropna()
+    values = values if len(values) else pd.Series([0.0])
+    norm = Normalize(vmin=float(values.min()), vmax=float(values.max()))
+    cmap = matplotlib.colormaps[HEATMAP_CMAP].with_extremes(bad="white")
+    mesh = None
+    for ax, (task, label) in zip(axes, panels, strict=False):
+        panel = table[(table[names.TASK] == task) & (table[LABEL] == label)]
+        grid = panel.pivot(index=g.LAG, columns=STEP, values=g.LOG10_GRAD_NORM).sort_index()
+        grid = grid.reindex(columns=sorted(grid.columns))
+        mesh = ax.pcolormesh(_step_edges(grid.columns.to_numpy()),
+                             _centred_edges(grid.index.to_numpy()),
+                             np.ma.masked_invalid(grid.to_numpy(dtype=float)), cmap=cmap,
+                             norm=norm, shading="flat")
+        ax.set_title(f"{task} · {label}\ngap {int(panel[names.GAP].iloc[0])} · "
+                     f"layer {int(panel[g.LAYER].max())} (last)")
+        ax.set_xlabel("training step (each column lasts until the next profile)")
+        ax.set_ylabel("lag: distance from the loss (time steps)")
+    _hide_rest(axes, len(panels), "no gradient profiles logged")
+    if mesh is not None:
+        fig.colorbar(mesh, ax=[a for a in axes if a.get_visible()],
+                     label=f"log10 {GRAD_SYMBOL} (mean over seeds)")
+    fig.suptitle(f"{experiment}: log10 {GRAD_SYMBOL} by training step and lag\n"
+                 "last layer, largest gap, mean over seeds (blank: no finite nonzero value)")
+    save_png(fig, path)
+
+
+def _lineplot(ax: Axes, data: pd.DataFrame, y: str, colors: dict[str, str],
+              markers: dict[str, str]) -> list[str]:
+    labels = sorted(data[LABEL].unique())
+    sns.lineplot(
+        data=data, x=names.GAP, y=y, hue=LABEL, hue_order=labels,
+        palette={lab: colors[lab] for lab in labels}, style=LABEL, style_order=labels,
+        markers={lab: markers[lab] for lab in labels}, dashes=False, errorbar=("ci", 95),
+        seed=0, legend=False, ax=ax,
+    )
+    return labels
+
+
+def grad_decay_vs_gap(points: pd.DataFrame, colors: dict[str, str], markers: dict[str, str],
+                      experiment: str, path: Path) -> None:
+    """Final decay rate (top row) and reach (bottom row) vs gap, one column per task."""
+    tasks = sorted(points[names.TASK].unique()) if not points.empty else []
+    n = max(len(tasks), 1)
+    fig = Figure(figsize=(max(4.6 * n + 2.4, MIN_WIDTH), 7.8), layout="constrained")
+    axes = fig.subplots(2, n, squeeze=False, sharex="col")
+    seen: set[str] = set()
+    rows = (
+        (names.GRAD_DECAY_RATE, "final grad_decay_rate (1/time step of lag)"),
+        (names.GRAD_REACH, "final grad_reach (time steps)"),
+    )
+    for col, task in enumerate(tasks):
+        for row, (key, ylabel) in enumerate(rows):
+            ax = axes[row, col]
+            data = points[(points[names.TASK] == task)].dropna(subset=[key]).copy()
+            data[names.GAP] = data[names.GAP].astype(float)
+            if data.empty:
+                _empty(ax, f"no final {key} logged")
+            else:
+                seen.update(_lineplot(ax, data, key, colors, markers))
+                _gap_axis(ax, data[names.GAP].to_numpy())
+                if key == names.GRAD_DECAY_RATE:
+                    ax.axhline(0.0, **REFERENCE_STYLE)
+                else:
+                    gaps = np.unique(data[names.GAP].to_numpy())
+                    ax.plot(gaps, gaps, **REFERENCE_STYLE)
+                ax.grid(True, alpha=0.3)
+            ax.set_title(f"task: {task}")
+            ax.set_xlabel("gap (time steps)")
+            ax.set_ylabel(ylabel)
+    if not tasks:
+        for ax in axes.ravel():
+            _empty(ax, "no run logged grad_decay_rate or grad_reach")
+    fig.suptitle(f"{experiment}: final gradient decay rate and reach vs gap\n"
+                 "(mean over seeds, 95% CI)")
+    reference = [Line2D([], [], **REFERENCE_STYLE, label="rate 0 / reach = gap")]
+    if seen:
+        _legend(fig, sorted(seen), colors, markers, reference)
+    save_png(fig, path)
+
+
+def _threshold_axis(ax: Axes, thresholds: np.ndarray) -> None:
+    thresholds = np.unique(thresholds[np.isfinite(thresholds)])
+    if len(thresholds) and thresholds.min() > 0 and thresholds.max() / thresholds.min() > 8:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    if len(thresholds):
+        ax.set_xticks(thresholds)
+
+
+def grad_norm_over_training(norms: pd.DataFrame, clip_points: pd.DataFrame,
+                            colors: dict[str, str], markers: dict[str, str], experiment: str,
+                            path: Path) -> None:
+    """Top: grad_norm_pre_clip vs step per (task, label) at its largest gap, one line per seed,
+    with the norm-clipping threshold dashed. Bottom: final clip rate vs clipping threshold."""
+    panels = sorted(norms.groupby(g.PANEL).groups) if not norms.empty else []
+    clip_panels = (sorted(clip_points.groupby([names.TASK, names.CLIP_MODE]).groups)
+                   if not clip_points.empty else [])
+    top_cols = min(max(len(panels), 1), MAX_COLS)
+    bottom_cols = min(max(len(clip_panels), 1), MAX_COLS)
+    top_rows = max(math.ceil(len(panels) / top_cols), 1)
+    bottom_rows = max(math.ceil(len(clip_panels) / bottom_cols), 1)
+    width = max(4.4 * max(top_cols, bottom_cols) + 2.6, MIN_WIDTH)
+    fig = Figure(figsize=(width, 3.5 * (top_rows + bottom_rows) + 1.6), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[top_rows, bottom_rows])
+    top_axes = top.subplots(top_rows, top_cols, squeeze=False).ravel()
+    seen: set[str] = set()
+    drew_threshold = False
+    for ax, (task, label) in zip(top_axes, panels, strict=False):
+        panel = norms[(norms[names.TASK] == task) & (norms[LABEL] == label)]
+        seen.add(str(label))
+        for _, line in panel.groupby([names.SEED, RUN_NAME], sort=True, dropna=False):
+            ax.plot(line[STEP], line[names.GRAD_NORM_PRE_CLIP], color=colors[str(label)],
+                    marker=markers[str(label)], ms=3, lw=1.2, alpha=0.75,
+                    markevery=max(len(line) // 8, 1))
+        mode = str(panel[names.CLIP_MODE].iloc[0])
+        threshold = float(panel[names.CLIP_THRESHOLD].iloc[0])
+        note = ""
+        if mode == g.NORM_CLIP and math.isfinite(threshold) and threshold > 0:
+            ax.axhline(threshold, **THRESHOLD_STYLE)
+            drew_threshold = True
+        elif mode not in (g.NO_CLIP, g.NORM_CLIP):
+            note = f"\n{mode} clipping: no norm threshold to draw"
+        ax.set_yscale("log")
+        n_seeds = panel[RUN_NAME].nunique()
+        ax.set_title(f"{task} · {label}\ngap {int(panel[names.GAP].iloc[0])} · "
+                     f"{n_seeds} run(s), one line each{note}")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("grad_norm_pre_clip (global L2, window mean)")
+        ax.grid(True, which="major", alpha=0.3)
+    _hide_rest(top_axes, len(panels), "no grad_norm_pre_clip history logged")
+    top.suptitle("gradient norm before clipping over training\n"
+                 "largest gap of each configuration (log scale)")
+
+    bottom_axes = bottom.subplots(bottom_rows, bottom_cols, squeeze=False).ravel()
+    for ax, (task, mode) in zip(bottom_axes, clip_panels, strict=False):
+        data = clip_points[(clip_points[names.TASK] == task)
+                           & (clip_points[names.CLIP_MODE] == mode)].copy()
+        model_acts = sorted(data[g.MODEL_ACTIVATION].unique())
+        sns.lineplot(data=data, x=names.CLIP_THRESHOLD, y=names.CLIP_RATE_TOTAL,
+                     style=g.MODEL_ACTIVATION, style_order=model_acts,
+                     color="0.45", errorbar=("ci", 95), err_style="bars", seed=0,
+                     markers=False, ax=ax, legend="full")
+        means = data.groupby([LABEL, names.CLIP_THRESHOLD], sort=True)[names.CLIP_RATE_TOTAL]
+        for (label, threshold), values in means:
+            seen.add(str(label))
+            ax.scatter([threshold], [values.mean()], color=colors[str(label)],
+                       marker=markers[str(label)], s=42, zorder=3, edgecolors="0.2",
+                       linewidths=0.5)
+        legend = ax.get_legend()
+        if legend is not None:
+            legend.set_title("model-activation")
+        _threshold_axis(ax, data[names.CLIP_THRESHOLD].to_numpy(dtype=float))
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_title(f"{task} · clip.mode {mode} · gap {int(data[names.GAP].iloc[0])}")
+        ax.set_xlabel(f"clip.threshold ({'global L2 norm' if mode == g.NORM_CLIP else 'value'})")
+        ax.set_ylabel("final clip_rate_total (fraction of steps)")
+        ax.grid(True, alpha=0.3)
+    _hide_rest(bottom_axes, len(clip_panels), "no clipping in this experiment")
+    bottom.suptitle("share of training steps where clipping fired vs clipping threshold\n"
+                    "(mean over seeds, 95% CI), largest clipped gap")
+    fig.suptitle(f"{experiment}: gradient norms and clipping")
+    extra = ([Line2D([], [], **THRESHOLD_STYLE, label="norm-clipping threshold")]
+             if drew_threshold else [])
+    if seen:
+        _legend(fig, sorted(seen), colors, markers, extra)
+    save_png(fig, path)
+
+
+def _block_label(model: str, block: str) -> str:
+    meanings = dict(zip(names.GATE_BLOCKS.get(model, ()), _BLOCK_MEANING.get(model, ()),
+                        strict=False))
+    return f"{block} ({meanings[block]})" if block in meanings else block
+
+
+def spectral_radius(table: pd.DataFrame, runs: pd.DataFrame, colors: dict[str, str],
+                    markers: dict[str, str], experiment: str, path: Path) -> None:
+    """Spectral radius of each gate block of the last layer's W_hh over training, mean over
+    seeds (band: ± one std), one panel per (task, label) at its largest gap."""
+    panels = sorted(table.groupby(g.PANEL).groups) if not table.empty else []
+    fig, axes = _grid(len(panels))
+    model_of = runs.dropna(subset=[names.MODEL]).groupby(LABEL)[names.MODEL].first()
+    for ax, (task, label) in zip(axes, panels, strict=False):
+        panel = table[(table[names.TASK] == task) & (table[LABEL] == label)]
+        color = colors[str(label)]
+        model = str(model_of.get(label, ""))
+        blocks = list(dict.fromkeys(panel[g.BLOCK]))  # table order = names.GATE_BLOCKS order
+        for i, block in enumerate(blocks):
+            line = panel[panel[g.BLOCK] == block]
+            ls, marker = _BLOCK_STYLES[i % len(_BLOCK_STYLES)]
+            ax.plot(line[STEP], line[g.SR_MEAN], color=color, ls=ls, marker=marker, ms=4,
+                    lw=1.5, markevery=max(len(line) // 8, 1), label=_block_label(model, block))
+            std = line[g.SR_STD].fillna(0.0)
+            ax.fill_between(line[STEP], line[g.SR_MEAN] - std, line[g.SR_MEAN] + std,
+                            color=color, alpha=0.12, lw=0)
+        ax.axhline(1.0, **REFERENCE_STYLE, label="radius 1")
+        ax.legend(title="gate block of W_hh", fontsize=8, title_fontsize=8, ncols=2,
+                  loc="upper center", bbox_to_anchor=(0.5, -0.2))
+        ax.set_title(f"{task} · {label}\ngap {int(panel[names.GAP].iloc[0])} · "
+                     f"layer {int(panel[g.LAYER].iloc[0])} (last layer)")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("spectral radius (max |eigenvalue|)")
+        ax.grid(True, alpha=0.3)
+    _hide_rest(axes, len(panels), "no spectral radius logged")
+    fig.suptitle(f"{experiment}: spectral radius of each gate block of W_hh over training\n"
+                 "last layer, largest gap, mean over seeds ± std")
+    if panels:
+        _legend(fig, sorted({str(lab) for _, lab in panels}), colors, markers, [])
+    save_png(fig, path)
