@@ -69,20 +69,22 @@ class RecurrentModel(nn.Module):
         Every hidden state h_t of every layer is a node of the graph, so
         `torch.autograd.grad(loss, result.hidden[layer])` gives the total derivative ∂L/∂h_t.
         """
-        batch, length, _ = inputs.shape
+        batch = inputs.shape[0]
         layer_input = inputs
         hidden: list[list[Tensor]] = []
         gates: list[list[Tensor]] = []
         for layer in range(self.num_layers):
             w_ih, w_hh, b_ih, b_hh = self.layer_weights(layer)
-            # The input projection has no recurrence: one matmul for all time steps.
-            projected = torch.nn.functional.linear(layer_input, w_ih, b_ih)
+            # The input projection has no recurrence: one matmul for all time steps. unbind,
+            # not projected[:, t]: each indexing op's backward writes a zero tensor of the whole
+            # sequence's size, which makes the backward pass quadratic in the length.
+            projected = torch.nn.functional.linear(layer_input, w_ih, b_ih).unbind(dim=1)
             h = inputs.new_zeros(batch, self.hidden_size)
             c = inputs.new_zeros(batch, self.hidden_size)
             states: list[Tensor] = []
             layer_gates: list[Tensor] = []
-            for t in range(length):
-                h, c, gate = self._step(projected[:, t], h, c, w_hh, b_hh)
+            for x_t in projected:
+                h, c, gate = self._step(x_t, h, c, w_hh, b_hh)
                 states.append(h)
                 if gate is not None:
                     layer_gates.append(gate)

@@ -22,7 +22,6 @@ import time
 import traceback
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
@@ -33,6 +32,7 @@ from mlflow.tracking import MlflowClient
 from harness import names
 from harness.diagnostics import GradProfile
 from harness.schema import PROJECT_ROOT
+from harness.store import sqlite_path
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +73,6 @@ def git_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{commit}-dirty" if dirty else commit
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of an `sqlite:///...` URI, or None for other stores."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    return Path(uri.removeprefix("sqlite:///"))
 
 
 def ensure_store(uri: str) -> None:

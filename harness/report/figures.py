@@ -27,8 +27,8 @@ PALETTE = "colorblind"
 # A log x axis only pays off when the gaps span about an order of magnitude.
 LOG_X_SPAN = 8.0
 GRAD_SYMBOL = r"$\Vert\partial L/\partial h_t\Vert$"
-INIT, FINAL = "init", "final"
-_PHASE_STYLE = {INIT: "--", FINAL: "-"}
+INIT, MIDDLE, FINAL = "init", "middle", "final"
+_PHASE_STYLE = {INIT: "--", MIDDLE: ":", FINAL: "-"}
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
@@ -145,7 +145,8 @@ def _pooled_profiles(runs: pd.DataFrame, profiles: pd.DataFrame) -> pd.DataFrame
 
     Only each run's last layer (the one next to the readout) is used. "final" is each run's
     own last profiled step, since runs stop at different steps; a run profiled only at step 0
-    has no final curve. Non-finite values (diverged runs) and, after pooling, non-positive
+    has no final curve. "middle" is the run's profiled step nearest half its last one (not
+    step 0 nor the last). Non-finite values (diverged runs) and, after pooling, non-positive
     values (underflow) are dropped because the y axis is logarithmic.
     """
     keys = [RUN_ID, names.TASK, names.GAP, names.MODEL, names.ACTIVATION, LABEL]
@@ -163,7 +164,13 @@ def _pooled_profiles(runs: pd.DataFrame, profiles: pd.DataFrame) -> pd.DataFrame
     last_step = data.groupby(RUN_ID)[P_STEP].transform("max")
     init = data[data[P_STEP] == 0].assign(**{PHASE: INIT})
     final = data[(data[P_STEP] == last_step) & (last_step > 0)].assign(**{PHASE: FINAL})
-    both = pd.concat([init, final], ignore_index=True)
+    steps = data[[RUN_ID, P_STEP]].drop_duplicates().assign(last=last_step)
+    inner = steps[(steps[P_STEP] > 0) & (steps[P_STEP] < steps["last"])]
+    inner = inner.assign(distance=(inner[P_STEP] - inner["last"] / 2).abs())
+    middle_steps = inner.sort_values([RUN_ID, "distance", P_STEP]).drop_duplicates(RUN_ID)
+    middle = data.merge(middle_steps[[RUN_ID, P_STEP]], on=[RUN_ID, P_STEP]).assign(
+        **{PHASE: MIDDLE})
+    both = pd.concat([init, middle, final], ignore_index=True)
     group = [names.TASK, PANEL_MODEL, names.GAP, LABEL, PHASE, P_LAG]
     # Average within a run first, so a run scoring many positions per lag is not overweighted.
     per_run = both.groupby([*group, RUN_ID], sort=True).agg(
@@ -212,9 +219,12 @@ def grad_profile(runs: pd.DataFrame, profiles: pd.DataFrame, colors: dict[str, s
             ax.set_visible(False)
         else:
             _empty(ax, "no gradient profiles logged")
-    fig.suptitle(f"{experiment}: gradient norm {GRAD_SYMBOL} vs lag, at init and at the end")
+    fig.suptitle(f"{experiment}: gradient norm {GRAD_SYMBOL} vs lag, at init, mid-training "
+                 "and at the end")
     phases = [
         Line2D([], [], color="0.3", ls=_PHASE_STYLE[INIT], label=f"{INIT} (step 0)"),
+        Line2D([], [], color="0.3", ls=_PHASE_STYLE[MIDDLE],
+               label=f"{MIDDLE} (profiled step nearest half the run)"),
         Line2D([], [], color="0.3", ls=_PHASE_STYLE[FINAL], label=f"{FINAL} (last profiled step)"),
     ]
     if panels:

@@ -21,6 +21,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from harness import names
+from harness.store import sqlite_path
 
 RUN_ID = "run_id"
 RUN_NAME = "run_name"
@@ -48,30 +49,6 @@ _REQUIRED_PROFILE_COLUMNS = (P_STEP, P_T, P_LAG, P_GRAD_NORM)
 # they still show up (and are counted) instead of vanishing from the report.
 NO_STATUS = "missing"
 
-# One row per run: identity, grouping keys, outcome, cost. Order is the runs.csv column order.
-RUN_COLUMNS: tuple[str, ...] = (
-    RUN_ID,
-    RUN_NAME,
-    names.TASK,
-    names.GAP,
-    names.MODEL,
-    names.ACTIVATION,
-    names.CLIP_MODE,
-    names.CLIP_THRESHOLD,
-    names.SEED,
-    LABEL,
-    names.STATUS,
-    names.STATUS_REASON,
-    names.FINAL_EVAL_ACCURACY,
-    names.FINAL_EVAL_LOSS,
-    names.CHANCE_ACCURACY,
-    names.CHANCE_LOSS,
-    names.STEPS_TO_SOLVE,
-    names.STEPS_RUN,
-    names.WALL_TIME_S,
-    names.GRAD_NORM_PRE_CLIP_MAX,
-    names.CLIP_RATE_TOTAL,
-)
 _STR_PARAMS = (names.TASK, names.MODEL, names.ACTIVATION, names.CLIP_MODE)
 _INT_PARAMS = (names.GAP, names.SEED)
 _FLOAT_PARAMS = (names.CLIP_THRESHOLD,)
@@ -87,24 +64,17 @@ _METRICS = (
     names.GRAD_NORM_PRE_CLIP_MAX,
     names.CLIP_RATE_TOTAL,
 )
+# One row per run: identity, grouping keys, outcome, cost. Order is the runs.csv column order.
+RUN_COLUMNS: tuple[str, ...] = (
+    RUN_ID, RUN_NAME, names.TASK, names.GAP, names.MODEL, names.ACTIVATION, names.CLIP_MODE,
+    names.CLIP_THRESHOLD, names.SEED, LABEL, *_TAGS, *_METRICS,
+)
 # The run's MLflow name lives in this system tag in the search_runs frame.
 _RUN_NAME_TAG = "mlflow.runName"
 
 
 class ReportError(ValueError):
     """The store or experiment cannot be reported on (missing, empty); the message says why."""
-
-
-def sqlite_path(tracking_uri: str) -> Path | None:
-    """File behind a `sqlite:///...` URI (relative or absolute), None for other stores."""
-    prefix = "sqlite:///"
-    if not tracking_uri.startswith(prefix):
-        return None
-    # SQLAlchemy URIs may carry driver options after '?'; they are not part of the path.
-    rest = tracking_uri[len(prefix):].split("?", 1)[0]
-    if rest in ("", ":memory:"):
-        return None
-    return Path(rest)
 
 
 def check_store(tracking_uri: str) -> None:
