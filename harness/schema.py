@@ -216,6 +216,7 @@ class Config:
     report: ReportConfig = field(default_factory=ReportConfig)
     experiment_name: str = "default"
     seed: int = 0
+    force: bool = False  # rerun even if this config already finished in this experiment
 
 
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from filelock import FileLock
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -37,7 +37,9 @@ from harness.store import sqlite_path
 log = logging.getLogger(__name__)
 
 # Keys that say where or how fast a run is executed, not what it computes.
-NON_SEMANTIC_PREFIXES = ("tracking.", "report.", "train.threads")
+NON_SEMANTIC_PREFIXES = ("tracking.", "report.", "train.threads", "force")
+# A run that ended with one of these is a result: rerunning its config skips it.
+RESULT_STATUSES = (names.SOLVED, names.UNSOLVED, names.DIVERGED)
 FLUSH_POINTS = 500  # buffered metric points that trigger a write
 FLUSH_SECONDS = 15.0  # ... or time since the last write, so the UI shows live progress
 PARAM_BATCH = 100  # MLflow's limit of params per log_batch call
@@ -124,6 +126,24 @@ def experiment_id(client: MlflowClient, name: str) -> str:
         except MlflowException:
             time.sleep(0.2)  # another job created it between our two calls
     raise RuntimeError(f"could not get or create MLflow experiment {name!r}")
+
+
+def finished_run(uri: str, experiment: str, hash_: str) -> Run | None:
+    """The run of this experiment with this config hash that already ended with a result.
+
+    Runs that failed or were killed (no result status) do not count: they are run again.
+    """
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    runs = client.search_runs([found.experiment_id],
+                              filter_string=f"tags.{names.CONFIG_HASH} = '{hash_}'")
+    for run in runs:
+        if (run.info.status == RunStatus.to_string(RunStatus.FINISHED)
+                and run.data.tags.get(names.STATUS) in RESULT_STATUSES):
+            return run
+    return None
 
 
 class MlflowTracker:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 
@@ -32,7 +33,7 @@ from harness.schema import (
     task_params,
     validate,
 )
-from harness.tracking import config_hash, flatten, mlflow_run
+from harness.tracking import config_hash, ensure_store, finished_run, flatten, mlflow_run
 
 log = logging.getLogger(__name__)
 register()
@@ -91,10 +92,22 @@ def train(cfg: DictConfig) -> RunResult:
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     params = flatten(resolved)  # type: ignore[arg-type]
     name = run_name(spec)
+    hash_ = config_hash(params)
+    ensure_store(spec.tracking.uri)
+    done = None if spec.force else finished_run(spec.tracking.uri, spec.experiment_name, hash_)
+    if done is not None:
+        status = done.data.tags[names.STATUS]
+        log.info("%s: skipped, this config already finished as run %s (%s); force=true reruns",
+                 name, done.info.run_id, status)
+        metrics = done.data.metrics
+        return RunResult(status=status, reason=f"already finished as run {done.info.run_id}",
+                         steps_run=int(metrics.get(names.STEPS_RUN, 0)),
+                         final_eval_accuracy=metrics.get(names.FINAL_EVAL_ACCURACY, math.nan),
+                         final_eval_loss=metrics.get(names.FINAL_EVAL_LOSS, math.nan))
     log.info("%s: %d steps, sequence length %d, chance accuracy %.3f, loss %.4f", name,
              spec.train.steps, task.seq_len, task.chance.accuracy, task.chance.loss)
     with mlflow_run(spec.tracking.uri, spec.experiment_name, name, params,
-                    {names.CONFIG_HASH: config_hash(params)}) as tracker:
+                    {names.CONFIG_HASH: hash_}) as tracker:
         tracker.log_text(OmegaConf.to_yaml(resolved), names.CONFIG_ARTIFACT)
         tracker.log_metrics({names.CHANCE_LOSS: task.chance.loss,
                              names.CHANCE_ACCURACY: task.chance.accuracy}, 0)

@@ -53,6 +53,12 @@ def test_parallel_sweep_from_a_new_store_loses_nothing(tmp_path: Path,
     assert index.exists()
     assert f"Report: {index}" in done.stdout
     assert "mlflow ui --backend-store-uri" in done.stdout
+    # the same sweep again: every job already finished, so nothing new is created
+    again = multirun(tmp_path, cli_env, "experiment_name=par", "hydra.launcher.n_jobs=4",
+                     "task=delayed_recall,adding", "task.gap=3,6", "model=rnn,lstm", "seed=0")
+    rerun = client.search_runs([client.get_experiment_by_name("par").experiment_id])
+    assert {r.info.run_id for r in rerun} == {r.info.run_id for r in runs}
+    assert (again.stdout + again.stderr).count("skipped, this config already finished") == 8
 
 
 def test_demo_preset_sweeps_all_its_axes(tmp_path: Path, cli_env: dict[str, str]) -> None:

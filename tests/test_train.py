@@ -63,8 +63,24 @@ def test_same_config_same_hash_and_same_result(make_cfg: Callable[..., DictConfi
                                                store_uri: str) -> None:
     """A seed reproduces a run exactly on CPU; the hash ignores where the run is stored."""
     first = train(make_cfg("task.gap=4", "experiment_name=repeat"))
-    second = train(make_cfg("task.gap=4", "experiment_name=repeat", "train.threads=2"))
+    second = train(make_cfg("task.gap=4", "experiment_name=repeat", "train.threads=2",
+                            "force=true"))
     assert first.final_eval_loss == second.final_eval_loss
     client = MlflowClient(store_uri)
     runs = client.search_runs([client.get_experiment_by_name("repeat").experiment_id])
     assert len({r.data.tags[names.CONFIG_HASH] for r in runs}) == 1
+
+
+def test_a_finished_config_is_skipped_unless_forced(make_cfg: Callable[..., DictConfig],
+                                                    store_uri: str) -> None:
+    first = train(make_cfg("task.gap=4", "experiment_name=skip"))
+    again = train(make_cfg("task.gap=4", "experiment_name=skip", "train.threads=2"))
+    client = MlflowClient(store_uri)
+    experiment = client.get_experiment_by_name("skip").experiment_id
+    runs = client.search_runs([experiment])
+    assert len(runs) == 1  # thread count is not part of a run's identity
+    assert again.status == first.status and again.final_eval_loss == first.final_eval_loss
+    assert runs[0].info.run_id in again.reason
+    train(make_cfg("task.gap=5", "experiment_name=skip"))  # another config: a new run
+    train(make_cfg("task.gap=4", "experiment_name=skip", "force=true"))
+    assert len(client.search_runs([experiment])) == 3
