@@ -1,5 +1,6 @@
-"""Hydra callbacks for multiruns: create the store before the jobs start, and end the sweep
-with its report.
+"""Hydra callbacks for multiruns: create the store and the sweep's parent MLflow run before
+the jobs start; end the sweep with its report, attached to the parent run with the jobs'
+counts by status.
 
 Registered in `conf/config.yaml` under `hydra.callbacks`; they run in the launching process.
 """
@@ -11,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from harness.schema import register
-from harness.tracking import ensure_store
+from harness.tracking import end_sweep, ensure_store, start_sweep
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +27,22 @@ class SweepCallback(Callback):
         register()
         # Parallel jobs must not race on creating and migrating a new SQLite store.
         ensure_store(config.tracking.uri)
+        params = OmegaConf.select(config, "hydra.sweeper.params")  # None without a preset
+        space = OmegaConf.to_container(params, resolve=True) if params is not None else {}
+        start_sweep(config.tracking.uri, config.experiment_name, Path(config.hydra.sweep.dir),
+                    list(config.hydra.overrides.task), space)  # type: ignore[arg-type]
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if not config.report.on_multirun_end:
-            return
-        from harness.report import build_report
-
         uri = config.tracking.uri
-        index = build_report(config.experiment_name, uri, Path(config.report.out_dir))
-        print(f"\nReport: {index}\n"
-              f"Open it: xdg-open {index}   (or any browser)\n"
-              f"MLflow UI on the same store: mlflow ui --backend-store-uri {uri}")
+        index = None
+        if config.report.on_multirun_end:
+            from harness.report import build_report
+
+            index = build_report(config.experiment_name, uri, Path(config.report.out_dir))
+        counts = end_sweep(uri, Path(config.hydra.sweep.dir), index.parent if index else None)
+        print("\nSweep: " + ", ".join(f"{n} {status}" for status, n in counts.items())
+              + " (runs this sweep created; configs that had already finished were skipped)")
+        if index is not None:
+            print(f"Report: {index}\n"
+                  f"Open it: xdg-open {index}   (or any browser)")
+        print(f"MLflow UI on the same store: mlflow ui --backend-store-uri {uri}")

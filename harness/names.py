@@ -25,6 +25,10 @@ STATUS = "status"  # one of STATUSES
 STATUS_REASON = "status_reason"  # why a run diverged, or how it ended
 CONFIG_HASH = "config_hash"
 GIT_COMMIT = "git_commit"
+RUN_KIND = "run_kind"  # "sweep" on a multirun's parent run; absent on jobs
+SWEEP_KIND = "sweep"
+SWEEP_ID = "sweep_id"  # on every job of a multirun: its parent run's id
+PARENT_RUN_ID = "mlflow.parentRunId"  # MLflow's own tag: the UI nests a job under its sweep
 SOLVED, UNSOLVED, DIVERGED = "solved", "unsolved", "diverged"
 FAILED = "failed"  # the job raised (a bug, out of memory): not a result
 STATUSES = (SOLVED, UNSOLVED, DIVERGED, FAILED)
@@ -67,6 +71,11 @@ FORGET_GATE_SATURATED = "forget_gate_saturated"  # share of activations < 0.05 o
 UPDATE_GATE_MEAN = "update_gate_mean"  # GRU, likewise for the update gate z
 UPDATE_GATE_SATURATED = "update_gate_saturated"
 DIVERGED_STEP = "diverged_step"  # summary: the step at which a run diverged
+
+# --- a sweep's parent run ----------------------------------------------------------------
+SWEEP_OVERRIDES = "sweep_overrides"  # param: the command line's overrides
+SWEEP_SPACE = "sweep_space"  # param: the preset's hydra.sweeper.params, as JSON
+JOBS = "jobs"  # metric: runs this sweep created; and one `jobs_<status>` per status
 
 # --- artifacts ---------------------------------------------------------------------------
 CONFIG_ARTIFACT = "config.yaml"

@@ -22,6 +22,7 @@ import time
 import traceback
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
@@ -195,7 +196,7 @@ def chunks(items: list, size: int) -> Iterable[list]:
 
 @contextmanager
 def mlflow_run(uri: str, experiment: str, run_name: str, params: dict[str, str],
-               tags: dict[str, str]) -> Iterator[MlflowTracker]:
+               tags: dict[str, str], parent_run_id: str | None = None) -> Iterator[MlflowTracker]:
     """Open a run, yield its tracker, and close it FINISHED, or FAILED with the traceback.
 
     Uses MlflowClient rather than the fluent API, so a stray `MLFLOW_RUN_ID` in the
@@ -203,6 +204,8 @@ def mlflow_run(uri: str, experiment: str, run_name: str, params: dict[str, str],
     """
     ensure_store(uri)
     client = MlflowClient(uri)
+    if parent_run_id is not None:  # a job of a multirun: nest it under its sweep
+        tags = {**tags, names.PARENT_RUN_ID: parent_run_id, names.SWEEP_ID: parent_run_id}
     run = client.create_run(experiment_id(client, experiment), run_name=run_name,
                             tags={**tags, names.GIT_COMMIT: git_commit()})
     tracker = MlflowTracker(client, run.info.run_id)
@@ -219,3 +222,54 @@ def mlflow_run(uri: str, experiment: str, run_name: str, params: dict[str, str],
             client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))
         raise
     client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+
+PARENT_RUN_FILE = ".mlflow_parent_run"  # in the sweep's folder: how jobs find their sweep
+
+
+def start_sweep(uri: str, experiment: str, sweep_dir: Path, overrides: list[str],
+                space: dict[str, Any]) -> str:
+    """Open the parent run of a multirun and leave its id in the sweep folder for the jobs.
+
+    A file, not an environment variable, so jobs find it wherever the launcher starts them
+    (joblib workers, SLURM nodes sharing the folder), and a stray MLFLOW_RUN_ID cannot
+    interfere.
+    """
+    ensure_store(uri)
+    client = MlflowClient(uri)
+    run = client.create_run(experiment_id(client, experiment), run_name=f"sweep-{sweep_dir.name}",
+                            tags={names.RUN_KIND: names.SWEEP_KIND, names.GIT_COMMIT: git_commit()})
+    client.log_batch(run.info.run_id, params=[
+        Param(names.SWEEP_OVERRIDES, " ".join(overrides)[:6000]),
+        Param(names.SWEEP_SPACE, json.dumps(space, sort_keys=True)[:6000])])
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / PARENT_RUN_FILE).write_text(run.info.run_id)
+    return run.info.run_id
+
+
+def sweep_run_id(sweep_dir: Path) -> str | None:
+    """The parent run id a multirun's callback left in its folder, if any."""
+    path = sweep_dir / PARENT_RUN_FILE
+    return path.read_text().strip() if path.exists() else None
+
+
+def end_sweep(uri: str, sweep_dir: Path, report_dir: Path | None) -> dict[str, int]:
+    """Close the parent run with its jobs' counts by status and attach the sweep's report."""
+    run_id = sweep_run_id(sweep_dir)
+    if run_id is None:
+        return {}
+    client = MlflowClient(uri)
+    parent = client.get_run(run_id)
+    jobs = client.search_runs([parent.info.experiment_id],
+                              filter_string=f"tags.{names.SWEEP_ID} = '{run_id}'")
+    counts = {status: 0 for status in names.STATUSES}
+    for job in jobs:
+        status = job.data.tags.get(names.STATUS, names.FAILED)
+        counts[status] = counts.get(status, 0) + 1
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(names.JOBS, len(jobs), now, 0)] + [
+        Metric(f"{names.JOBS}_{status}", n, now, 0) for status, n in counts.items()])
+    if report_dir is not None and report_dir.is_dir():
+        client.log_artifacts(run_id, str(report_dir), "report")
+    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+    return counts

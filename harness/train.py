@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import sys
+from pathlib import Path
 
 import hydra
 import torch
@@ -33,7 +34,14 @@ from harness.schema import (
     task_params,
     validate,
 )
-from harness.tracking import config_hash, ensure_store, finished_run, flatten, mlflow_run
+from harness.tracking import (
+    config_hash,
+    ensure_store,
+    finished_run,
+    flatten,
+    mlflow_run,
+    sweep_run_id,
+)
 
 log = logging.getLogger(__name__)
 register()
@@ -57,6 +65,13 @@ def torch_threads(requested: int) -> int:
     if "SLURM_CPUS_PER_TASK" in os.environ:
         return int(os.environ["SLURM_CPUS_PER_TASK"])
     return max(1, cpu_count() // concurrent_jobs())
+
+
+def sweep_parent() -> str | None:
+    """In a multirun, the parent run its callback opened (found in the sweep's folder)."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return sweep_run_id(Path(HydraConfig.get().sweep.dir))
 
 
 def configure_torch(threads: int) -> None:
@@ -107,7 +122,7 @@ def train(cfg: DictConfig) -> RunResult:
     log.info("%s: %d steps, sequence length %d, chance accuracy %.3f, loss %.4f", name,
              spec.train.steps, task.seq_len, task.chance.accuracy, task.chance.loss)
     with mlflow_run(spec.tracking.uri, spec.experiment_name, name, params,
-                    {names.CONFIG_HASH: hash_}) as tracker:
+                    {names.CONFIG_HASH: hash_}, parent_run_id=sweep_parent()) as tracker:
         tracker.log_text(OmegaConf.to_yaml(resolved), names.CONFIG_ARTIFACT)
         tracker.log_metrics({names.CHANCE_LOSS: task.chance.loss,
                              names.CHANCE_ACCURACY: task.chance.accuracy}, 0)

@@ -304,6 +304,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
                                           artifact_location=(root / experiment).as_uri())
         for run in fakes:
             _log_run(client, exp_id, run, staging)
+        # A multirun's parent run lives in the same experiment; it is not a row of the report.
+        sweep = client.create_run(exp_id, run_name="sweep-0",
+                                  tags={names.RUN_KIND: names.SWEEP_KIND})
+        client.log_param(sweep.info.run_id, names.SWEEP_OVERRIDES, "task.gap=10,20,40")
+        client.set_terminated(sweep.info.run_id)
     return uri
 
 

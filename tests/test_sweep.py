@@ -21,6 +21,12 @@ TINY = ["model.hidden_size=8", "train.steps=30", "train.batch_size=8", "train.ev
         "train.log_every=3", "train.eval_batch_size=32", "train.profile_batch_size=4"]
 
 
+def jobs_and_sweeps(client: MlflowClient, experiment: str) -> tuple[list, list]:
+    everything = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    sweeps = [r for r in everything if r.data.tags.get(names.RUN_KIND) == names.SWEEP_KIND]
+    return [r for r in everything if r not in sweeps], sweeps
+
+
 def multirun(tmp_path: Path, env: dict[str, str], *overrides: str) -> subprocess.CompletedProcess:
     uri = f"sqlite:///{tmp_path}/store/mlflow.db"  # the folder does not exist yet either
     command = [sys.executable, "-m", "harness.train", "-m", *TINY, f"tracking.uri={uri}",
@@ -37,10 +43,19 @@ def test_parallel_sweep_from_a_new_store_loses_nothing(tmp_path: Path,
     done = multirun(tmp_path, cli_env, "experiment_name=par", "hydra.launcher.n_jobs=4",
                     "task=delayed_recall,adding", "task.gap=3,6", "model=rnn,lstm", "seed=0")
     client = MlflowClient(f"sqlite:///{tmp_path}/store/mlflow.db")
-    runs = client.search_runs([client.get_experiment_by_name("par").experiment_id])
-    assert len(runs) == 8
+    runs, sweeps = jobs_and_sweeps(client, "par")
+    assert len(runs) == 8 and len(sweeps) == 1
     assert len({r.info.run_name for r in runs}) == 8
+    sweep = sweeps[0]
+    assert sweep.info.status == "FINISHED"
+    assert "task=delayed_recall,adding" in sweep.data.params[names.SWEEP_OVERRIDES]
+    assert sweep.data.metrics[names.JOBS] == 8
+    assert sum(sweep.data.metrics[f"{names.JOBS}_{s}"] for s in names.STATUSES) == 8
+    assert any(a.path == "report" for a in client.list_artifacts(sweep.info.run_id))
+    assert "Sweep: " in done.stdout
     for run in runs:
+        assert run.data.tags[names.PARENT_RUN_ID] == sweep.info.run_id
+        assert run.data.tags[names.SWEEP_ID] == sweep.info.run_id
         assert run.info.status == "FINISHED"
         assert run.data.tags[names.STATUS] in names.STATUSES
         steps_run = int(run.data.metrics[names.STEPS_RUN])
@@ -56,8 +71,9 @@ def test_parallel_sweep_from_a_new_store_loses_nothing(tmp_path: Path,
     # the same sweep again: every job already finished, so nothing new is created
     again = multirun(tmp_path, cli_env, "experiment_name=par", "hydra.launcher.n_jobs=4",
                      "task=delayed_recall,adding", "task.gap=3,6", "model=rnn,lstm", "seed=0")
-    rerun = client.search_runs([client.get_experiment_by_name("par").experiment_id])
+    rerun, sweeps = jobs_and_sweeps(client, "par")
     assert {r.info.run_id for r in rerun} == {r.info.run_id for r in runs}
+    assert len(sweeps) == 2  # the second sweep created no job
     assert (again.stdout + again.stderr).count("skipped, this config already finished") == 8
 
 
@@ -65,7 +81,7 @@ def test_demo_preset_sweeps_all_its_axes(tmp_path: Path, cli_env: dict[str, str]
     """The demo preset's sweep space, with the gaps and seeds cut down on the command line."""
     multirun(tmp_path, cli_env, "experiment=demo", "task.gap=4", "seed=0")
     client = MlflowClient(f"sqlite:///{tmp_path}/store/mlflow.db")
-    runs = client.search_runs([client.get_experiment_by_name("demo").experiment_id])
+    runs, _ = jobs_and_sweeps(client, "demo")
     combos = {(r.data.params[names.TASK], r.data.params[names.MODEL],
                r.data.params[names.ACTIVATION]) for r in runs}
     assert combos == {(task, model, act) for task in ("delayed_recall", "copy")
@@ -117,6 +133,11 @@ def test_mlflow_ui_serves_the_sweep_runs(tmp_path: Path, cli_env: dict[str, str]
                               "?experiment_name=ui")["experiment"]
         runs = get_json(f"{base}/api/2.0/mlflow/runs/search",
                         {"experiment_ids": [experiment["experiment_id"]]})["runs"]
+        sweeps = [r for r in runs if any(t["key"] == names.RUN_KIND for t in r["data"]["tags"])]
+        runs = [r for r in runs if r not in sweeps]
+        assert len(sweeps) == 1  # the UI shows the jobs nested under their sweep
+        assert all({"key": names.PARENT_RUN_ID, "value": sweeps[0]["info"]["run_id"]}
+                   in r["data"]["tags"] for r in runs)
         assert sorted(r["info"]["run_name"] for r in runs) == [
             "adding-gru-tanh-noclip-gap4-s0", "adding-gru-tanh-noclip-gap8-s0"]
         for run in runs:

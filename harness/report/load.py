@@ -148,6 +148,8 @@ def _search(experiment: str, tracking_uri: str) -> pd.DataFrame:
     with _tracking_uri(tracking_uri):
         raw = mlflow.search_runs(experiment_names=[experiment], output_format="pandas")
     assert isinstance(raw, pd.DataFrame)
+    # A multirun's parent run holds the sweep, not a result: it is not a row of the report.
+    raw = raw[_column(raw, f"tags.{names.RUN_KIND}").fillna("") != names.SWEEP_KIND]
     if raw.empty:
         raise _not_found(experiment, tracking_uri, client, "has no runs")
     return raw
