@@ -8,6 +8,7 @@ Registered in `conf/config.yaml` under `hydra.callbacks`; they run in the launch
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from harness.schema import register
-from harness.tracking import end_sweep, ensure_store, start_sweep
+from harness.tracking import FAILED_JOBS_FILE, end_sweep, ensure_store, start_sweep
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +40,18 @@ class SweepCallback(Callback):
             from harness.report import build_report
 
             index = build_report(config.experiment_name, uri, Path(config.report.out_dir))
-        counts = end_sweep(uri, Path(config.hydra.sweep.dir), index.parent if index else None)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        counts = end_sweep(uri, sweep_dir, index.parent if index else None)
         print("\nSweep: " + ", ".join(f"{n} {status}" for status, n in counts.items())
               + " (runs this sweep created; configs that had already finished were skipped)")
         if index is not None:
             print(f"Report: {index}\n"
                   f"Open it: xdg-open {index}   (or any browser)")
         print(f"MLflow UI on the same store: mlflow ui --backend-store-uri {uri}")
+        failures = sweep_dir / FAILED_JOBS_FILE
+        if failures.exists():
+            lines = failures.read_text().splitlines()
+            print(f"\n{len(lines)} job(s) failed (details: {failures}):", *lines, sep="\n",
+                  file=sys.stderr)
+            # Hydra turns a callback's exceptions into warnings; SystemExit sets the status.
+            raise SystemExit(1)

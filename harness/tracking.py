@@ -225,6 +225,7 @@ def mlflow_run(uri: str, experiment: str, run_name: str, params: dict[str, str],
 
 
 PARENT_RUN_FILE = ".mlflow_parent_run"  # in the sweep's folder: how jobs find their sweep
+FAILED_JOBS_FILE = "failed_jobs.txt"  # in the sweep's folder: one line per job that raised
 
 
 def start_sweep(uri: str, experiment: str, sweep_dir: Path, overrides: list[str],

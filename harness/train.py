@@ -35,6 +35,7 @@ from harness.schema import (
     validate,
 )
 from harness.tracking import (
+    FAILED_JOBS_FILE,
     config_hash,
     ensure_store,
     finished_run,
@@ -95,15 +96,6 @@ def train(cfg: DictConfig) -> RunResult:
     """Validate the config, build task and model, train, and log everything to MLflow."""
     spec = validate(cfg)  # raises ConfigError before any run exists
     configure_torch(torch_threads(spec.train.threads))
-    task = tasks.make_task(spec.task.name.value, **task_params(spec.task))
-    torch.manual_seed(spec.seed)  # model initialization; data uses its own generators
-    model = RecurrentModel(spec.model.name.value, task.input_size, task.output_size,
-                           spec.model.hidden_size, spec.model.num_layers,
-                           spec.model.activation.value, spec.model.init.value,
-                           spec.model.forget_bias)
-    optimizer = make_optimizer(model, spec.optim.name.value, spec.optim.lr, spec.optim.momentum,
-                               spec.optim.weight_decay)
-    clipper = Clipper(spec.clip.mode.value, spec.clip.threshold)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     params = flatten(resolved)  # type: ignore[arg-type]
     name = run_name(spec)
@@ -119,10 +111,21 @@ def train(cfg: DictConfig) -> RunResult:
                          steps_run=int(metrics.get(names.STEPS_RUN, 0)),
                          final_eval_accuracy=metrics.get(names.FINAL_EVAL_ACCURACY, math.nan),
                          final_eval_loss=metrics.get(names.FINAL_EVAL_LOSS, math.nan))
-    log.info("%s: %d steps, sequence length %d, chance accuracy %.3f, loss %.4f", name,
-             spec.train.steps, task.seq_len, task.chance.accuracy, task.chance.loss)
+    # Everything that can fail (out of memory building a model, a bug) happens inside the
+    # run, which then ends `failed` with the traceback as an artifact.
     with mlflow_run(spec.tracking.uri, spec.experiment_name, name, params,
                     {names.CONFIG_HASH: hash_}, parent_run_id=sweep_parent()) as tracker:
+        task = tasks.make_task(spec.task.name.value, **task_params(spec.task))
+        torch.manual_seed(spec.seed)  # model initialization; data uses its own generators
+        model = RecurrentModel(spec.model.name.value, task.input_size, task.output_size,
+                               spec.model.hidden_size, spec.model.num_layers,
+                               spec.model.activation.value, spec.model.init.value,
+                               spec.model.forget_bias)
+        optimizer = make_optimizer(model, spec.optim.name.value, spec.optim.lr,
+                                   spec.optim.momentum, spec.optim.weight_decay)
+        clipper = Clipper(spec.clip.mode.value, spec.clip.threshold)
+        log.info("%s: %d steps, sequence length %d, chance accuracy %.3f, loss %.4f", name,
+                 spec.train.steps, task.seq_len, task.chance.accuracy, task.chance.loss)
         tracker.log_text(OmegaConf.to_yaml(resolved), names.CONFIG_ARTIFACT)
         tracker.log_metrics({names.CHANCE_LOSS: task.chance.loss,
                              names.CHANCE_ACCURACY: task.chance.accuracy}, 0)
@@ -138,16 +141,37 @@ def train(cfg: DictConfig) -> RunResult:
 
 @hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="config")
 def main(cfg: DictConfig) -> float:
-    """Console script `harness-train`; returns the final eval accuracy (for sweepers)."""
+    """Console script `harness-train`; returns the final eval accuracy (for sweepers).
+
+    In a multirun a failing job does not stop the others: its error is logged, written to
+    the sweep folder's `failed_jobs.txt` (which the sweep's summary and exit status report),
+    and the job returns NaN. A single run exits non-zero: 2 for an invalid config.
+    """
+    in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         result = train(cfg)
-    except ConfigError as err:
-        print(f"harness-train: invalid config: {err}", file=sys.stderr)
-        sys.exit(2)
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+    except Exception as err:
+        if in_sweep:
+            log.error("job failed: %s: %s", type(err).__name__, err, exc_info=True)
+            record_failure(Path(HydraConfig.get().sweep.dir), err)
+            return math.nan
+        if isinstance(err, ConfigError):
+            print(f"harness-train: invalid config: {err}", file=sys.stderr)
+            sys.exit(2)
+        raise
+    if not in_sweep:
         print(f"MLflow store: {cfg.tracking.uri}\n"
               f"Open the UI:  mlflow ui --backend-store-uri {cfg.tracking.uri}")
     return result.final_eval_accuracy
+
+
+def record_failure(sweep_dir: Path, err: Exception) -> None:
+    """Append one line for a failed job to the sweep folder's failed_jobs.txt."""
+    job = HydraConfig.get().job
+    line = f"job {job.num} ({' '.join(job.override_dirname.split(','))}): " \
+           f"{type(err).__name__}: {' '.join(str(err).split())[:300]}\n"
+    with (sweep_dir / FAILED_JOBS_FILE).open("a") as handle:
+        handle.write(line)
 
 
 if __name__ == "__main__":

@@ -27,14 +27,15 @@ def jobs_and_sweeps(client: MlflowClient, experiment: str) -> tuple[list, list]:
     return [r for r in everything if r not in sweeps], sweeps
 
 
-def multirun(tmp_path: Path, env: dict[str, str], *overrides: str) -> subprocess.CompletedProcess:
+def multirun(tmp_path: Path, env: dict[str, str], *overrides: str,
+             expect: int = 0) -> subprocess.CompletedProcess:
     uri = f"sqlite:///{tmp_path}/store/mlflow.db"  # the folder does not exist yet either
     command = [sys.executable, "-m", "harness.train", "-m", *TINY, f"tracking.uri={uri}",
                f"report.out_dir={tmp_path}/reports", f"hydra.sweep.dir={tmp_path}/sweep",
                *overrides]
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == expect, done.stderr[-3000:]
     return done
 
 
@@ -154,3 +155,21 @@ def test_mlflow_ui_serves_the_sweep_runs(tmp_path: Path, cli_env: dict[str, str]
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_a_job_that_raises_fails_alone_and_the_sweep_says_so(tmp_path: Path,
+                                                              cli_env: dict[str, str]) -> None:
+    """A real out-of-memory (a 10^6-unit RNN asks for 4 TB): that job's run ends `failed` with
+    its traceback; the other job finishes; the sweep exits 1 naming the failure."""
+    done = multirun(tmp_path, cli_env, "experiment_name=oom", "model=rnn",
+                    "model.hidden_size=8,1000000", "hydra.launcher.n_jobs=2", expect=1)
+    assert "1 job(s) failed" in done.stderr and "can't allocate memory" in done.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path}/store/mlflow.db")
+    runs, sweeps = jobs_and_sweeps(client, "oom")
+    by_size = {r.data.params[names.HIDDEN_SIZE]: r for r in runs}
+    failed, fine = by_size["1000000"], by_size["8"]
+    assert failed.info.status == "FAILED" and failed.data.tags[names.STATUS] == names.FAILED
+    assert "traceback.txt" in {a.path for a in client.list_artifacts(failed.info.run_id)}
+    assert fine.info.status == "FINISHED" and fine.data.tags[names.STATUS] in names.STATUSES
+    assert sweeps[0].data.metrics[f"{names.JOBS}_{names.FAILED}"] == 1
+    assert (tmp_path / "reports" / "oom" / "index.html").exists()
