@@ -78,17 +78,26 @@ def git_commit() -> str:
     return f"{commit}-dirty" if dirty else commit
 
 
+class StoreError(RuntimeError):
+    """The tracking store cannot be used (unwritable folder, unreachable server)."""
+
+
 def ensure_store(uri: str) -> None:
     """Create (and migrate) the tracking store once, before parallel jobs use it.
 
     For SQLite this happens under a file lock next to the database; for a server it checks
-    that the server answers, so a wrong URL fails in seconds, before any training.
+    that the server answers, so a wrong URL fails in seconds, before any training. Raises
+    StoreError naming the path or URL.
     """
     path = sqlite_path(uri)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StoreError(f"tracking.uri: cannot create the store's folder {path.parent}: "
+                             f"{err.strerror}") from err
         if not os.access(path.parent, os.W_OK):
-            raise PermissionError(f"tracking.uri: cannot write the store's folder {path.parent}")
+            raise StoreError(f"tracking.uri: cannot write the store's folder {path.parent}")
         with FileLock(f"{path}.lock", timeout=300):
             MlflowClient(uri).search_experiments(max_results=1)
         return
@@ -99,7 +108,8 @@ def ensure_store(uri: str) -> None:
             with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5) as response:
                 response.read()
         except OSError as err:
-            raise ConnectionError(f"tracking.uri: MLflow server {uri} unreachable: {err}") from err
+            reason = getattr(err, "reason", err)
+            raise StoreError(f"tracking.uri: MLflow server {uri} unreachable ({reason})") from err
 
 
 def artifact_location(uri: str, experiment: str) -> str | None:

@@ -36,6 +36,7 @@ from harness.schema import (
 )
 from harness.tracking import (
     FAILED_JOBS_FILE,
+    StoreError,
     config_hash,
     ensure_store,
     finished_run,
@@ -145,7 +146,8 @@ def main(cfg: DictConfig) -> float:
 
     In a multirun a failing job does not stop the others: its error is logged, written to
     the sweep folder's `failed_jobs.txt` (which the sweep's summary and exit status report),
-    and the job returns NaN. A single run exits non-zero: 2 for an invalid config.
+    and the job returns NaN. A single run exits non-zero: 2, with one line, for an invalid
+    config or an unusable store.
     """
     in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     try:
@@ -157,6 +159,9 @@ def main(cfg: DictConfig) -> float:
             return math.nan
         if isinstance(err, ConfigError):
             print(f"harness-train: invalid config: {err}", file=sys.stderr)
+            sys.exit(2)
+        if isinstance(err, StoreError):
+            print(f"harness-train: {err}", file=sys.stderr)
             sys.exit(2)
         raise
     if not in_sweep:

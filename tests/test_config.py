@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -89,3 +91,27 @@ def test_cli_unknown_values_and_keys_fail_at_composition(
     assert done.returncode != 0
     assert expected in done.stderr
     assert not db.exists()
+
+
+def test_cli_unreachable_server_fails_in_seconds_naming_the_url(
+        tmp_path: Path, cli_env: dict[str, str]) -> None:
+    with socket.socket() as sock:  # a port with nothing listening
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    start = time.monotonic()
+    done = harness_train(f"tracking.uri={url}", cwd=tmp_path, env=cli_env)
+    assert done.returncode == 2 and time.monotonic() - start < 30
+    assert done.stderr.strip().splitlines() == [
+        f"harness-train: tracking.uri: MLflow server {url} unreachable ([Errno 111] "
+        "Connection refused)"]
+
+
+def test_cli_unwritable_store_path_is_one_line(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    done = harness_train(f"tracking.uri=sqlite:///{blocker}/sub/mlflow.db", cwd=tmp_path,
+                         env=cli_env)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"harness-train: tracking.uri: cannot create the store's folder {blocker}/sub: "
+        "Not a directory"]

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -41,7 +43,8 @@ def multirun(tmp_path: Path, env: dict[str, str], *overrides: str,
 
 def test_parallel_sweep_from_a_new_store_loses_nothing(tmp_path: Path,
                                                        cli_env: dict[str, str]) -> None:
-    done = multirun(tmp_path, cli_env, "experiment_name=par", "hydra.launcher.n_jobs=4",
+    # 8 jobs at once, each writing every 3 steps, into an SQLite store that does not exist yet
+    done = multirun(tmp_path, cli_env, "experiment_name=par", "hydra.launcher.n_jobs=8",
                     "task=delayed_recall,adding", "task.gap=3,6", "model=rnn,lstm", "seed=0")
     client = MlflowClient(f"sqlite:///{tmp_path}/store/mlflow.db")
     runs, sweeps = jobs_and_sweeps(client, "par")
@@ -70,7 +73,7 @@ def test_parallel_sweep_from_a_new_store_loses_nothing(tmp_path: Path,
     assert f"Report: {index}" in done.stdout
     assert "mlflow ui --backend-store-uri" in done.stdout
     # the same sweep again: every job already finished, so nothing new is created
-    again = multirun(tmp_path, cli_env, "experiment_name=par", "hydra.launcher.n_jobs=4",
+    again = multirun(tmp_path, cli_env, "experiment_name=par", "hydra.launcher.n_jobs=8",
                      "task=delayed_recall,adding", "task.gap=3,6", "model=rnn,lstm", "seed=0")
     rerun, sweeps = jobs_and_sweeps(client, "par")
     assert {r.info.run_id for r in rerun} == {r.info.run_id for r in runs}
@@ -108,17 +111,16 @@ def get_json(url: str, payload: dict | None = None) -> dict:
         return json.loads(response.read())
 
 
-def test_mlflow_ui_serves_the_sweep_runs(tmp_path: Path, cli_env: dict[str, str]) -> None:
-    """A real `mlflow server` on the sweep's store shows its runs, params, tags, metrics and
-    artifacts over the same REST API the UI uses."""
-    multirun(tmp_path, cli_env, "experiment_name=ui", "task=adding", "task.gap=4,8",
-             "model=gru", "seed=0", "report.on_multirun_end=false")
+@contextmanager
+def mlflow_server(folder: Path, env: dict[str, str], backend: str) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 over `backend`; yields its URL."""
     port = free_port()
+    folder.mkdir(parents=True, exist_ok=True)
     server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
-         f"sqlite:///{tmp_path}/store/mlflow.db", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        cwd=tmp_path, env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", backend,
+         "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1"],
+        cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -130,6 +132,19 @@ def test_mlflow_ui_serves_the_sweep_runs(tmp_path: Path, cli_env: dict[str, str]
                 assert server.poll() is None, server.stderr.read().decode()[-2000:]
                 assert time.monotonic() < deadline, "mlflow server did not start in 90 s"
                 time.sleep(0.5)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_mlflow_ui_serves_the_sweep_runs(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    """A real `mlflow server` on the sweep's store shows its runs, params, tags, metrics and
+    artifacts over the same REST API the UI uses."""
+    multirun(tmp_path, cli_env, "experiment_name=ui", "task=adding", "task.gap=4,8",
+             "model=gru", "seed=0", "report.on_multirun_end=false")
+    with mlflow_server(tmp_path / "server", cli_env,
+                       f"sqlite:///{tmp_path}/store/mlflow.db") as base:
         experiment = get_json(f"{base}/api/2.0/mlflow/experiments/get-by-name"
                               "?experiment_name=ui")["experiment"]
         runs = get_json(f"{base}/api/2.0/mlflow/runs/search",
@@ -152,9 +167,32 @@ def test_mlflow_ui_serves_the_sweep_runs(tmp_path: Path, cli_env: dict[str, str]
                               f"?run_id={run['info']['run_id']}")
             assert {f["path"] for f in listed["files"]} >= {names.GRAD_PROFILE_ARTIFACT,
                                                              names.CONFIG_ARTIFACT}
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+
+
+def test_parallel_sweep_into_a_tracking_server_loses_nothing(tmp_path: Path,
+                                                              cli_env: dict[str, str]) -> None:
+    """tracking=server: 4 parallel jobs log through a real server with its own store."""
+    with mlflow_server(tmp_path / "server", cli_env,
+                       f"sqlite:///{tmp_path}/server/server.db") as base:
+        command = [sys.executable, "-m", "harness.train", "-m", *TINY, "tracking=server",
+                   f"tracking.uri={base}", f"report.out_dir={tmp_path}/reports",
+                   f"hydra.sweep.dir={tmp_path}/sweep", "experiment_name=srv",
+                   "hydra.launcher.n_jobs=4", "task=delayed_recall", "task.gap=3,5",
+                   "model=rnn,gru", "seed=0"]
+        done = subprocess.run(command, cwd=tmp_path, env=cli_env, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        client = MlflowClient(base)
+        runs, sweeps = jobs_and_sweeps(client, "srv")
+        assert len(runs) == 4 and len(sweeps) == 1
+        for run in runs:
+            steps_run = int(run.data.metrics[names.STEPS_RUN])
+            history = client.get_metric_history(run.info.run_id, names.TRAIN_LOSS)
+            expected = sorted({*range(3, steps_run + 1, 3), steps_run} - {0})
+            assert [m.step for m in history] == expected, run.info.run_name
+            assert names.GRAD_PROFILE_ARTIFACT in {
+                a.path for a in client.list_artifacts(run.info.run_id)}
+        assert (tmp_path / "reports" / "srv" / "index.html").exists()
 
 
 def test_a_job_that_raises_fails_alone_and_the_sweep_says_so(tmp_path: Path,
