@@ -43,4 +43,4 @@ ui: setup
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
 clean:
-	rm -rf $(VENV) outputs reports/*/ mlflow.db mlflow.db.lock mlartifacts
+	rm -rf $(VENV) outputs reports/*/ mlflow.db mlflow.db.lock mlartifacts checkpoints

@@ -18,11 +18,13 @@ one: taming a huge pre-clip norm is exactly what clipping is for.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -86,6 +88,20 @@ class RunResult:
         return metrics
 
 
+@dataclass
+class Checkpointing:
+    """Save the loop's whole state every `every` steps; resume from `state` if given.
+
+    The state holds the model, the optimizer, the training data generator's RNG state, the
+    step, the metric window and the result so far, so a resumed run continues the same data
+    stream and ends bit for bit where an uninterrupted one would (on CPU, same threads).
+    """
+
+    every: int
+    save: Callable[[dict[str, Any]], None]
+    state: dict[str, Any] | None = None
+
+
 def make_optimizer(model: torch.nn.Module, name: str, lr: float, momentum: float = 0.0,
                    weight_decay: float = 0.0) -> torch.optim.Optimizer:
     """adam | sgd | rmsprop over the model's parameters."""
@@ -129,12 +145,13 @@ class Evaluator:
 
 def train_loop(task: Task, model: RecurrentModel, optimizer: torch.optim.Optimizer,
                clipper: Clipper, cfg: TrainConfig, tracker: Tracker, seed: int,
-               name: str = "run") -> RunResult:
+               name: str = "run", checkpointing: Checkpointing | None = None) -> RunResult:
     """Train `model` on `task` for at most `cfg.steps` steps; return how the run ended.
 
     `name` prefixes the progress lines, which interleave when jobs run in parallel.
     """
     start = time.perf_counter()
+    elapsed_before = 0.0
     train_gen, eval_gen = data_generators(seed)
     eval_batch = task.sample(cfg.eval_batch_size, eval_gen)
     evaluate = Evaluator(task, eval_batch)
@@ -176,6 +193,22 @@ def train_loop(task: Task, model: RecurrentModel, optimizer: torch.optim.Optimiz
         return False
 
     step = 0
+    if checkpointing is not None and checkpointing.state is not None:
+        state = checkpointing.state
+        step, result, window = state["step"], state["result"], state["window"]
+        fired_total, elapsed_before = state["fired_total"], state["elapsed"]
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        train_gen.set_state(state["train_gen"])
+        log.info("%s  resumed from its checkpoint at step %d", name, step)
+
+    def snapshot() -> dict[str, Any]:
+        return {"step": step, "result": copy.deepcopy(result), "window": dict(window),
+                "fired_total": fired_total, "model": copy.deepcopy(model.state_dict()),
+                "optimizer": copy.deepcopy(optimizer.state_dict()),
+                "train_gen": train_gen.get_state(),
+                "elapsed": elapsed_before + time.perf_counter() - start}
+
     stopped = False
     while True:
         if profiling and step % profile_every == 0:
@@ -218,11 +251,13 @@ def train_loop(task: Task, model: RecurrentModel, optimizer: torch.optim.Optimiz
                                  names.GRAD_NORM_POST_CLIP: window["post"] / n,
                                  names.CLIP_RATE: window["fired"] / n}, step)
             window = dict.fromkeys(window, 0.0)
+        if checkpointing is not None and step % checkpointing.every == 0 and step < cfg.steps:
+            checkpointing.save(snapshot())
     if not stopped and step % cfg.eval_every != 0:
         run_eval(step)
     if profiling and result.status != names.DIVERGED and result.profiles[-1].step != step:
         run_diagnostics(step)
     result.steps_run = step
     result.clip_rate_total = fired_total / step if step else 0.0
-    result.wall_time_s = time.perf_counter() - start
+    result.wall_time_s = elapsed_before + time.perf_counter() - start
     return result

@@ -173,6 +173,8 @@ class TrainConfig:
     profile_batch_size: int = 32
     threads: int = 0  # torch threads per job; 0 = cores / concurrent jobs
     max_grad_norm: float = 1e6  # applied (post-clip) gradient norm above which a run diverged
+    checkpoint_every: int = 1000  # steps between checkpoints; 0 = never
+    checkpoint_dir: str = "${project_root:}/checkpoints"  # <dir>/<experiment>/<config_hash>.pt
 
     def validate(self) -> None:
         for key in ("steps", "batch_size", "log_every", "eval_every", "eval_batch_size",
@@ -183,6 +185,8 @@ class TrainConfig:
                f"must be >= -1 (-1 = never), got {self.profile_every}")
         _check(self.threads >= 0, "threads", f"must be >= 0, got {self.threads}")
         _check(self.max_grad_norm > 0, "max_grad_norm", f"must be > 0, got {self.max_grad_norm}")
+        _check(self.checkpoint_every >= 0, "checkpoint_every",
+               f"must be >= 0 (0 = never), got {self.checkpoint_every}")
         _check(0 < self.solve_threshold <= 1, "solve_threshold",
                f"must be in (0, 1], got {self.solve_threshold}")
 

@@ -38,7 +38,7 @@ from harness.store import sqlite_path
 log = logging.getLogger(__name__)
 
 # Keys that say where or how fast a run is executed, not what it computes.
-NON_SEMANTIC_PREFIXES = ("tracking.", "report.", "train.threads", "force")
+NON_SEMANTIC_PREFIXES = ("tracking.", "report.", "train.threads", "train.checkpoint", "force")
 # A run that ended with one of these is a result: rerunning its config skips it.
 RESULT_STATUSES = (names.SOLVED, names.UNSOLVED, names.DIVERGED)
 FLUSH_POINTS = 500  # buffered metric points that trigger a write
@@ -163,14 +163,18 @@ class MlflowTracker:
     def __init__(self, client: MlflowClient, run_id: str) -> None:
         self.client = client
         self.run_id = run_id
+        # With checkpoints, metrics are written only at checkpoints (and the end): then the
+        # store never holds points past the last checkpoint, and a resumed run adds no
+        # duplicates.
+        self.auto_flush = True
         self._buffer: list[Metric] = []
         self._last_flush = time.monotonic()
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         now = int(time.time() * 1000)
         self._buffer.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
-        if (len(self._buffer) >= FLUSH_POINTS
-                or time.monotonic() - self._last_flush > FLUSH_SECONDS):
+        if self.auto_flush and (len(self._buffer) >= FLUSH_POINTS
+                                or time.monotonic() - self._last_flush > FLUSH_SECONDS):
             self.flush()
 
     def flush(self) -> None:
@@ -206,8 +210,10 @@ def chunks(items: list, size: int) -> Iterable[list]:
 
 @contextmanager
 def mlflow_run(uri: str, experiment: str, run_name: str, params: dict[str, str],
-               tags: dict[str, str], parent_run_id: str | None = None) -> Iterator[MlflowTracker]:
-    """Open a run, yield its tracker, and close it FINISHED, or FAILED with the traceback.
+               tags: dict[str, str], parent_run_id: str | None = None,
+               resume_run_id: str | None = None) -> Iterator[MlflowTracker]:
+    """Open a run (or reopen `resume_run_id`), yield its tracker, and close it FINISHED, or
+    FAILED with the traceback.
 
     Uses MlflowClient rather than the fluent API, so a stray `MLFLOW_RUN_ID` in the
     environment or another active run cannot capture this one.
@@ -216,11 +222,17 @@ def mlflow_run(uri: str, experiment: str, run_name: str, params: dict[str, str],
     client = MlflowClient(uri)
     if parent_run_id is not None:  # a job of a multirun: nest it under its sweep
         tags = {**tags, names.PARENT_RUN_ID: parent_run_id, names.SWEEP_ID: parent_run_id}
-    run = client.create_run(experiment_id(client, experiment), run_name=run_name,
-                            tags={**tags, names.GIT_COMMIT: git_commit()})
-    tracker = MlflowTracker(client, run.info.run_id)
+    if resume_run_id is not None:
+        run = client.get_run(resume_run_id)
+        client.update_run(resume_run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+        tracker = MlflowTracker(client, resume_run_id)
+    else:
+        run = client.create_run(experiment_id(client, experiment), run_name=run_name,
+                                tags={**tags, names.GIT_COMMIT: git_commit()})
+        tracker = MlflowTracker(client, run.info.run_id)
     try:
-        tracker.log_params(params)
+        if resume_run_id is None:
+            tracker.log_params(params)
         yield tracker
         tracker.flush()
     except BaseException as err:

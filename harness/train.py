@@ -12,7 +12,9 @@ import logging
 import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import hydra
 import torch
@@ -23,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 import tasks
 from harness import names
 from harness.clipping import Clipper
-from harness.loop import RunResult, make_optimizer, train_loop
+from harness.loop import Checkpointing, RunResult, make_optimizer, train_loop
 from harness.models import RecurrentModel
 from harness.schema import (
     PROJECT_ROOT,
@@ -36,6 +38,7 @@ from harness.schema import (
 )
 from harness.tracking import (
     FAILED_JOBS_FILE,
+    MlflowTracker,
     StoreError,
     config_hash,
     ensure_store,
@@ -67,6 +70,20 @@ def torch_threads(requested: int) -> int:
     if "SLURM_CPUS_PER_TASK" in os.environ:
         return int(os.environ["SLURM_CPUS_PER_TASK"])
     return max(1, cpu_count() // concurrent_jobs())
+
+
+def saver(tracker: MlflowTracker, path: Path) -> Callable[[dict[str, Any]], None]:
+    """Write the metrics so far, then the loop's state (atomically, so a kill mid-write
+    leaves the previous checkpoint)."""
+
+    def save(state: dict[str, Any]) -> None:
+        tracker.flush()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        torch.save({**state, "run_id": tracker.run_id}, partial)
+        os.replace(partial, path)
+
+    return save
 
 
 def sweep_parent() -> str | None:
@@ -112,10 +129,17 @@ def train(cfg: DictConfig) -> RunResult:
                          steps_run=int(metrics.get(names.STEPS_RUN, 0)),
                          final_eval_accuracy=metrics.get(names.FINAL_EVAL_ACCURACY, math.nan),
                          final_eval_loss=metrics.get(names.FINAL_EVAL_LOSS, math.nan))
+    checkpoint = Path(spec.train.checkpoint_dir) / spec.experiment_name / f"{hash_}.pt"
+    state = None
+    if checkpoint.exists() and not spec.force:
+        # A run of this config was killed part-way: continue it, in the same MLflow run.
+        state = torch.load(checkpoint, weights_only=False)
+        log.info("%s: resuming run %s from step %d", name, state["run_id"], state["step"])
     # Everything that can fail (out of memory building a model, a bug) happens inside the
     # run, which then ends `failed` with the traceback as an artifact.
     with mlflow_run(spec.tracking.uri, spec.experiment_name, name, params,
-                    {names.CONFIG_HASH: hash_}, parent_run_id=sweep_parent()) as tracker:
+                    {names.CONFIG_HASH: hash_}, parent_run_id=sweep_parent(),
+                    resume_run_id=state["run_id"] if state else None) as tracker:
         task = tasks.make_task(spec.task.name.value, **task_params(spec.task))
         torch.manual_seed(spec.seed)  # model initialization; data uses its own generators
         model = RecurrentModel(spec.model.name.value, task.input_size, task.output_size,
@@ -127,14 +151,21 @@ def train(cfg: DictConfig) -> RunResult:
         clipper = Clipper(spec.clip.mode.value, spec.clip.threshold)
         log.info("%s: %d steps, sequence length %d, chance accuracy %.3f, loss %.4f", name,
                  spec.train.steps, task.seq_len, task.chance.accuracy, task.chance.loss)
-        tracker.log_text(OmegaConf.to_yaml(resolved), names.CONFIG_ARTIFACT)
-        tracker.log_metrics({names.CHANCE_LOSS: task.chance.loss,
-                             names.CHANCE_ACCURACY: task.chance.accuracy}, 0)
+        if state is None:
+            tracker.log_text(OmegaConf.to_yaml(resolved), names.CONFIG_ARTIFACT)
+            tracker.log_metrics({names.CHANCE_LOSS: task.chance.loss,
+                                 names.CHANCE_ACCURACY: task.chance.accuracy}, 0)
+        checkpointing = None
+        if spec.train.checkpoint_every > 0:
+            tracker.auto_flush = False
+            checkpointing = Checkpointing(spec.train.checkpoint_every,
+                                          saver(tracker, checkpoint), state)
         result = train_loop(task, model, optimizer, clipper, spec.train, tracker, spec.seed,
-                            name)
+                            name, checkpointing)
         tracker.log_metrics(result.summary_metrics(), result.steps_run)
         tracker.log_profiles(result.profiles)
         tracker.set_tags({names.STATUS: result.status, names.STATUS_REASON: result.reason})
+    checkpoint.unlink(missing_ok=True)  # the run has its result: nothing left to resume
     log.info("%s: %s after %d steps (%s), %.1f s", name, result.status, result.steps_run,
              result.reason or "step budget used", result.wall_time_s)
     return result

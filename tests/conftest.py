@@ -46,6 +46,7 @@ def make_cfg(tmp_path: Path, store_uri: str) -> Callable[..., DictConfig]:
         with open_dict(cfg):
             cfg.tracking.uri = store_uri
             cfg.report.out_dir = str(tmp_path / "reports")
+            cfg.train.checkpoint_dir = str(tmp_path / "checkpoints")
         return cfg
 
     return _make

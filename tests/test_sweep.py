@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -34,7 +35,7 @@ def multirun(tmp_path: Path, env: dict[str, str], *overrides: str,
     uri = f"sqlite:///{tmp_path}/store/mlflow.db"  # the folder does not exist yet either
     command = [sys.executable, "-m", "harness.train", "-m", *TINY, f"tracking.uri={uri}",
                f"report.out_dir={tmp_path}/reports", f"hydra.sweep.dir={tmp_path}/sweep",
-               *overrides]
+               f"train.checkpoint_dir={tmp_path}/checkpoints", *overrides]
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == expect, done.stderr[-3000:]
@@ -177,6 +178,7 @@ def test_parallel_sweep_into_a_tracking_server_loses_nothing(tmp_path: Path,
         command = [sys.executable, "-m", "harness.train", "-m", *TINY, "tracking=server",
                    f"tracking.uri={base}", f"report.out_dir={tmp_path}/reports",
                    f"hydra.sweep.dir={tmp_path}/sweep", "experiment_name=srv",
+                   f"train.checkpoint_dir={tmp_path}/checkpoints",
                    "hydra.launcher.n_jobs=4", "task=delayed_recall", "task.gap=3,5",
                    "model=rnn,gru", "seed=0"]
         done = subprocess.run(command, cwd=tmp_path, env=cli_env, capture_output=True,
@@ -211,3 +213,51 @@ def test_a_job_that_raises_fails_alone_and_the_sweep_says_so(tmp_path: Path,
     assert fine.info.status == "FINISHED" and fine.data.tags[names.STATUS] in names.STATUSES
     assert sweeps[0].data.metrics[f"{names.JOBS}_{names.FAILED}"] == 1
     assert (tmp_path / "reports" / "oom" / "index.html").exists()
+
+
+def test_a_killed_run_resumes_bit_for_bit(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    """SIGKILL a run after its first checkpoint, start it again: it continues in the same
+    MLflow run and ends with exactly the metrics of an uninterrupted run."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+
+    def command(experiment: str) -> list[str]:
+        return [sys.executable, "-m", "harness.train", f"experiment_name={experiment}",
+                "task=copy", "task.gap=20", "model=lstm", "model.hidden_size=16",
+                "train.steps=3000", "train.eval_every=100", "train.log_every=10",
+                "train.checkpoint_every=100", "train.threads=1", "train.batch_size=16",
+                f"tracking.uri={uri}", f"train.checkpoint_dir={tmp_path}/ckpt",
+                f"hydra.run.dir={tmp_path}/run-{experiment}"]
+
+    clean = subprocess.run(command("clean"), cwd=tmp_path, env=cli_env, capture_output=True,
+                           text=True, timeout=600)
+    assert clean.returncode == 0, clean.stderr[-2000:]
+    victim = subprocess.Popen(command("killed"), cwd=tmp_path, env=cli_env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "ckpt" / "killed").glob("*.pt")):
+        assert victim.poll() is None, "the run ended before its first checkpoint"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    client = MlflowClient(uri)
+    killed_exp = client.get_experiment_by_name("killed").experiment_id
+    (killed,) = client.search_runs([killed_exp])
+    assert killed.info.status == "RUNNING" and names.STATUS not in killed.data.tags
+    resumed = subprocess.run(command("killed"), cwd=tmp_path, env=cli_env,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming run" in resumed.stdout + resumed.stderr
+    (after,) = client.search_runs([killed_exp])  # the same run, not a new one
+    (reference,) = client.search_runs([client.get_experiment_by_name("clean").experiment_id])
+    assert after.info.run_id == killed.info.run_id and after.info.status == "FINISHED"
+    assert after.data.tags[names.STATUS] == reference.data.tags[names.STATUS]
+    for key in (names.FINAL_EVAL_LOSS, names.FINAL_EVAL_ACCURACY, names.STEPS_RUN,
+                names.GRAD_NORM_PRE_CLIP_MAX, names.BEST_EVAL_ACCURACY):
+        assert after.data.metrics[key] == reference.data.metrics[key], key
+    for key in (names.TRAIN_LOSS, names.EVAL_LOSS, names.GRAD_DECAY_RATE):
+        history = [(m.step, m.value) for m in client.get_metric_history(after.info.run_id, key)]
+        expected = [(m.step, m.value)
+                    for m in client.get_metric_history(reference.info.run_id, key)]
+        assert sorted(history) == sorted(expected), key  # bit for bit, no duplicates
+    assert not list((tmp_path / "ckpt").rglob("*.pt"))  # finished runs leave no checkpoint
