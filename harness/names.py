@@ -31,7 +31,8 @@ SWEEP_ID = "sweep_id"  # on every job of a multirun: its parent run's id
 PARENT_RUN_ID = "mlflow.parentRunId"  # MLflow's own tag: the UI nests a job under its sweep
 SOLVED, UNSOLVED, DIVERGED = "solved", "unsolved", "diverged"
 FAILED = "failed"  # the job raised (a bug, out of memory): not a result
-STATUSES = (SOLVED, UNSOLVED, DIVERGED, FAILED)
+KILLED = "killed"  # interrupted (Ctrl-C, SIGTERM): not a result; rerunning resumes it
+STATUSES = (SOLVED, UNSOLVED, DIVERGED, FAILED, KILLED)
 
 # --- metrics logged with a step (one point per log/eval step) ----------------------------
 TRAIN_LOSS = "train_loss"

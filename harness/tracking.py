@@ -142,7 +142,8 @@ def experiment_id(client: MlflowClient, name: str) -> str:
 def finished_run(uri: str, experiment: str, hash_: str) -> Run | None:
     """The run of this experiment with this config hash that already ended with a result.
 
-    Runs that failed or were killed (no result status) do not count: they are run again.
+    Runs that failed or were killed (no result status) do not count: they are run again,
+    from their checkpoint if they left one.
     """
     client = MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
@@ -226,6 +227,8 @@ def mlflow_run(uri: str, experiment: str, run_name: str, params: dict[str, str],
         run = client.get_run(resume_run_id)
         client.update_run(resume_run_id, status=RunStatus.to_string(RunStatus.RUNNING))
         tracker = MlflowTracker(client, resume_run_id)
+        if parent_run_id is not None:  # it now belongs to the sweep that finishes it
+            tracker.set_tags({names.PARENT_RUN_ID: parent_run_id, names.SWEEP_ID: parent_run_id})
     else:
         run = client.create_run(experiment_id(client, experiment), run_name=run_name,
                                 tags={**tags, names.GIT_COMMIT: git_commit()})
@@ -236,12 +239,18 @@ def mlflow_run(uri: str, experiment: str, run_name: str, params: dict[str, str],
         yield tracker
         tracker.flush()
     except BaseException as err:
+        # Ctrl-C (SIGINT): killed, resumable from the last checkpoint.
+        killed = isinstance(err, KeyboardInterrupt)
         try:
-            tracker.flush()
-            tracker.set_tags({names.STATUS: names.FAILED, names.STATUS_REASON: repr(err)[:500]})
-            tracker.log_text(traceback.format_exc(), "traceback.txt")
+            if tracker.auto_flush:  # with checkpoints the store stays at the last checkpoint
+                tracker.flush()
+            tracker.set_tags({names.STATUS: names.KILLED if killed else names.FAILED,
+                              names.STATUS_REASON: repr(err)[:500]})
+            if not killed:
+                tracker.log_text(traceback.format_exc(), "traceback.txt")
         finally:
-            client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))
+            client.set_terminated(run.info.run_id, RunStatus.to_string(
+                RunStatus.KILLED if killed else RunStatus.FAILED))
         raise
     client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FINISHED))
 

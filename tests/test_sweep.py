@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -261,3 +262,42 @@ def test_a_killed_run_resumes_bit_for_bit(tmp_path: Path, cli_env: dict[str, str
                     for m in client.get_metric_history(reference.info.run_id, key)]
         assert sorted(history) == sorted(expected), key  # bit for bit, no duplicates
     assert not list((tmp_path / "ckpt").rglob("*.pt"))  # finished runs leave no checkpoint
+
+
+def test_ctrl_c_mid_sweep_then_rerun_resumes_every_job(tmp_path: Path,
+                                                       cli_env: dict[str, str]) -> None:
+    """SIGINT to the whole sweep after each job has a checkpoint; the same command again
+    resumes both jobs in their own runs, with no duplicate metric points."""
+    overrides = ["experiment_name=sigint", "task=copy", "task.gap=20", "model=lstm",
+                 "model.hidden_size=16", "train.steps=3000", "train.eval_every=100",
+                 "train.checkpoint_every=100", "train.log_every=10", "seed=0,1"]
+    uri = f"sqlite:///{tmp_path}/store/mlflow.db"
+    command = [sys.executable, "-m", "harness.train", "-m", f"tracking.uri={uri}",
+               f"report.out_dir={tmp_path}/reports", f"hydra.sweep.dir={tmp_path}/sweep",
+               f"train.checkpoint_dir={tmp_path}/checkpoints", *overrides]
+    sweep = subprocess.Popen(command, cwd=tmp_path, env=cli_env, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(list((tmp_path / "checkpoints" / "sigint").glob("*.pt"))) < 2:
+        assert sweep.poll() is None, "the sweep ended before both jobs checkpointed"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    os.killpg(sweep.pid, signal.SIGINT)  # Ctrl-C reaches the launcher and every job
+    assert sweep.wait(timeout=120) != 0
+    client = MlflowClient(uri)
+    interrupted, _ = jobs_and_sweeps(client, "sigint")
+    assert len(interrupted) == 2
+    assert all(names.STATUS not in r.data.tags or r.data.tags[names.STATUS] == names.KILLED
+               for r in interrupted)
+    done = subprocess.run(command, cwd=tmp_path, env=cli_env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (done.stdout + done.stderr).count("resumed from its checkpoint") == 2
+    runs, sweeps = jobs_and_sweeps(client, "sigint")
+    assert {r.info.run_id for r in runs} == {r.info.run_id for r in interrupted}
+    finished = [s for s in sweeps if s.info.status == "FINISHED"]
+    assert len(finished) == 1 and finished[0].data.metrics[names.JOBS] == 2
+    for run in runs:
+        assert run.info.status == "FINISHED" and run.data.tags[names.STATUS] in names.STATUSES
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, names.TRAIN_LOSS)]
+        assert steps == sorted(set(steps)) == list(range(10, 3001, 10))
