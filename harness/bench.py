@@ -2,6 +2,7 @@
 
     harness-bench                 # RNN tanh, LSTM, GRU at hidden 128, batch 64, gap 300
     harness-bench --quick         # a short version (CI runs it so a regression is visible)
+    harness-bench --sweep         # runs/hour of a fixed sweep: 1 job x 2 threads vs 2 x 1
 
 For each model it times, in this one process and on the same task data, model shape, batch
 and optimizer (Adam), the training steps per second of:
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import csv
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -123,6 +125,31 @@ def measure(gap: int, hidden: int, batch_size: int, steps: int, rounds: int,
     return rows
 
 
+SWEEP = ["task=delayed_recall_noise", "task.gap=40,80", "model=rnn,lstm,gru", "seed=0,1",
+         "train.steps=1000", "model.hidden_size=64"]  # 12 runs, mostly unsolved: full budget
+LAYOUTS = ((1, 2), (2, 1))  # (parallel jobs, torch threads per job) on 2 cores
+
+
+def sweep_throughput(layouts: tuple[tuple[int, int], ...] = LAYOUTS) -> list[dict[str, object]]:
+    """Runs per hour of one fixed 12-run sweep, as real multiruns, per jobs x threads layout."""
+    rows = []
+    for jobs, threads in layouts:
+        with tempfile.TemporaryDirectory() as folder:
+            command = [sys.executable, "-m", "harness.train", "-m", *SWEEP,
+                       f"hydra.launcher.n_jobs={jobs}", f"train.threads={threads}",
+                       "experiment_name=bench-sweep", f"tracking.uri=sqlite:///{folder}/m.db",
+                       f"train.checkpoint_dir={folder}/ckpt", "report.on_multirun_end=false",
+                       f"hydra.sweep.dir={folder}/sweep"]
+            start = time.perf_counter()
+            subprocess.run(command, check=True, capture_output=True, cwd=folder)
+            seconds = time.perf_counter() - start
+        rows.append({"jobs": jobs, "threads_per_job": threads, "runs": 12,
+                     "seconds": round(seconds, 1), "runs_per_hour": round(12 * 3600 / seconds)})
+        print(f"sweep of 12 runs, {jobs} job(s) x {threads} thread(s): {seconds:.1f} s, "
+              f"{rows[-1]['runs_per_hour']} runs/hour", flush=True)
+    return rows
+
+
 def format_row(row: dict[str, object]) -> str:
     return (f"{row[names.MODEL]:>4} {row[names.ACTIVATION]:<4}  "
             + "  ".join(f"{v} {row[f'steps_per_s_{v}']:7.2f}/s" for v in VARIANTS)
@@ -143,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's)")
     parser.add_argument("--quick", action="store_true",
                         help="gap 100, hidden 64, 100 steps, 1 round, LSTM only")
+    parser.add_argument("--sweep", action="store_true",
+                        help="instead: runs/hour of a fixed 12-run sweep, 1x2 vs 2x1 "
+                             "jobs x threads (about 3 minutes)")
     parser.add_argument("--out", type=Path, default=Path("bench.csv"))
     args = parser.parse_args(argv)
     # As in every harness job; process-wide, so the bare loop runs under it too.
@@ -150,10 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.gap, args.hidden, args.steps, args.rounds = 100, 64, 100, 1
     models = (("lstm", "tanh"),) if args.quick else MODELS
-    print(f"harness-bench: gap {args.gap}, hidden {args.hidden}, batch {args.batch}, "
-          f"{args.steps} steps x {args.rounds} rounds, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads", flush=True)
-    rows = measure(args.gap, args.hidden, args.batch, args.steps, args.rounds, models)
+    if not args.sweep:
+        print(f"harness-bench: gap {args.gap}, hidden {args.hidden}, batch {args.batch}, "
+              f"{args.steps} steps x {args.rounds} rounds, torch {torch.__version__}, "
+              f"{torch.get_num_threads()} threads", flush=True)
+    rows = (sweep_throughput() if args.sweep else
+            measure(args.gap, args.hidden, args.batch, args.steps, args.rounds, models))
     with args.out.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
