@@ -3,6 +3,7 @@
     harness-bench                 # RNN tanh, LSTM, GRU at hidden 128, batch 64, gap 300
     harness-bench --quick         # a short version (CI runs it so a regression is visible)
     harness-bench --sweep         # runs/hour of a fixed sweep: 1 job x 2 threads vs 2 x 1
+    harness-bench --scaling       # time per step and peak memory vs gap (50 .. 1000)
 
 For each model it times, in this one process and on the same task data, model shape, batch
 and optimizer (Adam), the training steps per second of:
@@ -150,6 +151,57 @@ def sweep_throughput(layouts: tuple[tuple[int, int], ...] = LAYOUTS) -> list[dic
     return rows
 
 
+SCALING_GAPS = (50, 100, 200, 500, 1000)
+
+
+def peak_rss_mb(cell: str, gap: int, hidden: int, batch_size: int, steps: int) -> float:
+    """Peak resident memory (MB) of a fresh process that trains `steps` bare steps."""
+    code = ("import resource, tasks, torch; from harness.bench import build, bare_loop; "
+            f"t = tasks.make_task('delayed_recall', gap={gap}); "
+            f"m, o = build('{cell}', 'tanh', t, {hidden}); "
+            f"bare_loop(t, m, o, {steps}, {batch_size}); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                          text=True)
+    return int(done.stdout.split()[-1]) / 1024  # ru_maxrss is in KiB on Linux
+
+
+def gap_scaling(cell: str, hidden: int, batch_size: int, steps: int,
+                gaps: tuple[int, ...] = SCALING_GAPS) -> list[dict[str, object]]:
+    """Seconds per bare training step and peak memory against the gap, with linear fits."""
+    rows = []
+    for gap in gaps:
+        task = tasks.make_task("delayed_recall", gap=gap)
+        time_variant("bare", cell, "tanh", task, hidden, 1, batch_size, "")  # warm-up
+        seconds = time_variant("bare", cell, "tanh", task, hidden, steps, batch_size, "")
+        rows.append({names.MODEL: cell, names.GAP: gap, "seq_len": task.seq_len,
+                     "seconds_per_step": round(seconds / steps, 5),
+                     "peak_rss_mb": round(peak_rss_mb(cell, gap, hidden, batch_size, 2), 1)})
+    for key in ("seconds_per_step", "peak_rss_mb"):
+        slope, intercept, r2 = linear_fit([float(r[names.GAP]) for r in rows],
+                                          [float(r[key]) for r in rows])
+        print(f"{cell}: {key} = {intercept:.4g} + {slope:.4g} * gap   (R² {r2:.4f})")
+        for row in rows:
+            row[f"{key}_fit_r2"] = round(r2, 4)
+    for row in rows:
+        print(f"{cell} gap {row[names.GAP]:>5}: {row['seconds_per_step']:.4f} s/step, "
+              f"peak {row['peak_rss_mb']:.0f} MB", flush=True)
+    return rows
+
+
+def linear_fit(x: list[float], y: list[float]) -> tuple[float, float, float]:
+    """Least-squares slope, intercept and R² of y against x."""
+    n = len(x)
+    mean_x, mean_y = sum(x) / n, sum(y) / n
+    sxx = sum((a - mean_x) ** 2 for a in x)
+    sxy = sum((a - mean_x) * (b - mean_y) for a, b in zip(x, y, strict=True))
+    slope = sxy / sxx
+    intercept = mean_y - slope * mean_x
+    total = sum((b - mean_y) ** 2 for b in y)
+    residual = sum((b - intercept - slope * a) ** 2 for a, b in zip(x, y, strict=True))
+    return slope, intercept, 1 - residual / total if total else 1.0
+
+
 def format_row(row: dict[str, object]) -> str:
     return (f"{row[names.MODEL]:>4} {row[names.ACTIVATION]:<4}  "
             + "  ".join(f"{v} {row[f'steps_per_s_{v}']:7.2f}/s" for v in VARIANTS)
@@ -173,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep", action="store_true",
                         help="instead: runs/hour of a fixed 12-run sweep, 1x2 vs 2x1 "
                              "jobs x threads (about 3 minutes)")
+    parser.add_argument("--scaling", action="store_true",
+                        help="instead: LSTM time per step and peak memory for gaps "
+                             "50..1000, with linear fits (about 1 minute)")
     parser.add_argument("--out", type=Path, default=Path("bench.csv"))
     args = parser.parse_args(argv)
     # As in every harness job; process-wide, so the bare loop runs under it too.
@@ -180,12 +235,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.gap, args.hidden, args.steps, args.rounds = 100, 64, 100, 1
     models = (("lstm", "tanh"),) if args.quick else MODELS
-    if not args.sweep:
+    if not (args.sweep or args.scaling):
         print(f"harness-bench: gap {args.gap}, hidden {args.hidden}, batch {args.batch}, "
               f"{args.steps} steps x {args.rounds} rounds, torch {torch.__version__}, "
               f"{torch.get_num_threads()} threads", flush=True)
-    rows = (sweep_throughput() if args.sweep else
-            measure(args.gap, args.hidden, args.batch, args.steps, args.rounds, models))
+    if args.sweep:
+        rows = sweep_throughput()
+    elif args.scaling:
+        rows = gap_scaling("lstm", args.hidden, args.batch, steps=5)
+    else:
+        rows = measure(args.gap, args.hidden, args.batch, args.steps, args.rounds, models)
     with args.out.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
