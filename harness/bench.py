@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import statistics
 import subprocess
 import sys
@@ -97,10 +98,37 @@ def time_variant(variant: str, cell: str, activation: str, task: tasks.Task, hid
     return time.perf_counter() - start
 
 
+def step_flops(cell: str, task: tasks.Task, hidden: int, batch_size: int) -> float:
+    """Floating-point operations of one training step, counting the matmuls only.
+
+    Per time step the recurrence multiplies [B, D + H] by [D + H, G·H] (G gate blocks: 1, 4,
+    3), and the readout [B, H] by [H, O]; backward costs twice the forward (gradients with
+    respect to inputs and weights).
+    """
+    gates = len(names.GATE_BLOCKS[cell])
+    per_step = 2 * batch_size * ((task.input_size + hidden) * gates * hidden
+                                 + hidden * task.output_size)
+    return 3.0 * per_step * task.seq_len
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
+    """The machine's single-precision matmul rate: a large square matmul, best of repeats."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm-up
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
 def measure(gap: int, hidden: int, batch_size: int, steps: int, rounds: int,
             models: tuple[tuple[str, str], ...] = MODELS) -> list[dict[str, object]]:
     """One row per model: median steps/s of every variant and the ratios."""
     task = tasks.make_task("delayed_recall", gap=gap)
+    peak = matmul_gflops()
+    print(f"large fp32 matmul (2048²): {peak:.1f} GFLOP/s", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         store = f"sqlite:///{folder}/mlflow.db"
@@ -121,6 +149,9 @@ def measure(gap: int, hidden: int, batch_size: int, steps: int, rounds: int,
                 "tracking_overhead": round(1 - rate["harness"] / rate["no_tracking"], 3),
                 "diagnostics_overhead": round(1 - rate["no_tracking"] / rate["no_diagnostics"],
                                               3),
+                "gflops_bare": round(step_flops(cell, task, hidden, batch_size)
+                                     * rate["bare"] / 1e9, 2),
+                "gflops_matmul": round(peak, 1),
             })
             print(format_row(rows[-1]), flush=True)
     return rows
@@ -207,7 +238,8 @@ def format_row(row: dict[str, object]) -> str:
             + "  ".join(f"{v} {row[f'steps_per_s_{v}']:7.2f}/s" for v in VARIANTS)
             + f"  | harness/bare {row['harness_over_bare']:.3f} (goal >= 0.90)"
             + f"  tracking {row['tracking_overhead']:+.1%} (goal <= 5%)"
-            + f"  diagnostics {row['diagnostics_overhead']:+.1%} (goal <= 10%)")
+            + f"  diagnostics {row['diagnostics_overhead']:+.1%} (goal <= 10%)"
+            + f"  | bare {row['gflops_bare']:.1f} GFLOP/s of matmul's {row['gflops_matmul']:.1f}")
 
 
 def main(argv: list[str] | None = None) -> int:
