@@ -16,7 +16,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from harness.schema import register
-from harness.tracking import FAILED_JOBS_FILE, end_sweep, ensure_store, start_sweep
+from harness.tracking import FAILED_JOBS_FILE, end_sweep, start_sweep
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +26,8 @@ class SweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         register()
-        # Parallel jobs must not race on creating and migrating a new SQLite store.
-        ensure_store(config.tracking.uri)
+        # start_sweep creates the store first: parallel jobs must not race on creating and
+        # migrating a new SQLite store.
         params = OmegaConf.select(config, "hydra.sweeper.params")  # None without a preset
         space = OmegaConf.to_container(params, resolve=True) if params is not None else {}
         start_sweep(config.tracking.uri, config.experiment_name, Path(config.hydra.sweep.dir),

@@ -98,7 +98,8 @@ def configure_torch(threads: int) -> None:
 
     Vanishing gradients are exactly the values that fall into the denormal range, where x86
     arithmetic is ~100x slower: flushing them made the fused RNN and GRU about 3.7x faster per
-    step at gap 300 (see harness-bench); values below 1.2e-38 (float32) change nothing else.
+    step at gap 300 (measured when it was added; README, Benchmark); only values below
+    1.2e-38 (float32) change.
     """
     torch.set_num_threads(threads)
     torch.set_flush_denormal(True)

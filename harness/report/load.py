@@ -209,14 +209,6 @@ def load_sweep(experiment: str, tracking_uri: str) -> Sweep:
     return Sweep(runs.reset_index(drop=True), finals)
 
 
-def load_runs(experiment: str, tracking_uri: str) -> pd.DataFrame:
-    """One typed row per active run of `experiment`, columns `RUN_COLUMNS`, sorted stably.
-
-    Raises `ReportError` (a ValueError) if the store, the experiment or its runs are missing.
-    """
-    return load_sweep(experiment, tracking_uri).runs
-
-
 def load_metric_histories(wanted: Mapping[str, Sequence[str]], tracking_uri: str) -> pd.DataFrame:
     """Step-by-step values of `wanted[run_id]` metric keys: columns run_id, key, step, value.
 
