@@ -77,10 +77,15 @@ DIVERGED_STEP = "diverged_step"  # summary: the step at which a run diverged
 SWEEP_OVERRIDES = "sweep_overrides"  # param: the command line's overrides
 SWEEP_SPACE = "sweep_space"  # param: the preset's hydra.sweeper.params, as JSON
 JOBS = "jobs"  # metric: runs this sweep created; and one `jobs_<status>` per status
+SWEEP_TUNING = "sweep_tuning"  # tag: how a tuning sweep (Optuna) chose its hyperparameters
 
 # --- artifacts ---------------------------------------------------------------------------
 CONFIG_ARTIFACT = "config.yaml"
 GRAD_PROFILE_ARTIFACT = "grad_profile.csv"
+# tasks with variable gaps (gap_min..gap_max): final evaluation binned by each sequence's gap,
+# columns EVAL_BY_GAP_COLUMNS
+EVAL_BY_GAP_ARTIFACT = "eval_by_gap.csv"
+EVAL_BY_GAP_COLUMNS = ("gap", "sequences", "eval_loss", "eval_accuracy")
 # columns of grad_profile.csv: one row per (training step, layer, time step t); hidden_norm is
 # the batch mean of ‖h_t‖ of that layer
 PROFILE_COLUMNS = ("step", "layer", "t", "lag", "grad_norm", "grad_norm_std", "hidden_norm")
