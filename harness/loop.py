@@ -68,6 +68,8 @@ class RunResult:
     diverged_step: int | None = None
     wall_time_s: float = 0.0
     profiles: list[GradProfile] = field(default_factory=list)
+    # variable-gap tasks: the final evaluation per gap, rows as names.EVAL_BY_GAP_COLUMNS
+    eval_by_gap: list[tuple[int, int, float, float]] = field(default_factory=list)
 
     def summary_metrics(self) -> dict[str, float]:
         """The single-point metrics logged at the end of a run."""
@@ -130,17 +132,33 @@ class Evaluator:
         self.batch = batch
 
     @torch.no_grad()
-    def __call__(self, model: RecurrentModel) -> dict[str, float]:
+    def outputs(self, model: RecurrentModel) -> torch.Tensor:
         was_training = model.training
         model.eval()
         outputs = model(self.batch.inputs)
         model.train(was_training)
+        return outputs
+
+    def __call__(self, model: RecurrentModel) -> dict[str, float]:
+        outputs = self.outputs(model)
         loss = float(self.task.loss(outputs, self.batch))
         return {
             names.EVAL_LOSS: loss,
             names.EVAL_ACCURACY: float(self.task.accuracy(outputs, self.batch)),
             names.EVAL_NORMALIZED_LOSS: loss / self.task.chance.loss,
         }
+
+    def by_gap(self, model: RecurrentModel) -> list[tuple[int, int, float, float]]:
+        """Per sequence gap of the batch: (gap, sequences, loss, accuracy), gaps ascending."""
+        outputs = self.outputs(model)
+        assert self.batch.gaps is not None, "the task's batches carry no per-sequence gaps"
+        rows = []
+        for gap in self.batch.gaps.unique().tolist():  # unique() sorts
+            index = self.batch.gaps == gap
+            part = self.batch.rows(index)
+            rows.append((gap, int(index.sum()), float(self.task.loss(outputs[index], part)),
+                         float(self.task.accuracy(outputs[index], part))))
+        return rows
 
 
 def train_loop(task: Task, model: RecurrentModel, optimizer: torch.optim.Optimizer,
@@ -153,7 +171,7 @@ def train_loop(task: Task, model: RecurrentModel, optimizer: torch.optim.Optimiz
     start = time.perf_counter()
     elapsed_before = 0.0
     train_gen, eval_gen = data_generators(seed)
-    eval_batch = task.sample(cfg.eval_batch_size, eval_gen)
+    eval_batch = task.sample(cfg.eval_batch_size, eval_gen, split="eval")
     evaluate = Evaluator(task, eval_batch)
     profile_batch = Batch(*(t[: cfg.profile_batch_size] for t in
                             (eval_batch.inputs, eval_batch.targets, eval_batch.mask)))
@@ -257,6 +275,8 @@ def train_loop(task: Task, model: RecurrentModel, optimizer: torch.optim.Optimiz
         run_eval(step)
     if profiling and result.status != names.DIVERGED and result.profiles[-1].step != step:
         run_diagnostics(step)
+    if task.variable_gap:
+        result.eval_by_gap = evaluate.by_gap(model)
     result.steps_run = step
     result.clip_rate_total = fired_total / step if step else 0.0
     result.wall_time_s = elapsed_before + time.perf_counter() - start

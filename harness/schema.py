@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -33,6 +33,10 @@ class TaskName(StrEnum):
     copy = "copy"
     adding = "adding"
     delayed_recall = "delayed_recall"
+    temporal_order = "temporal_order"
+    selective_copy = "selective_copy"
+    associative_recall = "associative_recall"
+    sequential_digits = "sequential_digits"
 
 
 class ModelName(StrEnum):
@@ -69,6 +73,12 @@ class Filler(StrEnum):
     noise = "noise"
 
 
+class AddingVariant(StrEnum):
+    sum = "sum"  # Le et al. 2015, Arjovsky et al. 2016
+    mean = "mean"  # target = mean of the two marked values
+    hochreiter1997 = "hochreiter1997"  # Hochreiter & Schmidhuber 1997, experiment 4
+
+
 def _check(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"{key}: {message}")
@@ -78,9 +88,21 @@ def _check(ok: bool, key: str, message: str) -> None:
 class TaskConfig:
     name: TaskName = MISSING
     gap: int = 10
+    # Variable gaps: each sequence's gap uniform in [gap_min, gap]; null = every gap is `gap`.
+    # `gap` stays the largest gap (the sequence length and the reports' x axis), so gap_max
+    # may only be null or equal to gap.
+    gap_min: Optional[int] = None  # noqa: UP045 (OmegaConf 2.3 reads Optional, not int | None)
+    gap_max: Optional[int] = None  # noqa: UP045
+    min_gap: ClassVar[int] = 1
 
     def validate(self) -> None:
-        _check(self.gap >= 1, "gap", f"must be >= 1, got {self.gap}")
+        _check(self.gap >= self.min_gap, "gap", f"must be >= {self.min_gap}, got {self.gap}")
+        if self.gap_min is not None:
+            _check(self.min_gap <= self.gap_min <= self.gap, "gap_min",
+                   f"must be in [{self.min_gap}, task.gap={self.gap}], got {self.gap_min}")
+        _check(self.gap_max is None or self.gap_max == self.gap, "gap_max",
+               f"must be null or equal task.gap ({self.gap}, the largest gap), "
+               f"got {self.gap_max}")
 
 
 @dataclass
@@ -100,9 +122,19 @@ class CopyConfig(TaskConfig):
 class AddingConfig(TaskConfig):
     name: TaskName = TaskName.adding
     gap: int = 100
+    variant: AddingVariant = AddingVariant.sum
+    min_gap: ClassVar[int] = 2  # one marker per half
 
     def validate(self) -> None:
+        if self.variant == AddingVariant.hochreiter1997:
+            _check(self.gap >= 20, "gap", f"must be >= 20 with variant hochreiter1997 (X1 among "
+                   f"the first ten steps, X2 among the first gap/2 - 1), got {self.gap}")
+            for key in ("gap_min", "gap_max"):
+                _check(getattr(self, key) is None, key, "must be null with variant "
+                       "hochreiter1997, which draws each length from [gap, gap + gap // 10]")
+            return
         _check(self.gap >= 2, "gap", f"must be >= 2 (one marker per half), got {self.gap}")
+        super().validate()
 
 
 @dataclass
@@ -118,6 +150,65 @@ class DelayedRecallConfig(TaskConfig):
         _check(self.vocab >= 2, "vocab", f"must be >= 2, got {self.vocab}")
         _check(self.distractor_vocab >= 1, "distractor_vocab",
                f"must be >= 1, got {self.distractor_vocab}")
+
+
+@dataclass
+class TemporalOrderConfig(TaskConfig):
+    name: TaskName = TaskName.temporal_order
+    gap: int = 100
+    n_relevant: int = 2  # 2: four classes (XX, YX, XY, YY); 3: eight classes
+    min_gap: ClassVar[int] = 10  # the windows are L // 10 wide
+
+    def validate(self) -> None:
+        super().validate()
+        _check(self.n_relevant in (2, 3), "n_relevant", f"must be 2 or 3, got {self.n_relevant}")
+
+
+@dataclass
+class SelectiveCopyConfig(TaskConfig):
+    name: TaskName = TaskName.selective_copy
+    gap: int = 100
+    vocab: int = 8
+    n_tokens: int = 4
+
+    def validate(self) -> None:
+        super().validate()
+        _check(self.vocab >= 2, "vocab", f"must be >= 2, got {self.vocab}")
+        _check(self.n_tokens >= 1, "n_tokens", f"must be >= 1, got {self.n_tokens}")
+
+
+@dataclass
+class AssociativeRecallConfig(TaskConfig):
+    name: TaskName = TaskName.associative_recall
+    gap: int = 20
+    vocab: int = 16  # keys: the first half, values: the second half
+    n_pairs: int = 4
+
+    def validate(self) -> None:
+        super().validate()
+        _check(self.vocab >= 4 and self.vocab % 2 == 0, "vocab",
+               f"must be even and >= 4 (keys and values are its halves), got {self.vocab}")
+        _check(1 <= self.n_pairs <= self.vocab // 2, "n_pairs",
+               f"must be in [1, task.vocab / 2 = {self.vocab // 2}] (distinct keys), "
+               f"got {self.n_pairs}")
+
+
+@dataclass
+class SequentialDigitsConfig(TaskConfig):
+    name: TaskName = TaskName.sequential_digits
+    gap: int = 64  # one step per pixel of an 8x8 image: fixed
+    permuted: bool = False
+    permutation_seed: int = 0
+    split_seed: int = 0  # the fixed 80/20 train/test split
+
+    def validate(self) -> None:
+        for key in ("gap", "gap_min", "gap_max"):
+            value = getattr(self, key)
+            _check(value in (None, 64) and (key != "gap" or value is not None), key,
+                   f"must be 64 for sequential_digits (one step per pixel of an 8x8 image)"
+                   f"{'' if key == 'gap' else ' or null'}, got {value}")
+        for key in ("permutation_seed", "split_seed"):
+            _check(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
 
 
 @dataclass
@@ -224,7 +315,10 @@ class Config:
 
 
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
-    "task": {"copy": CopyConfig, "adding": AddingConfig, "delayed_recall": DelayedRecallConfig},
+    "task": {"copy": CopyConfig, "adding": AddingConfig, "delayed_recall": DelayedRecallConfig,
+             "temporal_order": TemporalOrderConfig, "selective_copy": SelectiveCopyConfig,
+             "associative_recall": AssociativeRecallConfig,
+             "sequential_digits": SequentialDigitsConfig},
     "model": {"model": ModelConfig},
     "optim": {"optim": OptimConfig},
     "clip": {"clip": ClipConfig},

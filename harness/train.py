@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import math
 import os
@@ -111,6 +113,15 @@ def run_name(spec: Config) -> str:
                           spec.clip.threshold, spec.task.gap, spec.seed)
 
 
+def csv_text(columns: tuple[str, ...], rows: list[tuple]) -> str:
+    """A CSV file's text: a header line, then one line per row."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
 def train(cfg: DictConfig) -> RunResult:
     """Validate the config, build task and model, train, and log everything to MLflow."""
     spec = validate(cfg)  # raises ConfigError before any run exists
@@ -165,6 +176,9 @@ def train(cfg: DictConfig) -> RunResult:
                             name, checkpointing)
         tracker.log_metrics(result.summary_metrics(), result.steps_run)
         tracker.log_profiles(result.profiles)
+        if result.eval_by_gap:
+            tracker.log_text(csv_text(names.EVAL_BY_GAP_COLUMNS, result.eval_by_gap),
+                             names.EVAL_BY_GAP_ARTIFACT)
         tracker.set_tags({names.STATUS: result.status, names.STATUS_REASON: result.reason})
     checkpoint.unlink(missing_ok=True)  # the run has its result: nothing left to resume
     log.info("%s: %s after %d steps (%s), %.1f s", name, result.status, result.steps_run,

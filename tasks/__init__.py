@@ -1,30 +1,43 @@
-"""Synthetic long-term-dependency tasks: copy, adding and delayed recall.
+"""Long-term-dependency tasks: copy, adding, delayed recall, temporal order, selective copy,
+multi-query associative recall, and sequential (optionally permuted) 8x8 digits.
 
 Each task is defined exactly in its module docstring (`tasks.copy`, `tasks.adding`,
-`tasks.delayed_recall`); the shared interface (`Task`, `Batch`, `Chance`) is in `tasks.base`.
-Build a task by its registry name with `make_task("copy", gap=100)`.
+`tasks.delayed_recall`, `tasks.temporal_order`, `tasks.selective_copy`,
+`tasks.associative_recall`, `tasks.sequential_digits`); the shared interface (`Task`,
+`Batch`, `Chance`) and variable gaps are in `tasks.base`. Build a task by its registry name
+with `make_task("copy", gap=100)`.
 """
 
 import inspect
 from typing import Any
 
 from tasks.adding import AddingTask
+from tasks.associative_recall import AssociativeRecallTask
 from tasks.base import Batch, Chance, Task
 from tasks.copy import CopyTask
 from tasks.delayed_recall import DelayedRecallTask
+from tasks.selective_copy import SelectiveCopyTask
+from tasks.sequential_digits import SequentialDigitsTask
+from tasks.temporal_order import TemporalOrderTask
 
 TASKS: dict[str, type[Task]] = {
-    task.name: task for task in (CopyTask, AddingTask, DelayedRecallTask)
+    task.name: task
+    for task in (CopyTask, AddingTask, DelayedRecallTask, TemporalOrderTask, SelectiveCopyTask,
+                 AssociativeRecallTask, SequentialDigitsTask)
 }
 
 __all__ = [
     "TASKS",
     "AddingTask",
+    "AssociativeRecallTask",
     "Batch",
     "Chance",
     "CopyTask",
     "DelayedRecallTask",
+    "SelectiveCopyTask",
+    "SequentialDigitsTask",
     "Task",
+    "TemporalOrderTask",
     "make_task",
 ]
 

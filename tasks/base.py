@@ -9,6 +9,18 @@ Every task produces a `Batch` of three batch-first tensors of sequence length L:
 - `mask`    bool [B, L]: True at the positions that are scored by `Task.accuracy`. Whether
   `Task.loss` also stays inside the mask is part of each task's published definition (the
   copy task, for one, averages its cross-entropy over every position).
+- `gaps`    int64 [B]: each sequence's own gap (all equal to `Task.gap` unless the task draws
+  gaps per sequence); None for a batch built by hand.
+
+Variable gaps. Every task takes `gap_min` (None: every sequence has gap `gap`) and `gap_max`
+(None, or equal to `gap`). With `gap_min` set, each sequence draws its gap uniformly from
+[gap_min, gap]; `gap` stays the largest gap, so it still fixes the sequence length L and
+means the same on a report's x axis. A sequence with a shorter gap is left-padded (padding
+documented per task) so that every scored position sits where it sits at gap `gap`: the
+mask is the same for every row, and the diagnostics' lag (distance from the last scored
+position) keeps its meaning. The per-sequence gap is in `Batch.gaps`. With fixed gaps no
+random number is drawn for them, so a fixed-gap task generates exactly the data it did
+before variable gaps existed.
 
 A model emits `outputs` float [B, L, output_size] (logits, or predictions for regression) at
 every step; the task turns them into its published loss and its accuracy.
@@ -40,10 +52,18 @@ class Batch:
     inputs: torch.Tensor
     targets: torch.Tensor
     mask: torch.Tensor
+    gaps: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> Self:
         """The same batch on `device` (generation always happens on the CPU)."""
-        return type(self)(self.inputs.to(device), self.targets.to(device), self.mask.to(device))
+        gaps = None if self.gaps is None else self.gaps.to(device)
+        return type(self)(self.inputs.to(device), self.targets.to(device), self.mask.to(device),
+                          gaps)
+
+    def rows(self, index: torch.Tensor) -> Self:
+        """The sequences selected by `index` (a bool mask or int64 indices over the batch)."""
+        gaps = None if self.gaps is None else self.gaps[index]
+        return type(self)(self.inputs[index], self.targets[index], self.mask[index], gaps)
 
 
 @dataclass(frozen=True)
@@ -54,30 +74,71 @@ class Chance:
     accuracy: float
 
 
+SPLITS = ("train", "eval")
+
+
 class Task(ABC):
-    """A synthetic sequence task: generates batches and scores model outputs on them."""
+    """A sequence task: generates batches and scores model outputs on them."""
 
     name: ClassVar[str]
     regression: ClassVar[bool]
     gap: int
+    gap_min: int  # smallest per-sequence gap (= gap unless gaps are drawn per sequence)
+    gap_max: int  # largest per-sequence gap (= gap, except adding's hochreiter1997 variant)
     seq_len: int
     input_size: int
     output_size: int
     chance: Chance
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
-        """A batch of `batch_size` independent sequences, drawn only from `generator`."""
+    @property
+    def variable_gap(self) -> bool:
+        """Whether sequences of one batch can have different gaps (`Batch.gaps`)."""
+        return self.gap_min < self.gap_max
+
+    def sample(self, batch_size: int, generator: torch.Generator,
+               split: str = "train") -> Batch:
+        """A batch of `batch_size` independent sequences, drawn only from `generator`.
+
+        `split` is "train" or "eval". The synthetic tasks draw both from one distribution
+        (the harness keeps them apart with disjoint seeds); a task built on a fixed data set
+        (sequential_digits) samples its training or its test part.
+        """
         batch_size = check_int("batch_size", batch_size, 1, task=self.name)
         if not isinstance(generator, torch.Generator):
             raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         if generator.device.type != "cpu":
             # Batches are generated on the CPU so that a seed means the same data everywhere.
             raise ValueError(f"generator must be a CPU torch.Generator, got {generator.device}")
-        return self._generate(batch_size, generator)
+        split = check_choice("split", split, SPLITS, task=self.name)
+        return self._generate(batch_size, generator, split)
 
     @abstractmethod
-    def _generate(self, batch_size: int, generator: torch.Generator) -> Batch:
+    def _generate(self, batch_size: int, generator: torch.Generator, split: str) -> Batch:
         """Task-specific generation; arguments are already validated."""
+
+    def _set_gaps(self, gap: object, gap_min: object, gap_max: object, minimum: int) -> None:
+        """Check and store `gap`, `gap_min`, `gap_max` (see the module docstring)."""
+        self.gap = check_int("gap", gap, minimum, task=self.name)
+        if gap_max is not None and check_int("gap_max", gap_max, 1, task=self.name) != self.gap:
+            raise ValueError(
+                f"gap_max of task {self.name!r} must be None or equal gap ({self.gap}): gap is "
+                f"the largest gap, which sets the sequence length; got {gap_max!r}"
+            )
+        self.gap_max = self.gap
+        self.gap_min = self.gap
+        if gap_min is not None:
+            self.gap_min = check_int("gap_min", gap_min, minimum, task=self.name)
+            if self.gap_min > self.gap:
+                raise ValueError(
+                    f"gap_min of task {self.name!r} must be <= gap ({self.gap}), got {gap_min!r}"
+                )
+
+    def draw_gaps(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        """Each sequence's gap, uniform in [gap_min, gap_max]; no draw when they are equal."""
+        low = torch.full((batch_size,), self.gap_min, dtype=torch.int64)
+        if not self.variable_gap:
+            return low
+        return randint_rows(low, low + self.gap_max - self.gap_min + 1, generator)
 
     @abstractmethod
     def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
@@ -143,6 +204,24 @@ def check_choice(name: str, value: object, choices: Sequence[str], *, task: str)
             return choice
     allowed = ", ".join(repr(c) for c in choices)
     raise ValueError(f"{name} of task {task!r} must be one of {allowed}, got {value!r}")
+
+
+def randint_rows(low: torch.Tensor, high: torch.Tensor,
+                 generator: torch.Generator) -> torch.Tensor:
+    """One integer per row, uniform in [low_i, high_i) (int64 tensors of the same shape).
+
+    When every row has the same range this is `torch.randint` (so fixed-gap tasks draw the
+    same numbers as before per-row ranges existed). Otherwise floor(U * span) with U uniform
+    in [0, 1) in float64, exact for spans far beyond any sequence length.
+    """
+    span = high - low
+    if not bool(torch.all(span >= 1)):
+        raise ValueError("randint_rows needs high > low in every row")
+    first = int(span.flatten()[0])
+    if bool(torch.all(span == first)):
+        return low + torch.randint(first, low.shape, generator=generator, dtype=torch.int64)
+    uniform = torch.rand(low.shape, generator=generator, dtype=torch.float64)
+    return low + (uniform * span).to(torch.int64).clamp_max(span - 1)
 
 
 def one_hot(tokens: torch.Tensor, num_tokens: int) -> torch.Tensor:

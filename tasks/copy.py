@@ -3,7 +3,8 @@
 Source: M. Arjovsky, A. Shah, Y. Bengio, "Unitary Evolution Recurrent Neural Networks",
 ICML 2016, section 4.1 (after Hochreiter & Schmidhuber 1997); their T is our `gap`.
 
-Parameters: `gap` >= 1, `n_symbols` >= 2 (default 8), `n_recall` >= 1 (default 10).
+Parameters: `gap` >= 1, `n_symbols` >= 2 (default 8), `n_recall` >= 1 (default 10),
+`gap_min`, `gap_max` (variable gaps, `tasks.base`).
 
 Tokens: 0 .. n_symbols-1 are the symbols, `n_symbols` is the blank, `n_symbols + 1` the
 delimiter. A sequence has length L = gap + 2 * n_recall (gap + 20 by default):
@@ -30,6 +31,11 @@ outputs: logits [B, L, n_symbols + 1].
 loss: cross-entropy averaged over ALL L positions and the batch, as published (so it
 shrinks with the gap even for a model that recalls nothing).
 accuracy: share of the masked (recall) positions whose argmax equals the target symbol.
+
+Variable gaps: a sequence with gap g < gap starts with gap - g blanks (targets blank, not
+scored), then the layout above at gap g. The delimiter and the recall window stay at the
+same positions; only the symbols move earlier. L, the published loss's denominator, does not
+change, so neither does chance.
 
 chance: the best memoryless predictor outputs the blank with certainty outside the recall
 window (cross-entropy 0) and the uniform distribution over the symbols inside it
@@ -59,8 +65,9 @@ class CopyTask(Task):
     name = "copy"
     regression = False
 
-    def __init__(self, gap: int, n_symbols: int = 8, n_recall: int = 10) -> None:
-        self.gap = check_int("gap", gap, 1, task=self.name)
+    def __init__(self, gap: int, n_symbols: int = 8, n_recall: int = 10,
+                 gap_min: int | None = None, gap_max: int | None = None) -> None:
+        self._set_gaps(gap, gap_min, gap_max, 1)
         self.n_symbols = check_int("n_symbols", n_symbols, 2, task=self.name)
         self.n_recall = check_int("n_recall", n_recall, 1, task=self.name)
         self.blank = self.n_symbols
@@ -74,19 +81,21 @@ class CopyTask(Task):
             accuracy=1.0 / self.n_symbols,
         )
 
-    def _generate(self, batch_size: int, generator: torch.Generator) -> Batch:
+    def _generate(self, batch_size: int, generator: torch.Generator, split: str) -> Batch:
         shape = (batch_size, self.seq_len)
         symbols = torch.randint(
             self.n_symbols, (batch_size, self.n_recall), generator=generator, dtype=torch.int64
         )
+        gaps = self.draw_gaps(batch_size, generator)
+        positions = (self.gap - gaps).unsqueeze(1) + torch.arange(self.n_recall)
         tokens = torch.full(shape, self.blank, dtype=torch.int64)
-        tokens[:, : self.n_recall] = symbols
+        tokens.scatter_(1, positions, symbols)
         tokens[:, self.delimiter_position] = self.delimiter
         targets = torch.full(shape, self.blank, dtype=torch.int64)
         targets[:, -self.n_recall :] = symbols
         mask = torch.zeros(shape, dtype=torch.bool)
         mask[:, -self.n_recall :] = True
-        return Batch(inputs=one_hot(tokens, self.input_size), targets=targets, mask=mask)
+        return Batch(one_hot(tokens, self.input_size), targets, mask, gaps)
 
     def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
         self.check_outputs(outputs, batch)

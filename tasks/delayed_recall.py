@@ -7,7 +7,7 @@ J. Schmidhuber, "Long Short-Term Memory", Neural Computation 1997, experiment 2 
 first symbol after a long stretch of distractors); the parameters here are not theirs.
 
 Parameters: `gap` >= 1, `vocab` >= 2 (default 8), `filler` "blank" (default) or "noise",
-`distractor_vocab` >= 1 (default 8).
+`distractor_vocab` >= 1 (default 8), `gap_min`, `gap_max` (variable gaps, `tasks.base`).
 
 Tokens: 0 .. vocab-1 are the symbols, vocab .. vocab+distractor_vocab-1 the distractors,
 then the blank (vocab + distractor_vocab) and the cue (vocab + distractor_vocab + 1). The
@@ -35,6 +35,9 @@ outputs: logits [B, L, vocab].
 
 loss: cross-entropy at the cue step only, averaged over the batch.
 accuracy: share of sequences whose argmax at the cue step equals the first symbol.
+
+Variable gaps: a sequence with gap g < gap starts with gap - g blanks (whatever the filler),
+then the symbol, g filler steps and the cue; the cue stays at position gap + 1.
 
 chance: without memory of position 0 the target is uniform over the vocab, so the best
 memoryless predictor has CE = ln(vocab) (2.0794 for vocab 8) and accuracy 1 / vocab.
@@ -64,9 +67,10 @@ class DelayedRecallTask(Task):
     regression = False
 
     def __init__(
-        self, gap: int, vocab: int = 8, filler: str = "blank", distractor_vocab: int = 8
+        self, gap: int, vocab: int = 8, filler: str = "blank", distractor_vocab: int = 8,
+        gap_min: int | None = None, gap_max: int | None = None,
     ) -> None:
-        self.gap = check_int("gap", gap, 1, task=self.name)
+        self._set_gaps(gap, gap_min, gap_max, 1)
         self.vocab = check_int("vocab", vocab, 2, task=self.name)
         self.filler = check_choice("filler", filler, FILLERS, task=self.name)
         self.distractor_vocab = check_int("distractor_vocab", distractor_vocab, 1, task=self.name)
@@ -78,11 +82,10 @@ class DelayedRecallTask(Task):
         self.output_size = self.vocab
         self.chance = Chance(loss=math.log(self.vocab), accuracy=1.0 / self.vocab)
 
-    def _generate(self, batch_size: int, generator: torch.Generator) -> Batch:
+    def _generate(self, batch_size: int, generator: torch.Generator, split: str) -> Batch:
         shape = (batch_size, self.seq_len)
         first = torch.randint(self.vocab, (batch_size,), generator=generator, dtype=torch.int64)
         tokens = torch.full(shape, self.blank, dtype=torch.int64)
-        tokens[:, 0] = first
         if self.filler == "noise":
             tokens[:, 1 : self.cue_position] = torch.randint(
                 self.vocab,
@@ -91,12 +94,17 @@ class DelayedRecallTask(Task):
                 generator=generator,
                 dtype=torch.int64,
             )
+        gaps = self.draw_gaps(batch_size, generator)
+        start = (self.gap - gaps).unsqueeze(1)
+        positions = torch.arange(self.seq_len)
+        tokens[positions < start] = self.blank
+        tokens.scatter_(1, start, first.unsqueeze(1))
         tokens[:, self.cue_position] = self.cue
         targets = torch.zeros(shape, dtype=torch.int64)
         targets[:, self.cue_position] = first
         mask = torch.zeros(shape, dtype=torch.bool)
         mask[:, self.cue_position] = True
-        return Batch(inputs=one_hot(tokens, self.input_size), targets=targets, mask=mask)
+        return Batch(one_hot(tokens, self.input_size), targets, mask, gaps)
 
     def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
         return self.scored_loss(outputs, batch)

@@ -237,6 +237,26 @@ ALL_TASKS = [
     pytest.param(lambda: AddingTask(gap=30), id="adding"),
     pytest.param(lambda: DelayedRecallTask(gap=30), id="delayed_recall-blank"),
     pytest.param(lambda: DelayedRecallTask(gap=30, filler="noise"), id="delayed_recall-noise"),
+    pytest.param(lambda: AddingTask(gap=30, variant="mean"), id="adding-mean"),
+    pytest.param(lambda: AddingTask(gap=30, variant="hochreiter1997"), id="adding-hochreiter1997"),
+    pytest.param(lambda: make_task("temporal_order", gap=30), id="temporal_order"),
+    pytest.param(lambda: make_task("temporal_order", gap=30, n_relevant=3), id="temporal_order3"),
+    pytest.param(lambda: make_task("selective_copy", gap=30), id="selective_copy"),
+    pytest.param(lambda: make_task("associative_recall", gap=30), id="associative_recall"),
+    pytest.param(lambda: make_task("sequential_digits", gap=64), id="sequential_digits"),
+    pytest.param(lambda: make_task("sequential_digits", gap=64, permuted=True),
+                 id="sequential_digits-permuted"),
+    # variable gaps: every sequence draws its gap from [gap_min, gap]
+    pytest.param(lambda: CopyTask(gap=30, gap_min=5), id="copy-variable"),
+    pytest.param(lambda: AddingTask(gap=30, gap_min=2), id="adding-variable"),
+    pytest.param(lambda: DelayedRecallTask(gap=30, filler="noise", gap_min=1),
+                 id="delayed_recall-variable"),
+    pytest.param(lambda: make_task("temporal_order", gap=30, gap_min=10),
+                 id="temporal_order-variable"),
+    pytest.param(lambda: make_task("selective_copy", gap=30, gap_min=1),
+                 id="selective_copy-variable"),
+    pytest.param(lambda: make_task("associative_recall", gap=30, gap_min=1),
+                 id="associative_recall-variable"),
 ]
 
 
@@ -352,11 +372,15 @@ def test_wrong_output_shape_is_rejected(build: Callable[[], Task]) -> None:
 # --- registry and validation ----------------------------------------------------------------
 
 
+SMALLEST_GAP = {"temporal_order": 10, "sequential_digits": 64}  # others: 5 is valid
+
+
 def test_registry() -> None:
-    assert set(TASKS) == {"copy", "adding", "delayed_recall"}
+    assert set(TASKS) == {"copy", "adding", "delayed_recall", "temporal_order", "selective_copy",
+                          "associative_recall", "sequential_digits"}
     for name, cls in TASKS.items():
         assert cls.name == name
-        assert isinstance(make_task(name, gap=5), cls)
+        assert isinstance(make_task(name, gap=SMALLEST_GAP.get(name, 5)), cls)
 
 
 def test_unknown_task_lists_names() -> None:
@@ -426,9 +450,9 @@ def test_batch_to_device_keeps_contents() -> None:
     assert_same(moved, batch)
 
 
-@pytest.mark.parametrize("name", ["copy", "adding", "delayed_recall"])
+@pytest.mark.parametrize("name", sorted(TASKS))
 def test_scored_loss_is_the_loss_at_the_masked_positions(name: str) -> None:
-    task = make_task(name, gap=7)
+    task = make_task(name, gap=max(7, SMALLEST_GAP.get(name, 7)))
     batch = task.sample(16, torch.Generator().manual_seed(4))
     outputs = torch.randn(*batch.targets.shape, task.output_size, generator=torch.Generator())
     scored = task.scored_loss(outputs, batch)
