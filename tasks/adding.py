@@ -98,11 +98,12 @@ class AddingTask(Task):
                  gap_max: int | None = None) -> None:
         self.variant = check_choice("variant", variant, VARIANTS, task=self.name)
         if self.variant == "hochreiter1997":
-            if gap_min is not None or gap_max is not None:
-                raise ValueError(
-                    f"gap_min and gap_max of task {self.name!r} must be None with variant "
-                    "hochreiter1997, which draws each length from [gap, gap + gap // 10]"
-                )
+            for key, value in (("gap_min", gap_min), ("gap_max", gap_max)):
+                if value is not None:
+                    raise ValueError(
+                        f"{key} of task {self.name!r} must be None with variant hochreiter1997, "
+                        f"which draws each length from [gap, gap + gap // 10], got {value!r}"
+                    )
             self._set_gaps(gap, None, None, 20)
             self.gap_max = self.gap + self.gap // 10
         else:
