@@ -1,6 +1,6 @@
-"""Shared interface and helpers of the synthetic long-term-dependency tasks.
+"""Shared interface and helpers of the long-term-dependency tasks.
 
-Every task produces a `Batch` of three batch-first tensors of sequence length L:
+Every task produces a `Batch` of batch-first tensors, of sequence length L:
 
 - `inputs`  float32 [B, L, D]: one-hot tokens (classification tasks) or real-valued channels.
 - `targets` [B, L]: int64 class ids for classification, float32 for regression. Positions
