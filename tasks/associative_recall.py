@@ -55,9 +55,8 @@ import torch
 from tasks.base import (
     Batch,
     Chance,
-    Task,
+    ClassificationTask,
     check_int,
-    masked_accuracy,
     one_hot,
 )
 
@@ -69,11 +68,10 @@ def random_subsets(batch_size: int, population: int, size: int,
     return keys.argsort(dim=1)[:, :size]
 
 
-class AssociativeRecallTask(Task):
+class AssociativeRecallTask(ClassificationTask):
     """Answer every key, asked again after `gap` blanks, with the value it was paired with."""
 
     name = "associative_recall"
-    regression = False
 
     def __init__(self, gap: int, vocab: int = 16, n_pairs: int = 4, gap_min: int | None = None,
                  gap_max: int | None = None) -> None:
@@ -109,10 +107,3 @@ class AssociativeRecallTask(Task):
         mask = torch.zeros(shape, dtype=torch.bool)
         mask[:, -k:] = True
         return Batch(one_hot(tokens, self.input_size), targets, mask, gaps)
-
-    def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
-        return self.scored_loss(outputs, batch)
-
-    def accuracy(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
-        self.check_outputs(outputs, batch)
-        return masked_accuracy(outputs, batch.targets, batch.mask)

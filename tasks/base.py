@@ -181,6 +181,21 @@ class Task(ABC):
         return f"{type(self).__name__}({params})"
 
 
+class ClassificationTask(Task):
+    """A task whose targets are class ids: cross-entropy at the scored positions (override
+    `loss` where the published loss covers more) and the share of scored positions whose
+    argmax is the target."""
+
+    regression = False
+
+    def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return self.scored_loss(outputs, batch)
+
+    def accuracy(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+        self.check_outputs(outputs, batch)
+        return masked_accuracy(outputs, batch.targets, batch.mask)
+
+
 def check_int(name: str, value: object, minimum: int, *, task: str) -> int:
     """`value` as an int if it is an integer >= `minimum`; ValueError naming `name` otherwise."""
     # bool is an int subclass, but `gap=True` is always a configuration mistake.

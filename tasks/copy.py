@@ -51,19 +51,17 @@ import torch
 from tasks.base import (
     Batch,
     Chance,
-    Task,
+    ClassificationTask,
     check_int,
-    masked_accuracy,
     one_hot,
     sequence_cross_entropy,
 )
 
 
-class CopyTask(Task):
+class CopyTask(ClassificationTask):
     """Recall n_recall symbols, in order, gap steps after they were shown."""
 
     name = "copy"
-    regression = False
 
     def __init__(self, gap: int, n_symbols: int = 8, n_recall: int = 10,
                  gap_min: int | None = None, gap_max: int | None = None) -> None:
@@ -100,7 +98,3 @@ class CopyTask(Task):
     def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
         self.check_outputs(outputs, batch)
         return sequence_cross_entropy(outputs, batch.targets)
-
-    def accuracy(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
-        self.check_outputs(outputs, batch)
-        return masked_accuracy(outputs, batch.targets, batch.mask)

@@ -50,21 +50,19 @@ import torch
 from tasks.base import (
     Batch,
     Chance,
-    Task,
+    ClassificationTask,
     check_choice,
     check_int,
-    masked_accuracy,
     one_hot,
 )
 
 FILLERS = ("blank", "noise")
 
 
-class DelayedRecallTask(Task):
+class DelayedRecallTask(ClassificationTask):
     """Recall the first symbol at the cue, after `gap` steps of blank or noise filler."""
 
     name = "delayed_recall"
-    regression = False
 
     def __init__(
         self, gap: int, vocab: int = 8, filler: str = "blank", distractor_vocab: int = 8,
@@ -105,10 +103,3 @@ class DelayedRecallTask(Task):
         mask = torch.zeros(shape, dtype=torch.bool)
         mask[:, self.cue_position] = True
         return Batch(one_hot(tokens, self.input_size), targets, mask, gaps)
-
-    def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
-        return self.scored_loss(outputs, batch)
-
-    def accuracy(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
-        self.check_outputs(outputs, batch)
-        return masked_accuracy(outputs, batch.targets, batch.mask)

@@ -51,18 +51,16 @@ import torch
 from tasks.base import (
     Batch,
     Chance,
-    Task,
+    ClassificationTask,
     check_int,
-    masked_accuracy,
     one_hot,
 )
 
 
-class SelectiveCopyTask(Task):
+class SelectiveCopyTask(ClassificationTask):
     """Reproduce, at the cue, the few symbols scattered among blanks, in order."""
 
     name = "selective_copy"
-    regression = False
 
     def __init__(self, gap: int, vocab: int = 8, n_tokens: int = 4, gap_min: int | None = None,
                  gap_max: int | None = None) -> None:
@@ -94,10 +92,3 @@ class SelectiveCopyTask(Task):
         mask = torch.zeros(shape, dtype=torch.bool)
         mask[:, self.region:] = True
         return Batch(one_hot(tokens, self.input_size), targets, mask, gaps)
-
-    def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
-        return self.scored_loss(outputs, batch)
-
-    def accuracy(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
-        self.check_outputs(outputs, batch)
-        return masked_accuracy(outputs, batch.targets, batch.mask)

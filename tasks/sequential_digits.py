@@ -39,7 +39,7 @@ from functools import cache
 
 import torch
 
-from tasks.base import Batch, Chance, Task, check_int, masked_accuracy
+from tasks.base import Batch, Chance, ClassificationTask, check_int
 
 N_PIXELS = 64
 N_CLASSES = 10
@@ -69,11 +69,10 @@ def stratified_split(labels: torch.Tensor, seed: int) -> tuple[torch.Tensor, tor
     return torch.cat(train).sort().values, torch.cat(test).sort().values
 
 
-class SequentialDigitsTask(Task):
+class SequentialDigitsTask(ClassificationTask):
     """Classify an 8x8 handwritten digit from its 64 pixels, one per step."""
 
     name = "sequential_digits"
-    regression = False
 
     def __init__(self, gap: int = N_PIXELS, permuted: bool = False, permutation_seed: int = 0,
                  split_seed: int = 0, gap_min: int | None = None,
@@ -114,10 +113,3 @@ class SequentialDigitsTask(Task):
         mask[:, -1] = True
         gaps = torch.full((batch_size,), self.gap, dtype=torch.int64)
         return Batch(self.pixels[chosen].unsqueeze(-1), targets, mask, gaps)
-
-    def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
-        return self.scored_loss(outputs, batch)
-
-    def accuracy(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
-        self.check_outputs(outputs, batch)
-        return masked_accuracy(outputs, batch.targets, batch.mask)

@@ -53,9 +53,8 @@ import torch
 from tasks.base import (
     Batch,
     Chance,
-    Task,
+    ClassificationTask,
     check_int,
-    masked_accuracy,
     one_hot,
     randint_rows,
 )
@@ -64,11 +63,10 @@ WINDOW_STARTS = {2: (10, 50), 3: (10, 33, 66)}  # percent of the sequence length
 N_DISTRACTORS = 4
 
 
-class TemporalOrderTask(Task):
+class TemporalOrderTask(ClassificationTask):
     """Classify the order of X/Y symbols placed in early and middle windows."""
 
     name = "temporal_order"
-    regression = False
 
     def __init__(self, gap: int, n_relevant: int = 2, gap_min: int | None = None,
                  gap_max: int | None = None) -> None:
@@ -102,10 +100,3 @@ class TemporalOrderTask(Task):
         mask = torch.zeros(shape, dtype=torch.bool)
         mask[:, -1] = True
         return Batch(one_hot(tokens, self.input_size), targets, mask, gaps)
-
-    def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
-        return self.scored_loss(outputs, batch)
-
-    def accuracy(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
-        self.check_outputs(outputs, batch)
-        return masked_accuracy(outputs, batch.targets, batch.mask)
