@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from pathlib import Path
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -91,8 +91,8 @@ class TaskConfig:
     # Variable gaps: each sequence's gap uniform in [gap_min, gap]; null = every gap is `gap`.
     # `gap` stays the largest gap (the sequence length and the reports' x axis), so gap_max
     # may only be null or equal to gap.
-    gap_min: Optional[int] = None  # noqa: UP045 (OmegaConf 2.3 reads Optional, not int | None)
-    gap_max: Optional[int] = None  # noqa: UP045
+    gap_min: int | None = None
+    gap_max: int | None = None
     min_gap: ClassVar[int] = 1
 
     def validate(self) -> None:
