@@ -13,7 +13,6 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pandas as pd
-import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
@@ -22,7 +21,17 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from harness import names
 from harness.report import gradients as g
-from harness.report.figures import GRAD_SYMBOL, _empty, _gap_axis, _legend, save_png
+from harness.report import tables
+from harness.report.figures import (
+    CI_TEXT,
+    GRAD_SYMBOL,
+    _empty,
+    _gap_axis,
+    _legend,
+    ci_lines,
+    log_y,
+    save_png,
+)
 from harness.report.load import LABEL, RUN_NAME, STEP
 
 # Perceptually uniform and readable with the common colour-vision deficiencies.
@@ -105,14 +114,9 @@ def grad_heatmap(table: pd.DataFrame, experiment: str, path: Path) -> None:
 
 def _lineplot(ax: Axes, data: pd.DataFrame, y: str, colors: dict[str, str],
               markers: dict[str, str]) -> list[str]:
-    labels = sorted(data[LABEL].unique())
-    sns.lineplot(
-        data=data, x=names.GAP, y=y, hue=LABEL, hue_order=labels,
-        palette={lab: colors[lab] for lab in labels}, style=LABEL, style_order=labels,
-        markers={lab: markers[lab] for lab in labels}, dashes=False, errorbar=("ci", 95),
-        seed=0, legend=False, ax=ax,
-    )
-    return labels
+    """Mean of `y` over seeds vs gap per label, with its Student-t 95% CI band."""
+    table = tables.mean_ci(data, [LABEL, names.GAP], y)
+    return ci_lines(ax, table, names.GAP, colors, markers)
 
 
 def grad_decay_vs_gap(points: pd.DataFrame, colors: dict[str, str], markers: dict[str, str],
@@ -149,8 +153,7 @@ def grad_decay_vs_gap(points: pd.DataFrame, colors: dict[str, str], markers: dic
     if not tasks:
         for ax in axes.ravel():
             _empty(ax, "no run logged grad_decay_rate or grad_reach")
-    fig.suptitle(f"{experiment}: final gradient decay rate and reach vs gap\n"
-                 "(mean over seeds, 95% CI)")
+    fig.suptitle(f"{experiment}: final gradient decay rate and reach vs gap\n({CI_TEXT})")
     reference = [Line2D([], [], **REFERENCE_STYLE, label="rate 0 / reach = gap")]
     if seen:
         _legend(fig, sorted(seen), colors, markers, reference)
@@ -200,7 +203,7 @@ def grad_norm_over_training(norms: pd.DataFrame, clip_points: pd.DataFrame,
             drew_threshold = True
         elif mode not in (g.NO_CLIP, g.NORM_CLIP):
             note = f"\n{mode} clipping: no norm threshold to draw"
-        ax.set_yscale("log")
+        log_y(ax)
         n_seeds = panel[RUN_NAME].nunique()
         ax.set_title(f"{task} · {label}\ngap {int(panel[names.GAP].iloc[0])} · "
                      f"{n_seeds} run(s), one line each{note}")
@@ -215,20 +218,21 @@ def grad_norm_over_training(norms: pd.DataFrame, clip_points: pd.DataFrame,
     for ax, (task, mode) in zip(bottom_axes, clip_panels, strict=False):
         data = clip_points[(clip_points[names.TASK] == task)
                            & (clip_points[names.CLIP_MODE] == mode)].copy()
-        model_acts = sorted(data[g.MODEL_ACTIVATION].unique())
-        sns.lineplot(data=data, x=names.CLIP_THRESHOLD, y=names.CLIP_RATE_TOTAL,
-                     style=g.MODEL_ACTIVATION, style_order=model_acts,
-                     color="0.45", errorbar=("ci", 95), err_style="bars", seed=0,
-                     markers=False, ax=ax, legend="full")
+        table = tables.mean_ci(data, [g.MODEL_ACTIVATION, names.CLIP_THRESHOLD],
+                               names.CLIP_RATE_TOTAL)
+        for i, (model_act, line) in enumerate(table.groupby(g.MODEL_ACTIVATION, sort=True)):
+            low = (line[tables.MEAN] - line[tables.CI_LOW]).fillna(0.0)
+            high = (line[tables.CI_HIGH] - line[tables.MEAN]).fillna(0.0)
+            ax.errorbar(line[names.CLIP_THRESHOLD], line[tables.MEAN], yerr=[low, high],
+                        color="0.45", ls=_BLOCK_STYLES[i % len(_BLOCK_STYLES)][0], capsize=3,
+                        label=str(model_act))
+        ax.legend(title="model-activation", fontsize=8, title_fontsize=8)
         means = data.groupby([LABEL, names.CLIP_THRESHOLD], sort=True)[names.CLIP_RATE_TOTAL]
         for (label, threshold), values in means:
             seen.add(str(label))
             ax.scatter([threshold], [values.mean()], color=colors[str(label)],
                        marker=markers[str(label)], s=42, zorder=3, edgecolors="0.2",
                        linewidths=0.5)
-        legend = ax.get_legend()
-        if legend is not None:
-            legend.set_title("model-activation")
         _threshold_axis(ax, data[names.CLIP_THRESHOLD].to_numpy(dtype=float))
         ax.set_ylim(-0.03, 1.03)
         ax.set_title(f"{task} · clip.mode {mode} · gap {int(data[names.GAP].iloc[0])}")
@@ -237,7 +241,7 @@ def grad_norm_over_training(norms: pd.DataFrame, clip_points: pd.DataFrame,
         ax.grid(True, alpha=0.3)
     _hide_rest(bottom_axes, len(clip_panels), "no clipping in this experiment")
     bottom.suptitle("share of training steps where clipping fired vs clipping threshold\n"
-                    "(mean over seeds, 95% CI), largest clipped gap")
+                    f"({CI_TEXT}, as error bars), largest clipped gap")
     fig.suptitle(f"{experiment}: gradient norms and clipping")
     extra = ([Line2D([], [], **THRESHOLD_STYLE, label="norm-clipping threshold")]
              if drew_threshold else [])
