@@ -72,7 +72,7 @@ def _data_uri(png: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
 
 
-def _render_html(context: dict[str, object]) -> str:
+def _render_html(context: dict[str, object], template: str = INDEX_HTML) -> str:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(_TEMPLATES),
         # Run names, reasons and labels come from configs: never let them become markup.
@@ -80,7 +80,7 @@ def _render_html(context: dict[str, object]) -> str:
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )
-    return env.get_template(INDEX_HTML).render(**context)
+    return env.get_template(template).render(**context)
 
 
 def _folder_name(experiment: str) -> str:
