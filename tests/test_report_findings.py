@@ -25,7 +25,6 @@ from mlflow.tracking import MlflowClient
 from harness import names
 from harness.report import build_report, run_link
 from harness.report.cli import main as cli_main
-from harness.report.compare import build_comparison
 from harness.report.overview import NON_SEMANTIC_PREFIXES
 
 A, B = "findings-a", "findings-b"

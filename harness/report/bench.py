@@ -191,12 +191,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         default=Path(tempfile.gettempdir()) / "harness-report-bench",
                         help="where the synthetic store is kept between runs")
     parser.add_argument("--out", type=Path, default=None, help="write the timing as CSV")
+    parser.add_argument("--report-dir", type=Path, default=None,
+                        help="keep the report here (default: a temporary folder)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     uri = build_store(args.cache, args.runs)
     built = time.perf_counter() - start
     with tempfile.TemporaryDirectory(prefix="harness-report-bench-out-") as out:
-        seconds = time_report(uri, Path(out))
+        seconds = time_report(uri, args.report_dir or Path(out))
     verdict = "meets" if seconds < GOAL_S else "MISSES"
     print(f"store: {uri} ({args.runs} runs; ready in {built:.1f} s)")
     print(f"build_report: {seconds:.1f} s for {args.runs} runs "

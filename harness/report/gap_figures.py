@@ -25,12 +25,15 @@ from harness.report.figures import (
     CHANCE_HANDLE_LABEL,
     CHANCE_STYLE,
     CI_TEXT,
+    Margins,
     _empty,
     _gap_axis,
     _legend,
     ci_lines,
     draw_chance,
+    fixed,
     log_y,
+    panel_grid,
     save_png,
 )
 from harness.report.load import (
@@ -62,9 +65,10 @@ def clip_settings(runs: pd.DataFrame) -> list[str]:
 
 def _grid(rows: int, cols: int, width: float = 4.0,
           height: float = 3.3) -> tuple[Figure, np.ndarray]:
-    fig = Figure(figsize=(max(width * cols + 2.6, 8.5), height * rows + 1.0),
-                 layout="constrained")
-    return fig, fig.subplots(rows, cols, squeeze=False)
+    size = (max(width * cols + 2.6, 8.5), height * rows + 1.0)
+    margins = Margins() if fixed(rows * cols) else None
+    fig = Figure(figsize=size, layout=None if margins else "constrained")
+    return fig, panel_grid(fig, rows, cols, *size, margins)
 
 
 def accuracy_facets(runs: pd.DataFrame, colors: dict[str, str], markers: dict[str, str],

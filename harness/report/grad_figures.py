@@ -25,11 +25,15 @@ from harness.report import tables
 from harness.report.figures import (
     CI_TEXT,
     GRAD_SYMBOL,
+    LEGEND_IN,
+    Margins,
     _empty,
     _gap_axis,
     _legend,
     ci_lines,
+    fixed,
     log_y,
+    panel_grid,
     save_png,
 )
 from harness.report.load import LABEL, RUN_NAME, STEP
@@ -50,12 +54,15 @@ MIN_WIDTH = 8.5  # inches: room for the two-line titles even with a single panel
 
 
 def _grid(n_panels: int, width: float = 4.4, height: float = 3.5,
-          extra_width: float = 2.4) -> tuple[Figure, np.ndarray]:
+          extra_width: float = 2.4, margins: Margins | None = None,
+          legend: float = LEGEND_IN) -> tuple[Figure, np.ndarray]:
+    """Panels in rows of MAX_COLS; many panels get `margins` (a fixed layout)."""
     ncols = min(max(n_panels, 1), MAX_COLS)
     nrows = max(math.ceil(n_panels / ncols), 1)
-    fig = Figure(figsize=(max(width * ncols + extra_width, MIN_WIDTH), height * nrows + 1.0),
-                 layout="constrained")
-    return fig, fig.subplots(nrows, ncols, squeeze=False).ravel()
+    size = (max(width * ncols + extra_width, MIN_WIDTH), height * nrows + 1.0)
+    chosen = (margins or Margins()) if fixed(n_panels) else None
+    fig = Figure(figsize=size, layout=None if chosen else "constrained")
+    return fig, panel_grid(fig, nrows, ncols, *size, chosen, legend).ravel()
 
 
 def _hide_rest(axes: np.ndarray, used: int, message: str) -> None:
@@ -85,7 +92,7 @@ def _step_edges(values: np.ndarray) -> np.ndarray:
 def grad_heatmap(table: pd.DataFrame, experiment: str, path: Path) -> None:
     """log10‖∂L/∂h_t‖ over (training step × lag), one panel per (task, label), shared scale."""
     panels = sorted(table.groupby(g.PANEL).groups) if not table.empty else []
-    fig, axes = _grid(len(panels), extra_width=1.2)
+    fig, axes = _grid(len(panels), extra_width=1.2, legend=1.4)
     values = table[g.LOG10_GRAD_NORM].astype(float).dropna()
     values = values if len(values) else pd.Series([0.0])
     norm = Normalize(vmin=float(values.min()), vmax=float(values.max()))
@@ -183,9 +190,13 @@ def grad_norm_over_training(norms: pd.DataFrame, clip_points: pd.DataFrame,
     top_rows = max(math.ceil(len(panels) / top_cols), 1)
     bottom_rows = max(math.ceil(len(clip_panels) / bottom_cols), 1)
     width = max(4.4 * max(top_cols, bottom_cols) + 2.6, MIN_WIDTH)
-    fig = Figure(figsize=(width, 3.5 * (top_rows + bottom_rows) + 1.6), layout="constrained")
+    height = 3.5 * (top_rows + bottom_rows) + 1.6
+    many = fixed(len(panels) + len(clip_panels))
+    fig = Figure(figsize=(width, height), layout=None if many else "constrained")
     top, bottom = fig.subfigures(2, 1, height_ratios=[top_rows, bottom_rows])
-    top_axes = top.subplots(top_rows, top_cols, squeeze=False).ravel()
+    top_h = height * top_rows / (top_rows + bottom_rows)
+    top_axes = panel_grid(top, top_rows, top_cols, width, top_h,
+                          Margins(top=1.6) if many else None).ravel()
     seen: set[str] = set()
     drew_threshold = False
     for ax, (task, label) in zip(top_axes, panels, strict=False):
@@ -214,7 +225,8 @@ def grad_norm_over_training(norms: pd.DataFrame, clip_points: pd.DataFrame,
     top.suptitle("gradient norm before clipping over training\n"
                  "largest gap of each configuration (log scale)")
 
-    bottom_axes = bottom.subplots(bottom_rows, bottom_cols, squeeze=False).ravel()
+    bottom_axes = panel_grid(bottom, bottom_rows, bottom_cols, width, height - top_h,
+                             Margins(top=0.9) if many else None).ravel()
     for ax, (task, mode) in zip(bottom_axes, clip_panels, strict=False):
         data = clip_points[(clip_points[names.TASK] == task)
                            & (clip_points[names.CLIP_MODE] == mode)].copy()
@@ -261,7 +273,8 @@ def spectral_radius(table: pd.DataFrame, runs: pd.DataFrame, colors: dict[str, s
     """Spectral radius of each gate block of the last layer's W_hh over training, mean over
     seeds (band: ± one std), one panel per (task, label) at its largest gap."""
     panels = sorted(table.groupby(g.PANEL).groups) if not table.empty else []
-    fig, axes = _grid(len(panels))
+    # Each panel has its legend of gate blocks below it: more room between rows.
+    fig, axes = _grid(len(panels), height=4.2, margins=Margins(hspace=1.9))
     model_of = runs.dropna(subset=[names.MODEL]).groupby(LABEL)[names.MODEL].first()
     for ax, (task, label) in zip(axes, panels, strict=False):
         panel = table[(table[names.TASK] == task) & (table[LABEL] == label)]
