@@ -729,3 +729,9 @@ def test_histories_are_fetched_only_for_top_gap_runs(store: str) -> None:
     histories = load_metric_histories(plan, store)
     assert list(histories.columns) == ["run_id", "key", "step", "value"]
     assert set(histories["run_id"]) <= set(plan)
+    # The SQL store's bulk query gives exactly what one request per run and key gives.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("harness.report.load._tracking_store", lambda client: None)
+        per_run = load_metric_histories(plan, store)
+    pd.testing.assert_frame_equal(histories, per_run)
+    assert len(histories) >= 40

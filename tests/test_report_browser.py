@@ -70,14 +70,29 @@ def test_report_renders_in_chromium(chromium: str, store: str,  # noqa: F811
     data = shot.read_bytes()
     assert data.startswith(PNG_MAGIC) and len(data) > 10_000  # a real page, not a blank
 
-    dom = subprocess.run([*_headless(chromium, tmp_path / "profile-2"), "--dump-dom", url],
-                         capture_output=True, text=True, timeout=180, check=True).stdout
-    body = re.search(r"<body([^>]*)>", dom)
-    assert body is not None, dom[:500]
-    attrs = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', body.group(1)))
-    assert attrs.get("checked") == "true", f"the page's load check did not run: {attrs}"
+    attrs = _checked(chromium, url, tmp_path / "profile-2")
     n_images = index.read_text().count('<img src="data:image/png;base64,')
     assert n_images >= 10
     assert attrs["images"] == str(n_images)
     assert attrs["images-broken"] == "0"
     assert attrs["script-errors"] == "0"
+
+    # The check can fail: the same page with one undecodable image and one script error.
+    broken = index.parent / "broken.html"
+    broken.write_text(index.read_text().replace(
+        "</main>", '<img src="data:image/png;base64,AAAA" alt="x">'
+                   "<script>notAFunction();</script></main>"))
+    attrs = _checked(chromium, broken.resolve().as_uri(), tmp_path / "profile-3")
+    assert attrs["images"] == str(n_images + 1)
+    assert attrs["images-broken"] == "1" and attrs["script-errors"] == "1"
+
+
+def _checked(chromium: str, url: str, profile: Path) -> dict[str, str]:
+    """The data-* attributes the page's load check wrote on <body>, read from Chromium's DOM."""
+    dom = subprocess.run([*_headless(chromium, profile), "--dump-dom", url],
+                         capture_output=True, text=True, timeout=180, check=True).stdout
+    body = re.search(r"<body([^>]*)>", dom)
+    assert body is not None, dom[:500]
+    attrs = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', body.group(1)))
+    assert attrs.get("checked") == "true", f"the page's load check did not run: {attrs}"
+    return attrs
