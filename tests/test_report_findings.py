@@ -101,6 +101,8 @@ def _log(client: MlflowClient, exp_id: str, run: dict, parents: list[str], stagi
               names.CLIP_THRESHOLD: threshold, names.SEED: run["seed"],
               names.LR: 0.003 if run["task"] == DR else 0.001,
               "tracking.uri": f"sqlite:///somewhere/{run['seed']}.db", names.HIDDEN_SIZE: 64}
+    if run["task"] == COPY:  # comes with the task: not an axis
+        params["task.n_symbols"] = 8
     client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
     if run["status"] != names.FAILED:
         metrics = {names.CHANCE_ACCURACY: 0.125, names.CHANCE_LOSS: 2.0,
@@ -210,7 +212,7 @@ def test_overview_axes_commands_and_compute(report_a: Path) -> None:
     assert axes == {names.TASK: "copy, delayed_recall", names.GAP: "10, 50, 200",
                     names.ACTIVATION: "relu, tanh", names.MODEL: "lstm, rnn",
                     names.CLIP_MODE: "none, norm", names.SEED: "0, 1, 2",
-                    names.LR: "0.001, 0.003"}  # tracking.uri varies but is not an axis
+                    names.LR: "0.001, 0.003"}  # nor are tracking.uri and task.n_symbols
     summary = (report_a.parent / "summary.md").read_text()
     assert f"- `harness-train -m {SWEEP_A}` (sweep-0, 36 runs)" in summary
     assert f"- `harness-train -m {SWEEP_B}` (sweep-1, 12 runs)" in summary

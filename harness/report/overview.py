@@ -59,11 +59,30 @@ def _sort_key(value: str) -> tuple[int, float, str]:
     return (0, number if math.isfinite(number) else math.inf, value)
 
 
+# A `task.*` or `model.*` param that never varies within one task (model) comes with the
+# choice of task (model), like copy's `task.n_symbols`: it is not an axis of its own.
+_CHOICES = {"task.": names.TASK, "model.": names.MODEL}
+
+
+def _follows_choice(params: pd.DataFrame, key: str) -> bool:
+    for prefix, choice in _CHOICES.items():
+        if key.startswith(prefix) and key != choice and choice in params.columns:
+            values = params[[choice, key]].astype(str)  # None -> "None": unset is a value
+            if (values.groupby(choice)[key].nunique() <= 1).all():
+                return True
+    return False
+
+
 def swept_axes(params: pd.DataFrame) -> pd.DataFrame:
-    """Every semantic param with more than one value across the runs, and its values."""
+    """Every semantic param with more than one value across the runs, and its values.
+
+    Left out: where or how fast a run executed (`NON_SEMANTIC_PREFIXES`), and task or model
+    params that are constant within each task or model (they follow from that choice).
+    """
     rows = []
     for key in sorted(c for c in params.columns if c != RUN_ID):
-        if key.startswith(NON_SEMANTIC_PREFIXES) or key == "experiment_name":
+        if (key.startswith(NON_SEMANTIC_PREFIXES) or key == "experiment_name"
+                or (key not in LABEL_KEYS and _follows_choice(params, key))):
             continue
         values = sorted({str(v) for v in params[key] if v is not None}, key=_sort_key)
         if params[key].isna().any():
