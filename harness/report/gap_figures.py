@@ -65,7 +65,7 @@ def clip_settings(runs: pd.DataFrame) -> list[str]:
 
 def _grid(rows: int, cols: int, width: float = 4.0,
           height: float = 3.3) -> tuple[Figure, np.ndarray]:
-    size = (max(width * cols + 2.6, 8.5), height * rows + 1.0)
+    size = (max(width * cols + 2.6, 9.5), height * rows + 1.2)
     margins = Margins() if fixed(rows * cols) else None
     fig = Figure(figsize=size, layout=None if margins else "constrained")
     return fig, panel_grid(fig, rows, cols, *size, margins)
@@ -101,8 +101,8 @@ def accuracy_facets(runs: pd.DataFrame, colors: dict[str, str], markers: dict[st
             ax.set_ylabel(ACCURACY_AXIS, fontsize=8)
     if not rows:
         _empty(axes[0, 0], "no runs with a task")
-    fig.suptitle(f"{experiment}: final eval accuracy vs gap by clipping (rows) and activation "
-                 f"(columns)\n{CI_TEXT}")
+    fig.suptitle(f"{experiment}: final eval accuracy vs gap\nrows: task and clip setting; "
+                 f"columns: activation\n{CI_TEXT}")
     _legend(fig, sorted(seen), colors, markers,
             [Line2D([], [], **CHANCE_STYLE, label=CHANCE_HANDLE_LABEL)])
     save_png(fig, path)
