@@ -16,6 +16,7 @@ there, for the comparison; some of its runs log `eval_by_gap.csv`.
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import pytest
@@ -296,6 +297,12 @@ def test_comparison_side_by_side(store: str, tmp_path: Path,
     assert experiments == {A, B}
     html = index.read_text()
     assert html.count('src="data:image/png;base64,') == 1 and "+40" in html
+    # Rebuilt from the store alone, byte for byte.
+    first = {f.name: f.read_bytes() for f in folder.iterdir()}
+    shutil.rmtree(folder)
+    assert cli_main(["--experiment", A, "--compare", B, "--tracking-uri", store,
+                     "--out", str(tmp_path)]) == 0
+    assert {f.name: f.read_bytes() for f in folder.iterdir()} == first
 
 
 def test_run_links_only_for_a_tracking_server() -> None:

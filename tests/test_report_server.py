@@ -31,7 +31,7 @@ def test_report_over_http_matches_sqlite(store: str, tmp_path: Path,  # noqa: F8
         monkeypatch.setattr(load, "_BULK_MAX_RUNS", 3)
         split = load.load_metric_histories(plan, base)
         monkeypatch.undo()
-        index = build_report(EXPERIMENT, base, tmp_path / "reports", workers=1)
+        index = build_report(EXPERIMENT, base, tmp_path / "reports")
     pd.testing.assert_frame_equal(from_http, from_sql)
     pd.testing.assert_frame_equal(split, from_sql)
     html = index.read_text()

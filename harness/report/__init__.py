@@ -1,6 +1,7 @@
 """Turn one sweep's MLflow experiment into a static report folder (CSV, markdown, PNG, HTML).
 
-`build_report` is the whole public API; `harness.report.cli` wraps it for the shell.
+`build_report` writes one experiment's report (`harness.report.compare.build_comparison` two
+side by side); `harness.report.cli` wraps both for the shell.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def _sentence_case(text: str) -> str:
 
 
 @dataclass(frozen=True)
-class GradFigure:
+class ReportFigure:
     """One figure of the report, as the page and summary.md describe it."""
 
     png: str
@@ -106,12 +107,12 @@ class GradFigure:
 
 
 def _gradient_figures(heatmap: pd.DataFrame, decay: pd.DataFrame, norms: pd.DataFrame,
-                      clip_rates: pd.DataFrame, spectral: pd.DataFrame) -> list[GradFigure]:
+                      clip_rates: pd.DataFrame, spectral: pd.DataFrame) -> list[ReportFigure]:
     """The four figures of the Gradients section, with notes on what their data lacks."""
     clip_note = "" if not clip_rates.empty else "no run clipped: the bottom row is empty"
     norm_note = f"No run logged a {names.GRAD_NORM_PRE_CLIP} history" if norms.empty else ""
     return [
-        GradFigure(
+        ReportFigure(
             png=GRAD_HEATMAP_PNG, csvs=(GRAD_HEATMAP_CSV,),
             title="Gradient norm by training step and lag",
             sentence="log10 of the norm of the loss gradient with respect to the last "
@@ -120,7 +121,7 @@ def _gradient_figures(heatmap: pd.DataFrame, decay: pd.DataFrame, norms: pd.Data
             "value (underflow).",
             note="No run logged a gradient profile" if heatmap.empty else "",
         ),
-        GradFigure(
+        ReportFigure(
             png=GRAD_DECAY_PNG, csvs=(GRAD_DECAY_CSV,),
             title="Gradient decay rate and reach vs gap",
             sentence="Each run's final decay rate (slope of ln‖∂L/∂h_t‖ per time step of "
@@ -130,7 +131,7 @@ def _gradient_figures(heatmap: pd.DataFrame, decay: pd.DataFrame, norms: pd.Data
             note=(f"No run logged {names.GRAD_DECAY_RATE} or {names.GRAD_REACH}"
                   if decay.empty else ""),
         ),
-        GradFigure(
+        ReportFigure(
             png=GRAD_NORM_PNG, csvs=(GRAD_NORM_CSV, CLIP_RATE_CSV),
             title="Gradient norm over training and clipping",
             sentence="Top: the global gradient norm before clipping (window mean) over "
@@ -139,7 +140,7 @@ def _gradient_figures(heatmap: pd.DataFrame, decay: pd.DataFrame, norms: pd.Data
             "clipping fired against the clipping threshold, at the largest clipped gap.",
             note=_sentence_case("; ".join(n for n in (norm_note, clip_note) if n)),
         ),
-        GradFigure(
+        ReportFigure(
             png=SPECTRAL_PNG, csvs=(SPECTRAL_CSV,),
             title="Spectral radius of W_hh over training",
             sentence="The spectral radius (largest |eigenvalue|) of each gate block of the "
@@ -158,33 +159,33 @@ def run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:
 
 
 def _result_figures(runs: pd.DataFrame, by_gap: pd.DataFrame, clip_drawn: bool,
-                    n_settings: int) -> dict[str, GradFigure]:
+                    n_settings: int) -> dict[str, ReportFigure]:
     """The figures of the accuracy, solved-gap and clipping sections."""
     settings_note = ("" if clip_drawn else f"Not drawn: the experiment has {n_settings} clip "
                      "setting(s); the heatmaps need at least two")
     entries = [
-        GradFigure(
+        ReportFigure(
             png=ACCURACY_FACETS_PNG, csvs=(ACCURACY_FACETS_CSV,),
             title="Accuracy vs gap by activation and clipping",
             sentence="Final eval accuracy against the gap, one row of panels per task and "
             "clip setting, one column per activation; lines are configurations in their "
             "model's colour, mean over seeds with a Student-t 95% CI band; chance dashed.",
             note=""),
-        GradFigure(
+        ReportFigure(
             png=NORMALIZED_LOSS_PNG, csvs=(NORMALIZED_LOSS_CSV,),
             title="Normalized loss vs gap",
             sentence="Final eval loss divided by the chance loss (the loss of the best "
             "memoryless predictor; dashed at 1) against the gap, log scale, mean over seeds "
             "with a Student-t 95% CI band (its lower edge floored for the log axis).",
             note=""),
-        GradFigure(
+        ReportFigure(
             png=STEPS_TO_SOLVE_PNG, csvs=(STEPS_TO_SOLVE_CSV,),
             title="Steps to solve vs gap",
             sentence="Training steps until eval accuracy first reached the solve threshold, "
             "over the solved runs only (the CSV gives how many of how many runs solved each "
             "point), mean with a Student-t 95% CI band.",
             note="" if (runs[names.STATUS] == names.SOLVED).any() else "No run solved"),
-        GradFigure(
+        ReportFigure(
             png=CLIP_HEATMAP_PNG, csvs=(CLIP_HEATMAP_CSV,),
             title="Clipping × gap, per model",
             sentence="Mean final eval accuracy over seeds for every clip setting (rows) and "
@@ -192,7 +193,7 @@ def _result_figures(runs: pd.DataFrame, by_gap: pd.DataFrame, clip_drawn: bool,
             note=settings_note),
     ]
     if not by_gap.empty:
-        entries.append(GradFigure(
+        entries.append(ReportFigure(
             png=EVAL_BY_GAP_PNG, csvs=(EVAL_BY_GAP_CSV,),
             title="Accuracy by gap within variable-gap runs",
             sentence=f"From each run's {names.EVAL_BY_GAP_ARTIFACT}: accuracy at the final "
@@ -337,7 +338,7 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
     (out / SUMMARY_MD).write_text(summary, encoding="utf-8", newline="\n")
     written.append(SUMMARY_MD)
 
-    def drawn(entry: GradFigure) -> GradFigure:
+    def drawn(entry: ReportFigure) -> ReportFigure:
         path = out / entry.png
         return replace(entry, uri=_data_uri(path)) if path.is_file() else entry
 
