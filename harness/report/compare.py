@@ -95,13 +95,13 @@ def _changed(a: pd.DataFrame, b: pd.DataFrame, name_a: str, name_b: str,
             xa, xb = findings.result(ra, label), findings.result(rb, label)
             shared = sorted(set(xa.accuracy_at) & set(xb.accuracy_at))
             text = (f"{label} on {task}: largest gap solved in every seed "
-                    f"{findings._gap(xa.largest)} in {name_a}, {findings._gap(xb.largest)} in "
-                    f"{name_b}")
+                    f"{findings.gap_text(xa.largest)} in {name_a}, "
+                    f"{findings.gap_text(xb.largest)} in {name_b}")
             if shared:
                 ma = sum(xa.accuracy_at[g] for g in shared) / len(shared)
                 mb = sum(xb.accuracy_at[g] for g in shared) / len(shared)
                 text += (f"; mean final accuracy over the {len(shared)} shared gap(s) "
-                         f"{findings._acc(ma)} → {findings._acc(mb)} ({mb - ma:+.3f})")
+                         f"{findings.acc_text(ma)} → {findings.acc_text(mb)} ({mb - ma:+.3f})")
             if xa.diverged or xb.diverged:
                 text += f"; diverged runs {xa.diverged} → {xb.diverged}"
             kind = "changed" if (xa.largest != xb.largest) else "unchanged"

@@ -53,11 +53,11 @@ class Result:
                 -1.0 if self.mean_accuracy is None else self.mean_accuracy)
 
 
-def _gap(value: int | None) -> str:
+def gap_text(value: int | None) -> str:
     return NONE_TEXT if value is None else str(value)
 
 
-def _acc(value: float | None) -> str:
+def acc_text(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
@@ -104,7 +104,7 @@ def _solved_sentence(task: str, r: Result) -> str:
     best = max(r.accuracy_at.items(), key=lambda item: (item[1], -item[0]), default=None)
     text = f"{r.name} solved {task} at no gap (0 of {r.n_runs} runs)"
     if best is not None:
-        text += f"; its best mean final accuracy was {_acc(best[1])} at gap {best[0]}"
+        text += f"; its best mean final accuracy was {acc_text(best[1])} at gap {best[0]}"
     return text + "."
 
 
@@ -120,8 +120,8 @@ def _best_worst(task: str, results: Sequence[Result]) -> Finding | None:
     best, worst = ordered[0], ordered[-1]
 
     def said(r: Result) -> str:
-        return (f"largest gap solved in every seed {_gap(r.largest)}, mean final accuracy "
-                f"{_acc(r.mean_accuracy)} over {r.n_accuracy} runs")
+        return (f"largest gap solved in every seed {gap_text(r.largest)}, mean final accuracy "
+                f"{acc_text(r.mean_accuracy)} over {r.n_accuracy} runs")
 
     if best.rank == worst.rank:
         return Finding(BEST_WORST, task, f"On {task}, all {len(results)} configurations tied "
@@ -142,20 +142,20 @@ def _clipping(task: str, runs: pd.DataFrame) -> list[Finding]:
                 continue
             if clipped.rank[0] > base.rank[0]:
                 verb = f"raised the largest gap {variant} solved in every seed from " \
-                       f"{_gap(base.largest)} to {_gap(clipped.largest)}"
+                       f"{gap_text(base.largest)} to {gap_text(clipped.largest)}"
             elif clipped.rank[0] < base.rank[0]:
                 verb = f"lowered the largest gap {variant} solved in every seed from " \
-                       f"{_gap(base.largest)} to {_gap(clipped.largest)}"
+                       f"{gap_text(base.largest)} to {gap_text(clipped.largest)}"
             else:
                 verb = f"left the largest gap {variant} solved in every seed at " \
-                       f"{_gap(base.largest)}"
+                       f"{gap_text(base.largest)}"
             text = f"On {task}, clipping ({setting}) {verb}"
             shared = sorted(set(base.accuracy_at) & set(clipped.accuracy_at))
             if shared:
                 a0 = sum(base.accuracy_at[g] for g in shared) / len(shared)
                 a1 = sum(clipped.accuracy_at[g] for g in shared) / len(shared)
                 text += (f" (mean final accuracy over the {len(shared)} shared gap(s): "
-                         f"{_acc(a0)} without, {_acc(a1)} with clipping)")
+                         f"{acc_text(a0)} without, {acc_text(a1)} with clipping)")
             if base.diverged or clipped.diverged:
                 text += (f"; diverged runs: {base.diverged} of {base.n_runs} without, "
                          f"{clipped.diverged} of {clipped.n_runs} with clipping")
@@ -170,8 +170,8 @@ def _models(task: str, runs: pd.DataFrame, n_settings: int) -> list[Finding]:
         if len(results) < 2:
             continue
         ordered = sorted(results, key=lambda r: (r.rank, r.name), reverse=True)
-        listed = ", ".join(f"{r.name} {_gap(r.largest)} (mean final accuracy "
-                           f"{_acc(r.mean_accuracy)})" for r in ordered)
+        listed = ", ".join(f"{r.name} {gap_text(r.largest)} (mean final accuracy "
+                           f"{acc_text(r.mean_accuracy)})" for r in ordered)
         where = f" with clipping {setting}" if n_settings > 1 or setting != NO_CLIP_SETTING \
             else ""
         out.append(Finding(MODEL, task, f"On {task}{where}, the largest gap solved in every "
@@ -210,10 +210,10 @@ def _nothing_solved(task: str, runs: pd.DataFrame) -> Finding | None:
                              ascending=[False, True, True], kind="mergesort").iloc[0]
     chance = scored[names.CHANCE_ACCURACY].dropna()
     text = (f"No run solved {task} ({len(runs)} runs): the best final accuracy was "
-            f"{_acc(float(top[names.FINAL_EVAL_ACCURACY]))} ({top[LABEL]}, gap "
+            f"{acc_text(float(top[names.FINAL_EVAL_ACCURACY]))} ({top[LABEL]}, gap "
             f"{top[names.GAP]}, seed {top[names.SEED]})")
     if len(chance):
-        text += f", against a chance accuracy of {_acc(float(chance.mean()))}"
+        text += f", against a chance accuracy of {acc_text(float(chance.mean()))}"
     return Finding(NOTHING_SOLVED, task, text + ".")
 
 
