@@ -260,8 +260,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scaling", action="store_true",
                         help="instead: LSTM time per step and peak memory for gaps "
                              "50..1000, with linear fits (about 1 minute)")
+    parser.add_argument("--report", action="store_true",
+                        help="instead: time the report of a synthetic 1,000-run store "
+                             "(python -m harness.report.bench; goal < 60 s)")
     parser.add_argument("--out", type=Path, default=Path("bench.csv"))
     args = parser.parse_args(argv)
+    if args.report:
+        from harness.report import bench as report_bench
+
+        return report_bench.main(["--out", str(args.out)])
     # As in every harness job; process-wide, so the bare loop runs under it too.
     configure_torch(args.threads or torch.get_num_threads())
     if args.quick:

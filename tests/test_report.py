@@ -29,14 +29,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import seaborn as sns
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from harness import names
 from harness.report import ReportError, build_report
 from harness.report.cli import main as cli_main
-from harness.report.figures import label_colors
+from harness.report.figures import label_colors, label_markers
 from harness.report.gradients import HEATMAP_COLUMNS, grad_norm_plan, spectral_plan
 from harness.report.load import RUN_COLUMNS, load_metric_histories, load_sweep
 from harness.report.tables import markdown_table
@@ -399,9 +401,10 @@ def test_summary_counts_and_tables(report: Path) -> None:
 def test_index_html_is_self_contained_and_escaped(report: Path) -> None:
     assert report.name == "index.html" and report.is_file()
     html = report.read_text()
-    assert html.count('src="data:image/png;base64,') == 6
+    assert html.count('src="data:image/png;base64,') == len(list(report.parent.glob("*.png")))
     assert 'src="http' not in html and 'href="http' not in html
-    assert "<link" not in html and "<script" not in html
+    # The one script is inline: the browser check (templates/browser_check.html).
+    assert "<link" not in html and html.count("<script") == 1 and "<script>" in html
     assert "&lt;script&gt;" in html
     for run in _fake_runs():
         assert run.name in html
@@ -478,9 +481,18 @@ def test_cli_success_prints_index_and_ui_command(store: str, tmp_path: Path,
 
 def test_helpers() -> None:
     assert markdown_table(["a", "b"], [["x|y", "1"]]) == "| a | b |\n| --- | --- |\n| x\\|y | 1 |"
-    colors = label_colors(["b", "a", "c"])
-    assert list(colors) == ["a", "b", "c"]
-    assert label_colors(["c", "a", "b"]) == colors
+    runs = pd.DataFrame({"label": ["gru-tanh-noclip", "lstm-tanh-norm1", "lstm-tanh-noclip",
+                                   "odd-x-noclip"],
+                         "model_variant": ["gru-tanh", "lstm-tanh", "lstm-tanh", "odd-x"]})
+    colors = label_colors(runs)
+    palette = sns.color_palette("colorblind").as_hex()
+    # One colour per model, fixed by MODEL_ORDER whatever else is in the experiment.
+    assert colors["lstm-tanh-noclip"] == colors["lstm-tanh-norm1"] == palette[3]
+    assert colors["gru-tanh-noclip"] == palette[4] and colors["odd-x-noclip"] == palette[5]
+    assert label_colors(runs.iloc[::-1]) == colors
+    assert label_colors(runs.iloc[1:3])["lstm-tanh-norm1"] == palette[3]
+    markers = label_markers(runs)
+    assert markers["lstm-tanh-noclip"] != markers["lstm-tanh-norm1"]
 
 
 # --- the Gradients section ---------------------------------------------------------------------
@@ -664,7 +676,7 @@ def test_clipping_sweep_with_gru_and_value_clipping(store: str, tmp_path: Path) 
 
 def test_every_new_figure_is_embedded(report: Path) -> None:
     html = report.read_text()
-    assert '<h2 id="gradients">Gradients</h2>' in html
+    assert '<h2 id="gradients">5 Gradients</h2>' in html
     for png in NEW_PNGS:
         data = (report.parent / png).read_bytes()
         assert data.startswith(b"\x89PNG")
@@ -690,7 +702,9 @@ def test_experiment_without_new_metrics_still_builds(store: str, tmp_path: Path)
     for note in ("No run clipped", "No run logged a spectral radius",
                  f"No run logged {names.GRAD_DECAY_RATE} or {names.GRAD_REACH}"):
         assert note in summary and note in html
-    assert html.count('src="data:image/png;base64,') == 6
+    assert html.count('src="data:image/png;base64,') == len(list(folder.glob("*.png")))
+    assert not (folder / "clip_activation_heatmap.png").exists()  # one clip setting only
+    assert "the heatmaps need at least two" in html
 
 
 def test_experiment_with_nothing_logged_still_builds(store: str, tmp_path: Path) -> None:
@@ -715,3 +729,9 @@ def test_histories_are_fetched_only_for_top_gap_runs(store: str) -> None:
     histories = load_metric_histories(plan, store)
     assert list(histories.columns) == ["run_id", "key", "step", "value"]
     assert set(histories["run_id"]) <= set(plan)
+    # The SQL store's bulk query gives exactly what one request per run and key gives.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("harness.report.load._tracking_store", lambda client: None)
+        per_run = load_metric_histories(plan, store)
+    pd.testing.assert_frame_equal(histories, per_run)
+    assert len(histories) >= 40

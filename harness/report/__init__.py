@@ -1,11 +1,17 @@
 """Turn one sweep's MLflow experiment into a static report folder (CSV, markdown, PNG, HTML).
 
-`build_report` is the whole public API; `harness.report.cli` wraps it for the shell.
+`build_report` writes one experiment's report (`harness.report.compare.build_comparison` two
+side by side); `harness.report.cli` wraps both for the shell.
 """
 
 from __future__ import annotations
 
 import base64
+import multiprocessing
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -13,9 +19,15 @@ import jinja2
 import pandas as pd
 
 from harness import names
-from harness.report import figures, grad_figures, gradients, tables
+from harness.report import figures, gap_figures, grad_figures, gradients, overview, tables
+from harness.report import findings as findings_
 from harness.report.load import (
+    EXPERIMENT_ID,
+    RUN_COLUMNS,
+    RUN_ID,
     ReportError,
+    Sweep,
+    load_eval_by_gap,
     load_grad_profiles,
     load_metric_histories,
     load_sweep,
@@ -39,7 +51,21 @@ GRAD_NORM_CSV = "grad_norm_over_training.csv"
 CLIP_RATE_CSV = "clip_rate_by_threshold.csv"
 SPECTRAL_PNG = "spectral_radius.png"
 SPECTRAL_CSV = "spectral_radius.csv"
+ACCURACY_FACETS_PNG = "accuracy_by_activation_clip.png"
+ACCURACY_FACETS_CSV = "accuracy_by_activation_clip.csv"
+NORMALIZED_LOSS_PNG = "normalized_loss_vs_gap.png"
+NORMALIZED_LOSS_CSV = "normalized_loss_vs_gap.csv"
+STEPS_TO_SOLVE_PNG = "steps_to_solve_vs_gap.png"
+STEPS_TO_SOLVE_CSV = "steps_to_solve_vs_gap.csv"
+CLIP_HEATMAP_PNG = "clip_activation_heatmap.png"
+CLIP_HEATMAP_CSV = "clip_activation_heatmap.csv"
+EVAL_BY_GAP_PNG = "accuracy_by_gap_variable.png"
+EVAL_BY_GAP_CSV = "accuracy_by_gap_variable.csv"
+AXES_CSV = "swept_axes.csv"
+FINDINGS_CSV = "findings.csv"
+STATUS_CSV = "runs_by_status.csv"
 INDEX_HTML = "index.html"
+MAX_WORKERS = 4
 _TEMPLATES = Path(__file__).parent / "templates"
 
 
@@ -47,7 +73,7 @@ def _data_uri(png: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
 
 
-def _render_html(context: dict[str, object]) -> str:
+def _render_html(context: dict[str, object], template: str = INDEX_HTML) -> str:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(_TEMPLATES),
         # Run names, reasons and labels come from configs: never let them become markup.
@@ -55,7 +81,7 @@ def _render_html(context: dict[str, object]) -> str:
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )
-    return env.get_template(INDEX_HTML).render(**context)
+    return env.get_template(template).render(**context)
 
 
 def _folder_name(experiment: str) -> str:
@@ -69,8 +95,8 @@ def _sentence_case(text: str) -> str:
 
 
 @dataclass(frozen=True)
-class GradFigure:
-    """One figure of the Gradients section, as the page and summary.md describe it."""
+class ReportFigure:
+    """One figure of the report, as the page and summary.md describe it."""
 
     png: str
     csvs: tuple[str, ...]
@@ -81,12 +107,12 @@ class GradFigure:
 
 
 def _gradient_figures(heatmap: pd.DataFrame, decay: pd.DataFrame, norms: pd.DataFrame,
-                      clip_rates: pd.DataFrame, spectral: pd.DataFrame) -> list[GradFigure]:
+                      clip_rates: pd.DataFrame, spectral: pd.DataFrame) -> list[ReportFigure]:
     """The four figures of the Gradients section, with notes on what their data lacks."""
     clip_note = "" if not clip_rates.empty else "no run clipped: the bottom row is empty"
     norm_note = f"No run logged a {names.GRAD_NORM_PRE_CLIP} history" if norms.empty else ""
     return [
-        GradFigure(
+        ReportFigure(
             png=GRAD_HEATMAP_PNG, csvs=(GRAD_HEATMAP_CSV,),
             title="Gradient norm by training step and lag",
             sentence="log10 of the norm of the loss gradient with respect to the last "
@@ -95,17 +121,17 @@ def _gradient_figures(heatmap: pd.DataFrame, decay: pd.DataFrame, norms: pd.Data
             "value (underflow).",
             note="No run logged a gradient profile" if heatmap.empty else "",
         ),
-        GradFigure(
+        ReportFigure(
             png=GRAD_DECAY_PNG, csvs=(GRAD_DECAY_CSV,),
             title="Gradient decay rate and reach vs gap",
             sentence="Each run's final decay rate (slope of ln‖∂L/∂h_t‖ per time step of "
             "lag; negative means vanishing) and reach (how many steps back the gradient is "
             f"still ≥ {gradients.REACH_TEXT} of its peak) against the gap, mean over seeds "
-            "with a 95% bootstrap CI.",
+            "with a Student-t 95% CI band.",
             note=(f"No run logged {names.GRAD_DECAY_RATE} or {names.GRAD_REACH}"
                   if decay.empty else ""),
         ),
-        GradFigure(
+        ReportFigure(
             png=GRAD_NORM_PNG, csvs=(GRAD_NORM_CSV, CLIP_RATE_CSV),
             title="Gradient norm over training and clipping",
             sentence="Top: the global gradient norm before clipping (window mean) over "
@@ -114,7 +140,7 @@ def _gradient_figures(heatmap: pd.DataFrame, decay: pd.DataFrame, norms: pd.Data
             "clipping fired against the clipping threshold, at the largest clipped gap.",
             note=_sentence_case("; ".join(n for n in (norm_note, clip_note) if n)),
         ),
-        GradFigure(
+        ReportFigure(
             png=SPECTRAL_PNG, csvs=(SPECTRAL_CSV,),
             title="Spectral radius of W_hh over training",
             sentence="The spectral radius (largest |eigenvalue|) of each gate block of the "
@@ -125,37 +151,133 @@ def _gradient_figures(heatmap: pd.DataFrame, decay: pd.DataFrame, norms: pd.Data
     ]
 
 
-def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("reports")) -> Path:
-    """Write the report of `experiment` to `out_root/<experiment>/`; return its index.html.
+def run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """The run's page in the MLflow UI when the store is a tracking server, else ""."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return ""
+    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
-    Path separators in the experiment name become '_' in the folder name.
 
-    Files: runs.csv, largest_solved_gap.csv, accuracy_by_gap.csv, summary.md,
-    accuracy_vs_gap.png, grad_profile.png (+ grad_profile_by_lag.csv), and the Gradients
-    section's grad_heatmap, grad_decay_vs_gap, grad_norm_over_training (+
-    clip_rate_by_threshold.csv) and spectral_radius PNGs and CSVs, index.html. Raises
-    `ReportError` (a ValueError) if the store does not exist, or the experiment is missing or
-    has no runs.
-    """
-    sweep = load_sweep(experiment, tracking_uri)
-    runs, finals = sweep.runs, sweep.finals
-    profiles = load_grad_profiles(runs["run_id"].tolist(), tracking_uri)
-    # Histories only of the runs the figures draw (see load_metric_histories for why).
-    norm_plan = gradients.grad_norm_plan(runs, finals)
-    spectral_plan = gradients.spectral_plan(runs, finals)
+def _result_figures(runs: pd.DataFrame, by_gap: pd.DataFrame, clip_drawn: bool,
+                    n_settings: int) -> dict[str, ReportFigure]:
+    """The figures of the accuracy, solved-gap and clipping sections."""
+    settings_note = ("" if clip_drawn else f"Not drawn: the experiment has {n_settings} clip "
+                     "setting(s); the heatmaps need at least two")
+    entries = [
+        ReportFigure(
+            png=ACCURACY_FACETS_PNG, csvs=(ACCURACY_FACETS_CSV,),
+            title="Accuracy vs gap by activation and clipping",
+            sentence="Final eval accuracy against the gap, one row of panels per task and "
+            "clip setting, one column per activation; lines are configurations in their "
+            "model's colour, mean over seeds with a Student-t 95% CI band; chance dashed.",
+            note=""),
+        ReportFigure(
+            png=NORMALIZED_LOSS_PNG, csvs=(NORMALIZED_LOSS_CSV,),
+            title="Normalized loss vs gap",
+            sentence="Final eval loss divided by the chance loss (the loss of the best "
+            "memoryless predictor; dashed at 1) against the gap, log scale, mean over seeds "
+            "with a Student-t 95% CI band (its lower edge floored for the log axis).",
+            note=""),
+        ReportFigure(
+            png=STEPS_TO_SOLVE_PNG, csvs=(STEPS_TO_SOLVE_CSV,),
+            title="Steps to solve vs gap",
+            sentence="Training steps until eval accuracy first reached the solve threshold, "
+            "over the solved runs only (the CSV gives how many of how many runs solved each "
+            "point), mean with a Student-t 95% CI band.",
+            note="" if (runs[names.STATUS] == names.SOLVED).any() else "No run solved"),
+        ReportFigure(
+            png=CLIP_HEATMAP_PNG, csvs=(CLIP_HEATMAP_CSV,),
+            title="Clipping × gap, per model",
+            sentence="Mean final eval accuracy over seeds for every clip setting (rows) and "
+            "gap (columns), one panel per task and model variant.",
+            note=settings_note),
+    ]
+    if not by_gap.empty:
+        entries.append(ReportFigure(
+            png=EVAL_BY_GAP_PNG, csvs=(EVAL_BY_GAP_CSV,),
+            title="Accuracy by gap within variable-gap runs",
+            sentence=f"From each run's {names.EVAL_BY_GAP_ARTIFACT}: accuracy at the final "
+            "evaluation for the sequences of each gap, mean over runs with a Student-t 95% "
+            "CI band.", note=""))
+    return {e.png: e for e in entries}
+
+
+def _histories(sweep: Sweep, tracking_uri: str) -> pd.DataFrame:
+    """Histories only of the runs the gradient figures draw (each configuration's top gap)."""
+    norm_plan = gradients.grad_norm_plan(sweep.runs, sweep.finals)
+    spectral_plan = gradients.spectral_plan(sweep.runs, sweep.finals)
     plan = {rid: [*norm_plan.get(rid, []), *spectral_plan.get(rid, [])]
             for rid in sorted({*norm_plan, *spectral_plan})}
-    histories = load_metric_histories(plan, tracking_uri)
+    return load_metric_histories(plan, tracking_uri)
+
+
+def _workers() -> int:
+    """Processes to draw figures with: the cores this process may use, at most MAX_WORKERS."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_WORKERS))
+
+
+def _draw(jobs: Sequence[tuple[Callable[..., object], tuple[object, ...]]],
+          workers: int) -> list[object]:
+    """Run the figure jobs, in parallel processes when there are cores to spare.
+
+    Drawing (matplotlib layout and PNG encoding) is most of a large report's time and is
+    single-threaded, so figures are spread over processes. Forking is cheapest and safe while
+    this process runs a single thread; otherwise workers are spawned (they import the
+    report's modules first). Each figure's bytes do not depend on the process that drew it.
+    """
+    if workers <= 1 or len(jobs) <= 1:
+        return [func(*args) for func, args in jobs]
+    method = "fork" if (threading.active_count() == 1
+                        and "fork" in multiprocessing.get_all_start_methods()) else "spawn"
+    context = multiprocessing.get_context(method)
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+        futures = [pool.submit(func, *args) for func, args in jobs]
+        return [future.result() for future in futures]
+
+
+def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("reports"),
+                 workers: int | None = None) -> Path:
+    """Write the report of `experiment` to `out_root/<experiment>/`; return its index.html.
+
+    Path separators in the experiment name become '_' in the folder name. The folder holds
+    index.html (self-contained), summary.md, every figure as PNG with its data as CSV,
+    runs.csv, findings.csv and the tables. Figures are drawn by `workers` processes (default:
+    the usable cores, at most MAX_WORKERS; 1 draws in this process). Raises `ReportError` (a
+    ValueError) if the store does not exist, or the experiment is missing or has no runs.
+    """
+    workers = _workers() if workers is None else workers
+    sweep = load_sweep(experiment, tracking_uri)
+    runs, finals = sweep.runs, sweep.finals
+    profiles = load_grad_profiles(runs, tracking_uri)
+    by_gap_raw = load_eval_by_gap(runs, tracking_uri)
+    histories = _histories(sweep, tracking_uri)
 
     out = Path(out_root) / _folder_name(experiment)
     out.mkdir(parents=True, exist_ok=True)
+    # Files drawn only when the data has them: a rebuild must not keep one from before.
+    for optional in (CLIP_HEATMAP_PNG, CLIP_HEATMAP_CSV, EVAL_BY_GAP_PNG, EVAL_BY_GAP_CSV):
+        (out / optional).unlink(missing_ok=True)
+    written: list[str] = []
 
+    def csv(frame: pd.DataFrame, name: str) -> None:
+        tables.write_csv(frame, out / name)
+        written.append(name)
+
+    view = overview.overview(sweep, tracking_uri)
     counts = tables.status_counts(runs)
+    found = findings_.findings(runs)
     solved = tables.largest_solved_gap(runs)
     accuracy = tables.accuracy_by_gap(runs)
-    tables.write_csv(runs, out / RUNS_CSV)
-    tables.write_csv(solved, out / LARGEST_SOLVED_GAP_CSV)
-    tables.write_csv(accuracy, out / ACCURACY_CSV)
+    csv(runs[list(RUN_COLUMNS)], RUNS_CSV)
+    csv(counts, STATUS_CSV)
+    csv(view.axes, AXES_CSV)
+    csv(findings_.frame(found), FINDINGS_CSV)
+    csv(solved, LARGEST_SOLVED_GAP_CSV)
+    csv(accuracy, ACCURACY_CSV)
 
     heatmap = gradients.heatmap_table(runs, profiles)
     decay_points = gradients.decay_points(runs, finals)
@@ -164,34 +286,68 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
     clip_points = gradients.clip_points(runs)
     clip_rates = gradients.clip_rate_table(clip_points)
     spectral = gradients.spectral_table(runs, finals, histories)
-    tables.write_csv(heatmap, out / GRAD_HEATMAP_CSV)
-    tables.write_csv(decay, out / GRAD_DECAY_CSV)
-    tables.write_csv(norms, out / GRAD_NORM_CSV)
-    tables.write_csv(clip_rates, out / CLIP_RATE_CSV)
-    tables.write_csv(spectral, out / SPECTRAL_CSV)
+    for frame, name in ((heatmap, GRAD_HEATMAP_CSV), (decay, GRAD_DECAY_CSV),
+                        (norms, GRAD_NORM_CSV), (clip_rates, CLIP_RATE_CSV),
+                        (spectral, SPECTRAL_CSV)):
+        csv(frame, name)
     grad_section = _gradient_figures(heatmap, decay, norms, clip_rates, spectral)
+    by_gap = gap_figures.eval_by_gap_table(runs, by_gap_raw)
+    n_settings = len(gap_figures.clip_settings(runs))
+    clip_drawn = n_settings > 1
+    results = _result_figures(runs, by_gap, clip_drawn, n_settings)
 
-    summary = tables.summary_markdown(experiment, tracking_uri, counts, solved, accuracy)
+    colors = figures.label_colors(runs)
+    markers = figures.label_markers(runs)
+    style = (colors, markers, experiment)
+    # Every figure is drawn on its own; the ones that return a frame return what they drew.
+    jobs: list[tuple[str | None, Callable[..., object], tuple[object, ...]]] = [
+        (None, grad_figures.grad_norm_over_training,
+         (norms, clip_points, *style, out / GRAD_NORM_PNG)),
+        (ACCURACY_FACETS_CSV, gap_figures.accuracy_facets,
+         (runs, *style, out / ACCURACY_FACETS_PNG)),
+        (None, grad_figures.spectral_radius, (spectral, runs, *style, out / SPECTRAL_PNG)),
+        (None, grad_figures.grad_heatmap, (heatmap, experiment, out / GRAD_HEATMAP_PNG)),
+        (GRAD_PROFILE_CSV, figures.grad_profile,
+         (runs, profiles, *style, out / GRAD_PROFILE_PNG)),
+        (None, grad_figures.grad_decay_vs_gap, (decay_points, *style, out / GRAD_DECAY_PNG)),
+        (NORMALIZED_LOSS_CSV, gap_figures.normalized_loss_vs_gap,
+         (runs, *style, out / NORMALIZED_LOSS_PNG)),
+        (STEPS_TO_SOLVE_CSV, gap_figures.steps_to_solve_vs_gap,
+         (runs, *style, out / STEPS_TO_SOLVE_PNG)),
+        (None, figures.accuracy_vs_gap, (runs, accuracy, *style, out / ACCURACY_PNG)),
+    ]
+    if clip_drawn:
+        jobs.append((CLIP_HEATMAP_CSV, gap_figures.clip_heatmaps,
+                     (runs, experiment, out / CLIP_HEATMAP_PNG)))
+    if not by_gap.empty:
+        csv(by_gap, EVAL_BY_GAP_CSV)
+        jobs.append((None, gap_figures.eval_by_gap,
+                     (by_gap, runs, *style, out / EVAL_BY_GAP_PNG)))
+    drawn_frames = _draw([(f, a) for _, f, a in jobs], workers)
+    for (name, _, _), frame in zip(jobs, drawn_frames, strict=True):
+        if name is not None:
+            assert isinstance(frame, pd.DataFrame)
+            csv(frame, name)
+
+    summary = tables.summary_markdown(experiment, tracking_uri, counts, solved, accuracy,
+                                      overview.markdown(view, counts),
+                                      findings_.markdown(found))
     summary += "\n" + gradients.gradients_markdown(
         decay, [(f.png, f.sentence, f.note) for f in grad_section]
     )
     (out / SUMMARY_MD).write_text(summary, encoding="utf-8", newline="\n")
+    written.append(SUMMARY_MD)
 
-    colors = figures.label_colors(runs["label"])
-    markers = figures.label_markers(runs["label"])
-    figures.accuracy_vs_gap(runs, colors, markers, experiment, out / ACCURACY_PNG)
-    pooled = figures.grad_profile(runs, profiles, colors, markers, experiment,
-                                  out / GRAD_PROFILE_PNG)
-    tables.write_csv(pooled, out / GRAD_PROFILE_CSV)
-    grad_figures.grad_heatmap(heatmap, experiment, out / GRAD_HEATMAP_PNG)
-    grad_figures.grad_decay_vs_gap(decay_points, colors, markers, experiment,
-                                   out / GRAD_DECAY_PNG)
-    grad_figures.grad_norm_over_training(norms, clip_points, colors, markers, experiment,
-                                         out / GRAD_NORM_PNG)
-    grad_figures.spectral_radius(spectral, runs, colors, markers, experiment, out / SPECTRAL_PNG)
+    def drawn(entry: ReportFigure) -> ReportFigure:
+        path = out / entry.png
+        return replace(entry, uri=_data_uri(path)) if path.is_file() else entry
 
     acc_header, acc_rows = tables.accuracy_display(accuracy)
     run_header, run_rows = tables.run_display(runs)
+    links = [run_link(tracking_uri, str(e), str(r))
+             for e, r in zip(runs[EXPERIMENT_ID], runs[RUN_ID], strict=True)]
+    pngs = [e.png for e in [*results.values(), *grad_section] if (out / e.png).is_file()]
+    pngs += [ACCURACY_PNG, GRAD_PROFILE_PNG]
     html = _render_html(
         {
             "experiment": experiment,
@@ -199,6 +355,11 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
             "n_runs": len(runs),
             "n_profiled": int(profiles["run_id"].nunique()),
             "counts": tables.display_rows(counts),
+            "overview": view,
+            "axes_rows": tables.display_rows(view.axes, [overview.AXIS, overview.VALUES]),
+            "compute_text": overview.compute_text(view).replace("`", ""),
+            "pooled_text": overview.pooled_text(view).replace("`", ""),
+            "findings": found,
             "status_key": names.STATUS,
             "reason_key": names.STATUS_REASON,
             "solved_status": names.SOLVED,
@@ -208,17 +369,17 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
             "accuracy_header": acc_header,
             "accuracy_rows": acc_rows,
             "run_header": run_header,
-            "run_rows": run_rows,
+            "run_rows": list(zip(run_rows, links, strict=True)),
+            "has_links": any(links),
             "accuracy_png": _data_uri(out / ACCURACY_PNG),
             "grad_profile_png": _data_uri(out / GRAD_PROFILE_PNG),
-            "grad_figures": [replace(f, uri=_data_uri(out / f.png)) for f in grad_section],
+            "results": {k: drawn(v) for k, v in results.items()},
+            "eval_by_gap_png": EVAL_BY_GAP_PNG,
+            "grad_figures": [drawn(f) for f in grad_section],
             "decay_sentence": gradients.DECAY_SENTENCE,
             "decay_header": gradients.DECAY_HEADER,
             "decay_rows": gradients.decay_display(decay),
-            "files": [RUNS_CSV, LARGEST_SOLVED_GAP_CSV, ACCURACY_CSV, SUMMARY_MD,
-                      ACCURACY_PNG, GRAD_PROFILE_PNG, GRAD_PROFILE_CSV, GRAD_HEATMAP_PNG,
-                      GRAD_HEATMAP_CSV, GRAD_DECAY_PNG, GRAD_DECAY_CSV, GRAD_NORM_PNG,
-                      GRAD_NORM_CSV, CLIP_RATE_CSV, SPECTRAL_PNG, SPECTRAL_CSV],
+            "files": sorted([*written, *pngs]),
         }
     )
     index = out / INDEX_HTML

@@ -1,4 +1,5 @@
-"""Command line for the report: `harness-report --experiment NAME [--tracking-uri URI] [--out DIR]`.
+"""Command line for the report: `harness-report --experiment NAME [--compare OTHER]
+[--tracking-uri URI] [--out DIR]`.
 
 Also runnable as `python -m harness.report.cli`. Exit code 0 on success, 2 when the store or
 experiment cannot be reported on (one-line message on stderr, no traceback).
@@ -35,6 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--experiment", required=True, help="MLflow experiment (one sweep)")
     parser.add_argument(
+        "--compare", default=None, metavar="OTHER",
+        help="a second experiment: write both side by side to <out>/<experiment>_vs_<OTHER>/",
+    )
+    parser.add_argument(
         "--tracking-uri",
         default=None,
         help="MLflow store; default: $MLFLOW_TRACKING_URI, else the project's mlflow.db",
@@ -52,9 +57,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     tracking_uri = args.tracking_uri or default_tracking_uri()
     # Imported here so `--help` and argument errors answer without loading mlflow/matplotlib.
     from harness.report import ReportError, build_report
+    from harness.report.compare import build_comparison
 
     try:
-        index = build_report(args.experiment, tracking_uri, args.out)
+        if args.compare is not None:
+            index = build_comparison(args.experiment, args.compare, tracking_uri, args.out)
+        else:
+            index = build_report(args.experiment, tracking_uri, args.out)
     except ReportError as err:
         # One line, whatever the message holds, so scripts can grep or log it as a unit.
         message = " ".join(str(err).splitlines())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +17,20 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure, SubFigure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import NullFormatter, ScalarFormatter
+from matplotlib.ticker import LogLocator, NullFormatter, NullLocator, ScalarFormatter
 
 from harness import names
-from harness.report.load import LABEL, P_GRAD_NORM, P_LAG, P_LAYER, P_STEP, RUN_ID
+from harness.report.load import (
+    LABEL,
+    MODEL_VARIANT,
+    P_GRAD_NORM,
+    P_LAG,
+    P_LAYER,
+    P_STEP,
+    RUN_ID,
+)
 
 PALETTE = "colorblind"
 # A log x axis only pays off when the gaps span about an order of magnitude.
@@ -29,35 +38,79 @@ LOG_X_SPAN = 8.0
 GRAD_SYMBOL = r"$\Vert\partial L/\partial h_t\Vert$"
 INIT, MIDDLE, FINAL = "init", "middle", "final"
 _PHASE_STYLE = {INIT: "--", MIDDLE: ":", FINAL: "-"}
+DPI = 110
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
-def label_colors(labels: Iterable[str]) -> dict[str, str]:
-    """One fixed colour per configuration label, handed out in sorted label order.
+# The palette slot of each known model variant, so a model has the same colour in every
+# figure of every report (and of a comparison); other variants take the slots after these.
+MODEL_ORDER = ("rnn-tanh", "rnn-relu", "rnn-relu-identity", "lstm-tanh", "gru-tanh")
 
-    Built once per report from all labels, so a label has the same colour in every figure.
-    The colour-blind palette has 10 colours; beyond that colours repeat.
+
+def variant_colors(variants: Iterable[str]) -> dict[str, str]:
+    """One fixed colour-blind-safe colour per model variant (`lstm-tanh`, `rnn-relu`, ...)."""
+    palette = sns.color_palette(PALETTE).as_hex()
+    seen = set(variants)
+    extra = sorted(seen - set(MODEL_ORDER))
+    slots = {v: i for i, v in enumerate([*MODEL_ORDER, *extra])}
+    return {v: palette[slots[v] % len(palette)] for v in sorted(seen)}
+
+
+def label_colors(runs: pd.DataFrame) -> dict[str, str]:
+    """Colour of each configuration label: the colour of its model variant.
+
+    Labels of one model (e.g. with and without clipping) share its colour and differ by
+    marker (`label_markers`).
     """
-    ordered = sorted(set(labels))
-    palette = sns.color_palette(PALETTE, n_colors=max(len(ordered), 1)).as_hex()
-    return dict(zip(ordered, palette, strict=False))
+    pairs = runs[[LABEL, MODEL_VARIANT]].drop_duplicates(LABEL)
+    colors = variant_colors(pairs[MODEL_VARIANT])
+    return {str(lab): colors[str(v)] for lab, v in zip(pairs[LABEL], pairs[MODEL_VARIANT],
+                                                       strict=True)}
 
 
-def label_markers(labels: Iterable[str]) -> dict[str, str]:
-    """One marker per label, changing every len(palette) labels in sorted order.
+def label_markers(runs: pd.DataFrame) -> dict[str, str]:
+    """One marker per label within its model's colour: the label's rank among that model's
+    labels in sorted order (a model's `noclip` label sorts before its clipped ones)."""
+    pairs = runs[[LABEL, MODEL_VARIANT]].drop_duplicates(LABEL).sort_values(LABEL)
+    rank = pairs.groupby(MODEL_VARIANT).cumcount()
+    return {str(lab): _MARKERS[int(r) % len(_MARKERS)] for lab, r in zip(pairs[LABEL], rank,
+                                                                          strict=True)}
 
-    With more labels than palette colours, colours repeat; the marker still tells them apart.
+
+def _pin_titles(fig: Figure) -> None:
+    """In a fixed layout, put suptitles a fixed distance below the top edge (in inches).
+
+    matplotlib places a suptitle at 98% of the height, which on a tall figure lands inside
+    the first row of panels; constrained layout would have moved it.
     """
-    ordered = sorted(set(labels))
-    n_colors = len(sns.color_palette(PALETTE))
-    return {lab: _MARKERS[(i // n_colors) % len(_MARKERS)] for i, lab in enumerate(ordered)}
+    offset = 0.08
+    for target in (fig, *fig.subfigs):
+        title = getattr(target, "_suptitle", None)
+        if title is None:
+            continue
+        height = target.bbox.height / fig.dpi
+        title.set(y=1 - offset / height, va="top")
+        offset = 0.45  # a subfigure's title sits below the figure's own
 
 
 def save_png(fig: Figure, path: Path) -> None:
     """Write `fig` as PNG without the software/version stamp, so reruns give the same bytes."""
     # Attach the Agg canvas explicitly: output never depends on the default/GUI backend.
     FigureCanvasAgg(fig)
-    fig.savefig(path, format="png", dpi=110, metadata={"Software": None})
+    if fig.get_layout_engine() is None:
+        _pin_titles(fig)
+    fig.savefig(path, format="png", dpi=DPI, metadata={"Software": None})
+
+
+def log_y(ax: Axes) -> None:
+    """A log y axis with a few labelled decades and no minor ticks.
+
+    Minor log ticks are invisible at this size but cost most of the layout time of a figure
+    with dozens of panels (every tick is a text object that is measured twice per save).
+    """
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(numticks=6))
+    ax.yaxis.set_minor_locator(NullLocator())
 
 
 def _empty(ax: Axes, message: str) -> None:
@@ -77,58 +130,125 @@ def _gap_axis(ax: Axes, gaps: np.ndarray) -> None:
         ax.set_xticks(gaps)
 
 
+# Above this many panels a figure is laid out with fixed margins instead of constrained
+# layout, which measures every tick label of every panel and took half the drawing time of a
+# 40-panel figure (1,000-run benchmark).
+MANY_PANELS = 12
+LEGEND_IN = 2.6  # inches kept free on the right of a fixed-layout figure for its legend
+
+
+@dataclass(frozen=True)
+class Margins:
+    """A fixed layout's space in inches: around the grid, and between panels."""
+
+    left: float = 0.95
+    right: float = 0.3
+    top: float = 1.2
+    bottom: float = 0.75
+    wspace: float = 1.0
+    hspace: float = 1.2
+
+
+def fixed(n_panels: int) -> bool:
+    return n_panels > MANY_PANELS
+
+
+def panel_grid(target: Figure | SubFigure, nrows: int, ncols: int, width: float,
+               height: float, margins: Margins | None = None,
+               legend: float = LEGEND_IN) -> np.ndarray:
+    """`nrows × ncols` axes; with `margins`, placed by hand in a `width × height` inch area
+    with `legend` inches free on the right (the figure must have no layout engine)."""
+    if margins is None:
+        return target.subplots(nrows, ncols, squeeze=False)
+    m = margins
+    panel_w = max((width - m.left - m.right - legend - (ncols - 1) * m.wspace) / ncols, 0.5)
+    panel_h = max((height - m.top - m.bottom - (nrows - 1) * m.hspace) / nrows, 0.5)
+    return target.subplots(nrows, ncols, squeeze=False, gridspec_kw={
+        "left": m.left / width, "right": 1 - (m.right + legend) / width,
+        "bottom": m.bottom / height, "top": 1 - m.top / height,
+        "wspace": m.wspace / panel_w, "hspace": m.hspace / panel_h})
+
+
 def _legend(fig: Figure, labels: list[str], colors: dict[str, str], markers: dict[str, str],
             extra: list[Line2D]) -> None:
     handles: list[Line2D] = [
         Line2D([], [], color=colors[lab], marker=markers[lab], label=lab) for lab in labels
     ]
-    fig.legend(handles=[*handles, *extra], loc="outside right upper", title="configuration")
+    if fig.get_layout_engine() is None:  # fixed layout: the right margin is kept for it
+        height = fig.get_size_inches()[1]
+        fig.legend(handles=[*handles, *extra], loc="upper right", title="configuration",
+                   bbox_to_anchor=(1.0, 1 - Margins().top / height))
+    else:
+        fig.legend(handles=[*handles, *extra], loc="outside right upper",
+                   title="configuration")
 
 
-def accuracy_vs_gap(runs: pd.DataFrame, colors: dict[str, str], markers: dict[str, str],
-                    experiment: str, path: Path) -> None:
-    """One facet per task: final eval accuracy vs gap, one line per label, 95% CI over seeds."""
+def ci_lines(ax: Axes, table: pd.DataFrame, x: str, colors: dict[str, str],
+             markers: dict[str, str], mean: str = "mean", low: str = "ci95_low",
+             high: str = "ci95_high", linestyle: str = "-") -> list[str]:
+    """One line per label of `table` (mean vs x), with its 95% CI as a band; returns labels.
+
+    `table` is a `tables.mean_ci` frame; a point with one value has no band.
+    """
+    labels = sorted(table[LABEL].unique())
+    for label in labels:
+        line = table[table[LABEL] == label].sort_values(x)
+        line = line[line[mean].notna()]
+        xs = line[x].astype(float).to_numpy()
+        ax.plot(xs, line[mean].to_numpy(dtype=float), color=colors[label], ls=linestyle,
+                marker=markers[label], ms=5, lw=1.6)
+        band = line[line[low].notna()]
+        if len(band):
+            ax.fill_between(band[x].astype(float).to_numpy(), band[low].to_numpy(dtype=float),
+                            band[high].to_numpy(dtype=float), color=colors[label], alpha=0.15,
+                            lw=0)
+    return labels
+
+
+def draw_chance(ax: Axes, runs: pd.DataFrame, key: str = names.CHANCE_ACCURACY) -> None:
+    """The chance level per gap (it may depend on the gap, e.g. via sequence length), dashed."""
+    chance = runs.dropna(subset=[key, names.GAP]).groupby(names.GAP)[key].mean()
+    if len(chance) == 1:
+        ax.axhline(float(chance.iloc[0]), **CHANCE_STYLE)
+    elif len(chance) > 1:
+        ax.plot(chance.index.astype(float), chance.to_numpy(), **CHANCE_STYLE)
+
+
+CHANCE_STYLE = {"ls": "--", "color": "0.35", "lw": 1.2}
+CHANCE_HANDLE_LABEL = "chance accuracy"
+ACCURACY_AXIS = "final eval accuracy (fraction correct)"
+CI_TEXT = "mean over seeds, band: Student-t 95% CI"
+
+
+def accuracy_vs_gap(runs: pd.DataFrame, table: pd.DataFrame, colors: dict[str, str],
+                    markers: dict[str, str], experiment: str, path: Path) -> None:
+    """One facet per task: final eval accuracy vs gap, one line per label, 95% CI over seeds.
+
+    `table` is `tables.accuracy_by_gap(runs)`: the figure draws exactly its numbers.
+    """
     tasks = sorted(runs[names.TASK].dropna().unique())
     n = max(len(tasks), 1)
     fig = Figure(figsize=(4.6 * n + 2.2, 4.2), layout="constrained")
     axes = fig.subplots(1, n, squeeze=False, sharey=True)[0]
     seen: set[str] = set()
+    data = table.rename(columns={f"{names.FINAL_EVAL_ACCURACY}_mean": "mean"})
     for ax, task in zip(axes, tasks, strict=False):
-        at_task = runs[runs[names.TASK] == task]
-        data = at_task.dropna(subset=[names.GAP, names.FINAL_EVAL_ACCURACY]).copy()
-        # seaborn wants plain floats, not pandas' nullable integers.
-        data[names.GAP] = data[names.GAP].astype(float)
-        labels = sorted(data[LABEL].unique())
-        seen.update(labels)
-        if data.empty:
+        at_task = data[(data[names.TASK] == task) & data["mean"].notna()]
+        if at_task.empty:
             _empty(ax, "no final accuracy logged")
         else:
-            sns.lineplot(
-                data=data, x=names.GAP, y=names.FINAL_EVAL_ACCURACY, hue=LABEL,
-                hue_order=labels, palette={lab: colors[lab] for lab in labels},
-                style=LABEL, style_order=labels, markers={lab: markers[lab] for lab in labels},
-                dashes=False, errorbar=("ci", 95), seed=0, legend=False, ax=ax,
-            )
-            # Chance may depend on the gap (e.g. via sequence length), so draw it per gap.
-            chance = (
-                data.dropna(subset=[names.CHANCE_ACCURACY])
-                .groupby(names.GAP)[names.CHANCE_ACCURACY]
-                .mean()
-            )
-            if len(chance) == 1:
-                ax.axhline(float(chance.iloc[0]), ls="--", color="0.35", lw=1.2)
-            elif len(chance) > 1:
-                ax.plot(chance.index, chance.to_numpy(), ls="--", color="0.35", lw=1.2)
-            _gap_axis(ax, data[names.GAP].to_numpy())
+            seen.update(ci_lines(ax, at_task, names.GAP, colors, markers))
+            draw_chance(ax, runs[runs[names.TASK] == task])
+            _gap_axis(ax, at_task[names.GAP].astype(float).to_numpy())
         ax.set_title(f"task: {task}")
         ax.set_xlabel("gap (time steps)")
-        ax.set_ylabel("final eval accuracy (fraction correct)")
+        ax.set_ylabel(ACCURACY_AXIS)
         ax.set_ylim(-0.03, 1.03)
         ax.grid(True, alpha=0.3)
     if not tasks:
         _empty(axes[0], "no runs with a task")
-    fig.suptitle(f"{experiment}: final eval accuracy vs gap (mean over seeds, 95% CI)")
-    chance_handle = Line2D([], [], ls="--", color="0.35", label="chance accuracy")
+    fig.suptitle(f"{experiment}: final eval accuracy vs gap ({CI_TEXT})")
+    chance_handle = Line2D([], [], **CHANCE_STYLE, label=CHANCE_HANDLE_LABEL)
     _legend(fig, sorted(seen), colors, markers, [chance_handle])
     save_png(fig, path)
 
@@ -209,7 +329,7 @@ def grad_profile(runs: pd.DataFrame, profiles: pd.DataFrame, colors: dict[str, s
             ax.plot(line[P_LAG], line[P_GRAD_NORM], color=colors[str(label)],
                     ls=_PHASE_STYLE[str(phase)], lw=1.5, marker=markers[str(label)], ms=4,
                     markevery=max(len(line) // 8, 1))
-        ax.set_yscale("log")
+        log_y(ax)
         ax.set_title(f"{task} · {model} · gap {gap} · last layer")
         ax.set_xlabel("lag: distance from the loss (time steps)")
         ax.set_ylabel(f"{GRAD_SYMBOL} (mean over seeds)")

@@ -13,7 +13,6 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pandas as pd
-import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
@@ -22,7 +21,21 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from harness import names
 from harness.report import gradients as g
-from harness.report.figures import GRAD_SYMBOL, _empty, _gap_axis, _legend, save_png
+from harness.report import tables
+from harness.report.figures import (
+    CI_TEXT,
+    GRAD_SYMBOL,
+    LEGEND_IN,
+    Margins,
+    _empty,
+    _gap_axis,
+    _legend,
+    ci_lines,
+    fixed,
+    log_y,
+    panel_grid,
+    save_png,
+)
 from harness.report.load import LABEL, RUN_NAME, STEP
 
 # Perceptually uniform and readable with the common colour-vision deficiencies.
@@ -41,12 +54,15 @@ MIN_WIDTH = 8.5  # inches: room for the two-line titles even with a single panel
 
 
 def _grid(n_panels: int, width: float = 4.4, height: float = 3.5,
-          extra_width: float = 2.4) -> tuple[Figure, np.ndarray]:
+          extra_width: float = 2.4, margins: Margins | None = None,
+          legend: float = LEGEND_IN) -> tuple[Figure, np.ndarray]:
+    """Panels in rows of MAX_COLS; many panels get `margins` (a fixed layout)."""
     ncols = min(max(n_panels, 1), MAX_COLS)
     nrows = max(math.ceil(n_panels / ncols), 1)
-    fig = Figure(figsize=(max(width * ncols + extra_width, MIN_WIDTH), height * nrows + 1.0),
-                 layout="constrained")
-    return fig, fig.subplots(nrows, ncols, squeeze=False).ravel()
+    size = (max(width * ncols + extra_width, MIN_WIDTH), height * nrows + 1.0)
+    chosen = (margins or Margins()) if fixed(n_panels) else None
+    fig = Figure(figsize=size, layout=None if chosen else "constrained")
+    return fig, panel_grid(fig, nrows, ncols, *size, chosen, legend).ravel()
 
 
 def _hide_rest(axes: np.ndarray, used: int, message: str) -> None:
@@ -76,7 +92,7 @@ def _step_edges(values: np.ndarray) -> np.ndarray:
 def grad_heatmap(table: pd.DataFrame, experiment: str, path: Path) -> None:
     """log10‖∂L/∂h_t‖ over (training step × lag), one panel per (task, label), shared scale."""
     panels = sorted(table.groupby(g.PANEL).groups) if not table.empty else []
-    fig, axes = _grid(len(panels), extra_width=1.2)
+    fig, axes = _grid(len(panels), extra_width=1.2, legend=1.4)
     values = table[g.LOG10_GRAD_NORM].astype(float).dropna()
     values = values if len(values) else pd.Series([0.0])
     norm = Normalize(vmin=float(values.min()), vmax=float(values.max()))
@@ -105,14 +121,9 @@ def grad_heatmap(table: pd.DataFrame, experiment: str, path: Path) -> None:
 
 def _lineplot(ax: Axes, data: pd.DataFrame, y: str, colors: dict[str, str],
               markers: dict[str, str]) -> list[str]:
-    labels = sorted(data[LABEL].unique())
-    sns.lineplot(
-        data=data, x=names.GAP, y=y, hue=LABEL, hue_order=labels,
-        palette={lab: colors[lab] for lab in labels}, style=LABEL, style_order=labels,
-        markers={lab: markers[lab] for lab in labels}, dashes=False, errorbar=("ci", 95),
-        seed=0, legend=False, ax=ax,
-    )
-    return labels
+    """Mean of `y` over seeds vs gap per label, with its Student-t 95% CI band."""
+    table = tables.mean_ci(data, [LABEL, names.GAP], y)
+    return ci_lines(ax, table, names.GAP, colors, markers)
 
 
 def grad_decay_vs_gap(points: pd.DataFrame, colors: dict[str, str], markers: dict[str, str],
@@ -149,8 +160,7 @@ def grad_decay_vs_gap(points: pd.DataFrame, colors: dict[str, str], markers: dic
     if not tasks:
         for ax in axes.ravel():
             _empty(ax, "no run logged grad_decay_rate or grad_reach")
-    fig.suptitle(f"{experiment}: final gradient decay rate and reach vs gap\n"
-                 "(mean over seeds, 95% CI)")
+    fig.suptitle(f"{experiment}: final gradient decay rate and reach vs gap\n({CI_TEXT})")
     reference = [Line2D([], [], **REFERENCE_STYLE, label="rate 0 / reach = gap")]
     if seen:
         _legend(fig, sorted(seen), colors, markers, reference)
@@ -180,9 +190,13 @@ def grad_norm_over_training(norms: pd.DataFrame, clip_points: pd.DataFrame,
     top_rows = max(math.ceil(len(panels) / top_cols), 1)
     bottom_rows = max(math.ceil(len(clip_panels) / bottom_cols), 1)
     width = max(4.4 * max(top_cols, bottom_cols) + 2.6, MIN_WIDTH)
-    fig = Figure(figsize=(width, 3.5 * (top_rows + bottom_rows) + 1.6), layout="constrained")
+    height = 3.5 * (top_rows + bottom_rows) + 1.6
+    many = fixed(len(panels) + len(clip_panels))
+    fig = Figure(figsize=(width, height), layout=None if many else "constrained")
     top, bottom = fig.subfigures(2, 1, height_ratios=[top_rows, bottom_rows])
-    top_axes = top.subplots(top_rows, top_cols, squeeze=False).ravel()
+    top_h = height * top_rows / (top_rows + bottom_rows)
+    top_axes = panel_grid(top, top_rows, top_cols, width, top_h,
+                          Margins(top=1.6) if many else None).ravel()
     seen: set[str] = set()
     drew_threshold = False
     for ax, (task, label) in zip(top_axes, panels, strict=False):
@@ -200,7 +214,7 @@ def grad_norm_over_training(norms: pd.DataFrame, clip_points: pd.DataFrame,
             drew_threshold = True
         elif mode not in (g.NO_CLIP, g.NORM_CLIP):
             note = f"\n{mode} clipping: no norm threshold to draw"
-        ax.set_yscale("log")
+        log_y(ax)
         n_seeds = panel[RUN_NAME].nunique()
         ax.set_title(f"{task} · {label}\ngap {int(panel[names.GAP].iloc[0])} · "
                      f"{n_seeds} run(s), one line each{note}")
@@ -211,24 +225,26 @@ def grad_norm_over_training(norms: pd.DataFrame, clip_points: pd.DataFrame,
     top.suptitle("gradient norm before clipping over training\n"
                  "largest gap of each configuration (log scale)")
 
-    bottom_axes = bottom.subplots(bottom_rows, bottom_cols, squeeze=False).ravel()
+    bottom_axes = panel_grid(bottom, bottom_rows, bottom_cols, width, height - top_h,
+                             Margins(top=0.9) if many else None).ravel()
     for ax, (task, mode) in zip(bottom_axes, clip_panels, strict=False):
         data = clip_points[(clip_points[names.TASK] == task)
                            & (clip_points[names.CLIP_MODE] == mode)].copy()
-        model_acts = sorted(data[g.MODEL_ACTIVATION].unique())
-        sns.lineplot(data=data, x=names.CLIP_THRESHOLD, y=names.CLIP_RATE_TOTAL,
-                     style=g.MODEL_ACTIVATION, style_order=model_acts,
-                     color="0.45", errorbar=("ci", 95), err_style="bars", seed=0,
-                     markers=False, ax=ax, legend="full")
+        table = tables.mean_ci(data, [g.MODEL_ACTIVATION, names.CLIP_THRESHOLD],
+                               names.CLIP_RATE_TOTAL)
+        for i, (model_act, line) in enumerate(table.groupby(g.MODEL_ACTIVATION, sort=True)):
+            low = (line[tables.MEAN] - line[tables.CI_LOW]).fillna(0.0)
+            high = (line[tables.CI_HIGH] - line[tables.MEAN]).fillna(0.0)
+            ax.errorbar(line[names.CLIP_THRESHOLD], line[tables.MEAN], yerr=[low, high],
+                        color="0.45", ls=_BLOCK_STYLES[i % len(_BLOCK_STYLES)][0], capsize=3,
+                        label=str(model_act))
+        ax.legend(title="model-activation", fontsize=8, title_fontsize=8)
         means = data.groupby([LABEL, names.CLIP_THRESHOLD], sort=True)[names.CLIP_RATE_TOTAL]
         for (label, threshold), values in means:
             seen.add(str(label))
             ax.scatter([threshold], [values.mean()], color=colors[str(label)],
                        marker=markers[str(label)], s=42, zorder=3, edgecolors="0.2",
                        linewidths=0.5)
-        legend = ax.get_legend()
-        if legend is not None:
-            legend.set_title("model-activation")
         _threshold_axis(ax, data[names.CLIP_THRESHOLD].to_numpy(dtype=float))
         ax.set_ylim(-0.03, 1.03)
         ax.set_title(f"{task} · clip.mode {mode} · gap {int(data[names.GAP].iloc[0])}")
@@ -237,7 +253,7 @@ def grad_norm_over_training(norms: pd.DataFrame, clip_points: pd.DataFrame,
         ax.grid(True, alpha=0.3)
     _hide_rest(bottom_axes, len(clip_panels), "no clipping in this experiment")
     bottom.suptitle("share of training steps where clipping fired vs clipping threshold\n"
-                    "(mean over seeds, 95% CI), largest clipped gap")
+                    f"({CI_TEXT}, as error bars), largest clipped gap")
     fig.suptitle(f"{experiment}: gradient norms and clipping")
     extra = ([Line2D([], [], **THRESHOLD_STYLE, label="norm-clipping threshold")]
              if drew_threshold else [])
@@ -257,7 +273,8 @@ def spectral_radius(table: pd.DataFrame, runs: pd.DataFrame, colors: dict[str, s
     """Spectral radius of each gate block of the last layer's W_hh over training, mean over
     seeds (band: ± one std), one panel per (task, label) at its largest gap."""
     panels = sorted(table.groupby(g.PANEL).groups) if not table.empty else []
-    fig, axes = _grid(len(panels))
+    # Each panel has its legend of gate blocks below it: more room between rows.
+    fig, axes = _grid(len(panels), height=4.2, margins=Margins(hspace=1.9))
     model_of = runs.dropna(subset=[names.MODEL]).groupby(LABEL)[names.MODEL].first()
     for ax, (task, label) in zip(axes, panels, strict=False):
         panel = table[(table[names.TASK] == task) & (table[LABEL] == label)]

@@ -1,20 +1,29 @@
 """Read one sweep out of an MLflow store into plain pandas tables for the report.
 
-Three loaders: `load_sweep` turns the bulk `mlflow.search_runs` frame into one typed row per
-run (columns named by the MLflow keys in `harness.names`) plus every run's final (last logged)
-metric values; `load_grad_profiles` collects the `grad_profile.csv` artifacts of those runs
-into one long frame; `load_metric_histories` fetches the step-by-step history of chosen
-metrics of chosen runs.
+Loaders: `load_sweep` turns the bulk `mlflow.search_runs` frame into one typed row per run
+(columns named by the MLflow keys in `harness.names`), every run's final (last logged) metric
+values, every run's params and the sweep parent runs; `load_grad_profiles` and
+`load_eval_by_gap` collect per-run CSV artifacts into one long frame; `load_metric_histories`
+fetches the step-by-step history of chosen metrics of chosen runs.
+
+Speed (a report of 1,000 runs must build in under a minute): runs, params, tags and final
+metrics come from one paged `search_runs`; histories come one query per metric key for all
+runs at once (SQLite: the SQL store's bulk history query; HTTP: the server's
+`get-history-bulk` endpoint, 100 runs a request); artifacts in a local artifact store are read
+straight from disk, in parallel, without a client round trip per run.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import mlflow
 import pandas as pd
@@ -26,6 +35,17 @@ from harness.store import sqlite_path
 RUN_ID = "run_id"
 RUN_NAME = "run_name"
 LABEL = "label"
+EXPERIMENT_ID = "experiment_id"
+ARTIFACT_URI = "artifact_uri"
+START_TIME = "start_time"
+# final eval loss / chance loss, per run: what `eval_normalized_loss` is at the last evaluation
+FINAL_NORMALIZED_LOSS = f"final_{names.EVAL_NORMALIZED_LOSS}"
+# What a figure colours by and what it facets by: the model variant (model-activation, plus
+# the init when it is not the default: `rnn-relu-identity` is the IRNN) and the clip setting.
+MODEL_VARIANT = "model_variant"
+CLIP_SETTING = "clip_setting"
+NO_CLIP_SETTING = "none"
+_DEFAULT_INIT = "default"
 # Columns of the long history frame of `load_metric_histories`.
 KEY, STEP, VALUE = "key", "step", "value"
 
@@ -48,13 +68,21 @@ _REQUIRED_PROFILE_COLUMNS = (P_STEP, P_T, P_LAG, P_GRAD_NORM)
 # Runs that never reached the end of training carry no status tag; they get this one so that
 # they still show up (and are counted) instead of vanishing from the report.
 NO_STATUS = "missing"
+# How many run ids go into one SQL `IN (...)` list (SQLite caps bound variables).
+_SQL_CHUNK = 500
+# The tracking server's bulk history endpoint: at most 100 runs and 25,000 points a request.
+_BULK_ENDPOINT = "/ajax-api/2.0/mlflow/metrics/get-history-bulk"
+_BULK_MAX_RUNS = 100
+_BULK_MAX_POINTS = 25_000
+_ARTIFACT_THREADS = 8
 
-_STR_PARAMS = (names.TASK, names.MODEL, names.ACTIVATION, names.CLIP_MODE)
+_STR_PARAMS = (names.TASK, names.MODEL, names.ACTIVATION, names.INIT, names.CLIP_MODE)
 _INT_PARAMS = (names.GAP, names.SEED)
 _FLOAT_PARAMS = (names.CLIP_THRESHOLD,)
-_TAGS = (names.STATUS, names.STATUS_REASON)
+_TAGS = (names.STATUS, names.STATUS_REASON, names.SWEEP_ID)
 _METRICS = (
     names.FINAL_EVAL_ACCURACY,
+    names.BEST_EVAL_ACCURACY,
     names.FINAL_EVAL_LOSS,
     names.CHANCE_ACCURACY,
     names.CHANCE_LOSS,
@@ -63,12 +91,18 @@ _METRICS = (
     names.WALL_TIME_S,
     names.GRAD_NORM_PRE_CLIP_MAX,
     names.CLIP_RATE_TOTAL,
+    names.DIVERGED_STEP,
 )
 # One row per run: identity, grouping keys, outcome, cost. Order is the runs.csv column order.
 RUN_COLUMNS: tuple[str, ...] = (
-    RUN_ID, RUN_NAME, names.TASK, names.GAP, names.MODEL, names.ACTIVATION, names.CLIP_MODE,
-    names.CLIP_THRESHOLD, names.SEED, LABEL, *_TAGS, *_METRICS,
+    RUN_ID, RUN_NAME, names.TASK, names.GAP, names.MODEL, names.ACTIVATION, names.INIT,
+    names.CLIP_MODE,
+    names.CLIP_THRESHOLD, names.SEED, LABEL, MODEL_VARIANT, CLIP_SETTING, *_TAGS, *_METRICS,
+    FINAL_NORMALIZED_LOSS,
 )
+# Kept on the runs frame for links and artifact reads, but not written to runs.csv: they say
+# where the store is, not what the run did.
+LOCATION_COLUMNS: tuple[str, ...] = (EXPERIMENT_ID, ARTIFACT_URI)
 # The run's MLflow name lives in this system tag in the search_runs frame.
 _RUN_NAME_TAG = "mlflow.runName"
 
@@ -129,18 +163,28 @@ def _column(frame: pd.DataFrame, key: str) -> pd.Series:
 
 @dataclass(frozen=True)
 class Sweep:
-    """One experiment: typed runs (`RUN_COLUMNS`) and every run's final metric values.
+    """One experiment: typed runs (`RUN_COLUMNS` + `LOCATION_COLUMNS`), every run's final metric
+    values and params, and the sweep parent runs that launched them.
 
     `finals` has a `run_id` column and one float column per metric key any run logged (the
     last logged value, as `search_runs` reports it; NaN where a run did not log the key), in
-    the row order of `runs`.
+    the row order of `runs`. `params` likewise holds every param as a string (None where a run
+    lacks it), columns named by the param key. `sweeps` has one row per parent run
+    (`SWEEP_COLUMNS`), oldest first.
     """
 
     runs: pd.DataFrame
     finals: pd.DataFrame
+    params: pd.DataFrame
+    sweeps: pd.DataFrame
 
 
-def _search(experiment: str, tracking_uri: str) -> pd.DataFrame:
+SWEEP_COLUMNS = (RUN_ID, RUN_NAME, START_TIME, names.SWEEP_OVERRIDES, names.SWEEP_SPACE,
+                 names.SWEEP_TUNING)
+
+
+def _search(experiment: str, tracking_uri: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The experiment's job runs and its sweep parent runs, from one `search_runs` query."""
     check_store(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri)
     if client.get_experiment_by_name(experiment) is None:
@@ -149,10 +193,33 @@ def _search(experiment: str, tracking_uri: str) -> pd.DataFrame:
         raw = mlflow.search_runs(experiment_names=[experiment], output_format="pandas")
     assert isinstance(raw, pd.DataFrame)
     # A multirun's parent run holds the sweep, not a result: it is not a row of the report.
-    raw = raw[_column(raw, f"tags.{names.RUN_KIND}").fillna("") != names.SWEEP_KIND]
-    if raw.empty:
+    is_sweep = _column(raw, f"tags.{names.RUN_KIND}").fillna("") == names.SWEEP_KIND
+    runs, parents = raw[~is_sweep], raw[is_sweep]
+    if runs.empty:
         raise _not_found(experiment, tracking_uri, client, "has no runs")
-    return raw
+    return runs, parents
+
+
+def _text(value: object) -> str | None:
+    return None if value is None or value is pd.NA or value != value else str(value)
+
+
+def model_variant(model: object, activation: object, init: object) -> str:
+    """`lstm-tanh`, `rnn-relu`, or `rnn-relu-identity` (init named when not the default)."""
+    parts = [_text(model) or "?", _text(activation) or "?"]
+    init_text = _text(init)
+    if init_text is not None and init_text != _DEFAULT_INIT:
+        parts.append(init_text)
+    return "-".join(parts)
+
+
+def clip_setting(mode: object, threshold: object) -> str:
+    """`none`, or the mode and its threshold: `norm 1`, `value 0.5`."""
+    mode_text = _text(mode) or NO_CLIP_SETTING
+    if mode_text == NO_CLIP_SETTING:
+        return NO_CLIP_SETTING
+    value = pd.to_numeric(threshold, errors="coerce")
+    return f"{mode_text} {float(value):g}" if value == value else mode_text
 
 
 def _typed_runs(raw: pd.DataFrame) -> pd.DataFrame:
@@ -177,63 +244,221 @@ def _typed_runs(raw: pd.DataFrame) -> pd.DataFrame:
             strict=True,
         )
     ]
+    runs[MODEL_VARIANT] = [model_variant(m, a, i) for m, a, i in zip(
+        runs[names.MODEL], runs[names.ACTIVATION], runs[names.INIT], strict=True)]
+    runs[CLIP_SETTING] = [clip_setting(c, t) for c, t in zip(
+        runs[names.CLIP_MODE], runs[names.CLIP_THRESHOLD], strict=True)]
     for key in _TAGS:
         runs[key] = _column(raw, f"tags.{key}").astype("string")
     runs[names.STATUS] = runs[names.STATUS].fillna(NO_STATUS)
     for key in _METRICS:
         runs[key] = pd.to_numeric(_column(raw, f"metrics.{key}"), errors="coerce").astype(float)
+    chance = runs[names.CHANCE_LOSS].where(runs[names.CHANCE_LOSS] > 0)
+    runs[FINAL_NORMALIZED_LOSS] = runs[names.FINAL_EVAL_LOSS] / chance
+    runs[EXPERIMENT_ID] = _column(raw, "experiment_id").astype(str)
+    runs[ARTIFACT_URI] = _column(raw, "artifact_uri").fillna("").astype(str)
 
-    runs = runs[list(RUN_COLUMNS)]
+    runs = runs[[*RUN_COLUMNS, *LOCATION_COLUMNS]]
     # The store returns runs by start time; sort on content so a rebuild is byte-identical.
     order = [names.TASK, LABEL, names.GAP, names.SEED, RUN_NAME, RUN_ID]
     return runs.sort_values(order, kind="mergesort", na_position="last")
 
 
-def _finals(raw: pd.DataFrame, order: pd.Index) -> pd.DataFrame:
-    prefix = "metrics."
+def _prefixed(raw: pd.DataFrame, order: pd.Index, prefix: str,
+              convert: Callable[[pd.Series], pd.Series]) -> pd.DataFrame:
+    """Columns `prefix<key>` of the search frame as columns `<key>`, rows in `order`."""
     keys = sorted(c[len(prefix):] for c in raw.columns if c.startswith(prefix))
-    finals = pd.DataFrame({RUN_ID: raw["run_id"].astype(str)}, index=raw.index)
-    for key in keys:
-        finals[key] = pd.to_numeric(raw[f"{prefix}{key}"], errors="coerce").astype(float)
-    return finals.loc[order].reset_index(drop=True)
+    frame = pd.DataFrame({RUN_ID: raw["run_id"].astype(str)}, index=raw.index)
+    columns = {key: convert(raw[f"{prefix}{key}"]) for key in keys}
+    frame = pd.concat([frame, pd.DataFrame(columns, index=raw.index)], axis=1)
+    return frame.loc[order].reset_index(drop=True)
+
+
+def _finals(raw: pd.DataFrame, order: pd.Index) -> pd.DataFrame:
+    return _prefixed(raw, order, "metrics.",
+                     lambda c: pd.to_numeric(c, errors="coerce").astype(float))
+
+
+def _params(raw: pd.DataFrame, order: pd.Index) -> pd.DataFrame:
+    return _prefixed(raw, order, "params.", lambda c: c.astype(object).where(c.notna(), None))
+
+
+def _sweeps(parents: pd.DataFrame) -> pd.DataFrame:
+    frame = pd.DataFrame({
+        RUN_ID: parents["run_id"].astype(str),
+        RUN_NAME: _column(parents, f"tags.{_RUN_NAME_TAG}").fillna("").astype(str),
+        START_TIME: _column(parents, "start_time"),
+        names.SWEEP_OVERRIDES: _column(parents, f"params.{names.SWEEP_OVERRIDES}"),
+        names.SWEEP_SPACE: _column(parents, f"params.{names.SWEEP_SPACE}"),
+        names.SWEEP_TUNING: _column(parents, f"tags.{names.SWEEP_TUNING}"),
+    }, index=parents.index)
+    frame = frame.sort_values([START_TIME, RUN_NAME, RUN_ID], kind="mergesort")
+    return frame[list(SWEEP_COLUMNS)].reset_index(drop=True)
 
 
 def load_sweep(experiment: str, tracking_uri: str) -> Sweep:
-    """Typed runs and final metrics of `experiment`, from one `search_runs` query.
+    """Typed runs, final metrics, params and sweep parents of `experiment`, from one
+    `search_runs` query.
 
     Raises `ReportError` (a ValueError) if the store, the experiment or its runs are missing.
     """
-    raw = _search(experiment, tracking_uri)
+    raw, parents = _search(experiment, tracking_uri)
     runs = _typed_runs(raw)
     finals = _finals(raw, runs.index)
-    return Sweep(runs.reset_index(drop=True), finals)
+    params = _params(raw, runs.index)
+    return Sweep(runs.reset_index(drop=True), finals, params, _sweeps(parents))
 
 
-def load_metric_histories(wanted: Mapping[str, Sequence[str]], tracking_uri: str) -> pd.DataFrame:
-    """Step-by-step values of `wanted[run_id]` metric keys: columns run_id, key, step, value.
-
-    One request per (run, key). MLflow 3.17 has no public bulk history call that works on
-    every store: `MlflowClient` offers only the per-run `get_metric_history`; the SQL store's
-    `get_metric_history_bulk` (many runs, one key) is not exposed by the client and has no REST
-    store counterpart, and the abstract store's `get_metric_history_bulk_interval` loops over
-    `get_metric_history` per run anyway (and down-samples). So callers ask only for what the
-    figures draw (the runs at each configuration's largest gap, and only keys a run logged).
-    Where a step was logged twice, the later write wins. Sorted by run_id, key, step.
-    """
-    client = MlflowClient(tracking_uri=tracking_uri)
-    rows: list[tuple[str, str, int, int, float]] = []
-    for run_id in sorted(wanted):
-        for key in sorted(set(wanted[run_id])):
-            rows += [(run_id, key, int(m.step), int(m.timestamp), float(m.value))
-                     for m in client.get_metric_history(run_id, key)]
+def _history_frame(rows: list[tuple[str, str, int, int, float]]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=[RUN_ID, KEY, STEP, "timestamp", VALUE])
     frame = frame.sort_values([RUN_ID, KEY, STEP, "timestamp", VALUE], kind="mergesort")
     frame = frame.drop_duplicates([RUN_ID, KEY, STEP], keep="last")
     return frame[[RUN_ID, KEY, STEP, VALUE]].reset_index(drop=True)
 
 
-def load_grad_profiles(run_ids: list[str], tracking_uri: str) -> pd.DataFrame:
-    """All `grad_profile.csv` artifacts of `run_ids`, stacked, with a `run_id` column.
+def _by_key(wanted: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """{run_id: keys} -> {key: sorted run_ids}."""
+    runs_of: dict[str, set[str]] = {}
+    for run_id, keys in wanted.items():
+        for key in keys:
+            runs_of.setdefault(key, set()).add(run_id)
+    return {key: sorted(ids) for key, ids in sorted(runs_of.items())}
+
+
+def _per_run(client: MlflowClient, key: str, run_ids: Sequence[str]) -> list[tuple]:
+    return [(run_id, key, int(m.step), int(m.timestamp), float(m.value))
+            for run_id in run_ids for m in client.get_metric_history(run_id, key)]
+
+
+def _sql_bulk(store: object, key: str, run_ids: Sequence[str]) -> list[tuple]:
+    rows: list[tuple] = []
+    for start in range(0, len(run_ids), _SQL_CHUNK):
+        chunk = list(run_ids[start:start + _SQL_CHUNK])
+        # max_results=None: no LIMIT; the query returns every point of every run in `chunk`.
+        for m in store.get_metric_history_bulk(chunk, key, None):  # type: ignore[attr-defined]
+            rows.append((m.run_id, key, int(m.step), int(m.timestamp), float(m.value)))
+    return rows
+
+
+def _rest_bulk(client: MlflowClient, store: object, key: str,
+               run_ids: Sequence[str]) -> list[tuple]:
+    """The server's bulk history endpoint; a chunk that hits the point cap is split in two."""
+    from mlflow.utils.rest_utils import http_request
+
+    rows: list[tuple] = []
+    pending = [list(run_ids[i:i + _BULK_MAX_RUNS]) for i in range(0, len(run_ids), _BULK_MAX_RUNS)]
+    while pending:
+        chunk = pending.pop()
+        response = http_request(
+            store.get_host_creds(), _BULK_ENDPOINT, "GET",  # type: ignore[attr-defined]
+            params={"run_id": chunk, "metric_key": key, "max_results": _BULK_MAX_POINTS},
+        )
+        if response.status_code != 200:
+            raise ReportError(f"{_BULK_ENDPOINT} answered {response.status_code}: "
+                              f"{response.text[:200]}")
+        points = response.json().get("metrics", [])
+        if len(points) >= _BULK_MAX_POINTS:  # truncated: ask again in halves
+            if len(chunk) == 1:
+                rows += _per_run(client, key, chunk)  # the paged per-run call has no cap
+            else:
+                pending += [chunk[:len(chunk) // 2], chunk[len(chunk) // 2:]]
+            continue
+        rows += [(p["run_id"], key, int(p.get("step", 0)), int(p.get("timestamp", 0)),
+                  float(p["value"])) for p in points]
+    return rows
+
+
+def _tracking_store(client: MlflowClient) -> object | None:
+    """The store object behind `client`, to reach its bulk history query.
+
+    MlflowClient exposes no bulk history call, but its SQL store has one
+    (`get_metric_history_bulk`) and its REST store knows how to reach the server. This
+    reaches through a private attribute, so any surprise falls back to per-run requests.
+    """
+    tracking = getattr(client, "_tracking_client", None)
+    return getattr(tracking, "store", None)
+
+
+def load_metric_histories(wanted: Mapping[str, Sequence[str]], tracking_uri: str) -> pd.DataFrame:
+    """Step-by-step values of `wanted[run_id]` metric keys: columns run_id, key, step, value.
+
+    One query per metric key for all runs: an SQL store answers with its bulk history query,
+    a tracking server with its `get-history-bulk` endpoint (100 runs a request); other
+    stores get one request per (run, key). Where a step was logged twice, the later write
+    wins. Sorted by run_id, key, step.
+    """
+    from mlflow.store.tracking.rest_store import RestStore
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    store = _tracking_store(client)
+    rows: list[tuple] = []
+    for key, run_ids in _by_key(wanted).items():
+        if isinstance(store, SqlAlchemyStore) and hasattr(store, "get_metric_history_bulk"):
+            rows += _sql_bulk(store, key, run_ids)
+        elif isinstance(store, RestStore) and tracking_uri.startswith(("http://", "https://")):
+            rows += _rest_bulk(client, store, key, run_ids)
+        else:
+            rows += _per_run(client, key, run_ids)
+    return _history_frame(rows)
+
+
+def local_artifact_dir(artifact_uri: str) -> Path | None:
+    """The folder behind a run's artifact URI when it is on this machine, else None."""
+    parsed = urlparse(artifact_uri)
+    if parsed.scheme == "file":
+        return Path(url2pathname(parsed.path))
+    if parsed.scheme == "" and artifact_uri:
+        return Path(artifact_uri)
+    return None
+
+
+def _read_artifact_csv(run_id: str, artifact_uri: str, artifact: str, tracking_uri: str,
+                       tmp: Path) -> pd.DataFrame | None:
+    """One run's CSV artifact, or None when it is absent, empty or unreadable."""
+    local = local_artifact_dir(artifact_uri)
+    if local is not None:
+        path = local / artifact
+        if not path.is_file():
+            return None
+    else:
+        client = MlflowClient(tracking_uri=tracking_uri)
+        # Listing first avoids treating "artifact absent" as an exception path.
+        if artifact not in {a.path for a in client.list_artifacts(run_id)}:
+            return None
+        path = Path(mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=artifact, dst_path=str(tmp / run_id),
+            tracking_uri=tracking_uri))
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError):
+        return None
+
+
+def _artifact_csvs(runs: pd.DataFrame, artifact: str,
+                   tracking_uri: str) -> list[tuple[str, pd.DataFrame]]:
+    """(run_id, frame) of every run in `runs` that has a readable `artifact`, in row order."""
+    ids = runs[RUN_ID].astype(str).tolist()
+    uris = (runs[ARTIFACT_URI] if ARTIFACT_URI in runs.columns
+            else pd.Series([""] * len(runs))).astype(str).tolist()
+    with tempfile.TemporaryDirectory(prefix="harness-report-") as tmp:
+        with ThreadPoolExecutor(max_workers=_ARTIFACT_THREADS) as pool:
+            frames = list(pool.map(
+                lambda pair: _read_artifact_csv(pair[0], pair[1], artifact, tracking_uri,
+                                                Path(tmp)),
+                zip(ids, uris, strict=True)))
+    return [(rid, f) for rid, f in zip(ids, frames, strict=True) if f is not None]
+
+
+def _numeric(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every column as numbers (unparseable cells NaN); a no-op copy when they already are."""
+    if all(pd.api.types.is_numeric_dtype(frame[c]) for c in frame.columns):
+        return frame.copy()
+    return frame.apply(pd.to_numeric, errors="coerce")
+
+
+def load_grad_profiles(runs: pd.DataFrame, tracking_uri: str) -> pd.DataFrame:
+    """All `grad_profile.csv` artifacts of `runs`, stacked, with a `run_id` column.
 
     Runs without the artifact, or with an empty or malformed one, are skipped: a diverged run
     may have stopped before profiling, and that must not cost the whole report. Profiles from
@@ -241,32 +466,35 @@ def load_grad_profiles(run_ids: list[str], tracking_uri: str) -> pd.DataFrame:
     columns are left empty.
     """
     columns = [RUN_ID, *names.PROFILE_COLUMNS]
-    client = MlflowClient(tracking_uri=tracking_uri)
     frames: list[pd.DataFrame] = []
-    with tempfile.TemporaryDirectory(prefix="harness-report-") as tmp:
-        for run_id in run_ids:
-            # Listing first avoids treating "artifact absent" as an exception path.
-            present = {a.path for a in client.list_artifacts(run_id)}
-            if names.GRAD_PROFILE_ARTIFACT not in present:
-                continue
-            local = mlflow.artifacts.download_artifacts(
-                run_id=run_id,
-                artifact_path=names.GRAD_PROFILE_ARTIFACT,
-                dst_path=str(Path(tmp) / run_id),
-                tracking_uri=tracking_uri,
-            )
-            try:
-                profile = pd.read_csv(local)
-            except pd.errors.EmptyDataError:
-                continue
-            if not set(_REQUIRED_PROFILE_COLUMNS) <= set(profile.columns) or profile.empty:
-                continue
-            for column in names.PROFILE_COLUMNS:
-                if column not in profile.columns:
-                    profile[column] = _OPTIONAL_PROFILE_COLUMNS.get(column, float("nan"))
-            profile = profile[list(names.PROFILE_COLUMNS)].apply(pd.to_numeric, errors="coerce")
-            profile.insert(0, RUN_ID, run_id)
-            frames.append(profile)
+    for run_id, profile in _artifact_csvs(runs, names.GRAD_PROFILE_ARTIFACT, tracking_uri):
+        if not set(_REQUIRED_PROFILE_COLUMNS) <= set(profile.columns) or profile.empty:
+            continue
+        for column in names.PROFILE_COLUMNS:
+            if column not in profile.columns:
+                profile[column] = _OPTIONAL_PROFILE_COLUMNS.get(column, float("nan"))
+        profile = _numeric(profile[list(names.PROFILE_COLUMNS)])
+        profile.insert(0, RUN_ID, run_id)
+        frames.append(profile)
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype=object if c == RUN_ID else float)
+                             for c in columns})
+    return pd.concat(frames, ignore_index=True)[columns]
+
+
+def load_eval_by_gap(runs: pd.DataFrame, tracking_uri: str) -> pd.DataFrame:
+    """All `eval_by_gap.csv` artifacts (variable-gap tasks), stacked, with a `run_id` column.
+
+    Columns `run_id, *names.EVAL_BY_GAP_COLUMNS`; runs without a usable artifact add nothing.
+    """
+    columns = [RUN_ID, *names.EVAL_BY_GAP_COLUMNS]
+    frames = []
+    for run_id, table in _artifact_csvs(runs, names.EVAL_BY_GAP_ARTIFACT, tracking_uri):
+        if not set(names.EVAL_BY_GAP_COLUMNS) <= set(table.columns) or table.empty:
+            continue
+        table = _numeric(table[list(names.EVAL_BY_GAP_COLUMNS)])
+        table.insert(0, RUN_ID, run_id)
+        frames.append(table)
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype=object if c == RUN_ID else float)
                              for c in columns})

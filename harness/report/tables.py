@@ -10,10 +10,12 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
 from harness import names
-from harness.report.load import LABEL, NO_STATUS, RUN_NAME
+from harness.report.load import FINAL_NORMALIZED_LOSS, LABEL, NO_STATUS, RUN_NAME
 
 NONE = "none"  # shown where a configuration solved no gap at all, so it cannot read as gap 0
 LARGEST_SOLVED_GAP = "largest_solved_gap"
@@ -23,6 +25,8 @@ N_SEEDS = "n_seeds"
 ACCURACY_MEAN = f"{names.FINAL_EVAL_ACCURACY}_mean"
 ACCURACY_STD = f"{names.FINAL_EVAL_ACCURACY}_std"
 RUNS = "runs"
+MEAN, STD, CI_LOW, CI_HIGH, N = "mean", "std", "ci95_low", "ci95_high", "n"
+CI_LEVEL = 0.95
 
 # Columns of the run table on the HTML page; runs.csv keeps all of load.RUN_COLUMNS.
 RUN_TABLE_COLUMNS: tuple[str, ...] = (
@@ -30,8 +34,11 @@ RUN_TABLE_COLUMNS: tuple[str, ...] = (
     names.STATUS,
     names.STATUS_REASON,
     names.FINAL_EVAL_ACCURACY,
+    names.BEST_EVAL_ACCURACY,
+    FINAL_NORMALIZED_LOSS,
     names.STEPS_TO_SOLVE,
     names.STEPS_RUN,
+    names.GRAD_NORM_PRE_CLIP_MAX,
     names.WALL_TIME_S,
 )
 
@@ -101,17 +108,34 @@ def largest_solved_gap(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def accuracy_by_gap(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per (task, label, gap): mean and sample std of final eval accuracy over the seeds.
+def mean_ci(frame: pd.DataFrame, group: Sequence[str], value: str) -> pd.DataFrame:
+    """Per group: mean, sample std, Student-t 95% CI of the mean, and n of `value`.
 
-    `n_seeds` counts the runs that logged a final accuracy; the std is empty for a single one.
+    Columns `*group, mean, std, ci95_low, ci95_high, n`; NaN values are left out; a group
+    with one value has no std or CI (empty), one with none has no mean either. Groups keep
+    their sort order, so a rebuild writes the same CSV.
     """
-    keyed = runs.dropna(subset=[names.TASK, names.GAP])
-    grouped = keyed.groupby([names.TASK, LABEL, names.GAP], sort=True)[names.FINAL_EVAL_ACCURACY]
+    keyed = frame.dropna(subset=list(group))
+    grouped = keyed.groupby(list(group), sort=True, dropna=False)[value]
     table = grouped.agg(["mean", "std", "count"]).reset_index()
-    table.columns = [names.TASK, LABEL, names.GAP, ACCURACY_MEAN, ACCURACY_STD, N_SEEDS]
-    table[N_SEEDS] = table[N_SEEDS].astype(int)
-    return table
+    table.columns = [*group, MEAN, STD, N]
+    n = table[N].astype(float)
+    t = pd.Series(stats.t.ppf(0.5 + CI_LEVEL / 2, np.maximum(n - 1, 1)), index=table.index)
+    half = (t * table[STD] / np.sqrt(n)).where(n > 1)
+    table[CI_LOW] = table[MEAN] - half
+    table[CI_HIGH] = table[MEAN] + half
+    table[N] = table[N].astype(int)
+    return table[[*group, MEAN, STD, CI_LOW, CI_HIGH, N]]
+
+
+def accuracy_by_gap(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (task, label, gap): mean, sample std and t 95% CI of final eval accuracy over seeds.
+
+    `n_seeds` counts the runs that logged a final accuracy; std and CI are empty for one.
+    """
+    table = mean_ci(runs, [names.TASK, LABEL, names.GAP], names.FINAL_EVAL_ACCURACY)
+    return table.rename(columns={MEAN: ACCURACY_MEAN, STD: ACCURACY_STD, N: N_SEEDS})[
+        [names.TASK, LABEL, names.GAP, ACCURACY_MEAN, ACCURACY_STD, CI_LOW, CI_HIGH, N_SEEDS]]
 
 
 def _is_missing(value: object) -> bool:
@@ -137,7 +161,8 @@ def accuracy_display(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """The accuracy table with mean ± std in one cell, as header and rows of strings."""
     header = [names.TASK, LABEL, names.GAP, f"{names.FINAL_EVAL_ACCURACY} (mean ± std)", N_SEEDS]
     rows = []
-    for row in table.itertuples(index=False):
+    for row in table[[names.TASK, LABEL, names.GAP, ACCURACY_MEAN, ACCURACY_STD,
+                      N_SEEDS]].itertuples(index=False):
         task, label, gap, mean, std, n = row
         cell = format_cell(mean)
         if not _is_missing(std):
@@ -175,22 +200,21 @@ def summary_markdown(
     counts: pd.DataFrame,
     solved: pd.DataFrame,
     accuracy: pd.DataFrame,
+    overview_md: str,
+    findings_md: str,
 ) -> str:
-    """The text of summary.md: nothing time-dependent, so a rebuild gives the same bytes."""
-    total = int(counts[RUNS].sum())
+    """The text of summary.md: nothing time-dependent, so a rebuild gives the same bytes.
+
+    `overview_md` (which holds the counts by status) and `findings_md` come first.
+    """
     acc_header, acc_rows = accuracy_display(accuracy)
     parts = [
         f"# Report: {experiment}",
         "",
         f"- experiment: `{experiment}`",
-        f"- store: `{tracking_uri}`",
-        f"- runs: {total}",
         f"- MLflow UI: `mlflow ui --backend-store-uri {tracking_uri}`",
         "",
-        "## Runs by status",
-        "",
-        markdown_table([names.STATUS, RUNS], display_rows(counts)),
-        "",
+        overview_md,
     ]
     if NO_STATUS in set(counts[names.STATUS]):
         parts += [
@@ -199,6 +223,7 @@ def summary_markdown(
             "",
         ]
     parts += [
+        findings_md,
         "## Largest solved gap",
         "",
         f"`{LARGEST_SOLVED_GAP}`: the largest gap at which every seed ended `{names.SOLVED}`; "

@@ -1,0 +1,227 @@
+"""Benchmark of the report: build a synthetic store of N runs shaped like a real sweep, then
+time `build_report` on it.
+
+`python -m harness.report.bench` (or `harness-bench --report`) builds, once, an SQLite store of
+1,000 runs (20 configurations × 2 tasks × 5 gaps × 5 seeds; every run with ~1,000 metric
+points over a few hundred steps, a `grad_profile.csv` artifact, the params and tags of a real
+job, and a sweep parent run), caches it under the temp folder, times the report and prints
+the figure; `--out` writes it as CSV. The goal: under 60 s for 1,000 runs on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import os
+import resource
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from harness import names
+
+EXPERIMENT = "report-bench"
+GOAL_S = 60.0
+MODELS = (("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh"))
+CLIPS = (("none", 1.0), ("norm", 0.5), ("norm", 1.0), ("norm", 5.0), ("value", 1.0))
+TASKS = ("copy", "delayed_recall")
+GAPS = (10, 20, 40, 80, 160)
+RUNS_PER_SEED = len(MODELS) * len(CLIPS) * len(TASKS) * len(GAPS)  # 200
+STEPS = 2000
+LOG_EVERY, EVAL_EVERY = 10, 100
+# Largest gap each model solves (before clipping's help) in the synthetic sweep.
+_CAPACITY = {("rnn", "tanh"): 20, ("rnn", "relu"): 10, ("lstm", "tanh"): 80, ("gru", "tanh"): 160}
+_SCHEMA_VERSION = 1  # bump when the synthetic runs change, so a stale cache is not reused
+
+
+def _grid(n_runs: int) -> list[tuple[int, str, tuple[str, str], tuple[str, float], int]]:
+    seeds = math.ceil(n_runs / RUNS_PER_SEED)
+    grid = [(seed, task, model, clip, gap) for seed in range(seeds) for task in TASKS
+            for model in MODELS for clip in CLIPS for gap in GAPS]
+    return grid[:n_runs]
+
+
+def _params(task: str, model: tuple[str, str], clip: tuple[str, float], gap: int,
+            seed: int) -> dict[str, str]:
+    """The flattened config of a real job (same keys as harness-train logs)."""
+    params = {
+        names.TASK: task, names.GAP: gap, names.MODEL: model[0], names.ACTIVATION: model[1],
+        names.HIDDEN_SIZE: 64, "model.num_layers": 1, names.INIT: "default",
+        "model.forget_bias": 1.0, names.CLIP_MODE: clip[0], names.CLIP_THRESHOLD: clip[1],
+        names.OPTIMIZER: "adam", names.LR: 0.003, "optim.momentum": 0.9,
+        "optim.weight_decay": 0.0, names.SEED: seed, "experiment_name": EXPERIMENT,
+        "force": False, "train.steps": STEPS, "train.batch_size": 32,
+        "train.log_every": LOG_EVERY, "train.eval_every": EVAL_EVERY,
+        "train.eval_batch_size": 256, "train.solve_threshold": 0.99,
+        "train.profile_every": 0, "train.profile_batch_size": 32, "train.threads": 1,
+        "train.max_grad_norm": 1e6, "train.checkpoint_every": 1000,
+        "train.checkpoint_dir": "/tmp/checkpoints", "tracking.uri": "sqlite:///bench.db",
+        "report.out_dir": "/tmp/reports", "report.on_multirun_end": True,
+        "task.vocab": 8, "task.filler": "blank", "task.n_symbols": 8,
+    }
+    return {k: str(v) for k, v in params.items()}
+
+
+def _outcome(task: str, model: tuple[str, str], clip: tuple[str, float], gap: int,
+             seed: int) -> tuple[str, int]:
+    """(status, steps run) of a synthetic run: solved up to the model's capacity."""
+    if model == ("rnn", "relu") and clip[0] == "none" and gap == GAPS[-1] and seed == 0:
+        return names.DIVERGED, 400
+    capacity = _CAPACITY[model] * (2 if clip[0] != "none" and model[0] == "rnn" else 1)
+    capacity = capacity // 2 if task == "copy" else capacity
+    if gap <= capacity and not (gap == capacity and seed % 3 == 2):
+        return names.SOLVED, min(STEPS, 200 + 10 * gap + 50 * seed)
+    return names.UNSOLVED, STEPS
+
+
+def _metrics(model: tuple[str, str], status: str, steps_run: int, gap: int,
+             seed: int) -> list:
+    from mlflow.entities import Metric
+
+    out = []
+    chance = 0.125
+    final_acc = 0.995 if status == names.SOLVED else chance + 0.05 * math.exp(-gap / 50)
+    for step in range(0, steps_run + 1, LOG_EVERY):
+        frac = step / STEPS
+        norm = (1 + seed) * (2.0 + math.sin(step / 37)) * (1 + 3 * (model[1] == "relu"))
+        out += [Metric(names.TRAIN_LOSS, 2.0 * (1 - 0.5 * frac), 0, step),
+                Metric(names.GRAD_NORM_PRE_CLIP, norm, 0, step),
+                Metric(names.GRAD_NORM_POST_CLIP, min(norm, 1.0), 0, step),
+                Metric(names.CLIP_RATE, 0.3, 0, step)]
+    blocks = names.GATE_BLOCKS[model[0]]
+    for step in range(0, steps_run + 1, EVAL_EVERY):
+        acc = chance + (final_acc - chance) * step / max(steps_run, 1)
+        rate = -0.3 / (1 + step / 500)
+        out += [Metric(names.EVAL_LOSS, 2.0 - acc, 0, step),
+                Metric(names.EVAL_ACCURACY, acc, 0, step),
+                Metric(names.EVAL_NORMALIZED_LOSS, (2.0 - acc) / 2.08, 0, step),
+                Metric(names.GRAD_DECAY_RATE, rate, 0, step),
+                Metric(names.GRAD_DECAY_R2, 0.95, 0, step),
+                Metric(names.GRAD_HALF_LIFE, math.log(2) / -rate, 0, step),
+                Metric(names.GRAD_REACH, min(gap + 2, 20 + step / 50), 0, step)]
+        for i, block in enumerate(blocks):
+            radius = 0.8 + 0.05 * i + step / 20_000
+            out += [Metric(names.block_key(names.SPECTRAL_RADIUS, 0, block), radius, 0, step),
+                    Metric(names.block_key(names.SINGULAR_VALUE_MAX, 0, block), radius + 0.2,
+                           0, step)]
+    summary = {names.CHANCE_LOSS: 2.08, names.CHANCE_ACCURACY: chance,
+               names.FINAL_EVAL_ACCURACY: final_acc, names.BEST_EVAL_ACCURACY: final_acc,
+               names.FINAL_EVAL_LOSS: 2.0 - final_acc, names.STEPS_RUN: float(steps_run),
+               names.WALL_TIME_S: 0.02 * steps_run * (1 + gap / 50),
+               names.GRAD_NORM_PRE_CLIP_MAX: 12.0, names.CLIP_RATE_TOTAL: 0.3,
+               names.GRAD_NORM_POST_CLIP_MAX: 1.0}
+    if status == names.SOLVED:
+        summary[names.STEPS_TO_SOLVE] = float(steps_run)
+    if status == names.DIVERGED:
+        summary[names.DIVERGED_STEP] = float(steps_run)
+    return out + [Metric(k, v, 0, steps_run) for k, v in summary.items()]
+
+
+def _profile_csv(gap: int, steps_run: int, seed: int) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(names.PROFILE_COLUMNS)
+    length = gap + 2
+    for step in range(0, steps_run + 1, EVAL_EVERY):
+        decay = 0.5 + 0.45 * step / STEPS
+        for t in range(length):
+            lag = length - 1 - t
+            norm = (decay ** (1 + seed % 2)) ** lag
+            writer.writerow((step, 0, t, lag, f"{norm:.6g}", f"{norm / 10:.6g}", "0.5"))
+    return buffer.getvalue()
+
+
+def build_store(root: Path, n_runs: int) -> str:
+    """Create the synthetic store under `root` (once; reused while complete); return its URI."""
+    from mlflow.entities import Param
+    from mlflow.tracking import MlflowClient
+
+    folder = root / f"v{_SCHEMA_VERSION}-{n_runs}"
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    if (folder / "complete").is_file():
+        return uri
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    client = MlflowClient(tracking_uri=uri)
+    exp_id = client.create_experiment(
+        EXPERIMENT, artifact_location=(folder / "mlartifacts").as_uri())
+    parent = client.create_run(exp_id, run_name="sweep-bench",
+                               tags={names.RUN_KIND: names.SWEEP_KIND})
+    parent_id = parent.info.run_id
+    client.log_batch(parent_id, params=[Param(names.SWEEP_OVERRIDES, "experiment=report_bench")])
+    client.set_terminated(parent_id)
+    staging = folder / "staging"
+    staging.mkdir()
+    for seed, task, model, clip, gap in _grid(n_runs):
+        status, steps_run = _outcome(task, model, clip, gap, seed)
+        name = names.run_name(task, model[0], model[1], clip[0], clip[1], gap, seed)
+        tags = {names.STATUS: status, names.STATUS_REASON: "synthetic",
+                names.CONFIG_HASH: name, names.GIT_COMMIT: "0" * 40,
+                names.SWEEP_ID: parent_id, names.PARENT_RUN_ID: parent_id}
+        run = client.create_run(exp_id, run_name=name, tags=tags)
+        run_id = run.info.run_id
+        params = [Param(k, v) for k, v in _params(task, model, clip, gap, seed).items()]
+        metrics = _metrics(model, status, steps_run, gap, seed)
+        client.log_batch(run_id, params=params[:100])
+        for start in range(0, len(metrics), 1000):
+            client.log_batch(run_id, metrics=metrics[start:start + 1000])
+        profile = staging / names.GRAD_PROFILE_ARTIFACT
+        profile.write_text(_profile_csv(gap, steps_run, seed))
+        client.log_artifact(run_id, str(profile))
+        client.set_terminated(run_id, "FAILED" if status == names.DIVERGED else "FINISHED")
+    (folder / "complete").write_text(str(n_runs))
+    return uri
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its reaped children (the figure workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def time_report(uri: str, out_root: Path) -> tuple[float, float]:
+    """Wall-clock and CPU seconds of `build_report` on the synthetic store."""
+    from harness.report import build_report
+
+    cpu, start = _cpu_seconds(), time.perf_counter()
+    build_report(EXPERIMENT, uri, out_root)
+    return time.perf_counter() - start, _cpu_seconds() - cpu
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="harness-report-bench",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--cache", type=Path,
+                        default=Path(tempfile.gettempdir()) / "harness-report-bench",
+                        help="where the synthetic store is kept between runs")
+    parser.add_argument("--out", type=Path, default=None, help="write the timing as CSV")
+    parser.add_argument("--report-dir", type=Path, default=None,
+                        help="keep the report here (default: a temporary folder)")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    uri = build_store(args.cache, args.runs)
+    built = time.perf_counter() - start
+    with tempfile.TemporaryDirectory(prefix="harness-report-bench-out-") as out:
+        seconds, cpu = time_report(uri, args.report_dir or Path(out))
+    load = os.getloadavg()[0]
+    verdict = "meets" if seconds < GOAL_S else "MISSES"
+    print(f"store: {uri} ({args.runs} runs; ready in {built:.1f} s)")
+    print(f"build_report: {seconds:.1f} s for {args.runs} runs "
+          f"({verdict} the goal of < {GOAL_S:.0f} s); CPU {cpu:.1f} s over "
+          f"{os.cpu_count()} cores; load average {load:.1f} at the end")
+    if args.out is not None:
+        with args.out.open("w", newline="") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(["runs", "build_report_s", "cpu_s", "load_average", "goal_s"])
+            writer.writerow([args.runs, f"{seconds:.2f}", f"{cpu:.2f}", f"{load:.2f}", GOAL_S])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

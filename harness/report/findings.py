@@ -1,0 +1,266 @@
+"""Findings: short sentences computed from the runs, each with the numbers behind it.
+
+Nothing here is written by hand about a particular sweep: every sentence is a template
+filled from the runs frame of `load.load_sweep`. "Solved at a gap" means what the largest
+solved gap table means: every seed the configuration ran with ended `solved` at that gap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+from harness import names
+from harness.report.load import CLIP_SETTING, LABEL, MODEL_VARIANT, NO_CLIP_SETTING, NO_STATUS
+
+SOLVED_GAP = "solved_gap"  # kinds of finding, the `kind` column of findings.csv
+BEST_WORST = "best_worst"
+CLIPPING = "clipping"
+MODEL = "model"
+DIVERGENCE = "divergence"
+NOTHING_SOLVED = "nothing_solved"
+NOT_RESULTS = "not_results"
+FINDING_COLUMNS = ("kind", names.TASK, "text")
+NONE_TEXT = "none"
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str
+    task: str  # "" when the finding is about the whole experiment
+    text: str
+
+
+@dataclass(frozen=True)
+class Result:
+    """How one group of runs (a configuration, or a model at one clip setting) did on a task."""
+
+    name: str
+    seeds: tuple[int, ...]
+    solved_at: dict[int, tuple[int, int]]  # gap -> (seeds solved, seeds run)
+    largest: int | None  # the largest gap every seed solved
+    mean_accuracy: float | None  # over the runs with a final accuracy
+    n_accuracy: int
+    accuracy_at: dict[int, float]  # gap -> mean final accuracy
+    diverged: int
+    n_runs: int
+
+    @property
+    def rank(self) -> tuple[int, float]:
+        return (-1 if self.largest is None else self.largest,
+                -1.0 if self.mean_accuracy is None else self.mean_accuracy)
+
+
+def gap_text(value: int | None) -> str:
+    return NONE_TEXT if value is None else str(value)
+
+
+def acc_text(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def result(runs: pd.DataFrame, name: str) -> Result:
+    """The solved gaps and accuracy of `runs` (one task), pooled under `name`."""
+    keyed = runs.dropna(subset=[names.GAP, names.SEED])
+    seeds = tuple(sorted(int(s) for s in keyed[names.SEED].unique()))
+    solved = (keyed[names.STATUS] == names.SOLVED).groupby(
+        [keyed[names.GAP], keyed[names.SEED]]).all()
+    solved_at = {}
+    for gap, at_gap in solved.groupby(level=0, sort=True):
+        solved_at[int(gap)] = (int(at_gap.sum()), len(at_gap))
+    everywhere = [g for g, (k, n) in solved_at.items() if k == n == len(seeds)]
+    accuracy = keyed.dropna(subset=[names.FINAL_EVAL_ACCURACY])
+    by_gap = accuracy.groupby(names.GAP)[names.FINAL_EVAL_ACCURACY].mean()
+    return Result(
+        name=name, seeds=seeds, solved_at=solved_at,
+        largest=max(everywhere) if everywhere else None,
+        mean_accuracy=(float(accuracy[names.FINAL_EVAL_ACCURACY].mean())
+                       if len(accuracy) else None),
+        n_accuracy=len(accuracy),
+        accuracy_at={int(g): float(v) for g, v in by_gap.items()},
+        diverged=int((keyed[names.STATUS] == names.DIVERGED).sum()),
+        n_runs=len(keyed),
+    )
+
+
+def _solved_sentence(task: str, r: Result) -> str:
+    n = len(r.seeds)
+    if r.largest is not None:
+        text = f"{r.name} solved {task} in every seed ({n}/{n}) up to gap {r.largest}"
+        gaps_below = [g for g, (k, m) in r.solved_at.items()
+                      if g < r.largest and not k == m == n]
+        if gaps_below:
+            text += f", but not in every seed at gap {', '.join(map(str, gaps_below))}"
+        above = [(g, k, m) for g, (k, m) in r.solved_at.items() if g > r.largest and k > 0]
+        if above:
+            text += "; beyond it: " + ", ".join(f"{k}/{m} seeds at gap {g}" for g, k, m in above)
+        return text + "."
+    partial = [(g, k, m) for g, (k, m) in r.solved_at.items() if k > 0]
+    if partial:
+        listed = ", ".join(f"{k}/{m} seeds at gap {g}" for g, k, m in partial)
+        return f"{r.name} solved {task} at no gap in every seed; it solved {listed}."
+    best = max(r.accuracy_at.items(), key=lambda item: (item[1], -item[0]), default=None)
+    text = f"{r.name} solved {task} at no gap (0 of {r.n_runs} runs)"
+    if best is not None:
+        text += f"; its best mean final accuracy was {acc_text(best[1])} at gap {best[0]}"
+    return text + "."
+
+
+def _results(runs: pd.DataFrame, key: str) -> dict[str, Result]:
+    return {str(name): result(group, str(name))
+            for name, group in runs.groupby(key, sort=True)}
+
+
+def _best_worst(task: str, results: Sequence[Result]) -> Finding | None:
+    if len(results) < 2:
+        return None
+    ordered = sorted(results, key=lambda r: (r.rank, r.name), reverse=True)
+    best, worst = ordered[0], ordered[-1]
+
+    def said(r: Result) -> str:
+        return (f"largest gap solved in every seed {gap_text(r.largest)}, mean final accuracy "
+                f"{acc_text(r.mean_accuracy)} over {r.n_accuracy} runs")
+
+    if best.rank == worst.rank:
+        return Finding(BEST_WORST, task, f"On {task}, all {len(results)} configurations tied "
+                                         f"({said(best)} each).")
+    return Finding(BEST_WORST, task, f"On {task}, the best configuration was {best.name} "
+                                     f"({said(best)}) and the worst {worst.name} ({said(worst)}).")
+
+
+def _clipping(task: str, runs: pd.DataFrame) -> list[Finding]:
+    out = []
+    for variant, at_variant in runs.groupby(MODEL_VARIANT, sort=True):
+        by_setting = _results(at_variant, CLIP_SETTING)
+        base = by_setting.get(NO_CLIP_SETTING)
+        if base is None:
+            continue
+        for setting, clipped in by_setting.items():
+            if setting == NO_CLIP_SETTING:
+                continue
+            if clipped.rank[0] > base.rank[0]:
+                verb = f"raised the largest gap {variant} solved in every seed from " \
+                       f"{gap_text(base.largest)} to {gap_text(clipped.largest)}"
+            elif clipped.rank[0] < base.rank[0]:
+                verb = f"lowered the largest gap {variant} solved in every seed from " \
+                       f"{gap_text(base.largest)} to {gap_text(clipped.largest)}"
+            else:
+                verb = f"left the largest gap {variant} solved in every seed at " \
+                       f"{gap_text(base.largest)}"
+            text = f"On {task}, clipping ({setting}) {verb}"
+            shared = sorted(set(base.accuracy_at) & set(clipped.accuracy_at))
+            if shared:
+                a0 = sum(base.accuracy_at[g] for g in shared) / len(shared)
+                a1 = sum(clipped.accuracy_at[g] for g in shared) / len(shared)
+                text += (f" (mean final accuracy over the {len(shared)} shared gap(s): "
+                         f"{acc_text(a0)} without, {acc_text(a1)} with clipping)")
+            if base.diverged or clipped.diverged:
+                text += (f"; diverged runs: {base.diverged} of {base.n_runs} without, "
+                         f"{clipped.diverged} of {clipped.n_runs} with clipping")
+            out.append(Finding(CLIPPING, task, text + "."))
+    return out
+
+
+def _models(task: str, runs: pd.DataFrame, n_settings: int) -> list[Finding]:
+    out = []
+    for setting, at_setting in runs.groupby(CLIP_SETTING, sort=True):
+        results = list(_results(at_setting, MODEL_VARIANT).values())
+        if len(results) < 2:
+            continue
+        ordered = sorted(results, key=lambda r: (r.rank, r.name), reverse=True)
+        listed = ", ".join(f"{r.name} {gap_text(r.largest)} (mean final accuracy "
+                           f"{acc_text(r.mean_accuracy)})" for r in ordered)
+        where = f" with clipping {setting}" if n_settings > 1 or setting != NO_CLIP_SETTING \
+            else ""
+        out.append(Finding(MODEL, task, f"On {task}{where}, the largest gap solved in every "
+                                        f"seed, by model: {listed}."))
+    return out
+
+
+def _divergence(runs: pd.DataFrame) -> list[Finding]:
+    diverged = runs[runs[names.STATUS] == names.DIVERGED]
+    if diverged.empty:
+        return [Finding(DIVERGENCE, "", f"No run diverged (0 of {len(runs)}).")]
+    out = [Finding(DIVERGENCE, "", f"{len(diverged)} of {len(runs)} runs diverged.")]
+    for (task, label), group in diverged.groupby([names.TASK, LABEL], sort=True):
+        total = int(((runs[names.TASK] == task) & (runs[LABEL] == label)).sum())
+        where = []
+        for row in group.sort_values([names.GAP, names.SEED]).to_dict("records"):
+            text = f"gap {row[names.GAP]} seed {row[names.SEED]}"
+            step = row.get(names.DIVERGED_STEP)
+            if step is not None and step == step:
+                text += f" at step {int(step)}"
+            where.append(text)
+        out.append(Finding(DIVERGENCE, str(task), f"{label} diverged on {task} in "
+                                                  f"{len(group)} of {total} runs: "
+                                                  f"{'; '.join(where)}."))
+    return out
+
+
+def _nothing_solved(task: str, runs: pd.DataFrame) -> Finding | None:
+    if (runs[names.STATUS] == names.SOLVED).any():
+        return None
+    scored = runs.dropna(subset=[names.FINAL_EVAL_ACCURACY])
+    if scored.empty:
+        return Finding(NOTHING_SOLVED, task, f"No run solved {task}, and none logged a final "
+                                             "accuracy.")
+    top = scored.sort_values([names.FINAL_EVAL_ACCURACY, names.GAP, LABEL],
+                             ascending=[False, True, True], kind="mergesort").iloc[0]
+    chance = scored[names.CHANCE_ACCURACY].dropna()
+    text = (f"No run solved {task} ({len(runs)} runs): the best final accuracy was "
+            f"{acc_text(float(top[names.FINAL_EVAL_ACCURACY]))} ({top[LABEL]}, gap "
+            f"{top[names.GAP]}, seed {top[names.SEED]})")
+    if len(chance):
+        text += f", against a chance accuracy of {acc_text(float(chance.mean()))}"
+    return Finding(NOTHING_SOLVED, task, text + ".")
+
+
+def _not_results(runs: pd.DataFrame) -> Finding | None:
+    counts = runs[names.STATUS].value_counts()
+    parts = [f"{int(counts[s])} {s}" for s in (names.FAILED, names.KILLED, NO_STATUS)
+             if counts.get(s, 0)]
+    if not parts:
+        return None
+    return Finding(NOT_RESULTS, "", f"Not results: {', '.join(parts)} run(s); at their gap and "
+                                    "seed they count as not solved, and they add no accuracy.")
+
+
+def findings(runs: pd.DataFrame) -> list[Finding]:
+    """Every finding of one experiment, task by task, then across tasks."""
+    out: list[Finding] = []
+    keyed = runs.dropna(subset=[names.TASK])
+    n_settings = keyed[CLIP_SETTING].nunique()
+    tasks = sorted(keyed[names.TASK].unique())
+    for task in tasks:
+        at_task = keyed[keyed[names.TASK] == task]
+        nothing = _nothing_solved(task, at_task)
+        if nothing is not None:
+            out.append(nothing)
+        results = _results(at_task, LABEL)
+        ordered = sorted(results.values(), key=lambda r: (r.rank, r.name), reverse=True)
+        out += [Finding(SOLVED_GAP, task, _solved_sentence(task, r)) for r in ordered]
+        best_worst = _best_worst(task, ordered)
+        if best_worst is not None:
+            out.append(best_worst)
+        out += _models(task, at_task, n_settings)
+        out += _clipping(task, at_task)
+    if len(tasks) > 1 and not (keyed[names.STATUS] == names.SOLVED).any():
+        out.append(Finding(NOTHING_SOLVED, "", f"No run solved any of the {len(tasks)} tasks."))
+    out += _divergence(keyed)
+    extra = _not_results(keyed)
+    if extra is not None:
+        out.append(extra)
+    return out
+
+
+def frame(items: Sequence[Finding]) -> pd.DataFrame:
+    return pd.DataFrame([(f.kind, f.task, f.text) for f in items], columns=list(FINDING_COLUMNS))
+
+
+def markdown(items: Sequence[Finding]) -> str:
+    lines = ["## Findings", "", "Computed from the runs; \"solved at a gap\" means every seed "
+             "of the configuration ended solved there.", ""]
+    lines += [f"- {f.text}" for f in items]
+    return "\n".join([*lines, ""])

@@ -1,0 +1,311 @@
+"""Overview, findings, comparison and variable-gap figure of the report, on a synthetic
+MLflow store whose answers are known.
+
+Experiment `findings-a` (task delayed_recall, gaps 10/50/200, seeds 0-2):
+- lstm-tanh-noclip solves every gap with every seed;
+- rnn-tanh-noclip solves gap 10 with every seed and gap 50 with seed 0 only;
+- rnn-relu-noclip solves gap 10 only, and diverges at gap 200 with seed 0 (step 398);
+- rnn-relu-norm1 solves gaps 10 and 50 with every seed: clipping raises 10 to 50.
+On copy (gaps 10/50) nothing is solved; the best final accuracy is 0.169 (lstm, gap 10,
+seed 2); one copy run failed. Solved runs have accuracy 1.0, unsolved delayed-recall runs 0.3.
+Two sweep parent runs launched them (the second a tuning sweep) and one run was started alone.
+`findings-b` holds rnn-tanh-noclip solving up to gap 50 and an rnn-relu-noclip that ran only
+there, for the comparison; some of its runs log `eval_by_gap.csv`.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from harness import names
+from harness.report import build_report, run_link
+from harness.report.cli import main as cli_main
+from harness.report.overview import NON_SEMANTIC_PREFIXES
+
+A, B = "findings-a", "findings-b"
+DR, COPY = "delayed_recall", "copy"
+LSTM, RNN = ("lstm", "tanh", "none", 1.0), ("rnn", "tanh", "none", 1.0)
+RELU, RELU_CLIP = ("rnn", "relu", "none", 1.0), ("rnn", "relu", "norm", 1.0)
+SWEEP_A = "task=delayed_recall task.gap=10,50,200 model=lstm,rnn,rnn_relu clip=none,norm seed=0,1,2"
+SWEEP_B = "task=copy task.gap=10,50 model=lstm,rnn seed=0,1,2"
+TUNING = "Optuna TPE, 20 trials, maximising best_eval_accuracy"
+WALL = 10.0
+
+
+def _solved_a(config: tuple, gap: int, seed: int) -> bool:
+    if config == LSTM:
+        return True
+    if config == RNN:
+        return gap == 10 or (gap == 50 and seed == 0)
+    if config == RELU:
+        return gap == 10
+    return gap in (10, 50)
+
+
+def _runs_a() -> list[dict]:
+    runs = []
+    for config in (LSTM, RNN, RELU, RELU_CLIP):
+        for gap in (10, 50, 200):
+            for seed in (0, 1, 2):
+                run = {"task": DR, "config": config, "gap": gap, "seed": seed, "sweep": 0}
+                if config == RELU and gap == 200 and seed == 0:
+                    run |= {"status": names.DIVERGED, "accuracy": None}
+                elif _solved_a(config, gap, seed):
+                    run |= {"status": names.SOLVED, "accuracy": 1.0}
+                else:
+                    run |= {"status": names.UNSOLVED, "accuracy": 0.3}
+                runs.append(run)
+    for config in (LSTM, RNN):
+        for gap in (10, 50):
+            for seed in (0, 1, 2):
+                acc = 0.15 + 0.01 * seed - gap / 10_000 if config == LSTM else 0.12
+                runs.append({"task": COPY, "config": config, "gap": gap, "seed": seed,
+                             "status": names.UNSOLVED, "accuracy": round(acc, 6), "sweep": 1})
+    runs.append({"task": COPY, "config": RNN, "gap": 50, "seed": 0, "status": names.FAILED,
+                 "accuracy": None, "sweep": None})
+    return runs
+
+
+def _runs_b() -> list[dict]:
+    runs = []
+    for config in (RNN, RELU_CLIP):
+        for gap in (10, 50, 200):
+            for seed in (0, 1, 2):
+                solved = gap <= 50
+                runs.append({"task": DR, "config": config, "gap": gap, "seed": seed,
+                             "status": names.SOLVED if solved else names.UNSOLVED,
+                             "accuracy": 1.0 if solved else 0.4, "sweep": 0,
+                             "by_gap": config == RNN and gap == 200})
+    return runs
+
+
+BY_GAP_ROWS = ((150, 40, 1.0, 0.9), (200, 30, 1.5, 0.6), (250, 30, 2.0, 0.3))
+
+
+def _log(client: MlflowClient, exp_id: str, run: dict, parents: list[str], staging: Path) -> None:
+    model, activation, mode, threshold = run["config"]
+    name = names.run_name(run["task"], model, activation, mode, threshold, run["gap"],
+                          run["seed"])
+    tags = {names.STATUS: run["status"], names.STATUS_REASON: "ok"}
+    if run["sweep"] is not None:
+        parent = parents[run["sweep"]]
+        tags |= {names.SWEEP_ID: parent, names.PARENT_RUN_ID: parent}
+    run_id = client.create_run(exp_id, run_name=name, tags=tags).info.run_id
+    params = {names.TASK: run["task"], names.GAP: run["gap"], names.MODEL: model,
+              names.ACTIVATION: activation, names.INIT: "default", names.CLIP_MODE: mode,
+              names.CLIP_THRESHOLD: threshold, names.SEED: run["seed"],
+              names.LR: 0.003 if run["task"] == DR else 0.001,
+              "tracking.uri": f"sqlite:///somewhere/{run['seed']}.db", names.HIDDEN_SIZE: 64}
+    if run["task"] == COPY:  # comes with the task: not an axis
+        params["task.n_symbols"] = 8
+    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    if run["status"] != names.FAILED:
+        metrics = {names.CHANCE_ACCURACY: 0.125, names.CHANCE_LOSS: 2.0,
+                   names.WALL_TIME_S: WALL, names.STEPS_RUN: 500.0}
+        if run["accuracy"] is not None:
+            metrics |= {names.FINAL_EVAL_ACCURACY: run["accuracy"],
+                        names.FINAL_EVAL_LOSS: 2.0 * (1.1 - run["accuracy"])}
+        if run["status"] == names.SOLVED:
+            metrics[names.STEPS_TO_SOLVE] = 100.0 + run["gap"] + run["seed"]
+        if run["status"] == names.DIVERGED:
+            metrics[names.DIVERGED_STEP] = 398.0
+        client.log_batch(run_id, metrics=[Metric(k, v, 0, 500) for k, v in metrics.items()])
+    if run.get("by_gap"):
+        path = staging / run_id / names.EVAL_BY_GAP_ARTIFACT
+        path.parent.mkdir(parents=True)
+        shift = 0.1 * run["seed"]
+        lines = [",".join(names.EVAL_BY_GAP_COLUMNS)] + [
+            f"{g},{n},{loss},{acc - shift}" for g, n, loss, acc in BY_GAP_ROWS]
+        path.write_text("\n".join(lines) + "\n")
+        client.log_artifact(run_id, str(path))
+    client.set_terminated(run_id, "FAILED" if run["status"] == names.FAILED else "FINISHED")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = tmp_path_factory.mktemp("findings-store")
+    uri = f"sqlite:///{root}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    for experiment, runs, sweeps in ((A, _runs_a(), (SWEEP_A, SWEEP_B)), (B, _runs_b(),
+                                                                         (SWEEP_A,))):
+        exp_id = client.create_experiment(experiment,
+                                          artifact_location=(root / experiment).as_uri())
+        parents = []
+        for i, overrides in enumerate(sweeps):
+            tags = {names.RUN_KIND: names.SWEEP_KIND}
+            if i == 1:
+                tags[names.SWEEP_TUNING] = TUNING
+            parent = client.create_run(exp_id, run_name=f"sweep-{i}", start_time=1000 + i,
+                                       tags=tags).info.run_id
+            client.log_batch(parent, params=[Param(names.SWEEP_OVERRIDES, overrides)],
+                             tags=[RunTag("x", "y")])
+            client.set_terminated(parent)
+            parents.append(parent)
+        for run in runs:
+            _log(client, exp_id, run, parents, root / "staging")
+    return uri
+
+
+@pytest.fixture(scope="module")
+def report_a(store: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_report(A, store, tmp_path_factory.mktemp("reports"), workers=1)
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _findings(report: Path) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for row in _rows(report.parent / "findings.csv"):
+        out.setdefault(row["kind"], []).append(row["text"])
+    return out
+
+
+def test_findings_have_the_known_answers(report_a: Path) -> None:
+    found = _findings(report_a)
+    assert [t for t in found["solved_gap"] if DR in t] == [
+        "lstm-tanh-noclip solved delayed_recall in every seed (3/3) up to gap 200.",
+        "rnn-relu-norm1 solved delayed_recall in every seed (3/3) up to gap 50.",
+        "rnn-tanh-noclip solved delayed_recall in every seed (3/3) up to gap 10; beyond it: "
+        "1/3 seeds at gap 50.",
+        "rnn-relu-noclip solved delayed_recall in every seed (3/3) up to gap 10.",
+    ]
+    assert "lstm-tanh-noclip solved copy at no gap (0 of 6 runs); its best mean final " \
+           "accuracy was 0.159 at gap 10." in found["solved_gap"]
+    assert found["clipping"] == [
+        "On delayed_recall, clipping (norm 1) raised the largest gap rnn-relu solved in every "
+        "seed from 10 to 50 (mean final accuracy over the 3 shared gap(s): 0.533 without, "
+        "0.767 with clipping); diverged runs: 1 of 9 without, 0 of 9 with clipping."]
+    assert ("On delayed_recall, the best configuration was lstm-tanh-noclip (largest gap "
+            "solved in every seed 200, mean final accuracy 1.000 over 9 runs) and the worst "
+            "rnn-relu-noclip (largest gap solved in every seed 10, mean final accuracy 0.562 "
+            "over 8 runs).") in found["best_worst"]
+    assert ("On delayed_recall with clipping none, the largest gap solved in every seed, by "
+            "model: lstm-tanh 200 (mean final accuracy 1.000), rnn-tanh 10 (mean final "
+            "accuracy 0.611), rnn-relu 10 (mean final accuracy 0.562).") in found["model"]
+    assert found["nothing_solved"] == [
+        "No run solved copy (13 runs): the best final accuracy was 0.169 (lstm-tanh-noclip, "
+        "gap 10, seed 2), against a chance accuracy of 0.125."]
+    assert found["divergence"] == [
+        "1 of 49 runs diverged.",
+        "rnn-relu-noclip diverged on delayed_recall in 1 of 9 runs: gap 200 seed 0 at step 398."]
+    assert found["not_results"] == [
+        "Not results: 1 failed run(s); at their gap and seed they count as not solved, and "
+        "they add no accuracy."]
+    summary = (report_a.parent / "summary.md").read_text()
+    html = report_a.read_text()
+    for texts in found.values():
+        for text in texts:
+            assert f"- {text}" in summary
+            assert text.replace("'", "&#39;") in html
+
+
+def test_overview_axes_commands_and_compute(report_a: Path) -> None:
+    axes = {r["axis"]: r["values"] for r in _rows(report_a.parent / "swept_axes.csv")}
+    assert axes == {names.TASK: "copy, delayed_recall", names.GAP: "10, 50, 200",
+                    names.ACTIVATION: "relu, tanh", names.MODEL: "lstm, rnn",
+                    names.CLIP_MODE: "none, norm", names.SEED: "0, 1, 2",
+                    names.LR: "0.001, 0.003"}  # nor are tracking.uri and task.n_symbols
+    summary = (report_a.parent / "summary.md").read_text()
+    assert f"- `harness-train -m {SWEEP_A}` (sweep-0, 36 runs)" in summary
+    assert f"- `harness-train -m {SWEEP_B}` (sweep-1, 12 runs)" in summary
+    assert f"  - tuning: {TUNING}" in summary
+    assert "- 1 run(s) were started outside any sweep" in summary
+    # 48 runs logged wall_time_s = 10 s; the failed run logged nothing.
+    assert "- compute: 8 min 00 s of training in total (sum of `wall_time_s` over the 48 of " \
+           "49 runs that logged it)" in summary
+    assert "`optim.lr` also vary but are not part of the configuration label" in summary
+    assert "| failed | 1 |" in summary and "| diverged | 1 |" in summary
+    html = report_a.read_text()
+    assert f"harness-train -m {SWEEP_A}" in html and TUNING in html
+    for section in ("1 Overview", "2 Findings", "3 Accuracy vs gap", "4 Largest solved gap",
+                    "5 Gradients", "6 Clipping × activation", "7 All runs"):
+        assert f">{section}</h2>" in html
+
+
+def test_non_semantic_prefixes_match_the_writer() -> None:
+    from harness.tracking import NON_SEMANTIC_PREFIXES as WRITER
+
+    assert NON_SEMANTIC_PREFIXES == WRITER
+
+
+def test_result_figures_data(report_a: Path) -> None:
+    folder = report_a.parent
+    steps = {(r[names.TASK], r["label"], r[names.GAP]): r
+             for r in _rows(folder / "steps_to_solve_vs_gap.csv")}
+    rnn50 = steps[(DR, "rnn-tanh-noclip", "50")]
+    assert (rnn50["n_solved"], rnn50["n_runs"], rnn50["mean"]) == ("1", "3", "150.0")
+    lstm = steps[(DR, "lstm-tanh-noclip", "10")]
+    assert float(lstm["mean"]) == pytest.approx(111.0)  # 110, 111, 112
+    # Student-t 95% CI of (110, 111, 112): 111 ± 4.303 · 1 / sqrt(3)
+    assert float(lstm["ci95_high"]) == pytest.approx(111 + 4.302653 / 3**0.5, rel=1e-5)
+    heat = {(r["model_variant"], r["clip_setting"], r[names.GAP]): float(r["mean"])
+            for r in _rows(folder / "clip_activation_heatmap.csv") if r[names.TASK] == DR}
+    assert heat[("rnn-relu", "norm 1", "50")] == 1.0 and heat[("rnn-relu", "none", "50")] == 0.3
+    facets = _rows(folder / "accuracy_by_activation_clip.csv")
+    assert {(r[names.ACTIVATION], r["clip_setting"]) for r in facets if r[names.TASK] == DR} \
+        == {("tanh", "none"), ("relu", "none"), ("relu", "norm 1")}
+    loss = {(r["label"], r[names.GAP]): float(r["mean"])
+            for r in _rows(folder / "normalized_loss_vs_gap.csv") if r[names.TASK] == DR}
+    assert loss[("rnn-relu-norm1", "200")] == pytest.approx(1.1 - 0.3)  # loss 2(1.1-a) / 2
+    for png in ("accuracy_by_activation_clip.png", "normalized_loss_vs_gap.png",
+                "steps_to_solve_vs_gap.png", "clip_activation_heatmap.png"):
+        assert (folder / png).read_bytes().startswith(b"\x89PNG")
+    assert not (folder / "accuracy_by_gap_variable.png").exists()  # no run logged eval_by_gap
+
+
+def test_variable_gap_runs_get_their_figure(store: str, tmp_path: Path) -> None:
+    index = build_report(B, store, tmp_path, workers=2)
+    rows = _rows(index.parent / "accuracy_by_gap_variable.csv")
+    assert [(r["gap_bin"], r["n"]) for r in rows] == [("150", "3"), ("200", "3"), ("250", "3")]
+    for row, (_, sequences, _, acc) in zip(rows, BY_GAP_ROWS, strict=True):
+        assert float(row["mean"]) == pytest.approx(acc - 0.1)  # seeds shift it by 0, .1, .2
+        assert int(float(row["sequences"])) == 3 * sequences
+    assert (index.parent / "accuracy_by_gap_variable.png").is_file()
+    assert "Accuracy by gap within variable-gap runs" in index.read_text()
+
+
+def test_comparison_side_by_side(store: str, tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["--experiment", A, "--compare", B, "--tracking-uri", store,
+                     "--out", str(tmp_path)]) == 0
+    index = tmp_path / f"{A}_vs_{B}" / "index.html"
+    assert str(index) in capsys.readouterr().out
+    folder = index.parent
+    solved = {(r[names.TASK], r["label"]): r for r in _rows(folder / "largest_solved_gap.csv")}
+    rnn = solved[(DR, "rnn-tanh-noclip")]
+    assert (rnn[f"largest_solved_gap ({A})"], rnn[f"largest_solved_gap ({B})"],
+            rnn["change"]) == ("10", "50", "+40")
+    assert solved[(DR, "lstm-tanh-noclip")]["change"] == f"only in {A}"
+    assert solved[(DR, "rnn-relu-norm1")]["change"] == "+0"
+    counts = {r["status"]: r for r in _rows(folder / "runs_by_status.csv")}
+    assert (counts["solved"][A], counts["solved"][B], counts["solved"]["change"]) == (
+        "22", "12", "-10")  # A: lstm 9, rnn 4, relu 3, relu-norm1 6
+    texts = [r["text"] for r in _rows(folder / "findings.csv")]
+    assert ("rnn-tanh-noclip on delayed_recall: largest gap solved in every seed 10 in "
+            f"{A}, 50 in {B}; mean final accuracy over the 3 shared gap(s) 0.611 → 0.800 "
+            "(+0.189).") in texts
+    experiments = {r["experiment"] for r in _rows(folder / "accuracy_by_gap.csv")}
+    assert experiments == {A, B}
+    html = index.read_text()
+    assert html.count('src="data:image/png;base64,') == 1 and "+40" in html
+    # Rebuilt from the store alone, byte for byte.
+    first = {f.name: f.read_bytes() for f in folder.iterdir()}
+    shutil.rmtree(folder)
+    assert cli_main(["--experiment", A, "--compare", B, "--tracking-uri", store,
+                     "--out", str(tmp_path)]) == 0
+    assert {f.name: f.read_bytes() for f in folder.iterdir()} == first
+
+
+def test_run_links_only_for_a_tracking_server() -> None:
+    assert run_link("sqlite:///x.db", "3", "abc") == ""
+    assert run_link("http://127.0.0.1:5000/", "3", "abc") == \
+        "http://127.0.0.1:5000/#/experiments/3/runs/abc"
