@@ -7,6 +7,8 @@ cannot split the two. Params are the flattened resolved Hydra config (`task.gap`
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 # --- params (flattened config keys that the report groups by) -------------------------
 TASK = "task.name"
 GAP = "task.gap"
@@ -19,6 +21,7 @@ CLIP_THRESHOLD = "clip.threshold"
 LR = "optim.lr"
 OPTIMIZER = "optim.name"
 SEED = "seed"
+TASK_LABEL = "task"  # report column: the task option, e.g. `adding_mean` (see task_label)
 
 # --- tags -------------------------------------------------------------------------------
 STATUS = "status"  # one of STATUSES
@@ -89,6 +92,26 @@ EVAL_BY_GAP_COLUMNS = ("gap", "sequences", "eval_loss", "eval_accuracy")
 # columns of grad_profile.csv: one row per (training step, layer, time step t); hidden_norm is
 # the batch mean of ‖h_t‖ of that layer
 PROFILE_COLUMNS = ("step", "layer", "t", "lag", "grad_norm", "grad_norm_std", "hidden_norm")
+
+
+# A task param whose value selects a distinct task option, i.e. another `conf/task/<option>.yaml`
+# with its own chance level: {task.name: (param, {value (lower case): option})}.
+TASK_VARIANTS = {
+    "adding": ("task.variant", {"mean": "adding_mean", "hochreiter1997": "adding_hochreiter1997"}),
+    "delayed_recall": ("task.filler", {"noise": "delayed_recall_noise"}),
+    "temporal_order": ("task.n_relevant", {"3": "temporal_order3"}),
+    "sequential_digits": ("task.permuted", {"true": "sequential_digits_permuted"}),
+}
+
+
+def task_label(task: str, params: Mapping[str, object]) -> str:
+    """The task option a run used, from its flattened params: `adding`, `adding_mean`, ...
+
+    The same spelling as the config option, so runs of variants with different chance levels
+    (the mean vs the sum in adding) are never pooled in a report.
+    """
+    key, options = TASK_VARIANTS.get(task, ("", {}))
+    return options.get(str(params.get(key, "")).lower(), task)
 
 
 def block_key(metric: str, layer: int, block: str) -> str:

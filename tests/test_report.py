@@ -36,7 +36,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from harness import names
-from harness.report import ReportError, build_report
+from harness.report import ReportError, build_report, load
 from harness.report.cli import main as cli_main
 from harness.report.figures import label_colors, label_markers
 from harness.report.gradients import HEATMAP_COLUMNS, grad_norm_plan, spectral_plan
@@ -349,7 +349,8 @@ def test_runs_csv_has_one_typed_row_per_run(report: Path) -> None:
 
 
 def test_largest_solved_gap(report: Path) -> None:
-    rows = {(r[names.TASK], r["label"]): r for r in _csv(report.parent / "largest_solved_gap.csv")}
+    rows = {(r[names.TASK_LABEL], r["label"]): r
+            for r in _csv(report.parent / "largest_solved_gap.csv")}
     assert set(rows) == {("copy", LABEL_A), ("copy", LABEL_B), ("adding", LABEL_A),
                          ("adding", LABEL_B)}
     a = rows[("copy", LABEL_A)]
@@ -375,7 +376,7 @@ def test_accuracy_table_means_match_logged_values(report: Path) -> None:
             logged.setdefault(key, []).append(run.accuracy)
     assert len(rows) == 8  # 2 labels x 3 gaps for copy, 2 labels x 1 gap for adding
     for row in rows:
-        values = logged.get((row[names.TASK], row["label"], int(row[names.GAP])), [])
+        values = logged.get((row[names.TASK_LABEL], row["label"], int(row[names.GAP])), [])
         if not values:  # the failed run: listed, but with no accuracy to average
             assert (row["final_eval_accuracy_mean"], row["n_seeds"]) == ("", "0")
             continue
@@ -479,6 +480,18 @@ def test_cli_success_prints_index_and_ui_command(store: str, tmp_path: Path,
     assert f"mlflow ui --backend-store-uri {store}" in out
 
 
+def test_task_variants_are_reported_as_their_own_tasks() -> None:
+    raw = pd.DataFrame({
+        "run_id": ["a", "b", "c", "d"],
+        "params.task.name": ["adding", "adding", "adding", "copy"],
+        "params.task.variant": ["sum", "mean", "hochreiter1997", None],
+    })
+    runs = load._typed_runs(raw)
+    assert dict(zip(runs[load.RUN_ID], runs[names.TASK_LABEL], strict=True)) == {
+        "a": "adding", "b": "adding_mean", "c": "adding_hochreiter1997", "d": "copy"}
+    assert set(runs[names.TASK]) == {"adding", "copy"}
+
+
 def test_helpers() -> None:
     assert markdown_table(["a", "b"], [["x|y", "1"]]) == "| a | b |\n| --- | --- |\n| x\\|y | 1 |"
     runs = pd.DataFrame({"label": ["gru-tanh-noclip", "lstm-tanh-norm1", "lstm-tanh-noclip",
@@ -532,7 +545,7 @@ def test_heatmap_is_mean_log10_of_last_layer_at_top_gap(report: Path) -> None:
                     logs = expected.setdefault((task, label, run.gap, step, lag), [])
                     if math.isfinite(norm) and norm > 0:
                         logs.append(math.log10(norm))
-    keys = [(r[names.TASK], r["label"], int(r[names.GAP]), int(r["step"]), int(r["lag"]))
+    keys = [(r[names.TASK_LABEL], r["label"], int(r[names.GAP]), int(r["step"]), int(r["lag"]))
             for r in rows]
     assert set(keys) == set(expected) and len(keys) == len(expected)
     assert [(k[0], k[1], k[3], k[4]) for k in keys] == sorted((k[0], k[1], k[3], k[4])
@@ -550,7 +563,7 @@ def test_heatmap_is_mean_log10_of_last_layer_at_top_gap(report: Path) -> None:
 
 def test_grad_profile_figure_uses_last_layer(report: Path) -> None:
     rows = _csv(report.parent / "grad_profile_by_lag.csv")
-    lstm = [r for r in rows if r[names.TASK] == "copy" and r["panel_model"] == "lstm-tanh"]
+    lstm = [r for r in rows if r[names.TASK_LABEL] == "copy" and r["panel_model"] == "lstm-tanh"]
     assert lstm and {r["layer"] for r in lstm} == {"1"} and {r[names.GAP] for r in lstm} == {"40"}
     by_key = {(r["phase"], int(r["lag"])): float(r["grad_norm"]) for r in lstm}
     assert by_key[("init", 1)] == pytest.approx((0.5 + 0.25) / 2)
@@ -567,9 +580,9 @@ def test_decay_vs_gap_means_match_final_values(report: Path) -> None:
             half = math.log(2) / -rate if rate < 0 else None
             finals.setdefault((run.task, run.label, run.gap), []).append(
                 (rate, half, _reach(run, last)))
-    assert [(r[names.TASK], r["label"], int(r[names.GAP])) for r in rows] == sorted(finals)
+    assert [(r[names.TASK_LABEL], r["label"], int(r[names.GAP])) for r in rows] == sorted(finals)
     for row in rows:
-        values = finals[(row[names.TASK], row["label"], int(row[names.GAP]))]
+        values = finals[(row[names.TASK_LABEL], row["label"], int(row[names.GAP]))]
         for i, key in enumerate((names.GRAD_DECAY_RATE, names.GRAD_HALF_LIFE,
                                  names.GRAD_REACH)):
             logged = [v[i] for v in values if v[i] is not None]
@@ -590,8 +603,8 @@ def test_grad_norm_history_at_top_gap(report: Path) -> None:
         for run in runs:
             for step in run.log_steps:
                 expected[(task, label, run.gap, run.seed, step)] = (run, _grad_norm(run, step))
-    got = {(r[names.TASK], r["label"], int(r[names.GAP]), int(r[names.SEED]), int(r["step"])): r
-           for r in rows}
+    got = {(r[names.TASK_LABEL], r["label"], int(r[names.GAP]), int(r[names.SEED]),
+            int(r["step"])): r for r in rows}
     assert set(got) == set(expected) and len(rows) == len(expected)
     for key, (run, value) in expected.items():
         row = got[key]
@@ -619,7 +632,7 @@ def _check_clip_rates(path: Path, fakes: list[FakeRun]) -> None:
     expected = _expected_clip_rates(fakes)
     assert len(rows) == len(expected)
     for row in rows:
-        key = (row[names.TASK], row[names.CLIP_MODE], row["label"],
+        key = (row[names.TASK_LABEL], row[names.CLIP_MODE], row["label"],
                float(row[names.CLIP_THRESHOLD]))
         assert float(row[f"{names.CLIP_RATE_TOTAL}_mean"]) == pytest.approx(
             statistics.fmean(expected[key]))
@@ -640,7 +653,7 @@ def _check_spectral(path: Path, fakes: list[FakeRun]) -> None:
                 if values:
                     expected[(task, label, layer, block, step)] = values
                     order.append((task, label, layer, block, step))
-    keys = [(r[names.TASK], r["label"], int(r["layer"]), r["block"], int(r["step"]))
+    keys = [(r[names.TASK_LABEL], r["label"], int(r["layer"]), r["block"], int(r["step"]))
             for r in rows]
     assert keys == order  # blocks in names.GATE_BLOCKS order, steps ascending
     for key, row in zip(keys, rows, strict=True):

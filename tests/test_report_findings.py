@@ -239,7 +239,7 @@ def test_non_semantic_prefixes_match_the_writer() -> None:
 
 def test_result_figures_data(report_a: Path) -> None:
     folder = report_a.parent
-    steps = {(r[names.TASK], r["label"], r[names.GAP]): r
+    steps = {(r[names.TASK_LABEL], r["label"], r[names.GAP]): r
              for r in _rows(folder / "steps_to_solve_vs_gap.csv")}
     rnn50 = steps[(DR, "rnn-tanh-noclip", "50")]
     assert (rnn50["n_solved"], rnn50["n_runs"], rnn50["mean"]) == ("1", "3", "150.0")
@@ -248,13 +248,13 @@ def test_result_figures_data(report_a: Path) -> None:
     # Student-t 95% CI of (110, 111, 112): 111 ± 4.303 · 1 / sqrt(3)
     assert float(lstm["ci95_high"]) == pytest.approx(111 + 4.302653 / 3**0.5, rel=1e-5)
     heat = {(r["model_variant"], r["clip_setting"], r[names.GAP]): float(r["mean"])
-            for r in _rows(folder / "clip_activation_heatmap.csv") if r[names.TASK] == DR}
+            for r in _rows(folder / "clip_activation_heatmap.csv") if r[names.TASK_LABEL] == DR}
     assert heat[("rnn-relu", "norm 1", "50")] == 1.0 and heat[("rnn-relu", "none", "50")] == 0.3
     facets = _rows(folder / "accuracy_by_activation_clip.csv")
-    assert {(r[names.ACTIVATION], r["clip_setting"]) for r in facets if r[names.TASK] == DR} \
+    assert {(r[names.ACTIVATION], r["clip_setting"]) for r in facets if r[names.TASK_LABEL] == DR} \
         == {("tanh", "none"), ("relu", "none"), ("relu", "norm 1")}
     loss = {(r["label"], r[names.GAP]): float(r["mean"])
-            for r in _rows(folder / "normalized_loss_vs_gap.csv") if r[names.TASK] == DR}
+            for r in _rows(folder / "normalized_loss_vs_gap.csv") if r[names.TASK_LABEL] == DR}
     assert loss[("rnn-relu-norm1", "200")] == pytest.approx(1.1 - 0.3)  # loss 2(1.1-a) / 2
     for png in ("accuracy_by_activation_clip.png", "normalized_loss_vs_gap.png",
                 "steps_to_solve_vs_gap.png", "clip_activation_heatmap.png"):
@@ -280,7 +280,8 @@ def test_comparison_side_by_side(store: str, tmp_path: Path,
     index = tmp_path / f"{A}_vs_{B}" / "index.html"
     assert str(index) in capsys.readouterr().out
     folder = index.parent
-    solved = {(r[names.TASK], r["label"]): r for r in _rows(folder / "largest_solved_gap.csv")}
+    solved = {(r[names.TASK_LABEL], r["label"]): r
+              for r in _rows(folder / "largest_solved_gap.csv")}
     rnn = solved[(DR, "rnn-tanh-noclip")]
     assert (rnn[f"largest_solved_gap ({A})"], rnn[f"largest_solved_gap ({B})"],
             rnn["change"]) == ("10", "50", "+40")

@@ -22,6 +22,7 @@ from harness.clipping import Clipper
 from harness.loop import MemoryTracker, make_optimizer, train_loop
 from harness.models import RecurrentModel
 from harness.schema import PROJECT_ROOT, ConfigError, TaskConfig, task_params, validate
+from harness.tracking import flatten
 from harness.train import train
 
 TASK_OPTIONS = sorted(p.stem for p in (PROJECT_ROOT / "conf" / "task").glob("*.yaml"))
@@ -92,6 +93,13 @@ def test_option_files_set_what_their_names_say(make_cfg: Callable[..., DictConfi
     assert task_of("adding").variant == "sum"  # type: ignore[attr-defined]
     assert task_of("adding_mean").variant == "mean"  # type: ignore[attr-defined]
     assert task_of("adding_hochreiter1997").variant == "hochreiter1997"  # type: ignore[attr-defined]
+
+
+def test_task_label_names_the_option(make_cfg: Callable[..., DictConfig]) -> None:
+    """The report tells task variants apart by the label computed from a run's params."""
+    for option in TASK_OPTIONS:
+        params = flatten(OmegaConf.to_container(make_cfg(f"task={option}"), resolve=True))
+        assert names.task_label(params[names.TASK], params) == option, option
 
 
 def harness_train(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

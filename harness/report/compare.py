@@ -50,7 +50,7 @@ def _gap_value(cell: object) -> int | None:
 
 
 def _solved(a: pd.DataFrame, b: pd.DataFrame, name_a: str, name_b: str) -> pd.DataFrame:
-    key = [names.TASK, LABEL]
+    key = [names.TASK_LABEL, LABEL]
     cols = [tables.LARGEST_SOLVED_GAP, tables.LARGEST_SOLVED_GAP_PER_SEED]
     # As text ("20", "none") so a side without "none" does not turn 20 into 20.0 on merging.
     sa = tables.largest_solved_gap(a)[[*key, *cols]].astype({c: str for c in cols})
@@ -81,9 +81,9 @@ def _changed(a: pd.DataFrame, b: pd.DataFrame, name_a: str, name_b: str,
              for s in (names.SOLVED, names.UNSOLVED, names.DIVERGED) if s in solved.index]
     out.append(findings.Finding("counts", "", f"Runs {len(a)} in {name_a}, {len(b)} in "
                                               f"{name_b}; by status: {', '.join(parts)}."))
-    tasks = sorted(set(a[names.TASK].dropna()) | set(b[names.TASK].dropna()))
+    tasks = sorted(set(a[names.TASK_LABEL].dropna()) | set(b[names.TASK_LABEL].dropna()))
     for task in tasks:
-        at_a, at_b = a[a[names.TASK] == task], b[b[names.TASK] == task]
+        at_a, at_b = a[a[names.TASK_LABEL] == task], b[b[names.TASK_LABEL] == task]
         labels = sorted(set(at_a[LABEL]) | set(at_b[LABEL]))
         for label in labels:
             ra, rb = at_a[at_a[LABEL] == label], at_b[at_b[LABEL] == label]
@@ -111,7 +111,7 @@ def _changed(a: pd.DataFrame, b: pd.DataFrame, name_a: str, name_b: str,
 
 def _accuracy_figure(acc: pd.DataFrame, runs: dict[str, pd.DataFrame], colors: dict[str, str],
                      markers: dict[str, str], title: str, path: Path) -> None:
-    tasks = sorted(acc[names.TASK].unique())
+    tasks = sorted(acc[names.TASK_LABEL].unique())
     n = max(len(tasks), 1)
     fig = Figure(figsize=(4.8 * n + 2.6, 4.4), layout="constrained")
     axes = fig.subplots(1, n, squeeze=False, sharey=True)[0]
@@ -119,12 +119,12 @@ def _accuracy_figure(acc: pd.DataFrame, runs: dict[str, pd.DataFrame], colors: d
     mean = f"{names.FINAL_EVAL_ACCURACY}_mean"
     for ax, task in zip(axes, tasks, strict=False):
         for style, (name, at_exp) in zip(LINESTYLES, runs.items(), strict=False):
-            panel = acc[(acc[names.TASK] == task) & (acc[EXPERIMENT] == name)
+            panel = acc[(acc[names.TASK_LABEL] == task) & (acc[EXPERIMENT] == name)
                         & acc[mean].notna()]
             seen.update(figures.ci_lines(ax, panel, names.GAP, colors, markers, mean=mean,
                                          linestyle=style))
-            figures.draw_chance(ax, at_exp[at_exp[names.TASK] == task])
-        figures._gap_axis(ax, acc.loc[acc[names.TASK] == task, names.GAP].astype(float)
+            figures.draw_chance(ax, at_exp[at_exp[names.TASK_LABEL] == task])
+        figures._gap_axis(ax, acc.loc[acc[names.TASK_LABEL] == task, names.GAP].astype(float)
                           .to_numpy())
         ax.set_title(f"task: {task}")
         ax.set_xlabel("gap (time steps)")

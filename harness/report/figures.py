@@ -226,19 +226,19 @@ def accuracy_vs_gap(runs: pd.DataFrame, table: pd.DataFrame, colors: dict[str, s
 
     `table` is `tables.accuracy_by_gap(runs)`: the figure draws exactly its numbers.
     """
-    tasks = sorted(runs[names.TASK].dropna().unique())
+    tasks = sorted(runs[names.TASK_LABEL].dropna().unique())
     n = max(len(tasks), 1)
     fig = Figure(figsize=(4.6 * n + 2.2, 4.2), layout="constrained")
     axes = fig.subplots(1, n, squeeze=False, sharey=True)[0]
     seen: set[str] = set()
     data = table.rename(columns={f"{names.FINAL_EVAL_ACCURACY}_mean": "mean"})
     for ax, task in zip(axes, tasks, strict=False):
-        at_task = data[(data[names.TASK] == task) & data["mean"].notna()]
+        at_task = data[(data[names.TASK_LABEL] == task) & data["mean"].notna()]
         if at_task.empty:
             _empty(ax, "no final accuracy logged")
         else:
             seen.update(ci_lines(ax, at_task, names.GAP, colors, markers))
-            draw_chance(ax, runs[runs[names.TASK] == task])
+            draw_chance(ax, runs[runs[names.TASK_LABEL] == task])
             _gap_axis(ax, at_task[names.GAP].astype(float).to_numpy())
         ax.set_title(f"task: {task}")
         ax.set_xlabel("gap (time steps)")
@@ -256,8 +256,8 @@ def accuracy_vs_gap(runs: pd.DataFrame, table: pd.DataFrame, colors: dict[str, s
 PANEL_MODEL = "panel_model"
 PHASE = "phase"
 N_RUNS = "n_runs"
-POOLED_COLUMNS = [names.TASK, PANEL_MODEL, names.GAP, LABEL, PHASE, P_LAYER, P_LAG, P_GRAD_NORM,
-                  N_RUNS]
+POOLED_COLUMNS = [names.TASK_LABEL, PANEL_MODEL, names.GAP, LABEL, PHASE, P_LAYER, P_LAG,
+                  P_GRAD_NORM, N_RUNS]
 
 
 def _pooled_profiles(runs: pd.DataFrame, profiles: pd.DataFrame) -> pd.DataFrame:
@@ -269,7 +269,7 @@ def _pooled_profiles(runs: pd.DataFrame, profiles: pd.DataFrame) -> pd.DataFrame
     step 0 nor the last). Non-finite values (diverged runs) and, after pooling, non-positive
     values (underflow) are dropped because the y axis is logarithmic.
     """
-    keys = [RUN_ID, names.TASK, names.GAP, names.MODEL, names.ACTIVATION, LABEL]
+    keys = [RUN_ID, names.TASK_LABEL, names.GAP, names.MODEL, names.ACTIVATION, LABEL]
     layer = profiles.groupby(RUN_ID)[P_LAYER].transform("max")
     data = profiles[profiles[P_LAYER] == layer].merge(runs[keys], on=RUN_ID, how="inner")
     data = data[np.isfinite(data[P_GRAD_NORM].astype(float))
@@ -279,7 +279,7 @@ def _pooled_profiles(runs: pd.DataFrame, profiles: pd.DataFrame) -> pd.DataFrame
     data = data.assign(
         **{PANEL_MODEL: data[names.MODEL].astype(str) + "-" + data[names.ACTIVATION].astype(str)}
     )
-    top_gap = data.groupby([names.TASK, PANEL_MODEL])[names.GAP].transform("max")
+    top_gap = data.groupby([names.TASK_LABEL, PANEL_MODEL])[names.GAP].transform("max")
     data = data[data[names.GAP] == top_gap]
     last_step = data.groupby(RUN_ID)[P_STEP].transform("max")
     init = data[data[P_STEP] == 0].assign(**{PHASE: INIT})
@@ -291,7 +291,7 @@ def _pooled_profiles(runs: pd.DataFrame, profiles: pd.DataFrame) -> pd.DataFrame
     middle = data.merge(middle_steps[[RUN_ID, P_STEP]], on=[RUN_ID, P_STEP]).assign(
         **{PHASE: MIDDLE})
     both = pd.concat([init, middle, final], ignore_index=True)
-    group = [names.TASK, PANEL_MODEL, names.GAP, LABEL, PHASE, P_LAG]
+    group = [names.TASK_LABEL, PANEL_MODEL, names.GAP, LABEL, PHASE, P_LAG]
     # Average within a run first, so a run scoring many positions per lag is not overweighted.
     per_run = both.groupby([*group, RUN_ID], sort=True).agg(
         **{P_GRAD_NORM: (P_GRAD_NORM, "mean"), P_LAYER: (P_LAYER, "max")}
@@ -314,7 +314,7 @@ def grad_profile(runs: pd.DataFrame, profiles: pd.DataFrame, colors: dict[str, s
     pooled = (_pooled_profiles(runs, profiles) if not profiles.empty
               else pd.DataFrame(columns=POOLED_COLUMNS))
     panels = (
-        sorted(pooled.groupby([names.TASK, PANEL_MODEL]).groups) if not pooled.empty else []
+        sorted(pooled.groupby([names.TASK_LABEL, PANEL_MODEL]).groups) if not pooled.empty else []
     )
     ncols = min(max(len(panels), 1), 3)
     nrows = max(math.ceil(len(panels) / ncols), 1)
@@ -322,7 +322,7 @@ def grad_profile(runs: pd.DataFrame, profiles: pd.DataFrame, colors: dict[str, s
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     seen: set[str] = set()
     for ax, (task, model) in zip(axes, panels, strict=False):
-        panel = pooled[(pooled[names.TASK] == task) & (pooled[PANEL_MODEL] == model)]
+        panel = pooled[(pooled[names.TASK_LABEL] == task) & (pooled[PANEL_MODEL] == model)]
         gap = int(panel[names.GAP].iloc[0])
         for (label, phase), line in panel.groupby([LABEL, PHASE], sort=True):
             seen.add(str(label))

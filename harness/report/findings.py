@@ -22,7 +22,7 @@ MODEL = "model"
 DIVERGENCE = "divergence"
 NOTHING_SOLVED = "nothing_solved"
 NOT_RESULTS = "not_results"
-FINDING_COLUMNS = ("kind", names.TASK, "text")
+FINDING_COLUMNS = ("kind", names.TASK_LABEL, "text")
 NONE_TEXT = "none"
 
 
@@ -184,8 +184,8 @@ def _divergence(runs: pd.DataFrame) -> list[Finding]:
     if diverged.empty:
         return [Finding(DIVERGENCE, "", f"No run diverged (0 of {len(runs)}).")]
     out = [Finding(DIVERGENCE, "", f"{len(diverged)} of {len(runs)} runs diverged.")]
-    for (task, label), group in diverged.groupby([names.TASK, LABEL], sort=True):
-        total = int(((runs[names.TASK] == task) & (runs[LABEL] == label)).sum())
+    for (task, label), group in diverged.groupby([names.TASK_LABEL, LABEL], sort=True):
+        total = int(((runs[names.TASK_LABEL] == task) & (runs[LABEL] == label)).sum())
         where = []
         for row in group.sort_values([names.GAP, names.SEED]).to_dict("records"):
             text = f"gap {row[names.GAP]} seed {row[names.SEED]}"
@@ -230,11 +230,11 @@ def _not_results(runs: pd.DataFrame) -> Finding | None:
 def findings(runs: pd.DataFrame) -> list[Finding]:
     """Every finding of one experiment, task by task, then across tasks."""
     out: list[Finding] = []
-    keyed = runs.dropna(subset=[names.TASK])
+    keyed = runs.dropna(subset=[names.TASK_LABEL])
     n_settings = keyed[CLIP_SETTING].nunique()
-    tasks = sorted(keyed[names.TASK].unique())
+    tasks = sorted(keyed[names.TASK_LABEL].unique())
     for task in tasks:
-        at_task = keyed[keyed[names.TASK] == task]
+        at_task = keyed[keyed[names.TASK_LABEL] == task]
         nothing = _nothing_solved(task, at_task)
         if nothing is not None:
             out.append(nothing)

@@ -74,25 +74,25 @@ def _grid(rows: int, cols: int, width: float = 4.0,
 def accuracy_facets(runs: pd.DataFrame, colors: dict[str, str], markers: dict[str, str],
                     experiment: str, path: Path) -> pd.DataFrame:
     """Final accuracy vs gap: one row per (task, clip setting), one column per activation."""
-    group = [names.TASK, CLIP_SETTING, names.ACTIVATION, LABEL, names.GAP]
+    group = [names.TASK_LABEL, CLIP_SETTING, names.ACTIVATION, LABEL, names.GAP]
     keyed = runs.assign(**{names.ACTIVATION: runs[names.ACTIVATION].fillna("?")})
     table = tables.mean_ci(keyed, group, names.FINAL_EVAL_ACCURACY)
     settings = clip_settings(runs)
-    rows = [(t, c) for t in sorted(keyed[names.TASK].dropna().unique()) for c in settings
-            if ((keyed[names.TASK] == t) & (keyed[CLIP_SETTING] == c)).any()]
+    rows = [(t, c) for t in sorted(keyed[names.TASK_LABEL].dropna().unique()) for c in settings
+            if ((keyed[names.TASK_LABEL] == t) & (keyed[CLIP_SETTING] == c)).any()]
     activations = sorted(keyed[names.ACTIVATION].unique())
     fig, axes = _grid(max(len(rows), 1), max(len(activations), 1))
     seen: set[str] = set()
     for i, (task, setting) in enumerate(rows):
         for j, activation in enumerate(activations):
             ax = axes[i, j]
-            cell = table[(table[names.TASK] == task) & (table[CLIP_SETTING] == setting)
+            cell = table[(table[names.TASK_LABEL] == task) & (table[CLIP_SETTING] == setting)
                          & (table[names.ACTIVATION] == activation) & table[tables.MEAN].notna()]
             if cell.empty:
                 _empty(ax, "no runs")
             else:
                 seen.update(ci_lines(ax, cell, names.GAP, colors, markers))
-                draw_chance(ax, runs[runs[names.TASK] == task])
+                draw_chance(ax, runs[runs[names.TASK_LABEL] == task])
                 _gap_axis(ax, cell[names.GAP].astype(float).to_numpy())
                 ax.set_ylim(-0.03, 1.03)
                 ax.grid(True, alpha=0.3)
@@ -122,12 +122,12 @@ def normalized_loss_vs_gap(runs: pd.DataFrame, colors: dict[str, str], markers: 
     """Final eval loss / chance loss vs gap on a log axis, one panel per task; 1 = chance."""
     data = runs[np.isfinite(runs[FINAL_NORMALIZED_LOSS].astype(float))
                 & (runs[FINAL_NORMALIZED_LOSS] > 0)]
-    table = tables.mean_ci(data, [names.TASK, LABEL, names.GAP], FINAL_NORMALIZED_LOSS)
-    tasks = sorted(runs[names.TASK].dropna().unique())
+    table = tables.mean_ci(data, [names.TASK_LABEL, LABEL, names.GAP], FINAL_NORMALIZED_LOSS)
+    tasks = sorted(runs[names.TASK_LABEL].dropna().unique())
     fig, axes = _task_panels(tasks)
     seen: set[str] = set()
     for ax, task in zip(axes, tasks, strict=False):
-        panel = table[table[names.TASK] == task].copy()
+        panel = table[table[names.TASK_LABEL] == task].copy()
         if panel.empty:
             _empty(ax, "no final eval loss logged")
             continue
@@ -158,7 +158,7 @@ def steps_to_solve_vs_gap(runs: pd.DataFrame, colors: dict[str, str], markers: d
 
     The CSV also counts the solved runs and all runs of each point (`n_solved`, `n_runs`).
     """
-    group = [names.TASK, LABEL, names.GAP]
+    group = [names.TASK_LABEL, LABEL, names.GAP]
     solved = runs[runs[names.STATUS] == names.SOLVED]
     table = tables.mean_ci(solved, group, names.STEPS_TO_SOLVE)
     counts = (runs.dropna(subset=group).groupby(group, sort=True)
@@ -166,16 +166,16 @@ def steps_to_solve_vs_gap(runs: pd.DataFrame, colors: dict[str, str], markers: d
                       N_RUNS: (RUN_ID, "count")}).reset_index())
     table = counts.merge(table, on=group, how="left")
     table[tables.N] = table[tables.N].fillna(0).astype(int)
-    tasks = sorted(runs[names.TASK].dropna().unique())
+    tasks = sorted(runs[names.TASK_LABEL].dropna().unique())
     fig, axes = _task_panels(tasks)
     seen: set[str] = set()
     for ax, task in zip(axes, tasks, strict=False):
-        panel = table[(table[names.TASK] == task) & table[tables.MEAN].notna()]
+        panel = table[(table[names.TASK_LABEL] == task) & table[tables.MEAN].notna()]
         if panel.empty:
             _empty(ax, "no run solved this task")
         else:
             seen.update(ci_lines(ax, panel, names.GAP, colors, markers))
-            _gap_axis(ax, table.loc[table[names.TASK] == task, names.GAP].astype(float)
+            _gap_axis(ax, table.loc[table[names.TASK_LABEL] == task, names.GAP].astype(float)
                       .to_numpy())
             ax.set_ylim(bottom=0)
             ax.grid(True, alpha=0.3)
@@ -200,11 +200,11 @@ def clip_heatmaps(runs: pd.DataFrame, experiment: str, path: Path) -> pd.DataFra
     has fewer than two clip settings.
     """
     settings = clip_settings(runs)
-    group = [names.TASK, MODEL_VARIANT, CLIP_SETTING, names.GAP]
+    group = [names.TASK_LABEL, MODEL_VARIANT, CLIP_SETTING, names.GAP]
     table = tables.mean_ci(runs, group, names.FINAL_EVAL_ACCURACY)
     if len(settings) < 2:
         return table.iloc[0:0]
-    panels = sorted(table.groupby([names.TASK, MODEL_VARIANT]).groups)
+    panels = sorted(table.groupby([names.TASK_LABEL, MODEL_VARIANT]).groups)
     cols = min(len(panels), 3)
     rows = math.ceil(len(panels) / cols)
     fig = Figure(figsize=(max(4.6 * cols + 1.6, 8.5), 0.5 * len(settings) * rows + 2.0 * rows
@@ -214,7 +214,7 @@ def clip_heatmaps(runs: pd.DataFrame, experiment: str, path: Path) -> pd.DataFra
     norm = Normalize(vmin=0.0, vmax=1.0)
     mesh = None
     for ax, (task, variant) in zip(axes, panels, strict=False):
-        panel = table[(table[names.TASK] == task) & (table[MODEL_VARIANT] == variant)]
+        panel = table[(table[names.TASK_LABEL] == task) & (table[MODEL_VARIANT] == variant)]
         grid = panel.pivot(index=CLIP_SETTING, columns=names.GAP, values=tables.MEAN)
         grid = grid.reindex(index=[s for s in settings if s in set(panel[CLIP_SETTING])],
                             columns=sorted(grid.columns))
@@ -242,24 +242,24 @@ def clip_heatmaps(runs: pd.DataFrame, experiment: str, path: Path) -> pd.DataFra
 
 def eval_by_gap_table(runs: pd.DataFrame, by_gap: pd.DataFrame) -> pd.DataFrame:
     """Per (task, label, gap bin): mean over runs of each run's accuracy in that bin, 95% CI."""
-    data = by_gap.merge(runs[[RUN_ID, names.TASK, LABEL]], on=RUN_ID, how="inner")
-    data = data.dropna(subset=[names.TASK, "gap", "eval_accuracy"])
+    data = by_gap.merge(runs[[RUN_ID, names.TASK_LABEL, LABEL]], on=RUN_ID, how="inner")
+    data = data.dropna(subset=[names.TASK_LABEL, "gap", "eval_accuracy"])
     data = data.rename(columns={"gap": BIN})
-    table = tables.mean_ci(data, [names.TASK, LABEL, BIN], "eval_accuracy")
-    seqs = data.groupby([names.TASK, LABEL, BIN], sort=True)[SEQUENCES].sum().reset_index()
-    return table.merge(seqs, on=[names.TASK, LABEL, BIN], how="left")
+    table = tables.mean_ci(data, [names.TASK_LABEL, LABEL, BIN], "eval_accuracy")
+    seqs = data.groupby([names.TASK_LABEL, LABEL, BIN], sort=True)[SEQUENCES].sum().reset_index()
+    return table.merge(seqs, on=[names.TASK_LABEL, LABEL, BIN], how="left")
 
 
 def eval_by_gap(table: pd.DataFrame, runs: pd.DataFrame, colors: dict[str, str],
                 markers: dict[str, str], experiment: str, path: Path) -> None:
     """Accuracy at the final evaluation by each sequence's gap, within variable-gap runs."""
-    tasks = sorted(table[names.TASK].unique())
+    tasks = sorted(table[names.TASK_LABEL].unique())
     fig, axes = _task_panels(tasks)
     seen: set[str] = set()
     for ax, task in zip(axes, tasks, strict=False):
-        panel = table[table[names.TASK] == task]
+        panel = table[table[names.TASK_LABEL] == task]
         seen.update(ci_lines(ax, panel, BIN, colors, markers))
-        chance = runs.loc[runs[names.TASK] == task, names.CHANCE_ACCURACY].dropna()
+        chance = runs.loc[runs[names.TASK_LABEL] == task, names.CHANCE_ACCURACY].dropna()
         if len(chance):
             ax.axhline(float(chance.mean()), **CHANCE_STYLE)
         ax.set_ylim(-0.03, 1.03)

@@ -99,7 +99,7 @@ def grad_heatmap(table: pd.DataFrame, experiment: str, path: Path) -> None:
     cmap = matplotlib.colormaps[HEATMAP_CMAP].with_extremes(bad="white")
     mesh = None
     for ax, (task, label) in zip(axes, panels, strict=False):
-        panel = table[(table[names.TASK] == task) & (table[LABEL] == label)]
+        panel = table[(table[names.TASK_LABEL] == task) & (table[LABEL] == label)]
         grid = panel.pivot(index=g.LAG, columns=STEP, values=g.LOG10_GRAD_NORM).sort_index()
         grid = grid.reindex(columns=sorted(grid.columns))
         mesh = ax.pcolormesh(_step_edges(grid.columns.to_numpy()),
@@ -129,7 +129,7 @@ def _lineplot(ax: Axes, data: pd.DataFrame, y: str, colors: dict[str, str],
 def grad_decay_vs_gap(points: pd.DataFrame, colors: dict[str, str], markers: dict[str, str],
                       experiment: str, path: Path) -> None:
     """Final decay rate (top row) and reach (bottom row) vs gap, one column per task."""
-    tasks = sorted(points[names.TASK].unique()) if not points.empty else []
+    tasks = sorted(points[names.TASK_LABEL].unique()) if not points.empty else []
     n = max(len(tasks), 1)
     fig = Figure(figsize=(max(4.6 * n + 2.4, MIN_WIDTH), 7.8), layout="constrained")
     axes = fig.subplots(2, n, squeeze=False, sharex="col")
@@ -141,7 +141,7 @@ def grad_decay_vs_gap(points: pd.DataFrame, colors: dict[str, str], markers: dic
     for col, task in enumerate(tasks):
         for row, (key, ylabel) in enumerate(rows):
             ax = axes[row, col]
-            data = points[(points[names.TASK] == task)].dropna(subset=[key]).copy()
+            data = points[(points[names.TASK_LABEL] == task)].dropna(subset=[key]).copy()
             data[names.GAP] = data[names.GAP].astype(float)
             if data.empty:
                 _empty(ax, f"no final {key} logged")
@@ -183,7 +183,7 @@ def grad_norm_over_training(norms: pd.DataFrame, clip_points: pd.DataFrame,
     """Top: grad_norm_pre_clip vs step per (task, label) at its largest gap, one line per seed,
     with the norm-clipping threshold dashed. Bottom: final clip rate vs clipping threshold."""
     panels = sorted(norms.groupby(g.PANEL).groups) if not norms.empty else []
-    clip_panels = (sorted(clip_points.groupby([names.TASK, names.CLIP_MODE]).groups)
+    clip_panels = (sorted(clip_points.groupby([names.TASK_LABEL, names.CLIP_MODE]).groups)
                    if not clip_points.empty else [])
     top_cols = min(max(len(panels), 1), MAX_COLS)
     bottom_cols = min(max(len(clip_panels), 1), MAX_COLS)
@@ -200,7 +200,7 @@ def grad_norm_over_training(norms: pd.DataFrame, clip_points: pd.DataFrame,
     seen: set[str] = set()
     drew_threshold = False
     for ax, (task, label) in zip(top_axes, panels, strict=False):
-        panel = norms[(norms[names.TASK] == task) & (norms[LABEL] == label)]
+        panel = norms[(norms[names.TASK_LABEL] == task) & (norms[LABEL] == label)]
         seen.add(str(label))
         for _, line in panel.groupby([names.SEED, RUN_NAME], sort=True, dropna=False):
             ax.plot(line[STEP], line[names.GRAD_NORM_PRE_CLIP], color=colors[str(label)],
@@ -228,7 +228,7 @@ def grad_norm_over_training(norms: pd.DataFrame, clip_points: pd.DataFrame,
     bottom_axes = panel_grid(bottom, bottom_rows, bottom_cols, width, height - top_h,
                              Margins(top=0.9) if many else None).ravel()
     for ax, (task, mode) in zip(bottom_axes, clip_panels, strict=False):
-        data = clip_points[(clip_points[names.TASK] == task)
+        data = clip_points[(clip_points[names.TASK_LABEL] == task)
                            & (clip_points[names.CLIP_MODE] == mode)].copy()
         table = tables.mean_ci(data, [g.MODEL_ACTIVATION, names.CLIP_THRESHOLD],
                                names.CLIP_RATE_TOTAL)
@@ -277,7 +277,7 @@ def spectral_radius(table: pd.DataFrame, runs: pd.DataFrame, colors: dict[str, s
     fig, axes = _grid(len(panels), height=4.2, margins=Margins(hspace=1.9))
     model_of = runs.dropna(subset=[names.MODEL]).groupby(LABEL)[names.MODEL].first()
     for ax, (task, label) in zip(axes, panels, strict=False):
-        panel = table[(table[names.TASK] == task) & (table[LABEL] == label)]
+        panel = table[(table[names.TASK_LABEL] == task) & (table[LABEL] == label)]
         color = colors[str(label)]
         model = str(model_of.get(label, ""))
         blocks = list(dict.fromkeys(panel[g.BLOCK]))  # table order = names.GATE_BLOCKS order

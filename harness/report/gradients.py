@@ -38,7 +38,7 @@ BLOCK = "block"
 N_RUNS = "n_runs"
 LOG10_GRAD_NORM = "log10_grad_norm"
 MODEL_ACTIVATION = "model_activation"
-PANEL = [names.TASK, LABEL]
+PANEL = [names.TASK_LABEL, LABEL]
 DECAY_METRICS = (names.GRAD_DECAY_RATE, names.GRAD_HALF_LIFE, names.GRAD_REACH)
 SR_MEAN = f"{names.SPECTRAL_RADIUS}_mean"
 SR_STD = f"{names.SPECTRAL_RADIUS}_std"
@@ -47,15 +47,15 @@ CLIP_RATE_STD = f"{names.CLIP_RATE_TOTAL}_std"
 NO_CLIP = "none"  # clip.mode of a run that never clips
 NORM_CLIP = "norm"  # clip.mode whose threshold bounds the global gradient norm
 
-HEATMAP_COLUMNS = [names.TASK, LABEL, names.GAP, LAYER, STEP, LAG, LOG10_GRAD_NORM, N_RUNS]
-DECAY_COLUMNS = [names.TASK, LABEL, names.GAP] + [
+HEATMAP_COLUMNS = [names.TASK_LABEL, LABEL, names.GAP, LAYER, STEP, LAG, LOG10_GRAD_NORM, N_RUNS]
+DECAY_COLUMNS = [names.TASK_LABEL, LABEL, names.GAP] + [
     f"{m}_{stat}" for m in DECAY_METRICS for stat in ("mean", "std", "n")
 ]
-GRAD_NORM_COLUMNS = [names.TASK, LABEL, names.GAP, names.SEED, RUN_NAME, names.CLIP_MODE,
+GRAD_NORM_COLUMNS = [names.TASK_LABEL, LABEL, names.GAP, names.SEED, RUN_NAME, names.CLIP_MODE,
                      names.CLIP_THRESHOLD, STEP, names.GRAD_NORM_PRE_CLIP]
-CLIP_RATE_COLUMNS = [names.TASK, names.CLIP_MODE, names.GAP, MODEL_ACTIVATION, LABEL,
+CLIP_RATE_COLUMNS = [names.TASK_LABEL, names.CLIP_MODE, names.GAP, MODEL_ACTIVATION, LABEL,
                      names.CLIP_THRESHOLD, CLIP_RATE_MEAN, CLIP_RATE_STD, N_SEEDS]
-SPECTRAL_COLUMNS = [names.TASK, LABEL, names.GAP, LAYER, BLOCK, STEP, SR_MEAN, SR_STD, N_RUNS]
+SPECTRAL_COLUMNS = [names.TASK_LABEL, LABEL, names.GAP, LAYER, BLOCK, STEP, SR_MEAN, SR_STD, N_RUNS]
 
 # MLflow's SQL store saves +-inf as +-float max; treat those as the non-finite values they were.
 _FLOAT_MAX = float(np.finfo(float).max)
@@ -91,9 +91,9 @@ def heatmap_table(runs: pd.DataFrame, profiles: pd.DataFrame) -> pd.DataFrame:
     gap with a usable profile. Every (step, lag) cell those runs profiled has a row; where no
     run had a finite nonzero norm the value is empty and `n_runs` is 0.
     """
-    keys = [RUN_ID, names.TASK, LABEL, names.GAP]
+    keys = [RUN_ID, names.TASK_LABEL, LABEL, names.GAP]
     data = last_layer(profiles).merge(runs[keys], on=RUN_ID, how="inner")
-    data = data.dropna(subset=[names.TASK, names.GAP, P_STEP, P_LAG])
+    data = data.dropna(subset=[names.TASK_LABEL, names.GAP, P_STEP, P_LAG])
     norm = data[P_GRAD_NORM].astype(float)
     usable = finite(norm) & (norm > 0)
     if not usable.any():
@@ -133,19 +133,19 @@ def decay_points(runs: pd.DataFrame, finals: pd.DataFrame) -> pd.DataFrame:
     The half-life is logged only while the rate is negative, so its last logged value can be
     older than the last rate; it is blanked when the final rate is not negative.
     """
-    points = runs[[RUN_ID, names.TASK, LABEL, names.GAP, names.SEED]].copy()
+    points = runs[[RUN_ID, names.TASK_LABEL, LABEL, names.GAP, names.SEED]].copy()
     indexed = finals.set_index(RUN_ID)
     for key in DECAY_METRICS:
         points[key] = _final(indexed, key).reindex(points[RUN_ID]).to_numpy()
     stale = points[names.GRAD_DECAY_RATE] >= 0
     points.loc[stale, names.GRAD_HALF_LIFE] = np.nan
-    points = points.dropna(subset=[names.TASK, names.GAP])
+    points = points.dropna(subset=[names.TASK_LABEL, names.GAP])
     return points[points[list(DECAY_METRICS)].notna().any(axis=1)].reset_index(drop=True)
 
 
 def decay_table(points: pd.DataFrame) -> pd.DataFrame:
     """Per (task, label, gap): mean, sample std and count of each final decay metric."""
-    group = [names.TASK, LABEL, names.GAP]
+    group = [names.TASK_LABEL, LABEL, names.GAP]
     if points.empty:
         return pd.DataFrame(columns=DECAY_COLUMNS)
     parts = []
@@ -166,7 +166,7 @@ def _mean_std(mean: object, std: object, digits: int) -> str:
     return cell
 
 
-DECAY_HEADER = [names.TASK, LABEL, names.GAP, "n",
+DECAY_HEADER = [names.TASK_LABEL, LABEL, names.GAP, "n",
                 f"{names.GRAD_DECAY_RATE} (1/step, mean ± std)",
                 f"{names.GRAD_HALF_LIFE} (steps, mean ± std)",
                 f"{names.GRAD_REACH} (steps, mean ± std)"]
@@ -179,7 +179,7 @@ def decay_display(table: pd.DataFrame) -> list[list[str]]:
     rows = []
     for row in table.to_dict("records"):
         n = int(row[f"{names.GRAD_DECAY_RATE}_n"])
-        cells = [format_cell(row[names.TASK]), format_cell(row[LABEL]),
+        cells = [format_cell(row[names.TASK_LABEL]), format_cell(row[LABEL]),
                  format_cell(row[names.GAP]), str(n)]
         for key in DECAY_METRICS:
             count = int(row[f"{key}_n"])
@@ -207,7 +207,7 @@ def _top_gap_runs(runs: pd.DataFrame, finals: pd.DataFrame,
     value was NaN (stored as NaN, reported as missing) may still have a useful history.
     """
     keyed = runs.assign(_present=_present(finals, keys).to_numpy())
-    keyed = keyed.dropna(subset=[names.TASK, names.GAP])
+    keyed = keyed.dropna(subset=[names.TASK_LABEL, names.GAP])
     chosen = {}
     for (task, label), config in keyed.groupby(PANEL, sort=True):
         with_data = config[config["_present"]]
@@ -295,11 +295,11 @@ def grad_norm_table(runs: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFrame
     """grad_norm_pre_clip history of the runs in `histories`, finite positive values only."""
     data = histories[histories[KEY] == names.GRAD_NORM_PRE_CLIP]
     data = data[finite(data[VALUE]) & (data[VALUE] > 0)]
-    keys = [RUN_ID, names.TASK, LABEL, names.GAP, names.SEED, RUN_NAME, names.CLIP_MODE,
+    keys = [RUN_ID, names.TASK_LABEL, LABEL, names.GAP, names.SEED, RUN_NAME, names.CLIP_MODE,
             names.CLIP_THRESHOLD]
     data = data.merge(runs[keys], on=RUN_ID, how="inner")
     data = data.rename(columns={VALUE: names.GRAD_NORM_PRE_CLIP})
-    by = [names.TASK, LABEL, names.GAP, names.SEED, RUN_NAME, STEP]
+    by = [names.TASK_LABEL, LABEL, names.GAP, names.SEED, RUN_NAME, STEP]
     return _sorted(data, GRAD_NORM_COLUMNS, by)
 
 
@@ -307,10 +307,10 @@ def clip_points(runs: pd.DataFrame) -> pd.DataFrame:
     """Final clip_rate_total of the clipped runs, at each (task, clip mode)'s largest gap."""
     data = runs[(runs[names.CLIP_MODE].fillna(NO_CLIP) != NO_CLIP)
                 & finite(runs[names.CLIP_RATE_TOTAL])]
-    data = data.dropna(subset=[names.TASK, names.GAP, names.CLIP_THRESHOLD])
+    data = data.dropna(subset=[names.TASK_LABEL, names.GAP, names.CLIP_THRESHOLD])
     if data.empty:
         return data.assign(**{MODEL_ACTIVATION: pd.Series(dtype=str)})
-    top = data.groupby([names.TASK, names.CLIP_MODE])[names.GAP].transform("max")
+    top = data.groupby([names.TASK_LABEL, names.CLIP_MODE])[names.GAP].transform("max")
     data = data[data[names.GAP] == top]
     model_act = data[names.MODEL].astype(str) + "-" + data[names.ACTIVATION].astype(str)
     return data.assign(**{MODEL_ACTIVATION: model_act}).reset_index(drop=True)
@@ -318,7 +318,7 @@ def clip_points(runs: pd.DataFrame) -> pd.DataFrame:
 
 def clip_rate_table(points: pd.DataFrame) -> pd.DataFrame:
     """Per (task, clip mode, gap, model-activation, threshold): mean, std, n of the clip rate."""
-    group = [names.TASK, names.CLIP_MODE, names.GAP, MODEL_ACTIVATION, LABEL,
+    group = [names.TASK_LABEL, names.CLIP_MODE, names.GAP, MODEL_ACTIVATION, LABEL,
              names.CLIP_THRESHOLD]
     if points.empty:
         return pd.DataFrame(columns=CLIP_RATE_COLUMNS)
@@ -346,9 +346,10 @@ def spectral_table(runs: pd.DataFrame, finals: pd.DataFrame,
             key = names.block_key(names.SPECTRAL_RADIUS, layer, block)
             at_key = panel[panel[KEY] == key]
             for (gap, step), values in at_key.groupby([names.GAP, STEP], sort=True):
-                rows.append({names.TASK: task, LABEL: label, names.GAP: int(gap), LAYER: layer,
-                             BLOCK: block, STEP: int(step), SR_MEAN: values[VALUE].mean(),
-                             SR_STD: values[VALUE].std(), N_RUNS: values[RUN_ID].nunique()})
+                rows.append({names.TASK_LABEL: task, LABEL: label, names.GAP: int(gap),
+                             LAYER: layer, BLOCK: block, STEP: int(step),
+                             SR_MEAN: values[VALUE].mean(), SR_STD: values[VALUE].std(),
+                             N_RUNS: values[RUN_ID].nunique()})
     if not rows:
         return pd.DataFrame(columns=SPECTRAL_COLUMNS)
     # Blocks keep the order of names.GATE_BLOCKS (i, f, g, o), not alphabetical order.

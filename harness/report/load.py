@@ -95,8 +95,8 @@ _METRICS = (
 )
 # One row per run: identity, grouping keys, outcome, cost. Order is the runs.csv column order.
 RUN_COLUMNS: tuple[str, ...] = (
-    RUN_ID, RUN_NAME, names.TASK, names.GAP, names.MODEL, names.ACTIVATION, names.INIT,
-    names.CLIP_MODE,
+    RUN_ID, RUN_NAME, names.TASK_LABEL, names.TASK, names.GAP, names.MODEL, names.ACTIVATION,
+    names.INIT, names.CLIP_MODE,
     names.CLIP_THRESHOLD, names.SEED, LABEL, MODEL_VARIANT, CLIP_SETTING, *_TAGS, *_METRICS,
     FINAL_NORMALIZED_LOSS,
 )
@@ -234,6 +234,12 @@ def _typed_runs(raw: pd.DataFrame) -> pd.DataFrame:
         runs[key] = values.round().astype("Int64")
     for key in _FLOAT_PARAMS:
         runs[key] = pd.to_numeric(_column(raw, f"params.{key}"), errors="coerce").astype(float)
+    variant_keys = sorted({key for key, _ in names.TASK_VARIANTS.values()})
+    variants = pd.DataFrame({key: _column(raw, f"params.{key}") for key in variant_keys})
+    runs[names.TASK_LABEL] = pd.Series([
+        pd.NA if pd.isna(task) else names.task_label(str(task), params)
+        for task, params in zip(runs[names.TASK], variants.to_dict("records"), strict=True)
+    ], index=runs.index, dtype="string")
     runs[LABEL] = [
         names.config_label(str(m), str(a), str(c), float(t))
         for m, a, c, t in zip(
@@ -260,7 +266,7 @@ def _typed_runs(raw: pd.DataFrame) -> pd.DataFrame:
 
     runs = runs[[*RUN_COLUMNS, *LOCATION_COLUMNS]]
     # The store returns runs by start time; sort on content so a rebuild is byte-identical.
-    order = [names.TASK, LABEL, names.GAP, names.SEED, RUN_NAME, RUN_ID]
+    order = [names.TASK_LABEL, LABEL, names.GAP, names.SEED, RUN_NAME, RUN_ID]
     return runs.sort_values(order, kind="mergesort", na_position="last")
 
 

@@ -22,7 +22,8 @@ NON_SEMANTIC_PREFIXES = ("tracking.", "report.", "train.threads", "train.checkpo
 # Keys the configuration label is built from (harness.names.config_label) plus the axes every
 # figure has anyway: an axis outside these is pooled over by the tables and findings.
 LABEL_KEYS = (names.TASK, names.GAP, names.SEED, names.MODEL, names.ACTIVATION, names.INIT,
-              names.CLIP_MODE, names.CLIP_THRESHOLD)
+              names.CLIP_MODE, names.CLIP_THRESHOLD,
+              *(key for key, _ in names.TASK_VARIANTS.values()))  # they make the task label
 TRAIN_COMMAND = "harness-train -m"
 AXIS, VALUES, N_VALUES = "axis", "values", "n_values"
 

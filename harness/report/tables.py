@@ -60,10 +60,10 @@ def status_counts(runs: pd.DataFrame) -> pd.DataFrame:
 
 def _seed_solved_at(runs: pd.DataFrame) -> pd.DataFrame:
     """Whether each (task, label, seed, gap) was solved; a re-run counts only if all runs were."""
-    keyed = runs.dropna(subset=[names.TASK, names.GAP, names.SEED])
+    keyed = runs.dropna(subset=[names.TASK_LABEL, names.GAP, names.SEED])
     solved = keyed[names.STATUS] == names.SOLVED
     return (
-        solved.groupby([keyed[names.TASK], keyed[LABEL], keyed[names.SEED], keyed[names.GAP]])
+        solved.groupby([keyed[names.TASK_LABEL], keyed[LABEL], keyed[names.SEED], keyed[names.GAP]])
         .all()
         .rename(names.SOLVED)
         .reset_index()
@@ -82,7 +82,7 @@ def largest_solved_gap(runs: pd.DataFrame) -> pd.DataFrame:
     """
     per_gap = _seed_solved_at(runs)
     rows = []
-    for (task, label), group in per_gap.groupby([names.TASK, LABEL], sort=True):
+    for (task, label), group in per_gap.groupby([names.TASK_LABEL, LABEL], sort=True):
         seeds = sorted(int(s) for s in group[names.SEED].unique())
         per_seed: list[int | None] = []
         for seed in seeds:
@@ -96,7 +96,7 @@ def largest_solved_gap(runs: pd.DataFrame) -> pd.DataFrame:
         ]
         rows.append(
             {
-                names.TASK: task,
+                names.TASK_LABEL: task,
                 LABEL: label,
                 LARGEST_SOLVED_GAP: max(all_solved) if all_solved else NONE,
                 SEEDS: _gap_list(seeds),
@@ -104,7 +104,8 @@ def largest_solved_gap(runs: pd.DataFrame) -> pd.DataFrame:
                 N_SEEDS: len(seeds),
             }
         )
-    columns = [names.TASK, LABEL, LARGEST_SOLVED_GAP, SEEDS, LARGEST_SOLVED_GAP_PER_SEED, N_SEEDS]
+    columns = [names.TASK_LABEL, LABEL, LARGEST_SOLVED_GAP, SEEDS, LARGEST_SOLVED_GAP_PER_SEED,
+               N_SEEDS]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -133,9 +134,9 @@ def accuracy_by_gap(runs: pd.DataFrame) -> pd.DataFrame:
 
     `n_seeds` counts the runs that logged a final accuracy; std and CI are empty for one.
     """
-    table = mean_ci(runs, [names.TASK, LABEL, names.GAP], names.FINAL_EVAL_ACCURACY)
+    table = mean_ci(runs, [names.TASK_LABEL, LABEL, names.GAP], names.FINAL_EVAL_ACCURACY)
     return table.rename(columns={MEAN: ACCURACY_MEAN, STD: ACCURACY_STD, N: N_SEEDS})[
-        [names.TASK, LABEL, names.GAP, ACCURACY_MEAN, ACCURACY_STD, CI_LOW, CI_HIGH, N_SEEDS]]
+        [names.TASK_LABEL, LABEL, names.GAP, ACCURACY_MEAN, ACCURACY_STD, CI_LOW, CI_HIGH, N_SEEDS]]
 
 
 def _is_missing(value: object) -> bool:
@@ -159,9 +160,10 @@ def display_rows(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> l
 
 def accuracy_display(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """The accuracy table with mean ± std in one cell, as header and rows of strings."""
-    header = [names.TASK, LABEL, names.GAP, f"{names.FINAL_EVAL_ACCURACY} (mean ± std)", N_SEEDS]
+    header = [names.TASK_LABEL, LABEL, names.GAP, f"{names.FINAL_EVAL_ACCURACY} (mean ± std)",
+              N_SEEDS]
     rows = []
-    for row in table[[names.TASK, LABEL, names.GAP, ACCURACY_MEAN, ACCURACY_STD,
+    for row in table[[names.TASK_LABEL, LABEL, names.GAP, ACCURACY_MEAN, ACCURACY_STD,
                       N_SEEDS]].itertuples(index=False):
         task, label, gap, mean, std, n = row
         cell = format_cell(mean)
