@@ -4,6 +4,8 @@
     harness-bench --quick         # a short version (CI runs it so a regression is visible)
     harness-bench --sweep         # runs/hour of a fixed sweep: 1 job x 2 threads vs 2 x 1
     harness-bench --scaling       # time per step and peak memory vs gap (50 .. 1000)
+    harness-bench --batched       # K seeds as one batched model vs K separate runs
+    harness-bench --profile       # where a harness run's time goes, per part
 
 For each model it times, in this one process and on the same task data, model shape, batch
 and optimizer (Adam), the training steps per second of:
