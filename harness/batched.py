@@ -145,10 +145,14 @@ def stack_batches(batches: Sequence[Batch]) -> Batch:
                    zip(*((b.inputs, b.targets, b.mask) for b in batches), strict=True)))
 
 
+def member_batch(batch: Batch, k: int, size: int | None = None) -> Batch:
+    """Member k's batch (its first `size` sequences) from a stacked [K, B, ...] batch."""
+    return Batch(*(t[k, :size] for t in (batch.inputs, batch.targets, batch.mask)))
+
+
 def member_losses(task: Task, outputs: Tensor, batch: Batch) -> Tensor:
     """Every member's published loss on its own batch: [K]."""
-    return torch.stack([task.loss(outputs[k], Batch(batch.inputs[k], batch.targets[k],
-                                                    batch.mask[k]))
+    return torch.stack([task.loss(outputs[k], member_batch(batch, k))
                         for k in range(outputs.shape[0])])
 
 
@@ -218,9 +222,7 @@ class BatchedRun:
         self.train_gens = [train for train, _ in streams]
         self.eval_batch = stack_batches([task.sample(cfg.eval_batch_size, evaluation)
                                          for _, evaluation in streams])
-        self.profile_batches = [Batch(*(t[k, : cfg.profile_batch_size] for t in
-                                        (self.eval_batch.inputs, self.eval_batch.targets,
-                                         self.eval_batch.mask)))
+        self.profile_batches = [member_batch(self.eval_batch, k, cfg.profile_batch_size)
                                 for k in range(len(seeds))]
         self.params = list(self.model.parameters())
         self.history = BatchedHistory()
@@ -240,11 +242,8 @@ class BatchedRun:
     def evaluate(self, step: int) -> None:
         outputs = self.model(self.eval_batch.inputs)
         loss = member_losses(self.task, outputs, self.eval_batch)
-        accuracy = torch.stack([
-            self.task.accuracy(outputs[k], Batch(self.eval_batch.inputs[k],
-                                                 self.eval_batch.targets[k],
-                                                 self.eval_batch.mask[k]))
-            for k in range(outputs.shape[0])])
+        accuracy = torch.stack([self.task.accuracy(outputs[k], member_batch(self.eval_batch, k))
+                                for k in range(outputs.shape[0])])
         self.history.evals.append((step, loss, accuracy))
 
     def diagnose(self, step: int) -> None:
