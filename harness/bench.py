@@ -562,10 +562,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batched", action="store_true",
                         help="instead: K seeds as one batched model vs K separate runs, "
                              "K in 1,2,4,8, demo size (hidden 64, batch 32, gaps 20, 80; "
-                             "about 3 minutes)")
+                             "--rounds + 1 rounds; 11 minutes on a busy 2-core machine)")
     parser.add_argument("--profile", action="store_true",
-                        help="instead: torch.profiler on one harness run per model (1 thread, "
-                             "--gap/--hidden/--batch, 200 steps): share of each part")
+                        help="instead: where one harness run's time goes, per model and "
+                             "part (1 thread, --gap/--hidden/--batch, 200 steps), and "
+                             "torch.profiler operator counts of separate vs batched steps")
     parser.add_argument("--out", type=Path, default=Path("bench.csv"))
     args = parser.parse_args(argv)
     # As in every harness job; process-wide, so the bare loop runs under it too.
