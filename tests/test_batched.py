@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 
@@ -30,6 +32,15 @@ CLIP = {"clip_mode": "norm", "clip_threshold": 0.5}
 # below the differences that a real mismatch makes (another seed, no clipping, a member's
 # gradient mixed with another's: 1e-2 and more, checked below).
 RTOL, ATOL = 1e-5, 1e-5
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny ops: a second thread only waits for a core (and on a busy machine, long)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def separate_run(cell: str, activation: str, seed: int) -> tuple[RecurrentModel, MemoryTracker]:

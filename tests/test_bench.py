@@ -11,10 +11,12 @@ from harness import bench
 
 
 @pytest.fixture(autouse=True)
-def restore_threads() -> Iterator[None]:
+def one_thread() -> Iterator[None]:
+    """As harness-bench --profile runs; the batched mode switches between 1 and 2 itself."""
     threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
-    torch.set_num_threads(threads)  # the batched mode switches between 1 and 2 threads
+    torch.set_num_threads(threads)
 
 
 def test_batched_throughput_rows_are_consistent() -> None:
