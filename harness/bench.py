@@ -4,6 +4,8 @@
     harness-bench --quick         # a short version (CI runs it so a regression is visible)
     harness-bench --sweep         # runs/hour of a fixed sweep: 1 job x 2 threads vs 2 x 1
     harness-bench --scaling       # time per step and peak memory vs gap (50 .. 1000)
+    harness-bench --batched       # K seeds as one batched model vs K separate runs
+    harness-bench --profile       # where a harness run's time goes, per part
 
 For each model it times, in this one process and on the same task data, model shape, batch
 and optimizer (Adam), the training steps per second of:
@@ -26,7 +28,10 @@ noisy neighbour affects all variants alike. The table is also written as CSV.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import csv
+import functools
 import math
 import statistics
 import subprocess
@@ -35,17 +40,29 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import torch
 
 import tasks
-from harness import names
+from harness import loop, names
+from harness.batched import BatchedRun, build_member
 from harness.clipping import Clipper
-from harness.loop import MemoryTracker, Tracker, make_optimizer, train_loop
+from harness.diagnostics import diagnose
+from harness.loop import (
+    Evaluator,
+    MemoryTracker,
+    Tracker,
+    data_generators,
+    make_optimizer,
+    train_loop,
+)
 from harness.models import RecurrentModel
 from harness.schema import TrainConfig
 from harness.tracking import mlflow_run
 from harness.train import configure_torch
+from tasks import Batch
 
 VARIANTS = ("bare", "harness", "no_tracking", "no_diagnostics")
 MODELS = (("rnn", "tanh"), ("lstm", "tanh"), ("gru", "tanh"))
@@ -220,6 +237,288 @@ def gap_scaling(cell: str, hidden: int, batch_size: int, steps: int,
     return rows
 
 
+BATCHED_KS = (1, 2, 4, 8)
+BATCHED_GAPS = (20, 80)
+DEMO_STEPS, DEMO_POINTS = 2000, 21  # the demo's budget: evaluation + diagnostics every 100 steps
+
+
+def separate_step(task: tasks.Task, model: RecurrentModel, optimizer: torch.optim.Optimizer,
+                  generator: torch.Generator, batch_size: int) -> None:
+    """One training step as the harness loop takes it: loss, backward, measured norm, step."""
+    batch = task.sample(batch_size, generator)
+    loss = task.loss(model(batch.inputs), batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    clip = Clipper("none", 1.0)(model.parameters())
+    float(loss.detach()), float(clip.pre)
+    optimizer.step()
+
+
+Separate = list[tuple[RecurrentModel, torch.optim.Optimizer, torch.Generator]]
+
+
+def separate_steps(task: tasks.Task, separate: Separate, batch_size: int) -> None:
+    """One training step of each of K separate runs, one after another."""
+    for model, optimizer, generator in separate:
+        separate_step(task, model, optimizer, generator, batch_size)
+
+
+def batched_setup(cell: str, activation: str, task: tasks.Task, hidden: int, batch_size: int,
+                  k: int) -> tuple[Separate, BatchedRun]:
+    """K separate runs (seeds 0..K-1: model, optimizer, training data), and the same batched."""
+    cfg = TrainConfig(batch_size=batch_size)
+    members = [build_member(seed, cell, task, hidden, activation=activation) for seed in range(k)]
+    separate = [(m, make_optimizer(m, "adam", 1e-3), data_generators(seed)[0])
+                for seed, m in enumerate(copy.deepcopy(members))]
+    return separate, BatchedRun(task, members, list(range(k)), cfg)
+
+
+def time_steps(step: Callable[[], None], steps: int, threads: int) -> tuple[float, float]:
+    """(wall, CPU) seconds per call of `step` with `threads` torch threads.
+
+    With one thread every op runs in this thread, so the process's CPU time is the work of
+    the steps alone, whatever else the machine runs meanwhile; the wall time also counts the
+    time other processes held the core.
+    """
+    torch.set_num_threads(threads)
+    step()  # warm-up (first-call costs, allocator)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps
+
+
+def time_points(task: tasks.Task, separate: Separate, run: BatchedRun) -> tuple[float, float]:
+    """CPU seconds of one evaluation + diagnostics point (1 thread): K separate runs, batched."""
+    torch.set_num_threads(1)
+    cfg = run.cfg
+    start = time.process_time()
+    for seed, (model, _, _) in enumerate(separate):
+        _, evaluation = data_generators(seed)
+        batch = task.sample(cfg.eval_batch_size, evaluation)
+        Evaluator(task, batch)(model)
+        diagnose(model, task, Batch(*(t[: cfg.profile_batch_size] for t in
+                                      (batch.inputs, batch.targets, batch.mask))), 0)
+    middle = time.process_time()
+    run.evaluate(0)
+    run.diagnose(0)
+    return middle - start, time.process_time() - middle
+
+
+def batched_throughput(hidden: int, batch_size: int, steps: int, rounds: int,
+                       models: tuple[tuple[str, str], ...] = MODELS,
+                       gaps: tuple[int, ...] = BATCHED_GAPS,
+                       ks: tuple[int, ...] = BATCHED_KS) -> list[dict[str, object]]:
+    """Time per training step of K seeds: K separate fused runs vs one batched model.
+
+    Per cell, gap and K, in interleaved rounds: `separate` (K fused runs one after another,
+    1 thread), `batched_1t` (the K members as one stacked model, 1 thread), `batched_2t` (the
+    same, 2 threads). The 1-thread figures are CPU time (median over rounds; wall time is
+    printed beside it), so a busy machine slows them little; the 2-thread one can only be
+    wall time. Throughput against the best current layout, 2 jobs x 1 thread running
+    separate runs: batched with 1 thread in the same 2-job layout gains separate /
+    batched_1t; one batched job with 2 threads gains separate / (2 batched_2t) (wall times).
+    The run factors add one evaluation + diagnostics point per 100 steps (the demo's
+    cadence, CPU time): the batched run evaluates all members at once but diagnoses them one
+    by one, as separate runs do.
+    """
+    rows = []
+    for cell, activation in models:
+        for gap in gaps:
+            task = tasks.make_task("delayed_recall", gap=gap, filler="noise")
+            for k in ks:
+                separate, run = batched_setup(cell, activation, task, hidden, batch_size, k)
+                sequential = functools.partial(separate_steps, task, separate, batch_size)
+                wall: dict[str, list[float]] = {"separate": [], "batched_1t": [],
+                                                "batched_2t": []}
+                cpu: dict[str, list[float]] = {"separate": [], "batched_1t": []}
+                for _ in range(rounds):
+                    for variant, step, threads in (("separate", sequential, 1),
+                                                   ("batched_1t", run.train_step, 1),
+                                                   ("batched_2t", run.train_step, 2)):
+                        seconds = time_steps(step, steps, threads)
+                        wall[variant].append(seconds[0])
+                        if threads == 1:
+                            cpu[variant].append(seconds[1])
+                point_separate, point_batched = time_points(task, separate, run)
+                median = {v: statistics.median(s) for v, s in cpu.items()}
+                median_wall = {v: statistics.median(s) for v, s in wall.items()}
+                ratios = [a / b for a, b in zip(cpu["separate"], cpu["batched_1t"], strict=True)]
+                ratios_wall = [a / b for a, b in zip(wall["separate"], wall["batched_1t"],
+                                                     strict=True)]
+                run_separate = DEMO_STEPS * median["separate"] + DEMO_POINTS * point_separate
+                run_batched = DEMO_STEPS * median["batched_1t"] + DEMO_POINTS * point_batched
+                rows.append({
+                    names.MODEL: cell, names.ACTIVATION: activation, names.GAP: gap,
+                    names.HIDDEN_SIZE: hidden, "batch_size": batch_size, "k": k,
+                    "steps": steps, "rounds": rounds,
+                    **{f"cpu_ms_per_step_{v}": round(1000 * m, 3) for v, m in median.items()},
+                    **{f"wall_ms_per_step_{v}": round(1000 * m, 3)
+                       for v, m in median_wall.items()},
+                    "step_factor_1t": round(median["separate"] / median["batched_1t"], 3),
+                    "step_factor_1t_min": round(min(ratios), 3),
+                    "step_factor_1t_max": round(max(ratios), 3),
+                    "step_factor_1t_wall": round(statistics.median(ratios_wall), 3),
+                    "step_factor_1t_wall_min": round(min(ratios_wall), 3),
+                    "step_factor_1t_wall_max": round(max(ratios_wall), 3),
+                    "step_factor_2t_vs_2x1": round(median_wall["separate"]
+                                                   / (2 * median_wall["batched_2t"]), 3),
+                    "cpu_ms_per_point_separate": round(1000 * point_separate, 1),
+                    "cpu_ms_per_point_batched": round(1000 * point_batched, 1),
+                    "run_factor_1t": round(run_separate / run_batched, 3),
+                    "runs_per_hour_2x1_separate": round(2 * k * 3600 / run_separate),
+                    "runs_per_hour_2x1_batched": round(2 * k * 3600 / run_batched),
+                })
+                print(format_batched(rows[-1]), flush=True)
+    return rows
+
+
+def format_batched(row: dict[str, object]) -> str:
+    return (f"{row[names.MODEL]:>4} gap {row[names.GAP]:>3} K={row['k']}: CPU ms/step separate "
+            f"{row['cpu_ms_per_step_separate']:7.2f} batched "
+            f"{row['cpu_ms_per_step_batched_1t']:7.2f}"
+            f" | step factor 1t {row['step_factor_1t']:.2f} (rounds "
+            f"{row['step_factor_1t_min']:.2f}..{row['step_factor_1t_max']:.2f}; wall "
+            f"{row['step_factor_1t_wall']:.2f}, {row['step_factor_1t_wall_min']:.2f}.."
+            f"{row['step_factor_1t_wall_max']:.2f}) | batched 2 threads: wall ms/step "
+            f"{row['wall_ms_per_step_batched_2t']:.2f}, vs 2x1 {row['step_factor_2t_vs_2x1']:.2f}"
+            f" | eval+diag point ms {row['cpu_ms_per_point_separate']:.0f} vs "
+            f"{row['cpu_ms_per_point_batched']:.0f} | run factor {row['run_factor_1t']:.2f}: "
+            f"runs/hour (2x1) {row['runs_per_hour_2x1_separate']} -> "
+            f"{row['runs_per_hour_2x1_batched']}")
+
+
+PROFILE_PARTS = ("data", "forward", "loss", "backward", "clipping", "optimizer", "evaluation",
+                 "diagnostics", "tracking")
+
+
+class PartTimer:
+    """Wall-clock seconds per part of a run; a part called inside another counts in the outer.
+
+    Each wrapped call is also a `torch.profiler.record_function` region of the part's name,
+    so the same labels show in a torch.profiler trace.
+    """
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(PROFILE_PARTS, 0.0)
+        self.depth = 0
+
+    def wrap(self, part: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            self.depth += 1
+            start = time.perf_counter()
+            try:
+                with torch.profiler.record_function(part):
+                    return function(*args, **kwargs)
+            finally:
+                self.depth -= 1
+                if self.depth == 0:
+                    self.seconds[part] += time.perf_counter() - start
+
+        return timed
+
+
+class TimedTracker:
+    def __init__(self, tracker: Tracker, timer: PartTimer) -> None:
+        self.log_metrics = timer.wrap("tracking", tracker.log_metrics)
+
+
+def profile_run(cell: str, activation: str, gap: int, hidden: int, batch_size: int,
+                steps: int, mlflow: bool = True) -> dict[str, object]:
+    """Where the wall time of one harness run goes (1 thread; logging to an MLflow store, or
+    to memory with `mlflow=False`).
+
+    The harness's own loop runs unchanged; its parts are timed from outside: the task's
+    sampling and loss, the model's forward (the fused module and the readout), the backward
+    pass (`Tensor.backward`), the clipper (which measures the gradient norm), the optimizer's
+    step and zero_grad, the evaluator, the diagnostics and the tracker. `python` is the rest
+    of the wall time: the loop's own Python between those calls. The same run is also timed
+    without the wrappers, so their own cost shows (`unwrapped_s`).
+    """
+    task = tasks.make_task("delayed_recall", gap=gap, filler="noise")
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, solve_threshold=1.0 + 1e-9)
+    with tempfile.TemporaryDirectory() as folder:
+        store = f"sqlite:///{folder}/mlflow.db"
+
+        def tracking() -> contextlib.AbstractContextManager[Tracker]:
+            if not mlflow:
+                return contextlib.nullcontext(MemoryTracker())
+            return mlflow_run(store, "bench", f"profile-{cell}", {"model.name": cell}, {})
+
+        model, optimizer = build(cell, activation, task, hidden)
+        with tracking() as tracker:
+            start = time.perf_counter()
+            harness_loop(task, model, optimizer, cfg, tracker)
+            unwrapped = time.perf_counter() - start
+        model, optimizer = build(cell, activation, task, hidden)
+        timer = PartTimer()
+        task.sample = timer.wrap("data", task.sample)  # type: ignore[method-assign]
+        task.loss = timer.wrap("loss", task.loss)  # type: ignore[method-assign]
+        model.forward = timer.wrap("forward", model.forward)  # type: ignore[method-assign]
+        optimizer.step = timer.wrap("optimizer", optimizer.step)  # type: ignore[method-assign]
+        optimizer.zero_grad = timer.wrap(  # type: ignore[method-assign]
+            "optimizer", optimizer.zero_grad)
+
+        class TimedEvaluator(loop.Evaluator):
+            __call__ = timer.wrap("evaluation", loop.Evaluator.__call__)
+
+        with mock.patch.object(loop, "Evaluator", TimedEvaluator), \
+                mock.patch.object(loop, "diagnose", timer.wrap("diagnostics", loop.diagnose)), \
+                mock.patch.object(torch.Tensor, "backward",
+                                  timer.wrap("backward", torch.Tensor.backward)), \
+                tracking() as tracker:
+            start = time.perf_counter()
+            train_loop(task, model, optimizer, timer.wrap("clipping", Clipper("none", 1.0)),
+                       cfg, TimedTracker(tracker, timer), seed=0, name="profile")
+            wall = time.perf_counter() - start
+    parts = {**timer.seconds, "python": wall - sum(timer.seconds.values())}
+    row: dict[str, object] = {names.MODEL: cell, names.ACTIVATION: activation, names.GAP: gap,
+                              names.HIDDEN_SIZE: hidden, "batch_size": batch_size,
+                              "steps": steps, "wall_s": round(wall, 2),
+                              "unwrapped_s": round(unwrapped, 2)}
+    row.update({f"share_{part}": round(seconds / wall, 4) for part, seconds in parts.items()})
+    print(f"{cell:>4} gap {gap} hidden {hidden} batch {batch_size}, {steps} steps: {wall:.2f} s "
+          f"({unwrapped:.2f} s unwrapped); "
+          + ", ".join(f"{part} {seconds / wall:.1%}" for part, seconds in parts.items()),
+          flush=True)
+    return row
+
+
+def op_profile(cell: str, activation: str, gap: int, hidden: int, batch_size: int, k: int,
+               steps: int = 3) -> dict[str, object]:
+    """torch.profiler on training steps of K separate runs and of the same K batched.
+
+    Counts the operators run per training step of all K members and their CPU time, and
+    names the most expensive one: the fused modules run a few large operators (one
+    `aten::lstm` for the whole sequence), the batched cell many small ones per time step.
+    """
+    task = tasks.make_task("delayed_recall", gap=gap, filler="noise")
+    separate, run = batched_setup(cell, activation, task, hidden, batch_size, k)
+    row: dict[str, object] = {names.MODEL: cell, names.ACTIVATION: activation, names.GAP: gap,
+                              names.HIDDEN_SIZE: hidden, "batch_size": batch_size, "k": k}
+    layouts: dict[str, Callable[[], None]] = {
+        "separate": functools.partial(separate_steps, task, separate, batch_size),
+        "batched": run.train_step}
+    for layout, step in layouts.items():
+        step()  # warm-up
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            for _ in range(steps):
+                step()
+        ops = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+        top = max(ops, key=lambda e: e.self_cpu_time_total)
+        total = sum(e.self_cpu_time_total for e in ops)
+        row[f"ops_per_step_{layout}"] = round(sum(e.count for e in ops) / steps)
+        row[f"op_ms_per_step_{layout}"] = round(total / steps / 1000, 2)
+        row[f"top_op_{layout}"] = top.key
+        row[f"top_op_share_{layout}"] = round(top.self_cpu_time_total / total, 3)
+    print(f"{cell:>4} gap {gap} K={k}, ops per training step of all K: separate "
+          f"{row['ops_per_step_separate']} ({row['op_ms_per_step_separate']} ms, top "
+          f"{row['top_op_separate']} {row['top_op_share_separate']:.0%}), batched "
+          f"{row['ops_per_step_batched']} ({row['op_ms_per_step_batched']} ms, top "
+          f"{row['top_op_batched']} {row['top_op_share_batched']:.0%})", flush=True)
+    return row
+
+
 def linear_fit(x: list[float], y: list[float]) -> tuple[float, float, float]:
     """Least-squares slope, intercept and R² of y against x."""
     n = len(x)
@@ -263,6 +562,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", action="store_true",
                         help="instead: time the report of a synthetic 1,000-run store "
                              "(python -m harness.report.bench; goal < 60 s)")
+    parser.add_argument("--batched", action="store_true",
+                        help="instead: K seeds as one batched model vs K separate runs, "
+                             "K in 1,2,4,8, demo size (hidden 64, batch 32, gaps 20, 80; "
+                             "--rounds + 1 rounds; 11 minutes on a busy 2-core machine)")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead: where one harness run's time goes, per model and "
+                             "part (1 thread, --gap/--hidden/--batch, 200 steps), and "
+                             "torch.profiler operator counts of separate vs batched steps")
     parser.add_argument("--out", type=Path, default=Path("bench.csv"))
     args = parser.parse_args(argv)
     if args.report:
@@ -274,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.gap, args.hidden, args.steps, args.rounds = 100, 64, 100, 1
     models = (("lstm", "tanh"),) if args.quick else MODELS
-    if not (args.sweep or args.scaling):
+    if not (args.sweep or args.scaling or args.batched or args.profile):
         print(f"harness-bench: gap {args.gap}, hidden {args.hidden}, batch {args.batch}, "
               f"{args.steps} steps x {args.rounds} rounds, torch {torch.__version__}, "
               f"{torch.get_num_threads()} threads", flush=True)
@@ -282,6 +589,14 @@ def main(argv: list[str] | None = None) -> int:
         rows = sweep_throughput()
     elif args.scaling:
         rows = gap_scaling("lstm", args.hidden, args.batch, steps=5)
+    elif args.profile:
+        torch.set_num_threads(1)  # as each job of a 2-job sweep on 2 cores
+        rows = [profile_run(cell, activation, args.gap, args.hidden, args.batch, 200)
+                for cell, activation in models]
+        for cell, activation in models:  # operator counts behind the batched factors
+            op_profile(cell, activation, 20, 64, 32, 4)
+    elif args.batched:
+        rows = batched_throughput(hidden=64, batch_size=32, steps=10, rounds=args.rounds + 1)
     else:
         rows = measure(args.gap, args.hidden, args.batch, args.steps, args.rounds, models)
     with args.out.open("w", newline="") as handle:
