@@ -106,9 +106,21 @@ def configure_torch(threads: int) -> None:
 
 
 def run_name(spec: Config) -> str:
-    return names.run_name(spec.task.name.value, spec.model.name.value,
-                          spec.model.activation.value, spec.clip.mode.value,
-                          spec.clip.threshold, spec.task.gap, spec.seed)
+    model = spec.model
+    return names.run_name(spec.task.name.value, model.name.value, model.activation.value,
+                          spec.clip.mode.value, spec.clip.threshold, spec.task.gap, spec.seed,
+                          init=model.init.value, chrono=model.chrono,
+                          num_layers=model.num_layers, bidirectional=model.bidirectional)
+
+
+def build_model(spec: Config, task: tasks.Task) -> RecurrentModel:
+    """The model of `spec` for `task`; chrono's T_max defaults to the task's sequence length."""
+    model = spec.model
+    t_max = (model.chrono_t_max or task.seq_len) if model.chrono else None
+    return RecurrentModel(model.name.value, task.input_size, task.output_size,
+                          model.hidden_size, model.num_layers, model.activation.value,
+                          model.init.value, model.forget_bias,
+                          bidirectional=model.bidirectional, chrono_t_max=t_max)
 
 
 def train(cfg: DictConfig) -> RunResult:
@@ -143,10 +155,7 @@ def train(cfg: DictConfig) -> RunResult:
                     resume_run_id=state["run_id"] if state else None) as tracker:
         task = tasks.make_task(spec.task.name.value, **task_params(spec.task))
         torch.manual_seed(spec.seed)  # model initialization; data uses its own generators
-        model = RecurrentModel(spec.model.name.value, task.input_size, task.output_size,
-                               spec.model.hidden_size, spec.model.num_layers,
-                               spec.model.activation.value, spec.model.init.value,
-                               spec.model.forget_bias)
+        model = build_model(spec, task)
         optimizer = make_optimizer(model, spec.optim.name.value, spec.optim.lr,
                                    spec.optim.momentum, spec.optim.weight_decay)
         clipper = Clipper(spec.clip.mode.value, spec.clip.threshold)
