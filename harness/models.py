@@ -133,8 +133,9 @@ class RecurrentModel(nn.Module):
                       reverse: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(W_ih, W_hh, b_ih, b_hh) of one layer and direction: the fused module's own
         parameters (for orth_rnn, W_hh is the parametrization's orthogonal matrix)."""
-        return tuple(getattr(self.rnn, _weight_name(kind, layer, reverse))  # type: ignore[return-value]
-                     for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        w_ih, w_hh, b_ih, b_hh = (getattr(self.rnn, _weight_name(kind, layer, reverse))
+                                  for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        return w_ih, w_hh, b_ih, b_hh
 
     def unrolled(self, inputs: Tensor) -> Unrolled:
         """Step-by-step forward pass with the fused module's weights.
@@ -143,17 +144,18 @@ class RecurrentModel(nn.Module):
         `torch.autograd.grad(loss, result.hidden[layer])` gives the total derivative ∂L/∂h_t.
         """
         layer_input = inputs
-        result = Unrolled(inputs, [], [])
+        # per direction (forward, backward): states[layer][t] and gates[layer][t]
+        states: tuple[list, list] = ([], [])
+        gates: tuple[list, list] = ([], [])
         for layer in range(self.num_layers):
             outputs = []
             for reverse in self.directions:
-                states, gates = self._direction(layer_input, layer, reverse)
-                (result.hidden_reverse if reverse else result.hidden).append(states)
-                (result.gates_reverse if reverse else result.gates).append(gates)
-                outputs.append(torch.stack(states, dim=1))
-            layer_input = torch.cat(outputs, dim=2) if self.bidirectional else outputs[0]
-        result.outputs = self.readout(layer_input)
-        return result
+                layer_states, layer_gates = self._direction(layer_input, layer, reverse)
+                states[reverse].append(layer_states)
+                gates[reverse].append(layer_gates)
+                outputs.append(torch.stack(layer_states, dim=1))
+            layer_input = torch.cat(outputs, dim=2)
+        return Unrolled(self.readout(layer_input), states[0], gates[0], states[1], gates[1])
 
     def _direction(self, layer_input: Tensor, layer: int,
                    reverse: bool) -> tuple[list[Tensor], list[Tensor]]:
