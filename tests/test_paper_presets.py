@@ -95,7 +95,7 @@ def test_reduced_preset_runs_end_to_end(preset: str, tmp_path: Path,
     command = [sys.executable, "-m", "harness.train", "-m", f"experiment=paper/{preset}",
                f"task.gap={gap}", "seed=0", "train.steps=3", "train.eval_every=3",
                "train.eval_batch_size=16", "train.profile_batch_size=2",
-               "hydra.launcher.n_jobs=2", f"tracking.uri={uri}",
+               "hydra.launcher.n_jobs=1", f"tracking.uri={uri}",
                f"report.out_dir={tmp_path}/reports", f"hydra.sweep.dir={tmp_path}/sweep",
                f"train.checkpoint_dir={tmp_path}/checkpoints"]
     done = subprocess.run(command, cwd=tmp_path, env=cli_env, capture_output=True, text=True,
