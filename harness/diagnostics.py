@@ -24,6 +24,14 @@ arrives only through the recurrence, and only the finite, nonzero norms (dead Re
 exact zeros). grad_reach is the largest lag whose norm is at least 1e-6 of the largest norm
 of the profile.
 
+Bidirectional layers: h_t is the layer's output [h→_t ; h←_t] (forward and backward
+direction concatenated), and ‖∂L/∂h_t‖ the norm of the concatenated total derivatives, one
+profile row per layer and t as for a one-way layer. In the last layer the backward state h←_t
+only reaches the readout at positions <= t, so before the first scored position its gradient
+is exactly zero: the decay fit there measures the forward direction alone (tested). Lower
+layers mix both directions (h←_t of layer k feeds h→ of layer k+1 at t, which carries it
+forward to the loss).
+
 Lag is the distance from the last scored position: lag = t_last_scored − t. For delayed
 recall and adding the loss sits at that last position; for copy the scored positions are the
 last n_recall steps, and lag counts back from the final one, so the symbols to copy sit at
@@ -81,14 +89,32 @@ def batch_as(batch: Batch, dtype: torch.dtype) -> Batch:
 
 def layer_grads(model: RecurrentModel, task: Task,
                 batch: Batch) -> tuple[Unrolled, list[list[Tensor]]]:
-    """The float64 unrolled pass and ∂L/∂h_t for every layer and time step: grads[layer][t]."""
+    """The float64 unrolled pass and ∂L/∂h_t for every layer and time step: grads[layer][t].
+
+    For a bidirectional layer h_t is the concatenation [h→_t ; h←_t] of both directions
+    (what the layer above and the readout read), and its gradient is the concatenation of
+    the total derivatives with respect to each direction's state.
+    """
     twin = copy.deepcopy(model).to(torch.float64)
     batch = batch_as(batch, torch.float64)
     unrolled = twin.unrolled(batch.inputs)
     loss = task.scored_loss(unrolled.outputs, batch) * batch.inputs.shape[0]
-    grads = torch.autograd.grad(loss, [h for layer in unrolled.hidden for h in layer])
+    per_direction = [states for layer in range(model.num_layers)
+                     for states in unrolled.states(layer)]
+    flat = torch.autograd.grad(loss, [h for states in per_direction for h in states])
     length = batch.inputs.shape[1]
-    return unrolled, [list(grads[k * length:(k + 1) * length]) for k in range(model.num_layers)]
+    directions = len(per_direction) // model.num_layers
+    grads = []
+    for layer in range(model.num_layers):
+        parts = [flat[(layer * directions + d) * length:(layer * directions + d + 1) * length]
+                 for d in range(directions)]
+        grads.append([torch.cat(pair, dim=1) for pair in zip(*parts, strict=True)])
+    return unrolled, grads
+
+
+def layer_states(unrolled: Unrolled, layer: int) -> list[Tensor]:
+    """h_t of one layer for every t: both directions concatenated when bidirectional."""
+    return [torch.cat(pair, dim=1) for pair in zip(*unrolled.states(layer), strict=True)]
 
 
 def hidden_grad_norms(model: RecurrentModel, task: Task, batch: Batch,
@@ -106,7 +132,8 @@ def diagnose(model: RecurrentModel, task: Task, batch: Batch, step: int) -> Diag
     profiles = []
     for layer, layer_grad in enumerate(grads):
         norms = torch.stack([g.norm(dim=1) for g in layer_grad], dim=1)
-        hidden = torch.stack([h.detach().norm(dim=1) for h in unrolled.hidden[layer]], dim=1)
+        hidden = torch.stack([h.detach().norm(dim=1) for h in layer_states(unrolled, layer)],
+                             dim=1)
         profiles.append(GradProfile(step, layer, lag, norms.mean(dim=0),
                                     norms.std(dim=0, correction=0), hidden.mean(dim=0)))
     last = profiles[-1]
@@ -114,7 +141,8 @@ def diagnose(model: RecurrentModel, task: Task, batch: Batch, step: int) -> Diag
     metrics = decay_metrics(last.lag[before_answer], last.grad_norm[before_answer])
     metrics[names.GRAD_REACH] = float(grad_reach(last.lag, last.grad_norm))
     metrics.update(spectral_metrics(model))
-    metrics.update(gate_metrics(model.cell, unrolled.gates[-1]))
+    reverse_gates = unrolled.gates_reverse[-1] if unrolled.gates_reverse else []
+    metrics.update(gate_metrics(model.cell, unrolled.gates[-1] + reverse_gates))
     return Diagnosis(profiles, metrics)
 
 
@@ -157,17 +185,19 @@ def grad_reach(lag: Tensor, norm: Tensor) -> int:
 
 
 def spectral_metrics(model: RecurrentModel) -> dict[str, float]:
-    """Spectral radius and largest singular value of each H x H gate block of every W_hh."""
+    """Spectral radius and largest singular value of each H x H gate block of every W_hh,
+    of every layer and direction (`spectral_radius_l0_reverse_f` for the backward one)."""
     metrics = {}
     blocks = names.GATE_BLOCKS[model.cell]
     with torch.no_grad():
-        for layer, w_hh in enumerate(model.recurrent_matrices()):
+        for layer, reverse, w_hh in model.recurrent_matrices():
             for block, matrix in zip(blocks, w_hh.double().split(model.hidden_size, dim=0),
                                      strict=True):
                 radius = torch.linalg.eigvals(matrix).abs().max()
                 singular = torch.linalg.matrix_norm(matrix, ord=2)
-                metrics[names.block_key(names.SPECTRAL_RADIUS, layer, block)] = float(radius)
-                metrics[names.block_key(names.SINGULAR_VALUE_MAX, layer, block)] = float(singular)
+                for metric, value in ((names.SPECTRAL_RADIUS, radius),
+                                      (names.SINGULAR_VALUE_MAX, singular)):
+                    metrics[names.block_key(metric, layer, block, reverse=reverse)] = float(value)
     return metrics
 
 

@@ -16,6 +16,9 @@ MODEL = "model.name"
 ACTIVATION = "model.activation"
 HIDDEN_SIZE = "model.hidden_size"
 INIT = "model.init"
+NUM_LAYERS = "model.num_layers"
+BIDIRECTIONAL = "model.bidirectional"
+CHRONO = "model.chrono"
 CLIP_MODE = "clip.mode"
 CLIP_THRESHOLD = "clip.threshold"
 LR = "optim.lr"
@@ -69,7 +72,8 @@ GRAD_NORM_POST_CLIP_MAX = "grad_norm_post_clip_max"  # summary
 # Recurrent dynamics: per layer and gate block of W_hh, e.g. spectral_radius_l0_f
 SPECTRAL_RADIUS = "spectral_radius"
 SINGULAR_VALUE_MAX = "singular_value_max"
-GATE_BLOCKS = {"rnn": ("hh",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
+GATE_BLOCKS = {"rnn": ("hh",), "orth_rnn": ("hh",), "lstm": ("i", "f", "g", "o"),
+               "gru": ("r", "z", "n")}
 FORGET_GATE_MEAN = "forget_gate_mean"  # LSTM, last layer, mean over batch, units and time
 FORGET_GATE_SATURATED = "forget_gate_saturated"  # share of activations < 0.05 or > 0.95
 UPDATE_GATE_MEAN = "update_gate_mean"  # GRU, likewise for the update gate z
@@ -114,21 +118,38 @@ def task_label(task: str, params: Mapping[str, object]) -> str:
     return options.get(str(params.get(key, "")).lower(), task)
 
 
-def block_key(metric: str, layer: int, block: str) -> str:
-    """Metric key of one gate block of one layer's W_hh: `spectral_radius_l0_f`."""
-    return f"{metric}_l{layer}_{block}"
+def block_key(metric: str, layer: int, block: str, *, reverse: bool = False) -> str:
+    """Metric key of one gate block of one layer's W_hh: `spectral_radius_l0_f`, and
+    `spectral_radius_l0_reverse_f` for the backward direction of a bidirectional layer."""
+    return f"{metric}_l{layer}{'_reverse' if reverse else ''}_{block}"
 
 
-def config_label(model: str, activation: str, clip_mode: str, clip_threshold: float) -> str:
-    """Readable name of a configuration, without task, gap and seed: `lstm-tanh-norm1.0`.
+def config_label(model: str, activation: str, clip_mode: str, clip_threshold: float, *,
+                 init: str = "default", chrono: bool = False, num_layers: int = 1,
+                 bidirectional: bool = False) -> str:
+    """Readable name of a configuration, without task, gap and seed: `lstm-tanh-norm1`.
 
-    LSTM and GRU have no activation choice in torch, so theirs is always `tanh`.
+    LSTM and GRU have no activation choice in torch, so theirs is always `tanh`. A
+    non-default init, chrono, more than one layer and bidirectional are marked before the
+    clipping: `rnn-relu-identity-noclip` (IRNN), `lstm-tanh-chrono-l2-bi-norm1`.
     """
     clip = "noclip" if clip_mode == "none" else f"{clip_mode}{float(clip_threshold):g}"
-    return f"{model}-{activation}-{clip}"
+    parts = [model, activation]
+    if init != "default":
+        parts.append(init)
+    if chrono:
+        parts.append("chrono")
+    if num_layers != 1:
+        parts.append(f"l{num_layers}")
+    if bidirectional:
+        parts.append("bi")
+    return "-".join([*parts, clip])
 
 
 def run_name(task: str, model: str, activation: str, clip_mode: str, clip_threshold: float,
-             gap: int, seed: int) -> str:
+             gap: int, seed: int, *, init: str = "default", chrono: bool = False,
+             num_layers: int = 1, bidirectional: bool = False) -> str:
     """MLflow run name of one job: `copy-lstm-tanh-norm1-gap100-s0`."""
-    return f"{task}-{config_label(model, activation, clip_mode, clip_threshold)}-gap{gap}-s{seed}"
+    label = config_label(model, activation, clip_mode, clip_threshold, init=init, chrono=chrono,
+                         num_layers=num_layers, bidirectional=bidirectional)
+    return f"{task}-{label}-gap{gap}-s{seed}"

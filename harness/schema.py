@@ -41,13 +41,18 @@ class TaskName(StrEnum):
 
 class ModelName(StrEnum):
     rnn = "rnn"
+    orth_rnn = "orth_rnn"  # vanilla RNN with W_hh constrained orthogonal
     lstm = "lstm"
     gru = "gru"
 
 
 class Activation(StrEnum):
+    # tanh and relu run torch's fused nn.RNN; the others the unrolled pass (harness/models.py)
     tanh = "tanh"
     relu = "relu"
+    leaky_relu = "leaky_relu"
+    hard_tanh = "hard_tanh"
+    modrelu = "modrelu"  # sign(z) relu(|z| + b), learned b (uRNN, expRNN)
 
 
 class Init(StrEnum):
@@ -214,20 +219,32 @@ class SequentialDigitsConfig(TaskConfig):
 @dataclass
 class ModelConfig:
     name: ModelName = ModelName.lstm
-    # Only the vanilla RNN has a choice; torch's LSTM and GRU are tanh by definition.
+    # Only the vanilla RNNs have a choice; torch's LSTM and GRU are tanh by definition.
     activation: Activation = Activation.tanh
     hidden_size: int = 64
     num_layers: int = 1
+    bidirectional: bool = False  # every layer reads both directions of the layer below
     init: Init = Init.default
     forget_bias: float = 1.0  # LSTM only: initial forget-gate bias (b_ih + b_hh)
+    # Chrono init of the keep-gate biases (LSTM forget, GRU update; Tallec & Ollivier 2018)
+    # for dependencies up to chrono_t_max steps; 0 = the task's sequence length.
+    chrono: bool = False
+    chrono_t_max: int = 0
 
     def validate(self) -> None:
+        vanilla = self.name in (ModelName.rnn, ModelName.orth_rnn)
         _check(self.hidden_size >= 1, "hidden_size", f"must be >= 1, got {self.hidden_size}")
         _check(self.num_layers >= 1, "num_layers", f"must be >= 1, got {self.num_layers}")
-        _check(self.name == ModelName.rnn or self.activation == Activation.tanh, "activation",
+        _check(vanilla or self.activation == Activation.tanh, "activation",
                f"{self.name.value} is tanh-only in torch; set model.activation=tanh")
-        _check(self.init != Init.identity or self.name == ModelName.rnn, "init",
-               "identity (IRNN) applies to model=rnn only")
+        _check(self.init != Init.identity or vanilla, "init",
+               "identity (IRNN) applies to model=rnn or orth_rnn only")
+        _check(not self.chrono or not vanilla, "chrono",
+               f"applies to lstm and gru (gate biases), not {self.name.value}")
+        _check(self.chrono_t_max == 0 or self.chrono_t_max >= 3, "chrono_t_max",
+               f"must be 0 (the task's sequence length) or >= 3, got {self.chrono_t_max}")
+        _check(self.chrono_t_max == 0 or self.chrono, "chrono_t_max",
+               "is read only with model.chrono=true")
 
 
 @dataclass

@@ -107,10 +107,24 @@ def configure_torch(threads: int) -> None:
     torch.set_flush_denormal(True)
 
 
-def run_name(spec: Config) -> str:
-    return names.run_name(spec.task.name.value, spec.model.name.value,
-                          spec.model.activation.value, spec.clip.mode.value,
-                          spec.clip.threshold, spec.task.gap, spec.seed)
+def run_name(spec: Config, params: dict[str, str]) -> str:
+    """`adding_mean-lstm-tanh-noclip-gap100-s0`: the task option's name, as in the report."""
+    model = spec.model
+    task = names.task_label(spec.task.name.value, params)
+    return names.run_name(task, model.name.value, model.activation.value,
+                          spec.clip.mode.value, spec.clip.threshold, spec.task.gap, spec.seed,
+                          init=model.init.value, chrono=model.chrono,
+                          num_layers=model.num_layers, bidirectional=model.bidirectional)
+
+
+def build_model(spec: Config, task: tasks.Task) -> RecurrentModel:
+    """The model of `spec` for `task`; chrono's T_max defaults to the task's sequence length."""
+    model = spec.model
+    t_max = (model.chrono_t_max or task.seq_len) if model.chrono else None
+    return RecurrentModel(model.name.value, task.input_size, task.output_size,
+                          model.hidden_size, model.num_layers, model.activation.value,
+                          model.init.value, model.forget_bias,
+                          bidirectional=model.bidirectional, chrono_t_max=t_max)
 
 
 def csv_text(columns: tuple[str, ...], rows: list[tuple]) -> str:
@@ -128,7 +142,7 @@ def train(cfg: DictConfig) -> RunResult:
     configure_torch(torch_threads(spec.train.threads))
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     params = flatten(resolved)  # type: ignore[arg-type]
-    name = run_name(spec)
+    name = run_name(spec, params)
     hash_ = config_hash(params)
     ensure_store(spec.tracking.uri)
     done = None if spec.force else finished_run(spec.tracking.uri, spec.experiment_name, hash_)
@@ -154,10 +168,7 @@ def train(cfg: DictConfig) -> RunResult:
                     resume_run_id=state["run_id"] if state else None) as tracker:
         task = tasks.make_task(spec.task.name.value, **task_params(spec.task))
         torch.manual_seed(spec.seed)  # model initialization; data uses its own generators
-        model = RecurrentModel(spec.model.name.value, task.input_size, task.output_size,
-                               spec.model.hidden_size, spec.model.num_layers,
-                               spec.model.activation.value, spec.model.init.value,
-                               spec.model.forget_bias)
+        model = build_model(spec, task)
         optimizer = make_optimizer(model, spec.optim.name.value, spec.optim.lr,
                                    spec.optim.momentum, spec.optim.weight_decay)
         clipper = Clipper(spec.clip.mode.value, spec.clip.threshold)

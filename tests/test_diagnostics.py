@@ -3,7 +3,10 @@ reference, known answers are recovered, and the summaries measure what they clai
 
 from __future__ import annotations
 
+import copy
 import math
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -22,47 +25,90 @@ from harness.diagnostics import (
 )
 from harness.models import RecurrentModel
 
-CELLS = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
+CELLS = {"rnn": nn.RNNCell, "orth_rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
+# activations nn.RNNCell lacks, written out independently of harness.models
+FORMULAS = {
+    "leaky_relu": lambda z, _: torch.where(z > 0, z, 0.01 * z),
+    "hard_tanh": lambda z, _: z.clamp(-1.0, 1.0),
+    "modrelu": lambda z, b: z.sign() * (z.abs() + b).clamp(min=0),
+}
+
+
+def reference_cell(model: RecurrentModel, layer: int,
+                   reverse: bool) -> Callable[[torch.Tensor, Any], Any]:
+    """One layer and direction of `model` as torch's own cell (or the textbook formula for
+    activations torch has no cell for), with weights copied from the model, in float64."""
+    # copies that require grad, so that every h_t is a node of the reference's graph
+    w_ih, w_hh, b_ih, b_hh = (w.detach().double().requires_grad_()
+                              for w in model.layer_weights(layer, reverse))
+    if model.activation in FORMULAS:
+        index = layer * (2 if model.bidirectional else 1) + int(reverse)
+        bias = (model.modrelu_bias[index].detach().double()
+                if model.activation == "modrelu" else None)
+        formula = FORMULAS[model.activation]
+
+        def cell(x: torch.Tensor, h: torch.Tensor | None) -> torch.Tensor:
+            h = x.new_zeros(x.shape[0], model.hidden_size) if h is None else h
+            return formula(x @ w_ih.T + b_ih + h @ w_hh.T + b_hh, bias)
+
+        return cell
+    extra = {"nonlinearity": model.activation} if model.cell in ("rnn", "orth_rnn") else {}
+    torch_cell = CELLS[model.cell](w_ih.shape[1], model.hidden_size, **extra).double()
+    with torch.no_grad():
+        for name, weight in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"),
+                                (w_ih, w_hh, b_ih, b_hh), strict=True):
+            getattr(torch_cell, name).copy_(weight)
+    return torch_cell
 
 
 def reference_grad_norms(model: RecurrentModel, task: tasks.Task, batch: tasks.Batch,
                          layer: int) -> torch.Tensor:
-    """‖∂L/∂h_t‖ from torch's own cells (weights copied from the fused module) and autograd."""
+    """‖∂L/∂h_t‖ from torch's own cells (weights copied from the fused module) and autograd.
+
+    For a bidirectional layer h_t = [h→_t ; h←_t]: the backward cell reads the sequence from
+    its end, and the norm is that of both directions' gradients together.
+    """
     batch = batch_as(batch, torch.float64)
-    extra = {"nonlinearity": model.activation} if model.cell == "rnn" else {}
     layer_input = batch.inputs
+    length = layer_input.shape[1]
     states_by_layer = []
     for k in range(model.num_layers):
-        w_ih, w_hh, b_ih, b_hh = (w.detach().double() for w in model.layer_weights(k))
-        cell = CELLS[model.cell](w_ih.shape[1], model.hidden_size, **extra).double()
-        with torch.no_grad():
-            cell.weight_ih.copy_(w_ih)
-            cell.weight_hh.copy_(w_hh)
-            cell.bias_ih.copy_(b_ih)
-            cell.bias_hh.copy_(b_hh)
-        state = None
-        states = []
-        for t in range(layer_input.shape[1]):
-            state = cell(layer_input[:, t], state)
-            states.append(state[0] if model.cell == "lstm" else state)
-        states_by_layer.append(states)
-        layer_input = torch.stack(states, dim=1)
-    readout = nn.Linear(model.hidden_size, model.readout.out_features).double()
+        directions = []
+        for reverse in ((False, True) if model.bidirectional else (False,)):
+            cell = reference_cell(model, k, reverse)
+            state = None
+            states: list[Any] = [None] * length
+            for t in (reversed(range(length)) if reverse else range(length)):
+                state = cell(layer_input[:, t], state)
+                states[t] = state[0] if model.cell == "lstm" else state
+            directions.append(states)
+        states_by_layer.append(directions)
+        layer_input = torch.cat([torch.stack(d, dim=1) for d in directions], dim=2)
+    readout = nn.Linear(layer_input.shape[2], model.readout.out_features).double()
     readout.load_state_dict(model.readout.state_dict())
     loss = task.scored_loss(readout(layer_input), batch) * batch.inputs.shape[0]
-    grads = torch.autograd.grad(loss, states_by_layer[layer])
-    return torch.stack([g.norm(dim=1) for g in grads], dim=1)
+    directions = states_by_layer[layer]
+    grads = torch.autograd.grad(loss, [h for states in directions for h in states])
+    per_t = [torch.cat(grads[t::length], dim=1) for t in range(length)]
+    return torch.stack([g.norm(dim=1) for g in per_t], dim=1)
 
 
-@pytest.mark.parametrize(("cell", "activation"),
-                         [("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh")])
+VARIANTS = [("rnn", "tanh", False), ("rnn", "relu", False), ("lstm", "tanh", False),
+            ("gru", "tanh", False), ("orth_rnn", "tanh", False), ("orth_rnn", "modrelu", False),
+            ("rnn", "leaky_relu", False), ("rnn", "hard_tanh", False),
+            ("rnn", "tanh", True), ("lstm", "tanh", True), ("gru", "tanh", True),
+            ("orth_rnn", "tanh", True), ("rnn", "modrelu", True)]
+
+
+@pytest.mark.parametrize(("cell", "activation", "bidirectional"), VARIANTS)
 @pytest.mark.parametrize("num_layers", [1, 2])
 @pytest.mark.parametrize("task_name", ["copy", "adding", "delayed_recall"])
-def test_profile_equals_autograd_reference(cell: str, activation: str, num_layers: int,
-                                           task_name: str) -> None:
+def test_profile_equals_autograd_reference(cell: str, activation: str, bidirectional: bool,
+                                           num_layers: int, task_name: str) -> None:
     task = tasks.make_task(task_name, gap=6)
     torch.manual_seed(3)
-    model = RecurrentModel(cell, task.input_size, task.output_size, 5, num_layers, activation)
+    model = RecurrentModel(cell, task.input_size, task.output_size, 5, num_layers, activation,
+                           bidirectional=bidirectional)
     batch = task.sample(4, torch.Generator().manual_seed(0))
     for layer in range(num_layers):
         ours = hidden_grad_norms(model, task, batch, layer)
@@ -73,6 +119,30 @@ def test_profile_equals_autograd_reference(cell: str, activation: str, num_layer
         assert torch.all(ours[reference == 0] == 0)
         alive = reference > 0
         assert ((ours[alive] - reference[alive]).abs() / reference[alive]).max() <= 1e-5
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_bidirectional_last_layer_fit_region_is_the_forward_direction(cell: str) -> None:
+    """Before the first scored position the last layer's backward state reaches no scored
+    output, so its gradient there is exactly zero and the profile is the forward one's."""
+    task = tasks.make_task("copy", gap=8)
+    torch.manual_seed(4)
+    model = RecurrentModel(cell, task.input_size, task.output_size, 6, num_layers=2,
+                           bidirectional=True)
+    batch = task.sample(3, torch.Generator().manual_seed(1))
+    twin = copy.deepcopy(model).double()
+    unrolled = twin.unrolled(batch_as(batch, torch.float64).inputs)
+    loss = task.scored_loss(unrolled.outputs, batch_as(batch, torch.float64)) * 3
+    forward, backward = unrolled.states(1)
+    grads = torch.autograd.grad(loss, forward + backward)
+    first_scored = int(batch.mask.any(dim=0).nonzero().min())
+    length = task.seq_len
+    assert all(float(g.abs().max()) == 0 for g in grads[length:length + first_scored])
+    assert all(float(g.abs().max()) > 0 for g in grads[length + first_scored:])
+    diagnosis = diagnose(model, task, batch, step=0)
+    forward_norm = torch.stack([g.norm(dim=1) for g in grads[:length]], dim=1).mean(dim=0)
+    torch.testing.assert_close(diagnosis.profiles[-1].grad_norm[:first_scored],
+                               forward_norm[:first_scored])
 
 
 def test_profile_lag_counts_back_from_the_scored_position() -> None:
@@ -195,3 +265,37 @@ def test_every_layer_is_profiled() -> None:
         torch.testing.assert_close(profile.grad_norm,
                                    hidden_grad_norms(model, task, batch, profile.layer).mean(0))
         assert torch.all(profile.hidden_norm > 0)
+
+
+def test_spectral_metrics_per_direction_and_orth_rnn_radius_one() -> None:
+    task = tasks.make_task("adding", gap=5)
+    torch.manual_seed(7)
+    model = RecurrentModel("gru", task.input_size, 1, 6, num_layers=2, bidirectional=True)
+    metrics = spectral_metrics(model)
+    assert len(metrics) == 2 * 2 * 3 * 2  # layers x directions x blocks x (radius, sigma)
+    for layer in range(2):
+        for reverse in (False, True):
+            w_hh = model.layer_weights(layer, reverse)[1].detach().double()
+            for k, block in enumerate(names.GATE_BLOCKS["gru"]):
+                key = names.block_key(names.SPECTRAL_RADIUS, layer, block, reverse=reverse)
+                eig = torch.linalg.eigvals(w_hh[k * 6:(k + 1) * 6]).abs().max()
+                assert metrics[key] == pytest.approx(float(eig))
+    assert names.block_key(names.SPECTRAL_RADIUS, 1, "z", reverse=True) == \
+        "spectral_radius_l1_reverse_z"
+    orth = RecurrentModel("orth_rnn", task.input_size, 1, 16, activation="modrelu")
+    metrics = spectral_metrics(orth)
+    for metric in (names.SPECTRAL_RADIUS, names.SINGULAR_VALUE_MAX):
+        assert metrics[names.block_key(metric, 0, "hh")] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_gate_metrics_cover_both_directions() -> None:
+    """Forward forget gates open (bias +20), backward closed (-20): mean 1/2, all saturated."""
+    task = tasks.make_task("delayed_recall", gap=10)
+    batch = task.sample(4, torch.Generator().manual_seed(0))
+    model = RecurrentModel("lstm", task.input_size, task.output_size, 8, bidirectional=True)
+    with torch.no_grad():
+        model.layer_weights(0, reverse=False)[2][8:16] = 20.0
+        model.layer_weights(0, reverse=True)[2][8:16] = -20.0
+    metrics = diagnose(model, task, batch, step=0).metrics
+    assert metrics[names.FORGET_GATE_MEAN] == pytest.approx(0.5, abs=1e-6)
+    assert metrics[names.FORGET_GATE_SATURATED] == 1

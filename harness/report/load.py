@@ -240,13 +240,19 @@ def _typed_runs(raw: pd.DataFrame) -> pd.DataFrame:
         pd.NA if pd.isna(task) else names.task_label(str(task), params)
         for task, params in zip(runs[names.TASK], variants.to_dict("records"), strict=True)
     ], index=runs.index, dtype="string")
+    # Model variants (init, chrono, layers, direction); runs that predate a key get its default.
+    variant = {key: _column(raw, f"params.{key}").fillna(default).astype(str) for key, default in
+               ((names.INIT, "default"), (names.CHRONO, "False"), (names.NUM_LAYERS, "1"),
+                (names.BIDIRECTIONAL, "False"))}
     runs[LABEL] = [
-        names.config_label(str(m), str(a), str(c), float(t))
-        for m, a, c, t in zip(
+        names.config_label(str(m), str(a), str(c), float(t), init=i, chrono=ch == "True",
+                           num_layers=int(float(n)), bidirectional=b == "True")
+        for m, a, c, t, i, ch, n, b in zip(
             runs[names.MODEL].fillna("?"),
             runs[names.ACTIVATION].fillna("?"),
             runs[names.CLIP_MODE].fillna("none"),
             runs[names.CLIP_THRESHOLD],
+            *variant.values(),
             strict=True,
         )
     ]
