@@ -189,7 +189,8 @@ def test_one_run_through_mlflow(make_cfg: Callable[..., DictConfig], store_uri: 
     assert run.info.status == "FINISHED" and run.data.tags[names.STATUS] == result.status
     assert run.data.params[names.TASK] == task.name
     assert run.data.params[names.GAP] == str(task.gap)
-    assert run.info.run_name.startswith(f"{task.name}-gru-")
+    option = names.task_label(task.name, run.data.params)  # e.g. temporal_order3
+    assert run.info.run_name.startswith(f"{option}-gru-")
     metrics = run.data.metrics
     assert metrics[names.CHANCE_LOSS] == pytest.approx(task.chance.loss)
     assert metrics[names.CHANCE_ACCURACY] == pytest.approx(task.chance.accuracy)
