@@ -22,7 +22,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from harness import locks
+from harness import locks, names
 from harness.schema import register
 from harness.tracking import (
     FAILED_JOBS_FILE,
@@ -31,6 +31,7 @@ from harness.tracking import (
     close_dead_jobs,
     close_dead_sweeps,
     end_sweep,
+    log_tuning_summary,
     start_sweep,
     sweep_run_id,
 )
@@ -44,6 +45,26 @@ JOB_CLOSE_WAIT_S = 10.0
 def interrupt(signum: int, frame: Any) -> None:
     """SIGTERM to the launching process: unwind like Ctrl-C, so the sweep gets closed."""
     raise KeyboardInterrupt(f"{signal.Signals(signum).name} to the launching process")
+
+
+def tuning_rule(config: DictConfig) -> str | None:
+    """One line stating how an Optuna sweep tunes (None for other sweepers), e.g. `optuna TPE
+    (seed 0, 4 random startup trials) over optim.lr: tag(log, interval(1e-4, 1e-2)), ...`."""
+    sweeper = config.hydra.sweeper
+    if "optuna" not in str(OmegaConf.select(sweeper, "_target_", default="")):
+        return None
+    sampler = sweeper.sampler
+    details = [f"seed {OmegaConf.select(sampler, 'seed')}"]
+    startup = OmegaConf.select(sampler, "n_startup_trials", default=None)
+    if startup is not None:
+        details.append(f"{startup} random startup trials")
+    space = "; ".join(f"{key}: {value}" for key, value in (sweeper.params or {}).items())
+    n = sweeper.n_trials
+    return (f"optuna {sampler._target_.rsplit('.', 1)[-1].removesuffix('Sampler')} "
+            f"({', '.join(details)}) over {space}; {n} trials per study, one study per "
+            f"(model, task, gap) with harness-tune; objective: final eval loss of the trial's "
+            f"run, minimized; the sweep run holds the best of {n} ({names.TUNING_BEST}) and "
+            f"the median ({names.TUNING_MEDIAN})")
 
 
 class ActiveSweep:
@@ -81,8 +102,10 @@ class SweepCallback(Callback):
         # migrating a new SQLite store.
         params = OmegaConf.select(config, "hydra.sweeper.params")  # None without a preset
         space = OmegaConf.to_container(params, resolve=True) if params is not None else {}
+        rule = tuning_rule(config)
         start_sweep(config.tracking.uri, config.experiment_name, ActiveSweep.sweep_dir,
-                    list(config.hydra.overrides.task), space)  # type: ignore[arg-type]
+                    list(config.hydra.overrides.task), space,  # type: ignore[arg-type]
+                    {names.SWEEP_TUNING: rule} if rule else None)
         for sweep in close_dead_sweeps(config.tracking.uri, config.experiment_name):
             log.info("sweep run %s had no live launching process: marked killed", sweep)
         signal.signal(signal.SIGTERM, interrupt)
@@ -96,6 +119,12 @@ class SweepCallback(Callback):
 
             index = build_report(config.experiment_name, uri, Path(config.report.out_dir))
         sweep_dir = Path(config.hydra.sweep.dir)
+        if tuning_rule(config) is not None:
+            tuning = log_tuning_summary(uri, sweep_dir, list(config.hydra.sweeper.params or {}))
+            if tuning:
+                print(f"\nTuning: best {names.TUNING_OBJECTIVE} {tuning[names.TUNING_BEST]:.4g}, "
+                      f"median {tuning[names.TUNING_MEDIAN]:.4g} over "
+                      f"{tuning[names.TUNING_TRIALS]:.0f} trials")
         counts = end_sweep(uri, sweep_dir, index.parent if index else None)
         atexit.unregister(ActiveSweep.close_interrupted)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -82,6 +82,13 @@ SWEEP_OVERRIDES = "sweep_overrides"  # param: the command line's overrides
 SWEEP_SPACE = "sweep_space"  # param: the preset's hydra.sweeper.params, as JSON
 JOBS = "jobs"  # metric: runs this sweep created; and one `jobs_<status>` per status
 SWEEP_TUNING = "sweep_tuning"  # tag: how a tuning sweep (Optuna) chose its hyperparameters
+# a tuning sweep's parent run: over the trials (runs) it created with a finite objective
+TUNING_OBJECTIVE = FINAL_EVAL_LOSS  # what a job returns to the sweeper; minimized
+TUNING_BEST = "tuning_best"  # metric: the best (lowest) objective of the trials
+TUNING_MEDIAN = "tuning_median"  # metric: the median objective of the trials
+TUNING_TRIALS = "tuning_trials"  # metric: how many trials the two summarize
+TUNING_BEST_PARAMS = "tuning_best_params"  # tag: the best trial's tuned values, `optim.lr=0.003`
+TUNING_BEST_RUN = "tuning_best_run"  # tag: the best trial's run id
 SWEEP_DIR = "sweep_dir"  # tag: the sweep's folder (absolute); its lock tells whether it is alive
 
 # --- artifacts ---------------------------------------------------------------------------

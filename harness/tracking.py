@@ -16,7 +16,9 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
+import statistics
 import subprocess
 import time
 import traceback
@@ -349,7 +351,7 @@ def close_dead_sweeps(uri: str, experiment: str) -> list[str]:
 
 
 def start_sweep(uri: str, experiment: str, sweep_dir: Path, overrides: list[str],
-                space: dict[str, Any]) -> str:
+                space: dict[str, Any], tags: dict[str, str] | None = None) -> str:
     """Open the parent run of a multirun and leave its id in the sweep folder for the jobs.
 
     A file, not an environment variable, so jobs find it wherever the launcher starts them
@@ -360,7 +362,7 @@ def start_sweep(uri: str, experiment: str, sweep_dir: Path, overrides: list[str]
     client = MlflowClient(uri)
     run = client.create_run(experiment_id(client, experiment), run_name=f"sweep-{sweep_dir.name}",
                             tags={names.RUN_KIND: names.SWEEP_KIND, names.GIT_COMMIT: git_commit(),
-                                  names.SWEEP_DIR: str(sweep_dir.resolve())})
+                                  names.SWEEP_DIR: str(sweep_dir.resolve()), **(tags or {})})
     client.log_batch(run.info.run_id, params=[
         Param(names.SWEEP_OVERRIDES, " ".join(overrides)[:6000]),
         Param(names.SWEEP_SPACE, json.dumps(space, sort_keys=True)[:6000])])
@@ -402,3 +404,30 @@ def end_sweep(uri: str, sweep_dir: Path, report_dir: Path | None,
     else:
         client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
     return counts
+
+
+def log_tuning_summary(uri: str, sweep_dir: Path, tuned: list[str]) -> dict[str, float]:
+    """On a tuning sweep's parent run: the best and the median objective over the trials it
+    created (finite objective only), their count, and the best trial's tuned values."""
+    run_id = sweep_run_id(sweep_dir)
+    if run_id is None:
+        return {}
+    client = MlflowClient(uri)
+    parent = client.get_run(run_id)
+    trials = [run for run in client.search_runs(
+                  [parent.info.experiment_id], filter_string=f"tags.{names.SWEEP_ID} = '{run_id}'")
+              if math.isfinite(run.data.metrics.get(names.TUNING_OBJECTIVE, math.nan))]
+    if not trials:
+        return {}
+    trials.sort(key=lambda run: run.data.metrics[names.TUNING_OBJECTIVE])
+    best = trials[0]
+    summary = {names.TUNING_BEST: best.data.metrics[names.TUNING_OBJECTIVE],
+               names.TUNING_MEDIAN: statistics.median(
+                   run.data.metrics[names.TUNING_OBJECTIVE] for run in trials),
+               names.TUNING_TRIALS: float(len(trials))}
+    now = int(time.time() * 1000)
+    best_params = " ".join(f"{key}={best.data.params.get(key)}" for key in tuned)
+    client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in summary.items()],
+                     tags=[RunTag(names.TUNING_BEST_PARAMS, best_params),
+                           RunTag(names.TUNING_BEST_RUN, best.info.run_id)])
+    return summary

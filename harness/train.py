@@ -123,10 +123,10 @@ class StopRequest:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-            if self.deferred and self.signal is not None:
-                # arrived too late to stop the run (it finished): pass it on to whoever
-                # handled it before, e.g. the launching process of an in-process sweep
-                os.kill(os.getpid(), signal.Signals[self.signal])
+        if self.signal is not None:
+            # it came too late to stop the run (which finished): pass it on to whoever
+            # handled it before, e.g. the launching process of an in-process sweep
+            os.kill(os.getpid(), signal.Signals[self.signal])
 
 
 def saver(tracker: MlflowTracker, path: Path,
@@ -264,7 +264,8 @@ def run_config(spec: Config, resolved: Any, params: dict[str, str], name: str, h
 
 @hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="config")
 def main(cfg: DictConfig) -> float:
-    """Console script `harness-train`; returns the final eval accuracy (for sweepers).
+    """Console script `harness-train`; returns the final eval loss (the objective an Optuna
+    sweep minimizes; NaN when the job created no result).
 
     In a multirun a failing job does not stop the others: its error is logged, written to
     the sweep folder's `failed_jobs.txt` (which the sweep's summary and exit status report),
@@ -298,7 +299,7 @@ def main(cfg: DictConfig) -> float:
     if not in_sweep:
         print(f"MLflow store: {cfg.tracking.uri}\n"
               f"Open the UI:  mlflow ui --backend-store-uri {cfg.tracking.uri}")
-    return result.final_eval_accuracy
+    return result.final_eval_loss
 
 
 def record_job(sweep_dir: Path, err: Exception, file_name: str) -> None:
