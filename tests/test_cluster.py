@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 from slurm_cluster import slurm_cluster, why_not_available
 from test_sweep import TINY, jobs_and_sweeps
@@ -78,6 +79,28 @@ def test_sweep_on_a_real_slurm_cluster(tmp_path: Path, cli_env: dict[str, str],
     # each job wrote its Hydra outputs into the sweep folder, beside the launcher's
     assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.name.isdigit()) == \
         ["0", "1", "2", "3"]
+
+
+@pytest.mark.slow
+def test_a_run_at_its_slurm_time_limit_stops_with_a_checkpoint(
+        tmp_path: Path, cli_env: dict[str, str], slurm_env: dict[str, str]) -> None:
+    """A 1-minute job: the SIGUSR2 that submitit has SLURM send 25 s before the limit stops
+    the run at the end of its step with a checkpoint, `killed`; the sweep lists it, exits 1."""
+    env = {**cli_env, "SLURM_CONF": slurm_env["SLURM_CONF"], "PATH": slurm_env["PATH"]}
+    done = sweep(tmp_path, env, "hydra/launcher=slurm", "hydra.launcher.partition=test",
+                 "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=1",
+                 "hydra.launcher.signal_delay_s=25", "experiment_name=limit", "task=copy",
+                 "task.gap=20", "model=lstm", "train.steps=100000",
+                 "train.checkpoint_every=100000", "report.on_multirun_end=false", expect=1)
+    assert "1 job(s) were stopped by a signal" in done.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path}/store/mlflow.db")
+    (run,), _ = jobs_and_sweeps(client, "limit")
+    assert run.info.status == "KILLED" and run.data.tags[names.STATUS] == names.KILLED
+    reason = run.data.tags[names.STATUS_REASON]
+    assert "SIGUSR2 at step" in reason and "after saving a checkpoint" in reason
+    step = int(reason.split("at step ")[1].split(",")[0])
+    (saved,) = (tmp_path / "ckpt" / "limit").glob("*.pt")
+    assert torch.load(saved, weights_only=False)["step"] == step > 0
 
 
 @pytest.mark.slow
