@@ -123,10 +123,11 @@ class StopRequest:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-        if self.signal is not None:
-            # it came too late to stop the run (which finished): pass it on to whoever
-            # handled it before, e.g. the launching process of an in-process sweep
-            os.kill(os.getpid(), signal.Signals[self.signal])
+            # Pass it on to a Python handler that was there before: the launching process of
+            # an in-process sweep (joblib n_jobs=1) then stops the sweep too. (A default
+            # handler would kill a joblib worker that has already closed its run.)
+            if self.signal is not None and callable(previous[signal.Signals[self.signal]]):
+                os.kill(os.getpid(), signal.Signals[self.signal])
 
 
 def saver(tracker: MlflowTracker, path: Path,

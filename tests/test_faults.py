@@ -116,3 +116,20 @@ def test_a_stop_signal_waits_for_the_step_when_checkpointing() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop.requested() and stop.signal == "SIGTERM"
         raise RunStopped("as the checkpoint's save raises it")
+
+
+def test_a_stop_signal_is_passed_on_to_the_launching_process_handler() -> None:
+    """In an in-process sweep (joblib n_jobs=1) the launcher's own SIGTERM handler runs
+    after the job closed its run, so the sweep stops too."""
+    seen = []
+    before = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    try:
+        stop = StopRequest()
+        with pytest.raises(RunStopped), stop.installed():
+            stop.deferred = True
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert seen == []  # the job's handler got it first
+            raise RunStopped("as the checkpoint's save raises it")
+        assert seen == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, before)
