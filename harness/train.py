@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import tasks
 from harness import locks, names
+from harness.callbacks import interrupt as launcher_interrupt
 from harness.clipping import Clipper
 from harness.loop import Checkpointing, RunResult, make_optimizer, train_loop
 from harness.models import RecurrentModel
@@ -123,10 +124,12 @@ class StopRequest:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-            # Pass it on to a Python handler that was there before: the launching process of
-            # an in-process sweep (joblib n_jobs=1) then stops the sweep too. (A default
-            # handler would kill a joblib worker that has already closed its run.)
-            if self.signal is not None and callable(previous[signal.Signals[self.signal]]):
+            # Pass it on to the launching process's handler when the job runs inside it (an
+            # in-process sweep, joblib n_jobs=1), so the sweep stops too. Not to others: a
+            # default handler would kill a joblib worker that has closed its run, and
+            # submitit's SIGUSR2 handler would end the job as failed.
+            if self.signal is not None and \
+                    previous[signal.Signals[self.signal]] is launcher_interrupt:
                 os.kill(os.getpid(), signal.Signals[self.signal])
 
 

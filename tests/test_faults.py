@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from harness import locks, names
+from harness.callbacks import interrupt as launcher_interrupt
 from harness.tracking import (
     SWEEP_LOCK_FILE,
     RunStopped,
@@ -121,15 +122,23 @@ def test_a_stop_signal_waits_for_the_step_when_checkpointing() -> None:
 def test_a_stop_signal_is_passed_on_to_the_launching_process_handler() -> None:
     """In an in-process sweep (joblib n_jobs=1) the launcher's own SIGTERM handler runs
     after the job closed its run, so the sweep stops too."""
-    seen = []
-    before = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    before = signal.signal(signal.SIGTERM, launcher_interrupt)  # as the callback sets it
     try:
+        stop = StopRequest()
+        with pytest.raises(KeyboardInterrupt, match="SIGTERM to the launching process"), \
+                stop.installed():
+            stop.deferred = True
+            os.kill(os.getpid(), signal.SIGTERM)  # the job's handler gets it first
+            assert stop.requested()
+            raise RunStopped("as the checkpoint's save raises it")
+        # any other handler that was there before is not called again
+        seen = []
+        signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
         stop = StopRequest()
         with pytest.raises(RunStopped), stop.installed():
             stop.deferred = True
             os.kill(os.getpid(), signal.SIGTERM)
-            assert seen == []  # the job's handler got it first
             raise RunStopped("as the checkpoint's save raises it")
-        assert seen == [signal.SIGTERM]
+        assert seen == []
     finally:
         signal.signal(signal.SIGTERM, before)
