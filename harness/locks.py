@@ -14,7 +14,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,24 +51,17 @@ def hold(path: Path) -> Iterator[bool]:
 
 
 @contextmanager
-def if_dead(path: Path, wait_s: float = 0.0) -> Iterator[bool]:
+def if_dead(path: Path) -> Iterator[bool]:
     """Yields True, holding the lock, if no live process holds `path`: its owner is gone.
 
-    Yields False if a live process still holds it after `wait_s` seconds (it may be busy
-    closing its own run), if the file does not exist (nothing to tell from: another machine,
-    another store), or if the file system cannot lock.
+    Yields False if a live process holds it, if the file does not exist (nothing to tell
+    from: another machine, another store), or if the file system cannot lock.
     """
     if not path.exists():
         yield False
         return
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            with hold(path) as held:
-                yield held
-            return
-        except Busy:
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(0.2)
-    yield False
+    try:
+        with hold(path) as held:
+            yield held
+    except Busy:
+        yield False

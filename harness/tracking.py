@@ -306,27 +306,34 @@ def close_orphans_of_config(uri: str, experiment: str, hash_: str, checkpoint_di
 def close_dead_jobs(uri: str, sweep_id: str, wait_s: float) -> tuple[list[str], list[str]]:
     """Mark killed the sweep's RUNNING jobs whose process is gone (nobody holds their lock).
 
-    Waits up to `wait_s` for each job still held: a job that handles the interrupt closes its
-    own run. Returns (closed, still running) run ids; a job whose liveness cannot be told (lock
-    file not visible here) counts as still running.
+    Jobs still held are tried again for up to `wait_s` seconds in all: a job that handles the
+    interrupt closes its own run. Returns (closed, still running) run ids; a job whose
+    liveness cannot be told (lock file not visible here) counts as still running.
     """
     client = MlflowClient(uri)
     parent = client.get_run(sweep_id)
-    closed, alive = [], []
-    for run in running_runs(client, parent.info.experiment_id,
-                            f"tags.{names.SWEEP_ID} = '{sweep_id}'"):
-        params = run.data.params
-        path = run_lock_path(params.get(names.CHECKPOINT_DIR, ""),
-                             params.get(names.EXPERIMENT_NAME, ""),
-                             run.data.tags.get(names.CONFIG_HASH, ""))
-        with locks.if_dead(path, wait_s) as dead:
-            # read again under the lock: it may have closed itself meanwhile
-            if dead and client.get_run(run.info.run_id).info.status == "RUNNING":
-                mark_killed(client, run.info.run_id, ORPHAN_REASON)
-                closed.append(run.info.run_id)
-            elif not dead:
-                alive.append(run.info.run_id)
-    return closed, alive
+    pending = running_runs(client, parent.info.experiment_id,
+                           f"tags.{names.SWEEP_ID} = '{sweep_id}'")
+    closed: list[str] = []
+    deadline = time.monotonic() + wait_s
+    while True:
+        held = []
+        for run in pending:
+            params = run.data.params
+            path = run_lock_path(params.get(names.CHECKPOINT_DIR, ""),
+                                 params.get(names.EXPERIMENT_NAME, ""),
+                                 run.data.tags.get(names.CONFIG_HASH, ""))
+            with locks.if_dead(path) as dead:
+                if not dead:
+                    held.append(run)
+                # read again under the lock: it may have closed itself meanwhile
+                elif client.get_run(run.info.run_id).info.status == "RUNNING":
+                    mark_killed(client, run.info.run_id, ORPHAN_REASON)
+                    closed.append(run.info.run_id)
+        pending = held
+        if not pending or time.monotonic() >= deadline:
+            return closed, [run.info.run_id for run in pending]
+        time.sleep(0.5)
 
 
 def close_dead_sweeps(uri: str, experiment: str) -> list[str]:
@@ -344,7 +351,7 @@ def close_dead_sweeps(uri: str, experiment: str) -> list[str]:
             continue
         with locks.if_dead(Path(folder) / SWEEP_LOCK_FILE) as dead:
             if dead:
-                close_dead_jobs(uri, sweep.info.run_id, wait_s=0)
+                close_dead_jobs(uri, sweep.info.run_id, wait_s=0.0)
                 end_sweep(uri, Path(folder), None, killed=True)
                 closed.append(sweep.info.run_id)
     return closed
