@@ -295,21 +295,22 @@ def test_ctrl_c_mid_sweep_then_rerun_resumes_every_job(tmp_path: Path,
     """SIGINT to the whole sweep after each job has a checkpoint; the same command again
     resumes both jobs in their own runs, with no duplicate metric points."""
     overrides = ["experiment_name=sigint", "task=copy", "task.gap=20", "model=lstm",
-                 "model.hidden_size=16", "train.steps=1000", "train.eval_every=100",
+                 "model.hidden_size=16", "train.steps=3000", "train.eval_every=100",
                  "train.checkpoint_every=100", "train.log_every=10", "seed=0,1"]
     uri = f"sqlite:///{tmp_path}/store/mlflow.db"
     command = [sys.executable, "-m", "harness.train", "-m", f"tracking.uri={uri}",
                f"report.out_dir={tmp_path}/reports", f"hydra.sweep.dir={tmp_path}/sweep",
                f"train.checkpoint_dir={tmp_path}/checkpoints", *overrides]
+    log = (tmp_path / "interrupted.log").open("w")
     sweep = subprocess.Popen(command, cwd=tmp_path, env=cli_env, start_new_session=True,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     while len(list((tmp_path / "checkpoints" / "sigint").glob("*.pt"))) < 2:
         assert sweep.poll() is None, "the sweep ended before both jobs checkpointed"
         assert time.monotonic() < deadline
         time.sleep(0.01)
     os.killpg(sweep.pid, signal.SIGINT)  # Ctrl-C reaches the launcher and every job
-    assert sweep.wait(timeout=120) != 0
+    assert sweep.wait(timeout=120) != 0, (tmp_path / "interrupted.log").read_text()[-3000:]
     client = MlflowClient(uri)
     interrupted, parents = jobs_and_sweeps(client, "sigint")
     assert len(interrupted) == 2
@@ -328,4 +329,4 @@ def test_ctrl_c_mid_sweep_then_rerun_resumes_every_job(tmp_path: Path,
     for run in runs:
         assert run.info.status == "FINISHED" and run.data.tags[names.STATUS] in names.STATUSES
         steps = [m.step for m in client.get_metric_history(run.info.run_id, names.TRAIN_LOSS)]
-        assert steps == sorted(set(steps)) == list(range(10, 1001, 10))
+        assert steps == sorted(set(steps)) == list(range(10, 3001, 10))
