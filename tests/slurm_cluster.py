@@ -153,7 +153,22 @@ def slurm_cluster(folder: Path) -> Iterator[dict[str, str]]:
         wait_for(node_idle, "the node idle", 60, folder / "log")
         yield env
     finally:
-        subprocess.run(["scancel", "--full", "--user=root"], env=env, capture_output=True,
-                       timeout=30, check=False)
+        cancel_jobs(env)
         for pid_file in (folder / "slurmd.pid", folder / "slurmctld.pid", munge_pid):
             stop(pid_file)
+
+
+def cancel_jobs(env: dict[str, str], timeout: float = 60.0) -> None:
+    """Cancel every job of the cluster (it is this test's alone) and wait until they are gone:
+    stopping slurmd first would leave their slurmstepd and processes running."""
+    if find("scancel") is None:
+        return
+    subprocess.run(["scancel", "--user=root"], env=env, capture_output=True, timeout=30,
+                   check=False)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        queue = subprocess.run(["squeue", "-h"], env=env, capture_output=True, text=True,
+                               timeout=30, check=False)
+        if queue.returncode != 0 or not queue.stdout.strip():
+            return
+        time.sleep(1)
