@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,14 +29,17 @@ def slurm_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
         yield env
 
 
+def sweep_command(tmp_path: Path, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "harness.train", "-m", *TINY,
+            f"tracking.uri=sqlite:///{tmp_path}/store/mlflow.db",
+            f"report.out_dir={tmp_path}/reports", f"train.checkpoint_dir={tmp_path}/ckpt",
+            "hydra.sweep.dir=sweep", *overrides]  # relative, as by default
+
+
 def sweep(tmp_path: Path, env: dict[str, str], *overrides: str,
           expect: int = 0) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "harness.train", "-m", *TINY,
-               f"tracking.uri=sqlite:///{tmp_path}/store/mlflow.db",
-               f"report.out_dir={tmp_path}/reports", f"train.checkpoint_dir={tmp_path}/ckpt",
-               "hydra.sweep.dir=sweep", *overrides]  # relative, as by default
-    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(sweep_command(tmp_path, *overrides), cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == expect, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
@@ -84,15 +88,27 @@ def test_sweep_on_a_real_slurm_cluster(tmp_path: Path, cli_env: dict[str, str],
 @pytest.mark.slow
 def test_a_run_at_its_slurm_time_limit_stops_with_a_checkpoint(
         tmp_path: Path, cli_env: dict[str, str], slurm_env: dict[str, str]) -> None:
-    """A 1-minute job: the SIGUSR2 that submitit has SLURM send 25 s before the limit stops
-    the run at the end of its step with a checkpoint, `killed`; the sweep lists it, exits 1."""
+    """The SIGUSR2 that submitit has SLURM send `signal_delay_s` before a job's time limit
+    stops the run at the end of its step with a checkpoint, `killed`; the sweep lists it and
+    exits 1. The signal is sent with `scancel --signal=USR2`, as submitit's own tests do:
+    SLURM's timer may fire up to 60 s early, even before the job has started training."""
     env = {**cli_env, "SLURM_CONF": slurm_env["SLURM_CONF"], "PATH": slurm_env["PATH"]}
-    done = sweep(tmp_path, env, "hydra/launcher=slurm", "hydra.launcher.partition=test",
-                 "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=1",
-                 "hydra.launcher.signal_delay_s=25", "experiment_name=limit", "task=copy",
-                 "task.gap=20", "model=lstm", "train.steps=100000",
-                 "train.checkpoint_every=100000", "report.on_multirun_end=false", expect=1)
-    assert "1 job(s) were stopped by a signal" in done.stderr
+    command = sweep_command(tmp_path, "hydra/launcher=slurm", "hydra.launcher.partition=test",
+                            "hydra.launcher.mem_gb=1", "experiment_name=limit", "task=copy",
+                            "task.gap=20", "model=lstm", "train.steps=100000",
+                            "train.checkpoint_every=100000", "report.on_multirun_end=false")
+    launcher = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not any("step 100/" in log.read_text()
+                  for log in (tmp_path / "sweep" / ".submitit").glob("*/*_log.out")):
+        assert launcher.poll() is None and time.monotonic() < deadline, launcher.communicate()
+        time.sleep(0.5)
+    (job_dir,) = (tmp_path / "sweep" / ".submitit").glob("[0-9]*")
+    subprocess.run(["scancel", "--signal=USR2", job_dir.name], env=env, check=True, timeout=30)
+    stdout, stderr = launcher.communicate(timeout=300)
+    assert launcher.returncode == 1, stdout[-2000:] + stderr[-2000:]
+    assert "1 job(s) were stopped by a signal" in stderr
     client = MlflowClient(f"sqlite:///{tmp_path}/store/mlflow.db")
     (run,), _ = jobs_and_sweeps(client, "limit")
     assert run.info.status == "KILLED" and run.data.tags[names.STATUS] == names.KILLED
@@ -100,7 +116,7 @@ def test_a_run_at_its_slurm_time_limit_stops_with_a_checkpoint(
     assert "SIGUSR2 at step" in reason and "after saving a checkpoint" in reason
     step = int(reason.split("at step ")[1].split(",")[0])
     (saved,) = (tmp_path / "ckpt" / "limit").glob("*.pt")
-    assert torch.load(saved, weights_only=False)["step"] == step > 0
+    assert torch.load(saved, weights_only=False)["step"] == step >= 100
 
 
 @pytest.mark.slow
