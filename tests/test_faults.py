@@ -30,7 +30,6 @@ def only_run(client: MlflowClient, experiment: str):
     return run
 
 
-@pytest.mark.slow
 def test_rerunning_a_config_closes_its_dead_running_run(
         make_cfg: Callable[..., DictConfig], store_uri: str) -> None:
     """A run of this config left RUNNING (its process died before any checkpoint) is marked
