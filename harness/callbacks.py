@@ -2,23 +2,93 @@
 the jobs start; end the sweep with its report, attached to the parent run with the jobs'
 counts by status.
 
-Registered in `conf/config.yaml` under `hydra.callbacks`; they run in the launching process.
+Registered in `conf/config.yaml` under `hydra.callbacks`; they run in the launching process,
+which holds the sweep folder's lock while the sweep runs. If it ends before the sweep does
+(Ctrl-C, SIGTERM, a launcher error), it marks killed the parent run and the jobs whose process
+is gone; a sweep whose launching process died without that (SIGKILL) is closed the same way
+by the next sweep of its experiment.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import signal
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from harness import locks, names
 from harness.schema import register
-from harness.tracking import FAILED_JOBS_FILE, end_sweep, start_sweep
+from harness.tracking import (
+    FAILED_JOBS_FILE,
+    KILLED_JOBS_FILE,
+    SWEEP_LOCK_FILE,
+    close_dead_jobs,
+    close_dead_sweeps,
+    end_sweep,
+    log_tuning_summary,
+    start_sweep,
+    sweep_run_id,
+)
 
 log = logging.getLogger(__name__)
+
+# Seconds an interrupted sweep waits for each job still holding its lock to close its own run.
+JOB_CLOSE_WAIT_S = 10.0
+
+
+def interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM to the launching process: unwind like Ctrl-C, so the sweep gets closed."""
+    raise KeyboardInterrupt(f"{signal.Signals(signum).name} to the launching process")
+
+
+def tuning_rule(config: DictConfig) -> str | None:
+    """One line stating how an Optuna sweep tunes (None for other sweepers), e.g. `optuna TPE
+    (seed 0, 4 random startup trials) over optim.lr: tag(log, interval(1e-4, 1e-2)), ...`."""
+    sweeper = config.hydra.sweeper
+    if "optuna" not in str(OmegaConf.select(sweeper, "_target_", default="")):
+        return None
+    sampler = sweeper.sampler
+    details = [f"seed {OmegaConf.select(sampler, 'seed')}"]
+    startup = OmegaConf.select(sampler, "n_startup_trials", default=None)
+    if startup is not None:
+        details.append(f"{startup} random startup trials")
+    space = "; ".join(f"{key}: {value}" for key, value in (sweeper.params or {}).items())
+    n = sweeper.n_trials
+    return (f"optuna {sampler._target_.rsplit('.', 1)[-1].removesuffix('Sampler')} "
+            f"({', '.join(details)}) over {space}; {n} trials per study, one study per "
+            f"(model, task, gap) with harness-tune; objective: final eval loss of the trial's "
+            f"run, minimized; the sweep run holds the best of {n} ({names.TUNING_BEST}) and "
+            f"the median ({names.TUNING_MEDIAN})")
+
+
+class ActiveSweep:
+    """The sweep this process launches: its store, folder and folder lock. Module state, not
+    the callback's: Hydra pickles its callbacks to the jobs, and a held lock must not travel."""
+
+    held = ExitStack()
+    uri = ""
+    sweep_dir = Path()
+
+    @classmethod
+    def close_interrupted(cls) -> None:
+        """At exit before the sweep's end: mark killed the parent run and the jobs whose
+        process is gone; jobs still running elsewhere (SLURM) keep their runs."""
+        run_id = sweep_run_id(cls.sweep_dir)
+        if run_id is None:
+            return
+        closed, alive = close_dead_jobs(cls.uri, run_id, JOB_CLOSE_WAIT_S)
+        end_sweep(cls.uri, cls.sweep_dir, None, killed=True)
+        cls.held.close()
+        print(f"\nSweep interrupted: its run {run_id} and {len(closed)} job run(s) whose "
+              f"process had ended are marked killed"
+              + (f"; {len(alive)} job(s) are still running elsewhere" if alive else "")
+              + ". The same command resumes the unfinished runs.", file=sys.stderr)
 
 
 class SweepCallback(Callback):
@@ -26,12 +96,20 @@ class SweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         register()
+        ActiveSweep.uri, ActiveSweep.sweep_dir = config.tracking.uri, Path(config.hydra.sweep.dir)
+        ActiveSweep.held.enter_context(locks.hold(ActiveSweep.sweep_dir / SWEEP_LOCK_FILE))
         # start_sweep creates the store first: parallel jobs must not race on creating and
         # migrating a new SQLite store.
         params = OmegaConf.select(config, "hydra.sweeper.params")  # None without a preset
         space = OmegaConf.to_container(params, resolve=True) if params is not None else {}
-        start_sweep(config.tracking.uri, config.experiment_name, Path(config.hydra.sweep.dir),
-                    list(config.hydra.overrides.task), space)  # type: ignore[arg-type]
+        rule = tuning_rule(config)
+        start_sweep(config.tracking.uri, config.experiment_name, ActiveSweep.sweep_dir,
+                    list(config.hydra.overrides.task), space,  # type: ignore[arg-type]
+                    {names.SWEEP_TUNING: rule} if rule else None)
+        for sweep in close_dead_sweeps(config.tracking.uri, config.experiment_name):
+            log.info("sweep run %s had no live launching process: marked killed", sweep)
+        signal.signal(signal.SIGTERM, interrupt)
+        atexit.register(ActiveSweep.close_interrupted)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         uri = config.tracking.uri
@@ -41,17 +119,29 @@ class SweepCallback(Callback):
 
             index = build_report(config.experiment_name, uri, Path(config.report.out_dir))
         sweep_dir = Path(config.hydra.sweep.dir)
+        if tuning_rule(config) is not None:
+            tuning = log_tuning_summary(uri, sweep_dir, list(config.hydra.sweeper.params or {}))
+            if tuning:
+                print(f"\nTuning: best {names.TUNING_OBJECTIVE} {tuning[names.TUNING_BEST]:.4g}, "
+                      f"median {tuning[names.TUNING_MEDIAN]:.4g} over "
+                      f"{tuning[names.TUNING_TRIALS]:.0f} trials")
         counts = end_sweep(uri, sweep_dir, index.parent if index else None)
+        atexit.unregister(ActiveSweep.close_interrupted)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        ActiveSweep.held.close()
         print("\nSweep: " + ", ".join(f"{n} {status}" for status, n in counts.items())
               + " (runs this sweep created; configs that had already finished were skipped)")
         if index is not None:
             print(f"Report: {index}\n"
                   f"Open it: xdg-open {index}   (or any browser)")
         print(f"MLflow UI on the same store: mlflow ui --backend-store-uri {uri}")
-        failures = sweep_dir / FAILED_JOBS_FILE
-        if failures.exists():
-            lines = failures.read_text().splitlines()
-            print(f"\n{len(lines)} job(s) failed (details: {failures}):", *lines, sep="\n",
-                  file=sys.stderr)
+        failures, killed = sweep_dir / FAILED_JOBS_FILE, sweep_dir / KILLED_JOBS_FILE
+        for path, what in ((failures, "failed"),
+                           (killed, "were stopped by a signal (the same command resumes them)")):
+            if path.exists():
+                lines = path.read_text().splitlines()
+                print(f"\n{len(lines)} job(s) {what} (details: {path}):", *lines, sep="\n",
+                      file=sys.stderr)
+        if failures.exists() or killed.exists():
             # Hydra turns a callback's exceptions into warnings; SystemExit sets the status.
             raise SystemExit(1)

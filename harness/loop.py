@@ -97,11 +97,13 @@ class Checkpointing:
     The state holds the model, the optimizer, the training data generator's RNG state, the
     step, the metric window and the result so far, so a resumed run continues the same data
     stream and ends bit for bit where an uninterrupted one would (on CPU, same threads).
+    `stop_requested` (a stop signal arrived) also saves, at the end of the current step.
     """
 
     every: int
     save: Callable[[dict[str, Any]], None]
     state: dict[str, Any] | None = None
+    stop_requested: Callable[[], bool] = lambda: False
 
 
 def make_optimizer(model: torch.nn.Module, name: str, lr: float, momentum: float = 0.0,
@@ -269,7 +271,8 @@ def train_loop(task: Task, model: RecurrentModel, optimizer: torch.optim.Optimiz
                                  names.GRAD_NORM_POST_CLIP: window["post"] / n,
                                  names.CLIP_RATE: window["fired"] / n}, step)
             window = dict.fromkeys(window, 0.0)
-        if checkpointing is not None and step % checkpointing.every == 0 and step < cfg.steps:
+        if checkpointing is not None and step < cfg.steps and (
+                step % checkpointing.every == 0 or checkpointing.stop_requested()):
             checkpointing.save(snapshot())
     if not stopped and step % cfg.eval_every != 0:
         run_eval(step)

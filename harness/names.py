@@ -25,12 +25,15 @@ LR = "optim.lr"
 OPTIMIZER = "optim.name"
 SEED = "seed"
 TASK_LABEL = "task"  # report column: the task option, e.g. `adding_mean` (see task_label)
+EXPERIMENT_NAME = "experiment_name"
+CHECKPOINT_DIR = "train.checkpoint_dir"  # where a run's checkpoint and liveness lock live
 
 # --- tags -------------------------------------------------------------------------------
 STATUS = "status"  # one of STATUSES
 STATUS_REASON = "status_reason"  # why a run diverged, or how it ended
 CONFIG_HASH = "config_hash"
 GIT_COMMIT = "git_commit"
+TORCH_THREADS = "torch_threads"  # the torch threads the job used (train.threads, SLURM, cores)
 RUN_KIND = "run_kind"  # "sweep" on a multirun's parent run; absent on jobs
 SWEEP_KIND = "sweep"
 SWEEP_ID = "sweep_id"  # on every job of a multirun: its parent run's id
@@ -39,6 +42,7 @@ SOLVED, UNSOLVED, DIVERGED = "solved", "unsolved", "diverged"
 FAILED = "failed"  # the job raised (a bug, out of memory): not a result
 KILLED = "killed"  # interrupted (Ctrl-C, SIGTERM): not a result; rerunning resumes it
 STATUSES = (SOLVED, UNSOLVED, DIVERGED, FAILED, KILLED)
+RUNNING = "running"  # a sweep's count of jobs without a status yet (`jobs_running`)
 
 # --- metrics logged with a step (one point per log/eval step) ----------------------------
 TRAIN_LOSS = "train_loss"
@@ -85,6 +89,14 @@ SWEEP_OVERRIDES = "sweep_overrides"  # param: the command line's overrides
 SWEEP_SPACE = "sweep_space"  # param: the preset's hydra.sweeper.params, as JSON
 JOBS = "jobs"  # metric: runs this sweep created; and one `jobs_<status>` per status
 SWEEP_TUNING = "sweep_tuning"  # tag: how a tuning sweep (Optuna) chose its hyperparameters
+# a tuning sweep's parent run: over the trials (runs) it created with a finite objective
+TUNING_OBJECTIVE = FINAL_EVAL_LOSS  # what a job returns to the sweeper; minimized
+TUNING_BEST = "tuning_best"  # metric: the best (lowest) objective of the trials
+TUNING_MEDIAN = "tuning_median"  # metric: the median objective of the trials
+TUNING_TRIALS = "tuning_trials"  # metric: how many trials the two summarize
+TUNING_BEST_PARAMS = "tuning_best_params"  # tag: the best trial's tuned values, `optim.lr=0.003`
+TUNING_BEST_RUN = "tuning_best_run"  # tag: the best trial's run id
+SWEEP_DIR = "sweep_dir"  # tag: the sweep's folder (absolute); its lock tells whether it is alive
 
 # --- artifacts ---------------------------------------------------------------------------
 CONFIG_ARTIFACT = "config.yaml"

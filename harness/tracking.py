@@ -16,7 +16,9 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
+import statistics
 import subprocess
 import time
 import traceback
@@ -30,7 +32,7 @@ from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from harness import names
+from harness import locks, names
 from harness.diagnostics import GradProfile
 from harness.schema import PROJECT_ROOT
 from harness.store import sqlite_path
@@ -80,6 +82,11 @@ def git_commit() -> str:
 
 class StoreError(RuntimeError):
     """The tracking store cannot be used (unwritable folder, unreachable server)."""
+
+
+class RunStopped(Exception):
+    """A signal asked the run to stop (SIGTERM from `kill` or `scancel`, or a SLURM time
+    limit); it saved a checkpoint first. The run ends `killed` and rerunning resumes it."""
 
 
 def ensure_store(uri: str) -> None:
@@ -239,8 +246,8 @@ def mlflow_run(uri: str, experiment: str, run_name: str, params: dict[str, str],
         yield tracker
         tracker.flush()
     except BaseException as err:
-        # Ctrl-C (SIGINT): killed, resumable from the last checkpoint.
-        killed = isinstance(err, KeyboardInterrupt)
+        # Ctrl-C (SIGINT) or a stop signal: killed, resumable from the last checkpoint.
+        killed = isinstance(err, (KeyboardInterrupt, RunStopped))
         try:
             if tracker.auto_flush:  # with checkpoints the store stays at the last checkpoint
                 tracker.flush()
@@ -256,11 +263,102 @@ def mlflow_run(uri: str, experiment: str, run_name: str, params: dict[str, str],
 
 
 PARENT_RUN_FILE = ".mlflow_parent_run"  # in the sweep's folder: how jobs find their sweep
+SWEEP_LOCK_FILE = ".sweep.lock"  # in the sweep's folder: held by the launching process
 FAILED_JOBS_FILE = "failed_jobs.txt"  # in the sweep's folder: one line per job that raised
+KILLED_JOBS_FILE = "killed_jobs.txt"  # in the sweep's folder: one line per job a signal stopped
+ORPHAN_REASON = "its process ended without closing the run (killed, or torn down by the launcher)"
+
+
+def run_lock_path(checkpoint_dir: str | Path, experiment: str, hash_: str) -> Path:
+    """The file a job holds locked while it runs this config (beside its checkpoint)."""
+    return Path(checkpoint_dir) / experiment / f"{hash_}.lock"
+
+
+def mark_killed(client: MlflowClient, run_id: str, reason: str) -> None:
+    """End a run `killed` (MLflow status KILLED): not a result, so rerunning resumes it."""
+    client.log_batch(run_id, tags=[RunTag(names.STATUS, names.KILLED),
+                                   RunTag(names.STATUS_REASON, reason[:500])])
+    client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+
+
+def running_runs(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Run]:
+    running = f"attributes.status = '{RunStatus.to_string(RunStatus.RUNNING)}'"
+    return client.search_runs([experiment_id], filter_string=f"{filter_string} and {running}")
+
+
+def close_orphans_of_config(uri: str, experiment: str, hash_: str, checkpoint_dir: str,
+                            keep: str | None) -> list[str]:
+    """Mark killed the RUNNING runs of this config (except `keep`): the caller holds the
+    config's lock, so no live process runs them. Returns their ids."""
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    closed = []
+    for run in running_runs(client, found.experiment_id, f"tags.{names.CONFIG_HASH} = '{hash_}'"):
+        same_lock = run.data.params.get(names.CHECKPOINT_DIR) == str(checkpoint_dir)
+        if run.info.run_id != keep and same_lock:
+            mark_killed(client, run.info.run_id, ORPHAN_REASON)
+            closed.append(run.info.run_id)
+    return closed
+
+
+def close_dead_jobs(uri: str, sweep_id: str, wait_s: float) -> tuple[list[str], list[str]]:
+    """Mark killed the sweep's RUNNING jobs whose process is gone (nobody holds their lock).
+
+    Jobs still held are tried again for up to `wait_s` seconds in all: a job that handles the
+    interrupt closes its own run. Returns (closed, still running) run ids; a job whose
+    liveness cannot be told (lock file not visible here) counts as still running.
+    """
+    client = MlflowClient(uri)
+    parent = client.get_run(sweep_id)
+    pending = running_runs(client, parent.info.experiment_id,
+                           f"tags.{names.SWEEP_ID} = '{sweep_id}'")
+    closed: list[str] = []
+    deadline = time.monotonic() + wait_s
+    while True:
+        held = []
+        for run in pending:
+            params = run.data.params
+            path = run_lock_path(params.get(names.CHECKPOINT_DIR, ""),
+                                 params.get(names.EXPERIMENT_NAME, ""),
+                                 run.data.tags.get(names.CONFIG_HASH, ""))
+            with locks.if_dead(path) as dead:
+                if not dead:
+                    held.append(run)
+                # read again under the lock: it may have closed itself meanwhile
+                elif client.get_run(run.info.run_id).info.status == "RUNNING":
+                    mark_killed(client, run.info.run_id, ORPHAN_REASON)
+                    closed.append(run.info.run_id)
+        pending = held
+        if not pending or time.monotonic() >= deadline:
+            return closed, [run.info.run_id for run in pending]
+        time.sleep(0.5)
+
+
+def close_dead_sweeps(uri: str, experiment: str) -> list[str]:
+    """End `killed` the RUNNING sweep runs of this experiment whose launching process is gone
+    (their folder's lock is free), with their dead jobs. Returns their ids."""
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    closed = []
+    for sweep in running_runs(client, found.experiment_id,
+                              f"tags.{names.RUN_KIND} = '{names.SWEEP_KIND}'"):
+        folder = sweep.data.tags.get(names.SWEEP_DIR)
+        if folder is None:
+            continue
+        with locks.if_dead(Path(folder) / SWEEP_LOCK_FILE) as dead:
+            if dead:
+                close_dead_jobs(uri, sweep.info.run_id, wait_s=0.0)
+                end_sweep(uri, Path(folder), None, killed=True)
+                closed.append(sweep.info.run_id)
+    return closed
 
 
 def start_sweep(uri: str, experiment: str, sweep_dir: Path, overrides: list[str],
-                space: dict[str, Any]) -> str:
+                space: dict[str, Any], tags: dict[str, str] | None = None) -> str:
     """Open the parent run of a multirun and leave its id in the sweep folder for the jobs.
 
     A file, not an environment variable, so jobs find it wherever the launcher starts them
@@ -270,7 +368,8 @@ def start_sweep(uri: str, experiment: str, sweep_dir: Path, overrides: list[str]
     ensure_store(uri)
     client = MlflowClient(uri)
     run = client.create_run(experiment_id(client, experiment), run_name=f"sweep-{sweep_dir.name}",
-                            tags={names.RUN_KIND: names.SWEEP_KIND, names.GIT_COMMIT: git_commit()})
+                            tags={names.RUN_KIND: names.SWEEP_KIND, names.GIT_COMMIT: git_commit(),
+                                  names.SWEEP_DIR: str(sweep_dir.resolve()), **(tags or {})})
     client.log_batch(run.info.run_id, params=[
         Param(names.SWEEP_OVERRIDES, " ".join(overrides)[:6000]),
         Param(names.SWEEP_SPACE, json.dumps(space, sort_keys=True)[:6000])])
@@ -285,8 +384,10 @@ def sweep_run_id(sweep_dir: Path) -> str | None:
     return path.read_text().strip() if path.exists() else None
 
 
-def end_sweep(uri: str, sweep_dir: Path, report_dir: Path | None) -> dict[str, int]:
-    """Close the parent run with its jobs' counts by status and attach the sweep's report."""
+def end_sweep(uri: str, sweep_dir: Path, report_dir: Path | None,
+              killed: bool = False) -> dict[str, int]:
+    """Close the parent run with its jobs' counts by status and attach the sweep's report;
+    `killed`: the sweep was interrupted (MLflow status KILLED)."""
     run_id = sweep_run_id(sweep_dir)
     if run_id is None:
         return {}
@@ -296,12 +397,44 @@ def end_sweep(uri: str, sweep_dir: Path, report_dir: Path | None) -> dict[str, i
                               filter_string=f"tags.{names.SWEEP_ID} = '{run_id}'")
     counts = {status: 0 for status in names.STATUSES}
     for job in jobs:
-        status = job.data.tags.get(names.STATUS, names.FAILED)
+        # no status yet: still running (an interrupted sweep's job alive elsewhere), or crashed
+        fallback = names.RUNNING if job.info.status == "RUNNING" else names.FAILED
+        status = job.data.tags.get(names.STATUS, fallback)
         counts[status] = counts.get(status, 0) + 1
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(names.JOBS, len(jobs), now, 0)] + [
         Metric(f"{names.JOBS}_{status}", n, now, 0) for status, n in counts.items()])
     if report_dir is not None and report_dir.is_dir():
         client.log_artifacts(run_id, str(report_dir), "report")
-    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+    if killed:
+        mark_killed(client, run_id, "the sweep was interrupted before all its jobs ended")
+    else:
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
     return counts
+
+
+def log_tuning_summary(uri: str, sweep_dir: Path, tuned: list[str]) -> dict[str, float]:
+    """On a tuning sweep's parent run: the best and the median objective over the trials it
+    created (finite objective only), their count, and the best trial's tuned values."""
+    run_id = sweep_run_id(sweep_dir)
+    if run_id is None:
+        return {}
+    client = MlflowClient(uri)
+    parent = client.get_run(run_id)
+    trials = [run for run in client.search_runs(
+                  [parent.info.experiment_id], filter_string=f"tags.{names.SWEEP_ID} = '{run_id}'")
+              if math.isfinite(run.data.metrics.get(names.TUNING_OBJECTIVE, math.nan))]
+    if not trials:
+        return {}
+    trials.sort(key=lambda run: run.data.metrics[names.TUNING_OBJECTIVE])
+    best = trials[0]
+    summary = {names.TUNING_BEST: best.data.metrics[names.TUNING_OBJECTIVE],
+               names.TUNING_MEDIAN: statistics.median(
+                   run.data.metrics[names.TUNING_OBJECTIVE] for run in trials),
+               names.TUNING_TRIALS: float(len(trials))}
+    now = int(time.time() * 1000)
+    best_params = " ".join(f"{key}={best.data.params.get(key)}" for key in tuned)
+    client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in summary.items()],
+                     tags=[RunTag(names.TUNING_BEST_PARAMS, best_params),
+                           RunTag(names.TUNING_BEST_RUN, best.info.run_id)])
+    return summary

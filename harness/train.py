@@ -13,8 +13,11 @@ import io
 import logging
 import math
 import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 import tasks
-from harness import names
+from harness import locks, names
+from harness.callbacks import interrupt as launcher_interrupt
 from harness.clipping import Clipper
 from harness.loop import Checkpointing, RunResult, make_optimizer, train_loop
 from harness.models import RecurrentModel
@@ -40,13 +44,17 @@ from harness.schema import (
 )
 from harness.tracking import (
     FAILED_JOBS_FILE,
+    KILLED_JOBS_FILE,
     MlflowTracker,
+    RunStopped,
     StoreError,
+    close_orphans_of_config,
     config_hash,
     ensure_store,
     finished_run,
     flatten,
     mlflow_run,
+    run_lock_path,
     sweep_run_id,
 )
 
@@ -54,29 +62,83 @@ log = logging.getLogger(__name__)
 register()
 
 
+def launcher_setting(key: str, default: Any = None) -> Any:
+    """A key of the sweep's `hydra.launcher` config (`default` outside a multirun or if the
+    launcher has no such key)."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return default
+    return OmegaConf.select(HydraConfig.get(), f"launcher.{key}", default=default)
+
+
 def concurrent_jobs() -> int:
     """How many jobs share this machine's cores: the joblib launcher's n_jobs in a sweep."""
-    if not HydraConfig.initialized():
-        return 1
-    hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode != RunMode.MULTIRUN:
-        return 1
-    n_jobs = OmegaConf.select(hydra_cfg, "launcher.n_jobs", default=1)
+    n_jobs = launcher_setting("n_jobs", default=1)
     return cpu_count() if n_jobs is None or n_jobs < 1 else int(n_jobs)
 
 
 def torch_threads(requested: int) -> int:
-    """Threads for this job: as asked, else SLURM's cpus per task, else cores / jobs."""
+    """Threads for this job: as asked; else SLURM's cpus per task (inside a SLURM job); else
+    the submitit launcher's cpus_per_task; else cores / the joblib launcher's parallel jobs."""
     if requested > 0:
         return requested
     if "SLURM_CPUS_PER_TASK" in os.environ:
         return int(os.environ["SLURM_CPUS_PER_TASK"])
+    cpus_per_task = launcher_setting("cpus_per_task")
+    if cpus_per_task is not None:
+        return int(cpus_per_task)
     return max(1, cpu_count() // concurrent_jobs())
 
 
-def saver(tracker: MlflowTracker, path: Path) -> Callable[[dict[str, Any]], None]:
+# kill and scancel send SIGTERM (SLURM also at a time limit); submitit asks SLURM for SIGUSR2
+# `signal_delay_s` before the time limit.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+
+
+class StopRequest:
+    """SIGTERM or SIGUSR2 while a job runs. While the loop checkpoints (`deferred`), the run
+    finishes its current step, saves a checkpoint and stops (RunStopped); otherwise it stops
+    at once (RunStopped from the handler), resuming later from its last checkpoint."""
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+        self.deferred = False
+
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    def handle(self, signum: int, frame: Any) -> None:
+        self.signal = signal.Signals(signum).name
+        if not self.deferred:
+            raise RunStopped(f"stopped by {self.signal}")
+        log.warning("%s received: stopping after this step with a checkpoint", self.signal)
+
+    @contextmanager
+    def installed(self) -> Iterator[StopRequest]:
+        """Handle the stop signals for the block (main thread only: Python's rule)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self.handle)
+        try:
+            yield self
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            # Pass it on to the launching process's handler when the job runs inside it (an
+            # in-process sweep, joblib n_jobs=1), so the sweep stops too. Not to others: a
+            # default handler would kill a joblib worker that has closed its run, and
+            # submitit's SIGUSR2 handler would end the job as failed.
+            if self.signal is not None and \
+                    previous[signal.Signals[self.signal]] is launcher_interrupt:
+                os.kill(os.getpid(), signal.Signals[self.signal])
+
+
+def saver(tracker: MlflowTracker, path: Path,
+          stop: StopRequest) -> Callable[[dict[str, Any]], None]:
     """Write the metrics so far, then the loop's state (atomically, so a kill mid-write
-    leaves the previous checkpoint)."""
+    leaves the previous checkpoint); then stop the run if a stop signal asked for it."""
 
     def save(state: dict[str, Any]) -> None:
         tracker.flush()
@@ -84,6 +146,9 @@ def saver(tracker: MlflowTracker, path: Path) -> Callable[[dict[str, Any]], None
         partial = path.with_suffix(".partial")
         torch.save({**state, "run_id": tracker.run_id}, partial)
         os.replace(partial, path)
+        if stop.requested():
+            raise RunStopped(f"stopped by {stop.signal} at step {state['step']}, "
+                             "after saving a checkpoint")
 
     return save
 
@@ -137,14 +202,35 @@ def csv_text(columns: tuple[str, ...], rows: list[tuple]) -> str:
 
 
 def train(cfg: DictConfig) -> RunResult:
-    """Validate the config, build task and model, train, and log everything to MLflow."""
+    """Validate the config, build task and model, train, and log everything to MLflow.
+
+    While it runs, the job holds its config's lock (`<checkpoint_dir>/<experiment>/<hash>.lock`,
+    harness/locks.py): a config another live process is running is skipped, and RUNNING runs
+    of this config that no process holds are marked killed.
+    """
     spec = validate(cfg)  # raises ConfigError before any run exists
-    configure_torch(torch_threads(spec.train.threads))
+    threads = torch_threads(spec.train.threads)
+    configure_torch(threads)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     params = flatten(resolved)  # type: ignore[arg-type]
     name = run_name(spec, params)
     hash_ = config_hash(params)
     ensure_store(spec.tracking.uri)
+    lock = run_lock_path(spec.train.checkpoint_dir, spec.experiment_name, hash_)
+    try:
+        with locks.hold(lock), StopRequest().installed() as stop:
+            return run_config(spec, resolved, params, name, hash_, threads, stop)
+    except locks.Busy:
+        log.warning("%s: skipped, another live process is running this config (%s)", name, lock)
+        return RunResult(status=RUNNING_ELSEWHERE, reason=f"{lock} is held")
+
+
+RUNNING_ELSEWHERE = "running elsewhere"  # not a run status: the job created no run
+
+
+def run_config(spec: Config, resolved: Any, params: dict[str, str], name: str, hash_: str,
+               threads: int, stop: StopRequest) -> RunResult:
+    """The body of `train`, under the config's lock: skip, resume or start the run."""
     done = None if spec.force else finished_run(spec.tracking.uri, spec.experiment_name, hash_)
     if done is not None:
         status = done.data.tags[names.STATUS]
@@ -161,19 +247,25 @@ def train(cfg: DictConfig) -> RunResult:
         # A run of this config was killed part-way: continue it, in the same MLflow run.
         state = torch.load(checkpoint, weights_only=False)
         log.info("%s: resuming run %s from step %d", name, state["run_id"], state["step"])
+    resume_id = state["run_id"] if state else None
+    for orphan in close_orphans_of_config(spec.tracking.uri, spec.experiment_name, hash_,
+                                          spec.train.checkpoint_dir, keep=resume_id):
+        log.info("%s: run %s of this config had no live process: marked killed", name, orphan)
     # Everything that can fail (out of memory building a model, a bug) happens inside the
     # run, which then ends `failed` with the traceback as an artifact.
     with mlflow_run(spec.tracking.uri, spec.experiment_name, name, params,
                     {names.CONFIG_HASH: hash_}, parent_run_id=sweep_parent(),
-                    resume_run_id=state["run_id"] if state else None) as tracker:
+                    resume_run_id=resume_id) as tracker:
+        tracker.set_tags({names.TORCH_THREADS: str(threads)})
         task = tasks.make_task(spec.task.name.value, **task_params(spec.task))
         torch.manual_seed(spec.seed)  # model initialization; data uses its own generators
         model = build_model(spec, task)
         optimizer = make_optimizer(model, spec.optim.name.value, spec.optim.lr,
                                    spec.optim.momentum, spec.optim.weight_decay)
         clipper = Clipper(spec.clip.mode.value, spec.clip.threshold)
-        log.info("%s: %d steps, sequence length %d, chance accuracy %.3f, loss %.4f", name,
-                 spec.train.steps, task.seq_len, task.chance.accuracy, task.chance.loss)
+        log.info("%s: %d steps, sequence length %d, chance accuracy %.3f, loss %.4f, "
+                 "%d torch thread(s)", name, spec.train.steps, task.seq_len,
+                 task.chance.accuracy, task.chance.loss, threads)
         if state is None:
             tracker.log_text(OmegaConf.to_yaml(resolved), names.CONFIG_ARTIFACT)
             tracker.log_metrics({names.CHANCE_LOSS: task.chance.loss,
@@ -182,7 +274,9 @@ def train(cfg: DictConfig) -> RunResult:
         if spec.train.checkpoint_every > 0:
             tracker.auto_flush = False
             checkpointing = Checkpointing(spec.train.checkpoint_every,
-                                          saver(tracker, checkpoint), state)
+                                          saver(tracker, checkpoint, stop), state,
+                                          stop_requested=stop.requested)
+            stop.deferred = True  # from here a stop signal waits for the step's checkpoint
         result = train_loop(task, model, optimizer, clipper, spec.train, tracker, spec.seed,
                             name, checkpointing)
         tracker.log_metrics(result.summary_metrics(), result.steps_run)
@@ -199,21 +293,31 @@ def train(cfg: DictConfig) -> RunResult:
 
 @hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="config")
 def main(cfg: DictConfig) -> float:
-    """Console script `harness-train`; returns the final eval accuracy (for sweepers).
+    """Console script `harness-train`; returns the final eval loss (the objective an Optuna
+    sweep minimizes; NaN when the job created no result).
 
     In a multirun a failing job does not stop the others: its error is logged, written to
     the sweep folder's `failed_jobs.txt` (which the sweep's summary and exit status report),
-    and the job returns NaN. A single run exits non-zero: 2, with one line, for an invalid
-    config or an unusable store.
+    and the job returns NaN; a job stopped by SIGTERM/SIGUSR2 likewise goes to
+    `killed_jobs.txt`. A single run exits non-zero: 2, with one line, for an invalid config
+    or an unusable store; 143 (128 + SIGTERM) when a stop signal ended it.
     """
     in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         result = train(cfg)
     except Exception as err:
+        stopped = isinstance(err, RunStopped)
         if in_sweep:
-            log.error("job failed: %s: %s", type(err).__name__, err, exc_info=True)
-            record_failure(Path(HydraConfig.get().sweep.dir), err)
+            if stopped:
+                log.warning("job killed: %s; the same command resumes it", err)
+            else:
+                log.error("job failed: %s: %s", type(err).__name__, err, exc_info=True)
+            record_job(Path(HydraConfig.get().sweep.dir), err,
+                       KILLED_JOBS_FILE if stopped else FAILED_JOBS_FILE)
             return math.nan
+        if stopped:
+            print(f"harness-train: {err}; the same command resumes the run", file=sys.stderr)
+            sys.exit(128 + signal.SIGTERM)
         if isinstance(err, ConfigError):
             print(f"harness-train: invalid config: {err}", file=sys.stderr)
             sys.exit(2)
@@ -224,15 +328,15 @@ def main(cfg: DictConfig) -> float:
     if not in_sweep:
         print(f"MLflow store: {cfg.tracking.uri}\n"
               f"Open the UI:  mlflow ui --backend-store-uri {cfg.tracking.uri}")
-    return result.final_eval_accuracy
+    return result.final_eval_loss
 
 
-def record_failure(sweep_dir: Path, err: Exception) -> None:
-    """Append one line for a failed job to the sweep folder's failed_jobs.txt."""
+def record_job(sweep_dir: Path, err: Exception, file_name: str) -> None:
+    """Append one line for a failed (or killed) job to the sweep folder's file_name."""
     job = HydraConfig.get().job
     line = f"job {job.num} ({' '.join(job.override_dirname.split(','))}): " \
            f"{type(err).__name__}: {' '.join(str(err).split())[:300]}\n"
-    with (sweep_dir / FAILED_JOBS_FILE).open("a") as handle:
+    with (sweep_dir / file_name).open("a") as handle:
         handle.write(line)
 
 

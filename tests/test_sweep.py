@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from harness import names
@@ -217,14 +218,15 @@ def test_a_job_that_raises_fails_alone_and_the_sweep_says_so(tmp_path: Path,
 
 
 def test_a_killed_run_resumes_bit_for_bit(tmp_path: Path, cli_env: dict[str, str]) -> None:
-    """SIGKILL a run after its first checkpoint, start it again: it continues in the same
+    """SIGKILL a run after its first checkpoint, or SIGTERM it between checkpoints (it saves
+    one at the end of that step and ends `killed`); start it again: it continues in the same
     MLflow run and ends with exactly the metrics of an uninterrupted run."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
 
     def command(experiment: str) -> list[str]:
         return [sys.executable, "-m", "harness.train", f"experiment_name={experiment}",
                 "task=copy", "task.gap=20", "model=lstm", "model.hidden_size=16",
-                "train.steps=3000", "train.eval_every=100", "train.log_every=10",
+                "train.steps=1000", "train.eval_every=100", "train.log_every=10",
                 "train.checkpoint_every=100", "train.threads=1", "train.batch_size=16",
                 f"tracking.uri={uri}", f"train.checkpoint_dir={tmp_path}/ckpt",
                 f"hydra.run.dir={tmp_path}/run-{experiment}"]
@@ -242,25 +244,49 @@ def test_a_killed_run_resumes_bit_for_bit(tmp_path: Path, cli_env: dict[str, str
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     client = MlflowClient(uri)
-    killed_exp = client.get_experiment_by_name("killed").experiment_id
-    (killed,) = client.search_runs([killed_exp])
+    (killed,) = client.search_runs([client.get_experiment_by_name("killed").experiment_id])
     assert killed.info.status == "RUNNING" and names.STATUS not in killed.data.tags
-    resumed = subprocess.run(command("killed"), cwd=tmp_path, env=cli_env,
-                             capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resuming run" in resumed.stdout + resumed.stderr
-    (after,) = client.search_runs([killed_exp])  # the same run, not a new one
+
+    # SIGTERM (kill, scancel, a SLURM time limit) after the evaluation at step 200, with no
+    # periodic checkpoint before the end (checkpoint_every does not change the config)
+    victim = subprocess.Popen(command("term") + ["train.checkpoint_every=1000"], cwd=tmp_path,
+                              env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    assert victim.stdout is not None
+    for line in victim.stdout:
+        if "step 200/1000" in line:
+            break
+    victim.send_signal(signal.SIGTERM)
+    output = victim.communicate(timeout=120)[0]
+    assert victim.returncode == 128 + signal.SIGTERM, output[-2000:]
+    assert "the same command resumes the run" in output
+    (termed,) = client.search_runs([client.get_experiment_by_name("term").experiment_id])
+    assert termed.info.status == "KILLED" and termed.data.tags[names.STATUS] == names.KILLED
+    assert "SIGTERM" in termed.data.tags[names.STATUS_REASON]
+    (saved,) = list((tmp_path / "ckpt" / "term").glob("*.pt"))
+    stopped_at = torch.load(saved, weights_only=False)["step"]
+    assert 200 <= stopped_at < 1000  # saved when the signal came, not at a periodic step
+
     (reference,) = client.search_runs([client.get_experiment_by_name("clean").experiment_id])
-    assert after.info.run_id == killed.info.run_id and after.info.status == "FINISHED"
-    assert after.data.tags[names.STATUS] == reference.data.tags[names.STATUS]
-    for key in (names.FINAL_EVAL_LOSS, names.FINAL_EVAL_ACCURACY, names.STEPS_RUN,
-                names.GRAD_NORM_PRE_CLIP_MAX, names.BEST_EVAL_ACCURACY):
-        assert after.data.metrics[key] == reference.data.metrics[key], key
-    for key in (names.TRAIN_LOSS, names.EVAL_LOSS, names.GRAD_DECAY_RATE):
-        history = [(m.step, m.value) for m in client.get_metric_history(after.info.run_id, key)]
-        expected = [(m.step, m.value)
-                    for m in client.get_metric_history(reference.info.run_id, key)]
-        assert sorted(history) == sorted(expected), key  # bit for bit, no duplicates
+    for experiment, before in (("killed", killed), ("term", termed)):
+        resumed = subprocess.run(command(experiment), cwd=tmp_path, env=cli_env,
+                                 capture_output=True, text=True, timeout=600)
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        assert "resuming run" in resumed.stdout + resumed.stderr
+        if experiment == "term":
+            assert f"resumed from its checkpoint at step {stopped_at}" in resumed.stdout
+        (after,) = client.search_runs([before.info.experiment_id])  # the same run, not a new one
+        assert after.info.run_id == before.info.run_id and after.info.status == "FINISHED"
+        assert after.data.tags[names.STATUS] == reference.data.tags[names.STATUS]
+        for key in (names.FINAL_EVAL_LOSS, names.FINAL_EVAL_ACCURACY, names.STEPS_RUN,
+                    names.GRAD_NORM_PRE_CLIP_MAX, names.BEST_EVAL_ACCURACY):
+            assert after.data.metrics[key] == reference.data.metrics[key], (experiment, key)
+        for key in (names.TRAIN_LOSS, names.EVAL_LOSS, names.GRAD_DECAY_RATE):
+            history = [(m.step, m.value)
+                       for m in client.get_metric_history(after.info.run_id, key)]
+            expected = [(m.step, m.value)
+                        for m in client.get_metric_history(reference.info.run_id, key)]
+            assert sorted(history) == sorted(expected), (experiment, key)  # no duplicates
     assert not list((tmp_path / "ckpt").rglob("*.pt"))  # finished runs leave no checkpoint
 
 
@@ -269,26 +295,32 @@ def test_ctrl_c_mid_sweep_then_rerun_resumes_every_job(tmp_path: Path,
     """SIGINT to the whole sweep after each job has a checkpoint; the same command again
     resumes both jobs in their own runs, with no duplicate metric points."""
     overrides = ["experiment_name=sigint", "task=copy", "task.gap=20", "model=lstm",
-                 "model.hidden_size=16", "train.steps=3000", "train.eval_every=100",
+                 "model.hidden_size=16", "train.steps=1000", "train.eval_every=100",
                  "train.checkpoint_every=100", "train.log_every=10", "seed=0,1"]
     uri = f"sqlite:///{tmp_path}/store/mlflow.db"
     command = [sys.executable, "-m", "harness.train", "-m", f"tracking.uri={uri}",
                f"report.out_dir={tmp_path}/reports", f"hydra.sweep.dir={tmp_path}/sweep",
                f"train.checkpoint_dir={tmp_path}/checkpoints", *overrides]
+    log = (tmp_path / "interrupted.log").open("w")
+    # SIGINT at its default in the sweep even when pytest runs where it is ignored (a
+    # background job of a non-interactive shell), so Python turns it into KeyboardInterrupt
     sweep = subprocess.Popen(command, cwd=tmp_path, env=cli_env, start_new_session=True,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             stdout=log, stderr=subprocess.STDOUT,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while len(list((tmp_path / "checkpoints" / "sigint").glob("*.pt"))) < 2:
         assert sweep.poll() is None, "the sweep ended before both jobs checkpointed"
         assert time.monotonic() < deadline
         time.sleep(0.01)
     os.killpg(sweep.pid, signal.SIGINT)  # Ctrl-C reaches the launcher and every job
-    assert sweep.wait(timeout=120) != 0
+    assert sweep.wait(timeout=120) != 0, (tmp_path / "interrupted.log").read_text()[-3000:]
     client = MlflowClient(uri)
-    interrupted, _ = jobs_and_sweeps(client, "sigint")
+    interrupted, parents = jobs_and_sweeps(client, "sigint")
     assert len(interrupted) == 2
-    assert all(names.STATUS not in r.data.tags or r.data.tags[names.STATUS] == names.KILLED
-               for r in interrupted)
+    # whether a job handled Ctrl-C or joblib killed it first, nothing is left RUNNING
+    for run in interrupted + parents:
+        assert run.info.status == "KILLED", run.info.run_name
+        assert run.data.tags[names.STATUS] == names.KILLED
     done = subprocess.run(command, cwd=tmp_path, env=cli_env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -300,4 +332,4 @@ def test_ctrl_c_mid_sweep_then_rerun_resumes_every_job(tmp_path: Path,
     for run in runs:
         assert run.info.status == "FINISHED" and run.data.tags[names.STATUS] in names.STATUSES
         steps = [m.step for m in client.get_metric_history(run.info.run_id, names.TRAIN_LOSS)]
-        assert steps == sorted(set(steps)) == list(range(10, 3001, 10))
+        assert steps == sorted(set(steps)) == list(range(10, 1001, 10))

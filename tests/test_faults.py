@@ -1,0 +1,143 @@
+"""Runs left RUNNING by a dead process are marked killed, and only those: a run whose
+process is alive (it holds its lock) is never touched."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from harness import locks, names
+from harness.callbacks import interrupt as launcher_interrupt
+from harness.tracking import (
+    SWEEP_LOCK_FILE,
+    RunStopped,
+    close_dead_jobs,
+    close_dead_sweeps,
+    run_lock_path,
+    start_sweep,
+)
+from harness.train import RUNNING_ELSEWHERE, StopRequest, train
+
+
+def only_run(client: MlflowClient, experiment: str):
+    (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    return run
+
+
+def test_rerunning_a_config_closes_its_dead_running_run(
+        make_cfg: Callable[..., DictConfig], store_uri: str) -> None:
+    """A run of this config left RUNNING (its process died before any checkpoint) is marked
+    killed when the config runs again; the new run is the result."""
+    cfg = make_cfg("task.gap=4", "experiment_name=orphan")
+    train(cfg)
+    client = MlflowClient(store_uri)
+    dead = only_run(client, "orphan")
+    client.update_run(dead.info.run_id, status="RUNNING")  # as a SIGKILLed job leaves it
+    client.delete_tag(dead.info.run_id, names.STATUS)
+    train(cfg)
+    runs = {r.info.run_id: r for r in client.search_runs(
+        [client.get_experiment_by_name("orphan").experiment_id])}
+    assert len(runs) == 2
+    assert runs[dead.info.run_id].info.status == "KILLED"
+    assert runs[dead.info.run_id].data.tags[names.STATUS] == names.KILLED
+    (new,) = [r for r in runs.values() if r.info.run_id != dead.info.run_id]
+    assert new.info.status == "FINISHED" and new.data.tags[names.STATUS] in names.STATUSES
+
+
+def test_a_config_another_live_process_runs_is_skipped(
+        make_cfg: Callable[..., DictConfig], store_uri: str, tmp_path: Path) -> None:
+    cfg = make_cfg("task.gap=4", "experiment_name=busy")
+    first = train(cfg)  # learn the config's hash from its run
+    client = MlflowClient(store_uri)
+    run = only_run(client, "busy")
+    lock = run_lock_path(tmp_path / "checkpoints", "busy", run.data.tags[names.CONFIG_HASH])
+    assert lock.exists()
+    with locks.hold(lock):  # a second open file of it: what another process would hold
+        skipped = train(make_cfg("task.gap=4", "experiment_name=busy", "force=true"))
+    assert skipped.status == RUNNING_ELSEWHERE and first.status != RUNNING_ELSEWHERE
+    assert len(client.search_runs([run.info.experiment_id])) == 1  # no run created
+
+
+def test_an_interrupted_sweep_closes_dead_jobs_but_not_live_ones(store_uri: str,
+                                                                 tmp_path: Path) -> None:
+    client = MlflowClient(store_uri)
+    sweep_dir = tmp_path / "sweep"
+    sweep_id = start_sweep(store_uri, "int", sweep_dir, [], {})
+    experiment = client.get_experiment_by_name("int").experiment_id
+    jobs = {}
+    for hash_ in ("aaaaaaaaaaaa", "bbbbbbbbbbbb"):
+        run = client.create_run(experiment, tags={names.SWEEP_ID: sweep_id,
+                                                  names.CONFIG_HASH: hash_})
+        client.log_param(run.info.run_id, names.CHECKPOINT_DIR, str(tmp_path / "ckpt"))
+        client.log_param(run.info.run_id, names.EXPERIMENT_NAME, "int")
+        jobs[hash_] = run.info.run_id
+    live_lock = run_lock_path(tmp_path / "ckpt", "int", "aaaaaaaaaaaa")
+    dead_lock = run_lock_path(tmp_path / "ckpt", "int", "bbbbbbbbbbbb")
+    with locks.hold(dead_lock):  # its process held it, then died
+        pass
+    with locks.hold(live_lock):
+        closed, alive = close_dead_jobs(store_uri, sweep_id, wait_s=0.5)
+    assert closed == [jobs["bbbbbbbbbbbb"]] and alive == [jobs["aaaaaaaaaaaa"]]
+    assert client.get_run(jobs["aaaaaaaaaaaa"]).info.status == "RUNNING"
+    killed = client.get_run(jobs["bbbbbbbbbbbb"])
+    assert killed.info.status == "KILLED" and killed.data.tags[names.STATUS] == names.KILLED
+
+
+def test_the_next_sweep_closes_a_sweep_whose_launcher_died(store_uri: str,
+                                                           tmp_path: Path) -> None:
+    client = MlflowClient(store_uri)
+    live_dir, dead_dir = tmp_path / "live", tmp_path / "dead"
+    with locks.hold(dead_dir / SWEEP_LOCK_FILE):
+        dead = start_sweep(store_uri, "next", dead_dir, [], {})
+    with locks.hold(live_dir / SWEEP_LOCK_FILE):
+        live = start_sweep(store_uri, "next", live_dir, [], {})
+        assert close_dead_sweeps(store_uri, "next") == [dead]
+        assert client.get_run(live).info.status == "RUNNING"
+    assert client.get_run(dead).info.status == "KILLED"
+    assert client.get_run(dead).data.tags[names.SWEEP_DIR] == str(dead_dir.resolve())
+
+
+def test_a_stop_signal_waits_for_the_step_when_checkpointing() -> None:
+    """SIGTERM while deferred only records the request (the loop checkpoints, then stops);
+    outside the loop it stops at once."""
+    stop = StopRequest()
+    with pytest.raises(RunStopped, match="SIGTERM"), stop.installed():
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) is not stop.handle  # restored
+    stop = StopRequest()
+    with pytest.raises(RunStopped), stop.installed():
+        stop.deferred = True
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested() and stop.signal == "SIGTERM"
+        raise RunStopped("as the checkpoint's save raises it")
+
+
+def test_a_stop_signal_is_passed_on_to_the_launching_process_handler() -> None:
+    """In an in-process sweep (joblib n_jobs=1) the launcher's own SIGTERM handler runs
+    after the job closed its run, so the sweep stops too."""
+    before = signal.signal(signal.SIGTERM, launcher_interrupt)  # as the callback sets it
+    try:
+        stop = StopRequest()
+        with pytest.raises(KeyboardInterrupt, match="SIGTERM to the launching process"), \
+                stop.installed():
+            stop.deferred = True
+            os.kill(os.getpid(), signal.SIGTERM)  # the job's handler gets it first
+            assert stop.requested()
+            raise RunStopped("as the checkpoint's save raises it")
+        # any other handler that was there before is not called again
+        seen = []
+        signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+        stop = StopRequest()
+        with pytest.raises(RunStopped), stop.installed():
+            stop.deferred = True
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise RunStopped("as the checkpoint's save raises it")
+        assert seen == []
+    finally:
+        signal.signal(signal.SIGTERM, before)
