@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
@@ -34,13 +32,7 @@ CLIP = {"clip_mode": "norm", "clip_threshold": 0.5}
 RTOL, ATOL = 1e-5, 1e-5
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny ops: a second thread only waits for a core (and on a busy machine, long)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def separate_run(cell: str, activation: str, seed: int) -> tuple[RecurrentModel, MemoryTracker]:

@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-import torch
 
 from harness import bench
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """As harness-bench --profile runs; the batched mode switches between 1 and 2 itself."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_batched_throughput_rows_are_consistent() -> None:
