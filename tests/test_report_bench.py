@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import names
 from harness.report import bench
 
 
@@ -38,7 +39,7 @@ def test_report_bench_at_200_runs(tmp_path: Path, capsys: pytest.CaptureFixture[
     # The histories came in bulk: every configuration's top-gap runs have their grad norms.
     with (folder / "grad_norm_over_training.csv").open(newline="") as f:
         norms = list(csv.DictReader(f))
-    top = {(r["task.name"], r["label"]) for r in norms}
+    top = {(r[names.TASK_LABEL], r["label"]) for r in norms}
     assert len(top) == len(bench.TASKS) * len(bench.MODELS) * len(bench.CLIPS)
     solved = (folder / "summary.md").read_text()
     assert "gru-tanh-noclip solved delayed_recall in every seed (1/1) up to gap 160." in solved

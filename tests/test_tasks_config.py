@@ -234,4 +234,4 @@ def test_sweep_over_the_new_tasks_reports_each(tmp_path: Path, cli_env: dict[str
             if r.data.tags.get(names.RUN_KIND) != names.SWEEP_KIND]
     assert len(jobs) == 4 and all(r.info.status == "FINISHED" for r in jobs)
     accuracy = pd.read_csv(tmp_path / "reports" / "new_tasks" / "accuracy_by_gap.csv")
-    assert set(accuracy[names.TASK]) == set(options.split(","))
+    assert set(accuracy[names.TASK_LABEL]) == set(options.split(","))
