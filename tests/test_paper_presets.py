@@ -21,11 +21,6 @@ PAPER = PROJECT_ROOT / "conf" / "experiment" / "paper"
 PRESETS = sorted(p.stem for p in PAPER.glob("*.yaml"))
 FULL = [p for p in PRESETS if not p.endswith("_reduced")]
 REDUCED = [p for p in PRESETS if p.endswith("_reduced")]
-HAS_TEMPORAL_ORDER = (PROJECT_ROOT / "conf" / "task" / "temporal_order.yaml").exists()
-
-
-def needs_missing_task(preset: str) -> bool:
-    return preset.startswith("temporal_order") and not HAS_TEMPORAL_ORDER
 
 
 def compose_preset(preset: str, *overrides: str) -> DictConfig:
@@ -67,8 +62,6 @@ def test_header_cites_the_source_outcome_and_command(preset: str) -> None:
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_combination_of_the_sweep_space_validates(preset: str) -> None:
-    if needs_missing_task(preset):
-        pytest.skip("the temporal_order task is not in this branch yet")
     cfg = compose_preset(preset)
     assert cfg.experiment_name == f"paper_{preset}"
     space = sweep_space(cfg)
@@ -87,8 +80,6 @@ def test_every_combination_of_the_sweep_space_validates(preset: str) -> None:
 def test_reduced_preset_runs_end_to_end(preset: str, tmp_path: Path,
                                         cli_env: dict[str, str]) -> None:
     """Every model and setting of the reduced sweep, cut to a few steps, one gap, one seed."""
-    if needs_missing_task(preset):
-        pytest.skip("the temporal_order task is not in this branch yet")
     space = sweep_space(compose_preset(preset))
     gap = min(int(g) for g in space[names.GAP])
     uri = f"sqlite:///{tmp_path}/mlflow.db"
