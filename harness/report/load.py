@@ -469,6 +469,14 @@ def _numeric(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.apply(pd.to_numeric, errors="coerce")
 
 
+def _stacked(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    """Per-run artifact tables as one frame; typed and empty when no run had one."""
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype=object if c == RUN_ID else float)
+                             for c in columns})
+    return pd.concat(frames, ignore_index=True)[columns]
+
+
 def load_grad_profiles(runs: pd.DataFrame, tracking_uri: str) -> pd.DataFrame:
     """All `grad_profile.csv` artifacts of `runs`, stacked, with a `run_id` column.
 
@@ -488,10 +496,7 @@ def load_grad_profiles(runs: pd.DataFrame, tracking_uri: str) -> pd.DataFrame:
         profile = _numeric(profile[list(names.PROFILE_COLUMNS)])
         profile.insert(0, RUN_ID, run_id)
         frames.append(profile)
-    if not frames:
-        return pd.DataFrame({c: pd.Series(dtype=object if c == RUN_ID else float)
-                             for c in columns})
-    return pd.concat(frames, ignore_index=True)[columns]
+    return _stacked(frames, columns)
 
 
 def load_eval_by_gap(runs: pd.DataFrame, tracking_uri: str) -> pd.DataFrame:
@@ -507,7 +512,4 @@ def load_eval_by_gap(runs: pd.DataFrame, tracking_uri: str) -> pd.DataFrame:
         table = _numeric(table[list(names.EVAL_BY_GAP_COLUMNS)])
         table.insert(0, RUN_ID, run_id)
         frames.append(table)
-    if not frames:
-        return pd.DataFrame({c: pd.Series(dtype=object if c == RUN_ID else float)
-                             for c in columns})
-    return pd.concat(frames, ignore_index=True)[columns]
+    return _stacked(frames, columns)
