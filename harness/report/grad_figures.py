@@ -46,6 +46,7 @@ _BLOCK_STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"))
 # What each gate block of W_hh is, in the order of names.GATE_BLOCKS.
 _BLOCK_MEANING = {
     "rnn": ("recurrent matrix",),
+    "orth_rnn": ("orthogonal recurrent matrix",),
     "lstm": ("input gate", "forget gate", "cell candidate", "output gate"),
     "gru": ("reset gate", "update gate", "candidate"),
 }
