@@ -93,14 +93,13 @@ def _changed(a: pd.DataFrame, b: pd.DataFrame, name_a: str, name_b: str,
                                                               f"{where}."))
                 continue
             xa, xb = findings.result(ra, label), findings.result(rb, label)
-            shared = sorted(set(xa.accuracy_at) & set(xb.accuracy_at))
             text = (f"{label} on {task}: largest gap solved in every seed "
                     f"{findings.gap_text(xa.largest)} in {name_a}, "
                     f"{findings.gap_text(xb.largest)} in {name_b}")
-            if shared:
-                ma = sum(xa.accuracy_at[g] for g in shared) / len(shared)
-                mb = sum(xb.accuracy_at[g] for g in shared) / len(shared)
-                text += (f"; mean final accuracy over the {len(shared)} shared gap(s) "
+            means = findings.shared_means(xa, xb)
+            if means:
+                n, ma, mb = means
+                text += (f"; mean final accuracy over the {n} shared gap(s) "
                          f"{findings.acc_text(ma)} → {findings.acc_text(mb)} ({mb - ma:+.3f})")
             if xa.diverged or xb.diverged:
                 text += f"; diverged runs {xa.diverged} → {xb.diverged}"

@@ -205,6 +205,16 @@ def ci_lines(ax: Axes, table: pd.DataFrame, x: str, colors: dict[str, str],
     return labels
 
 
+def accuracy_panel(ax: Axes, cell: pd.DataFrame, runs: pd.DataFrame, task: str,
+                   colors: dict[str, str], markers: dict[str, str]) -> set[str]:
+    """Mean accuracy vs gap lines with CI bands, the task's chance level and the gap axis;
+    returns the labels drawn."""
+    drawn = ci_lines(ax, cell, names.GAP, colors, markers)
+    draw_chance(ax, runs[runs[names.TASK_LABEL] == task])
+    _gap_axis(ax, cell[names.GAP].astype(float).to_numpy())
+    return drawn
+
+
 def draw_chance(ax: Axes, runs: pd.DataFrame, key: str = names.CHANCE_ACCURACY) -> None:
     """The chance level per gap (it may depend on the gap, e.g. via sequence length), dashed."""
     chance = runs.dropna(subset=[key, names.GAP]).groupby(names.GAP)[key].mean()
@@ -237,9 +247,7 @@ def accuracy_vs_gap(runs: pd.DataFrame, table: pd.DataFrame, colors: dict[str, s
         if at_task.empty:
             _empty(ax, "no final accuracy logged")
         else:
-            seen.update(ci_lines(ax, at_task, names.GAP, colors, markers))
-            draw_chance(ax, runs[runs[names.TASK_LABEL] == task])
-            _gap_axis(ax, at_task[names.GAP].astype(float).to_numpy())
+            seen.update(accuracy_panel(ax, at_task, runs, task, colors, markers))
         ax.set_title(f"task: {task}")
         ax.set_xlabel("gap (time steps)")
         ax.set_ylabel(ACCURACY_AXIS)

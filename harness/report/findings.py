@@ -85,6 +85,15 @@ def result(runs: pd.DataFrame, name: str) -> Result:
     )
 
 
+def shared_means(a: Result, b: Result) -> tuple[int, float, float] | None:
+    """Over the gaps both results have: how many, and each one's mean final accuracy."""
+    shared = sorted(set(a.accuracy_at) & set(b.accuracy_at))
+    if not shared:
+        return None
+    return (len(shared), sum(a.accuracy_at[g] for g in shared) / len(shared),
+            sum(b.accuracy_at[g] for g in shared) / len(shared))
+
+
 def _solved_sentence(task: str, r: Result) -> str:
     n = len(r.seeds)
     if r.largest is not None:
@@ -150,11 +159,10 @@ def _clipping(task: str, runs: pd.DataFrame) -> list[Finding]:
                 verb = f"left the largest gap {variant} solved in every seed at " \
                        f"{gap_text(base.largest)}"
             text = f"On {task}, clipping ({setting}) {verb}"
-            shared = sorted(set(base.accuracy_at) & set(clipped.accuracy_at))
-            if shared:
-                a0 = sum(base.accuracy_at[g] for g in shared) / len(shared)
-                a1 = sum(clipped.accuracy_at[g] for g in shared) / len(shared)
-                text += (f" (mean final accuracy over the {len(shared)} shared gap(s): "
+            means = shared_means(base, clipped)
+            if means:
+                n, a0, a1 = means
+                text += (f" (mean final accuracy over the {n} shared gap(s): "
                          f"{acc_text(a0)} without, {acc_text(a1)} with clipping)")
             if base.diverged or clipped.diverged:
                 text += (f"; diverged runs: {base.diverged} of {base.n_runs} without, "

@@ -29,8 +29,8 @@ from harness.report.figures import (
     _empty,
     _gap_axis,
     _legend,
+    accuracy_panel,
     ci_lines,
-    draw_chance,
     fixed,
     log_y,
     panel_grid,
@@ -91,9 +91,7 @@ def accuracy_facets(runs: pd.DataFrame, colors: dict[str, str], markers: dict[st
             if cell.empty:
                 _empty(ax, "no runs")
             else:
-                seen.update(ci_lines(ax, cell, names.GAP, colors, markers))
-                draw_chance(ax, runs[runs[names.TASK_LABEL] == task])
-                _gap_axis(ax, cell[names.GAP].astype(float).to_numpy())
+                seen.update(accuracy_panel(ax, cell, runs, task, colors, markers))
                 ax.set_ylim(-0.03, 1.03)
                 ax.grid(True, alpha=0.3)
             ax.set_title(f"{task} · clip {setting} · activation {activation}", fontsize=9)
