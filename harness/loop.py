@@ -163,48 +163,73 @@ class Evaluator:
         return rows
 
 
-def train_loop(task: Task, model: RecurrentModel, optimizer: torch.optim.Optimizer,
-               clipper: Clipper, cfg: TrainConfig, tracker: Tracker, seed: int,
-               name: str = "run", checkpointing: Checkpointing | None = None) -> RunResult:
-    """Train `model` on `task` for at most `cfg.steps` steps; return how the run ended.
+class RunRecord:
+    """One run's bookkeeping, whoever takes its steps: its data streams, evaluations,
+    diagnostics, metric windows, divergence checks, result and checkpoint state.
 
+    `train_loop` keeps one for its model; a batched job (harness/batched.py) keeps one per
+    member, so a member is decided, logged and checkpointed exactly as a separate run is.
     `name` prefixes the progress lines, which interleave when jobs run in parallel.
     """
-    start = time.perf_counter()
-    elapsed_before = 0.0
-    train_gen, eval_gen = data_generators(seed)
-    eval_batch = task.sample(cfg.eval_batch_size, eval_gen, split="eval")
-    evaluate = Evaluator(task, eval_batch)
-    profile_batch = Batch(*(t[: cfg.profile_batch_size] for t in
-                            (eval_batch.inputs, eval_batch.targets, eval_batch.mask)))
-    profile_every = cfg.profile_every or cfg.eval_every
-    profiling = profile_every > 0
-    result = RunResult()
-    params = [p for p in model.parameters() if p.requires_grad]
-    window: dict[str, float] = {"loss": 0.0, "pre": 0.0, "post": 0.0, "fired": 0.0, "n": 0}
-    fired_total = 0
 
-    def run_diagnostics(step: int) -> None:
-        diagnosis = diagnose(model, task, profile_batch, step)
-        result.profiles.extend(diagnosis.profiles)
-        tracker.log_metrics(diagnosis.metrics, step)
+    def __init__(self, task: Task, cfg: TrainConfig, tracker: Tracker, seed: int,
+                 name: str = "run") -> None:
+        self.task, self.cfg, self.tracker, self.name = task, cfg, tracker, name
+        self.train_gen, eval_gen = data_generators(seed)
+        eval_batch = task.sample(cfg.eval_batch_size, eval_gen, split="eval")
+        self.evaluate = Evaluator(task, eval_batch)
+        self.profile_batch = Batch(*(t[: cfg.profile_batch_size] for t in
+                                     (eval_batch.inputs, eval_batch.targets, eval_batch.mask)))
+        self.profile_every = cfg.profile_every or cfg.eval_every
+        self.result = RunResult()
+        self.window = self.empty_window()
+        self.fired_total = 0
+        self.step = 0
+        self.stopped = False  # solved or diverged: no more steps
+        self.elapsed = 0.0  # seconds spent on this run before `start` (a resumed run's past)
 
-    def diverge(step: int, reason: str) -> None:
+    @staticmethod
+    def empty_window() -> dict[str, float]:
+        return {"loss": 0.0, "pre": 0.0, "post": 0.0, "fired": 0.0, "n": 0}
+
+    def due(self, step: int) -> bool:
+        """Whether step `step` begins with diagnostics or an evaluation."""
+        return (self.profile_every > 0 and step % self.profile_every == 0) or \
+            step % self.cfg.eval_every == 0
+
+    def begin_step(self, model: RecurrentModel, step: int) -> bool:
+        """Diagnostics and evaluation due at `step`; True when the evaluation ends the run."""
+        if self.profile_every > 0 and step % self.profile_every == 0:
+            self.diagnose(model, step)
+        if step % self.cfg.eval_every == 0 and self.run_eval(model, step):
+            self.stopped = True
+        return self.stopped
+
+    def diagnose(self, model: RecurrentModel, step: int) -> None:
+        diagnosis = diagnose(model, self.task, self.profile_batch, step)
+        self.result.profiles.extend(diagnosis.profiles)
+        self.tracker.log_metrics(diagnosis.metrics, step)
+
+    def diverge(self, step: int, reason: str) -> None:
+        result = self.result
         result.status, result.reason = names.DIVERGED, f"{reason} at step {step}"
         result.diverged_step = step
-        log.warning("%s  diverged: %s", name, result.reason)
+        self.stopped = True
+        log.warning("%s  diverged: %s", self.name, result.reason)
 
-    def run_eval(step: int) -> bool:
-        metrics = evaluate(model)
-        tracker.log_metrics(metrics, step)
+    def run_eval(self, model: RecurrentModel, step: int) -> bool:
+        """Evaluate; True when the run is over (solved, or a non-finite eval loss)."""
+        cfg, result = self.cfg, self.result
+        metrics = self.evaluate(model)
+        self.tracker.log_metrics(metrics, step)
         result.final_eval_loss = metrics[names.EVAL_LOSS]
         result.final_eval_accuracy = metrics[names.EVAL_ACCURACY]
         result.best_eval_accuracy = max(result.best_eval_accuracy, result.final_eval_accuracy)
-        log.info("%s  step %d/%d  eval_loss %.4f  eval_accuracy %.3f  (chance %.3f)", name, step,
-                 cfg.steps, metrics[names.EVAL_LOSS], metrics[names.EVAL_ACCURACY],
-                 task.chance.accuracy)
+        log.info("%s  step %d/%d  eval_loss %.4f  eval_accuracy %.3f  (chance %.3f)",
+                 self.name, step, cfg.steps, metrics[names.EVAL_LOSS],
+                 metrics[names.EVAL_ACCURACY], self.task.chance.accuracy)
         if not math.isfinite(metrics[names.EVAL_LOSS]):
-            diverge(step, "non-finite eval loss")
+            self.diverge(step, "non-finite eval loss")
             return True
         if result.final_eval_accuracy >= cfg.solve_threshold:
             result.status, result.steps_to_solve = names.SOLVED, step
@@ -212,75 +237,98 @@ def train_loop(task: Task, model: RecurrentModel, optimizer: torch.optim.Optimiz
             return True
         return False
 
-    step = 0
+    def diverges(self, step: int, loss: float, pre: float, post: float) -> bool:
+        """After backward and clipping, before the update: True (and the run diverged) when
+        the loss or the gradient norm is non-finite or the applied norm is too large."""
+        if not (math.isfinite(loss) and math.isfinite(pre)):
+            self.diverge(step, "non-finite " + ("loss" if not math.isfinite(loss)
+                                                else "gradient norm"))
+            return True
+        if post > self.cfg.max_grad_norm:
+            self.diverge(step, f"applied gradient norm {post:.3g} > train.max_grad_norm "
+                               f"{self.cfg.max_grad_norm:g}")
+            return True
+        return False
+
+    def end_step(self, step: int, loss: float, pre: float, post: float, fired: bool) -> None:
+        """After the update that made `step`: maxima, clip counts and the logged windows."""
+        result, window = self.result, self.window
+        self.step = step
+        result.grad_norm_pre_clip_max = max(result.grad_norm_pre_clip_max, pre)
+        result.grad_norm_post_clip_max = max(result.grad_norm_post_clip_max, post)
+        self.fired_total += int(fired)
+        window["loss"] += loss
+        window["pre"] += pre
+        window["post"] += post
+        window["fired"] += float(fired)
+        window["n"] += 1
+        if step % self.cfg.log_every == 0 or step == self.cfg.steps:
+            n = window["n"]
+            self.tracker.log_metrics({names.TRAIN_LOSS: window["loss"] / n,
+                                      names.GRAD_NORM_PRE_CLIP: window["pre"] / n,
+                                      names.GRAD_NORM_POST_CLIP: window["post"] / n,
+                                      names.CLIP_RATE: window["fired"] / n}, step)
+            self.window = self.empty_window()
+
+    def finish(self, model: RecurrentModel, step: int, elapsed: float) -> RunResult:
+        """The end of the run at `step`: the final evaluation and diagnostics if not done
+        yet, the evaluation per gap, the totals. `elapsed`: seconds since it (re)started."""
+        result = self.result
+        if not self.stopped and step % self.cfg.eval_every != 0:
+            self.run_eval(model, step)
+        if self.profile_every > 0 and result.status != names.DIVERGED and \
+                result.profiles[-1].step != step:
+            self.diagnose(model, step)
+        if self.task.variable_gap:
+            result.eval_by_gap = self.evaluate.by_gap(model)
+        result.steps_run = step
+        result.clip_rate_total = self.fired_total / step if step else 0.0
+        result.wall_time_s = self.elapsed + elapsed
+        return result
+
+    def snapshot(self, model_state: dict[str, Any], optimizer_state: dict[str, Any],
+                 elapsed: float) -> dict[str, Any]:
+        """The checkpoint of this run after `self.step` steps (Checkpointing's format)."""
+        return {"step": self.step, "result": copy.deepcopy(self.result),
+                "window": dict(self.window), "fired_total": self.fired_total,
+                "model": copy.deepcopy(model_state), "optimizer": copy.deepcopy(optimizer_state),
+                "train_gen": self.train_gen.get_state(), "elapsed": self.elapsed + elapsed}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint (the caller loads its model and optimizer states)."""
+        self.step, self.result, self.window = state["step"], state["result"], state["window"]
+        self.fired_total, self.elapsed = state["fired_total"], state["elapsed"]
+        self.train_gen.set_state(state["train_gen"])
+        log.info("%s  resumed from its checkpoint at step %d", self.name, self.step)
+
+
+def train_loop(task: Task, model: RecurrentModel, optimizer: torch.optim.Optimizer,
+               clipper: Clipper, cfg: TrainConfig, tracker: Tracker, seed: int,
+               name: str = "run", checkpointing: Checkpointing | None = None) -> RunResult:
+    """Train `model` on `task` for at most `cfg.steps` steps; return how the run ended."""
+    start = time.perf_counter()
+    record = RunRecord(task, cfg, tracker, seed, name)
+    params = [p for p in model.parameters() if p.requires_grad]
     if checkpointing is not None and checkpointing.state is not None:
         state = checkpointing.state
-        step, result, window = state["step"], state["result"], state["window"]
-        fired_total, elapsed_before = state["fired_total"], state["elapsed"]
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        train_gen.set_state(state["train_gen"])
-        log.info("%s  resumed from its checkpoint at step %d", name, step)
-
-    def snapshot() -> dict[str, Any]:
-        return {"step": step, "result": copy.deepcopy(result), "window": dict(window),
-                "fired_total": fired_total, "model": copy.deepcopy(model.state_dict()),
-                "optimizer": copy.deepcopy(optimizer.state_dict()),
-                "train_gen": train_gen.get_state(),
-                "elapsed": elapsed_before + time.perf_counter() - start}
-
-    stopped = False
-    while True:
-        if profiling and step % profile_every == 0:
-            run_diagnostics(step)
-        if step % cfg.eval_every == 0 and run_eval(step):
-            stopped = True
-            break
-        if step == cfg.steps:
-            break
-        batch = task.sample(cfg.batch_size, train_gen)
+        record.restore(state)
+    step = record.step
+    while not record.begin_step(model, step) and step < cfg.steps:
+        batch = task.sample(cfg.batch_size, record.train_gen)
         loss = task.loss(model(batch.inputs), batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         clip = clipper(params)
         loss_value, pre, post = float(loss.detach()), float(clip.pre), float(clip.post)
-        if not (math.isfinite(loss_value) and math.isfinite(pre)):
-            diverge(step, "non-finite " + ("loss" if not math.isfinite(loss_value)
-                                           else "gradient norm"))
-            stopped = True
-            break
-        if post > cfg.max_grad_norm:
-            diverge(step, f"applied gradient norm {post:.3g} > train.max_grad_norm "
-                          f"{cfg.max_grad_norm:g}")
-            stopped = True
+        if record.diverges(step, loss_value, pre, post):
             break
         optimizer.step()
         step += 1
-        result.grad_norm_pre_clip_max = max(result.grad_norm_pre_clip_max, pre)
-        result.grad_norm_post_clip_max = max(result.grad_norm_post_clip_max, post)
-        fired_total += int(clip.fired)
-        window["loss"] += loss_value
-        window["pre"] += pre
-        window["post"] += post
-        window["fired"] += float(clip.fired)
-        window["n"] += 1
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            n = window["n"]
-            tracker.log_metrics({names.TRAIN_LOSS: window["loss"] / n,
-                                 names.GRAD_NORM_PRE_CLIP: window["pre"] / n,
-                                 names.GRAD_NORM_POST_CLIP: window["post"] / n,
-                                 names.CLIP_RATE: window["fired"] / n}, step)
-            window = dict.fromkeys(window, 0.0)
+        record.end_step(step, loss_value, pre, post, bool(clip.fired))
         if checkpointing is not None and step < cfg.steps and (
                 step % checkpointing.every == 0 or checkpointing.stop_requested()):
-            checkpointing.save(snapshot())
-    if not stopped and step % cfg.eval_every != 0:
-        run_eval(step)
-    if profiling and result.status != names.DIVERGED and result.profiles[-1].step != step:
-        run_diagnostics(step)
-    if task.variable_gap:
-        result.eval_by_gap = evaluate.by_gap(model)
-    result.steps_run = step
-    result.clip_rate_total = fired_total / step if step else 0.0
-    result.wall_time_s = elapsed_before + time.perf_counter() - start
-    return result
+            checkpointing.save(record.snapshot(model.state_dict(), optimizer.state_dict(),
+                                               time.perf_counter() - start))
+    return record.finish(model, step, time.perf_counter() - start)
