@@ -25,24 +25,39 @@ The cell equations are torch's (gate order i, f, g, o for the LSTM and r, z, n f
 as in `RecurrentModel.unrolled`; tests check the batched outputs and gradients against the
 fused modules in float64 and whole training runs against the harness's own loop.
 
-This module is the experiment behind `harness-bench --batched`; it is not wired into
-`harness-train` (the README's Benchmark section says why, with the measured factors).
+`harness-train batched_seeds=[0,1,2,3]` trains through `train_members` (harness/train.py opens
+one MLflow run per member); `harness-bench --batched` measures `BatchedTrainer` against K
+separate runs (README, Benchmark, with the factors per cell).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from harness.clipping import MODES, TOLERANCE, ClippingError, ClipResult
-from harness.diagnostics import diagnose
-from harness.loop import data_generators, make_optimizer
+from harness.loop import Checkpointing, RunRecord, RunResult, make_optimizer
 from harness.models import ACTIVATIONS, RecurrentModel
 from harness.schema import TrainConfig
 from tasks import Batch, Task
+
+BATCHED_CELLS = ("rnn", "lstm", "gru")  # the cells BatchedModel computes
+
+
+def unbatchable(cell: str, activation: str, bidirectional: bool) -> str | None:
+    """Why a model cannot be trained as a batched member (None: it can)."""
+    if cell not in BATCHED_CELLS:
+        return f"model {cell!r} is not batched (only {', '.join(BATCHED_CELLS)})"
+    if activation not in ACTIVATIONS:
+        return f"activation {activation!r} has learned parameters; not batched"
+    if bidirectional:
+        return "bidirectional models are not batched"
+    return None
 
 
 def build_member(seed: int, cell: str, task: Task, hidden_size: int, num_layers: int = 1,
@@ -78,11 +93,13 @@ class BatchedModel(nn.Module):
         self.input_size = first.rnn.input_size
         self.output_size = first.readout.out_features
         with torch.no_grad():
-            # ParameterDict keys may not contain ".": rnn.weight_hh_l0 -> rnn__weight_hh_l0
-            self.stacked = nn.ParameterDict({
-                stacked_key(key): nn.Parameter(torch.stack([dict(m.named_parameters())[key]
-                                                            for m in members]))
-                for key, _ in first.named_parameters()})
+            # ParameterDict keys may not contain ".": rnn.weight_hh_l0 -> rnn__weight_hh_l0.
+            # A list of pairs keeps the member's parameter order (a dict would be sorted), so
+            # optimizer state index i is the same parameter here and in a separate run.
+            self.stacked = nn.ParameterDict([
+                (stacked_key(key), nn.Parameter(torch.stack([dict(m.named_parameters())[key]
+                                                             for m in members])))
+                for key, _ in first.named_parameters()])
 
     def forward(self, inputs: Tensor) -> Tensor:
         """inputs [K, B, L, D] -> outputs [K, B, L, output_size]: every member on its batch."""
@@ -191,75 +208,181 @@ def clip_members(parameters: Sequence[nn.Parameter], mode: str, threshold: float
     return ClipResult(pre, member_norms(grads), largest > threshold)
 
 
-@dataclass
-class BatchedHistory:
-    """What a batched run measured, one column per member."""
+def member_optimizer_state(state: dict[str, Any], k: int) -> dict[str, Any]:
+    """Member k's optimizer state, as its separate run's optimizer would hold it: every
+    per-parameter tensor sliced at k; scalars (Adam's step count, shared) as they are."""
+    return {"state": {index: {key: value[k].clone()
+                              if isinstance(value, Tensor) and value.dim() > 0 else value
+                              for key, value in entry.items()}
+                      for index, entry in state["state"].items()},
+            "param_groups": [dict(group) for group in state["param_groups"]]}
 
-    train_loss: list[Tensor] = field(default_factory=list)  # per step: [K]
-    grad_norm_pre_clip: list[Tensor] = field(default_factory=list)  # per step: [K]
-    evals: list[tuple[int, Tensor, Tensor]] = field(default_factory=list)  # (step, loss, acc)
-    diagnostics: list[list[dict[str, float]]] = field(default_factory=list)  # [point][member]
+
+def stacked_optimizer_state(states: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The members' optimizer states as one for the stacked parameters (inverse of
+    `member_optimizer_state`); their step counts must agree."""
+    first = states[0]
+    stacked: dict[int, dict[str, Any]] = {}
+    for index, entry in first["state"].items():
+        stacked[index] = {}
+        for key, value in entry.items():
+            if isinstance(value, Tensor) and value.dim() > 0:
+                stacked[index][key] = torch.stack([s["state"][index][key] for s in states])
+                continue
+            if any(not _same(s["state"][index][key], value) for s in states):
+                raise ValueError(f"batched: members differ in optimizer {key!r}; only runs at "
+                                 "the same step are batched")
+            stacked[index][key] = value
+    return {"state": stacked, "param_groups": [dict(g) for g in first["param_groups"]]}
 
 
-class BatchedRun:
-    """Train K seeds of one configuration together; evaluate and diagnose each member.
+def _same(a: Any, b: Any) -> bool:
+    return bool(torch.equal(a, b)) if isinstance(a, Tensor) else a == b
 
-    The schedule is the harness loop's (`TrainConfig.steps`, `eval_every`, `profile_every`,
-    batch sizes), without early stopping: every member runs the whole budget.
+
+class BatchedTrainer:
+    """K members as one stacked model and one optimizer: the batched training step.
+
+    `models` hold the members' current weights and `optimizer_states` (None: fresh) their
+    optimizers' states in a separate run's format, so a member can come from, or go to, a
+    separate run's checkpoint.
     """
 
-    def __init__(self, task: Task, members: Sequence[RecurrentModel], seeds: Sequence[int],
-                 cfg: TrainConfig, optim: str = "adam", lr: float = 1e-3, momentum: float = 0.0,
-                 weight_decay: float = 0.0, clip_mode: str = "none",
-                 clip_threshold: float = 1.0) -> None:
-        if len(members) != len(seeds):
-            raise ValueError("batched: one seed per member")
-        self.task, self.cfg = task, cfg
-        self.model = BatchedModel(members)
+    def __init__(self, models: Sequence[RecurrentModel], optim: str = "adam", lr: float = 1e-3,
+                 momentum: float = 0.0, weight_decay: float = 0.0, clip_mode: str = "none",
+                 clip_threshold: float = 1.0,
+                 optimizer_states: Sequence[dict[str, Any]] | None = None) -> None:
+        self.settings = {"optim": optim, "lr": lr, "momentum": momentum,
+                         "weight_decay": weight_decay, "clip_mode": clip_mode,
+                         "clip_threshold": clip_threshold}
+        self.model = BatchedModel(models)
         self.optimizer = make_optimizer(self.model, optim, lr, momentum, weight_decay)
+        if optimizer_states is not None:
+            self.optimizer.load_state_dict(stacked_optimizer_state(optimizer_states))
         self.clip_mode, self.clip_threshold = clip_mode, clip_threshold
-        streams = [data_generators(seed) for seed in seeds]
-        self.train_gens = [train for train, _ in streams]
-        self.eval_batch = stack_batches([task.sample(cfg.eval_batch_size, evaluation)
-                                         for _, evaluation in streams])
-        self.profile_batches = [member_batch(self.eval_batch, k, cfg.profile_batch_size)
-                                for k in range(len(seeds))]
         self.params = list(self.model.parameters())
-        self.history = BatchedHistory()
 
-    def train_step(self) -> None:
-        batch = stack_batches([self.task.sample(self.cfg.batch_size, g)
-                               for g in self.train_gens])
-        losses = member_losses(self.task, self.model(batch.inputs), batch)
+    def backward(self, task: Task, batches: Sequence[Batch]) -> tuple[Tensor, ClipResult]:
+        """Forward, backward and per-member clipping on member k's batch k; no update yet.
+        Returns the members' losses [K] and the clipping audit ([K] tensors)."""
+        batch = stack_batches(batches)
+        losses = member_losses(task, self.model(batch.inputs), batch)
         self.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
-        clip = clip_members(self.params, self.clip_mode, self.clip_threshold)
+        return losses.detach(), clip_members(self.params, self.clip_mode, self.clip_threshold)
+
+    def update(self) -> None:
         self.optimizer.step()
-        self.history.train_loss.append(losses.detach())
-        self.history.grad_norm_pre_clip.append(clip.pre)
 
-    @torch.no_grad()
-    def evaluate(self, step: int) -> None:
-        outputs = self.model(self.eval_batch.inputs)
-        loss = member_losses(self.task, outputs, self.eval_batch)
-        accuracy = torch.stack([self.task.accuracy(outputs[k], member_batch(self.eval_batch, k))
-                                for k in range(outputs.shape[0])])
-        self.history.evals.append((step, loss, accuracy))
+    def states(self) -> list[tuple[dict[str, Tensor], dict[str, Any]]]:
+        """Every member's (model state, optimizer state) in a separate run's format."""
+        optimizer = self.optimizer.state_dict()
+        return [(self.model.member(k).state_dict(), member_optimizer_state(optimizer, k))
+                for k in range(self.model.members)]
 
-    def diagnose(self, step: int) -> None:
-        """The harness's diagnostics on each member (float64 unrolled twin, one by one)."""
-        self.history.diagnostics.append([
-            diagnose(self.model.member(k), self.task, batch, step).metrics
-            for k, batch in enumerate(self.profile_batches)])
+    def keep(self, indices: Sequence[int]) -> BatchedTrainer:
+        """A trainer of the members at `indices` only, each with its weights and optimizer
+        state (the others stopped: they cost no more compute)."""
+        optimizer = self.optimizer.state_dict()
+        return BatchedTrainer([self.model.member(k) for k in indices], **self.settings,
+                              optimizer_states=[member_optimizer_state(optimizer, k)
+                                                for k in indices]
+                              if optimizer["state"] else None)
 
-    def run(self) -> BatchedHistory:
-        cfg = self.cfg
-        profile_every = cfg.profile_every or cfg.eval_every
-        for step in range(cfg.steps + 1):
-            if profile_every > 0 and (step % profile_every == 0 or step == cfg.steps):
-                self.diagnose(step)
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                self.evaluate(step)
-            if step < cfg.steps:
-                self.train_step()
-        return self.history
+
+@dataclass
+class Member:
+    """One seed's run inside a batched job: its model (at the start: initialized as a
+    separate run with this seed, or loaded from its checkpoint; at the end: its final
+    weights), optimizer state (None: fresh), record and checkpointing. `seconds` is its
+    share of the job's time."""
+
+    model: RecurrentModel
+    record: RunRecord
+    optimizer_state: dict[str, Any] | None = None
+    checkpointing: Checkpointing | None = None
+    seconds: float = 0.0
+
+
+def train_members(task: Task, cfg: TrainConfig, members: Sequence[Member], optim: str = "adam",
+                  lr: float = 1e-3, momentum: float = 0.0, weight_decay: float = 0.0,
+                  clip_mode: str = "none", clip_threshold: float = 1.0,
+                  checkpointed: Callable[[], None] = lambda: None) -> list[RunResult]:
+    """`train_loop` for K members at once: each member is evaluated, diagnosed, stopped
+    (solved, diverged), logged and checkpointed by its own `RunRecord`, exactly as its
+    separate run; a member that stops leaves the batch.
+
+    All members start at one step (fresh, or resumed from checkpoints of that step).
+    Checkpoints are written for every running member at once, then `checkpointed()` runs
+    (the caller raises there to stop after a stop signal). A member's wall time is its share
+    of the job's: each iteration's time divided among the members it trained.
+    """
+    step = members[0].record.step
+    if any(m.record.step != step for m in members):
+        raise ValueError("batched: members must start at the same step")
+    active = list(members)
+    results: dict[int, RunResult] = {}
+    trainer = BatchedTrainer([m.model for m in active], optim, lr, momentum, weight_decay,
+                             clip_mode, clip_threshold,
+                             None if active[0].optimizer_state is None
+                             else [m.optimizer_state for m in active])
+
+    def finish(k: int, model: RecurrentModel) -> None:
+        member = active[k]  # its share of this iteration so far, too
+        seconds = member.seconds + (time.perf_counter() - tick) / len(active)
+        results[id(member)] = member.record.finish(model, step, seconds)
+        member.model = model
+
+    while active:
+        tick = time.perf_counter()
+        for k, member in enumerate(active):
+            if member.record.due(step) or step == cfg.steps:
+                model = trainer.model.member(k)
+                if member.record.begin_step(model, step) or step == cfg.steps:
+                    finish(k, model)
+        if step == cfg.steps:
+            share(active, time.perf_counter() - tick)
+            break
+        trainer = drop_stopped(trainer, active)
+        if not active:
+            break
+        losses, clip = trainer.backward(task, [task.sample(cfg.batch_size, m.record.train_gen)
+                                               for m in active])
+        rows = list(zip(losses.tolist(), clip.pre.tolist(), clip.post.tolist(),
+                        clip.fired.tolist(), strict=True))
+        for k, (member, (loss, pre, post, _)) in enumerate(zip(active, rows, strict=True)):
+            if member.record.diverges(step, loss, pre, post):
+                finish(k, trainer.model.member(k))  # its weights before the update, as alone
+        trainer.update()
+        step += 1
+        for member, (loss, pre, post, fired) in zip(active, rows, strict=True):
+            if not member.record.stopped:
+                member.record.end_step(step, loss, pre, post, bool(fired))
+        share(active, time.perf_counter() - tick)
+        trainer = drop_stopped(trainer, active)
+        saving = [m.checkpointing for m in active if m.checkpointing is not None]
+        if saving and step < cfg.steps and (step % saving[0].every == 0
+                                            or saving[0].stop_requested()):
+            tick = time.perf_counter()
+            for member, (model_state, optimizer_state) in zip(active, trainer.states(),
+                                                              strict=True):
+                assert member.checkpointing is not None
+                member.checkpointing.save(member.record.snapshot(model_state, optimizer_state,
+                                                                 member.seconds))
+            share(active, time.perf_counter() - tick)
+            checkpointed()
+    return [results[id(m)] for m in members]
+
+
+def share(members: Sequence[Member], seconds: float) -> None:
+    for member in members:
+        member.seconds += seconds / len(members)
+
+
+def drop_stopped(trainer: BatchedTrainer, active: list[Member]) -> BatchedTrainer:
+    """Remove the stopped members from `active` (in place) and from the trainer."""
+    keep = [k for k, member in enumerate(active) if not member.record.stopped]
+    if len(keep) == len(active):
+        return trainer
+    active[:] = [active[k] for k in keep]
+    return trainer.keep(keep) if keep else trainer

@@ -47,7 +47,7 @@ import torch
 
 import tasks
 from harness import loop, names
-from harness.batched import BatchedRun, build_member
+from harness.batched import BatchedTrainer, build_member
 from harness.clipping import Clipper
 from harness.diagnostics import diagnose
 from harness.loop import (
@@ -263,14 +263,28 @@ def separate_steps(task: tasks.Task, separate: Separate, batch_size: int) -> Non
         separate_step(task, model, optimizer, generator, batch_size)
 
 
+class BatchedSteps:
+    """The batched job's training step as `train_members` takes it, on K seeds' data."""
+
+    def __init__(self, task: tasks.Task, members: list[RecurrentModel], batch_size: int) -> None:
+        self.task, self.batch_size = task, batch_size
+        self.trainer = BatchedTrainer(members, "adam", 1e-3)
+        self.generators = [data_generators(seed)[0] for seed in range(len(members))]
+
+    def train_step(self) -> None:
+        losses, clip = self.trainer.backward(self.task, [self.task.sample(self.batch_size, g)
+                                                         for g in self.generators])
+        losses.tolist(), clip.pre.tolist()  # the loop reads them: one synchronization
+        self.trainer.update()
+
+
 def batched_setup(cell: str, activation: str, task: tasks.Task, hidden: int, batch_size: int,
-                  k: int) -> tuple[Separate, BatchedRun]:
+                  k: int) -> tuple[Separate, BatchedSteps]:
     """K separate runs (seeds 0..K-1: model, optimizer, training data), and the same batched."""
-    cfg = TrainConfig(batch_size=batch_size)
     members = [build_member(seed, cell, task, hidden, activation=activation) for seed in range(k)]
     separate = [(m, make_optimizer(m, "adam", 1e-3), data_generators(seed)[0])
                 for seed, m in enumerate(copy.deepcopy(members))]
-    return separate, BatchedRun(task, members, list(range(k)), cfg)
+    return separate, BatchedSteps(task, members, batch_size)
 
 
 def time_steps(step: Callable[[], None], steps: int, threads: int) -> tuple[float, float]:
@@ -288,21 +302,26 @@ def time_steps(step: Callable[[], None], steps: int, threads: int) -> tuple[floa
     return (time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps
 
 
-def time_points(task: tasks.Task, separate: Separate, run: BatchedRun) -> tuple[float, float]:
-    """CPU seconds of one evaluation + diagnostics point (1 thread): K separate runs, batched."""
+def time_points(task: tasks.Task, separate: Separate,
+                run: BatchedSteps) -> tuple[float, float]:
+    """CPU seconds of one evaluation + diagnostics point (1 thread): K separate runs, and the
+    batched job's (each member's fused twin, as `train_members` evaluates and diagnoses)."""
     torch.set_num_threads(1)
-    cfg = run.cfg
-    start = time.process_time()
-    for seed, (model, _, _) in enumerate(separate):
-        _, evaluation = data_generators(seed)
-        batch = task.sample(cfg.eval_batch_size, evaluation)
-        Evaluator(task, batch)(model)
-        diagnose(model, task, Batch(*(t[: cfg.profile_batch_size] for t in
-                                      (batch.inputs, batch.targets, batch.mask))), 0)
-    middle = time.process_time()
-    run.evaluate(0)
-    run.diagnose(0)
-    return middle - start, time.process_time() - middle
+    cfg = TrainConfig()
+
+    def point(models: list[RecurrentModel] | Callable[[], list[RecurrentModel]]) -> float:
+        start = time.process_time()
+        for seed, model in enumerate(models() if callable(models) else models):
+            _, evaluation = data_generators(seed)
+            batch = task.sample(cfg.eval_batch_size, evaluation, split="eval")
+            Evaluator(task, batch)(model)
+            diagnose(model, task, Batch(*(t[: cfg.profile_batch_size] for t in
+                                          (batch.inputs, batch.targets, batch.mask))), 0)
+        return time.process_time() - start
+
+    model = run.trainer.model
+    return (point([m for m, _, _ in separate]),
+            point(lambda: [model.member(k) for k in range(model.members)]))
 
 
 def batched_throughput(hidden: int, batch_size: int, steps: int, rounds: int,
@@ -319,8 +338,8 @@ def batched_throughput(hidden: int, batch_size: int, steps: int, rounds: int,
     separate runs: batched with 1 thread in the same 2-job layout gains separate /
     batched_1t; one batched job with 2 threads gains separate / (2 batched_2t) (wall times).
     The run factors add one evaluation + diagnostics point per 100 steps (the demo's
-    cadence, CPU time): the batched run evaluates all members at once but diagnoses them one
-    by one, as separate runs do.
+    cadence, CPU time): the batched job evaluates and diagnoses its members one by one (each
+    member's fused twin), as separate runs do.
     """
     rows = []
     for cell, activation in models:
