@@ -34,6 +34,7 @@ STATUS_REASON = "status_reason"  # why a run diverged, or how it ended
 CONFIG_HASH = "config_hash"
 GIT_COMMIT = "git_commit"
 TORCH_THREADS = "torch_threads"  # the torch threads the job used (train.threads, SLURM, cores)
+BATCHED_SEEDS = "batched_seeds"  # tag on a batched member's run: the seeds of its batch, `0,1,2`
 RUN_KIND = "run_kind"  # "sweep" on a multirun's parent run; absent on jobs
 SWEEP_KIND = "sweep"
 SWEEP_ID = "sweep_id"  # on every job of a multirun: its parent run's id

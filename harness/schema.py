@@ -328,6 +328,9 @@ class Config:
     report: ReportConfig = field(default_factory=ReportConfig)
     experiment_name: str = "default"
     seed: int = 0
+    # These seeds trained in one job as one batched model, each logged as its own run with
+    # `seed` = that seed (replaces `seed`); None: one run, `seed`.
+    batched_seeds: list[int] | None = None
     force: bool = False  # rerun even if this config already finished in this experiment
 
 
@@ -362,6 +365,14 @@ def validate(cfg: DictConfig) -> Config:
     _check(0 <= cfg.seed < EVAL_SEED_OFFSET, "seed",
            f"must be in [0, {EVAL_SEED_OFFSET}), got {cfg.seed}")
     _check(bool(cfg.experiment_name), "experiment_name", "must not be empty")
+    seeds = cfg.get("batched_seeds")
+    if seeds is not None:
+        _check(len(seeds) > 0, "batched_seeds", "must list at least one seed, or be null")
+        _check(len(set(seeds)) == len(seeds), "batched_seeds",
+               f"must not repeat a seed, got {list(seeds)}")
+        for seed in seeds:
+            _check(0 <= seed < EVAL_SEED_OFFSET, "batched_seeds",
+                   f"each seed must be in [0, {EVAL_SEED_OFFSET}), got {seed}")
     spec: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     for group in ("task", "model", "optim", "clip", "train", "tracking"):
         try:

@@ -39,8 +39,10 @@ from harness.store import sqlite_path
 
 log = logging.getLogger(__name__)
 
-# Keys that say where or how fast a run is executed, not what it computes.
-NON_SEMANTIC_PREFIXES = ("tracking.", "report.", "train.threads", "train.checkpoint", "force")
+# Keys that say where or how fast a run is executed, not what it computes (a batched
+# member's config has `batched_seeds` null: it is the run of its `seed`).
+NON_SEMANTIC_PREFIXES = ("tracking.", "report.", "train.threads", "train.checkpoint", "force",
+                         "batched_seeds")
 # A run that ended with one of these is a result: rerunning its config skips it.
 RESULT_STATUSES = (names.SOLVED, names.UNSOLVED, names.DIVERGED)
 FLUSH_POINTS = 500  # buffered metric points that trigger a write

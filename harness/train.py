@@ -2,6 +2,7 @@
 
     harness-train task=copy task.gap=100 model=lstm clip=norm clip.threshold=1.0 seed=0
     harness-train -m experiment=demo
+    harness-train -m model=rnn,gru batched_seeds=[0,1,2,3]   # 4 seeds per job, 4 runs each
 
 `train(cfg)` is the plain function behind the `@hydra.main` wrapper; tests call it directly.
 """
@@ -17,7 +18,9 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +32,10 @@ from omegaconf import DictConfig, OmegaConf
 
 import tasks
 from harness import locks, names
+from harness.batched import Member, train_members, unbatchable
 from harness.callbacks import interrupt as launcher_interrupt
 from harness.clipping import Clipper
-from harness.loop import Checkpointing, RunResult, make_optimizer, train_loop
+from harness.loop import Checkpointing, RunRecord, RunResult, make_optimizer, train_loop
 from harness.models import RecurrentModel
 from harness.schema import (
     PROJECT_ROOT,
@@ -136,9 +140,10 @@ class StopRequest:
 
 
 def saver(tracker: MlflowTracker, path: Path,
-          stop: StopRequest) -> Callable[[dict[str, Any]], None]:
+          stop: StopRequest | None) -> Callable[[dict[str, Any]], None]:
     """Write the metrics so far, then the loop's state (atomically, so a kill mid-write
-    leaves the previous checkpoint); then stop the run if a stop signal asked for it."""
+    leaves the previous checkpoint); then stop the run if a stop signal asked for it (`stop`
+    None: the caller stops it, e.g. a batch once all its members saved)."""
 
     def save(state: dict[str, Any]) -> None:
         tracker.flush()
@@ -146,7 +151,7 @@ def saver(tracker: MlflowTracker, path: Path,
         partial = path.with_suffix(".partial")
         torch.save({**state, "run_id": tracker.run_id}, partial)
         os.replace(partial, path)
-        if stop.requested():
+        if stop is not None and stop.requested():
             raise RunStopped(f"stopped by {stop.signal} at step {state['step']}, "
                              "after saving a checkpoint")
 
@@ -201,6 +206,35 @@ def csv_text(columns: tuple[str, ...], rows: list[tuple]) -> str:
     return buffer.getvalue()
 
 
+@dataclass
+class Job:
+    """One run's identity: its validated config, MLflow params, name and config hash."""
+
+    spec: Config
+    resolved: Any  # the config as plain containers (the config artifact)
+    params: dict[str, str]
+    name: str
+    hash_: str
+
+    @property
+    def lock(self) -> Path:
+        return run_lock_path(self.spec.train.checkpoint_dir, self.spec.experiment_name,
+                             self.hash_)
+
+    @property
+    def checkpoint(self) -> Path:
+        return Path(self.spec.train.checkpoint_dir) / self.spec.experiment_name / \
+            f"{self.hash_}.pt"
+
+
+def job_of(cfg: DictConfig) -> Job:
+    """Validate `cfg` (ConfigError before any run exists) and name its run."""
+    spec = validate(cfg)
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    params = flatten(resolved)  # type: ignore[arg-type]
+    return Job(spec, resolved, params, run_name(spec, params), config_hash(params))
+
+
 def train(cfg: DictConfig) -> RunResult:
     """Validate the config, build task and model, train, and log everything to MLflow.
 
@@ -208,93 +242,248 @@ def train(cfg: DictConfig) -> RunResult:
     harness/locks.py): a config another live process is running is skipped, and RUNNING runs
     of this config that no process holds are marked killed.
     """
-    spec = validate(cfg)  # raises ConfigError before any run exists
-    threads = torch_threads(spec.train.threads)
+    job = job_of(cfg)
+    threads = torch_threads(job.spec.train.threads)
     configure_torch(threads)
-    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    params = flatten(resolved)  # type: ignore[arg-type]
-    name = run_name(spec, params)
-    hash_ = config_hash(params)
-    ensure_store(spec.tracking.uri)
-    lock = run_lock_path(spec.train.checkpoint_dir, spec.experiment_name, hash_)
+    ensure_store(job.spec.tracking.uri)
     try:
-        with locks.hold(lock), StopRequest().installed() as stop:
-            return run_config(spec, resolved, params, name, hash_, threads, stop)
+        with locks.hold(job.lock), StopRequest().installed() as stop:
+            return run_config(job, threads, stop)
     except locks.Busy:
-        log.warning("%s: skipped, another live process is running this config (%s)", name, lock)
-        return RunResult(status=RUNNING_ELSEWHERE, reason=f"{lock} is held")
+        return running_elsewhere(job)
 
 
 RUNNING_ELSEWHERE = "running elsewhere"  # not a run status: the job created no run
 
 
-def run_config(spec: Config, resolved: Any, params: dict[str, str], name: str, hash_: str,
-               threads: int, stop: StopRequest) -> RunResult:
-    """The body of `train`, under the config's lock: skip, resume or start the run."""
-    done = None if spec.force else finished_run(spec.tracking.uri, spec.experiment_name, hash_)
-    if done is not None:
-        status = done.data.tags[names.STATUS]
-        log.info("%s: skipped, this config already finished as run %s (%s); force=true reruns",
-                 name, done.info.run_id, status)
-        metrics = done.data.metrics
-        return RunResult(status=status, reason=f"already finished as run {done.info.run_id}",
-                         steps_run=int(metrics.get(names.STEPS_RUN, 0)),
-                         final_eval_accuracy=metrics.get(names.FINAL_EVAL_ACCURACY, math.nan),
-                         final_eval_loss=metrics.get(names.FINAL_EVAL_LOSS, math.nan))
-    checkpoint = Path(spec.train.checkpoint_dir) / spec.experiment_name / f"{hash_}.pt"
+def running_elsewhere(job: Job) -> RunResult:
+    log.warning("%s: skipped, another live process is running this config (%s)", job.name,
+                job.lock)
+    return RunResult(status=RUNNING_ELSEWHERE, reason=f"{job.lock} is held")
+
+
+def finished_result(job: Job) -> RunResult | None:
+    """The result of this config's finished run in the experiment (None: none, or force)."""
+    spec = job.spec
+    done = None if spec.force else finished_run(spec.tracking.uri, spec.experiment_name,
+                                                job.hash_)
+    if done is None:
+        return None
+    status = done.data.tags[names.STATUS]
+    log.info("%s: skipped, this config already finished as run %s (%s); force=true reruns",
+             job.name, done.info.run_id, status)
+    metrics = done.data.metrics
+    return RunResult(status=status, reason=f"already finished as run {done.info.run_id}",
+                     steps_run=int(metrics.get(names.STEPS_RUN, 0)),
+                     final_eval_accuracy=metrics.get(names.FINAL_EVAL_ACCURACY, math.nan),
+                     final_eval_loss=metrics.get(names.FINAL_EVAL_LOSS, math.nan))
+
+
+def resume_state(job: Job) -> dict[str, Any] | None:
+    """The checkpoint of a run of this config killed part-way (None: start afresh); RUNNING
+    runs of this config that no process holds, other than that one, are marked killed."""
+    spec = job.spec
     state = None
-    if checkpoint.exists() and not spec.force:
+    if job.checkpoint.exists() and not spec.force:
         # A run of this config was killed part-way: continue it, in the same MLflow run.
-        state = torch.load(checkpoint, weights_only=False)
-        log.info("%s: resuming run %s from step %d", name, state["run_id"], state["step"])
-    resume_id = state["run_id"] if state else None
-    for orphan in close_orphans_of_config(spec.tracking.uri, spec.experiment_name, hash_,
-                                          spec.train.checkpoint_dir, keep=resume_id):
-        log.info("%s: run %s of this config had no live process: marked killed", name, orphan)
+        state = torch.load(job.checkpoint, weights_only=False)
+        log.info("%s: resuming run %s from step %d", job.name, state["run_id"], state["step"])
+    for orphan in close_orphans_of_config(spec.tracking.uri, spec.experiment_name, job.hash_,
+                                          spec.train.checkpoint_dir,
+                                          keep=state["run_id"] if state else None):
+        log.info("%s: run %s of this config had no live process: marked killed", job.name,
+                 orphan)
+    return state
+
+
+def job_run(job: Job, state: dict[str, Any] | None,
+            tags: dict[str, str] | None = None) -> AbstractContextManager[MlflowTracker]:
+    """The job's MLflow run: opened (or reopened from the checkpoint's run), closed FINISHED,
+    or FAILED/KILLED by an exception."""
+    return mlflow_run(job.spec.tracking.uri, job.spec.experiment_name, job.name, job.params,
+                      {names.CONFIG_HASH: job.hash_, **(tags or {})},
+                      parent_run_id=sweep_parent(),
+                      resume_run_id=state["run_id"] if state else None)
+
+
+def start_run(job: Job, tracker: MlflowTracker, threads: int,
+              state: dict[str, Any] | None) -> tasks.Task:
+    """Inside the job's run: build its task; a fresh run logs its config and chance level."""
+    spec = job.spec
+    tracker.set_tags({names.TORCH_THREADS: str(threads)})
+    task = tasks.make_task(spec.task.name.value, **task_params(spec.task))
+    log.info("%s: %d steps, sequence length %d, chance accuracy %.3f, loss %.4f, "
+             "%d torch thread(s)", job.name, spec.train.steps, task.seq_len,
+             task.chance.accuracy, task.chance.loss, threads)
+    if state is None:
+        tracker.log_text(OmegaConf.to_yaml(job.resolved), names.CONFIG_ARTIFACT)
+        tracker.log_metrics({names.CHANCE_LOSS: task.chance.loss,
+                             names.CHANCE_ACCURACY: task.chance.accuracy}, 0)
+    return task
+
+
+def job_model(job: Job, task: tasks.Task) -> RecurrentModel:
+    torch.manual_seed(job.spec.seed)  # model initialization; data uses its own generators
+    return build_model(job.spec, task)
+
+
+def checkpointing_of(job: Job, tracker: MlflowTracker, state: dict[str, Any] | None,
+                     stop: StopRequest, stop_at_save: bool = True) -> Checkpointing | None:
+    """Checkpoints every `train.checkpoint_every` steps (None: never). From here a stop signal
+    waits for the step's checkpoint; `stop_at_save`: the save itself then stops the run."""
+    every = job.spec.train.checkpoint_every
+    if every <= 0:
+        return None
+    tracker.auto_flush = False
+    stop.deferred = True
+    return Checkpointing(every, saver(tracker, job.checkpoint, stop if stop_at_save else None),
+                         state, stop_requested=stop.requested)
+
+
+def close_run(tracker: MlflowTracker, result: RunResult) -> None:
+    """Log how the run ended: summary metrics, gradient profiles, evaluation per gap, status."""
+    tracker.log_metrics(result.summary_metrics(), result.steps_run)
+    tracker.log_profiles(result.profiles)
+    if result.eval_by_gap:
+        tracker.log_text(csv_text(names.EVAL_BY_GAP_COLUMNS, result.eval_by_gap),
+                         names.EVAL_BY_GAP_ARTIFACT)
+    tracker.set_tags({names.STATUS: result.status, names.STATUS_REASON: result.reason})
+
+
+def ended(job: Job, result: RunResult) -> None:
+    """After the run closed: its checkpoint goes (nothing left to resume)."""
+    job.checkpoint.unlink(missing_ok=True)
+    log.info("%s: %s after %d steps (%s), %.1f s", job.name, result.status, result.steps_run,
+             result.reason or "step budget used", result.wall_time_s)
+
+
+def run_config(job: Job, threads: int, stop: StopRequest) -> RunResult:
+    """The body of `train`, under the config's lock: skip, resume or start the run."""
+    done = finished_result(job)
+    if done is not None:
+        return done
+    state = resume_state(job)
+    spec = job.spec
     # Everything that can fail (out of memory building a model, a bug) happens inside the
     # run, which then ends `failed` with the traceback as an artifact.
-    with mlflow_run(spec.tracking.uri, spec.experiment_name, name, params,
-                    {names.CONFIG_HASH: hash_}, parent_run_id=sweep_parent(),
-                    resume_run_id=resume_id) as tracker:
-        tracker.set_tags({names.TORCH_THREADS: str(threads)})
-        task = tasks.make_task(spec.task.name.value, **task_params(spec.task))
-        torch.manual_seed(spec.seed)  # model initialization; data uses its own generators
-        model = build_model(spec, task)
+    with job_run(job, state) as tracker:
+        task = start_run(job, tracker, threads, state)
+        model = job_model(job, task)
         optimizer = make_optimizer(model, spec.optim.name.value, spec.optim.lr,
                                    spec.optim.momentum, spec.optim.weight_decay)
         clipper = Clipper(spec.clip.mode.value, spec.clip.threshold)
-        log.info("%s: %d steps, sequence length %d, chance accuracy %.3f, loss %.4f, "
-                 "%d torch thread(s)", name, spec.train.steps, task.seq_len,
-                 task.chance.accuracy, task.chance.loss, threads)
-        if state is None:
-            tracker.log_text(OmegaConf.to_yaml(resolved), names.CONFIG_ARTIFACT)
-            tracker.log_metrics({names.CHANCE_LOSS: task.chance.loss,
-                                 names.CHANCE_ACCURACY: task.chance.accuracy}, 0)
-        checkpointing = None
-        if spec.train.checkpoint_every > 0:
-            tracker.auto_flush = False
-            checkpointing = Checkpointing(spec.train.checkpoint_every,
-                                          saver(tracker, checkpoint, stop), state,
-                                          stop_requested=stop.requested)
-            stop.deferred = True  # from here a stop signal waits for the step's checkpoint
         result = train_loop(task, model, optimizer, clipper, spec.train, tracker, spec.seed,
-                            name, checkpointing)
-        tracker.log_metrics(result.summary_metrics(), result.steps_run)
-        tracker.log_profiles(result.profiles)
-        if result.eval_by_gap:
-            tracker.log_text(csv_text(names.EVAL_BY_GAP_COLUMNS, result.eval_by_gap),
-                             names.EVAL_BY_GAP_ARTIFACT)
-        tracker.set_tags({names.STATUS: result.status, names.STATUS_REASON: result.reason})
-    checkpoint.unlink(missing_ok=True)  # the run has its result: nothing left to resume
-    log.info("%s: %s after %d steps (%s), %.1f s", name, result.status, result.steps_run,
-             result.reason or "step budget used", result.wall_time_s)
+                            job.name, checkpointing_of(job, tracker, state, stop))
+        close_run(tracker, result)
+    ended(job, result)
     return result
+
+
+def member_jobs(cfg: DictConfig) -> list[Job]:
+    """One job per seed of `batched_seeds`: the config of the separate run with that seed
+    (`seed` set, `batched_seeds` null), so its params and config hash are that run's."""
+    spec = validate(cfg)
+    seeds = spec.batched_seeds or []
+    model = spec.model
+    reason = unbatchable(model.name.value, model.activation.value, model.bidirectional)
+    if reason is not None:
+        raise ConfigError(f"batched_seeds: {reason}; train these seeds as separate jobs "
+                          "(seed=...)")
+    jobs = []
+    for seed in seeds:
+        member = cfg.copy()
+        member.seed, member.batched_seeds = seed, None
+        jobs.append(job_of(member))
+    return jobs
+
+
+def train_batched(cfg: DictConfig) -> list[RunResult]:
+    """`batched_seeds=[0,1,2,3]`: these seeds of one config trained in this process as one
+    stacked model (harness/batched.py), each logged as its own MLflow run, the run the
+    separate job with that seed would log (same params, config hash and metrics to float32
+    rounding; tag `batched_seeds` says which batch trained it; its wall time is its share of
+    the batch's).
+
+    Each member holds its config's lock and is skipped, resumed or started as `train` does:
+    members resuming from checkpoints of different steps train in one batch per step.
+    """
+    jobs = member_jobs(cfg)
+    spec = jobs[0].spec
+    if spec.model.name.value == "lstm":
+        log.warning("batched_seeds: a batched LSTM was measured slower than separate jobs on "
+                    "a 2-core CPU (README, Benchmark); RNN and GRU gain")
+    threads = torch_threads(spec.train.threads)
+    configure_torch(threads)
+    ensure_store(spec.tracking.uri)
+    tag = {names.BATCHED_SEEDS: ",".join(str(job.spec.seed) for job in jobs)}
+    results: dict[int, RunResult] = {}
+    with ExitStack() as held, StopRequest().installed() as stop:
+        waiting: list[tuple[Job, dict[str, Any] | None]] = []
+        for job in jobs:
+            try:
+                held.enter_context(locks.hold(job.lock))
+            except locks.Busy:
+                results[job.spec.seed] = running_elsewhere(job)
+                continue
+            done = finished_result(job)
+            if done is not None:
+                results[job.spec.seed] = done
+                continue
+            waiting.append((job, resume_state(job)))
+        for _, group in groupby(sorted(waiting, key=start_step), key=start_step):
+            members = list(group)
+            for (job, _), result in zip(members, train_batch(members, threads, stop, tag),
+                                        strict=True):
+                results[job.spec.seed] = result
+    return [results[job.spec.seed] for job in jobs]
+
+
+def start_step(member: tuple[Job, dict[str, Any] | None]) -> int:
+    state = member[1]
+    return state["step"] if state else 0
+
+
+def train_batch(members: list[tuple[Job, dict[str, Any] | None]], threads: int,
+                stop: StopRequest, tags: dict[str, str]) -> list[RunResult]:
+    """Members starting at one step: their K runs open together, train as one batch, and
+    close each with its own result (an exception ends all K failed, or killed)."""
+    spec = members[0][0].spec
+    with ExitStack() as runs:
+        batch = []
+        for job, state in members:
+            tracker = runs.enter_context(job_run(job, state, tags))
+            task = start_run(job, tracker, threads, state)
+            model = job_model(job, task)
+            record = RunRecord(task, spec.train, tracker, job.spec.seed, job.name)
+            if state is not None:
+                model.load_state_dict(state["model"])
+                record.restore(state)
+            batch.append(Member(model, record, state["optimizer"] if state else None,
+                                checkpointing_of(job, tracker, state, stop,
+                                                 stop_at_save=False)))
+
+        def checkpointed() -> None:  # every member saved: a stop signal may stop them now
+            if stop.requested():
+                raise RunStopped(f"stopped by {stop.signal} at step {batch[0].record.step}, "
+                                 "after saving the members' checkpoints")
+
+        log.info("batched_seeds: %d members in one batch from step %d", len(batch),
+                 batch[0].record.step)
+        results = train_members(task, spec.train, batch, spec.optim.name.value, spec.optim.lr,
+                                spec.optim.momentum, spec.optim.weight_decay,
+                                spec.clip.mode.value, spec.clip.threshold, checkpointed)
+        for member, result in zip(batch, results, strict=True):
+            close_run(member.record.tracker, result)
+    for (job, _), result in zip(members, results, strict=True):
+        ended(job, result)
+    return results
 
 
 @hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="config")
 def main(cfg: DictConfig) -> float:
     """Console script `harness-train`; returns the final eval loss (the objective an Optuna
-    sweep minimizes; NaN when the job created no result).
+    sweep minimizes; with `batched_seeds`, the members' mean; NaN when the job created no
+    result).
 
     In a multirun a failing job does not stop the others: its error is logged, written to
     the sweep folder's `failed_jobs.txt` (which the sweep's summary and exit status report),
@@ -304,7 +493,7 @@ def main(cfg: DictConfig) -> float:
     """
     in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        result = train(cfg)
+        results = train_batched(cfg) if cfg.get("batched_seeds") else [train(cfg)]
     except Exception as err:
         stopped = isinstance(err, RunStopped)
         if in_sweep:
@@ -328,7 +517,8 @@ def main(cfg: DictConfig) -> float:
     if not in_sweep:
         print(f"MLflow store: {cfg.tracking.uri}\n"
               f"Open the UI:  mlflow ui --backend-store-uri {cfg.tracking.uri}")
-    return result.final_eval_loss
+    losses = [r.final_eval_loss for r in results if not math.isnan(r.final_eval_loss)]
+    return sum(losses) / len(losses) if losses else math.nan
 
 
 def record_job(sweep_dir: Path, err: Exception, file_name: str) -> None:
