@@ -18,7 +18,8 @@ from harness.report.load import LABEL, RUN_ID, RUN_NAME, Sweep
 # Params that say where or how fast a run executed, not what it computed: never an axis.
 # The same prefixes as harness.tracking.NON_SEMANTIC_PREFIXES (a test keeps them equal;
 # importing tracking here would load torch into every report).
-NON_SEMANTIC_PREFIXES = ("tracking.", "report.", "train.threads", "train.checkpoint", "force")
+NON_SEMANTIC_PREFIXES = ("tracking.", "report.", "train.threads", "train.checkpoint", "force",
+                         "batched_seeds")
 # Keys the configuration label is built from (harness.names.config_label) plus the axes every
 # figure has anyway: an axis outside these is pooled over by the tables and findings.
 LABEL_KEYS = (names.TASK, names.GAP, names.SEED, names.MODEL, names.ACTIVATION, names.INIT,
