@@ -2,7 +2,8 @@
 
     harness-bench                 # RNN tanh, LSTM, GRU at hidden 128, batch 64, gap 300
     harness-bench --quick         # a short version (CI runs it so a regression is visible)
-    harness-bench --sweep         # runs/hour of a fixed sweep: 1 job x 2 threads vs 2 x 1
+    harness-bench --sweep         # runs/hour of a fixed sweep: 1 job x 2 threads vs 2 x 1,
+                                  # seeds as separate jobs vs batched_seeds
     harness-bench --scaling       # time per step and peak memory vs gap (50 .. 1000)
     harness-bench --batched       # K seeds as one batched model vs K separate runs
     harness-bench --profile       # where a harness run's time goes, per part
@@ -39,6 +40,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -174,28 +176,61 @@ def measure(gap: int, hidden: int, batch_size: int, steps: int, rounds: int,
     return rows
 
 
-SWEEP = ["task=delayed_recall_noise", "task.gap=40,80", "model=rnn,lstm,gru", "seed=0,1",
-         "train.steps=1000", "model.hidden_size=64"]  # 12 runs, mostly unsolved: full budget
-LAYOUTS = ((1, 2), (2, 1))  # (parallel jobs, torch threads per job) on 2 cores
+SWEEP = ["task=delayed_recall_noise", "task.gap=40,80", "train.steps=1000",
+         "model.hidden_size=64"]  # mostly unsolved at 1,000 steps: every run uses its budget
 
 
-def sweep_throughput(layouts: tuple[tuple[int, int], ...] = LAYOUTS) -> list[dict[str, object]]:
-    """Runs per hour of one fixed 12-run sweep, as real multiruns, per jobs x threads layout."""
+@dataclass(frozen=True)
+class SweepCase:
+    """A fixed sweep: `models` x gaps 40, 80 x `seeds`, timed per (parallel jobs, torch
+    threads per job, seeds batched) layout on 2 cores."""
+
+    models: str
+    seeds: int
+    layouts: tuple[tuple[int, int, bool], ...]
+
+    @property
+    def runs(self) -> int:
+        return len(self.models.split(",")) * 2 * self.seeds
+
+    def seed_override(self, batched: bool) -> str:
+        seeds = ",".join(str(s) for s in range(self.seeds))
+        return f"batched_seeds=[{seeds}]" if batched else f"seed={seeds}"
+
+
+SWEEP_CASES = (
+    # every cell, 2 seeds: 12 jobs, or 6 jobs of 2 members
+    SweepCase("rnn,lstm,gru", 2, ((1, 2, False), (2, 1, False), (1, 2, True), (2, 1, True))),
+    # the cells batching speeds up (README, Benchmark), 4 seeds: 16 jobs, or 4 of 4 members
+    SweepCase("rnn,gru", 4, ((2, 1, False), (2, 1, True))),
+)
+
+
+def sweep_throughput(cases: tuple[SweepCase, ...] = SWEEP_CASES) -> list[dict[str, object]]:
+    """Runs per hour of fixed sweeps, as real multiruns, per jobs x threads layout, with each
+    seed its own job or all seeds of a config in one batched job."""
     rows = []
-    for jobs, threads in layouts:
-        with tempfile.TemporaryDirectory() as folder:
-            command = [sys.executable, "-m", "harness.train", "-m", *SWEEP,
-                       f"hydra.launcher.n_jobs={jobs}", f"train.threads={threads}",
-                       "experiment_name=bench-sweep", f"tracking.uri=sqlite:///{folder}/m.db",
-                       f"train.checkpoint_dir={folder}/ckpt", "report.on_multirun_end=false",
-                       f"hydra.sweep.dir={folder}/sweep"]
-            start = time.perf_counter()
-            subprocess.run(command, check=True, capture_output=True, cwd=folder)
-            seconds = time.perf_counter() - start
-        rows.append({"jobs": jobs, "threads_per_job": threads, "runs": 12,
-                     "seconds": round(seconds, 1), "runs_per_hour": round(12 * 3600 / seconds)})
-        print(f"sweep of 12 runs, {jobs} job(s) x {threads} thread(s): {seconds:.1f} s, "
-              f"{rows[-1]['runs_per_hour']} runs/hour", flush=True)
+    for case in cases:
+        for jobs, threads, batched in case.layouts:
+            with tempfile.TemporaryDirectory() as folder:
+                command = [sys.executable, "-m", "harness.train", "-m", *SWEEP,
+                           f"model={case.models}", case.seed_override(batched),
+                           f"hydra.launcher.n_jobs={jobs}", f"train.threads={threads}",
+                           "experiment_name=bench-sweep",
+                           f"tracking.uri=sqlite:///{folder}/m.db",
+                           f"train.checkpoint_dir={folder}/ckpt",
+                           "report.on_multirun_end=false", f"hydra.sweep.dir={folder}/sweep"]
+                start = time.perf_counter()
+                subprocess.run(command, check=True, capture_output=True, cwd=folder)
+                seconds = time.perf_counter() - start
+            rows.append({"models": case.models, "seeds": case.seeds, "jobs": jobs,
+                         "threads_per_job": threads, "batched_seeds": batched,
+                         "runs": case.runs, "seconds": round(seconds, 1),
+                         "runs_per_hour": round(case.runs * 3600 / seconds)})
+            print(f"sweep of {case.runs} runs ({case.models} x 2 gaps x {case.seeds} seeds), "
+                  f"{jobs} job(s) x {threads} thread(s), "
+                  f"{'seeds batched per job' if batched else 'one seed per job'}: "
+                  f"{seconds:.1f} s, {rows[-1]['runs_per_hour']} runs/hour", flush=True)
     return rows
 
 
@@ -573,8 +608,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="gap 100, hidden 64, 100 steps, 1 round, LSTM only")
     parser.add_argument("--sweep", action="store_true",
-                        help="instead: runs/hour of a fixed 12-run sweep, 1x2 vs 2x1 "
-                             "jobs x threads (about 3 minutes)")
+                        help="instead: runs/hour of fixed sweeps, 1x2 vs 2x1 jobs x "
+                             "threads, seeds as separate jobs or batched (about 6 minutes)")
     parser.add_argument("--scaling", action="store_true",
                         help="instead: LSTM time per step and peak memory for gaps "
                              "50..1000, with linear fits (about 1 minute)")
@@ -584,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batched", action="store_true",
                         help="instead: K seeds as one batched model vs K separate runs, "
                              "K in 1,2,4,8, demo size (hidden 64, batch 32, gaps 20, 80; "
-                             "--rounds + 1 rounds; 11 minutes on a busy 2-core machine)")
+                             "--rounds + 1 rounds; 41 s idle, 11 min on a busy 2-core machine)")
     parser.add_argument("--profile", action="store_true",
                         help="instead: where one harness run's time goes, per model and "
                              "part (1 thread, --gap/--hidden/--batch, 200 steps), and "

@@ -410,8 +410,9 @@ def train_batched(cfg: DictConfig) -> list[RunResult]:
     jobs = member_jobs(cfg)
     spec = jobs[0].spec
     if spec.model.name.value == "lstm":
-        log.warning("batched_seeds: a batched LSTM was measured slower than separate jobs on "
-                    "a 2-core CPU (README, Benchmark); RNN and GRU gain")
+        log.warning("batched_seeds: a batched LSTM step was measured 0.43-1.14x as fast as "
+                    "separate jobs' on a 2-core CPU, slower at long gaps (README, Benchmark); "
+                    "RNN and GRU gain 1.3-2.8x from 2 seeds per job")
     threads = torch_threads(spec.train.threads)
     configure_torch(threads)
     ensure_store(spec.tracking.uri)

@@ -29,7 +29,7 @@ from harness.loop import (
 from harness.models import RecurrentModel
 from harness.schema import TrainConfig
 
-CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh")]
+CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("rnn", "hard_tanh"), ("lstm", "tanh"), ("gru", "tanh")]
 SEEDS = [0, 1, 2]
 TASK = tasks.make_task("delayed_recall", gap=10, filler="noise")
 # Full budget (threshold above 1), evaluation and diagnostics at 0, 10, 20, 30; every step logged.
