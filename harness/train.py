@@ -465,8 +465,9 @@ def train_batch(members: list[tuple[Job, dict[str, Any] | None]], threads: int,
 
         def checkpointed() -> None:  # every member saved: a stop signal may stop them now
             if stop.requested():
-                raise RunStopped(f"stopped by {stop.signal} at step {batch[0].record.step}, "
-                                 "after saving the members' checkpoints")
+                step = max(member.record.step for member in batch)
+                raise RunStopped(f"stopped by {stop.signal} at step {step}, after saving the "
+                                 "running members' checkpoints")
 
         log.info("batched_seeds: %d members in one batch from step %d", len(batch),
                  batch[0].record.step)
