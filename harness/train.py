@@ -383,14 +383,15 @@ def member_jobs(cfg: DictConfig) -> list[Job]:
     """One job per seed of `batched_seeds`: the config of the separate run with that seed
     (`seed` set, `batched_seeds` null), so its params and config hash are that run's."""
     spec = validate(cfg)
-    seeds = spec.batched_seeds or []
+    if not spec.batched_seeds:
+        raise ConfigError("batched_seeds: null; list the seeds to batch, e.g. [0,1,2,3]")
     model = spec.model
     reason = unbatchable(model.name.value, model.activation.value, model.bidirectional)
     if reason is not None:
         raise ConfigError(f"batched_seeds: {reason}; train these seeds as separate jobs "
                           "(seed=...)")
     jobs = []
-    for seed in seeds:
+    for seed in spec.batched_seeds:
         member = cfg.copy()
         member.seed, member.batched_seeds = seed, None
         jobs.append(job_of(member))
