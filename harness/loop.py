@@ -6,7 +6,9 @@ test can run it with an in-memory tracker.
 
 Step s means "after s optimizer updates". Evaluation runs at step 0, every `eval_every`
 steps and at the end, on a fixed held-out batch from the evaluation stream; the run stops
-as `solved` once eval accuracy reaches `solve_threshold`. The diagnostics (gradient profile,
+as `solved` once the evaluation meets the task's success criterion (`Task.success`; its
+threshold replaced by `train.solve_threshold` when set). At the end, the eval-loss history
+classifies how the run ended (`end_state`, harness/outcome.py). The diagnostics (gradient profile,
 spectral radius, gates) run at step 0, every `profile_every` steps and at the end
 (`profile_every` 0: at every evaluation; -1: never, for timing the harness without them).
 
@@ -32,6 +34,7 @@ from harness import names
 from harness.clipping import Clipper
 from harness.diagnostics import GradProfile, diagnose
 from harness.models import RecurrentModel
+from harness.outcome import end_state
 from harness.schema import EVAL_SEED_OFFSET, TrainConfig
 from tasks import Batch, Task
 
@@ -70,6 +73,10 @@ class RunResult:
     profiles: list[GradProfile] = field(default_factory=list)
     # variable-gap tasks: the final evaluation per gap, rows as names.EVAL_BY_GAP_COLUMNS
     eval_by_gap: list[tuple[int, int, float, float]] = field(default_factory=list)
+    # every evaluation: (step, eval loss / chance loss); the end state is read from it
+    eval_history: list[tuple[int, float]] = field(default_factory=list)
+    end_state: str = ""  # one of names.END_STATES, set when the run finishes
+    success_criterion: str = ""  # the task's rule for solved, e.g. `eval accuracy >= 0.99`
 
     def summary_metrics(self) -> dict[str, float]:
         """The single-point metrics logged at the end of a run."""
@@ -181,7 +188,7 @@ class RunRecord:
         self.profile_batch = Batch(*(t[: cfg.profile_batch_size] for t in
                                      (eval_batch.inputs, eval_batch.targets, eval_batch.mask)))
         self.profile_every = cfg.profile_every or cfg.eval_every
-        self.result = RunResult()
+        self.result = RunResult(success_criterion=task.success.describe(cfg.solve_threshold))
         self.window = self.empty_window()
         self.fired_total = 0
         self.step = 0
@@ -225,15 +232,20 @@ class RunRecord:
         result.final_eval_loss = metrics[names.EVAL_LOSS]
         result.final_eval_accuracy = metrics[names.EVAL_ACCURACY]
         result.best_eval_accuracy = max(result.best_eval_accuracy, result.final_eval_accuracy)
+        result.eval_history.append((step, metrics[names.EVAL_NORMALIZED_LOSS]))
         log.info("%s  step %d/%d  eval_loss %.4f  eval_accuracy %.3f  (chance %.3f)",
                  self.name, step, cfg.steps, metrics[names.EVAL_LOSS],
                  metrics[names.EVAL_ACCURACY], self.task.chance.accuracy)
         if not math.isfinite(metrics[names.EVAL_LOSS]):
             self.diverge(step, "non-finite eval loss")
             return True
-        if result.final_eval_accuracy >= cfg.solve_threshold:
+        success = self.task.success
+        if success.met(result.final_eval_accuracy, metrics[names.EVAL_NORMALIZED_LOSS],
+                       cfg.solve_threshold):
             result.status, result.steps_to_solve = names.SOLVED, step
-            result.reason = f"eval accuracy {result.final_eval_accuracy:.3f} at step {step}"
+            result.reason = (f"{success.describe(cfg.solve_threshold)} at step {step}: "
+                             f"accuracy {result.final_eval_accuracy:.3f}, loss / chance "
+                             f"{metrics[names.EVAL_NORMALIZED_LOSS]:.4f}")
             return True
         return False
 
@@ -284,6 +296,7 @@ class RunRecord:
         result.steps_run = step
         result.clip_rate_total = self.fired_total / step if step else 0.0
         result.wall_time_s = self.elapsed + elapsed
+        result.end_state = end_state(result.status, result.eval_history)
         return result
 
     def snapshot(self, model_state: dict[str, Any], optimizer_state: dict[str, Any],

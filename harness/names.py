@@ -43,6 +43,14 @@ SOLVED, UNSOLVED, DIVERGED = "solved", "unsolved", "diverged"
 FAILED = "failed"  # the job raised (a bug, out of memory): not a result
 KILLED = "killed"  # interrupted (Ctrl-C, SIGTERM): not a result; rerunning resumes it
 STATUSES = (SOLVED, UNSOLVED, DIVERGED, FAILED, KILLED)
+# How a run ended, from its eval-loss history (harness/outcome.py has the rule): solved and
+# diverged as in `status`; an unsolved run is `improving` (its loss still falling at the end of
+# the budget: censored, "not yet"), `chance` (never left the memoryless level) or `plateau`
+# (left it, then stopped improving).
+END_STATE = "end_state"  # tag
+IMPROVING, CHANCE, PLATEAU = "improving", "chance", "plateau"
+END_STATES = (SOLVED, DIVERGED, IMPROVING, CHANCE, PLATEAU)
+SUCCESS_CRITERION = "success_criterion"  # tag: the task's rule for `solved`, with its threshold
 RUNNING = "running"  # a sweep's count of jobs without a status yet (`jobs_running`)
 
 # --- metrics logged with a step (one point per log/eval step) ----------------------------
@@ -97,6 +105,16 @@ TUNING_MEDIAN = "tuning_median"  # metric: the median objective of the trials
 TUNING_TRIALS = "tuning_trials"  # metric: how many trials the two summarize
 TUNING_BEST_PARAMS = "tuning_best_params"  # tag: the best trial's tuned values, `optim.lr=0.003`
 TUNING_BEST_RUN = "tuning_best_run"  # tag: the best trial's run id
+# a frontier sweep's parent run (hydra/sweeper=frontier; harness/frontier.py)
+FRONTIER_RULE = "frontier_rule"  # tag: the decision rule, the quantile it targets, the lr rule
+FRONTIER_ARTIFACT = "frontier.csv"  # one row per configuration, columns FRONTIER_COLUMNS
+FRONTIER_COLUMNS = ("configuration", "task", "lr", "gap_held", "held_solved", "held_seeds",
+                    "gap_failed", "censored_gaps", "probes", "runs", "grid_runs")
+FRONTIER_PROBES_ARTIFACT = "frontier_probes.csv"  # every probed (configuration, gap, seed)
+FRONTIER_PROBE_COLUMNS = ("configuration", "task", "lr", "gap", "seed", "status", "end_state",
+                          "outcome", "run_id")
+FRONTIER_RUNS = "frontier_runs"  # metric: runs the search used (finished or reused)
+FRONTIER_GRID_RUNS = "frontier_grid_runs"  # metric: runs of the full grid (ladder x seeds)
 SWEEP_DIR = "sweep_dir"  # tag: the sweep's folder (absolute); its lock tells whether it is alive
 
 # --- artifacts ---------------------------------------------------------------------------

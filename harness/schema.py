@@ -276,7 +276,9 @@ class TrainConfig:
     log_every: int = 10  # training metrics are averaged over this window and written in batches
     eval_every: int = 100
     eval_batch_size: int = 256
-    solve_threshold: float = 0.99  # eval accuracy at which a run counts as solved and stops
+    # The threshold of the task's success criterion (tasks.Task.success: accuracy at least,
+    # or loss / chance loss at most); None: the task's own, e.g. 0.99 accuracy, 0.06 for adding.
+    solve_threshold: float | None = None
     profile_every: int = 0  # diagnostics cadence in steps; 0 = at every evaluation; -1 = never
     profile_batch_size: int = 32
     threads: int = 0  # torch threads per job; 0 = cores / concurrent jobs
@@ -295,8 +297,8 @@ class TrainConfig:
         _check(self.max_grad_norm > 0, "max_grad_norm", f"must be > 0, got {self.max_grad_norm}")
         _check(self.checkpoint_every >= 0, "checkpoint_every",
                f"must be >= 0 (0 = never), got {self.checkpoint_every}")
-        _check(0 < self.solve_threshold <= 1, "solve_threshold",
-               f"must be in (0, 1], got {self.solve_threshold}")
+        _check(self.solve_threshold is None or 0 < self.solve_threshold <= 1, "solve_threshold",
+               f"must be null (the task's own) or in (0, 1], got {self.solve_threshold}")
 
 
 @dataclass
@@ -318,6 +320,36 @@ class ReportConfig:
 
 
 @dataclass
+class FrontierConfig:
+    """The frontier sweeper's settings (`harness-train -m hydra/sweeper=frontier ...`; the
+    rule is in harness/frontier.py). A sweep setting, never a run's: it is not logged with
+    the runs and not part of their config hash."""
+
+    gap_min: int = 5  # lowest rung of the gap ladder
+    gap_max: int = 640  # highest rung
+    ratio: float = 2.0  # each rung is `ratio` times the one below (rounded to an integer)
+    stride: int = 2  # rungs per step while bracketing upward; then bisect between
+    m: int = 2  # a gap holds when at least m of n seeds solve it
+    n: int = 3
+    confirm: bool = True  # run all n seeds at the largest gap held and the first one failed
+    lrs: list[float] | None = None  # learning rates tried at the lowest rung; best carried up
+
+    def validate(self) -> None:
+        _check(self.gap_min >= 1, "gap_min", f"must be >= 1, got {self.gap_min}")
+        _check(self.gap_max >= self.gap_min, "gap_max",
+               f"must be >= frontier.gap_min ({self.gap_min}), got {self.gap_max}")
+        _check(self.ratio > 1, "ratio", f"must be > 1, got {self.ratio}")
+        _check(self.stride >= 1, "stride", f"must be >= 1, got {self.stride}")
+        _check(self.n >= 1, "n", f"must be >= 1, got {self.n}")
+        _check(1 <= self.m <= self.n, "m",
+               f"must be in [1, frontier.n={self.n}] (m of n seeds), got {self.m}")
+        if self.lrs is not None:
+            _check(len(self.lrs) > 0, "lrs", "must list at least one learning rate, or be null")
+            for lr in self.lrs:
+                _check(lr > 0, "lrs", f"each learning rate must be > 0, got {lr}")
+
+
+@dataclass
 class Config:
     task: Any = MISSING
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -326,6 +358,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    frontier: FrontierConfig = field(default_factory=FrontierConfig)
     experiment_name: str = "default"
     seed: int = 0
     # These seeds trained in one job as one batched model, each logged as its own run with

@@ -231,6 +231,7 @@ def job_of(cfg: DictConfig) -> Job:
     """Validate `cfg` (ConfigError before any run exists) and name its run."""
     spec = validate(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    resolved.pop("frontier", None)  # type: ignore[union-attr]  # the sweep's, not the run's
     params = flatten(resolved)  # type: ignore[arg-type]
     return Job(spec, resolved, params, run_name(spec, params), config_hash(params))
 
@@ -347,7 +348,9 @@ def close_run(tracker: MlflowTracker, result: RunResult) -> None:
     if result.eval_by_gap:
         tracker.log_text(csv_text(names.EVAL_BY_GAP_COLUMNS, result.eval_by_gap),
                          names.EVAL_BY_GAP_ARTIFACT)
-    tracker.set_tags({names.STATUS: result.status, names.STATUS_REASON: result.reason})
+    tracker.set_tags({names.STATUS: result.status, names.STATUS_REASON: result.reason,
+                      names.END_STATE: result.end_state,
+                      names.SUCCESS_CRITERION: result.success_criterion})
 
 
 def ended(job: Job, result: RunResult) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from tasks.adding import AddingTask
 from tasks.associative_recall import AssociativeRecallTask
-from tasks.base import Batch, Chance, Task
+from tasks.base import Batch, Chance, Success, Task
 from tasks.copy import CopyTask
 from tasks.delayed_recall import DelayedRecallTask
 from tasks.selective_copy import SelectiveCopyTask
@@ -36,6 +36,7 @@ __all__ = [
     "DelayedRecallTask",
     "SelectiveCopyTask",
     "SequentialDigitsTask",
+    "Success",
     "Task",
     "TemporalOrderTask",
     "make_task",

@@ -77,6 +77,7 @@ import torch
 from tasks.base import (
     Batch,
     Chance,
+    Success,
     Task,
     check_choice,
     masked_within,
@@ -92,6 +93,13 @@ class AddingTask(Task):
 
     name = "adding"
     regression = True
+    # The papers on adding judge by the MSE, not by a share within a tolerance: the IndRNN
+    # setting's LSTM ends at MSE 0.0004-0.001 with only 84-98% of its sums within 0.04.
+    success = Success(
+        "loss_ratio", 0.06,
+        "eval MSE <= 6% of the memoryless MSE: 0.01 for the sum variant (1/6 x 0.06), the "
+        "'mean squared error below 0.01' that adding-problem papers since Hochreiter & "
+        "Schmidhuber 1997 (exp. 4: mean error < 0.01; recalled) count as solved")
     tolerance = TOLERANCE
 
     def __init__(self, gap: int, variant: str = "sum", gap_min: int | None = None,

@@ -74,6 +74,47 @@ class Chance:
     accuracy: float
 
 
+@dataclass(frozen=True)
+class Success:
+    """A task's rule for "solved", as the literature uses it, with its source.
+
+    `measure` is `accuracy` (solved when the held-out accuracy is at least `threshold`) or
+    `loss_ratio` (solved when the held-out loss divided by the memoryless loss is at most
+    `threshold`). `train.solve_threshold` replaces the threshold, never the measure.
+    """
+
+    measure: str
+    threshold: float
+    source: str
+
+    MEASURES = ("accuracy", "loss_ratio")
+
+    def __post_init__(self) -> None:
+        if self.measure not in self.MEASURES:
+            raise ValueError(f"Success.measure must be one of {self.MEASURES}, got "
+                             f"{self.measure!r}")
+
+    def met(self, accuracy: float, loss_ratio: float, threshold: float | None = None) -> bool:
+        """Whether an evaluation with this accuracy and loss / chance loss is solved."""
+        bound = self.threshold if threshold is None else threshold
+        if self.measure == "accuracy":
+            return accuracy >= bound
+        return loss_ratio <= bound
+
+    def describe(self, threshold: float | None = None) -> str:
+        """`eval accuracy >= 0.99`, `eval loss / chance loss <= 0.06`."""
+        bound = self.threshold if threshold is None else threshold
+        if self.measure == "accuracy":
+            return f"eval accuracy >= {bound:g}"
+        return f"eval loss / chance loss <= {bound:g}"
+
+
+# Classification: every scored item right, up to 1% of them on the 256 held-out sequences
+# (Hochreiter & Schmidhuber 1997 count a task solved when held-out sequences are answered
+# without error; 0.99 leaves one wrong item in a hundred for the finite evaluation batch).
+ACCURACY_SUCCESS = Success("accuracy", 0.99, "held-out accuracy >= 0.99 (Hochreiter & "
+                           "Schmidhuber 1997: held-out sequences answered without error)")
+
 SPLITS = ("train", "eval")
 
 
@@ -82,6 +123,7 @@ class Task(ABC):
 
     name: ClassVar[str]
     regression: ClassVar[bool]
+    success: ClassVar[Success] = ACCURACY_SUCCESS  # what "solved" means for this task
     gap: int
     gap_min: int  # smallest per-sequence gap (= gap unless gaps are drawn per sequence)
     gap_max: int  # largest per-sequence gap (= gap, except adding's hochreiter1997 variant)
