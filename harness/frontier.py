@@ -1,0 +1,300 @@
+"""The gap frontier: the largest gap a configuration solves, searched adaptively over seeds.
+
+This module is the search itself, pure and deterministic: it knows nothing of Hydra, MLflow
+or training. The sweeper (hydra_plugins/frontier_sweeper) asks it which probes to run,
+launches them, and tells it the outcomes; resuming an interrupted search is the same as
+starting it again with the outcomes already in the store, because `Search.plan` replays the
+search from scratch over whatever outcomes are known.
+
+The rule (`frontier.*` in the config):
+
+- **Ladder.** Gaps `gap_min`, `gap_min*ratio`, ... up to `gap_max`, rounded to integers,
+  duplicates dropped (`ladder`). The same seeds 0..n-1 are used at every gap (common random
+  numbers: two levels are compared on the same initializations and data streams).
+- **A level holds** when at least `m` of `n` seeds solve it. Seeds are run sequentially, in
+  order, and only while the verdict is open: first min(m, n-m+1) seeds, then as many more as
+  could still decide it. With m=2, n=3 a third seed runs only where the first two disagree.
+- **Undecided runs.** A run that ended unsolved but still improving (end state `improving`,
+  harness/outcome.py) or whose job failed is *undecided*: neither a success nor a failure.
+  A level whose verdict hinges on undecided runs once all n seeds ran is *censored*: the
+  budget, not the model, decided it. It stops the upward search like a failure, but is
+  reported as censored, never as failed.
+- **Bracket, then bisect.** From the lowest rung, go up `stride` rungs at a time while the
+  level holds; then bisect (in ladder index, i.e. in log gap) between the last level held and
+  the first not held.
+- **Confirm.** With `confirm`, the largest level held and the first not held get all n
+  seeds, so the reported k/n at the boundary always has n seeds behind it.
+- **Learning rates.** With `lrs`, every rate runs the first `m` seeds at the lowest rung; the
+  best (most seeds solved, then fewest mean steps to solve, then lowest mean final loss) is
+  carried up the ladder. Without `lrs`, the configuration's own `optim.lr` is used.
+- **Quantile.** A level holds with probability P(Binomial(n, p) >= m) when each seed
+  solves it with probability p. The reported gap is where that probability crosses 1/2:
+  per-seed success rate `target_quantile(m, n)` (0.5 for 2 of 3, 0.21 for 1 of 3).
+- **Holes.** With `check_above`, the rung `stride` above the first level not held is probed
+  too; if it holds, the search goes on upward from it and the hole is reported.
+- **Anomalies.** Every outcome is kept. The search flags a configuration as non-monotone when
+  a level failed below a level that held, or a seed solved a gap it failed at a smaller one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from math import comb
+
+SOLVED, FAILED, UNDECIDED = "solved", "failed", "undecided"  # a probe's outcome
+HELD, NOT_HELD, CENSORED, OPEN = "held", "not held", "censored", "open"  # a level's verdict
+
+
+def ladder(gap_min: int, gap_max: int, ratio: float) -> list[int]:
+    """Log-spaced integer gaps from gap_min up to (at most) gap_max."""
+    if gap_min < 1 or gap_max < gap_min or ratio <= 1:
+        raise ValueError(f"bad ladder: gap_min={gap_min}, gap_max={gap_max}, ratio={ratio}")
+    gaps, value = [], float(gap_min)
+    while round(value) <= gap_max:
+        if not gaps or round(value) > gaps[-1]:
+            gaps.append(round(value))
+        value *= ratio
+    return gaps
+
+
+def target_quantile(m: int, n: int) -> float:
+    """The per-seed success rate p at which an m-of-n level holds with probability 1/2."""
+    def held(p: float) -> float:
+        return sum(comb(n, k) * p**k * (1 - p) ** (n - k) for k in range(m, n + 1))
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if held(mid) < 0.5 else (lo, mid)
+    return (lo + hi) / 2
+
+
+@dataclass(frozen=True)
+class Rule:
+    m: int = 2
+    n: int = 3
+    stride: int = 2
+    confirm: bool = True
+    check_above: bool = False  # probe one bracket step above the first level not held
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.m <= self.n:
+            raise ValueError(f"need 1 <= m <= n, got m={self.m}, n={self.n}")
+        if self.stride < 1:
+            raise ValueError(f"need stride >= 1, got {self.stride}")
+
+    def describe(self) -> str:
+        return (f"a gap holds when >= {self.m} of {self.n} seeds solve it (seeds added only "
+                f"while undecided); bracket up {self.stride} rung(s) at a time, then bisect; "
+                f"targets per-seed success rate {target_quantile(self.m, self.n):.2f}"
+                + ("; boundary levels confirmed with all seeds" if self.confirm else "")
+                + ("; the rung a stride above the first failure is checked, and the search "
+                   "goes on above it if it holds" if self.check_above else ""))
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One run the search needs: configuration `key`, learning rate, gap, seed."""
+
+    key: str
+    lr: float | None
+    gap: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class Result:
+    """A probe's outcome: SOLVED, FAILED or UNDECIDED, with what ranks learning rates."""
+
+    outcome: str
+    steps_to_solve: float | None = None
+    final_loss: float | None = None
+
+
+def verdict(outcomes: Sequence[str | None], rule: Rule, full: bool = False
+            ) -> tuple[str, list[int]]:
+    """A level's verdict from its per-seed outcomes (None: not run yet), and the seeds to run
+    next if it is OPEN. Seeds run in order; `full` asks for all n of them."""
+    known = []
+    for outcome in outcomes[:rule.n]:
+        if outcome is None:
+            break
+        known.append(outcome)
+    ran, left = len(known), rule.n - len(known)
+    s, f = known.count(SOLVED), known.count(FAILED)
+    u = ran - s - f
+    if not full or left == 0:
+        if s >= rule.m:
+            return HELD, []
+        if s + u + left < rule.m:
+            return NOT_HELD, []
+        if left == 0:
+            return CENSORED, []
+    if full:
+        return OPEN, list(range(ran, rule.n))
+    need = max(1, min(rule.m - s, rule.n - rule.m + 1 - f))
+    return OPEN, list(range(ran, min(rule.n, ran + need)))
+
+
+@dataclass
+class Frontier:
+    """The answer for one configuration (a row of names.FRONTIER_ARTIFACT)."""
+
+    key: str
+    lr: float | None
+    done: bool
+    gap_held: int | None = None  # the largest gap held (None: not even the lowest rung)
+    held_solved: int | None = None  # seeds that solved gap_held ...
+    held_seeds: int | None = None  # ... of this many run
+    gap_failed: int | None = None  # the first gap above gap_held not held (None: top held)
+    failed_censored: bool = False  # gap_failed is censored (undecided runs), not failed
+    censored_gaps: list[int] = field(default_factory=list)
+    anomalies: list[str] = field(default_factory=list)
+    probes: list[Probe] = field(default_factory=list)  # every probe the search used
+
+
+class Search:
+    """The search over every configuration. `plan()` gives the probes still needed (mixed
+    across configurations, so a batch keeps every worker busy); `tell()` records outcomes."""
+
+    def __init__(self, keys: Iterable[str], gaps: Sequence[int], rule: Rule,
+                 lrs: Sequence[float] | None = None):
+        self.keys = list(keys)
+        self.gaps = list(gaps)
+        self.rule = rule
+        self.lrs = list(lrs) if lrs else [None]
+        self.results: dict[Probe, Result] = {}
+
+    def tell(self, probe: Probe, result: Result) -> None:
+        self.results[probe] = result
+
+    def plan(self) -> list[Probe]:
+        """Every probe some configuration needs now, in configuration order."""
+        wanted = []
+        for key in self.keys:
+            wanted += self.frontier(key)[1]
+        return wanted
+
+    @property
+    def done(self) -> bool:
+        return not self.plan()
+
+    def frontiers(self) -> list[Frontier]:
+        return [self.frontier(key)[0] for key in self.keys]
+
+    def grid_runs(self) -> int:
+        """Runs of the full grid of the same ladder, seeds and learning rates."""
+        return len(self.keys) * len(self.gaps) * self.rule.n * len(self.lrs)
+
+    # --- one configuration, replayed from its known outcomes ---
+
+    def outcomes(self, key: str, lr: float | None, gap: int) -> list[str | None]:
+        found = [self.results.get(Probe(key, lr, gap, seed)) for seed in range(self.rule.n)]
+        return [r.outcome if r else None for r in found]
+
+    def frontier(self, key: str) -> tuple[Frontier, list[Probe]]:
+        lr, missing = self.choose_lr(key)
+        if missing:
+            return Frontier(key, None, False), missing
+
+        def level(index: int, full: bool = False) -> tuple[str, list[Probe]]:
+            gap = self.gaps[index]
+            state, seeds = verdict(self.outcomes(key, lr, gap), self.rule, full)
+            return state, [Probe(key, lr, gap, seed) for seed in seeds]
+
+        lo, hi, index, last = None, None, 0, len(self.gaps) - 1
+        while True:  # bracket upward
+            state, missing = level(index)
+            if missing:
+                return Frontier(key, lr, False), missing
+            if state != HELD:
+                hi = index
+                above = min(index + self.rule.stride, last)
+                if not self.rule.check_above or index == last:
+                    break
+                state, missing = level(above)
+                if missing:
+                    return Frontier(key, lr, False), missing
+                if state != HELD:
+                    break
+                hi, index = None, above  # a hole in the ladder: go on above it
+            lo = index
+            if index == last:
+                break
+            index = min(index + self.rule.stride, last)
+        while lo is not None and hi is not None and hi - lo > 1:  # bisect in log gap
+            mid = (lo + hi) // 2
+            state, missing = level(mid)
+            if missing:
+                return Frontier(key, lr, False), missing
+            lo, hi = (mid, hi) if state == HELD else (lo, mid)
+        if self.rule.confirm:
+            for index in (lo, hi):
+                if index is not None:
+                    state, missing = level(index, full=True)
+                    if missing:
+                        return Frontier(key, lr, False), missing
+        used = sorted((p for p in self.results if p.key == key),
+                      key=lambda p: (self.lrs.index(p.lr), p.gap, p.seed))
+        out = Frontier(key, lr, True, probes=used)
+        if lo is not None:
+            outcomes = self.outcomes(key, lr, self.gaps[lo])
+            out.gap_held = self.gaps[lo]
+            out.held_solved = outcomes.count(SOLVED)
+            out.held_seeds = sum(o is not None for o in outcomes)
+        if hi is not None:
+            out.gap_failed = self.gaps[hi]
+            out.failed_censored = level(hi)[0] == CENSORED
+        out.censored_gaps = [g for g in self.gaps
+                             if verdict(self.outcomes(key, lr, g), self.rule)[0] == CENSORED]
+        out.anomalies = self.anomalies(key, lr)
+        return out, []
+
+    def choose_lr(self, key: str) -> tuple[float | None, list[Probe]]:
+        """The learning rate carried up the ladder (module docstring), or the probes needed
+        at the lowest rung to choose it."""
+        if self.lrs == [None]:
+            return None, []
+        gap, seeds = self.gaps[0], range(self.rule.m)
+        missing = [Probe(key, lr, gap, s) for lr in self.lrs for s in seeds
+                   if Probe(key, lr, gap, s) not in self.results]
+        if missing:
+            return None, missing
+
+        def rank(lr: float) -> tuple:
+            found = [self.results[Probe(key, lr, gap, s)] for s in seeds]
+            solved = [r for r in found if r.outcome == SOLVED]
+            steps = [r.steps_to_solve for r in solved if r.steps_to_solve is not None]
+            losses = [r.final_loss for r in found if r.final_loss is not None]
+            return (-len(solved), sum(steps) / len(steps) if steps else float("inf"),
+                    sum(losses) / len(losses) if losses else float("inf"))
+        return min(self.lrs, key=rank), []
+
+    def anomalies(self, key: str, lr: float | None) -> list[str]:
+        """Evidence against a monotone boundary in this configuration's outcomes."""
+        notes = []
+        states = {g: verdict(self.outcomes(key, lr, g), self.rule)[0] for g in self.gaps}
+        held = [g for g, s in states.items() if s == HELD]
+        for g, s in states.items():
+            if s == NOT_HELD and held and g < max(held):
+                notes.append(f"gap {g} not held below gap {max(held)} held")
+        for seed in range(self.rule.n):
+            per_gap = {g: self.results.get(Probe(key, lr, g, seed)) for g in self.gaps}
+            failed = [g for g, r in per_gap.items() if r and r.outcome == FAILED]
+            solved = [g for g, r in per_gap.items() if r and r.outcome == SOLVED]
+            if failed and solved and min(failed) < max(solved):
+                notes.append(f"seed {seed} failed gap {min(failed)} but solved gap "
+                             f"{max(solved)}")
+        return notes
+
+
+def run_search(search: Search, call: Callable[[Probe], Result], max_rounds: int = 1000
+               ) -> list[Frontier]:
+    """Drive a search to its end with `call(probe) -> Result` (tests, benchmarks)."""
+    for _ in range(max_rounds):
+        batch = search.plan()
+        if not batch:
+            return search.frontiers()
+        for probe in batch:
+            search.tell(probe, call(probe))
+    raise RuntimeError(f"the search did not finish in {max_rounds} rounds")

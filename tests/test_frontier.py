@@ -1,0 +1,198 @@
+"""The frontier search (harness/frontier.py) against synthetic oracles with a known boundary."""
+
+import math
+import random
+
+import pytest
+
+from harness.frontier import (
+    CENSORED,
+    FAILED,
+    HELD,
+    NOT_HELD,
+    OPEN,
+    SOLVED,
+    UNDECIDED,
+    Result,
+    Rule,
+    Search,
+    ladder,
+    run_search,
+    target_quantile,
+    verdict,
+)
+
+GAPS = ladder(5, 640, 2.0)
+
+
+def test_ladder():
+    assert GAPS == [5, 10, 20, 40, 80, 160, 320, 640]
+    assert ladder(5, 40, 2 ** 0.5) == [5, 7, 10, 14, 20, 28, 40]
+    assert ladder(1, 4, 1.1) == [1, 2, 3, 4]  # rounding never repeats a rung
+    with pytest.raises(ValueError):
+        ladder(10, 5, 2.0)
+
+
+def test_quantile_of_m_of_n():
+    assert target_quantile(2, 3) == pytest.approx(0.5)
+    assert target_quantile(1, 3) == pytest.approx(1 - 0.5 ** (1 / 3))  # 0.206
+    assert target_quantile(3, 3) == pytest.approx(0.5 ** (1 / 3))
+
+
+@pytest.mark.parametrize("outcomes, expected", [
+    ([None, None, None], (OPEN, [0, 1])),
+    ([SOLVED, SOLVED, None], (HELD, [])),
+    ([FAILED, FAILED, None], (NOT_HELD, [])),
+    ([SOLVED, FAILED, None], (OPEN, [2])),  # a third seed only where two disagree
+    ([SOLVED, FAILED, SOLVED], (HELD, [])),
+    ([SOLVED, UNDECIDED, FAILED], (CENSORED, [])),  # hinges on a run still improving
+    ([UNDECIDED, FAILED, FAILED], (NOT_HELD, [])),
+    ([SOLVED, None, SOLVED], (OPEN, [1])),  # seeds run in order
+])
+def test_verdict_two_of_three(outcomes, expected):
+    assert verdict(outcomes, Rule(2, 3)) == expected
+
+
+def test_verdict_full_asks_for_every_seed():
+    assert verdict([SOLVED, SOLVED, None], Rule(2, 3), full=True) == (OPEN, [2])
+    assert verdict([SOLVED, SOLVED, FAILED], Rule(2, 3), full=True) == (HELD, [])
+
+
+def deterministic(boundary):
+    """Every seed solves every gap up to `boundary` and nothing above it."""
+    return lambda p: Result(SOLVED if p.gap <= boundary else FAILED)
+
+
+def probe_bound(rule, levels):
+    """What the search promises for a monotone oracle: ceil(L/stride)+1 bracketing levels and
+    ceil(log2 stride) bisection levels, each at most n seeds, plus check and confirmation."""
+    bracket = math.ceil(levels / rule.stride) + 1 + math.ceil(math.log2(rule.stride))
+    return (bracket + int(rule.check_above)) * rule.n
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3])
+@pytest.mark.parametrize("boundary", [0, *GAPS])
+def test_deterministic_boundary_is_found(boundary, stride):
+    rule = Rule(2, 3, stride=stride)
+    search = Search(["cfg"], GAPS, rule)
+    (front,) = run_search(search, deterministic(boundary))
+    assert front.done
+    assert front.gap_held == (boundary or None)
+    above = [g for g in GAPS if g > boundary]
+    assert front.gap_failed == (above[0] if above else None)
+    if front.gap_held:
+        assert (front.held_solved, front.held_seeds) == (3, 3)  # confirmed with every seed
+    assert not front.anomalies and not front.censored_gaps
+    assert len(front.probes) <= probe_bound(rule, len(GAPS))
+    assert len(front.probes) < search.grid_runs()
+
+
+def test_deterministic_costs_under_half_the_grid():
+    # Stride 2, 2-of-3, confirmation: 2 seeds per agreeing level, 3 at the two boundary levels.
+    search = Search(["cfg"], GAPS, Rule(2, 3, stride=2))
+    (front,) = run_search(search, deterministic(40))
+    assert (front.gap_held, front.gap_failed) == (40, 80)
+    assert len(front.probes) == 10  # levels 5, 20, 80, 40 (bisect) x 2 + 2 confirmations
+    assert search.grid_runs() == 24
+
+
+def test_batches_mix_configurations():
+    search = Search(["a", "b", "c"], GAPS, Rule(2, 3))
+    assert {p.key for p in search.plan()} == {"a", "b", "c"}
+
+
+def noisy(g50, slope, seed_stream):
+    """Each seed solves gap g with probability 1 / (1 + (g / g50)^slope), drawn once per
+    (seed, gap, stream) so that the oracle is a fixed function like a store of runs."""
+    def call(p):
+        rate = 1 / (1 + (p.gap / g50) ** slope)
+        draw = random.Random(f"{seed_stream}-{p.key}-{p.seed}-{p.gap}").random()
+        return Result(SOLVED if draw < rate else FAILED)
+    return call
+
+
+def test_noisy_boundary_brackets_the_median_gap():
+    # Per-seed success 50% at gap 80, falling by a factor 2^3 = 8 in odds per rung.
+    g50, slope, trials = 80, 3.0, 300
+    rule = Rule(2, 3, stride=2)
+    held, bracketed, probes = [], 0, []
+    for stream in range(trials):
+        search = Search(["cfg"], GAPS, rule)
+        (front,) = run_search(search, noisy(g50, slope, stream))
+        held.append(front.gap_held or 0)
+        probes.append(len(front.probes))
+        lo, hi = front.gap_held or 0, front.gap_failed or math.inf
+        bracketed += lo <= 2 * g50 and hi >= g50 / 2  # within a rung of the 50% gap
+    held.sort()
+    assert held[trials // 2] in (40, 80)  # 2-of-3 targets the median: at or a rung below
+    assert bracketed / trials >= 0.9
+    assert max(probes) <= probe_bound(rule, len(GAPS))
+
+
+def test_hole_in_the_ladder_is_reported_not_hidden():
+    # Non-monotone: gap 20 fails for every seed, 40 and 80 hold, 160 and above fail.
+    def call(p):
+        return Result(SOLVED if p.gap <= 80 and p.gap != 20 else FAILED)
+    (plain,) = run_search(Search(["cfg"], GAPS, Rule(2, 3, stride=2)), call)
+    assert (plain.gap_held, plain.gap_failed) == (10, 20)  # stops at the first hole
+    (checked,) = run_search(Search(["cfg"], GAPS, Rule(2, 3, stride=2, check_above=True)), call)
+    assert (checked.gap_held, checked.gap_failed) == (80, 160)
+    assert any("gap 20 not held" in note for note in checked.anomalies)
+
+
+def test_seed_inversion_is_an_anomaly():
+    # Seed 1 fails gap 5 but solves 20: noted, whatever the levels' verdicts.
+    def call(p):
+        if p.seed == 1 and p.gap == 5:
+            return Result(FAILED)
+        return Result(SOLVED if p.gap <= 40 else FAILED)
+    (front,) = run_search(Search(["cfg"], GAPS, Rule(2, 3)), call)
+    assert front.gap_held == 40
+    assert any(note.startswith("seed 1 failed gap 5") for note in front.anomalies)
+
+
+def test_still_improving_runs_censor_a_level_instead_of_failing_it():
+    def call(p):
+        if p.gap <= 20:
+            return Result(SOLVED)
+        return Result(UNDECIDED if p.gap == 40 and p.seed > 0 else FAILED)
+    (front,) = run_search(Search(["cfg"], GAPS, Rule(2, 3, stride=1)), call)
+    assert front.gap_held == 20 and front.gap_failed == 40
+    assert front.failed_censored and front.censored_gaps == [40]
+
+
+def test_learning_rate_rule_carries_the_best_up_the_ladder():
+    def call(p):
+        if p.lr == 1e-2:  # solves only the lowest rung, slowly
+            return Result(SOLVED if p.gap == 5 else FAILED, steps_to_solve=900)
+        if p.lr == 1e-3:  # solves up to 160, fast
+            return Result(SOLVED if p.gap <= 160 else FAILED, steps_to_solve=300)
+        return Result(FAILED, final_loss=0.9)
+    search = Search(["cfg"], GAPS, Rule(2, 3), lrs=[1e-4, 1e-3, 1e-2])
+    (front,) = run_search(search, call)
+    assert front.lr == 1e-3 and front.gap_held == 160
+    assert {p.lr for p in front.probes} == {1e-4, 1e-3, 1e-2}
+    assert sum(p.lr != 1e-3 for p in front.probes) == 4  # m seeds at the lowest rung each
+
+
+def test_replay_resumes_without_repeating_a_probe():
+    call = noisy(60, 3.0, "resume")
+    whole = Search(["a", "b"], GAPS, Rule(2, 3))
+    expected = run_search(whole, call)
+    first = Search(["a", "b"], GAPS, Rule(2, 3))
+    for probe in first.plan():  # one round, then "killed"
+        first.tell(probe, call(probe))
+    resumed = Search(["a", "b"], GAPS, Rule(2, 3))
+    resumed.results = dict(first.results)  # what the store holds
+    ran = []
+    frontiers = run_search(resumed, lambda p: ran.append(p) or call(p))
+    assert not set(ran) & set(first.results)
+    assert [(f.gap_held, f.gap_failed) for f in frontiers] == \
+        [(f.gap_held, f.gap_failed) for f in expected]
+
+
+def test_bad_rules_are_refused():
+    with pytest.raises(ValueError, match="m <= n"):
+        Rule(4, 3)
+    with pytest.raises(ValueError, match="stride"):
+        Rule(2, 3, stride=0)
