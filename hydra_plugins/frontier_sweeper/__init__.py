@@ -1,0 +1,1 @@
+"""`hydra/sweeper=frontier`: each configuration's largest solvable gap (harness/frontier.py)."""
