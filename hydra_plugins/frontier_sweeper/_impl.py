@@ -193,7 +193,7 @@ class FrontierSweeperImpl(Sweeper):
                     reused += 1
                 else:
                     to_launch.append(probe)
-            size = self.max_batch_size or len(to_launch)
+            size = self.max_batch_size or max(1, len(to_launch))
             for start in range(0, len(to_launch), size):
                 chunk = to_launch[start:start + size]
                 batch_no += 1
