@@ -595,6 +595,55 @@ def format_row(row: dict[str, object]) -> str:
             + f"  | bare {row['gflops_bare']:.1f} GFLOP/s of matmul's {row['gflops_matmul']:.1f}")
 
 
+def frontier_cost(trials: int = 300, slope: float = 3.0) -> list[dict[str, object]]:
+    """Runs the frontier search spends against the full grid of the same ladder and seeds, and
+    how often both give the same answer, on noisy synthetic oracles (no training: the search's
+    cost is counted in runs; a run's wall time is the other benchmarks' business). Each seed
+    solves gap g with probability 1 / (1 + (g / g50)^slope), drawn once per (seed, gap)."""
+    import random
+
+    from harness.frontier import (
+        FAILED,
+        HELD,
+        SOLVED,
+        Probe,
+        Result,
+        Rule,
+        Search,
+        ladder,
+        run_search,
+        verdict,
+    )
+
+    gaps, rows = ladder(5, 640, 2.0), []
+    for stride in (1, 2, 3):
+        for g50 in (7, 28, 112, 450):
+            rule, runs, agree = Rule(2, 3, stride=stride), 0, 0
+            for stream in range(trials):
+                def call(p, stream=stream, g50=g50):
+                    rate = 1 / (1 + (p.gap / g50) ** slope)
+                    draw = random.Random(f"{stream}-{p.seed}-{p.gap}").random()
+                    return Result(SOLVED if draw < rate else FAILED)
+                search = Search(["cfg"], gaps, rule)
+                (front,) = run_search(search, call)
+                runs += len(front.probes)
+                # The grid's answer: every level run with all seeds, the largest level held.
+                grid = [g for g in gaps if verdict(
+                    [call(Probe("cfg", None, g, s)).outcome for s in range(3)],
+                    rule)[0] == HELD]
+                agree += (max(grid) if grid else None) == front.gap_held
+            row = {"stride": stride, "g50": g50, "frontier_runs": runs / trials,
+                   "grid_runs": search.grid_runs(),
+                   "share_of_grid": runs / trials / search.grid_runs(),
+                   "same_answer": agree / trials}
+            print(f"frontier vs grid: stride {stride}, 50% gap {g50:>3}: "
+                  f"{row['frontier_runs']:.1f} of {row['grid_runs']} runs "
+                  f"({100 * row['share_of_grid']:.0f}%), same answer as the grid in "
+                  f"{100 * row['same_answer']:.0f}% of {trials} oracles", flush=True)
+            rows.append(row)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="harness-bench", description=__doc__.splitlines()[0])
     parser.add_argument("--gap", type=int, default=300)
@@ -624,8 +673,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="instead: where one harness run's time goes, per model and "
                              "part (1 thread, --gap/--hidden/--batch, 200 steps), and "
                              "torch.profiler operator counts of separate vs batched steps")
+    parser.add_argument("--frontier", action="store_true",
+                        help="instead: runs of the frontier search vs the full grid on noisy "
+                             "synthetic oracles, and how often they agree (seconds)")
     parser.add_argument("--out", type=Path, default=Path("bench.csv"))
     args = parser.parse_args(argv)
+    if args.frontier:
+        rows = frontier_cost()
+        with args.out.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        print(f"table written to {args.out}")
+        return 0
     if args.report:
         from harness.report import bench as report_bench
 

@@ -42,3 +42,14 @@ def test_op_profile_shows_fewer_ops_when_batched() -> None:
     row = bench.op_profile("rnn", "tanh", gap=5, hidden=8, batch_size=4, k=4, steps=2)
     assert row["ops_per_step_batched"] < row["ops_per_step_separate"] / 2
     assert row["top_op_separate"].startswith("aten::")
+
+
+def test_frontier_cost_counts_runs_against_the_grid() -> None:
+    from harness.bench import frontier_cost
+
+    rows = frontier_cost(trials=20)
+    assert len(rows) == 12
+    for row in rows:
+        assert row["grid_runs"] == 24
+        assert 0 < row["share_of_grid"] < 1
+        assert 0.5 <= row["same_answer"] <= 1
