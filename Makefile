@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast bench bench-quick lint ui clean
+.PHONY: setup demo test test-slow test-all bench bench-quick lint ui clean
 
 setup: $(STAMP)
 
@@ -18,14 +18,17 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	$(BIN)/harness-train -m experiment=demo
 
-## The whole test suite (slow end-to-end sweeps included)
+## The test suite: lint, then every test not marked slow (under 10 minutes on 2 cores)
 test: setup
-	$(BIN)/ruff check harness tasks tests
-	$(BIN)/pytest
-
-## Everything but the end-to-end sweeps
-test-fast: setup
+	$(BIN)/ruff check harness tasks tests hydra_plugins
 	$(BIN)/pytest -m "not slow"
+
+## The end-to-end tests marked slow: real sweeps, servers, SLURM, a browser (CI runs them too)
+test-slow: setup
+	$(BIN)/pytest -m slow
+
+## Both
+test-all: test test-slow
 
 ## Harness vs bare PyTorch, tracking and diagnostics overhead (a few minutes; writes bench.csv)
 bench: setup
@@ -36,7 +39,7 @@ bench-quick: setup
 	$(BIN)/harness-bench --quick --out $(or $(TMPDIR),/tmp)/bench-quick.csv
 
 lint: setup
-	$(BIN)/ruff check harness tasks tests
+	$(BIN)/ruff check harness tasks tests hydra_plugins
 
 ## MLflow UI on the project's store: http://127.0.0.1:5000
 ui: setup
