@@ -385,6 +385,10 @@ def register() -> None:
         OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
     store = ConfigStore.instance()
     store.store(name="base_config", node=Config)
+    # conf/config.yaml's `harness_sweeper: default`: the project's sweeper, as an override
+    # in a group listed after `experiment`, so that a preset's own sweeper override wins.
+    store.store(group="harness_sweeper", name="default", package="_global_",
+                node={"defaults": [{"override /hydra/sweeper": "harness"}]})
     for group, schemas in GROUP_SCHEMAS.items():
         for name, node in schemas.items():
             store.store(group=group, name=f"base_{name}", node=node)
