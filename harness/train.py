@@ -233,7 +233,10 @@ def job_of(cfg: DictConfig) -> Job:
     """Validate `cfg` (ConfigError before any run exists: ranges, unknown keys, chrono on a
     too-short sequence, a step too big for this machine's memory) and name its run."""
     spec = validate(cfg)
-    task = tasks.make_task(spec.task.name.value, **task_params(spec.task))
+    try:
+        task = tasks.make_task(spec.task.name.value, **task_params(spec.task))
+    except ValueError as err:  # a task's own check the schema does not repeat
+        raise ConfigError(f"task: {' '.join(str(err).split())}") from None
     check_resources(spec, task.seq_len, task.input_size, task.output_size)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     resolved.pop("frontier", None)  # type: ignore[union-attr]  # the sweep's, not the run's
