@@ -26,7 +26,9 @@ from harness import locks, names
 from harness.schema import register
 from harness.tracking import (
     FAILED_JOBS_FILE,
+    INVALID_JOBS_FILE,
     KILLED_JOBS_FILE,
+    PARENT_RUN_FILE,
     SWEEP_LOCK_FILE,
     close_dead_jobs,
     close_dead_sweeps,
@@ -74,6 +76,8 @@ class ActiveSweep:
     held = ExitStack()
     uri = ""
     sweep_dir = Path()
+    config: DictConfig | None = None
+    started = False  # this sweep's parent run exists
 
     @classmethod
     def close_interrupted(cls) -> None:
@@ -88,26 +92,59 @@ class ActiveSweep:
         print(f"\nSweep interrupted: its run {run_id} and {len(closed)} job run(s) whose "
               f"process had ended are marked killed"
               + (f"; {len(alive)} job(s) are still running elsewhere" if alive else "")
-              + ". The same command resumes the unfinished runs.", file=sys.stderr)
+              + ". The same command resumes the killed and unstarted runs.", file=sys.stderr)
+        report_unfinished(cls.sweep_dir)
+
+
+def lazy_start(config: DictConfig) -> bool:
+    """Whether the sweep's sweeper opens the parent run itself, after checking every job
+    (harness.sweeping.HarnessSweeper and its subclasses call `start_parent_run`); other
+    sweepers (optuna) get it at the multirun's start."""
+    from hydra.utils import get_class
+
+    from harness.sweeping import HarnessSweeper
+
+    target = OmegaConf.select(config, "hydra.sweeper._target_", default=None)
+    try:
+        return target is not None and issubclass(get_class(target), HarnessSweeper)
+    except Exception:  # an unimportable target fails later, in Hydra, with its own message
+        return False
+
+
+def start_parent_run() -> str:
+    """Create the store (once: parallel jobs must not race on creating and migrating a new
+    SQLite store) and the sweep's parent MLflow run, unless this sweep already has one; close
+    the dead sweeps of the experiment. Returns the parent run's id."""
+    existing = sweep_run_id(ActiveSweep.sweep_dir)
+    if ActiveSweep.started and existing is not None:
+        return existing
+    config = ActiveSweep.config
+    assert config is not None, "start_parent_run before on_multirun_start"
+    params = OmegaConf.select(config, "hydra.sweeper.params")  # None without a preset
+    space = OmegaConf.to_container(params, resolve=True) if params is not None else {}
+    rule = tuning_rule(config)
+    run_id = start_sweep(config.tracking.uri, config.experiment_name, ActiveSweep.sweep_dir,
+                         list(config.hydra.overrides.task), space,  # type: ignore[arg-type]
+                         {names.SWEEP_TUNING: rule} if rule else None)
+    ActiveSweep.started = True
+    for sweep in close_dead_sweeps(config.tracking.uri, config.experiment_name):
+        log.info("sweep run %s had no live launching process: marked killed", sweep)
+    return run_id
 
 
 class SweepCallback(Callback):
-    """Creates the tracking store once, then writes the sweep's report when it ends."""
+    """Holds the sweep folder's lock, opens the parent run (at once, or when the sweeper has
+    checked every job: `lazy_start`), then writes the sweep's report when it ends."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         register()
         ActiveSweep.uri, ActiveSweep.sweep_dir = config.tracking.uri, Path(config.hydra.sweep.dir)
+        ActiveSweep.config, ActiveSweep.started = config, False
         ActiveSweep.held.enter_context(locks.hold(ActiveSweep.sweep_dir / SWEEP_LOCK_FILE))
-        # start_sweep creates the store first: parallel jobs must not race on creating and
-        # migrating a new SQLite store.
-        params = OmegaConf.select(config, "hydra.sweeper.params")  # None without a preset
-        space = OmegaConf.to_container(params, resolve=True) if params is not None else {}
-        rule = tuning_rule(config)
-        start_sweep(config.tracking.uri, config.experiment_name, ActiveSweep.sweep_dir,
-                    list(config.hydra.overrides.task), space,  # type: ignore[arg-type]
-                    {names.SWEEP_TUNING: rule} if rule else None)
-        for sweep in close_dead_sweeps(config.tracking.uri, config.experiment_name):
-            log.info("sweep run %s had no live launching process: marked killed", sweep)
+        # A parent-run file left by an earlier sweep in the same folder is not this sweep's.
+        (ActiveSweep.sweep_dir / PARENT_RUN_FILE).unlink(missing_ok=True)
+        if not lazy_start(config):
+            start_parent_run()
         signal.signal(signal.SIGTERM, interrupt)
         atexit.register(ActiveSweep.close_interrupted)
 
@@ -135,13 +172,31 @@ class SweepCallback(Callback):
             print(f"Report: {index}\n"
                   f"Open it: xdg-open {index}   (or any browser)")
         print(f"MLflow UI on the same store: mlflow ui --backend-store-uri {uri}")
-        failures, killed = sweep_dir / FAILED_JOBS_FILE, sweep_dir / KILLED_JOBS_FILE
-        for path, what in ((failures, "failed"),
-                           (killed, "were stopped by a signal (the same command resumes them)")):
-            if path.exists():
-                lines = path.read_text().splitlines()
-                print(f"\n{len(lines)} job(s) {what} (details: {path}):", *lines, sep="\n",
-                      file=sys.stderr)
-        if failures.exists() or killed.exists():
+        if report_unfinished(sweep_dir):
             # Hydra turns a callback's exceptions into warnings; SystemExit sets the status.
             raise SystemExit(1)
+
+
+# What each kind of unfinished job means, and whether rerunning the same command helps.
+UNFINISHED = (
+    (INVALID_JOBS_FILE, "had an invalid config and created no run; a rerun fails the same "
+                        "way: fix these overrides"),
+    (FAILED_JOBS_FILE, "failed (their runs keep traceback.txt); a rerun runs them again, so "
+                       "fix the cause first unless it was transient (e.g. out of memory)"),
+    (KILLED_JOBS_FILE, "were stopped by a signal; the same command resumes them from their "
+                       "last checkpoint"),
+)
+
+
+def report_unfinished(sweep_dir: Path) -> bool:
+    """Print, to stderr, the sweep's invalid, failed and killed jobs, each kind with what to
+    do about it; whether there were any (the sweep then exits 1)."""
+    any_unfinished = False
+    for file_name, what in UNFINISHED:
+        path = sweep_dir / file_name
+        if path.exists():
+            lines = path.read_text().splitlines()
+            any_unfinished = any_unfinished or bool(lines)
+            print(f"\n{len(lines)} job(s) {what} (details: {path}):", *lines, sep="\n",
+                  file=sys.stderr)
+    return any_unfinished

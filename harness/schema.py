@@ -385,6 +385,10 @@ def register() -> None:
         OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
     store = ConfigStore.instance()
     store.store(name="base_config", node=Config)
+    # conf/config.yaml's `harness_sweeper: default`: the project's sweeper, as an override
+    # in a group listed after `experiment`, so that a preset's own sweeper override wins.
+    store.store(group="harness_sweeper", name="default", package="_global_",
+                node={"defaults": [{"override /hydra/sweeper": "harness"}]})
     for group, schemas in GROUP_SCHEMAS.items():
         for name, node in schemas.items():
             store.store(group=group, name=f"base_{name}", node=node)
@@ -406,6 +410,7 @@ def validate(cfg: DictConfig) -> Config:
         for seed in seeds:
             _check(0 <= seed < EVAL_SEED_OFFSET, "batched_seeds",
                    f"each seed must be in [0, {EVAL_SEED_OFFSET}), got {seed}")
+    check_known_keys(cfg)
     spec: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     for group in ("task", "model", "optim", "clip", "train", "tracking"):
         try:
@@ -422,5 +427,94 @@ def task_params(task: TaskConfig) -> dict[str, Any]:
 
 
 def cpu_count() -> int:
-    """Cores this process may use (respects taskset/cgroup affinity)."""
-    return len(os.sched_getaffinity(0))
+    """Cores this process may use (respects taskset/cgroup affinity where the OS has it;
+    macOS has no sched_getaffinity: all its cores)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def check_known_keys(cfg: DictConfig, prefix: str = "") -> None:
+    """Refuse a key no schema declares (a `+trian.steps=50` on the command line, which Hydra
+    adds without complaint): ConfigError naming it and listing the valid keys of its group.
+
+    Walks every node whose type is a schema dataclass; `hydra` (not part of a job's config)
+    is never checked.
+    """
+    schema = OmegaConf.get_type(cfg)
+    if not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):
+        return
+    declared = [f.name for f in dataclasses.fields(schema)]
+    for key in cfg.keys():
+        key = str(key)
+        if not prefix and key == "hydra":
+            continue
+        if key not in declared:
+            group = prefix.rstrip(".") or "the top level"
+            raise ConfigError(f"{prefix}{key}: no such key in {group}; valid keys: "
+                              f"{', '.join(declared)}")
+        node = cfg._get_node(key)
+        if isinstance(node, DictConfig) and not node._is_missing() and not node._is_none():
+            check_known_keys(node, f"{prefix}{key}.")
+
+
+# Bytes per float32 value; activations kept for backprop are counted `ACTIVATION_FACTOR`
+# times (the autograd graph holds each gate's pre- and post-activation, torch's fused kernels
+# a workspace of the same order); gates per cell: rnn 1, gru 3, lstm 4.
+FLOAT_BYTES = 4
+ACTIVATION_FACTOR = 2
+GATES = {ModelName.rnn: 1, ModelName.orth_rnn: 1, ModelName.gru: 3, ModelName.lstm: 4}
+
+
+def step_bytes(batch: int, seq_len: int, hidden: int, gates: int, input_size: int,
+               output_size: int, layers: int = 1, directions: int = 1,
+               backprop: bool = True) -> int:
+    """Estimated bytes one step needs (a lower bound of the order of the real peak):
+
+        activations = batch * seq_len * hidden * (gates + 1) * layers * directions
+                      * 4 bytes * ACTIVATION_FACTOR          (kept for backprop; once without)
+        data        = batch * seq_len * (input_size + output_size) * 4 bytes
+                                                    (one-hot inputs, targets / outputs)
+
+    `backprop` False (evaluation): each layer's activations once, nothing kept.
+    """
+    activations = batch * seq_len * hidden * (gates + 1) * layers * directions * FLOAT_BYTES
+    data = batch * seq_len * (input_size + output_size) * FLOAT_BYTES
+    return activations * (ACTIVATION_FACTOR if backprop else 1) + data
+
+
+def physical_memory() -> int | None:
+    """This machine's memory in bytes (None where the OS does not tell)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def check_resources(spec: Config, seq_len: int, input_size: int, output_size: int,
+                    memory: int | None = None) -> None:
+    """Refuse, before any run, what cannot work on this machine: chrono init on a sequence
+    shorter than 3 steps (T_max − 1 < 2), and a step (training, evaluation or gradient
+    profile batch) whose estimated memory (`step_bytes`) exceeds this machine's memory."""
+    model = spec.model
+    if model.chrono and model.chrono_t_max == 0 and seq_len < 3:
+        raise ConfigError(f"model.chrono: needs a sequence of at least 3 steps (T_max = "
+                          f"sequence length = {seq_len} with task.gap={spec.task.gap}); set "
+                          "model.chrono_t_max>=3 or a larger task.gap")
+    memory = physical_memory() if memory is None else memory
+    if memory is None:
+        return
+    train = spec.train
+    shape = dict(seq_len=seq_len, hidden=model.hidden_size, gates=GATES[model.name],
+                 input_size=input_size, output_size=output_size, layers=model.num_layers,
+                 directions=2 if model.bidirectional else 1)
+    needs = {"train.batch_size": step_bytes(train.batch_size, **shape),
+             "train.eval_batch_size": step_bytes(train.eval_batch_size, backprop=False, **shape),
+             "train.profile_batch_size": step_bytes(train.profile_batch_size, **shape)}
+    key, need = max(needs.items(), key=lambda item: item[1])
+    if need > memory:
+        gib = 2 ** 30
+        raise ConfigError(f"task.gap: {spec.task.gap} makes sequences of {seq_len} steps; one "
+                          f"step with {key}={getattr(train, key.split('.')[1])} needs about "
+                          f"{need / gib:.1f} GiB, more than this machine's {memory / gib:.1f} "
+                          "GiB; lower task.gap or the batch size")

@@ -268,6 +268,7 @@ PARENT_RUN_FILE = ".mlflow_parent_run"  # in the sweep's folder: how jobs find t
 SWEEP_LOCK_FILE = ".sweep.lock"  # in the sweep's folder: held by the launching process
 FAILED_JOBS_FILE = "failed_jobs.txt"  # in the sweep's folder: one line per job that raised
 KILLED_JOBS_FILE = "killed_jobs.txt"  # in the sweep's folder: one line per job a signal stopped
+INVALID_JOBS_FILE = "invalid_jobs.txt"  # in the sweep's folder: one line per invalid job
 ORPHAN_REASON = "its process ended without closing the run (killed, or torn down by the launcher)"
 
 

@@ -41,6 +41,7 @@ from harness.schema import (
     PROJECT_ROOT,
     Config,
     ConfigError,
+    check_resources,
     cpu_count,
     register,
     task_params,
@@ -48,6 +49,7 @@ from harness.schema import (
 )
 from harness.tracking import (
     FAILED_JOBS_FILE,
+    INVALID_JOBS_FILE,
     KILLED_JOBS_FILE,
     MlflowTracker,
     RunStopped,
@@ -228,8 +230,14 @@ class Job:
 
 
 def job_of(cfg: DictConfig) -> Job:
-    """Validate `cfg` (ConfigError before any run exists) and name its run."""
+    """Validate `cfg` (ConfigError before any run exists: ranges, unknown keys, chrono on a
+    too-short sequence, a step too big for this machine's memory) and name its run."""
     spec = validate(cfg)
+    try:
+        task = tasks.make_task(spec.task.name.value, **task_params(spec.task))
+    except ValueError as err:  # a task's own check the schema does not repeat
+        raise ConfigError(f"task: {' '.join(str(err).split())}") from None
+    check_resources(spec, task.seq_len, task.input_size, task.output_size)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     resolved.pop("frontier", None)  # type: ignore[union-attr]  # the sweep's, not the run's
     params = flatten(resolved)  # type: ignore[arg-type]
@@ -502,13 +510,17 @@ def main(cfg: DictConfig) -> float:
         results = train_batched(cfg) if cfg.get("batched_seeds") else [train(cfg)]
     except Exception as err:
         stopped = isinstance(err, RunStopped)
+        invalid = isinstance(err, (ConfigError, StoreError))
         if in_sweep:
             if stopped:
                 log.warning("job killed: %s; the same command resumes it", err)
+            elif invalid:
+                log.error("job invalid: %s", err)
             else:
                 log.error("job failed: %s: %s", type(err).__name__, err, exc_info=True)
             record_job(Path(HydraConfig.get().sweep.dir), err,
-                       KILLED_JOBS_FILE if stopped else FAILED_JOBS_FILE)
+                       KILLED_JOBS_FILE if stopped else
+                       INVALID_JOBS_FILE if invalid else FAILED_JOBS_FILE)
             return math.nan
         if stopped:
             print(f"harness-train: {err}; the same command resumes the run", file=sys.stderr)
@@ -529,8 +541,10 @@ def main(cfg: DictConfig) -> float:
 
 def record_job(sweep_dir: Path, err: Exception, file_name: str) -> None:
     """Append one line for a failed (or killed) job to the sweep folder's file_name."""
-    job = HydraConfig.get().job
-    line = f"job {job.num} ({' '.join(job.override_dirname.split(','))}): " \
+    hydra_cfg = HydraConfig.get()
+    # the job's own overrides, space-joined (override_dirname joins them with commas, which
+    # a value such as batched_seeds=[0,1] also contains)
+    line = f"job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}): " \
            f"{type(err).__name__}: {' '.join(str(err).split())[:300]}\n"
     with (sweep_dir / file_name).open("a") as handle:
         handle.write(line)

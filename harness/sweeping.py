@@ -1,0 +1,214 @@
+"""The project's sweeper (`hydra/sweeper: harness`, the default in conf/config.yaml): Hydra's
+basic sweeper (comma lists, `range(...)`, a preset's `hydra.sweeper.params`) that checks
+every job's config before any job starts.
+
+On the first invalid job it prints one line,
+
+    harness-train: invalid job (task.gap=0 seed=1): task.gap: must be >= 1, got 0
+
+and exits 2, before the sweep's parent MLflow run (or any run) exists: the parent run is
+opened (`harness.callbacks.start_parent_run`) only once the checks pass.
+
+`HarnessSweeper` is also the base of adaptive sweepers: `check_jobs(batch)` checks jobs,
+`launch_batch(batch, initial_job_idx)` checks, launches and returns the JobReturns.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class HarnessSweeperConf:
+    _target_: str = "hydra_plugins.harness_sweeper.harness_sweeper.HarnessBasicSweeper"
+    max_batch_size: int | None = None
+    params: dict[str, str] | None = None
+
+
+def refuse(overrides: Sequence[str], message: str) -> None:
+    print(f"harness-train: invalid job ({' '.join(overrides)}): {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+class HarnessSweeper(BasicSweeper):
+    """BasicSweeper that checks every job before launching any, opens the sweep's parent run
+    after the checks, and prints one line per finished job."""
+
+    def __init__(self, max_batch_size: int | None = None,
+                 params: dict[str, str] | None = None) -> None:
+        super().__init__(max_batch_size=max_batch_size, params=params)
+        self.checked: set[tuple[str, ...]] = set()
+        self.finished_jobs = 0
+        self.total_jobs: int | None = None  # None: unknown in advance (adaptive sweeps)
+        self.started_at = time.monotonic()
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
+              config: DictConfig) -> None:
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        self.config_loader = hydra_context.config_loader
+
+    def job_config(self, overrides: Sequence[str]) -> DictConfig:
+        """The job's config as its task function will see it (no `hydra` node)."""
+        assert self.config is not None
+        cfg = self.config_loader.load_sweep_config(self.config, list(overrides))
+        cfg = copy.deepcopy(cfg)
+        with read_write(cfg), open_dict(cfg):
+            del cfg["hydra"]
+        return cfg
+
+    def check_jobs(self, batch: Sequence[Sequence[str]]) -> None:
+        """Compose and validate each job as harness.train will (`job_of`; `member_jobs` with
+        batched_seeds); on the first invalid one print one line and exit 2."""
+        from harness.schema import ConfigError
+        from harness.train import job_of, member_jobs
+
+        for overrides in batch:
+            key = tuple(overrides)
+            if key in self.checked:
+                continue
+            try:
+                cfg = self.job_config(overrides)
+                if cfg.get("batched_seeds"):
+                    member_jobs(cfg)
+                else:
+                    job_of(cfg)
+            except ConfigError as err:
+                refuse(overrides, str(err))
+            except Exception as err:  # composition errors, a task's own ValueError
+                refuse(overrides, f"{type(err).__name__}: {' '.join(str(err).split())}")
+            self.checked.add(key)
+
+    def start_parent_run(self) -> None:
+        """The sweep's parent MLflow run (once): after the checks, before the first launch."""
+        from harness.callbacks import start_parent_run
+        from harness.tracking import StoreError
+
+        try:
+            start_parent_run()
+        except StoreError as err:
+            print(f"harness-train: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    def launch_batch(self, batch: Sequence[Sequence[str]],
+                     initial_job_idx: int) -> Sequence[JobReturn]:
+        """Check the batch's jobs, open the parent run if not yet, launch, print progress."""
+        assert self.launcher is not None
+        self.check_jobs(batch)
+        self.start_parent_run()
+        results = self.launcher.launch(batch, initial_job_idx=initial_job_idx)
+        self.report_progress(results)
+        return results
+
+    def sweep(self, arguments: list[str]) -> Any:
+        assert self.config is not None and self.hydra_context is not None
+        params_conf = self._parse_config()
+        params_conf.extend(arguments)
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        self.overrides = self.split_arguments(parser.parse_overrides(params_conf),
+                                              self.max_batch_size)
+        every_job = [job for batch in self.overrides for job in batch]
+        self.total_jobs = len(every_job)
+        self.check_jobs(every_job)  # all of them, before any starts
+
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+
+        returns = []
+        initial_job_idx = 0
+        while not self.is_done():
+            batch = self.get_job_batch()
+            results = self.launch_batch(batch, initial_job_idx)
+            for result in results:
+                _ = result.return_value  # re-raises a job's exception, as BasicSweeper does
+            initial_job_idx += len(batch)
+            returns.append(results)
+        return returns
+
+    def report_progress(self, results: Sequence[JobReturn]) -> None:
+        """One line per finished job, e.g. `[23/64] delayed_recall-gru-...-s0 solved at step
+        300  6.0 s · 41 left, about 4 min`."""
+        for result in results:
+            self.finished_jobs += 1
+            print(f"{self.counter()} {job_summary(result)}{self.eta()}", flush=True)
+
+    def counter(self) -> str:
+        total = "?" if self.total_jobs is None else str(self.total_jobs)
+        return f"[{self.finished_jobs}/{total}]"
+
+    def eta(self) -> str:
+        if self.total_jobs is None:
+            return ""
+        left = self.total_jobs - self.finished_jobs
+        if left <= 0:
+            return " · done"
+        per_job = (time.monotonic() - self.started_at) / self.finished_jobs
+        return f" · {left} left, about {format_duration(per_job * left)}"
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def job_summary(result: JobReturn) -> str:
+    """The job's run name and how it ended, from its config and the store (or its error)."""
+    overrides = " ".join(result.overrides or [])
+    if result.status == JobStatus.FAILED:
+        return f"({overrides}) failed: {result._return_value!r}"[:300]
+    cfg = result.cfg
+    if cfg.get("batched_seeds"):
+        return f"({overrides}) ended: its seeds' runs are in the store"
+    try:
+        from harness.train import job_of
+
+        job = job_of(cfg)
+        name = job.name
+    except Exception:  # a config that no longer composes as it did (should not happen)
+        return f"({overrides}) ended"
+    run = latest_run(cfg.tracking.uri, cfg.experiment_name, job.hash_)
+    if run is None:
+        return f"{name} no result (see the sweep's invalid/failed/killed jobs)"
+    from harness import names
+
+    status = run.data.tags.get(names.STATUS, run.info.status.lower())
+    steps = run.data.metrics.get(names.STEPS_RUN)
+    wall = run.data.metrics.get(names.WALL_TIME_S)
+    text = f"{name} {status}" + (f" at step {steps:.0f}" if steps is not None else "")
+    if wall is not None:
+        text += f"  {wall:.1f} s"
+    return text
+
+
+def latest_run(uri: str, experiment: str, hash_: str) -> Any:
+    """The newest run of this config in the experiment (None: none)."""
+    from mlflow.tracking import MlflowClient
+
+    from harness import names
+
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    runs = client.search_runs([found.experiment_id],
+                              filter_string=f"tags.{names.CONFIG_HASH} = '{hash_}'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0] if runs else None

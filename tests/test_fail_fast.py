@@ -1,0 +1,155 @@
+"""Bad input is refused before anything runs: one stderr line naming the key, exit 2, no MLflow
+run; a sweep with a job that did not finish exits non-zero. Real `python -m harness.train`
+subprocesses with the store, sweep folder and checkpoints in tmp_path (docs/faults.md)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from harness import schema
+from harness.callbacks import report_unfinished
+from harness.schema import ConfigError, check_known_keys, check_resources, step_bytes, validate
+from harness.tracking import FAILED_JOBS_FILE, INVALID_JOBS_FILE, KILLED_JOBS_FILE, PARENT_RUN_FILE
+
+TINY = ["model.hidden_size=8", "train.steps=5", "train.batch_size=4", "train.eval_every=5",
+        "train.log_every=5", "train.eval_batch_size=8", "train.profile_batch_size=4",
+        "train.threads=1"]
+
+
+def harness_train(tmp_path: Path, env: dict[str, str], *overrides: str,
+                  multirun: bool = False) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "harness.train", *(["-m"] if multirun else []), *TINY,
+               f"tracking.uri=sqlite:///{tmp_path}/store/mlflow.db",
+               f"report.out_dir={tmp_path}/reports", f"train.checkpoint_dir={tmp_path}/ck",
+               f"hydra.sweep.dir={tmp_path}/sweep", f"hydra.run.dir={tmp_path}/run",
+               "experiment_name=ff", *overrides]
+    return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def runs_in_store(tmp_path: Path) -> int:
+    """How many MLflow runs (jobs or sweeps) the store holds; 0 if it was never created."""
+    if not (tmp_path / "store" / "mlflow.db").exists():
+        return 0
+    client = MlflowClient(f"sqlite:///{tmp_path}/store/mlflow.db")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return len(client.search_runs(experiments)) if experiments else 0
+
+
+def assert_refused(done: subprocess.CompletedProcess[str], tmp_path: Path, key: str,
+                   prefix: str = "harness-train: invalid config: ") -> str:
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert len(lines) == 1, done.stderr[-3000:]
+    assert lines[0].startswith(prefix), lines[0]
+    assert key in lines[0]
+    assert runs_in_store(tmp_path) == 0
+    assert not (tmp_path / "sweep" / PARENT_RUN_FILE).exists()
+    return lines[0]
+
+
+def test_multirun_with_one_invalid_job_starts_none(tmp_path: Path,
+                                                   cli_env: dict[str, str]) -> None:
+    done = harness_train(tmp_path, cli_env, "train.solve_threshold=0.5,1.01", multirun=True)
+    line = assert_refused(done, tmp_path, "train.solve_threshold: must be null",
+                          prefix="harness-train: invalid job (")
+    assert "train.solve_threshold=1.01" in line and "got 1.01" in line
+    assert not list((tmp_path / "sweep").glob("*/.hydra"))  # no job folder either
+
+
+def test_an_unknown_key_added_with_plus_is_refused(tmp_path: Path,
+                                                   cli_env: dict[str, str]) -> None:
+    line = assert_refused(harness_train(tmp_path, cli_env, "+trian.steps=50"), tmp_path,
+                          "trian: no such key")
+    assert "valid keys: task, model, optim, clip, train" in line
+
+
+def test_an_unknown_key_in_a_multirun_is_refused(tmp_path: Path,
+                                                 cli_env: dict[str, str]) -> None:
+    done = harness_train(tmp_path, cli_env, "++train.stepz=50", "seed=0,1", multirun=True)
+    line = assert_refused(done, tmp_path, "train.stepz: no such key in train",
+                          prefix="harness-train: invalid job (")
+    assert "valid keys: steps, batch_size" in line
+
+
+def test_a_step_too_big_for_memory_is_refused(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    line = assert_refused(harness_train(tmp_path, cli_env, "task=copy", "task.gap=2000000000"),
+                          tmp_path, "task.gap: 2000000000")
+    assert "GiB" in line
+
+
+def test_chrono_on_a_two_step_sequence_is_refused(tmp_path: Path,
+                                                  cli_env: dict[str, str]) -> None:
+    assert_refused(harness_train(tmp_path, cli_env, "model=lstm_chrono", "task=adding",
+                                 "task.gap=2"), tmp_path, "model.chrono: needs a sequence")
+
+
+@pytest.mark.slow  # about 22 s
+def test_a_sweep_with_a_failed_job_exits_nonzero(tmp_path: Path,
+                                                 cli_env: dict[str, str]) -> None:
+    """A real out-of-memory at runtime (a 10^6-unit RNN's 4 TB of weights; the memory check
+    counts activations, not parameters): the sweep runs the other job and exits 1."""
+    done = harness_train(tmp_path, cli_env, "model=rnn", "model.hidden_size=8,1000000",
+                         "hydra.launcher.n_jobs=2", "report.on_multirun_end=false",
+                         multirun=True)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "1 job(s) failed" in done.stderr
+    assert "a rerun runs them again, so fix the cause first" in done.stderr
+    lines = (tmp_path / "sweep" / FAILED_JOBS_FILE).read_text().splitlines()
+    assert len(lines) == 1 and "model.hidden_size=1000000" in lines[0]
+    assert "[2/2]" in done.stdout  # the progress lines
+
+
+# --- in-process checks of the same rules -------------------------------------------------
+
+
+def test_known_keys_pass_and_hydra_is_not_checked(make_cfg: Callable[..., DictConfig]) -> None:
+    cfg = make_cfg()
+    check_known_keys(cfg)
+    with open_dict(cfg):
+        cfg.hydra = {"anything": 1}
+    check_known_keys(cfg)
+    OmegaConf.update(cfg, "task.gapp", 3, force_add=True)  # what `+task.gapp=3` does
+    with pytest.raises(ConfigError, match=r"^task.gapp: no such key in task; valid keys: name, "):
+        validate(cfg)
+
+
+def test_step_bytes_formula() -> None:
+    # activations 2 * 10 * 4 * (4 + 1) * 4 B, twice for backprop; data 2 * 10 * (3 + 5) * 4 B
+    assert step_bytes(2, 10, 4, 4, 3, 5) == 2 * 10 * 4 * 5 * 4 * 2 + 2 * 10 * 8 * 4
+    assert step_bytes(2, 10, 4, 4, 3, 5, backprop=False) == 2 * 10 * 4 * 5 * 4 + 2 * 10 * 8 * 4
+    assert step_bytes(2, 10, 4, 1, 3, 5, layers=2, directions=2) == \
+        2 * 10 * 4 * 2 * 2 * 2 * 4 * 2 + 2 * 10 * 8 * 4
+
+
+def test_memory_check_names_the_biggest_batch(make_cfg: Callable[..., DictConfig]) -> None:
+    spec = validate(make_cfg("task=copy", "train.eval_batch_size=32"))
+    check_resources(spec, 120, 10, 9, memory=2 ** 40)
+    with pytest.raises(ConfigError, match=r"^task.gap: .* train.eval_batch_size=32 needs about"):
+        check_resources(spec, 120, 10, 9, memory=1000)
+
+
+def test_cpu_count_without_sched_getaffinity(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    assert schema.cpu_count() == (os.cpu_count() or 1)
+
+
+def test_closing_message_tells_kinds_apart(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert not report_unfinished(tmp_path)
+    (tmp_path / INVALID_JOBS_FILE).write_text("job 1 (seed=1): ConfigError: x\n")
+    (tmp_path / FAILED_JOBS_FILE).write_text("job 2 (seed=2): RuntimeError: y\n")
+    (tmp_path / KILLED_JOBS_FILE).write_text("job 3 (seed=3): RunStopped: z\n")
+    assert report_unfinished(tmp_path)
+    err = capsys.readouterr().err
+    assert "1 job(s) had an invalid config and created no run; a rerun fails the same way" in err
+    assert "1 job(s) failed" in err and "fix the cause first" in err
+    assert "1 job(s) were stopped by a signal; the same command resumes them" in err
