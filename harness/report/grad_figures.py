@@ -122,9 +122,10 @@ def grad_heatmap(table: pd.DataFrame, experiment: str, path: Path) -> None:
 
 def _lineplot(ax: Axes, data: pd.DataFrame, y: str, colors: dict[str, str],
               markers: dict[str, str]) -> list[str]:
-    """Mean of `y` over seeds vs gap per label, with its Student-t 95% CI band."""
-    table = tables.mean_ci(data, [LABEL, names.GAP], y)
-    return ci_lines(ax, table, names.GAP, colors, markers)
+    """Mean of `y` over seeds vs gap per label, seed dots or a clipped CI band (`ci_lines`)."""
+    bounds = tables.NONNEGATIVE if y == names.GRAD_REACH else (None, None)
+    table = tables.mean_ci(data, [LABEL, names.GAP], y, bounds)
+    return ci_lines(ax, table, names.GAP, colors, markers, raw=data, value=y)
 
 
 def grad_decay_vs_gap(points: pd.DataFrame, colors: dict[str, str], markers: dict[str, str],
@@ -232,7 +233,7 @@ def grad_norm_over_training(norms: pd.DataFrame, clip_points: pd.DataFrame,
         data = clip_points[(clip_points[names.TASK_LABEL] == task)
                            & (clip_points[names.CLIP_MODE] == mode)].copy()
         table = tables.mean_ci(data, [g.MODEL_ACTIVATION, names.CLIP_THRESHOLD],
-                               names.CLIP_RATE_TOTAL)
+                               names.CLIP_RATE_TOTAL, tables.ACCURACY_BOUNDS)
         for i, (model_act, line) in enumerate(table.groupby(g.MODEL_ACTIVATION, sort=True)):
             low = (line[tables.MEAN] - line[tables.CI_LOW]).fillna(0.0)
             high = (line[tables.CI_HIGH] - line[tables.MEAN]).fillna(0.0)
@@ -254,7 +255,8 @@ def grad_norm_over_training(norms: pd.DataFrame, clip_points: pd.DataFrame,
         ax.grid(True, alpha=0.3)
     _hide_rest(bottom_axes, len(clip_panels), "no clipping in this experiment")
     bottom.suptitle("share of training steps where clipping fired vs clipping threshold\n"
-                    f"({CI_TEXT}, as error bars), largest clipped gap")
+                    "(mean, error bars: Student-t 95% CI clipped to [0, 1]), "
+                    "largest clipped gap")
     fig.suptitle(f"{experiment}: gradient norms and clipping")
     extra = ([Line2D([], [], **THRESHOLD_STYLE, label="norm-clipping threshold")]
              if drew_threshold else [])
