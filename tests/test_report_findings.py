@@ -19,13 +19,15 @@ import csv
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from harness import names
-from harness.report import build_report, run_link
+from harness.report import build_report, headline, run_link
 from harness.report.cli import main as cli_main
+from harness.report.load import LABEL
 from harness.report.overview import NON_SEMANTIC_PREFIXES
 
 A, B = "findings-a", "findings-b"
@@ -310,3 +312,82 @@ def test_run_links_only_for_a_tracking_server() -> None:
     assert run_link("sqlite:///x.db", "3", "abc") == ""
     assert run_link("http://127.0.0.1:5000/", "3", "abc") == \
         "http://127.0.0.1:5000/#/experiments/3/runs/abc"
+
+
+# --- the headline (harness/report/headline.py), on small synthetic runs frames ---
+
+
+def _runs(rows: list[tuple[str, int, int, str, str | None]], task: str = "copy",
+          steps: int = 2000, criterion: str | None = None) -> pd.DataFrame:
+    """rows: (label, gap, seed, status, end_state)."""
+    return pd.DataFrame({
+        names.TASK_LABEL: [task] * len(rows),
+        LABEL: [r[0] for r in rows],
+        names.GAP: [r[1] for r in rows],
+        names.SEED: [r[2] for r in rows],
+        names.STATUS: [r[3] for r in rows],
+        names.END_STATE: pd.Series([r[4] for r in rows], dtype="string"),
+        names.SUCCESS_CRITERION: [criterion] * len(rows),
+        names.STEPS_RUN: [float(steps)] * len(rows),
+    })
+
+
+def test_nothing_learned_all_at_chance() -> None:
+    rows = [(lab, 10, s, names.UNSOLVED, names.CHANCE)
+            for lab in ("lstm-tanh-noclip", "rnn-tanh-noclip") for s in range(3)]
+    (task, sentences), = headline.headline(_runs(rows))
+    assert task == "copy"
+    assert sentences[0] == ("Nothing learned copy within 2,000 steps: no configuration solved "
+                            "any gap (0 of 6 runs).")
+    assert sentences[1] == (
+        "Of the 6 runs that did not solve within 2,000 steps, 6 were still at the memoryless "
+        "loss (chance): lstm-tanh-noclip and rnn-tanh-noclip 3 of 3 each.")
+
+
+def test_solved_by_every_and_by_one_seed_and_censored_failures() -> None:
+    rows = []
+    for s in range(3):  # lstm: all seeds solve 10 and 20; seed 0 alone solves 40
+        rows += [("lstm", 10, s, names.SOLVED, names.SOLVED),
+                 ("lstm", 20, s, names.SOLVED, names.SOLVED),
+                 ("lstm", 40, s, names.SOLVED if s == 0 else names.UNSOLVED,
+                  names.SOLVED if s == 0 else names.IMPROVING)]
+        rows += [("gru", 10, s, names.SOLVED, names.SOLVED),
+                 ("gru", 20, s, names.SOLVED, names.SOLVED),
+                 ("gru", 40, s, names.UNSOLVED, names.IMPROVING)]
+        rows += [("rnn", 10, s, names.UNSOLVED, names.CHANCE),
+                 ("rnn", 20, s, names.DIVERGED, names.DIVERGED),
+                 ("rnn", 40, s, names.UNSOLVED, None)]  # an old run: no end_state tag
+    (_, sentences), = headline.headline(_runs(rows, criterion="accuracy >= 0.99"))
+    assert len(sentences) <= headline.MAX_SENTENCES
+    assert sentences[0] == (
+        "copy: the largest gap solved by every seed was 20 for gru and lstm (3 of 3 seeds "
+        "each); at least one seed solved 40 for lstm (1 of 3 seeds); no gap at all: rnn "
+        "(0 of 9 runs).")
+    limits = sentences[1]
+    assert limits.startswith("Of the 14 runs that did not solve within 2,000 steps, ")
+    assert "3 were still at the memoryless loss (chance): rnn 3 of 9; " in limits
+    assert ("5 were still improving at the end of the budget (improving): gru 3 of 3, "
+            "lstm 2 of 2 (budget-limited, not evidence of failure); ") in limits
+    assert "; 3 diverged: rnn 3 of 9; " in limits
+    assert limits.endswith("; 3 had no end_state tag (the store predates it: end state "
+                           "unknown): rnn 3 of 9.")
+    assert sentences[2] == "Solved means: accuracy >= 0.99."
+
+
+def test_missing_end_state_column_is_unknown_and_markdown_joins() -> None:
+    runs = _runs([("lstm", 10, 0, names.UNSOLVED, None), ("lstm", 10, 1, names.SOLVED, None)])
+    runs = runs.drop(columns=[names.END_STATE, names.SUCCESS_CRITERION])
+    lines = headline.headline(runs)
+    (_, sentences), = lines
+    assert sentences[0].startswith("copy: no configuration solved a gap with every seed; "
+                                   "at least one seed solved 10 for lstm (1 of 2 seeds)")
+    assert "1 had no end_state tag" in sentences[1]
+    assert headline.markdown(lines) == " ".join(sentences) + "\n"
+
+
+def test_failed_and_killed_jobs_are_not_results() -> None:
+    runs = _runs([("lstm", 10, 0, names.SOLVED, names.SOLVED),
+                  ("lstm", 10, 1, names.FAILED, None)])
+    (_, sentences), = headline.headline(runs)
+    assert sentences == ["copy: the largest gap solved by every seed was 10 for lstm "
+                         "(1 of 1 seed)."]

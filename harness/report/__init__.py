@@ -21,6 +21,7 @@ import pandas as pd
 from harness import names
 from harness.report import figures, gap_figures, grad_figures, gradients, overview, tables
 from harness.report import findings as findings_
+from harness.report import headline as headline_
 from harness.report.load import (
     EXPERIMENT_ID,
     RUN_COLUMNS,
@@ -272,6 +273,7 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
     view = overview.overview(sweep, tracking_uri)
     counts = tables.status_counts(runs)
     found = findings_.findings(runs)
+    lead = headline_.headline(runs)
     solved = tables.largest_solved_gap(runs)
     accuracy = tables.accuracy_by_gap(runs)
     csv(runs[list(RUN_COLUMNS)], RUNS_CSV)
@@ -333,7 +335,7 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
 
     summary = tables.summary_markdown(experiment, tracking_uri, counts, solved, accuracy,
                                       overview.markdown(view, counts),
-                                      findings_.markdown(found))
+                                      findings_.markdown(found), headline_.markdown(lead))
     summary += "\n" + gradients.gradients_markdown(
         decay, [(f.png, f.sentence, f.note) for f in grad_section]
     )
@@ -362,6 +364,7 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
             "compute_text": overview.compute_text(view).replace("`", ""),
             "pooled_text": overview.pooled_text(view).replace("`", ""),
             "findings": found,
+            "headline": lead,
             "status_key": names.STATUS,
             "reason_key": names.STATUS_REASON,
             "solved_status": names.SOLVED,

@@ -79,7 +79,8 @@ _ARTIFACT_THREADS = 8
 _STR_PARAMS = (names.TASK, names.MODEL, names.ACTIVATION, names.INIT, names.CLIP_MODE)
 _INT_PARAMS = (names.GAP, names.SEED)
 _FLOAT_PARAMS = (names.CLIP_THRESHOLD,)
-_TAGS = (names.STATUS, names.STATUS_REASON, names.SWEEP_ID)
+_TAGS = (names.STATUS, names.STATUS_REASON, names.END_STATE, names.SUCCESS_CRITERION,
+         names.SWEEP_ID)  # end_state and success_criterion: missing in older stores
 _METRICS = (
     names.FINAL_EVAL_ACCURACY,
     names.BEST_EVAL_ACCURACY,

@@ -238,15 +238,18 @@ def summary_markdown(
     accuracy: pd.DataFrame,
     overview_md: str,
     findings_md: str,
+    headline_md: str = "",
 ) -> str:
     """The text of summary.md: nothing time-dependent, so a rebuild gives the same bytes.
 
-    `overview_md` (which holds the counts by status) and `findings_md` come first.
+    `headline_md` (a few computed sentences per task) opens it, under the title; then
+    `overview_md` (which holds the counts by status) and `findings_md`.
     """
     acc_header, acc_rows = accuracy_display(accuracy)
     parts = [
         f"# Report: {experiment}",
         "",
+        *([headline_md.rstrip("\n"), ""] if headline_md else []),
         f"- experiment: `{experiment}`",
         f"- MLflow UI: `mlflow ui --backend-store-uri {tracking_uri}`",
         "",
