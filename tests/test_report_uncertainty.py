@@ -64,3 +64,15 @@ def test_few_seeds_are_dots_without_band() -> None:
 
 def test_many_seeds_get_a_band_without_dots() -> None:
     assert _draw(SEED_POINTS_MAX + 3) == (1, 0)
+
+
+def test_heatmap_panel_range_is_robust_and_never_empty() -> None:
+    import numpy as np
+
+    from harness.report.grad_figures import panel_range
+
+    values = np.concatenate([np.linspace(-5.0, -1.0, 100), [-300.0, np.nan, -np.inf]])
+    low, high = panel_range(values)
+    assert -5.0 < low < -4.8 and -1.2 < high < -1.0  # the one extreme cell does not set it
+    assert panel_range(np.array([np.nan])) == (0.0, 1.0)
+    assert panel_range(np.array([2.0, 2.0])) == (1.5, 2.5)

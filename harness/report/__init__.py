@@ -118,8 +118,10 @@ def _gradient_figures(heatmap: pd.DataFrame, decay: pd.DataFrame, norms: pd.Data
             title="Gradient norm by training step and lag",
             sentence="log10 of the norm of the loss gradient with respect to the last "
             "layer's hidden state at each lag (rows) and training step (columns), mean over "
-            "seeds at each configuration's largest gap; blank cells had no finite nonzero "
-            "value (underflow).",
+            "seeds at each configuration's largest gap. Each panel has its own colour range, "
+            "the 2nd to 98th percentile of its cells (beyond it: the end colours), and its "
+            "own colour bar, so compare colours within a panel, numbers across panels; "
+            "hatched grey cells had no finite nonzero value (underflow to 0).",
             note="No run logged a gradient profile" if heatmap.empty else "",
         ),
         ReportFigure(
