@@ -26,6 +26,7 @@ from mlflow.tracking import MlflowClient
 
 from harness import names
 from harness.report import build_report, headline, run_link
+from harness.report import findings as findings_
 from harness.report.cli import main as cli_main
 from harness.report.load import LABEL
 from harness.report.overview import NON_SEMANTIC_PREFIXES
@@ -180,8 +181,10 @@ def test_findings_have_the_known_answers(report_a: Path) -> None:
         "1/3 seeds at gap 50.",
         "rnn-relu-noclip solved delayed_recall in every seed (3/3) up to gap 10.",
     ]
-    assert "lstm-tanh-noclip solved copy at no gap (0 of 6 runs); its best mean final " \
-           "accuracy was 0.159 at gap 10." in found["solved_gap"]
+    # one sentence for every configuration that solved no gap, with each one's numbers
+    assert ("Solved copy at no gap: lstm-tanh-noclip (0 of 6 runs; best mean final accuracy "
+            "0.159 at gap 10) and rnn-tanh-noclip (0 of 7 runs; best mean final accuracy 0.120 "
+            "at gap 10).") in found["solved_gap"]
     assert found["clipping"] == [
         "On delayed_recall, clipping (norm 1) raised the largest gap rnn-relu solved in every "
         "seed from 10 to 50 (mean final accuracy over the 3 shared gap(s): 0.533 without, "
@@ -391,3 +394,27 @@ def test_failed_and_killed_jobs_are_not_results() -> None:
     (_, sentences), = headline.headline(runs)
     assert sentences == ["copy: the largest gap solved by every seed was 10 for lstm "
                          "(1 of 1 seed)."]
+
+
+def _result(name: str, largest: int | None, solved_at: dict[int, tuple[int, int]],
+            n_runs: int = 6, accuracy_at: dict[int, float] | None = None) -> findings_.Result:
+    return findings_.Result(name=name, seeds=(0, 1, 2), solved_at=solved_at, largest=largest,
+                            mean_accuracy=None, n_accuracy=0, accuracy_at=accuracy_at or {},
+                            diverged=0, n_runs=n_runs)
+
+
+def test_solved_sentences_group_configurations_with_the_same_numbers() -> None:
+    ordered = [
+        _result("lstm", 100, {10: (3, 3), 100: (3, 3)}),
+        _result("gru", 100, {10: (3, 3), 100: (3, 3)}),
+        _result("rnn-relu", 10, {10: (3, 3), 100: (1, 3)}),
+        _result("rnn-tanh", None, {10: (1, 3)}),
+        _result("orth", None, {10: (0, 3)}, n_runs=8),
+        _result("rnn-x", None, {10: (0, 3)}, n_runs=8),
+    ]
+    assert findings_.solved_sentences("copy", ordered) == [
+        "lstm and gru solved copy in every seed (3/3 each) up to gap 100.",
+        "rnn-relu solved copy in every seed (3/3) up to gap 10; beyond it: 1/3 seeds at gap 100.",
+        "Solved copy at no gap in every seed, but in some seeds: rnn-tanh 1/3 seeds at gap 10.",
+        "Solved copy at no gap: orth and rnn-x (0 of 8 runs each).",
+    ]
