@@ -748,3 +748,34 @@ def test_histories_are_fetched_only_for_top_gap_runs(store: str) -> None:
         per_run = load_metric_histories(plan, store)
     pd.testing.assert_frame_equal(histories, per_run)
     assert len(histories) >= 40
+
+
+def test_labels_include_every_swept_axis_that_would_be_pooled() -> None:
+    from harness.report.overview import label_axes, label_part
+
+    rows = [("copy", "lstm", lr, hidden, "0.01" if task == "copy" else "0.1", task)
+            for task in ("copy", "adding") for lr in ("0.001", "0.003") for hidden in ("64",)
+            for _ in range(2)]
+    raw = pd.DataFrame({
+        "run_id": [f"r{i}" for i in range(len(rows))],
+        f"params.{names.TASK}": [r[5] for r in rows],
+        f"params.{names.MODEL}": [r[1] for r in rows],
+        f"params.{names.ACTIVATION}": "tanh",
+        f"params.{names.CLIP_MODE}": "none",
+        f"params.{names.LR}": [r[2] for r in rows],
+        f"params.{names.HIDDEN_SIZE}": [r[3] for r in rows],
+        "params.train.weight_decay": [r[4] for r in rows],  # varies only between tasks
+        f"params.{names.GAP}": "10",
+        f"params.{names.SEED}": [str(i % 2) for i in range(len(rows))],
+    })
+    base = load._typed_runs(raw)
+    params = load._params(raw, base.index)
+    # lr splits each (task, label): it joins the label; weight decay only differs between
+    # tasks and hidden_size never varies, so neither is pooled over and neither is added
+    extra = label_axes(params, base[names.TASK_LABEL], base[load.LABEL])
+    assert extra == [names.LR]
+    runs = load._typed_runs(raw, extra)
+    assert sorted(set(runs[load.LABEL])) == ["lstm-tanh-noclip-lr=0.001",
+                                             "lstm-tanh-noclip-lr=0.003"]
+    assert label_part(names.HIDDEN_SIZE, "128.0") == "hidden_size=128"
+    assert label_part(names.LR, None) == "lr=unset"

@@ -19,13 +19,16 @@ import csv
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from harness import names
-from harness.report import build_report, run_link
+from harness.report import build_report, headline, run_link
+from harness.report import findings as findings_
 from harness.report.cli import main as cli_main
+from harness.report.load import LABEL
 from harness.report.overview import NON_SEMANTIC_PREFIXES
 
 A, B = "findings-a", "findings-b"
@@ -178,8 +181,10 @@ def test_findings_have_the_known_answers(report_a: Path) -> None:
         "1/3 seeds at gap 50.",
         "rnn-relu-noclip solved delayed_recall in every seed (3/3) up to gap 10.",
     ]
-    assert "lstm-tanh-noclip solved copy at no gap (0 of 6 runs); its best mean final " \
-           "accuracy was 0.159 at gap 10." in found["solved_gap"]
+    # one sentence for every configuration that solved no gap, with each one's numbers
+    assert ("Solved copy at no gap: lstm-tanh-noclip (0 of 6 runs; best mean final accuracy "
+            "0.159 at gap 10) and rnn-tanh-noclip (0 of 7 runs; best mean final accuracy 0.120 "
+            "at gap 10).") in found["solved_gap"]
     assert found["clipping"] == [
         "On delayed_recall, clipping (norm 1) raised the largest gap rnn-relu solved in every "
         "seed from 10 to 50 (mean final accuracy over the 3 shared gap(s): 0.533 without, "
@@ -310,3 +315,106 @@ def test_run_links_only_for_a_tracking_server() -> None:
     assert run_link("sqlite:///x.db", "3", "abc") == ""
     assert run_link("http://127.0.0.1:5000/", "3", "abc") == \
         "http://127.0.0.1:5000/#/experiments/3/runs/abc"
+
+
+# --- the headline (harness/report/headline.py), on small synthetic runs frames ---
+
+
+def _runs(rows: list[tuple[str, int, int, str, str | None]], task: str = "copy",
+          steps: int = 2000, criterion: str | None = None) -> pd.DataFrame:
+    """rows: (label, gap, seed, status, end_state)."""
+    return pd.DataFrame({
+        names.TASK_LABEL: [task] * len(rows),
+        LABEL: [r[0] for r in rows],
+        names.GAP: [r[1] for r in rows],
+        names.SEED: [r[2] for r in rows],
+        names.STATUS: [r[3] for r in rows],
+        names.END_STATE: pd.Series([r[4] for r in rows], dtype="string"),
+        names.SUCCESS_CRITERION: [criterion] * len(rows),
+        names.STEPS_RUN: [float(steps)] * len(rows),
+    })
+
+
+def test_nothing_learned_all_at_chance() -> None:
+    rows = [(lab, 10, s, names.UNSOLVED, names.CHANCE)
+            for lab in ("lstm-tanh-noclip", "rnn-tanh-noclip") for s in range(3)]
+    (task, sentences), = headline.headline(_runs(rows))
+    assert task == "copy"
+    assert sentences[0] == ("Nothing learned copy within 2,000 steps: no configuration solved "
+                            "any gap (0 of 6 runs).")
+    assert sentences[1] == (
+        "Of the 6 runs that did not solve within 2,000 steps, 6 were still at the memoryless "
+        "loss (chance): lstm-tanh-noclip and rnn-tanh-noclip 3 of 3 each.")
+
+
+def test_solved_by_every_and_by_one_seed_and_censored_failures() -> None:
+    rows = []
+    for s in range(3):  # lstm: all seeds solve 10 and 20; seed 0 alone solves 40
+        rows += [("lstm", 10, s, names.SOLVED, names.SOLVED),
+                 ("lstm", 20, s, names.SOLVED, names.SOLVED),
+                 ("lstm", 40, s, names.SOLVED if s == 0 else names.UNSOLVED,
+                  names.SOLVED if s == 0 else names.IMPROVING)]
+        rows += [("gru", 10, s, names.SOLVED, names.SOLVED),
+                 ("gru", 20, s, names.SOLVED, names.SOLVED),
+                 ("gru", 40, s, names.UNSOLVED, names.IMPROVING)]
+        rows += [("rnn", 10, s, names.UNSOLVED, names.CHANCE),
+                 ("rnn", 20, s, names.DIVERGED, names.DIVERGED),
+                 ("rnn", 40, s, names.UNSOLVED, None)]  # an old run: no end_state tag
+    (_, sentences), = headline.headline(_runs(rows, criterion="accuracy >= 0.99"))
+    assert len(sentences) <= headline.MAX_SENTENCES
+    assert sentences[0] == (
+        "copy: the largest gap solved by every seed was 20 for gru and lstm (3 of 3 seeds "
+        "each); at least one seed solved 40 for lstm (1 of 3 seeds); no gap at all: rnn "
+        "(0 of 9 runs).")
+    limits = sentences[1]
+    assert limits.startswith("Of the 14 runs that did not solve within 2,000 steps, ")
+    assert "3 were still at the memoryless loss (chance): rnn 3 of 9; " in limits
+    assert ("5 were still improving at the end of the budget (improving): gru 3 of 3, "
+            "lstm 2 of 2 (budget-limited, not evidence of failure); ") in limits
+    assert "; 3 diverged: rnn 3 of 9; " in limits
+    assert limits.endswith("; 3 had no end_state tag (the store predates it: end state "
+                           "unknown): rnn 3 of 9.")
+    assert sentences[2] == "Solved means: accuracy >= 0.99."
+
+
+def test_missing_end_state_column_is_unknown_and_markdown_joins() -> None:
+    runs = _runs([("lstm", 10, 0, names.UNSOLVED, None), ("lstm", 10, 1, names.SOLVED, None)])
+    runs = runs.drop(columns=[names.END_STATE, names.SUCCESS_CRITERION])
+    lines = headline.headline(runs)
+    (_, sentences), = lines
+    assert sentences[0].startswith("copy: no configuration solved a gap with every seed; "
+                                   "at least one seed solved 10 for lstm (1 of 2 seeds)")
+    assert "1 had no end_state tag" in sentences[1]
+    assert headline.markdown(lines) == " ".join(sentences) + "\n"
+
+
+def test_failed_and_killed_jobs_are_not_results() -> None:
+    runs = _runs([("lstm", 10, 0, names.SOLVED, names.SOLVED),
+                  ("lstm", 10, 1, names.FAILED, None)])
+    (_, sentences), = headline.headline(runs)
+    assert sentences == ["copy: the largest gap solved by every seed was 10 for lstm "
+                         "(1 of 1 seed)."]
+
+
+def _result(name: str, largest: int | None, solved_at: dict[int, tuple[int, int]],
+            n_runs: int = 6, accuracy_at: dict[int, float] | None = None) -> findings_.Result:
+    return findings_.Result(name=name, seeds=(0, 1, 2), solved_at=solved_at, largest=largest,
+                            mean_accuracy=None, n_accuracy=0, accuracy_at=accuracy_at or {},
+                            diverged=0, n_runs=n_runs)
+
+
+def test_solved_sentences_group_configurations_with_the_same_numbers() -> None:
+    ordered = [
+        _result("lstm", 100, {10: (3, 3), 100: (3, 3)}),
+        _result("gru", 100, {10: (3, 3), 100: (3, 3)}),
+        _result("rnn-relu", 10, {10: (3, 3), 100: (1, 3)}),
+        _result("rnn-tanh", None, {10: (1, 3)}),
+        _result("orth", None, {10: (0, 3)}, n_runs=8),
+        _result("rnn-x", None, {10: (0, 3)}, n_runs=8),
+    ]
+    assert findings_.solved_sentences("copy", ordered) == [
+        "lstm and gru solved copy in every seed (3/3 each) up to gap 100.",
+        "rnn-relu solved copy in every seed (3/3) up to gap 10; beyond it: 1/3 seeds at gap 100.",
+        "Solved copy at no gap in every seed, but in some seeds: rnn-tanh 1/3 seeds at gap 10.",
+        "Solved copy at no gap: orth and rnn-x (0 of 8 runs each).",
+    ]

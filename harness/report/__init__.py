@@ -21,6 +21,7 @@ import pandas as pd
 from harness import names
 from harness.report import figures, gap_figures, grad_figures, gradients, overview, tables
 from harness.report import findings as findings_
+from harness.report import headline as headline_
 from harness.report.load import (
     EXPERIMENT_ID,
     RUN_COLUMNS,
@@ -117,8 +118,10 @@ def _gradient_figures(heatmap: pd.DataFrame, decay: pd.DataFrame, norms: pd.Data
             title="Gradient norm by training step and lag",
             sentence="log10 of the norm of the loss gradient with respect to the last "
             "layer's hidden state at each lag (rows) and training step (columns), mean over "
-            "seeds at each configuration's largest gap; blank cells had no finite nonzero "
-            "value (underflow).",
+            "seeds at each configuration's largest gap. Each panel has its own colour range, "
+            "the 2nd to 98th percentile of its cells (beyond it: the end colours), and its "
+            "own colour bar, so compare colours within a panel, numbers across panels; "
+            "hatched grey cells had no finite nonzero value (underflow to 0).",
             note="No run logged a gradient profile" if heatmap.empty else "",
         ),
         ReportFigure(
@@ -126,8 +129,8 @@ def _gradient_figures(heatmap: pd.DataFrame, decay: pd.DataFrame, norms: pd.Data
             title="Gradient decay rate and reach vs gap",
             sentence="Each run's final decay rate (slope of ln‖∂L/∂h_t‖ per time step of "
             "lag; negative means vanishing) and reach (how many steps back the gradient is "
-            f"still ≥ {gradients.REACH_TEXT} of its peak) against the gap, mean over seeds "
-            "with a Student-t 95% CI band.",
+            f"still ≥ {gradients.REACH_TEXT} of its peak) against the gap; "
+            f"{figures.UNCERTAINTY_TEXT} (reach ≥ 0).",
             note=(f"No run logged {names.GRAD_DECAY_RATE} or {names.GRAD_REACH}"
                   if decay.empty else ""),
         ),
@@ -137,7 +140,8 @@ def _gradient_figures(heatmap: pd.DataFrame, decay: pd.DataFrame, norms: pd.Data
             sentence="Top: the global gradient norm before clipping (window mean) over "
             "training, one line per seed at each configuration's largest gap, with the "
             "norm-clipping threshold dashed; bottom: the final share of training steps where "
-            "clipping fired against the clipping threshold, at the largest clipped gap.",
+            "clipping fired against the clipping threshold, at the largest clipped gap "
+            "(error bars: Student-t 95% CI clipped to [0, 1]).",
             note=_sentence_case("; ".join(n for n in (norm_note, clip_note) if n)),
         ),
         ReportFigure(
@@ -169,21 +173,22 @@ def _result_figures(runs: pd.DataFrame, by_gap: pd.DataFrame, clip_drawn: bool,
             title="Accuracy vs gap by activation and clipping",
             sentence="Final eval accuracy against the gap, one row of panels per task and "
             "clip setting, one column per activation; lines are configurations in their "
-            "model's colour, mean over seeds with a Student-t 95% CI band; chance dashed.",
+            f"model's colour; {figures.UNCERTAINTY_TEXT} ([0, 1]); chance dashed.",
             note=""),
         ReportFigure(
             png=NORMALIZED_LOSS_PNG, csvs=(NORMALIZED_LOSS_CSV,),
             title="Normalized loss vs gap",
             sentence="Final eval loss divided by the chance loss (the loss of the best "
-            "memoryless predictor; dashed at 1) against the gap, log scale, mean over seeds "
-            "with a Student-t 95% CI band (its lower edge floored for the log axis).",
+            "memoryless predictor; dashed at 1) against the gap, log scale; "
+            f"{figures.UNCERTAINTY_TEXT} (≥ 0; its lower edge floored for the log axis).",
             note=""),
         ReportFigure(
             png=STEPS_TO_SOLVE_PNG, csvs=(STEPS_TO_SOLVE_CSV,),
             title="Steps to solve vs gap",
             sentence="Training steps until eval accuracy first reached the solve threshold, "
             "over the solved runs only (the CSV gives how many of how many runs solved each "
-            "point), mean with a Student-t 95% CI band.",
+            "point, and the solve rate with its Wilson 95% interval); "
+            f"{figures.UNCERTAINTY_TEXT} (≥ 0).",
             note="" if (runs[names.STATUS] == names.SOLVED).any() else "No run solved"),
         ReportFigure(
             png=CLIP_HEATMAP_PNG, csvs=(CLIP_HEATMAP_CSV,),
@@ -198,7 +203,7 @@ def _result_figures(runs: pd.DataFrame, by_gap: pd.DataFrame, clip_drawn: bool,
             title="Accuracy by gap within variable-gap runs",
             sentence=f"From each run's {names.EVAL_BY_GAP_ARTIFACT}: accuracy at the final "
             "evaluation for the sequences of each gap, mean over runs with a Student-t 95% "
-            "CI band.", note=""))
+            "CI band clipped to [0, 1].", note=""))
     return {e.png: e for e in entries}
 
 
@@ -270,6 +275,7 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
     view = overview.overview(sweep, tracking_uri)
     counts = tables.status_counts(runs)
     found = findings_.findings(runs)
+    lead = headline_.headline(runs)
     solved = tables.largest_solved_gap(runs)
     accuracy = tables.accuracy_by_gap(runs)
     csv(runs[list(RUN_COLUMNS)], RUNS_CSV)
@@ -331,7 +337,7 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
 
     summary = tables.summary_markdown(experiment, tracking_uri, counts, solved, accuracy,
                                       overview.markdown(view, counts),
-                                      findings_.markdown(found))
+                                      findings_.markdown(found), headline_.markdown(lead))
     summary += "\n" + gradients.gradients_markdown(
         decay, [(f.png, f.sentence, f.note) for f in grad_section]
     )
@@ -360,6 +366,7 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
             "compute_text": overview.compute_text(view).replace("`", ""),
             "pooled_text": overview.pooled_text(view).replace("`", ""),
             "findings": found,
+            "headline": lead,
             "status_key": names.STATUS,
             "reason_key": names.STATUS_REASON,
             "solved_status": names.SOLVED,
@@ -377,6 +384,7 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
             "eval_by_gap_png": EVAL_BY_GAP_PNG,
             "grad_figures": [drawn(f) for f in grad_section],
             "decay_sentence": gradients.DECAY_SENTENCE,
+            "uncertainty_text": figures.UNCERTAINTY_TEXT,
             "decay_header": gradients.DECAY_HEADER,
             "decay_rows": gradients.decay_display(decay),
             "files": sorted([*written, *pngs]),

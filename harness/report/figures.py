@@ -22,6 +22,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import LogLocator, NullFormatter, NullLocator, ScalarFormatter
 
 from harness import names
+from harness.report import tables
 from harness.report.load import (
     LABEL,
     MODEL_VARIANT,
@@ -185,31 +186,49 @@ def _legend(fig: Figure, labels: list[str], colors: dict[str, str], markers: dic
 
 def ci_lines(ax: Axes, table: pd.DataFrame, x: str, colors: dict[str, str],
              markers: dict[str, str], mean: str = "mean", low: str = "ci95_low",
-             high: str = "ci95_high", linestyle: str = "-") -> list[str]:
-    """One line per label of `table` (mean vs x), with its 95% CI as a band; returns labels.
+             high: str = "ci95_high", linestyle: str = "-", raw: pd.DataFrame | None = None,
+             value: str | None = None, raw_x: str | None = None,
+             n: str = "n") -> list[str]:
+    """One line per label of `table` (mean vs x) with the uncertainty rule; returns labels.
 
-    `table` is a `tables.mean_ci` frame; a point with one value has no band.
+    `table` is a `tables.mean_ci` frame. The rule (`UNCERTAINTY_TEXT`): at a point with at
+    most `SEED_POINTS_MAX` values, every value of `raw` (column `value`, x in `raw_x`,
+    default `x`) is drawn as a small dot beside the mean and no band; at points with more, a
+    band from `low` to `high` (already clipped to the quantity's range by `mean_ci`). Without
+    `raw` the small points get neither dots nor a band.
     """
     labels = sorted(table[LABEL].unique())
+    raw_x = raw_x or x
     for label in labels:
         line = table[table[LABEL] == label].sort_values(x)
         line = line[line[mean].notna()]
         xs = line[x].astype(float).to_numpy()
         ax.plot(xs, line[mean].to_numpy(dtype=float), color=colors[label], ls=linestyle,
-                marker=markers[label], ms=5, lw=1.6)
-        band = line[line[low].notna()]
+                marker=markers[label], ms=5, lw=1.6, zorder=3)
+        counts = line[n] if n in line.columns else pd.Series(np.inf, index=line.index)
+        band = line[line[low].notna() & (counts > SEED_POINTS_MAX)]
         if len(band):
             ax.fill_between(band[x].astype(float).to_numpy(), band[low].to_numpy(dtype=float),
                             band[high].to_numpy(dtype=float), color=colors[label], alpha=0.15,
                             lw=0)
+        few = line.loc[counts <= SEED_POINTS_MAX, x].astype(float)
+        if raw is not None and value is not None and len(few):
+            dots = raw[(raw[LABEL] == label) & raw[raw_x].astype(float).isin(set(few))]
+            dots = dots[np.isfinite(dots[value].astype(float))]
+            if len(dots):
+                ax.scatter(dots[raw_x].astype(float).to_numpy(),
+                           dots[value].to_numpy(dtype=float), color=colors[label],
+                           marker=markers[label], s=12, alpha=0.55, lw=0, zorder=2)
     return labels
 
 
 def accuracy_panel(ax: Axes, cell: pd.DataFrame, runs: pd.DataFrame, task: str,
-                   colors: dict[str, str], markers: dict[str, str]) -> set[str]:
-    """Mean accuracy vs gap lines with CI bands, the task's chance level and the gap axis;
-    returns the labels drawn."""
-    drawn = ci_lines(ax, cell, names.GAP, colors, markers)
+                   colors: dict[str, str], markers: dict[str, str], n: str = "n") -> set[str]:
+    """Mean accuracy vs gap lines (seed dots or clipped CI bands, see `ci_lines`), the task's
+    chance level and the gap axis; returns the labels drawn."""
+    raw = runs[runs[names.TASK_LABEL] == task]
+    drawn = ci_lines(ax, cell, names.GAP, colors, markers, raw=raw,
+                     value=names.FINAL_EVAL_ACCURACY, n=n)
     draw_chance(ax, runs[runs[names.TASK_LABEL] == task])
     _gap_axis(ax, cell[names.GAP].astype(float).to_numpy())
     return drawn
@@ -227,7 +246,13 @@ def draw_chance(ax: Axes, runs: pd.DataFrame, key: str = names.CHANCE_ACCURACY) 
 CHANCE_STYLE = {"ls": "--", "color": "0.35", "lw": 1.2}
 CHANCE_HANDLE_LABEL = "chance accuracy"
 ACCURACY_AXIS = "final eval accuracy (fraction correct)"
-CI_TEXT = "mean over seeds, band: Student-t 95% CI"
+SEED_POINTS_MAX = tables.SEED_POINTS_MAX
+# The uncertainty rule of every line figure, said in its title and caption.
+UNCERTAINTY_TEXT = (f"line: mean over seeds; with ≤{SEED_POINTS_MAX} seeds at a point every "
+                    "seed is a dot and no band is drawn; with more, band: Student-t 95% CI, "
+                    "clipped to the quantity's range")
+CI_TEXT = (f"mean over seeds; ≤{SEED_POINTS_MAX} seeds: every seed a dot, no band; "
+           f"more: Student-t 95% CI band clipped to range")
 
 
 def accuracy_vs_gap(runs: pd.DataFrame, table: pd.DataFrame, colors: dict[str, str],
@@ -247,7 +272,8 @@ def accuracy_vs_gap(runs: pd.DataFrame, table: pd.DataFrame, colors: dict[str, s
         if at_task.empty:
             _empty(ax, "no final accuracy logged")
         else:
-            seen.update(accuracy_panel(ax, at_task, runs, task, colors, markers))
+            seen.update(accuracy_panel(ax, at_task, runs, task, colors, markers,
+                                       n="n_seeds"))
         ax.set_title(f"task: {task}")
         ax.set_xlabel("gap (time steps)")
         ax.set_ylabel(ACCURACY_AXIS)
@@ -255,7 +281,7 @@ def accuracy_vs_gap(runs: pd.DataFrame, table: pd.DataFrame, colors: dict[str, s
         ax.grid(True, alpha=0.3)
     if not tasks:
         _empty(axes[0], "no runs with a task")
-    fig.suptitle(f"{experiment}: final eval accuracy vs gap ({CI_TEXT})")
+    fig.suptitle(f"{experiment}: final eval accuracy vs gap\n{CI_TEXT}")
     chance_handle = Line2D([], [], **CHANCE_STYLE, label=CHANCE_HANDLE_LABEL)
     _legend(fig, sorted(seen), colors, markers, [chance_handle])
     save_png(fig, path)

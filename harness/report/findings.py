@@ -117,6 +117,61 @@ def _solved_sentence(task: str, r: Result) -> str:
     return text + "."
 
 
+def join(items: Sequence[str]) -> str:
+    """`a`, `a and b`, `a, b and c`."""
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _best_text(r: Result) -> str:
+    best = max(r.accuracy_at.items(), key=lambda item: (item[1], -item[0]), default=None)
+    return "" if best is None else f"best mean final accuracy {acc_text(best[1])} at gap {best[0]}"
+
+
+def solved_sentences(task: str, ordered: Sequence[Result]) -> list[str]:
+    """The solved-gap sentences of one task, one per kind of result rather than per
+    configuration: configurations with the same numbers share a sentence (`a and b solved
+    copy in every seed (3/3 each) up to gap 100.`); those that solved no gap in every seed
+    share one sentence each kind, with every configuration's own numbers in it."""
+    out: list[str] = []
+    full: dict[str, list[Result]] = {}
+    for r in ordered:
+        if r.largest is not None:
+            full.setdefault(_solved_sentence(task, r)[len(r.name):], []).append(r)
+    for tail, group in full.items():
+        if len(group) > 1:
+            n = len(group[0].seeds)
+            tail = tail.replace(f"({n}/{n})", f"({n}/{n} each)", 1)
+        out.append(join([r.name for r in group]) + tail)
+    partial = [r for r in ordered if r.largest is None
+               and any(k > 0 for k, _ in r.solved_at.values())]
+    if partial:
+        items = "; ".join(
+            f"{r.name} " + ", ".join(f"{k}/{m} seeds at gap {g}"
+                                     for g, (k, m) in r.solved_at.items() if k > 0)
+            for r in partial)
+        out.append(f"Solved {task} at no gap in every seed, but in some seeds: {items}.")
+    nothing = [r for r in ordered if r.largest is None and r not in partial]
+    if nothing:
+        if len(nothing) == 1:
+            r = nothing[0]
+            text = f"{r.name} solved {task} at no gap (0 of {r.n_runs} runs)"
+            text += f"; its {_best_text(r)}" if _best_text(r) else ""
+            out.append(text + ".")
+        elif not any(_best_text(r) for r in nothing):
+            by_runs: dict[int, list[str]] = {}
+            for r in nothing:
+                by_runs.setdefault(r.n_runs, []).append(r.name)
+            counts = "; ".join(f"{join(group)} (0 of {n} runs{' each' if len(group) > 1 else ''})"
+                               for n, group in by_runs.items())
+            out.append(f"Solved {task} at no gap: {counts}.")
+        else:
+            items = [f"{r.name} (0 of {r.n_runs} runs" + (f"; {_best_text(r)})" if _best_text(r)
+                                                         else ")") for r in nothing]
+            out.append(f"Solved {task} at no gap: {join(items)}.")
+    return out
+
+
 def _results(runs: pd.DataFrame, key: str) -> dict[str, Result]:
     return {str(name): result(group, str(name))
             for name, group in runs.groupby(key, sort=True)}
@@ -248,7 +303,7 @@ def findings(runs: pd.DataFrame) -> list[Finding]:
             out.append(nothing)
         results = _results(at_task, LABEL)
         ordered = sorted(results.values(), key=lambda r: (r.rank, r.name), reverse=True)
-        out += [Finding(SOLVED_GAP, task, _solved_sentence(task, r)) for r in ordered]
+        out += [Finding(SOLVED_GAP, task, text) for text in solved_sentences(task, ordered)]
         best_worst = _best_worst(task, ordered)
         if best_worst is not None:
             out.append(best_worst)

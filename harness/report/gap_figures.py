@@ -50,6 +50,8 @@ MEAN_ACCURACY = f"{names.FINAL_EVAL_ACCURACY}_mean"
 SEQUENCES = "sequences"
 BIN = "gap_bin"
 N_SOLVED, N_RUNS = "n_solved", "n_runs"
+# share of runs solved at a point, with its Wilson 95% interval (`tables.wilson_interval`)
+SOLVE_RATE, SOLVE_RATE_LOW, SOLVE_RATE_HIGH = "solve_rate", "solve_rate_low", "solve_rate_high"
 MAX_COLS = 4
 
 
@@ -76,7 +78,7 @@ def accuracy_facets(runs: pd.DataFrame, colors: dict[str, str], markers: dict[st
     """Final accuracy vs gap: one row per (task, clip setting), one column per activation."""
     group = [names.TASK_LABEL, CLIP_SETTING, names.ACTIVATION, LABEL, names.GAP]
     keyed = runs.assign(**{names.ACTIVATION: runs[names.ACTIVATION].fillna("?")})
-    table = tables.mean_ci(keyed, group, names.FINAL_EVAL_ACCURACY)
+    table = tables.mean_ci(keyed, group, names.FINAL_EVAL_ACCURACY, tables.ACCURACY_BOUNDS)
     settings = clip_settings(runs)
     rows = [(t, c) for t in sorted(keyed[names.TASK_LABEL].dropna().unique()) for c in settings
             if ((keyed[names.TASK_LABEL] == t) & (keyed[CLIP_SETTING] == c)).any()]
@@ -120,7 +122,8 @@ def normalized_loss_vs_gap(runs: pd.DataFrame, colors: dict[str, str], markers: 
     """Final eval loss / chance loss vs gap on a log axis, one panel per task; 1 = chance."""
     data = runs[np.isfinite(runs[FINAL_NORMALIZED_LOSS].astype(float))
                 & (runs[FINAL_NORMALIZED_LOSS] > 0)]
-    table = tables.mean_ci(data, [names.TASK_LABEL, LABEL, names.GAP], FINAL_NORMALIZED_LOSS)
+    table = tables.mean_ci(data, [names.TASK_LABEL, LABEL, names.GAP], FINAL_NORMALIZED_LOSS,
+                           tables.NONNEGATIVE)
     tasks = sorted(runs[names.TASK_LABEL].dropna().unique())
     fig, axes = _task_panels(tasks)
     seen: set[str] = set()
@@ -132,7 +135,9 @@ def normalized_loss_vs_gap(runs: pd.DataFrame, colors: dict[str, str], markers: 
         # A log axis cannot show a band reaching zero or below: floor it at the smallest mean.
         floor = float(panel[tables.MEAN].min()) / 10
         panel[tables.CI_LOW] = panel[tables.CI_LOW].clip(lower=floor)
-        seen.update(ci_lines(ax, panel, names.GAP, colors, markers))
+        seen.update(ci_lines(ax, panel, names.GAP, colors, markers,
+                             raw=data[data[names.TASK_LABEL] == task],
+                             value=FINAL_NORMALIZED_LOSS))
         ax.axhline(1.0, **CHANCE_STYLE)
         log_y(ax)
         _gap_axis(ax, panel[names.GAP].astype(float).to_numpy())
@@ -158,12 +163,17 @@ def steps_to_solve_vs_gap(runs: pd.DataFrame, colors: dict[str, str], markers: d
     """
     group = [names.TASK_LABEL, LABEL, names.GAP]
     solved = runs[runs[names.STATUS] == names.SOLVED]
-    table = tables.mean_ci(solved, group, names.STEPS_TO_SOLVE)
+    table = tables.mean_ci(solved, group, names.STEPS_TO_SOLVE, tables.NONNEGATIVE)
     counts = (runs.dropna(subset=group).groupby(group, sort=True)
               .agg(**{N_SOLVED: (names.STATUS, lambda s: int((s == names.SOLVED).sum())),
                       N_RUNS: (RUN_ID, "count")}).reset_index())
     table = counts.merge(table, on=group, how="left")
     table[tables.N] = table[tables.N].fillna(0).astype(int)
+    rates = [tables.wilson_interval(int(k), int(n))
+             for k, n in zip(table[N_SOLVED], table[N_RUNS], strict=True)]
+    table[SOLVE_RATE] = table[N_SOLVED] / table[N_RUNS]
+    table[SOLVE_RATE_LOW] = [low for low, _ in rates]
+    table[SOLVE_RATE_HIGH] = [high for _, high in rates]
     tasks = sorted(runs[names.TASK_LABEL].dropna().unique())
     fig, axes = _task_panels(tasks)
     seen: set[str] = set()
@@ -172,7 +182,9 @@ def steps_to_solve_vs_gap(runs: pd.DataFrame, colors: dict[str, str], markers: d
         if panel.empty:
             _empty(ax, "no run solved this task")
         else:
-            seen.update(ci_lines(ax, panel, names.GAP, colors, markers))
+            seen.update(ci_lines(ax, panel, names.GAP, colors, markers,
+                                 raw=solved[solved[names.TASK_LABEL] == task],
+                                 value=names.STEPS_TO_SOLVE))
             _gap_axis(ax, table.loc[table[names.TASK_LABEL] == task, names.GAP].astype(float)
                       .to_numpy())
             ax.set_ylim(bottom=0)
@@ -187,7 +199,8 @@ def steps_to_solve_vs_gap(runs: pd.DataFrame, colors: dict[str, str], markers: d
     if seen:
         _legend(fig, sorted(seen), colors, markers, [])
     save_png(fig, path)
-    return table[[*group, N_SOLVED, N_RUNS, tables.MEAN, tables.STD, tables.CI_LOW,
+    return table[[*group, N_SOLVED, N_RUNS, SOLVE_RATE, SOLVE_RATE_LOW, SOLVE_RATE_HIGH,
+                  tables.MEAN, tables.STD, tables.CI_LOW,
                   tables.CI_HIGH, tables.N]]
 
 
@@ -243,7 +256,8 @@ def eval_by_gap_table(runs: pd.DataFrame, by_gap: pd.DataFrame) -> pd.DataFrame:
     data = by_gap.merge(runs[[RUN_ID, names.TASK_LABEL, LABEL]], on=RUN_ID, how="inner")
     data = data.dropna(subset=[names.TASK_LABEL, "gap", "eval_accuracy"])
     data = data.rename(columns={"gap": BIN})
-    table = tables.mean_ci(data, [names.TASK_LABEL, LABEL, BIN], "eval_accuracy")
+    table = tables.mean_ci(data, [names.TASK_LABEL, LABEL, BIN], "eval_accuracy",
+                           tables.ACCURACY_BOUNDS)
     seqs = data.groupby([names.TASK_LABEL, LABEL, BIN], sort=True)[SEQUENCES].sum().reset_index()
     return table.merge(seqs, on=[names.TASK_LABEL, LABEL, BIN], how="left")
 
@@ -256,7 +270,8 @@ def eval_by_gap(table: pd.DataFrame, runs: pd.DataFrame, colors: dict[str, str],
     seen: set[str] = set()
     for ax, task in zip(axes, tasks, strict=False):
         panel = table[table[names.TASK_LABEL] == task]
-        seen.update(ci_lines(ax, panel, BIN, colors, markers))
+        # No per-run values here (only the table): the band is kept at every n, clipped.
+        seen.update(ci_lines(ax, panel, BIN, colors, markers, n="_every_n"))
         chance = runs.loc[runs[names.TASK_LABEL] == task, names.CHANCE_ACCURACY].dropna()
         if len(chance):
             ax.axhline(float(chance.mean()), **CHANCE_STYLE)
@@ -267,7 +282,8 @@ def eval_by_gap(table: pd.DataFrame, runs: pd.DataFrame, colors: dict[str, str],
         ax.grid(True, alpha=0.3)
     for ax in axes[len(tasks):]:
         ax.set_visible(False)
-    fig.suptitle(f"{experiment}: accuracy by gap within variable-gap runs\n{CI_TEXT} (over runs)")
+    fig.suptitle(f"{experiment}: accuracy by gap within variable-gap runs\nmean over runs, "
+                 "band: Student-t 95% CI clipped to [0, 1]")
     _legend(fig, sorted(seen), colors, markers,
             [Line2D([], [], **CHANCE_STYLE, label=CHANCE_HANDLE_LABEL)])
     save_png(fig, path)

@@ -17,6 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from harness import names
@@ -90,41 +91,68 @@ def _step_edges(values: np.ndarray) -> np.ndarray:
     return np.concatenate([v, [v[-1] + width]])
 
 
+HEATMAP_PERCENTILES = (2.0, 98.0)  # each panel's colour range: robust to a few extreme cells
+UNDERFLOW_HATCH = "////"
+UNDERFLOW_TEXT = "hatched grey: no finite nonzero norm (underflow to 0)"
+
+
+def panel_range(values: np.ndarray) -> tuple[float, float]:
+    """A panel's colour range: the HEATMAP_PERCENTILES of its finite values (never empty)."""
+    finite_values = values[np.isfinite(values)]
+    if not len(finite_values):
+        return 0.0, 1.0
+    low, high = (float(v) for v in np.percentile(finite_values, HEATMAP_PERCENTILES))
+    if high - low < 1e-9:
+        low, high = low - 0.5, high + 0.5
+    return low, high
+
+
 def grad_heatmap(table: pd.DataFrame, experiment: str, path: Path) -> None:
-    """log10‖∂L/∂h_t‖ over (training step × lag), one panel per (task, label), shared scale."""
+    """log10‖∂L/∂h_t‖ over (training step × lag), one panel per (task, label).
+
+    Each panel has its own colour range (the 2nd to 98th percentile of its cells, values
+    outside drawn in the end colours) and its own colour bar; cells without a finite nonzero
+    norm (underflow) are hatched grey, so they cannot read as a small value.
+    """
     panels = sorted(table.groupby(g.PANEL).groups) if not table.empty else []
-    fig, axes = _grid(len(panels), extra_width=1.2, legend=1.4)
-    values = table[g.LOG10_GRAD_NORM].astype(float).dropna()
-    values = values if len(values) else pd.Series([0.0])
-    norm = Normalize(vmin=float(values.min()), vmax=float(values.max()))
-    cmap = matplotlib.colormaps[HEATMAP_CMAP].with_extremes(bad="white")
-    mesh = None
+    fig, axes = _grid(len(panels), width=5.2, extra_width=1.2, legend=1.4)
+    cmap = matplotlib.colormaps[HEATMAP_CMAP].with_extremes(bad=(0.0, 0.0, 0.0, 0.0))
     for ax, (task, label) in zip(axes, panels, strict=False):
         panel = table[(table[names.TASK_LABEL] == task) & (table[LABEL] == label)]
         grid = panel.pivot(index=g.LAG, columns=STEP, values=g.LOG10_GRAD_NORM).sort_index()
         grid = grid.reindex(columns=sorted(grid.columns))
-        mesh = ax.pcolormesh(_step_edges(grid.columns.to_numpy()),
-                             _centred_edges(grid.index.to_numpy()),
-                             np.ma.masked_invalid(grid.to_numpy(dtype=float)), cmap=cmap,
-                             norm=norm, shading="flat")
+        values = grid.to_numpy(dtype=float)
+        low, high = panel_range(values)
+        xs = _step_edges(grid.columns.to_numpy())
+        ys = _centred_edges(grid.index.to_numpy())
+        # Underflow shows through the masked (transparent) cells as a hatched grey ground.
+        ax.add_patch(Rectangle((xs[0], ys[0]), xs[-1] - xs[0], ys[-1] - ys[0],
+                               facecolor="0.85", edgecolor="0.55", hatch=UNDERFLOW_HATCH,
+                               lw=0, zorder=0))
+        mesh = ax.pcolormesh(xs, ys, np.ma.masked_invalid(values), cmap=cmap,
+                             norm=Normalize(vmin=low, vmax=high), shading="flat", zorder=1)
+        ax.set_xlim(xs[0], xs[-1])
+        ax.set_ylim(ys[0], ys[-1])
+        fig.colorbar(mesh, ax=ax, extend="both", fraction=0.08, pad=0.02,
+                     label=f"log10 {GRAD_SYMBOL}, this panel's 2–98th pct.")
+        underflow = int((~np.isfinite(values)).sum())
         ax.set_title(f"{task} · {label}\ngap {int(panel[names.GAP].iloc[0])} · "
-                     f"layer {int(panel[g.LAYER].max())} (last)")
+                     f"layer {int(panel[g.LAYER].max())} (last) · {underflow} underflow cells")
         ax.set_xlabel("training step (each column lasts until the next profile)")
         ax.set_ylabel("lag: distance from the loss (time steps)")
     _hide_rest(axes, len(panels), "no gradient profiles logged")
-    if mesh is not None:
-        fig.colorbar(mesh, ax=[a for a in axes if a.get_visible()],
-                     label=f"log10 {GRAD_SYMBOL} (mean over seeds)")
     fig.suptitle(f"{experiment}: log10 {GRAD_SYMBOL} by training step and lag\n"
-                 "last layer, largest gap, mean over seeds (blank: no finite nonzero value)")
+                 "last layer, largest gap, mean over seeds; colour range per panel "
+                 f"(2nd–98th percentile of its cells); {UNDERFLOW_TEXT}")
     save_png(fig, path)
 
 
 def _lineplot(ax: Axes, data: pd.DataFrame, y: str, colors: dict[str, str],
               markers: dict[str, str]) -> list[str]:
-    """Mean of `y` over seeds vs gap per label, with its Student-t 95% CI band."""
-    table = tables.mean_ci(data, [LABEL, names.GAP], y)
-    return ci_lines(ax, table, names.GAP, colors, markers)
+    """Mean of `y` over seeds vs gap per label, seed dots or a clipped CI band (`ci_lines`)."""
+    bounds = tables.NONNEGATIVE if y == names.GRAD_REACH else (None, None)
+    table = tables.mean_ci(data, [LABEL, names.GAP], y, bounds)
+    return ci_lines(ax, table, names.GAP, colors, markers, raw=data, value=y)
 
 
 def grad_decay_vs_gap(points: pd.DataFrame, colors: dict[str, str], markers: dict[str, str],
@@ -232,7 +260,7 @@ def grad_norm_over_training(norms: pd.DataFrame, clip_points: pd.DataFrame,
         data = clip_points[(clip_points[names.TASK_LABEL] == task)
                            & (clip_points[names.CLIP_MODE] == mode)].copy()
         table = tables.mean_ci(data, [g.MODEL_ACTIVATION, names.CLIP_THRESHOLD],
-                               names.CLIP_RATE_TOTAL)
+                               names.CLIP_RATE_TOTAL, tables.ACCURACY_BOUNDS)
         for i, (model_act, line) in enumerate(table.groupby(g.MODEL_ACTIVATION, sort=True)):
             low = (line[tables.MEAN] - line[tables.CI_LOW]).fillna(0.0)
             high = (line[tables.CI_HIGH] - line[tables.MEAN]).fillna(0.0)
@@ -254,7 +282,8 @@ def grad_norm_over_training(norms: pd.DataFrame, clip_points: pd.DataFrame,
         ax.grid(True, alpha=0.3)
     _hide_rest(bottom_axes, len(clip_panels), "no clipping in this experiment")
     bottom.suptitle("share of training steps where clipping fired vs clipping threshold\n"
-                    f"({CI_TEXT}, as error bars), largest clipped gap")
+                    "(mean, error bars: Student-t 95% CI clipped to [0, 1]), "
+                    "largest clipped gap")
     fig.suptitle(f"{experiment}: gradient norms and clipping")
     extra = ([Line2D([], [], **THRESHOLD_STYLE, label="norm-clipping threshold")]
              if drew_threshold else [])

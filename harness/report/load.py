@@ -79,7 +79,8 @@ _ARTIFACT_THREADS = 8
 _STR_PARAMS = (names.TASK, names.MODEL, names.ACTIVATION, names.INIT, names.CLIP_MODE)
 _INT_PARAMS = (names.GAP, names.SEED)
 _FLOAT_PARAMS = (names.CLIP_THRESHOLD,)
-_TAGS = (names.STATUS, names.STATUS_REASON, names.SWEEP_ID)
+_TAGS = (names.STATUS, names.STATUS_REASON, names.END_STATE, names.SUCCESS_CRITERION,
+         names.SWEEP_ID)  # end_state and success_criterion: missing in older stores
 _METRICS = (
     names.FINAL_EVAL_ACCURACY,
     names.BEST_EVAL_ACCURACY,
@@ -177,6 +178,8 @@ class Sweep:
     finals: pd.DataFrame
     params: pd.DataFrame
     sweeps: pd.DataFrame
+    # swept params added to the label (`overview.label_axes`): `-lr=0.001` in every label
+    label_axes: tuple[str, ...] = ()
 
 
 SWEEP_COLUMNS = (RUN_ID, RUN_NAME, START_TIME, names.SWEEP_OVERRIDES, names.SWEEP_SPACE,
@@ -222,7 +225,7 @@ def clip_setting(mode: object, threshold: object) -> str:
     return f"{mode_text} {float(value):g}" if value == value else mode_text
 
 
-def _typed_runs(raw: pd.DataFrame) -> pd.DataFrame:
+def _typed_runs(raw: pd.DataFrame, label_axes: Sequence[str] = ()) -> pd.DataFrame:
     runs = pd.DataFrame(index=raw.index)
     runs[RUN_ID] = raw["run_id"].astype(str)
     runs[RUN_NAME] = _column(raw, f"tags.{_RUN_NAME_TAG}").fillna("").astype(str)
@@ -256,6 +259,13 @@ def _typed_runs(raw: pd.DataFrame) -> pd.DataFrame:
             strict=True,
         )
     ]
+    if label_axes:  # swept axes the config label lacks: `lstm-tanh-noclip-lr=0.001`
+        from harness.report.overview import label_part
+
+        extra = [[label_part(key, v) for v in _column(raw, f"params.{key}")]
+                 for key in label_axes]
+        runs[LABEL] = ["-".join([label, *parts])
+                       for label, *parts in zip(runs[LABEL], *extra, strict=True)]
     runs[MODEL_VARIANT] = [model_variant(m, a, i) for m, a, i in zip(
         runs[names.MODEL], runs[names.ACTIVATION], runs[names.INIT], strict=True)]
     runs[CLIP_SETTING] = [clip_setting(c, t) for c, t in zip(
@@ -314,11 +324,17 @@ def load_sweep(experiment: str, tracking_uri: str) -> Sweep:
 
     Raises `ReportError` (a ValueError) if the store, the experiment or its runs are missing.
     """
+    from harness.report.overview import label_axes  # overview imports this module
+
     raw, parents = _search(experiment, tracking_uri)
     runs = _typed_runs(raw)
+    # Swept axes the config label lacks and that would be pooled join the label.
+    extra = label_axes(_params(raw, runs.index), runs[names.TASK_LABEL], runs[LABEL])
+    if extra:
+        runs = _typed_runs(raw, extra)
     finals = _finals(raw, runs.index)
     params = _params(raw, runs.index)
-    return Sweep(runs.reset_index(drop=True), finals, params, _sweeps(parents))
+    return Sweep(runs.reset_index(drop=True), finals, params, _sweeps(parents), tuple(extra))
 
 
 def _history_frame(rows: list[tuple[str, str, int, int, float]]) -> pd.DataFrame:

@@ -23,8 +23,12 @@ NON_SEMANTIC_PREFIXES = ("tracking.", "report.", "train.threads", "train.checkpo
 # Keys the configuration label is built from (harness.names.config_label) plus the axes every
 # figure has anyway: an axis outside these is pooled over by the tables and findings.
 LABEL_KEYS = (names.TASK, names.GAP, names.SEED, names.MODEL, names.ACTIVATION, names.INIT,
-              names.CLIP_MODE, names.CLIP_THRESHOLD,
+              names.CLIP_MODE, names.CLIP_THRESHOLD, names.CHRONO, names.NUM_LAYERS,
+              names.BIDIRECTIONAL,
               *(key for key, _ in names.TASK_VARIANTS.values()))  # they make the task label
+# An axis with more values than this (a tuning sweep's continuous learning rate) is not put
+# into the label: every run would be its own configuration. It stays listed as pooled.
+MAX_LABEL_AXIS_VALUES = 16
 TRAIN_COMMAND = "harness-train -m"
 AXIS, VALUES, N_VALUES = "axis", "values", "n_values"
 
@@ -94,6 +98,41 @@ def swept_axes(params: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[AXIS, VALUES, N_VALUES])
 
 
+def label_axes(params: pd.DataFrame, task: pd.Series, label: pd.Series) -> list[str]:
+    """The swept axes that `names.config_label` leaves out and that the report's label adds
+    (`-lr=0.001`, `-hidden_size=128`), so that no table pools over a swept axis.
+
+    `params` (one row per run, as `Sweep.params`) and the runs' task label and config label
+    (same row order). An axis is added when it has more than one value within some (task,
+    label) group, i.e. the tables would pool over it, and has at most MAX_LABEL_AXIS_VALUES
+    values; one that only varies between tasks or configurations (a per-task learning rate)
+    splits nothing and is left out. In key order.
+    """
+    axes = swept_axes(params)
+    keys = pd.DataFrame({"_task": task.astype(str).to_numpy(),
+                         "_label": label.astype(str).to_numpy()})
+    out = []
+    for axis, n in zip(axes[AXIS], axes[N_VALUES], strict=True):
+        if axis in LABEL_KEYS or n > MAX_LABEL_AXIS_VALUES:
+            continue
+        values = keys.assign(_v=params[axis].astype(str).to_numpy())
+        if (values.groupby(["_task", "_label"])["_v"].nunique() > 1).any():
+            out.append(str(axis))
+    return out
+
+
+def label_part(key: str, value: object) -> str:
+    """One axis as a label part: the key's last component and the value, `lr=0.001`."""
+    if value is None or value is pd.NA or value != value:
+        text = "unset"
+    else:
+        try:
+            text = f"{float(str(value)):g}"
+        except ValueError:
+            text = str(value)
+    return f"{key.rsplit('.', 1)[-1]}={text}"
+
+
 def _space_text(space: object) -> str:
     if not isinstance(space, str) or space in ("", "{}"):
         return ""
@@ -132,7 +171,8 @@ def overview(sweep: Sweep, tracking_uri: str) -> Overview:
     outside = int((~runs[names.SWEEP_ID].isin(list(parents))).sum())
     return Overview(
         axes=axes,
-        pooled_axes=[a for a in axes[AXIS] if a not in LABEL_KEYS],
+        pooled_axes=[a for a in axes[AXIS]
+                     if a not in LABEL_KEYS and a not in sweep.label_axes],
         n_runs=len(runs),
         compute_s=float(timed.sum()),
         n_timed=len(timed),

@@ -109,12 +109,42 @@ def largest_solved_gap(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def mean_ci(frame: pd.DataFrame, group: Sequence[str], value: str) -> pd.DataFrame:
+# With at most this many seeds at a point a figure draws every seed and no band (a t band
+# over 2-5 values is mostly the t quantile, not the data); above it, a band clipped to range.
+SEED_POINTS_MAX = 5
+ACCURACY_BOUNDS = (0.0, 1.0)
+NONNEGATIVE = (0.0, None)
+Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
+
+
+def wilson_interval(successes: int, trials: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (95% by default), inside [0, 1].
+
+    Unlike the normal (Wald) interval it is not empty at 0 of n or n of n: 0 of 3 gives
+    [0, 0.562]. With no trials nothing is known: [0, 1].
+    """
+    if trials <= 0:
+        return 0.0, 1.0
+    if not 0 <= successes <= trials:
+        raise ValueError(f"{successes} successes out of {trials} trials")
+    p = successes / trials
+    z2 = z * z
+    centre = (p + z2 / (2 * trials)) / (1 + z2 / trials)
+    half = z * math.sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials)) / (1 + z2 / trials)
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == trials else min(1.0, centre + half)
+    return low, high
+
+
+def mean_ci(frame: pd.DataFrame, group: Sequence[str], value: str,
+            bounds: tuple[float | None, float | None] = (None, None)) -> pd.DataFrame:
     """Per group: mean, sample std, Student-t 95% CI of the mean, and n of `value`.
 
     Columns `*group, mean, std, ci95_low, ci95_high, n`; NaN values are left out; a group
-    with one value has no std or CI (empty), one with none has no mean either. Groups keep
-    their sort order, so a rebuild writes the same CSV.
+    with one value has no std or CI (empty), one with none has no mean either. `bounds`
+    (low, high; None for unbounded) is the range of the quantity: the CI is clipped to it,
+    so an accuracy band never leaves [0, 1]. Groups keep their sort order, so a rebuild
+    writes the same CSV.
     """
     keyed = frame.dropna(subset=list(group))
     grouped = keyed.groupby(list(group), sort=True, dropna=False)[value]
@@ -125,6 +155,9 @@ def mean_ci(frame: pd.DataFrame, group: Sequence[str], value: str) -> pd.DataFra
     half = (t * table[STD] / np.sqrt(n)).where(n > 1)
     table[CI_LOW] = table[MEAN] - half
     table[CI_HIGH] = table[MEAN] + half
+    low, high = bounds
+    table[CI_LOW] = table[CI_LOW].clip(lower=low, upper=high)
+    table[CI_HIGH] = table[CI_HIGH].clip(lower=low, upper=high)
     table[N] = table[N].astype(int)
     return table[[*group, MEAN, STD, CI_LOW, CI_HIGH, N]]
 
@@ -134,7 +167,8 @@ def accuracy_by_gap(runs: pd.DataFrame) -> pd.DataFrame:
 
     `n_seeds` counts the runs that logged a final accuracy; std and CI are empty for one.
     """
-    table = mean_ci(runs, [names.TASK_LABEL, LABEL, names.GAP], names.FINAL_EVAL_ACCURACY)
+    table = mean_ci(runs, [names.TASK_LABEL, LABEL, names.GAP], names.FINAL_EVAL_ACCURACY,
+                    ACCURACY_BOUNDS)
     return table.rename(columns={MEAN: ACCURACY_MEAN, STD: ACCURACY_STD, N: N_SEEDS})[
         [names.TASK_LABEL, LABEL, names.GAP, ACCURACY_MEAN, ACCURACY_STD, CI_LOW, CI_HIGH, N_SEEDS]]
 
@@ -204,15 +238,18 @@ def summary_markdown(
     accuracy: pd.DataFrame,
     overview_md: str,
     findings_md: str,
+    headline_md: str = "",
 ) -> str:
     """The text of summary.md: nothing time-dependent, so a rebuild gives the same bytes.
 
-    `overview_md` (which holds the counts by status) and `findings_md` come first.
+    `headline_md` (a few computed sentences per task) opens it, under the title; then
+    `overview_md` (which holds the counts by status) and `findings_md`.
     """
     acc_header, acc_rows = accuracy_display(accuracy)
     parts = [
         f"# Report: {experiment}",
         "",
+        *([headline_md.rstrip("\n"), ""] if headline_md else []),
         f"- experiment: `{experiment}`",
         f"- MLflow UI: `mlflow ui --backend-store-uri {tracking_uri}`",
         "",

@@ -1,0 +1,78 @@
+"""Uncertainty that fits the sample: Wilson intervals, clipped bands, seed dots for few seeds."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from matplotlib.collections import PathCollection, PolyCollection
+from matplotlib.figure import Figure
+
+from harness import names
+from harness.report import tables
+from harness.report.figures import SEED_POINTS_MAX, ci_lines
+from harness.report.load import LABEL
+
+
+@pytest.mark.parametrize(("k", "n", "low", "high"), [
+    (0, 3, 0.0, 0.5615),
+    (3, 3, 0.4385, 1.0),
+    (1, 2, 0.0945, 0.9055),
+    (5, 10, 0.2366, 0.7634),
+    (0, 0, 0.0, 1.0),
+])
+def test_wilson_interval_known_values(k: int, n: int, low: float, high: float) -> None:
+    got = tables.wilson_interval(k, n)
+    assert got == pytest.approx((low, high), abs=5e-4)
+    assert 0.0 <= got[0] <= k / max(n, 1) <= got[1] <= 1.0
+
+
+def test_wilson_interval_rejects_impossible_counts() -> None:
+    with pytest.raises(ValueError):
+        tables.wilson_interval(4, 3)
+
+
+def test_mean_ci_clips_to_the_range() -> None:
+    frame = pd.DataFrame({"g": ["a"] * 3 + ["b"] * 3,
+                          "v": [1.0, 1.0, 0.7, 0.0, 0.0, 0.3]})
+    table = tables.mean_ci(frame, ["g"], "v", tables.ACCURACY_BOUNDS)
+    assert table["ci95_high"].max() <= 1.0
+    assert table["ci95_low"].min() >= 0.0
+    unclipped = tables.mean_ci(frame, ["g"], "v")
+    assert unclipped["ci95_high"].max() > 1.0  # the t interval itself leaves [0, 1]
+    assert unclipped["ci95_low"].min() < 0.0
+
+
+def _draw(n_seeds: int) -> tuple[int, int]:
+    """(bands, dots) that ci_lines draws for one label at two gaps with n_seeds each."""
+    raw = pd.DataFrame({
+        LABEL: ["m"] * (2 * n_seeds),
+        names.GAP: [10] * n_seeds + [20] * n_seeds,
+        "v": [0.1 * (i % 5) for i in range(2 * n_seeds)],
+    })
+    table = tables.mean_ci(raw, [LABEL, names.GAP], "v", tables.ACCURACY_BOUNDS)
+    ax = Figure().subplots()
+    ci_lines(ax, table, names.GAP, {"m": "red"}, {"m": "o"}, raw=raw, value="v")
+    bands = sum(isinstance(c, PolyCollection) for c in ax.collections)
+    dots = sum(len(c.get_offsets()) for c in ax.collections if isinstance(c, PathCollection))
+    return bands, dots
+
+
+def test_few_seeds_are_dots_without_band() -> None:
+    assert _draw(3) == (0, 6)
+    assert _draw(SEED_POINTS_MAX) == (0, 2 * SEED_POINTS_MAX)
+
+
+def test_many_seeds_get_a_band_without_dots() -> None:
+    assert _draw(SEED_POINTS_MAX + 3) == (1, 0)
+
+
+def test_heatmap_panel_range_is_robust_and_never_empty() -> None:
+    import numpy as np
+
+    from harness.report.grad_figures import panel_range
+
+    values = np.concatenate([np.linspace(-5.0, -1.0, 100), [-300.0, np.nan, -np.inf]])
+    low, high = panel_range(values)
+    assert -5.0 < low < -4.8 and -1.2 < high < -1.0  # the one extreme cell does not set it
+    assert panel_range(np.array([np.nan])) == (0.0, 1.0)
+    assert panel_range(np.array([2.0, 2.0])) == (1.5, 2.5)
