@@ -72,26 +72,27 @@ class HarnessSweeper(BasicSweeper):
         return cfg
 
     def check_jobs(self, batch: Sequence[Sequence[str]]) -> None:
-        """Compose and validate each job as harness.train will (`job_of`; `member_jobs` with
-        batched_seeds); on the first invalid one print one line and exit 2."""
+        """Compose and validate each job as harness.train will; on the first invalid one print
+        one line and exit 2."""
+        for overrides in batch:
+            if tuple(overrides) not in self.checked:
+                self.checked_job(overrides)
+
+    def checked_job(self, overrides: Sequence[str]) -> Any:
+        """The job's identity as harness.train computes it (`job_of`; `member_jobs` with
+        batched_seeds), or one line naming the field, the value and the overrides, and exit 2."""
         from harness.schema import ConfigError
         from harness.train import job_of, member_jobs
 
-        for overrides in batch:
-            key = tuple(overrides)
-            if key in self.checked:
-                continue
-            try:
-                cfg = self.job_config(overrides)
-                if cfg.get("batched_seeds"):
-                    member_jobs(cfg)
-                else:
-                    job_of(cfg)
-            except ConfigError as err:
-                refuse(overrides, str(err))
-            except Exception as err:  # composition errors, a task's own ValueError
-                refuse(overrides, f"{type(err).__name__}: {' '.join(str(err).split())}")
-            self.checked.add(key)
+        try:
+            cfg = self.job_config(overrides)
+            job = member_jobs(cfg) if cfg.get("batched_seeds") else job_of(cfg)
+        except ConfigError as err:
+            refuse(overrides, str(err))
+        except Exception as err:  # composition errors, a task's own ValueError
+            refuse(overrides, f"{type(err).__name__}: {' '.join(str(err).split())}")
+        self.checked.add(tuple(overrides))
+        return job
 
     def start_parent_run(self) -> None:
         """The sweep's parent MLflow run (once): after the checks, before the first launch."""

@@ -43,13 +43,16 @@ def run(tmp_path: Path, env: dict[str, str], *extra: str, expect: int = 0
     return done
 
 
-def job_runs(tmp_path: Path) -> list:
+def all_runs(tmp_path: Path) -> list:
+    if not (tmp_path / "mlflow.db").exists():
+        return []
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     experiment = client.get_experiment_by_name("default")
-    if experiment is None:
-        return []
-    return [r for r in client.search_runs([experiment.experiment_id])
-            if r.data.tags.get(names.RUN_KIND) != names.SWEEP_KIND]
+    return [] if experiment is None else client.search_runs([experiment.experiment_id])
+
+
+def job_runs(tmp_path: Path) -> list:
+    return [r for r in all_runs(tmp_path) if r.data.tags.get(names.RUN_KIND) != names.SWEEP_KIND]
 
 
 def answer(table: str) -> dict[str, tuple[str, str, str, str]]:
@@ -118,6 +121,9 @@ def test_killed_search_resumes_without_rerunning_a_finished_probe(
     (["task=sequential_digits"], "task.gap"),
     (["model.hidden_size=range(8,8)"], "model.hidden_size"),  # an empty axis
     (["seed=0,1"], "seed"),
+    (["train.solve_threshold=1.01"], "train.solve_threshold"),  # every probe would be invalid
+    (["+trian.steps=5"], "trian"),  # an unknown key
+    (["batched_seeds=[0,1]"], "batched_seeds"),
 ])
 def test_bad_frontier_sweeps_are_refused_in_one_line(
         tmp_path: Path, cli_env: dict[str, str], extra: list[str], key: str) -> None:
@@ -125,4 +131,4 @@ def test_bad_frontier_sweeps_are_refused_in_one_line(
     lines = [line for line in done.stderr.splitlines() if line.startswith("harness-train:")]
     assert len(lines) == 1 and key in lines[0], done.stderr[-2000:]
     assert "Traceback" not in done.stderr
-    assert job_runs(tmp_path) == []
+    assert all_runs(tmp_path) == []  # not even the sweep's parent run

@@ -16,16 +16,12 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.plugins import Plugins
-from hydra.plugins.sweeper import Sweeper
-from hydra.types import HydraContext, TaskFunction
-from mlflow.entities import Metric
-from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 from harness import names
 from harness.frontier import (
@@ -40,8 +36,7 @@ from harness.frontier import (
     ladder,
 )
 from harness.schema import ConfigError, FrontierConfig
-from harness.tracking import finished_run, sweep_run_id
-from harness.train import csv_text, job_of
+from harness.sweeping import HarnessSweeper
 
 log = logging.getLogger(__name__)
 
@@ -87,18 +82,9 @@ def probed_levels(search: Search, front: Frontier) -> str:
     return " ".join(f"{gap}:{seeds}" for gap, seeds in levels.items())
 
 
-class FrontierSweeperImpl(Sweeper):
-    def __init__(self, max_batch_size: int | None = None, params: dict[str, str] | None = None
-                 ) -> None:
-        self.max_batch_size = max_batch_size
-        self.params = dict(params or {})
-
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
-              config: DictConfig) -> None:
-        self.hydra_context = hydra_context
-        self.config = config
-        self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config)
+class FrontierSweeperImpl(HarnessSweeper):
+    """Checks, the sweep's parent run and per-job progress lines come from HarnessSweeper;
+    the search decides which jobs each batch holds."""
 
     # --- the configurations ---
 
@@ -113,6 +99,9 @@ class FrontierSweeperImpl(Sweeper):
             if key in OWNED or (key == "optim.lr" and self.settings.lrs):
                 refuse(f"{key} is set by the frontier sweeper (frontier.gap_min/gap_max/ratio, "
                        f"frontier.n, frontier.lrs); remove {override.input_line}")
+            if key == "batched_seeds":
+                refuse("batched_seeds: the frontier sweeper adds seeds one job at a time, only "
+                       f"where outcomes disagree; remove {override.input_line}")
             if key.startswith("frontier."):
                 continue  # already in the composed config
             if override.is_sweep_override():
@@ -132,25 +121,16 @@ class FrontierSweeperImpl(Sweeper):
                      f"seed={probe.seed}"]
         return overrides + ([f"optim.lr={probe.lr}"] if probe.lr is not None else [])
 
-    def compose(self, overrides: list[str]) -> DictConfig:
-        """The config the job will get (as the launcher composes it, less the hydra node)."""
-        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
-        with open_dict(cfg):
-            del cfg["hydra"]
-        return cfg
-
-    def check(self, overrides: list[str]) -> Any:
+    def check(self, overrides: Sequence[str]) -> Any:
         """The job's identity, or a one-line refusal naming the field and the overrides."""
-        try:
-            return job_of(self.compose(overrides))
-        except ConfigError as err:
-            refuse(f"invalid job ({' '.join(overrides)}): {err}")
-        except Exception as err:  # composition: an unknown option or key
-            refuse(f"invalid job ({' '.join(overrides)}): {' '.join(str(err).split())[:300]}")
+        return self.checked_job(overrides)
 
     # --- the loop ---
 
     def sweep(self, arguments: list[str]) -> Any:
+        from harness.tracking import finished_run
+
+        assert self.config is not None
         settings = OmegaConf.to_object(self.config.frontier)
         assert isinstance(settings, FrontierConfig)
         try:
@@ -158,6 +138,9 @@ class FrontierSweeperImpl(Sweeper):
         except ConfigError as err:
             refuse(f"frontier.{err}")
         self.settings = settings
+        if self.config.get("batched_seeds"):
+            refuse("batched_seeds: the frontier sweeper adds seeds one job at a time, only "
+                   "where outcomes disagree; use a preset or overrides without batched_seeds")
         swept, fixed = self.axes(arguments)
         combos = [list(c) for c in itertools.product(*swept)] if swept else [[]]
         self.configurations = {" ".join(c) or "(defaults)": [*fixed, *c] for c in combos}
@@ -173,6 +156,7 @@ class FrontierSweeperImpl(Sweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        self.start_parent_run()  # only once every configuration passed its checks
         print(f"Frontier: {len(self.configurations)} configuration(s) x ladder {gaps} x "
               f"{rule.n} seeds; {rule.describe()}", flush=True)
 
@@ -197,8 +181,8 @@ class FrontierSweeperImpl(Sweeper):
             for start in range(0, len(to_launch), size):
                 chunk = to_launch[start:start + size]
                 batch_no += 1
-                results = self.launcher.launch([self.probe_overrides(p) for p in chunk],
-                                               initial_job_idx=job_idx)
+                results = self.launch_batch([self.probe_overrides(p) for p in chunk],
+                                            initial_job_idx=job_idx)
                 job_idx += len(chunk)
                 launched += len(chunk)
                 returns.append(results)
@@ -223,6 +207,13 @@ class FrontierSweeperImpl(Sweeper):
 
     def record(self, search: Search, frontiers: list[Frontier], hashes: dict[Probe, str],
                sweep_dir: Path, launched: int, reused: int, failed: int) -> None:
+        from mlflow.entities import Metric
+        from mlflow.tracking import MlflowClient
+
+        from harness.tracking import finished_run, sweep_run_id
+        from harness.train import csv_text
+
+        assert self.config is not None
         uri, experiment = self.config.tracking.uri, self.config.experiment_name
         task = str(self.config.task.name)
         base_lr = float(self.config.optim.lr)

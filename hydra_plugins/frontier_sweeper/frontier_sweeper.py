@@ -1,14 +1,12 @@
-"""Registers `hydra/sweeper=frontier` in Hydra's ConfigStore. Light on purpose: Hydra imports
-every plugin module at start-up, so the sweeper's work lives in `_impl`, imported only when
-the sweeper is used (as Hydra's optuna sweeper does)."""
+"""Registers `hydra/sweeper=frontier` in Hydra's ConfigStore. Hydra imports every plugin module
+at start-up, so `_impl` imports mlflow and torch only inside the methods that run a sweep."""
 
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from hydra.plugins.sweeper import Sweeper
-from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig
+
+from ._impl import FrontierSweeperImpl
 
 
 @dataclass
@@ -24,17 +22,5 @@ ConfigStore.instance().store(group="hydra/sweeper", name="frontier", node=Fronti
                              provider="harness")
 
 
-class FrontierSweeper(Sweeper):
-    def __init__(self, max_batch_size: int | None = None,
-                 params: dict[str, str] | None = None) -> None:
-        from ._impl import FrontierSweeperImpl
-
-        self.sweeper = FrontierSweeperImpl(max_batch_size, params)
-
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
-              config: DictConfig) -> None:
-        self.sweeper.setup(hydra_context=hydra_context, task_function=task_function,
-                           config=config)
-
-    def sweep(self, arguments: list[str]) -> Any:
-        return self.sweeper.sweep(arguments)
+class FrontierSweeper(FrontierSweeperImpl):
+    """`hydra/sweeper=frontier` (the logic: ._impl and harness/frontier.py)."""
