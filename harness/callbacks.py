@@ -2,11 +2,12 @@
 the jobs start; end the sweep with its report, attached to the parent run with the jobs'
 counts by status.
 
-Registered in `conf/config.yaml` under `hydra.callbacks`; they run in the launching process,
-which holds the sweep folder's lock while the sweep runs. If it ends before the sweep does
-(Ctrl-C, SIGTERM, a launcher error), it marks killed the parent run and the jobs whose process
-is gone; a sweep whose launching process died without that (SIGKILL) is closed the same way
-by the next sweep of its experiment.
+Registered in `conf/config.yaml` under `hydra.callbacks`. They run in the launching process,
+which holds the sweep folder's lock while the sweep runs, except `on_job_start`/`on_job_end`,
+which run in each job's process (the job's console level, its progress line). If the
+launching process ends before the sweep does (Ctrl-C, SIGTERM, a launcher error), it marks
+killed the parent run and the jobs whose process is gone; a sweep whose launching process
+died without that (SIGKILL) is closed the same way by the next sweep of its experiment.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from harness import locks, names
@@ -147,6 +149,22 @@ class SweepCallback(Callback):
             start_parent_run()
         signal.signal(signal.SIGTERM, interrupt)
         atexit.register(ActiveSweep.close_interrupted)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """In the job's process: its INFO lines go to its log file, not the shared terminal."""
+        if OmegaConf.select(config, "hydra.mode", default=None) == RunMode.MULTIRUN:
+            # Imported here: harness.sweeping subclasses Hydra's BasicSweeper, whose module
+            # Hydra's plugin scan executes anew; importing it before the scan splits the class.
+            from harness.sweeping import quiet_job_console
+
+            quiet_job_console(config)
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        """In the job's process: one progress line, `[23/64] <run> solved at step 300 ...`."""
+        if OmegaConf.select(config, "hydra.mode", default=None) == RunMode.MULTIRUN:
+            from harness.sweeping import job_finished
+
+            job_finished(config, job_return)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         uri = config.tracking.uri

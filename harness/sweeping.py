@@ -16,6 +16,8 @@ opened (`harness.callbacks.start_parent_run`) only once the checks pass.
 from __future__ import annotations
 
 import copy
+import fcntl
+import json
 import logging
 import sys
 import time
@@ -31,6 +33,8 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 log = logging.getLogger(__name__)
+
+PROGRESS_DIR = ".progress"  # in the sweep folder: the finished-job counter and the plan
 
 
 @dataclass
@@ -55,7 +59,8 @@ class HarnessSweeper(BasicSweeper):
         self.checked: set[tuple[str, ...]] = set()
         self.finished_jobs = 0
         self.total_jobs: int | None = None  # None: unknown in advance (adaptive sweeps)
-        self.started_at = time.monotonic()
+        self.started_at_wall = time.time()
+        self.batches = 0
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
@@ -105,16 +110,6 @@ class HarnessSweeper(BasicSweeper):
             print(f"harness-train: {err}", file=sys.stderr)
             sys.exit(2)
 
-    def launch_batch(self, batch: Sequence[Sequence[str]],
-                     initial_job_idx: int) -> Sequence[JobReturn]:
-        """Check the batch's jobs, open the parent run if not yet, launch, print progress."""
-        assert self.launcher is not None
-        self.check_jobs(batch)
-        self.start_parent_run()
-        results = self.launcher.launch(batch, initial_job_idx=initial_job_idx)
-        self.report_progress(results)
-        return results
-
     def sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None and self.hydra_context is not None
         params_conf = self._parse_config()
@@ -142,24 +137,111 @@ class HarnessSweeper(BasicSweeper):
         return returns
 
     def report_progress(self, results: Sequence[JobReturn]) -> None:
-        """One line per finished job, e.g. `[23/64] delayed_recall-gru-...-s0 solved at step
-        300  6.0 s · 41 left, about 4 min`."""
-        for result in results:
-            self.finished_jobs += 1
-            print(f"{self.counter()} {job_summary(result)}{self.eta()}", flush=True)
+        """One line per finished job. Jobs whose output shares this terminal (joblib, basic
+        launcher) print their own line as they end (`job_finished`); for the others (submitit,
+        SLURM: the job's output goes to its log file) the lines come here, per batch."""
+        self.finished_jobs += len(results)
+        assert self.config is not None
+        if prints_from_jobs(self.config):
+            return
+        plan = self.plan(len(results))
+        plan["batch_first"] = self.finished_jobs - len(results) + 1
+        for n, result in enumerate(results, start=plan["batch_first"]):
+            print(f"{progress_line(n, plan)} {job_summary(result)}{eta(n, plan)}", flush=True)
 
-    def counter(self) -> str:
-        total = "?" if self.total_jobs is None else str(self.total_jobs)
-        return f"[{self.finished_jobs}/{total}]"
+    def launch_batch(self, batch: Sequence[Sequence[str]],
+                     initial_job_idx: int) -> Sequence[JobReturn]:
+        """Check the batch's jobs, open the parent run if not yet, launch, print progress."""
+        assert self.launcher is not None and self.config is not None
+        self.check_jobs(batch)
+        self.start_parent_run()
+        self.batches += 1
+        Progress(Path(self.config.hydra.sweep.dir)).plan(self.plan(len(batch)))
+        results = self.launcher.launch(batch, initial_job_idx=initial_job_idx)
+        self.report_progress(results)
+        return results
 
-    def eta(self) -> str:
-        if self.total_jobs is None:
-            return ""
-        left = self.total_jobs - self.finished_jobs
-        if left <= 0:
-            return " · done"
-        per_job = (time.monotonic() - self.started_at) / self.finished_jobs
-        return f" · {left} left, about {format_duration(per_job * left)}"
+    def plan(self, batch_size: int | None = None) -> dict[str, Any]:
+        """What a progress line needs to know about the sweep."""
+        return {"total": self.total_jobs, "started_at": self.started_at_wall,
+                "batch": self.batches, "batch_size": batch_size,
+                "batch_first": self.finished_jobs + 1}
+
+
+class Progress:
+    """Finished jobs counted across processes: a counter file in the sweep folder, updated
+    under an OS lock by each job as it ends, and the sweeper's plan (total, current batch)."""
+
+    def __init__(self, sweep_dir: Path) -> None:
+        self.dir = sweep_dir / PROGRESS_DIR
+
+    def plan(self, plan: dict[str, Any]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "plan.json").write_text(json.dumps(plan))
+        if plan["batch"] == 1:
+            (self.dir / "count").write_text("0")
+
+    def finished(self) -> tuple[int, dict[str, Any]] | None:
+        """Count one more finished job: (its number, the plan), or None outside a sweep."""
+        if not (self.dir / "plan.json").exists():
+            return None
+        with open(self.dir / "lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            count_file = self.dir / "count"
+            n = int(count_file.read_text() or 0) + 1 if count_file.exists() else 1
+            count_file.write_text(str(n))
+            plan = json.loads((self.dir / "plan.json").read_text())
+        return n, plan
+
+
+def progress_line(n: int, plan: dict[str, Any]) -> str:
+    """`[23/64] ...` and, after the summary, ` · 41 left, about 4 min` (known total), or
+    `[23] (batch 3: 5 of 12)` for an adaptive sweep, whose total is not known in advance."""
+    total = plan.get("total")
+    if total is None:
+        size = plan.get("batch_size")
+        within = n - int(plan.get("batch_first", 1)) + 1
+        return f"[{n}] (batch {plan.get('batch')}: {within} of {size})"
+    return f"[{n}/{total}]"
+
+
+def eta(n: int, plan: dict[str, Any]) -> str:
+    total = plan.get("total")
+    if total is None:
+        return ""
+    left = int(total) - n
+    if left <= 0:
+        return " · done"
+    per_job = (time.time() - float(plan["started_at"])) / max(n, 1)
+    return f" · {left} left, about {format_duration(per_job * left)}"
+
+
+def prints_from_jobs(config: DictConfig) -> bool:
+    """Whether the jobs' output shares the launching terminal (joblib, the basic launcher)."""
+    target = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
+    return target.endswith(("JoblibLauncher", "BasicLauncher"))
+
+
+def job_finished(config: DictConfig, result: JobReturn) -> None:
+    """In the job's process, as it ends: its progress line, when its output is the terminal."""
+    if not prints_from_jobs(config):
+        return
+    counted = Progress(Path(config.hydra.sweep.dir)).finished()
+    if counted is None:
+        return
+    n, plan = counted
+    print(f"{progress_line(n, plan)} {job_summary(result)}{eta(n, plan)}", flush=True)
+
+
+def quiet_job_console(config: DictConfig) -> None:
+    """In the job's process, as it starts: its console log lines at WARNING where they share
+    the terminal with other jobs (its log file keeps every INFO line); `hydra.verbose=true`
+    keeps them."""
+    if not prints_from_jobs(config) or OmegaConf.select(config, "hydra.verbose"):
+        return
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler:  # not FileHandler, a subclass
+            handler.setLevel(logging.WARNING)
 
 
 def format_duration(seconds: float) -> str:

@@ -108,6 +108,27 @@ def test_a_sweep_with_a_failed_job_exits_nonzero(tmp_path: Path,
     assert "[2/2]" in done.stdout  # the progress lines
 
 
+def test_a_sweep_prints_one_progress_line_per_job_and_keeps_job_lines_in_job_logs(
+        tmp_path: Path, cli_env: dict[str, str]) -> None:
+    """Each job prints `[k/4] <run name> <status> at step ...` as it ends (joblib workers share
+    the terminal); the jobs' own INFO lines stay in their log files."""
+    done = harness_train(tmp_path, cli_env, "task=delayed_recall", "task.gap=5", "model=rnn,gru",
+                         "seed=0,1", "hydra.launcher.n_jobs=2", "report.on_multirun_end=false",
+                         multirun=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    progress = [line for line in done.stdout.splitlines() if line.startswith("[")
+                and "/4]" in line]
+    assert [line.split("]")[0] for line in progress] == ["[1/4", "[2/4", "[3/4", "[4/4"]
+    names = {line.split()[1] for line in progress}
+    assert names == {f"delayed_recall-{m}-tanh-noclip-gap5-s{s}" for m in ("rnn", "gru")
+                     for s in (0, 1)}, progress
+    assert all(" at step 5" in line for line in progress), progress
+    assert progress[-1].endswith("· done")
+    assert "harness.loop" not in done.stdout + done.stderr  # no per-job eval lines
+    logs = list((tmp_path / "sweep").glob("*/train.log"))
+    assert len(logs) == 4 and all("harness.loop" in log.read_text() for log in logs)
+
+
 # --- in-process checks of the same rules -------------------------------------------------
 
 

@@ -16,6 +16,10 @@ class FrontierSweeperConf:
     max_batch_size: Any = None
     # Axes, like the basic sweeper's `params` (e.g. an experiment preset's model: rnn,lstm).
     params: dict[str, str] = field(default_factory=dict)
+    # Explicit configurations, each a space-separated override set crossed with `params` and
+    # the command line's axes: e.g. ["model=rnn clip=none", "model=rnn clip=norm
+    # clip.threshold=1"] (empty: the full product of the axes).
+    configurations: list[str] = field(default_factory=list)
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="frontier", node=FrontierSweeperConf,
