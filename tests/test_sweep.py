@@ -84,16 +84,27 @@ def test_parallel_sweep_from_a_new_store_loses_nothing(tmp_path: Path,
     assert (again.stdout + again.stderr).count("skipped, this config already finished") == 8
 
 
-def test_demo_preset_sweeps_all_its_axes(tmp_path: Path, cli_env: dict[str, str]) -> None:
-    """The demo preset's sweep space, with the gaps and seeds cut down on the command line."""
-    multirun(tmp_path, cli_env, "experiment=demo", "task.gap=4", "seed=0")
+def test_demo_preset_searches_every_configuration(tmp_path: Path,
+                                                  cli_env: dict[str, str]) -> None:
+    """The demo preset's frontier search over its nine configurations, cut down on the command
+    line to one rung and one seed (the real demo: README, "The demo")."""
+    done = multirun(tmp_path, cli_env, "experiment=demo", "frontier.gap_min=3",
+                    "frontier.gap_max=3", "frontier.m=1", "frontier.n=1", "frontier.lrs=null")
     client = MlflowClient(f"sqlite:///{tmp_path}/store/mlflow.db")
-    runs, _ = jobs_and_sweeps(client, "demo")
+    runs, sweeps = jobs_and_sweeps(client, "demo")
     combos = {(r.data.params[names.TASK], r.data.params[names.MODEL],
-               r.data.params[names.ACTIVATION]) for r in runs}
-    assert combos == {(task, model, act) for task in ("delayed_recall", "copy")
-                      for model, act in (("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"),
-                                         ("gru", "tanh"))}
+               r.data.params[names.ACTIVATION], r.data.params[names.CLIP_MODE],
+               float(r.data.params[names.CLIP_THRESHOLD])) for r in runs}
+    recall = "delayed_recall"  # the task's name; its noise filler is a task param
+    assert combos == {(recall, "rnn", "tanh", "none", 1.0), (recall, "rnn", "relu", "none", 1.0),
+                      (recall, "rnn", "relu", "norm", 1.0), (recall, "rnn", "relu", "norm", 10.0),
+                      (recall, "lstm", "tanh", "none", 1.0), (recall, "gru", "tanh", "none", 1.0),
+                      *(("adding", model, "tanh", "none", 1.0) for model in ("rnn", "lstm", "gru"))}
+    assert len(runs) == 9 and {r.data.params[names.GAP] for r in runs} == {"3"}
+    assert len(sweeps) == 1
+    table = (tmp_path / "sweep" / "frontier.csv").read_text().splitlines()
+    assert len(table) == 1 + 9, table
+    assert "Frontier (" in done.stdout
     report = tmp_path / "reports" / "demo"
     for name in ("index.html", "summary.md", "runs.csv", "accuracy_vs_gap.png",
                  "grad_profile.png"):
