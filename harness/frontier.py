@@ -298,3 +298,107 @@ def run_search(search: Search, call: Callable[[Probe], Result], max_rounds: int 
         for probe in batch:
             search.tell(probe, call(probe))
     raise RuntimeError(f"the search did not finish in {max_rounds} rounds")
+
+
+# --- P(solved) against log gap -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SolveCurve:
+    """A logistic fit of P(solved) = 1 / (1 + exp(-(a + b ln gap))) over probed outcomes.
+
+    `gap50` is the gap where the fitted probability is 0.5 (None when the fit does not fall
+    with the gap: b >= 0); `low`/`high` the 2.5th/97.5th percentiles of gap50 over bootstrap
+    resamples of the outcomes (None with fewer than half of the resamples falling); `boots`
+    how many resamples gave a falling fit, of `resamples`."""
+
+    a: float
+    b: float
+    gap50: float | None
+    low: float | None
+    high: float | None
+    points: int
+    boots: int
+    resamples: int
+    lowest: int  # the probed gaps' range
+    highest: int
+    solved: int  # outcomes that solved, of `points`
+
+    def describe(self) -> str:
+        """One clause for a report, e.g. `P(solved) = 0.5 at gap 22 (95% bootstrap 15-31)`."""
+        fit = f"logistic in ln gap over {self.points} outcomes"
+        if self.solved in (0, self.points):
+            return (f"{'every' if self.solved else 'no'} outcome solved from gap {self.lowest} "
+                    f"to {self.highest}: no P(solved) = 0.5 gap to fit")
+        if self.gap50 is None:
+            return f"P(solved) does not fall with the gap ({fit})"
+        if self.gap50 > self.highest:
+            return f"P(solved) = 0.5 above the largest probed gap, {self.highest} ({fit})"
+        if self.gap50 < self.lowest:
+            return f"P(solved) = 0.5 below the smallest probed gap, {self.lowest} ({fit})"
+        band = (f"95% bootstrap {self.low:.3g}-{self.high:.3g}" if self.low is not None
+                and self.high is not None else "bootstrap interval undefined: "
+                f"{self.boots} of {self.resamples} resamples fell with the gap")
+        return f"P(solved) = 0.5 at gap {self.gap50:.3g} ({band}; {fit})"
+
+
+RIDGE = 0.1  # the L2 penalty that keeps the fit finite when solved and failed gaps separate
+
+
+def _logistic(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """(a, b) maximizing the penalized log likelihood, by Newton's method (a 2x2 system)."""
+    import numpy as np
+
+    xs, ys = np.asarray(x, float), np.asarray(y, float)
+    centre = xs.mean()
+    xc = xs - centre
+    a = b = 0.0
+    for _ in range(100):
+        p = 1.0 / (1.0 + np.exp(-(a + b * xc)))
+        w = p * (1 - p)
+        grad = np.array([np.sum(ys - p) - RIDGE * a, np.sum((ys - p) * xc) - RIDGE * b])
+        hess = np.array([[w.sum() + RIDGE, (w * xc).sum()],
+                         [(w * xc).sum(), (w * xc * xc).sum() + RIDGE]])
+        step = np.linalg.solve(hess, grad)
+        a, b = a + step[0], b + step[1]
+        if abs(step).max() < 1e-9:
+            break
+    return float(a - b * centre), float(b)
+
+
+def _gap50(a: float, b: float) -> float | None:
+    import math
+
+    return math.exp(min(-a / b, 700.0)) if b < -1e-9 else None
+
+
+def solve_curve(outcomes: Iterable[tuple[int, bool]], resamples: int = 500, seed: int = 0
+                ) -> SolveCurve | None:
+    """Fit P(solved) against ln(gap) over (gap, solved) outcomes (undecided ones left out by
+    the caller); None with fewer than 3 outcomes or no two distinct gaps."""
+    import math
+
+    import numpy as np
+
+    points = [(int(g), bool(s)) for g, s in outcomes]
+    if len(points) < 3 or len({g for g, _ in points}) < 2:
+        return None
+    x = [math.log(g) for g, _ in points]
+    y = [float(s) for _, s in points]
+    a, b = _logistic(x, y)
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(resamples):
+        pick = rng.integers(0, len(points), len(points))
+        xb, yb = [x[i] for i in pick], [y[i] for i in pick]
+        if len(set(xb)) < 2:
+            continue
+        g = _gap50(*_logistic(xb, yb))
+        if g is not None:
+            boots.append(g)
+    low = high = None
+    if len(boots) >= resamples / 2:
+        low, high = (float(v) for v in np.percentile(boots, [2.5, 97.5]))
+    gaps = [g for g, _ in points]
+    return SolveCurve(a, b, _gap50(a, b), low, high, len(points), len(boots), resamples,
+                      min(gaps), max(gaps), sum(s for _, s in points))

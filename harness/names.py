@@ -109,7 +109,10 @@ TUNING_BEST_RUN = "tuning_best_run"  # tag: the best trial's run id
 FRONTIER_RULE = "frontier_rule"  # tag: the decision rule, the quantile it targets, the lr rule
 FRONTIER_ARTIFACT = "frontier.csv"  # one row per configuration, columns FRONTIER_COLUMNS
 FRONTIER_COLUMNS = ("configuration", "task", "lr", "gap_held", "held_solved", "held_seeds",
-                    "gap_failed", "censored_gaps", "probes", "runs", "grid_runs")
+                    "gap_failed", "censored_gaps", "probes", "runs", "grid_runs",
+                    # the logistic fit of P(solved) on ln gap (harness.frontier.solve_curve):
+                    # the gap at 0.5 and its 95% bootstrap interval (empty: undefined)
+                    "p50_gap", "p50_low", "p50_high")
 FRONTIER_PROBES_ARTIFACT = "frontier_probes.csv"  # every probed (configuration, gap, seed)
 FRONTIER_PROBE_COLUMNS = ("configuration", "task", "lr", "gap", "seed", "status", "end_state",
                           "outcome", "run_id")

@@ -18,6 +18,7 @@ from harness.frontier import (
     Search,
     ladder,
     run_search,
+    solve_curve,
     target_quantile,
     verdict,
 )
@@ -196,3 +197,33 @@ def test_bad_rules_are_refused():
         Rule(4, 3)
     with pytest.raises(ValueError, match="stride"):
         Rule(2, 3, stride=0)
+
+
+# --- the fit of P(solved) against log gap ----------------------------------------------------
+
+
+def test_solve_curve_recovers_a_known_logistic_boundary() -> None:
+    """Outcomes drawn from P(solved) = 1 / (1 + (gap / 30)^4): the fit's gap50 is near 30 and
+    its bootstrap interval holds 30."""
+    rng = random.Random(1)
+    points = [(g, rng.random() < 1 / (1 + (g / 30) ** 4))
+              for g in (5, 10, 20, 40, 80, 160) for _ in range(40)]
+    curve = solve_curve(points, resamples=300)
+    assert curve is not None and curve.gap50 is not None
+    assert 24 < curve.gap50 < 37, curve
+    assert curve.low is not None and curve.high is not None
+    assert curve.low < 30 < curve.high and curve.high / curve.low < 1.6, curve
+    assert -5.5 < curve.b < -2.8  # the slope in ln gap: -4
+    assert curve.describe().startswith(f"P(solved) = 0.5 at gap {curve.gap50:.3g} (95% bootstrap")
+
+
+def test_solve_curve_on_separated_and_degenerate_outcomes() -> None:
+    separated = solve_curve([(5, True), (5, True), (10, False), (10, False)])
+    assert separated is not None and separated.gap50 == pytest.approx((5 * 10) ** 0.5, rel=1e-6)
+    every = solve_curve([(5, True), (10, True), (20, True)])
+    assert every is not None and every.describe().startswith("every outcome solved from gap 5")
+    rising = solve_curve([(5, False), (5, False), (40, True), (40, True)])
+    assert rising is not None and rising.gap50 is None
+    assert rising.describe().startswith("P(solved) does not fall with the gap")
+    assert solve_curve([(5, True), (10, False)]) is None  # too few outcomes
+    assert solve_curve([(5, True), (5, False), (5, True)]) is None  # one gap

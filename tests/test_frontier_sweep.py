@@ -15,6 +15,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from harness import names
+from harness.frontier import solve_curve
+from hydra_plugins.frontier_sweeper._impl import fitted
 
 TINY = ["task=delayed_recall", "model=rnn", "model.hidden_size=8", "train.steps=20",
         "train.batch_size=8", "train.eval_every=10", "train.log_every=5",
@@ -80,6 +82,11 @@ def test_frontier_sweep_through_joblib_and_rerun_reuses_every_probe(
         tmp_path: Path, cli_env: dict[str, str]) -> None:
     first = run(tmp_path, cli_env, *AXES, "hydra.launcher.n_jobs=2")
     assert answer((tmp_path / "sweep" / "frontier.csv").read_text()) == EXPECTED
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "sweep" / "frontier.csv").read_text())))
+    assert tuple(rows[0]) == names.FRONTIER_COLUMNS
+    # all solved / all failed: no P(solved) = 0.5 gap to fit, and the table says so by blanks
+    assert all(row["p50_gap"] == row["p50_low"] == row["p50_high"] == "" for row in rows)
+    assert "every outcome solved from gap 2 to 8" in first.stdout
     table, metrics, tags = parent_table(tmp_path)
     assert answer(table) == EXPECTED
     assert metrics[names.FRONTIER_RUNS] == 8 and metrics[names.FRONTIER_GRID_RUNS] == 18
@@ -90,6 +97,15 @@ def test_frontier_sweep_through_joblib_and_rerun_reuses_every_probe(
     assert "0 launched now, 8 reused" in again.stdout
     assert len(job_runs(tmp_path)) == 8  # nothing ran twice
     assert answer((tmp_path / "sweep" / "frontier.csv").read_text()) == EXPECTED
+
+
+def test_the_table_gives_the_fitted_p50_gap_only_within_the_probed_gaps() -> None:
+    separated = solve_curve([(5, True), (5, True), (10, False), (10, False)])
+    gap, low, high = fitted(separated)
+    assert gap == "7.071" and float(low) <= 7.071 <= float(high)
+    assert fitted(solve_curve([(5, True), (10, True), (20, True)])) == ("", "", "")
+    assert fitted(solve_curve([(5, False), (5, False), (40, True), (40, True)])) == ("", "", "")
+    assert fitted(None) == ("", "", "")
 
 
 @pytest.mark.slow

@@ -33,7 +33,9 @@ from harness.frontier import (
     Result,
     Rule,
     Search,
+    SolveCurve,
     ladder,
+    solve_curve,
 )
 from harness.schema import ConfigError, FrontierConfig
 from harness.sweeping import HarnessSweeper
@@ -70,6 +72,23 @@ def metric_key(label: str) -> str:
 
 
 LETTER = {SOLVED: "S", FAILED: "F", UNDECIDED: "U"}
+
+
+def curve_of(search: Search, front: Frontier) -> SolveCurve | None:
+    """P(solved) against ln gap over the configuration's decided probes at its chosen lr."""
+    return solve_curve([(p.gap, search.results[p].outcome == SOLVED) for p in front.probes
+                        if p.lr == front.lr and search.results[p].outcome != UNDECIDED])
+
+
+def fitted(curve: SolveCurve | None) -> tuple[str, str, str]:
+    """The frontier table's p50_gap, p50_low, p50_high: the fit's gap at P(solved) = 0.5 and
+    its bootstrap interval, only where that gap lies within the probed gaps."""
+    if curve is None or curve.gap50 is None or not (
+            curve.lowest <= curve.gap50 <= curve.highest) or curve.solved in (0, curve.points):
+        return "", "", ""
+    interval = ("", "") if curve.low is None or curve.high is None else (
+        f"{curve.low:.4g}", f"{curve.high:.4g}")
+    return f"{curve.gap50:.4g}", *interval
 
 
 def probed_levels(search: Search, front: Frontier) -> str:
@@ -256,13 +275,17 @@ class FrontierSweeperImpl(HarnessSweeper):
         task = str(self.config.task.name)
         base_lr = float(self.config.optim.lr)
         rows, probe_rows = [], []
+        curves: dict[str, SolveCurve | None] = {}
         for f in frontiers:
             task_of = next((o.partition("=")[2] for o in self.configurations[f.key]
                             if o.startswith("task=")), task)
+            curve = curve_of(search, f)
+            curves[f.key] = curve
             rows.append((f.key, task_of, f.lr if f.lr is not None else base_lr, f.gap_held,
                          f.held_solved, f.held_seeds, f.gap_failed,
                          " ".join(map(str, f.censored_gaps)), probed_levels(search, f),
-                         len(f.probes), search.grid_runs() // len(frontiers)))
+                         len(f.probes), search.grid_runs() // len(frontiers),
+                         *fitted(curve)))
             for p in f.probes:
                 run = finished_run(uri, experiment, hashes[p]) if p in hashes else None
                 tags = run.data.tags if run else {}
@@ -299,7 +322,9 @@ class FrontierSweeperImpl(HarnessSweeper):
             above = ("" if f.gap_failed is None else
                      f", gap {f.gap_failed} {'censored' if f.failed_censored else 'failed'}")
             note = f"  [non-monotone: {'; '.join(f.anomalies)}]" if f.anomalies else ""
-            print(f"  {f.key:<{width}}  {held}{above}{note}")
+            curve = curves[f.key]
+            fit = f"; {curve.describe()}" if curve is not None else ""
+            print(f"  {f.key:<{width}}  {held}{above}{fit}{note}")
         used = sum(len(f.probes) for f in frontiers)
         print(f"  runs: {used} of the full grid's {search.grid_runs()} "
               f"({launched} launched now, {reused} reused from the store, {failed} failed)"
