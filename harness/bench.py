@@ -678,6 +678,10 @@ def main(argv: list[str] | None = None) -> int:
                              "synthetic oracles, and how often they agree (seconds)")
     parser.add_argument("--out", type=Path, default=Path("bench.csv"))
     args = parser.parse_args(argv)
+    if args.frontier or args.report or args.sweep or args.scaling or args.profile or args.batched:
+        # the machine's figure beside every mode's (the default mode prints its own)
+        print(f"machine: 2048² fp32 matmul {matmul_gflops():.1f} GFLOP/s with "
+              f"{torch.get_num_threads()} torch threads", flush=True)
     if args.frontier:
         rows = frontier_cost()
         with args.out.open("w", newline="") as handle:
