@@ -19,19 +19,23 @@ import sys
 PRESET = "experiment=tune_lr"
 
 
-def is_list(override: str) -> bool:
-    """`key=a,b` is a list to expand; Hydra's own syntax (`hydra.*`, `tag(...)`, `[...]`) is
-    passed through."""
-    key, _, value = override.partition("=")
-    return ("," in value and not key.startswith(("hydra.", "hydra/", "+hydra", "~"))
-            and not any(c in value for c in "()[]{}"))
-
-
 def combinations(overrides: list[str]) -> list[list[str]]:
-    """Every combination of the comma lists, each with the other overrides."""
-    axes = [[f"{o.partition('=')[0]}={v}" for v in o.partition("=")[2].split(",")]
-            for o in overrides if is_list(o)]
-    fixed = [o for o in overrides if not is_list(o)]
+    """Every combination of the swept overrides (comma lists, `range(...)`, as Hydra's own
+    parser reads them), each with the other overrides; `hydra.*` overrides and the tuned
+    search space (`tag(...)`, `interval(...)`) pass through unexpanded."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    axes, fixed = [], []
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.get_key_element()
+        if override.is_sweep_override() and not key.lstrip("+~").startswith(("hydra.",
+                                                                               "hydra/")):
+            if override.is_interval_sweep():
+                fixed.append(override.input_line)  # the tuned dimension itself
+                continue
+            axes.append([f"{key}={v}" for v in override.sweep_string_iterator()])
+        else:
+            fixed.append(override.input_line)
     return [[*fixed, *combo] for combo in itertools.product(*axes)]
 
 
@@ -42,7 +46,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not any(o.startswith("experiment=") for o in overrides):
         overrides.insert(0, PRESET)
-    studies = combinations(overrides)
+    from hydra.errors import OverrideParseException
+
+    try:
+        studies = combinations(overrides)
+    except OverrideParseException as err:
+        print(f"harness-tune: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
     worst = 0
     for number, study in enumerate(studies, 1):
         print(f"harness-tune: study {number}/{len(studies)}: {' '.join(study)}", flush=True)

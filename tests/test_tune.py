@@ -30,6 +30,18 @@ def test_every_combination_of_the_lists_is_one_study() -> None:
     # Hydra's own sweep syntax is not a list to expand
     assert combinations(["hydra.sweeper.params.optim.lr=tag(log, interval(1e-4, 1e-2))"]) == [
         ["hydra.sweeper.params.optim.lr=tag(log, interval(1e-4, 1e-2))"]]
+    # ranges are expanded as Hydra reads them (a hand-written parser let range(...) through)
+    assert [s[-1] for s in combinations(["task.gap=range(10,30,10)"])] == ["task.gap=10",
+                                                                         "task.gap=20"]
+
+
+def test_a_malformed_override_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]
+                                                     ) -> None:
+    from harness.tune import main
+
+    assert main(["model=rnn,", "task.gap=(("]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("harness-tune: ")
 
 
 @pytest.mark.slow
