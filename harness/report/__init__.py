@@ -21,6 +21,7 @@ import pandas as pd
 from harness import names
 from harness.report import figures, gap_figures, grad_figures, gradients, overview, tables
 from harness.report import findings as findings_
+from harness.report import frontier as frontier_
 from harness.report import headline as headline_
 from harness.report.load import (
     EXPERIMENT_ID,
@@ -65,9 +66,31 @@ EVAL_BY_GAP_CSV = "accuracy_by_gap_variable.csv"
 AXES_CSV = "swept_axes.csv"
 FINDINGS_CSV = "findings.csv"
 STATUS_CSV = "runs_by_status.csv"
+FRONTIER_CSV = frontier_.FRONTIER_CSV
+FRONTIER_PNG = frontier_.FRONTIER_PNG
 INDEX_HTML = "index.html"
+# The page's sections in order: (anchor, heading, table-of-contents entry). The frontier
+# section is there only when the experiment has a frontier sweep; the others are numbered
+# after it.
+SECTIONS = (
+    ("overview", "Overview", "Overview"),
+    ("frontier", "Frontier", "Frontier"),
+    ("findings", "Findings", "Findings"),
+    ("accuracy", "Accuracy vs gap", "Accuracy vs gap"),
+    ("solved", "Largest solved gap", "Largest solved gap"),
+    ("gradients", "Gradients", "Gradients"),
+    ("clipping", "Clipping × activation", "Clipping × activation"),
+    ("runs", "All runs", "Runs"),
+)
 MAX_WORKERS = 4
 _TEMPLATES = Path(__file__).parent / "templates"
+
+
+def _sections(with_frontier: bool) -> list[tuple[str, str, str]]:
+    """(anchor, "<n> <heading>", "<n> <toc entry>") of the page's sections, numbered."""
+    kept = [s for s in SECTIONS if with_frontier or s[0] != "frontier"]
+    return [(anchor, f"{i} {heading}", f"{i} {toc}")
+            for i, (anchor, heading, toc) in enumerate(kept, start=1)]
 
 
 def _data_uri(png: Path) -> str:
@@ -260,11 +283,13 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
     profiles = load_grad_profiles(runs, tracking_uri)
     by_gap_raw = load_eval_by_gap(runs, tracking_uri)
     histories = _histories(sweep, tracking_uri)
+    fronts = frontier_.load_frontiers(sweep, tracking_uri)
 
     out = Path(out_root) / _folder_name(experiment)
     out.mkdir(parents=True, exist_ok=True)
     # Files drawn only when the data has them: a rebuild must not keep one from before.
-    for optional in (CLIP_HEATMAP_PNG, CLIP_HEATMAP_CSV, EVAL_BY_GAP_PNG, EVAL_BY_GAP_CSV):
+    for optional in (CLIP_HEATMAP_PNG, CLIP_HEATMAP_CSV, EVAL_BY_GAP_PNG, EVAL_BY_GAP_CSV,
+                     FRONTIER_PNG, FRONTIER_CSV):
         (out / optional).unlink(missing_ok=True)
     written: list[str] = []
 
@@ -275,7 +300,7 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
     view = overview.overview(sweep, tracking_uri)
     counts = tables.status_counts(runs)
     found = findings_.findings(runs)
-    lead = headline_.headline(runs)
+    lead = headline_.headline(runs, None if fronts.empty else fronts.table)
     solved = tables.largest_solved_gap(runs)
     accuracy = tables.accuracy_by_gap(runs)
     csv(runs[list(RUN_COLUMNS)], RUNS_CSV)
@@ -284,6 +309,8 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
     csv(findings_.frame(found), FINDINGS_CSV)
     csv(solved, LARGEST_SOLVED_GAP_CSV)
     csv(accuracy, ACCURACY_CSV)
+    if not fronts.empty:
+        csv(fronts.table, FRONTIER_CSV)
 
     heatmap = gradients.heatmap_table(runs, profiles)
     decay_points = gradients.decay_points(runs, finals)
@@ -325,6 +352,9 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
     if clip_drawn:
         jobs.append((CLIP_HEATMAP_CSV, gap_figures.clip_heatmaps,
                      (runs, experiment, out / CLIP_HEATMAP_PNG)))
+    if not fronts.empty:
+        jobs.append((None, frontier_.frontier_figure,
+                     (fronts.table, fronts.levels, colors, experiment, out / FRONTIER_PNG)))
     if not by_gap.empty:
         csv(by_gap, EVAL_BY_GAP_CSV)
         jobs.append((None, gap_figures.eval_by_gap,
@@ -337,7 +367,8 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
 
     summary = tables.summary_markdown(experiment, tracking_uri, counts, solved, accuracy,
                                       overview.markdown(view, counts),
-                                      findings_.markdown(found), headline_.markdown(lead))
+                                      findings_.markdown(found), headline_.markdown(lead),
+                                      frontier_.markdown(fronts))
     summary += "\n" + gradients.gradients_markdown(
         decay, [(f.png, f.sentence, f.note) for f in grad_section]
     )
@@ -354,6 +385,8 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
              for e, r in zip(runs[EXPERIMENT_ID], runs[RUN_ID], strict=True)]
     pngs = [e.png for e in [*results.values(), *grad_section] if (out / e.png).is_file()]
     pngs += [ACCURACY_PNG, GRAD_PROFILE_PNG]
+    if (out / FRONTIER_PNG).is_file():
+        pngs.append(FRONTIER_PNG)
     html = _render_html(
         {
             "experiment": experiment,
@@ -366,6 +399,18 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
             "compute_text": overview.compute_text(view).replace("`", ""),
             "pooled_text": overview.pooled_text(view).replace("`", ""),
             "findings": found,
+            "sections": _sections(not fronts.empty),
+            "heading": {a: title for a, title, _ in _sections(not fronts.empty)},
+            "frontier": None if fronts.empty else {
+                "source": frontier_.source_text(fronts),
+                "meaning": frontier_.MEANING.replace("*", ""),
+                "header": list(frontier_.DISPLAY_HEADER),
+                "rows": frontier_.display_rows(fronts),
+                "figure": ReportFigure(
+                    png=FRONTIER_PNG, csvs=(FRONTIER_CSV,), title=frontier_.FIGURE_TITLE,
+                    sentence=f"{frontier_.FIGURE_SENTENCE} {frontier_.rule_text(fronts)}",
+                    note="", uri=_data_uri(out / FRONTIER_PNG)),
+            },
             "headline": lead,
             "status_key": names.STATUS,
             "reason_key": names.STATUS_REASON,

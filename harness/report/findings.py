@@ -98,10 +98,17 @@ def _solved_sentence(task: str, r: Result) -> str:
     n = len(r.seeds)
     if r.largest is not None:
         text = f"{r.name} solved {task} in every seed ({n}/{n}) up to gap {r.largest}"
-        gaps_below = [g for g, (k, m) in r.solved_at.items()
-                      if g < r.largest and not k == m == n]
-        if gaps_below:
-            text += f", but not in every seed at gap {', '.join(map(str, gaps_below))}"
+        below = [(g, k, m) for g, (k, m) in r.solved_at.items()
+                 if g < r.largest and not k == m == n]
+        # a seed that failed, versus a seed that never ran there (a frontier search adds
+        # seeds only while a gap is undecided): only the first is evidence against the gap
+        failed = [g for g, k, m in below if k < m]
+        unrun = [g for g, k, m in below if k == m]
+        if failed:
+            text += f", but not in every seed at gap {', '.join(map(str, failed))}"
+        if unrun:
+            text += (f"; not every seed ran at gap {', '.join(map(str, unrun))} (each one "
+                     "that ran solved it)")
         above = [(g, k, m) for g, (k, m) in r.solved_at.items() if g > r.largest and k > 0]
         if above:
             text += "; beyond it: " + ", ".join(f"{k}/{m} seeds at gap {g}" for g, k, m in above)

@@ -7,6 +7,10 @@ task's success criterion when the runs carry it. Configurations for which the sa
 share one clause, so the sentences stay short however many configurations were swept.
 
 Runs from stores that predate the `end_state` tag count as `unknown`, never as a guess.
+
+With a frontier (a frontier sweep's table, `harness.report.frontier`), sentence (1) of its task
+says each configuration's frontier instead: the largest gap held with k/n seeds, and the first
+gap not held (failed, or censored and why) or that the ladder's top held.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from harness import names
+from harness.report import frontier as frontier_
 from harness.report.load import LABEL
 
 UNKNOWN = "unknown"
@@ -171,19 +176,61 @@ def _criterion_sentence(runs: pd.DataFrame) -> str:
     return f"Solved means: {'; '.join(rules)}." if rules else ""
 
 
-def headline(runs: pd.DataFrame) -> list[tuple[str, list[str]]]:
-    """[(task, its at most MAX_SENTENCES sentences)] for every task of `runs`, in task order."""
+def _count(value: object) -> int | None:
+    """A frontier table's integer cell; None where it is empty."""
+    if value is None or value is pd.NA or value != value:
+        return None
+    return int(value)  # type: ignore[call-overload]
+
+
+def _frontier_clause(key: tuple, labels: list[str]) -> str:
+    held, k, n, failed, above, why = key
+    if above == frontier_.ABOVE_BEYOND:
+        rest = "the top of the ladder: the frontier lies beyond it"
+    elif above == frontier_.ABOVE_CENSORED:
+        rest = f"gap {failed:,} censored" + (f": {why}" if why else "")
+    else:
+        rest = f"gap {failed:,} failed"
+    if held is None:
+        return f"{join(labels)} held no gap ({rest}, the lowest gap{_each(labels)})"
+    return f"{join(labels)} held gap {held:,} ({k}/{n} seeds{_each(labels)}; {rest})"
+
+
+def frontier_sentence(task: str, table: pd.DataFrame) -> str:
+    """`On <task>, A held gap 80 (3/3 seeds; gap 160 failed); B and C held gap 10 (...).`:
+    configurations with the same frontier share a clause, largest gap held first."""
+    pairs: list[tuple[tuple, str]] = []
+    for row in table[table[names.TASK_LABEL] == task].to_dict("records"):
+        key = tuple(_count(row[c]) for c in ("gap_held", "held_solved", "held_seeds",
+                                             "gap_failed"))
+        key += (str(row[frontier_.ABOVE]), str(row[frontier_.CENSORED_WHY]))
+        pairs.append((key, str(row[LABEL])))
+    pairs.sort(key=lambda p: (p[0][0] is None, -(p[0][0] or 0), p[1]))
+    clauses = [_frontier_clause(key, labels)  # type: ignore[arg-type]
+               for key, labels in _grouped(pairs)]
+    return f"On {task}, " + "; ".join(clauses) + "."
+
+
+def headline(runs: pd.DataFrame, frontier: pd.DataFrame | None = None
+             ) -> list[tuple[str, list[str]]]:
+    """[(task, its at most MAX_SENTENCES sentences)] for every task of `runs`, in task order.
+
+    `frontier` (the `harness.report.frontier` table, or None): its tasks open with
+    `frontier_sentence` in place of the largest-gap-solved sentence.
+    """
+    fronts = set() if frontier is None else {str(t) for t in frontier[names.TASK_LABEL]}
     result = []
-    for task in sorted(runs[names.TASK_LABEL].dropna().unique()):
+    for task in sorted({*map(str, runs[names.TASK_LABEL].dropna().unique()), *fronts}):
         at_task = runs[runs[names.TASK_LABEL] == task]
         found = outcomes(runs, str(task))
+        first = frontier_sentence(task, frontier) if task in fronts else ""
         if not found:
-            result.append((str(task), [f"{task}: no finished run to report on."]))
+            result.append((str(task), [first or f"{task}: no finished run to report on."]))
             continue
         unsolved = at_task[at_task[names.STATUS].isin(RESULT_STATUSES)
                            & (at_task[names.STATUS] != names.SOLVED)]
         budget = _steps(unsolved)
-        sentences = [_solved_sentence(str(task), found, _steps(at_task)),
+        sentences = [first or _solved_sentence(str(task), found, _steps(at_task)),
                      _limits_sentence(found, budget), _criterion_sentence(at_task)]
         result.append((str(task), [s for s in sentences if s][:MAX_SENTENCES]))
     return result

@@ -183,7 +183,7 @@ class Sweep:
 
 
 SWEEP_COLUMNS = (RUN_ID, RUN_NAME, START_TIME, names.SWEEP_OVERRIDES, names.SWEEP_SPACE,
-                 names.SWEEP_TUNING)
+                 names.SWEEP_TUNING, names.FRONTIER_RULE, ARTIFACT_URI)
 
 
 def _search(experiment: str, tracking_uri: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -313,6 +313,9 @@ def _sweeps(parents: pd.DataFrame) -> pd.DataFrame:
         names.SWEEP_OVERRIDES: _column(parents, f"params.{names.SWEEP_OVERRIDES}"),
         names.SWEEP_SPACE: _column(parents, f"params.{names.SWEEP_SPACE}"),
         names.SWEEP_TUNING: _column(parents, f"tags.{names.SWEEP_TUNING}"),
+        # a frontier sweep's decision rule; its frontier.csv is read through the artifact URI
+        names.FRONTIER_RULE: _column(parents, f"tags.{names.FRONTIER_RULE}"),
+        ARTIFACT_URI: _column(parents, "artifact_uri").fillna("").astype(str),
     }, index=parents.index)
     frame = frame.sort_values([START_TIME, RUN_NAME, RUN_ID], kind="mergesort")
     return frame[list(SWEEP_COLUMNS)].reset_index(drop=True)

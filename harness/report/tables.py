@@ -239,11 +239,13 @@ def summary_markdown(
     overview_md: str,
     findings_md: str,
     headline_md: str = "",
+    frontier_md: str = "",
 ) -> str:
     """The text of summary.md: nothing time-dependent, so a rebuild gives the same bytes.
 
     `headline_md` (a few computed sentences per task) opens it, under the title; then
-    `overview_md` (which holds the counts by status) and `findings_md`.
+    `overview_md` (which holds the counts by status), `frontier_md` (the frontier section,
+    "" without a frontier sweep) and `findings_md`.
     """
     acc_header, acc_rows = accuracy_display(accuracy)
     parts = [
@@ -261,6 +263,8 @@ def summary_markdown(
             "(still running, or killed before it could tag itself).",
             "",
         ]
+    if frontier_md:
+        parts += [frontier_md]
     parts += [
         findings_md,
         "## Largest solved gap",

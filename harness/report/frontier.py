@@ -1,0 +1,412 @@
+"""The report's frontier section: each configuration's largest gap held, from frontier sweeps.
+
+A frontier sweep (`hydra/sweeper=frontier`, docs/frontier.md) logs on its parent run the
+table `names.FRONTIER_ARTIFACT` (one row per configuration: the largest gap held by m of n
+seeds, k of n, the first gap not held, the censored gaps, every probed level's per-seed
+outcomes, runs used and the full grid's runs), `names.FRONTIER_PROBES_ARTIFACT` (one row per
+probe, with its run id) and the tag `names.FRONTIER_RULE` (the decision rule in words).
+
+`load_frontiers` reads them from every parent run of the experiment. When several frontier
+sweeps answered for the same (task, configuration, lr), the newest parent run's row is kept;
+the `sweep` column says which sweep each row came from. A row's task and configuration label
+are the report's own (`task_label`, `label` of the runs its probes point at), so the frontier
+and the other sections name a configuration alike; without usable run ids the frontier's own
+`task` and `configuration` are used.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import NullFormatter, NullLocator, ScalarFormatter
+
+from harness import names
+from harness.report import tables
+from harness.report.figures import save_png
+from harness.report.load import (
+    LABEL,
+    RUN_ID,
+    RUN_NAME,
+        Sweep,
+    _artifact_csvs,
+)
+
+FRONTIER_CSV = "frontier.csv"  # in the report folder: the merged table below
+FRONTIER_PNG = "frontier.png"
+
+# The artifact's columns (names.FRONTIER_COLUMNS), read by name.
+_CONFIGURATION, _TASK, _LR = "configuration", "task", "lr"
+_GAP_HELD, _HELD_SOLVED, _HELD_SEEDS = "gap_held", "held_solved", "held_seeds"
+_GAP_FAILED, _CENSORED_GAPS, _PROBES = "gap_failed", "censored_gaps", "probes"
+_RUNS, _GRID_RUNS = "runs", "grid_runs"
+# The probes artifact's columns (names.FRONTIER_PROBE_COLUMNS) this module reads.
+_P_GAP, _P_STATUS, _P_END_STATE, _P_OUTCOME, _P_RUN_ID = (
+    "gap", "status", "end_state", "outcome", "run_id")
+for _column in (_CONFIGURATION, _TASK, _LR, _GAP_HELD, _HELD_SOLVED, _HELD_SEEDS, _GAP_FAILED,
+                _CENSORED_GAPS, _PROBES, _RUNS, _GRID_RUNS):
+    if _column not in names.FRONTIER_COLUMNS:
+        raise ImportError(f"{names.FRONTIER_ARTIFACT} has no column {_column!r}")
+for _column in (_CONFIGURATION, _LR, _P_GAP, _P_STATUS, _P_END_STATE, _P_OUTCOME, _P_RUN_ID):
+    if _column not in names.FRONTIER_PROBE_COLUMNS:
+        raise ImportError(f"{names.FRONTIER_PROBES_ARTIFACT} has no column {_column!r}")
+
+# A probe's outcome (harness.frontier: SOLVED, FAILED, UNDECIDED), by its letter in `probes`.
+SOLVED, FAILED, UNDECIDED = "solved", "failed", "undecided"
+LETTERS = {"S": SOLVED, "F": FAILED, "U": UNDECIDED}
+# What stopped the search above gap_held (the report's column `above`).
+ABOVE_FAILED, ABOVE_CENSORED, ABOVE_BEYOND = "failed", "censored", "beyond the ladder"
+# Why an undecided probe is undecided (docs/frontier.md, "Censoring").
+IMPROVING_TEXT = "still improving at the budget's end"
+JOB_FAILED_TEXT = "job failed"
+
+# Columns of the report's frontier.csv, one row per (task, configuration, lr).
+OVERRIDES = "overrides"  # the frontier's `configuration`: the non-gap overrides
+ABOVE = "above"  # ABOVE_FAILED / ABOVE_CENSORED / ABOVE_BEYOND
+CENSORED_WHY = "censored_why"  # why gap_failed is censored ("" unless it is)
+SWEEP = "sweep"  # the run name of the parent run the row came from
+SWEEP_RUN_ID = "sweep_run_id"
+COLUMNS = (names.TASK_LABEL, LABEL, OVERRIDES, _LR, _GAP_HELD, _HELD_SOLVED, _HELD_SEEDS,
+           _GAP_FAILED, ABOVE, CENSORED_WHY, _CENSORED_GAPS, _PROBES, _RUNS, _GRID_RUNS,
+           SWEEP, SWEEP_RUN_ID)
+# One row per probed (row, gap, seed) at the row's lr, from `probes`: what the figure draws.
+SEED = "seed"
+OUTCOME = "outcome"
+GAP = "gap"
+LEVEL_COLUMNS = (names.TASK_LABEL, LABEL, GAP, SEED, OUTCOME)
+
+
+@dataclass(frozen=True)
+class Frontiers:
+    """The experiment's frontiers: `table` (COLUMNS), `levels` (LEVEL_COLUMNS) and the decision
+    rule of each sweep the rows came from, as (sweep run name, rule text), oldest first."""
+
+    table: pd.DataFrame
+    levels: pd.DataFrame
+    rules: tuple[tuple[str, str], ...]
+    n_sweeps: int  # frontier sweeps (parent runs with a readable frontier.csv) found
+
+    @property
+    def empty(self) -> bool:
+        return self.table.empty
+
+
+def _empty_frontiers(n_sweeps: int = 0) -> Frontiers:
+    return Frontiers(pd.DataFrame(columns=list(COLUMNS)),
+                     pd.DataFrame(columns=list(LEVEL_COLUMNS)), (), n_sweeps)
+
+
+def _number(value: object) -> float | None:
+    number = pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0]
+    return None if pd.isna(number) else float(number)
+
+
+def _int(value: object) -> int | None:
+    number = _number(value)
+    return None if number is None or not math.isfinite(number) else int(round(number))
+
+
+def _text(value: object) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
+def _gap_list(value: object) -> list[int]:
+    """`censored_gaps` as ints: "20 40" -> [20, 40]; a lone "20" reads back as 20 or 20.0."""
+    text = _text(value)
+    gaps = (_int(part) for part in text.split())
+    return [g for g in gaps if g is not None]
+
+
+def parse_probes(text: object) -> list[tuple[int, int, str]]:
+    """`5:SS 10:SSF` -> [(gap, seed, outcome)]: seeds in order from 0, S/F/U as outcomes."""
+    out = []
+    for token in _text(text).split():
+        gap_text, _, letters = token.partition(":")
+        gap = _int(gap_text)
+        if gap is None:
+            continue
+        out += [(gap, seed, LETTERS[letter]) for seed, letter in enumerate(letters)
+                if letter in LETTERS]
+    return out
+
+
+def _same_lr(values: pd.Series, lr: float | None) -> pd.Series:
+    numbers = pd.to_numeric(values, errors="coerce").astype(float)
+    if lr is None:
+        return numbers.isna()
+    return pd.Series(np.isclose(numbers.to_numpy(), lr, rtol=1e-9, atol=0.0), index=values.index)
+
+
+def _most_common(values: pd.Series) -> str | None:
+    counts = Counter(str(v) for v in values.dropna())
+    if not counts:
+        return None
+    top = max(counts.values())
+    return sorted(v for v, n in counts.items() if n == top)[0]
+
+
+def _censored_why(probes: pd.DataFrame | None, gap: int | None) -> str:
+    """Why the probes at `gap` left it undecided: still improving, or their job failed."""
+    if probes is None or gap is None:
+        return ""
+    at = probes[(pd.to_numeric(probes[_P_GAP], errors="coerce") == gap)
+                & (probes[_P_OUTCOME].astype(str) == UNDECIDED)]
+    reasons = {IMPROVING_TEXT if str(e) == names.IMPROVING else JOB_FAILED_TEXT
+               for e in at[_P_END_STATE].fillna("")}
+    return " / ".join(sorted(reasons))
+
+
+def _rows(frontier: pd.DataFrame, probes: pd.DataFrame | None, runs: pd.DataFrame,
+          parent: dict[str, object]) -> list[dict[str, object]]:
+    """The report's rows of one parent run's frontier.csv."""
+    rows = []
+    for record in frontier.to_dict("records"):
+        overrides = _text(record[_CONFIGURATION])
+        lr = _number(record[_LR])
+        mine = None
+        if probes is not None:
+            mine = probes[(probes[_CONFIGURATION].astype(str) == overrides)
+                          & _same_lr(probes[_LR], lr)]
+        # the report's task label and configuration label of the runs this row's probes made
+        ids = set() if mine is None else {str(r) for r in mine[_P_RUN_ID].dropna()}
+        matched = runs[runs[RUN_ID].isin(ids)]
+        task = _most_common(matched[names.TASK_LABEL]) or _text(record[_TASK])
+        label = _most_common(matched[LABEL]) or overrides
+        held, failed = _int(record[_GAP_HELD]), _int(record[_GAP_FAILED])
+        censored = _gap_list(record[_CENSORED_GAPS])
+        if failed is None:
+            above = ABOVE_BEYOND
+        else:
+            above = ABOVE_CENSORED if failed in censored else ABOVE_FAILED
+        rows.append({
+            names.TASK_LABEL: task, LABEL: label, OVERRIDES: overrides, _LR: lr,
+            _GAP_HELD: held, _HELD_SOLVED: _int(record[_HELD_SOLVED]),
+            _HELD_SEEDS: _int(record[_HELD_SEEDS]), _GAP_FAILED: failed, ABOVE: above,
+            CENSORED_WHY: _censored_why(mine, failed) if above == ABOVE_CENSORED else "",
+            _CENSORED_GAPS: " ".join(map(str, censored)), _PROBES: _text(record[_PROBES]),
+            _RUNS: _int(record[_RUNS]), _GRID_RUNS: _int(record[_GRID_RUNS]),
+            SWEEP: str(parent[RUN_NAME]), SWEEP_RUN_ID: str(parent[RUN_ID]),
+        })
+    return rows
+
+
+def _lr_key(lr: object) -> str:
+    return "" if lr is None or lr != lr else f"{float(lr):.9g}"  # type: ignore[arg-type]
+
+
+def load_frontiers(sweep: Sweep, tracking_uri: str) -> Frontiers:
+    """Every frontier of the experiment's sweep parent runs (module docstring); empty when no
+    parent run has a readable frontier.csv with the expected columns."""
+    parents = sweep.sweeps
+    if parents.empty:
+        return _empty_frontiers()
+    found = [(rid, frame) for rid, frame in
+             _artifact_csvs(parents, names.FRONTIER_ARTIFACT, tracking_uri)
+             if set(names.FRONTIER_COLUMNS) <= set(frame.columns)]
+    if not found:
+        return _empty_frontiers()
+    with_table = parents[parents[RUN_ID].isin({rid for rid, _ in found})]
+    probes = {rid: frame for rid, frame in
+              _artifact_csvs(with_table, names.FRONTIER_PROBES_ARTIFACT, tracking_uri)
+              if set(names.FRONTIER_PROBE_COLUMNS) <= set(frame.columns)}
+    by_id = {str(p[RUN_ID]): p for p in with_table.to_dict("records")}
+    # `sweeps` is oldest first (start time, name, id): a later row replaces an earlier one.
+    order = {rid: i for i, rid in enumerate(parents[RUN_ID].astype(str))}
+    newest: dict[tuple[str, str, str], dict[str, object]] = {}
+    for rid, frame in sorted(found, key=lambda pair: order[pair[0]]):
+        for row in _rows(frame, probes.get(rid), sweep.runs, by_id[rid]):
+            key = (str(row[names.TASK_LABEL]), str(row[OVERRIDES]), _lr_key(row[_LR]))
+            newest[key] = row
+    table = pd.DataFrame(list(newest.values()), columns=list(COLUMNS))
+    # the same label twice on a task (e.g. two lrs the label does not name): say the lr
+    twice = table.duplicated([names.TASK_LABEL, LABEL], keep=False)
+    table.loc[twice, LABEL] = [f"{lab} (lr {lr:g})" if lr == lr and lr is not None else lab
+                               for lab, lr in zip(table.loc[twice, LABEL],
+                                                  table.loc[twice, _LR], strict=True)]
+    table = table.sort_values([names.TASK_LABEL, LABEL, OVERRIDES], kind="mergesort")
+    table = table.reset_index(drop=True)
+    for column in (_GAP_HELD, _HELD_SOLVED, _HELD_SEEDS, _GAP_FAILED, _RUNS, _GRID_RUNS):
+        table[column] = table[column].astype("Int64")
+    levels = pd.DataFrame(
+        [(row[names.TASK_LABEL], row[LABEL], gap, seed, outcome)
+         for row in table.to_dict("records") for gap, seed, outcome in parse_probes(row[_PROBES])],
+        columns=list(LEVEL_COLUMNS))
+    used = [rid for rid in parents[RUN_ID].astype(str) if rid in set(table[SWEEP_RUN_ID])]
+    rules = tuple((str(by_id[rid][RUN_NAME]), _text(by_id[rid][names.FRONTIER_RULE]))
+                  for rid in used)
+    return Frontiers(table, levels, rules, len(found))
+
+
+# --- words ---------------------------------------------------------------------------------
+
+
+def held_text(row: dict[str, object]) -> str:
+    """`80 (3/3 seeds)`, or `none` when not even the lowest rung held."""
+    held = row[_GAP_HELD]
+    if held is None or held is pd.NA:
+        return tables.NONE
+    return f"{int(held):,} ({row[_HELD_SOLVED]}/{row[_HELD_SEEDS]} seeds)"  # type: ignore[arg-type]
+
+
+def above_text(row: dict[str, object]) -> str:
+    """`160 failed`, `20 censored (still improving at the budget's end)`, `beyond the ladder`."""
+    if row[ABOVE] == ABOVE_BEYOND:
+        return f"{ABOVE_BEYOND} (its top gap held)"
+    text = f"{int(row[_GAP_FAILED]):,} {row[ABOVE]}"  # type: ignore[arg-type]
+    return f"{text} ({row[CENSORED_WHY]})" if row[CENSORED_WHY] else text
+
+
+DISPLAY_HEADER = ("task", "configuration", "overrides", "lr", "gap held (k/n seeds)",
+                  "first gap not held", "censored gaps", "runs used (of the full grid)", "sweep")
+
+
+def display_rows(frontiers: Frontiers) -> list[list[str]]:
+    """The frontier table as display strings, in the order of DISPLAY_HEADER."""
+    out = []
+    for row in frontiers.table.to_dict("records"):
+        lr = row[_LR]
+        runs, grid = row[_RUNS], row[_GRID_RUNS]
+        out.append([
+            str(row[names.TASK_LABEL]), str(row[LABEL]), str(row[OVERRIDES]),
+            "" if lr is None or lr != lr else f"{lr:g}", held_text(row), above_text(row),
+            str(row[_CENSORED_GAPS]) or "-",
+            f"{runs} of {grid}" if runs is not pd.NA and grid is not pd.NA else "-",
+            str(row[SWEEP]),
+        ])
+    return out
+
+
+def source_text(frontiers: Frontiers) -> str:
+    """Which sweep(s) the rows came from."""
+    used = [name for name, _ in frontiers.rules]
+    if frontiers.n_sweeps <= 1 or len(used) == 1:
+        extra = (f" (the newest of {frontiers.n_sweeps} frontier sweeps answered for every "
+                 "row)" if frontiers.n_sweeps > 1 else "")
+        return f"From frontier sweep {used[0]}{extra}."
+    return (f"Combined from {len(used)} of {frontiers.n_sweeps} frontier sweeps "
+            f"({', '.join(used)}): for each task, configuration and lr the newest sweep's "
+            "answer; the sweep column says which.")
+
+
+def rule_text(frontiers: Frontiers) -> str:
+    """The decision rule(s), from each sweep's `frontier_rule` tag."""
+    rules = [(name, rule) for name, rule in frontiers.rules]
+    distinct = sorted({rule for _, rule in rules})
+    if not any(distinct):
+        return f"The sweep run carries no {names.FRONTIER_RULE} tag: decision rule unknown."
+    if len(distinct) == 1:
+        return f"Decision rule: {distinct[0]}."
+    return "Decision rules: " + "; ".join(
+        f"{name}: {rule or 'no ' + names.FRONTIER_RULE + ' tag'}" for name, rule in rules) + "."
+
+
+FIGURE_TITLE = "Gap frontier per configuration"
+FIGURE_SENTENCE = (
+    "One row per configuration, one panel per task, gap on a log axis: every probed gap with "
+    "its seeds' outcomes at the configuration's lr (seed 0 on top; filled circle: solved; "
+    "cross: failed; hollow square: undecided, i.e. censored: still improving at the budget's "
+    "end, or the job failed); the bar runs up to the largest gap held, and the text at the "
+    "right gives it with k/n seeds and the first gap not held.")
+MEANING = (
+    "A gap is *held* when enough seeds solved it under the decision rule below; *censored* "
+    "levels hinge on undecided runs (a budget limit, not evidence of failure); *beyond the "
+    "ladder*: the top gap of the ladder held, so the frontier lies above it. The probes are "
+    "ordinary runs: they also appear in every other section, with uneven seed counts per gap "
+    "(the search adds seeds only while a level is undecided).")
+
+
+def markdown(frontiers: Frontiers) -> str:
+    """The frontier section of summary.md ("" when the experiment has no frontier)."""
+    if frontiers.empty:
+        return ""
+    return "\n".join([
+        "## Frontier", "", source_text(frontiers), "", MEANING, "",
+        tables.markdown_table(list(DISPLAY_HEADER), display_rows(frontiers)), "",
+        f"![{FIGURE_TITLE}]({FRONTIER_PNG})", "",
+        f"{FIGURE_SENTENCE} {rule_text(frontiers)} Data: `{FRONTIER_CSV}`.", ""])
+
+
+# --- the figure ----------------------------------------------------------------------------
+
+OUTCOME_STYLE = {  # distinct shapes, so the figure reads without colour too
+    SOLVED: {"marker": "o", "color": "#029e73", "facecolor": "#029e73", "label": "solved"},
+    FAILED: {"marker": "X", "color": "0.1", "facecolor": "0.1", "label": "failed"},
+    UNDECIDED: {"marker": "s", "color": "0.25", "facecolor": "none",
+                "label": "undecided (censored: still improving, or job failed)"},
+}
+_ROW_IN = 0.62  # inches per configuration row
+_SEED_SPREAD = 0.44  # the seeds of a probed gap span this much of a row, top to bottom
+
+
+def _short_above(row: dict[str, object]) -> str:
+    if row[ABOVE] == ABOVE_BEYOND:
+        return "top of the ladder held"
+    return f"{int(row[_GAP_FAILED]):,} {row[ABOVE]}"  # type: ignore[arg-type]
+
+
+def frontier_figure(table: pd.DataFrame, levels: pd.DataFrame, colors: dict[str, str],
+                    experiment: str, path: Path) -> None:
+    """One panel per task, one row per configuration: probed gaps with per-seed outcomes and a
+    bar up to the largest gap held (log-x gap axis)."""
+    tasks = sorted(table[names.TASK_LABEL].astype(str).unique())
+    counts = [int((table[names.TASK_LABEL] == t).sum()) for t in tasks]
+    height = sum(_ROW_IN * n + 1.1 for n in counts) + 1.2
+    fig = Figure(figsize=(11.0, height), layout="constrained")
+    axes = fig.subplots(len(tasks), 1, squeeze=False,
+                        gridspec_kw={"height_ratios": [n + 1.2 for n in counts]})[:, 0]
+    for ax, task in zip(axes, tasks, strict=True):
+        rows = table[table[names.TASK_LABEL] == task].to_dict("records")
+        at_task = levels[levels[names.TASK_LABEL] == task]
+        gaps = sorted({int(g) for g in at_task[GAP]}
+                      | {int(r[_GAP_HELD]) for r in rows if r[_GAP_HELD] is not pd.NA}
+                      | {int(r[_GAP_FAILED]) for r in rows if r[_GAP_FAILED] is not pd.NA})
+        low, high = (min(gaps) / 1.5, max(gaps) * 1.5) if gaps else (1.0, 10.0)
+        n_seeds = max([int(s) + 1 for s in at_task[SEED]] or [1])
+        offsets = (np.linspace(-_SEED_SPREAD / 2, _SEED_SPREAD / 2, n_seeds) if n_seeds > 1
+                   else np.zeros(1))
+        for y, row in enumerate(rows):
+            color = colors.get(str(row[LABEL]), "0.55")
+            if row[_GAP_HELD] is not pd.NA:
+                held = float(row[_GAP_HELD])  # type: ignore[arg-type]
+                ax.barh(y, held - low, left=low, height=0.72, color=color, alpha=0.28, lw=0,
+                        zorder=1)
+                ax.plot([held, held], [y - 0.36, y + 0.36], color=color, lw=2.4, zorder=2)
+            mine = at_task[at_task[LABEL] == row[LABEL]]
+            for outcome, style in OUTCOME_STYLE.items():
+                dots = mine[mine[OUTCOME] == outcome]
+                if dots.empty:
+                    continue
+                ax.scatter(dots[GAP].astype(float).to_numpy(),
+                           y + offsets[dots[SEED].astype(int).to_numpy()],
+                           marker=style["marker"], s=34, edgecolors=style["color"],
+                           facecolors=style["facecolor"], linewidths=1.2, zorder=3)
+            ax.annotate(f"held {held_text(row)}; {_short_above(row)}",
+                        xy=(1.01, y), xycoords=("axes fraction", "data"), va="center",
+                        ha="left", fontsize=8.5, annotation_clip=False)
+        ax.set_xscale("log")
+        ax.set_xlim(low, high)
+        if gaps:
+            ax.set_xticks(gaps)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_yticks(range(len(rows)), [str(r[LABEL]) for r in rows])
+        ax.set_ylim(len(rows) - 0.5, -0.5)  # first configuration on top
+        ax.set_title(f"task: {task}")
+        ax.set_xlabel("gap (time steps, log scale)")
+        ax.grid(True, axis="x", alpha=0.3)
+    handles = [Line2D([], [], ls="", marker=s["marker"], markeredgecolor=s["color"],
+                      markerfacecolor=s["facecolor"], markersize=7, label=s["label"])
+               for s in OUTCOME_STYLE.values()]
+    handles.append(Patch(facecolor="0.55", alpha=0.28, label="held: up to the largest gap held"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=2,
+               title="probe outcome (per seed)")
+    fig.suptitle(f"{experiment}: gap frontier, each probed gap's seeds (seed 0 on top)")
+    save_png(fig, path)

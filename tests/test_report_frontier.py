@@ -1,0 +1,313 @@
+"""The frontier section of the report, on a real MLflow SQLite store whose answers are known.
+
+Experiment `frontier-exp` holds what a frontier sweep leaves (hydra/sweeper=frontier): the
+probe runs, and a parent run with frontier.csv, frontier_probes.csv (written by the sweeper's
+own CSV writer) and the frontier_rule tag. Task delayed_recall with noise filler (report task
+label `delayed_recall_noise`; the sweep's own `task` column says `delayed_recall`, so the
+label can only come from the probes' runs), ladder 5..160, 2 of 3 seeds, lr 0.01:
+
+- `model=gru` (gru-tanh-noclip): 5:SS 20:SS 80:SSS 160:FFF -> held 80 (3/3), 160 failed;
+- `model=lstm` (lstm-tanh-noclip): 5:SS 10:SSS 20:SUF -> held 10 (3/3), 20 censored (its
+  seed 1 was still improving);
+- `model=rnn` and `model=rnn model.activation=relu`: 5:SS 10:SSS 20:FFF -> held 10, 20 failed.
+
+An older frontier sweep (no probes artifact) answered `model=gru` too (held 20: replaced by
+the newer answer) and `model=gru clip=norm` (only it did: kept, named by its overrides).
+Experiment `plain-exp` has a grid sweep and no frontier: no frontier section at all.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from markupsafe import escape
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+from harness import names
+from harness.report import build_report
+from harness.report import frontier as frontier_
+from harness.report import headline as headline_
+from harness.report.load import LABEL
+from harness.train import csv_text
+
+EXP, PLAIN = "frontier-exp", "plain-exp"
+TASK, LABEL_TASK = "delayed_recall", "delayed_recall_noise"
+LR = 0.01
+RULE = ("a gap holds when >= 2 of 3 seeds solve it (seeds added only while undecided); bracket "
+        "up 2 rung(s) at a time, then bisect; targets per-seed success rate 0.50; boundary "
+        "levels confirmed with all seeds; lr: optim.lr fixed at 0.01")
+OLD_RULE = "a gap holds when >= 1 of 1 seeds solve it; lr: optim.lr fixed at 0.01"
+GRU, LSTM = ("gru", "tanh", "none", 1.0), ("lstm", "tanh", "none", 1.0)
+RNN, RELU = ("rnn", "tanh", "none", 1.0), ("rnn", "relu", "none", 1.0)
+# configuration key -> (model config, probed levels, gap_held, k, n, gap_failed, censored)
+CONFIGS = {
+    "model=gru": (GRU, "5:SS 20:SS 80:SSS 160:FFF", 80, 3, 3, 160, ""),
+    "model=lstm": (LSTM, "5:SS 10:SSS 20:SUF", 10, 3, 3, 20, "20"),
+    "model=rnn": (RNN, "5:SS 10:SSS 20:FFF", 10, 3, 3, 20, ""),
+    "model=rnn model.activation=relu": (RELU, "5:SS 10:SSS 20:FFF", 10, 3, 3, 20, ""),
+}
+GRID = 18  # 6 rungs x 3 seeds
+OUTCOME = {"S": "solved", "F": "failed", "U": "undecided"}
+HEADLINE = (
+    f"On {LABEL_TASK}, gru-tanh-noclip held gap 80 (3/3 seeds; gap 160 failed); model=gru "
+    "clip=norm held gap 40 (2/3 seeds; gap 80 failed); lstm-tanh-noclip held gap 10 (3/3 "
+    "seeds; gap 20 censored: still improving at the budget's end); rnn-relu-noclip and "
+    "rnn-tanh-noclip held gap 10 (3/3 seeds each; gap 20 failed).")
+
+
+def _probe_run(client: MlflowClient, exp_id: str, parent: str, config: tuple, gap: int,
+               seed: int, letter: str) -> str:
+    model, activation, mode, threshold = config
+    status = names.SOLVED if letter == "S" else names.UNSOLVED
+    end_state = {"S": names.SOLVED, "F": names.PLATEAU, "U": names.IMPROVING}[letter]
+    run_id = client.create_run(
+        exp_id, run_name=names.run_name(TASK, *config, gap, seed),
+        tags={names.STATUS: status, names.STATUS_REASON: "ok", names.END_STATE: end_state,
+              names.SWEEP_ID: parent, names.PARENT_RUN_ID: parent}).info.run_id
+    params = {names.TASK: TASK, "task.filler": "noise", names.GAP: gap, names.MODEL: model,
+              names.ACTIVATION: activation, names.INIT: "default", names.CLIP_MODE: mode,
+              names.CLIP_THRESHOLD: threshold, names.SEED: seed, names.LR: LR}
+    accuracy = 1.0 if letter == "S" else (0.6 if letter == "U" else 0.2)
+    metrics = {names.FINAL_EVAL_ACCURACY: accuracy, names.FINAL_EVAL_LOSS: 2.0 * (1.1 - accuracy),
+               names.CHANCE_ACCURACY: 0.125, names.CHANCE_LOSS: 2.0, names.STEPS_RUN: 500.0,
+               names.WALL_TIME_S: 3.0}
+    if letter == "S":
+        metrics[names.STEPS_TO_SOLVE] = 100.0 + gap
+    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()],
+                     metrics=[Metric(k, v, 0, 500) for k, v in metrics.items()])
+    client.set_terminated(run_id)
+    return run_id
+
+
+def _parent(client: MlflowClient, exp_id: str, name: str, start: int,
+            overrides: str = "hydra/sweeper=frontier task=delayed_recall_noise") -> str:
+    run_id = client.create_run(exp_id, run_name=name, start_time=start,
+                               tags={names.RUN_KIND: names.SWEEP_KIND}).info.run_id
+    client.log_batch(run_id, params=[Param(names.SWEEP_OVERRIDES, overrides)])
+    return run_id
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = tmp_path_factory.mktemp("frontier-store")
+    uri = f"sqlite:///{root}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    exp_id = client.create_experiment(EXP, artifact_location=(root / EXP).as_uri())
+    old = _parent(client, exp_id, "frontier-old", 1000)
+    old_rows = [("model=gru", LABEL_TASK, LR, 20, 2, 3, 40, "", "5:SS 20:SSF 40:FFF", 8, GRID),
+                ("model=gru clip=norm", LABEL_TASK, LR, 40, 2, 3, 80, "",
+                 "5:SS 20:SS 40:SSF 80:FFF", 10, GRID)]
+    client.log_text(old, csv_text(names.FRONTIER_COLUMNS, old_rows), names.FRONTIER_ARTIFACT)
+    client.set_tag(old, names.FRONTIER_RULE, OLD_RULE)
+    client.set_terminated(old)
+    new = _parent(client, exp_id, "frontier-new", 2000)
+    rows, probe_rows = [], []
+    for key, (config, levels, held, k, n, failed, censored) in CONFIGS.items():
+        runs = 0
+        for level in levels.split():
+            gap, letters = level.split(":")
+            for seed, letter in enumerate(letters):
+                run_id = _probe_run(client, exp_id, new, config, int(gap), seed, letter)
+                end_state = {"S": names.SOLVED, "F": names.PLATEAU, "U": names.IMPROVING}[letter]
+                probe_rows.append((key, TASK, LR, int(gap), seed,
+                                   names.SOLVED if letter == "S" else names.UNSOLVED,
+                                   end_state, OUTCOME[letter], run_id))
+                runs += 1
+        rows.append((key, TASK, LR, held, k, n, failed, censored, levels, runs, GRID))
+    client.log_text(new, csv_text(names.FRONTIER_COLUMNS, rows), names.FRONTIER_ARTIFACT)
+    client.log_text(new, csv_text(names.FRONTIER_PROBE_COLUMNS, probe_rows),
+                    names.FRONTIER_PROBES_ARTIFACT)
+    client.set_tag(new, names.FRONTIER_RULE, RULE)
+    client.set_terminated(new)
+
+    plain_id = client.create_experiment(PLAIN, artifact_location=(root / PLAIN).as_uri())
+    grid = _parent(client, plain_id, "grid", 1000, "task=delayed_recall_noise task.gap=10,20")
+    client.set_terminated(grid)
+    for config in (GRU, RNN):
+        for gap in (10, 20):
+            for seed in (0, 1):
+                _probe_run(client, plain_id, grid, config, gap, seed,
+                           "S" if config == GRU or gap == 10 else "F")
+    return uri
+
+
+@pytest.fixture(scope="module")
+def report(store: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_report(EXP, store, tmp_path_factory.mktemp("reports"), workers=1)
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_frontier_table_has_the_known_answers(report: Path) -> None:
+    rows = {r[LABEL]: r for r in _rows(report.parent / frontier_.FRONTIER_CSV)}
+    assert list(rows) == ["gru-tanh-noclip", "lstm-tanh-noclip", "model=gru clip=norm",
+                          "rnn-relu-noclip", "rnn-tanh-noclip"]
+    assert {r[names.TASK_LABEL] for r in rows.values()} == {LABEL_TASK}
+    picked = ("overrides", "gap_held", "held_solved", "held_seeds", "gap_failed", "above",
+              "censored_why", "censored_gaps", "runs", "grid_runs", "sweep")
+    got = {label: tuple(r[c] for c in picked) for label, r in rows.items()}
+    assert got == {
+        # the newer sweep's answer replaced the older one (held 20)
+        "gru-tanh-noclip": ("model=gru", "80", "3", "3", "160", "failed", "", "", "10", "18",
+                            "frontier-new"),
+        "lstm-tanh-noclip": ("model=lstm", "10", "3", "3", "20", "censored",
+                             frontier_.IMPROVING_TEXT, "20", "8", "18", "frontier-new"),
+        # only the older sweep answered it, and it left no probes: named by its overrides
+        "model=gru clip=norm": ("model=gru clip=norm", "40", "2", "3", "80", "failed", "", "",
+                                "10", "18", "frontier-old"),
+        "rnn-relu-noclip": ("model=rnn model.activation=relu", "10", "3", "3", "20", "failed",
+                            "", "", "8", "18", "frontier-new"),
+        "rnn-tanh-noclip": ("model=rnn", "10", "3", "3", "20", "failed", "", "", "8", "18",
+                            "frontier-new"),
+    }
+    assert float(rows["gru-tanh-noclip"]["lr"]) == LR
+    assert rows["lstm-tanh-noclip"]["probes"] == "5:SS 10:SSS 20:SUF"
+
+
+def test_frontier_section_figure_and_summary(report: Path) -> None:
+    folder = report.parent
+    assert (folder / frontier_.FRONTIER_PNG).read_bytes().startswith(b"\x89PNG")
+    html = report.read_text()
+    assert '<h2 id="frontier">2 Frontier</h2>' in html
+    for section in ("1 Overview", "3 Findings", "4 Accuracy vs gap", "5 Largest solved gap",
+                    "6 Gradients", "7 Clipping × activation", "8 All runs"):
+        assert f">{section}</h2>" in html  # the others numbered after it
+    assert '<a href="#frontier">2 Frontier</a>' in html
+    assert "Combined from 2 of 2 frontier sweeps (frontier-old, frontier-new)" in html
+    assert "<td>80 (3/3 seeds)</td><td>160 failed</td>" in html
+    assert "<td>20 censored (still improving at the budget&#39;s end)</td>" in html
+    assert "<td>10 of 18</td><td>frontier-new</td>" in html
+    # both sweeps' rules, since they differ, under the figure
+    assert str(escape(f"Decision rules: frontier-old: {OLD_RULE}; frontier-new: {RULE}.")) \
+        in html
+    assert 'alt="Gap frontier per configuration"' in html
+    assert frontier_.FRONTIER_PNG in html and frontier_.FRONTIER_CSV in html  # files list
+    summary = (folder / "summary.md").read_text()
+    assert "## Frontier" in summary
+    assert summary.index("## Overview") < summary.index("## Frontier") < summary.index(
+        "## Findings")
+    assert (f"| {LABEL_TASK} | gru-tanh-noclip | model=gru | 0.01 | 80 (3/3 seeds) | 160 failed "
+            "| - | 10 of 18 | frontier-new |") in summary
+    assert f"![Gap frontier per configuration]({frontier_.FRONTIER_PNG})" in summary
+    assert RULE in summary
+
+
+def test_headline_says_each_configurations_frontier(report: Path) -> None:
+    html = report.read_text()
+    summary = (report.parent / "summary.md").read_text()
+    assert str(escape(HEADLINE)) in html
+    paragraph = summary.split("\n\n")[1]  # under the title
+    assert paragraph.startswith(HEADLINE + " Of the 11 runs that did not solve within 500 steps")
+    assert paragraph.count(". ") + 1 <= headline_.MAX_SENTENCES
+    # sentence 1 replaced the largest-gap-solved sentence; sentence 2 is still there
+    assert "the largest gap solved by every seed" not in paragraph
+    assert ("1 was still improving at the end of the budget (improving): lstm-tanh-noclip 1 of "
+            "2") in paragraph
+
+
+def test_other_sections_survive_uneven_seeds(report: Path) -> None:
+    """Frontier probes have 2 seeds at some gaps and 3 at others: every section renders."""
+    folder = report.parent
+    accuracy = {(r[LABEL], r[names.GAP]): r for r in _rows(folder / "accuracy_by_gap.csv")}
+    assert accuracy[("gru-tanh-noclip", "5")]["n_seeds"] == "2"
+    assert accuracy[("gru-tanh-noclip", "80")]["n_seeds"] == "3"
+    assert float(accuracy[("lstm-tanh-noclip", "20")][
+        f"{names.FINAL_EVAL_ACCURACY}_mean"]) == pytest.approx((1.0 + 0.6 + 0.2) / 3)
+    # "every seed" = the three seeds the configuration ran with: gaps probed with two of them
+    # do not count, so the table agrees with the frontier's confirmed levels here
+    solved = {r[LABEL]: r for r in _rows(folder / "largest_solved_gap.csv")}
+    assert solved["gru-tanh-noclip"]["largest_solved_gap"] == "80"
+    assert solved["lstm-tanh-noclip"]["largest_solved_gap"] == "10"
+    steps = {(r[LABEL], r[names.GAP]): r for r in _rows(folder / "steps_to_solve_vs_gap.csv")}
+    assert (steps[("lstm-tanh-noclip", "20")]["n_solved"],
+            steps[("lstm-tanh-noclip", "20")]["n_runs"]) == ("1", "3")
+    for png in ("accuracy_vs_gap.png", "accuracy_by_activation_clip.png",
+                "normalized_loss_vs_gap.png", "steps_to_solve_vs_gap.png", "grad_profile.png"):
+        assert (folder / png).read_bytes().startswith(b"\x89PNG")
+    assert len(_rows(folder / "runs.csv")) == 10 + 8 + 8 + 8  # every probe run, no parent
+    # gaps 5 and 20 ran with two of the three seeds, both solved: not "not in every seed"
+    assert ("gru-tanh-noclip solved delayed_recall_noise in every seed (3/3) up to gap 80; not "
+            "every seed ran at gap 5, 20 (each one that ran solved it).") in \
+        [r["text"] for r in _rows(folder / "findings.csv")]
+
+
+def test_rebuild_is_byte_identical_and_drops_nothing(store: str, report: Path,
+                                                     tmp_path: Path) -> None:
+    again = build_report(EXP, store, tmp_path, workers=2)
+    for name in (frontier_.FRONTIER_CSV, frontier_.FRONTIER_PNG, "summary.md"):
+        assert (again.parent / name).read_bytes() == (report.parent / name).read_bytes(), name
+
+
+def test_no_frontier_no_section(store: str, tmp_path: Path) -> None:
+    index = build_report(PLAIN, store, tmp_path, workers=1)
+    folder = index.parent
+    assert not (folder / frontier_.FRONTIER_PNG).exists()
+    assert not (folder / frontier_.FRONTIER_CSV).exists()
+    html = index.read_text()
+    assert "Frontier" not in html and 'id="frontier"' not in html
+    for section in ("1 Overview", "2 Findings", "7 All runs"):
+        assert f">{section}</h2>" in html
+    summary = (folder / "summary.md").read_text()
+    assert "## Frontier" not in summary
+    assert (f"{LABEL_TASK}: the largest gap solved by every seed was 20 for gru-tanh-noclip "
+            "(2 of 2 seeds); 10 for rnn-tanh-noclip (2 of 2 seeds).") in summary
+
+
+def test_a_stale_frontier_is_removed_on_rebuild(store: str, tmp_path: Path) -> None:
+    index = build_report(PLAIN, store, tmp_path, workers=1)
+    (index.parent / frontier_.FRONTIER_PNG).write_bytes(b"old")
+    (index.parent / frontier_.FRONTIER_CSV).write_text("old")
+    build_report(PLAIN, store, tmp_path, workers=1)
+    assert not (index.parent / frontier_.FRONTIER_PNG).exists()
+    assert not (index.parent / frontier_.FRONTIER_CSV).exists()
+
+
+# --- the words, on synthetic frontier tables -----------------------------------------------
+
+
+def _table(rows: list[tuple]) -> pd.DataFrame:
+    """rows: (label, gap_held, k, n, gap_failed, above, censored_why)."""
+    frame = pd.DataFrame(rows, columns=[LABEL, "gap_held", "held_solved", "held_seeds",
+                                        "gap_failed", frontier_.ABOVE, frontier_.CENSORED_WHY])
+    for column in ("gap_held", "held_solved", "held_seeds", "gap_failed"):
+        frame[column] = frame[column].astype("Int64")
+    return frame.assign(**{names.TASK_LABEL: "copy"})
+
+
+def test_frontier_sentence_groups_and_words_every_case() -> None:
+    table = _table([
+        ("a", 640, 2, 3, None, frontier_.ABOVE_BEYOND, ""),
+        ("b", 40, 2, 3, 80, frontier_.ABOVE_CENSORED, frontier_.JOB_FAILED_TEXT),
+        ("c", 40, 2, 3, 80, frontier_.ABOVE_CENSORED, frontier_.JOB_FAILED_TEXT),
+        ("d", None, None, None, 5, frontier_.ABOVE_FAILED, ""),
+        ("e", 40, 3, 3, 80, frontier_.ABOVE_FAILED, ""),
+    ])
+    assert headline_.frontier_sentence("copy", table) == (
+        "On copy, a held gap 640 (2/3 seeds; the top of the ladder: the frontier lies beyond "
+        "it); b and c held gap 40 (2/3 seeds each; gap 80 censored: job failed); e held gap 40 "
+        "(3/3 seeds; gap 80 failed); d held no gap (gap 5 failed, the lowest gap).")
+
+
+def test_headline_without_frontier_is_unchanged() -> None:
+    runs = pd.DataFrame({
+        names.TASK_LABEL: ["copy"] * 2, LABEL: ["a", "a"], names.GAP: [10, 20],
+        names.SEED: [0, 0], names.STATUS: [names.SOLVED, names.UNSOLVED],
+        names.END_STATE: [names.SOLVED, names.CHANCE], names.STEPS_RUN: [100.0, 100.0]})
+    assert headline_.headline(runs) == headline_.headline(runs, None)
+    framed = headline_.headline(runs, _table([("a", 10, 1, 1, 20, frontier_.ABOVE_FAILED, "")]))
+    assert framed[0][1][0] == "On copy, a held gap 10 (1/1 seeds; gap 20 failed)."
+    assert framed[0][1][1:] == headline_.headline(runs)[0][1][1:]
+
+
+def test_probes_text_parses_into_seed_outcomes() -> None:
+    assert frontier_.parse_probes("5:SS 10:SUF") == [
+        (5, 0, "solved"), (5, 1, "solved"), (10, 0, "solved"), (10, 1, "undecided"),
+        (10, 2, "failed")]
+    assert frontier_.parse_probes(float("nan")) == []
