@@ -51,6 +51,7 @@ CONFIGS = {
     "model=rnn model.activation=relu": (RELU, "5:SS 10:SSS 20:FFF", 10, 3, 3, 20, ""),
 }
 GRID = 18  # 6 rungs x 3 seeds
+P50 = {"model=gru": ("113.1", "90.52", "141.2")}  # the sweeper's fitted P(solved) = 0.5 gap
 OUTCOME = {"S": "solved", "F": "failed", "U": "undecided"}
 HEADLINE = (
     f"On {LABEL_TASK}, gru-tanh-noclip held gap 80 (3/3 seeds; gap 160 failed); model=gru "
@@ -101,7 +102,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     old_rows = [("model=gru", LABEL_TASK, LR, 20, 2, 3, 40, "", "5:SS 20:SSF 40:FFF", 8, GRID),
                 ("model=gru clip=norm", LABEL_TASK, LR, 40, 2, 3, 80, "",
                  "5:SS 20:SS 40:SSF 80:FFF", 10, GRID)]
-    client.log_text(old, csv_text(names.FRONTIER_COLUMNS, old_rows), names.FRONTIER_ARTIFACT)
+    # the older sweep's table predates the P(solved) fit columns: it must still be read
+    client.log_text(old, csv_text(frontier_.REQUIRED, old_rows), names.FRONTIER_ARTIFACT)
     client.set_tag(old, names.FRONTIER_RULE, OLD_RULE)
     client.set_terminated(old)
     new = _parent(client, exp_id, "frontier-new", 2000)
@@ -117,7 +119,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
                                    names.SOLVED if letter == "S" else names.UNSOLVED,
                                    end_state, OUTCOME[letter], run_id))
                 runs += 1
-        rows.append((key, TASK, LR, held, k, n, failed, censored, levels, runs, GRID))
+        rows.append((key, TASK, LR, held, k, n, failed, censored, levels, runs, GRID,
+                     *P50.get(key, ("", "", ""))))
     client.log_text(new, csv_text(names.FRONTIER_COLUMNS, rows), names.FRONTIER_ARTIFACT)
     client.log_text(new, csv_text(names.FRONTIER_PROBE_COLUMNS, probe_rows),
                     names.FRONTIER_PROBES_ARTIFACT)
@@ -194,7 +197,9 @@ def test_frontier_section_figure_and_summary(report: Path) -> None:
     assert summary.index("## Overview") < summary.index("## Frontier") < summary.index(
         "## Findings")
     assert (f"| {LABEL_TASK} | gru-tanh-noclip | model=gru | 0.01 | 80 (3/3 seeds) | 160 failed "
-            "| - | 10 of 18 | frontier-new |") in summary
+            "| - | 113 (90.5-141) | 10 of 18 | frontier-new |") in summary
+    assert (f"| {LABEL_TASK} | rnn-tanh-noclip | model=rnn | 0.01 | 10 (3/3 seeds) | 20 failed "
+            "| - | - |") in summary  # no fit: blank in the sweeper's table
     assert f"![Gap frontier per configuration]({frontier_.FRONTIER_PNG})" in summary
     assert RULE in summary
 

@@ -47,11 +47,15 @@ _CONFIGURATION, _TASK, _LR = "configuration", "task", "lr"
 _GAP_HELD, _HELD_SOLVED, _HELD_SEEDS = "gap_held", "held_solved", "held_seeds"
 _GAP_FAILED, _CENSORED_GAPS, _PROBES = "gap_failed", "censored_gaps", "probes"
 _RUNS, _GRID_RUNS = "runs", "grid_runs"
+# The fit of P(solved) on ln gap (harness.frontier.solve_curve); absent from older tables.
+_P50_GAP, _P50_LOW, _P50_HIGH = "p50_gap", "p50_low", "p50_high"
+OPTIONAL = (_P50_GAP, _P50_LOW, _P50_HIGH)
+REQUIRED = tuple(c for c in names.FRONTIER_COLUMNS if c not in OPTIONAL)
 # The probes artifact's columns (names.FRONTIER_PROBE_COLUMNS) this module reads.
 _P_GAP, _P_STATUS, _P_END_STATE, _P_OUTCOME, _P_RUN_ID = (
     "gap", "status", "end_state", "outcome", "run_id")
 for _column in (_CONFIGURATION, _TASK, _LR, _GAP_HELD, _HELD_SOLVED, _HELD_SEEDS, _GAP_FAILED,
-                _CENSORED_GAPS, _PROBES, _RUNS, _GRID_RUNS):
+                _CENSORED_GAPS, _PROBES, _RUNS, _GRID_RUNS, *OPTIONAL):
     if _column not in names.FRONTIER_COLUMNS:
         raise ImportError(f"{names.FRONTIER_ARTIFACT} has no column {_column!r}")
 for _column in (_CONFIGURATION, _LR, _P_GAP, _P_STATUS, _P_END_STATE, _P_OUTCOME, _P_RUN_ID):
@@ -75,7 +79,7 @@ SWEEP = "sweep"  # the run name of the parent run the row came from
 SWEEP_RUN_ID = "sweep_run_id"
 COLUMNS = (names.TASK_LABEL, LABEL, OVERRIDES, _LR, _GAP_HELD, _HELD_SOLVED, _HELD_SEEDS,
            _GAP_FAILED, ABOVE, CENSORED_WHY, _CENSORED_GAPS, _PROBES, _RUNS, _GRID_RUNS,
-           SWEEP, SWEEP_RUN_ID)
+           _P50_GAP, _P50_LOW, _P50_HIGH, SWEEP, SWEEP_RUN_ID)
 # One row per probed (row, gap, seed) at the row's lr, from `probes`: what the figure draws.
 SEED = "seed"
 OUTCOME = "outcome"
@@ -192,6 +196,7 @@ def _rows(frontier: pd.DataFrame, probes: pd.DataFrame | None, runs: pd.DataFram
             CENSORED_WHY: _censored_why(mine, failed) if above == ABOVE_CENSORED else "",
             _CENSORED_GAPS: " ".join(map(str, censored)), _PROBES: _text(record[_PROBES]),
             _RUNS: _int(record[_RUNS]), _GRID_RUNS: _int(record[_GRID_RUNS]),
+            **{c: _number(record.get(c)) for c in OPTIONAL},
             SWEEP: str(parent[RUN_NAME]), SWEEP_RUN_ID: str(parent[RUN_ID]),
         })
     return rows
@@ -209,7 +214,7 @@ def load_frontiers(sweep: Sweep, tracking_uri: str) -> Frontiers:
         return _empty_frontiers()
     found = [(rid, frame) for rid, frame in
              _artifact_csvs(parents, names.FRONTIER_ARTIFACT, tracking_uri)
-             if set(names.FRONTIER_COLUMNS) <= set(frame.columns)]
+             if set(REQUIRED) <= set(frame.columns)]
     if not found:
         return _empty_frontiers()
     with_table = parents[parents[RUN_ID].isin({rid for rid, _ in found})]
@@ -264,7 +269,18 @@ def above_text(row: dict[str, object]) -> str:
 
 
 DISPLAY_HEADER = ("task", "configuration", "overrides", "lr", "gap held (k/n seeds)",
-                  "first gap not held", "censored gaps", "runs used (of the full grid)", "sweep")
+                  "first gap not held", "censored gaps", "P(solved) = 0.5 at gap (95% bootstrap)",
+                  "runs used (of the full grid)", "sweep")
+
+
+def p50_text(row: dict[str, object]) -> str:
+    """`22.1 (15.4-30.9)`, or `-` where the fit is undefined (docs/frontier.md)."""
+    gap, low, high = (row.get(c) for c in OPTIONAL)
+    if gap is None or gap != gap:
+        return "-"
+    band = "" if low is None or low != low or high is None or high != high else (
+        f" ({low:.3g}-{high:.3g})")
+    return f"{gap:.3g}{band}"
 
 
 def display_rows(frontiers: Frontiers) -> list[list[str]]:
@@ -276,7 +292,7 @@ def display_rows(frontiers: Frontiers) -> list[list[str]]:
         out.append([
             str(row[names.TASK_LABEL]), str(row[LABEL]), str(row[OVERRIDES]),
             "" if lr is None or lr != lr else f"{lr:g}", held_text(row), above_text(row),
-            str(row[_CENSORED_GAPS]) or "-",
+            str(row[_CENSORED_GAPS]) or "-", p50_text(row),
             f"{runs} of {grid}" if runs is not pd.NA and grid is not pd.NA else "-",
             str(row[SWEEP]),
         ])
