@@ -34,7 +34,7 @@ from harness.report import headline as headline_
 from harness.report.load import LABEL
 from harness.train import csv_text
 
-EXP, PLAIN = "frontier-exp", "plain-exp"
+EXP, PLAIN, BEYOND = "frontier-exp", "plain-exp", "beyond-exp"
 TASK, LABEL_TASK = "delayed_recall", "delayed_recall_noise"
 LR = 0.01
 RULE = ("a gap holds when >= 2 of 3 seeds solve it (seeds added only while undecided); bracket "
@@ -135,7 +135,32 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
             for seed in (0, 1):
                 _probe_run(client, plain_id, grid, config, gap, seed,
                            "S" if config == GRU or gap == 10 else "F")
+
+    # the top of the ladder held: gap_failed is empty ("beyond the ladder")
+    beyond_id = client.create_experiment(BEYOND, artifact_location=(root / BEYOND).as_uri())
+    top = _parent(client, beyond_id, "frontier-top", 3000)
+    top_probes = [("model=gru", TASK, LR, gap, seed, names.SOLVED, names.SOLVED, "solved",
+                   _probe_run(client, beyond_id, top, GRU, gap, seed, "S"))
+                  for gap, seeds in ((5, 2), (20, 3)) for seed in range(seeds)]
+    client.log_text(top, csv_text(names.FRONTIER_COLUMNS, [
+        ("model=gru", TASK, LR, 20, 3, 3, "", "", "5:SS 20:SSS", 5, 6, "", "", "")]),
+        names.FRONTIER_ARTIFACT)
+    client.log_text(top, csv_text(names.FRONTIER_PROBE_COLUMNS, top_probes),
+                    names.FRONTIER_PROBES_ARTIFACT)
+    client.set_tag(top, names.FRONTIER_RULE, RULE)
+    client.set_terminated(top)
     return uri
+
+
+def test_a_frontier_beyond_the_ladder_renders(store: str, tmp_path: Path) -> None:
+    """An empty gap_failed (the top rung held) in the table, the headline and the figure, with
+    the figures drawn in worker processes (where an empty Int64 cell arrives as None)."""
+    index = build_report(BEYOND, store, tmp_path, workers=2)
+    summary = (index.parent / "summary.md").read_text()
+    assert ("| gru-tanh-noclip | model=gru | 0.01 | 20 (3/3 seeds) | beyond the ladder (its top "
+            "gap held) | - | - "
+            "| 5 of 6 |") in summary
+    assert (index.parent / frontier_.FRONTIER_PNG).read_bytes().startswith(b"\x89PNG")
 
 
 @pytest.fixture(scope="module")

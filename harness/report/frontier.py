@@ -107,6 +107,12 @@ def _empty_frontiers(n_sweeps: int = 0) -> Frontiers:
                      pd.DataFrame(columns=list(LEVEL_COLUMNS)), (), n_sweeps)
 
 
+def missing(value: object) -> bool:
+    """None, pandas' NA or NaN: how an empty cell can arrive (Int64 columns give NA in the
+    process that built them and None after crossing to a figure worker)."""
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
+
+
 def _number(value: object) -> float | None:
     number = pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0]
     return None if pd.isna(number) else float(number)
@@ -255,7 +261,7 @@ def load_frontiers(sweep: Sweep, tracking_uri: str) -> Frontiers:
 def held_text(row: dict[str, object]) -> str:
     """`80 (3/3 seeds)`, or `none` when not even the lowest rung held."""
     held = row[_GAP_HELD]
-    if held is None or held is pd.NA:
+    if missing(held):
         return tables.NONE
     return f"{int(held):,} ({row[_HELD_SOLVED]}/{row[_HELD_SEEDS]} seeds)"  # type: ignore[arg-type]
 
@@ -293,7 +299,7 @@ def display_rows(frontiers: Frontiers) -> list[list[str]]:
             str(row[names.TASK_LABEL]), str(row[LABEL]), str(row[OVERRIDES]),
             "" if lr is None or lr != lr else f"{lr:g}", held_text(row), above_text(row),
             str(row[_CENSORED_GAPS]) or "-", p50_text(row),
-            f"{runs} of {grid}" if runs is not pd.NA and grid is not pd.NA else "-",
+            f"{runs} of {grid}" if not missing(runs) and not missing(grid) else "-",
             str(row[SWEEP]),
         ])
     return out
@@ -381,15 +387,15 @@ def frontier_figure(table: pd.DataFrame, levels: pd.DataFrame, colors: dict[str,
         rows = table[table[names.TASK_LABEL] == task].to_dict("records")
         at_task = levels[levels[names.TASK_LABEL] == task]
         gaps = sorted({int(g) for g in at_task[GAP]}
-                      | {int(r[_GAP_HELD]) for r in rows if r[_GAP_HELD] is not pd.NA}
-                      | {int(r[_GAP_FAILED]) for r in rows if r[_GAP_FAILED] is not pd.NA})
+                      | {int(r[_GAP_HELD]) for r in rows if not missing(r[_GAP_HELD])}
+                      | {int(r[_GAP_FAILED]) for r in rows if not missing(r[_GAP_FAILED])})
         low, high = (min(gaps) / 1.5, max(gaps) * 1.5) if gaps else (1.0, 10.0)
         n_seeds = max([int(s) + 1 for s in at_task[SEED]] or [1])
         offsets = (np.linspace(-_SEED_SPREAD / 2, _SEED_SPREAD / 2, n_seeds) if n_seeds > 1
                    else np.zeros(1))
         for y, row in enumerate(rows):
             color = colors.get(str(row[LABEL]), "0.55")
-            if row[_GAP_HELD] is not pd.NA:
+            if not missing(row[_GAP_HELD]):
                 held = float(row[_GAP_HELD])  # type: ignore[arg-type]
                 ax.barh(y, held - low, left=low, height=0.72, color=color, alpha=0.28, lw=0,
                         zorder=1)
