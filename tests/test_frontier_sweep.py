@@ -99,6 +99,16 @@ def test_frontier_sweep_through_joblib_and_rerun_reuses_every_probe(
     assert answer((tmp_path / "sweep" / "frontier.csv").read_text()) == EXPECTED
 
 
+@pytest.mark.slow
+def test_frontier_sweep_through_submitit_local(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    """The same search through submitit's local executor: the same answer, and the progress
+    lines come from the sweeper per batch (the jobs' output goes to submitit's log files)."""
+    done = run(tmp_path, cli_env, *AXES, "hydra/launcher=local")
+    assert answer((tmp_path / "sweep" / "frontier.csv").read_text()) == EXPECTED
+    assert "8 of the full grid's 18" in done.stdout
+    assert "[8] (batch " in done.stdout
+
+
 def test_the_table_gives_the_fitted_p50_gap_only_within_the_probed_gaps() -> None:
     separated = solve_curve([(5, True), (5, True), (10, False), (10, False)])
     gap, low, high = fitted(separated)
