@@ -683,13 +683,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"machine: 2048² fp32 matmul {matmul_gflops():.1f} GFLOP/s with "
               f"{torch.get_num_threads()} torch threads", flush=True)
     if args.frontier:
-        rows = frontier_cost()
-        with args.out.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        print(f"table written to {args.out}")
-        return 0
+        return write_rows(frontier_cost(), args.out)
     if args.report:
         from harness.report import bench as report_bench
 
@@ -717,11 +711,16 @@ def main(argv: list[str] | None = None) -> int:
         rows = batched_throughput(hidden=64, batch_size=32, steps=10, rounds=args.rounds + 1)
     else:
         rows = measure(args.gap, args.hidden, args.batch, args.steps, args.rounds, models)
-    with args.out.open("w", newline="") as handle:
+    return write_rows(rows, args.out)
+
+
+def write_rows(rows: list[dict[str, object]], out: Path) -> int:
+    """The benchmark's table as CSV; exit status 0."""
+    with out.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    print(f"table written to {args.out}")
+    print(f"table written to {out}")
     return 0
 
 
