@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from markupsafe import escape
+from matplotlib.figure import Figure
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
@@ -31,6 +32,7 @@ from harness import names
 from harness.report import build_report
 from harness.report import frontier as frontier_
 from harness.report import headline as headline_
+from harness.report.figures import DPI, save_png
 from harness.report.load import LABEL
 from harness.train import csv_text
 
@@ -341,3 +343,35 @@ def test_probes_text_parses_into_seed_outcomes() -> None:
         (5, 0, "solved"), (5, 1, "solved"), (10, 0, "solved"), (10, 1, "undecided"),
         (10, 2, "failed")]
     assert frontier_.parse_probes(float("nan")) == []
+
+
+def test_long_configuration_labels_fit_in_the_figure(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A label as long as the overrides of a clipped ReLU RNN (twice over) and the text at the
+    right stay inside the saved figure: constrained layout alone gave up and cut them."""
+    long = "model=rnn model.activation=relu clip=norm clip.threshold=10.0 " * 2
+    table = _table([(long.strip(), 10, 3, 3, 20, frontier_.ABOVE_FAILED, ""),
+                    ("gru-tanh-noclip", 10, 3, 3, 20, frontier_.ABOVE_FAILED, "")])
+    levels = pd.DataFrame([("copy", label, gap, seed, outcome) for label in table[LABEL]
+                           for gap, seed, outcome in frontier_.parse_probes("5:SS 10:SSS 20:FFF")],
+                          columns=list(frontier_.LEVEL_COLUMNS))
+    saved: list[Figure] = []
+
+    def keep(fig: Figure, path: Path) -> None:
+        save_png(fig, path)
+        saved.append(fig)
+
+    monkeypatch.setattr(frontier_, "save_png", keep)
+    frontier_.frontier_figure(table, levels, {}, "exp", tmp_path / frontier_.FRONTIER_PNG)
+    (fig,) = saved
+    fig.set_dpi(DPI)  # lay it out again at the resolution it was saved with
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    width = fig.bbox.width
+    tight = fig.get_tightbbox(renderer)  # in inches
+    assert 0 <= tight.x0 and tight.x1 <= fig.get_figwidth()
+    texts = [t for ax in fig.axes for t in [*ax.get_yticklabels(), *ax.texts]]
+    assert len(texts) == 4
+    for text in texts:
+        box = text.get_window_extent(renderer)
+        assert 0 <= box.x0 and box.x1 <= width, text.get_text()

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -35,7 +38,7 @@ from harness.report.load import (
     LABEL,
     RUN_ID,
     RUN_NAME,
-        Sweep,
+    Sweep,
     _artifact_csvs,
 )
 
@@ -365,6 +368,9 @@ OUTCOME_STYLE = {  # distinct shapes, so the figure reads without colour too
 }
 _ROW_IN = 0.62  # inches per configuration row
 _SEED_SPREAD = 0.44  # the seeds of a probed gap span this much of a row, top to bottom
+_WIDTH_IN = 11.0  # the figure's width when its labels leave the gap axis room enough
+_AXIS_IN = 5.5  # inches kept for the gap axis itself, however long the labels
+_PAD_IN = 0.6  # around the labels, the right-hand text and the panel's edges
 
 
 def _short_above(row: dict[str, object]) -> str:
@@ -373,14 +379,27 @@ def _short_above(row: dict[str, object]) -> str:
     return f"{int(row[_GAP_FAILED]):,} {row[ABOVE]}"  # type: ignore[arg-type]
 
 
+def _fit_width(fig: Figure, axes: Sequence[Axes]) -> None:
+    """Widen the figure so the longest configuration label (left) and result text (right)
+    leave the gap axis `_AXIS_IN` inches: constrained layout cannot shrink the axis below
+    nothing, and where it gives up the labels run off the figure's left edge."""
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    labels = [t for ax in axes for t in ax.get_yticklabels()]
+    texts = [t for ax in axes for t in ax.texts]
+    left, right = (max((t.get_window_extent(renderer).width for t in group), default=0.0)
+                   / fig.dpi for group in (labels, texts))
+    fig.set_figwidth(max(_WIDTH_IN, left + _AXIS_IN + right + 2 * _PAD_IN))
+
+
 def frontier_figure(table: pd.DataFrame, levels: pd.DataFrame, colors: dict[str, str],
                     experiment: str, path: Path) -> None:
     """One panel per task, one row per configuration: probed gaps with per-seed outcomes and a
-    bar up to the largest gap held (log-x gap axis)."""
+    bar up to the largest gap held (log-x gap axis). The figure is as wide as its longest
+    labels need (`_fit_width`)."""
     tasks = sorted(table[names.TASK_LABEL].astype(str).unique())
     counts = [int((table[names.TASK_LABEL] == t).sum()) for t in tasks]
     height = sum(_ROW_IN * n + 1.1 for n in counts) + 1.2
-    fig = Figure(figsize=(11.0, height), layout="constrained")
+    fig = Figure(figsize=(_WIDTH_IN, height), layout="constrained")
     axes = fig.subplots(len(tasks), 1, squeeze=False,
                         gridspec_kw={"height_ratios": [n + 1.2 for n in counts]})[:, 0]
     for ax, task in zip(axes, tasks, strict=True):
@@ -431,4 +450,5 @@ def frontier_figure(table: pd.DataFrame, levels: pd.DataFrame, colors: dict[str,
     fig.legend(handles=handles, loc="outside lower center", ncols=2,
                title="probe outcome (per seed)")
     fig.suptitle(f"{experiment}: gap frontier, each probed gap's seeds (seed 0 on top)")
+    _fit_width(fig, axes)
     save_png(fig, path)
