@@ -5,6 +5,7 @@ subprocesses with the store, sweep folder and checkpoints in tmp_path (docs/faul
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from harness import schema
 from harness.callbacks import report_unfinished
+from harness.models import RecurrentModel
 from harness.schema import ConfigError, check_known_keys, check_resources, step_bytes, validate
 from harness.tracking import FAILED_JOBS_FILE, INVALID_JOBS_FILE, KILLED_JOBS_FILE, PARENT_RUN_FILE
 
@@ -24,15 +26,22 @@ TINY = ["model.hidden_size=8", "train.steps=5", "train.batch_size=4", "train.eva
         "train.threads=1"]
 
 
-def harness_train(tmp_path: Path, env: dict[str, str], *overrides: str,
-                  multirun: bool = False) -> subprocess.CompletedProcess[str]:
+def harness_train(tmp_path: Path, env: dict[str, str], *overrides: str, multirun: bool = False,
+                  address_space: int | None = None) -> subprocess.CompletedProcess[str]:
+    """`address_space`: the processes' virtual-memory limit in bytes (RLIMIT_AS, as a cluster's
+    memory limit), inherited by the sweep's workers."""
     command = [sys.executable, "-m", "harness.train", *(["-m"] if multirun else []), *TINY,
                f"tracking.uri=sqlite:///{tmp_path}/store/mlflow.db",
                f"report.out_dir={tmp_path}/reports", f"train.checkpoint_dir={tmp_path}/ck",
                f"hydra.sweep.dir={tmp_path}/sweep", f"hydra.run.dir={tmp_path}/run",
                "experiment_name=ff", *overrides]
+
+    def limit() -> None:
+        if address_space is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+
     return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, preexec_fn=limit)
 
 
 def runs_in_store(tmp_path: Path) -> int:
@@ -92,19 +101,22 @@ def test_chrono_on_a_two_step_sequence_is_refused(tmp_path: Path,
                                  "task.gap=2"), tmp_path, "model.chrono: needs a sequence")
 
 
-@pytest.mark.slow  # about 22 s
+@pytest.mark.slow  # about 20 s
 def test_a_sweep_with_a_failed_job_exits_nonzero(tmp_path: Path,
                                                  cli_env: dict[str, str]) -> None:
-    """A real out-of-memory at runtime (a 10^6-unit RNN's 4 TB of weights; the memory check
-    counts activations, not parameters): the sweep runs the other job and exits 1."""
-    done = harness_train(tmp_path, cli_env, "model=rnn", "model.hidden_size=8,1000000",
+    """A real out-of-memory at run time: under a 3 GB address-space limit (as a cluster job's
+    memory limit; the up-front check compares with the machine's physical memory) a
+    20,000-unit RNN's 1.6 GB of weights cannot be copied. The sweep runs the other job and
+    exits 1."""
+    done = harness_train(tmp_path, cli_env, "model=rnn", "model.hidden_size=8,20000",
                          "hydra.launcher.n_jobs=2", "report.on_multirun_end=false",
-                         multirun=True)
+                         multirun=True, address_space=3 * 10 ** 9)
     assert done.returncode == 1, done.stderr[-3000:]
     assert "1 job(s) failed" in done.stderr
     assert "a rerun runs them again, so fix the cause first" in done.stderr
     lines = (tmp_path / "sweep" / FAILED_JOBS_FILE).read_text().splitlines()
-    assert len(lines) == 1 and "model.hidden_size=1000000" in lines[0]
+    assert len(lines) == 1 and "model.hidden_size=20000" in lines[0]
+    assert "can't allocate memory" in lines[0]
     assert "[2/2]" in done.stdout  # the progress lines
 
 
@@ -144,11 +156,36 @@ def test_known_keys_pass_and_hydra_is_not_checked(make_cfg: Callable[..., DictCo
 
 
 def test_step_bytes_formula() -> None:
-    # activations 2 * 10 * 4 * (4 + 1) * 4 B, twice for backprop; data 2 * 10 * (3 + 5) * 4 B
-    assert step_bytes(2, 10, 4, 4, 3, 5) == 2 * 10 * 4 * 5 * 4 * 2 + 2 * 10 * 8 * 4
-    assert step_bytes(2, 10, 4, 4, 3, 5, backprop=False) == 2 * 10 * 4 * 5 * 4 + 2 * 10 * 8 * 4
+    # activations 2 * 10 * 4 * (4 + 1) * 4 B, twice for backprop; data 2 * 10 * (3 + 5) * 4 B;
+    # parameters 4 * 4 * (3 + 4 + 2) + 5 * (4 + 1) = 169, 4 B each, 4 copies when training
+    assert schema.parameter_count(4, 4, 3, 5) == 169
+    assert step_bytes(2, 10, 4, 4, 3, 5) == 2 * 10 * 4 * 5 * 4 * 2 + 2 * 10 * 8 * 4 + 169 * 16
+    assert step_bytes(2, 10, 4, 4, 3, 5, backprop=False) == \
+        2 * 10 * 4 * 5 * 4 + 2 * 10 * 8 * 4 + 169 * 4
+    params = schema.parameter_count(4, 1, 3, 5, layers=2, directions=2)
     assert step_bytes(2, 10, 4, 1, 3, 5, layers=2, directions=2) == \
-        2 * 10 * 4 * 2 * 2 * 2 * 4 * 2 + 2 * 10 * 8 * 4
+        2 * 10 * 4 * 2 * 2 * 2 * 4 * 2 + 2 * 10 * 8 * 4 + params * 16
+
+
+@pytest.mark.parametrize(("cell", "activation", "layers", "bidirectional"), [
+    ("rnn", "tanh", 1, False), ("lstm", "tanh", 2, False), ("gru", "tanh", 2, True),
+    ("rnn", "modrelu", 2, True), ("orth_rnn", "tanh", 1, False)])
+def test_parameter_count_is_the_models(cell: str, activation: str, layers: int,
+                                       bidirectional: bool) -> None:
+    model = RecurrentModel(cell, 7, 5, 6, num_layers=layers, activation=activation,
+                           bidirectional=bidirectional)
+    expected = sum(p.numel() for p in model.parameters())
+    assert schema.parameter_count(6, schema.GATES[schema.ModelName(cell)], 7, 5, layers=layers,
+                           directions=2 if bidirectional else 1,
+                           modrelu=activation == "modrelu") == expected
+
+
+def test_a_model_too_big_for_memory_is_refused(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    """10^6 hidden units: 4 TB of weights, whatever the batch; the key named is the model's."""
+    line = assert_refused(harness_train(tmp_path, cli_env, "model=rnn",
+                                        "model.hidden_size=1000000"), tmp_path,
+                          "model.hidden_size: 1000000 gives 10000")
+    assert "parameters; training them" in line and "GiB" in line
 
 
 def test_memory_check_names_the_biggest_batch(make_cfg: Callable[..., DictConfig]) -> None:
