@@ -191,8 +191,12 @@ def test_a_model_too_big_for_memory_is_refused(tmp_path: Path, cli_env: dict[str
 def test_memory_check_names_the_biggest_batch(make_cfg: Callable[..., DictConfig]) -> None:
     spec = validate(make_cfg("task=copy", "train.eval_batch_size=32"))
     check_resources(spec, 120, 10, 9, memory=2 ** 40)
+    hidden = spec.model.hidden_size
+    weights = schema.parameter_bytes(hidden, schema.GATES[spec.model.name], 10, 9)
     with pytest.raises(ConfigError, match=r"^task.gap: .* train.eval_batch_size=32 needs about"):
-        check_resources(spec, 120, 10, 9, memory=1000)
+        check_resources(spec, 120, 10, 9, memory=weights + 1)  # the weights fit, a step not
+    with pytest.raises(ConfigError, match=rf"^model.hidden_size: {hidden} gives "):
+        check_resources(spec, 120, 10, 9, memory=weights - 1)
 
 
 def test_cpu_count_without_sched_getaffinity(monkeypatch: pytest.MonkeyPatch) -> None:
