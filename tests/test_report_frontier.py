@@ -296,9 +296,17 @@ def test_a_stale_frontier_is_removed_on_rebuild(store: str, tmp_path: Path) -> N
     index = build_report(PLAIN, store, tmp_path, workers=1)
     (index.parent / frontier_.FRONTIER_PNG).write_bytes(b"old")
     (index.parent / frontier_.FRONTIER_CSV).write_text("old")
+    (index.parent / frontier_.FORMER_CSV).write_text("old")  # the table's name before
     build_report(PLAIN, store, tmp_path, workers=1)
-    assert not (index.parent / frontier_.FRONTIER_PNG).exists()
-    assert not (index.parent / frontier_.FRONTIER_CSV).exists()
+    for name in (frontier_.FRONTIER_PNG, frontier_.FRONTIER_CSV, frontier_.FORMER_CSV):
+        assert not (index.parent / name).exists(), name
+
+
+def test_the_report_table_is_not_named_like_the_sweep_artifact(report: Path) -> None:
+    """The sweep's frontier.csv and the report's table have different columns: one name each."""
+    assert frontier_.FRONTIER_CSV != names.FRONTIER_ARTIFACT
+    assert (report.parent / frontier_.FRONTIER_CSV).is_file()
+    assert not (report.parent / names.FRONTIER_ARTIFACT).exists()
 
 
 # --- the words, on synthetic frontier tables -----------------------------------------------

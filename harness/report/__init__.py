@@ -289,7 +289,7 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
     out.mkdir(parents=True, exist_ok=True)
     # Files drawn only when the data has them: a rebuild must not keep one from before.
     for optional in (CLIP_HEATMAP_PNG, CLIP_HEATMAP_CSV, EVAL_BY_GAP_PNG, EVAL_BY_GAP_CSV,
-                     FRONTIER_PNG, FRONTIER_CSV):
+                     FRONTIER_PNG, FRONTIER_CSV, frontier_.FORMER_CSV):
         (out / optional).unlink(missing_ok=True)
     written: list[str] = []
 

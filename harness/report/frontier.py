@@ -42,7 +42,10 @@ from harness.report.load import (
     _artifact_csvs,
 )
 
-FRONTIER_CSV = "frontier.csv"  # in the report folder: the merged table below
+# in the report folder: the merged table below (not frontier.csv: that is the sweep artifact,
+# names.FRONTIER_ARTIFACT, whose columns differ)
+FRONTIER_CSV = "frontier_table.csv"
+FORMER_CSV = "frontier.csv"  # FRONTIER_CSV's name until 2026-12: a rebuild removes it
 FRONTIER_PNG = "frontier.png"
 
 # The artifact's columns (names.FRONTIER_COLUMNS), read by name.
@@ -74,7 +77,7 @@ ABOVE_FAILED, ABOVE_CENSORED, ABOVE_BEYOND = "failed", "censored", "beyond the l
 IMPROVING_TEXT = "still improving at the budget's end"
 JOB_FAILED_TEXT = "job failed"
 
-# Columns of the report's frontier.csv, one row per (task, configuration, lr).
+# Columns of the report's FRONTIER_CSV, one row per (task, configuration, lr).
 OVERRIDES = "overrides"  # the frontier's `configuration`: the non-gap overrides
 ABOVE = "above"  # ABOVE_FAILED / ABOVE_CENSORED / ABOVE_BEYOND
 CENSORED_WHY = "censored_why"  # why gap_failed is censored ("" unless it is)
