@@ -294,27 +294,32 @@ POOLED_COLUMNS = [names.TASK_LABEL, PANEL_MODEL, names.GAP, LABEL, PHASE, P_LAYE
                   P_GRAD_NORM, N_RUNS]
 
 
-def _pooled_profiles(runs: pd.DataFrame, profiles: pd.DataFrame) -> pd.DataFrame:
-    """Mean grad norm per (task, model/activation, label, phase, lag) at each panel's top gap.
+RUN_PROFILE_COLUMNS = [RUN_ID, names.TASK_LABEL, PANEL_MODEL, names.GAP, LABEL, PHASE, P_LAG,
+                       P_GRAD_NORM, P_LAYER, P_STEP]
 
-    Only each run's last layer (the one next to the readout) is used. "final" is each run's
-    own last profiled step, since runs stop at different steps; a run profiled only at step 0
-    has no final curve. "middle" is the run's profiled step nearest half its last one (not
-    step 0 nor the last). Non-finite values (diverged runs) and, after pooling, non-positive
-    values (underflow) are dropped because the y axis is logarithmic.
+
+def run_profiles(runs: pd.DataFrame, profiles: pd.DataFrame) -> pd.DataFrame:
+    """Each run's own ‖∂L/∂h_t‖ by lag at init, mid-training and at the end, last layer.
+
+    One row per (run, phase, lag), columns `RUN_PROFILE_COLUMNS`: the run's mean over its
+    positions at that lag, and the step it was profiled at. Only each run's last layer (the
+    one next to the readout) is used. "final" is each run's own last profiled step, since runs
+    stop at different steps; a run profiled only at step 0 has no final curve. "middle" is the
+    run's profiled step nearest half its last one (not step 0 nor the last). Non-finite values
+    (diverged runs) are dropped.
     """
     keys = [RUN_ID, names.TASK_LABEL, names.GAP, names.MODEL, names.ACTIVATION, LABEL]
+    if profiles.empty:
+        return pd.DataFrame(columns=RUN_PROFILE_COLUMNS)
     layer = profiles.groupby(RUN_ID)[P_LAYER].transform("max")
     data = profiles[profiles[P_LAYER] == layer].merge(runs[keys], on=RUN_ID, how="inner")
     data = data[np.isfinite(data[P_GRAD_NORM].astype(float))
                 & data[P_LAG].notna() & data[P_STEP].notna()]
     if data.empty:
-        return pd.DataFrame(columns=POOLED_COLUMNS)
+        return pd.DataFrame(columns=RUN_PROFILE_COLUMNS)
     data = data.assign(
         **{PANEL_MODEL: data[names.MODEL].astype(str) + "-" + data[names.ACTIVATION].astype(str)}
     )
-    top_gap = data.groupby([names.TASK_LABEL, PANEL_MODEL])[names.GAP].transform("max")
-    data = data[data[names.GAP] == top_gap]
     last_step = data.groupby(RUN_ID)[P_STEP].transform("max")
     init = data[data[P_STEP] == 0].assign(**{PHASE: INIT})
     final = data[(data[P_STEP] == last_step) & (last_step > 0)].assign(**{PHASE: FINAL})
@@ -328,14 +333,34 @@ def _pooled_profiles(runs: pd.DataFrame, profiles: pd.DataFrame) -> pd.DataFrame
     group = [names.TASK_LABEL, PANEL_MODEL, names.GAP, LABEL, PHASE, P_LAG]
     # Average within a run first, so a run scoring many positions per lag is not overweighted.
     per_run = both.groupby([*group, RUN_ID], sort=True).agg(
-        **{P_GRAD_NORM: (P_GRAD_NORM, "mean"), P_LAYER: (P_LAYER, "max")}
+        **{P_GRAD_NORM: (P_GRAD_NORM, "mean"), P_LAYER: (P_LAYER, "max"),
+           P_STEP: (P_STEP, "max")}
     ).reset_index()
+    return per_run[RUN_PROFILE_COLUMNS]
+
+
+def pool_runs(per_run: pd.DataFrame, group: list[str]) -> pd.DataFrame:
+    """The mean over runs of `run_profiles` rows per `group` (which ends with the lag), with
+    the runs counted in `N_RUNS`; layers and lags as ints."""
     pooled = per_run.groupby(group, sort=True).agg(
         **{P_GRAD_NORM: (P_GRAD_NORM, "mean"), N_RUNS: (RUN_ID, "count"),
            P_LAYER: (P_LAYER, "max")}
     ).reset_index()
     pooled[P_LAYER] = pooled[P_LAYER].round().astype(int)
     pooled[P_LAG] = pooled[P_LAG].round().astype(int)
+    return pooled
+
+
+def _pooled_profiles(runs: pd.DataFrame, profiles: pd.DataFrame) -> pd.DataFrame:
+    """Mean grad norm per (task, model/activation, label, phase, lag) at each panel's top gap
+    (`run_profiles` pooled over runs). Non-positive means (underflow) are dropped because the
+    y axis is logarithmic."""
+    per_run = run_profiles(runs, profiles)
+    if per_run.empty:
+        return pd.DataFrame(columns=POOLED_COLUMNS)
+    top_gap = per_run.groupby([names.TASK_LABEL, PANEL_MODEL])[names.GAP].transform("max")
+    per_run = per_run[per_run[names.GAP] == top_gap]
+    pooled = pool_runs(per_run, [names.TASK_LABEL, PANEL_MODEL, names.GAP, LABEL, PHASE, P_LAG])
     return pooled.loc[pooled[P_GRAD_NORM] > 0, POOLED_COLUMNS].reset_index(drop=True)
 
 
