@@ -58,13 +58,14 @@ _P50_GAP, _P50_LOW, _P50_HIGH = "p50_gap", "p50_low", "p50_high"
 OPTIONAL = (_P50_GAP, _P50_LOW, _P50_HIGH)
 REQUIRED = tuple(c for c in names.FRONTIER_COLUMNS if c not in OPTIONAL)
 # The probes artifact's columns (names.FRONTIER_PROBE_COLUMNS) this module reads.
-_P_GAP, _P_STATUS, _P_END_STATE, _P_OUTCOME, _P_RUN_ID = (
-    "gap", "status", "end_state", "outcome", "run_id")
+_P_GAP, _P_SEED, _P_STATUS, _P_END_STATE, _P_OUTCOME, _P_RUN_ID = (
+    "gap", "seed", "status", "end_state", "outcome", "run_id")
 for _column in (_CONFIGURATION, _TASK, _LR, _GAP_HELD, _HELD_SOLVED, _HELD_SEEDS, _GAP_FAILED,
                 _CENSORED_GAPS, _PROBES, _RUNS, _GRID_RUNS, *OPTIONAL):
     if _column not in names.FRONTIER_COLUMNS:
         raise ImportError(f"{names.FRONTIER_ARTIFACT} has no column {_column!r}")
-for _column in (_CONFIGURATION, _LR, _P_GAP, _P_STATUS, _P_END_STATE, _P_OUTCOME, _P_RUN_ID):
+for _column in (_CONFIGURATION, _LR, _P_GAP, _P_SEED, _P_STATUS, _P_END_STATE, _P_OUTCOME,
+                _P_RUN_ID):
     if _column not in names.FRONTIER_PROBE_COLUMNS:
         raise ImportError(f"{names.FRONTIER_PROBES_ARTIFACT} has no column {_column!r}")
 
@@ -91,17 +92,22 @@ SEED = "seed"
 OUTCOME = "outcome"
 GAP = "gap"
 LEVEL_COLUMNS = (names.TASK_LABEL, LABEL, GAP, SEED, OUTCOME)
+# One row per probe run of a row at the row's lr, from the probes artifact: which run it was.
+PROBE_RUN_COLUMNS = (*LEVEL_COLUMNS, RUN_ID)
 
 
 @dataclass(frozen=True)
 class Frontiers:
     """The experiment's frontiers: `table` (COLUMNS), `levels` (LEVEL_COLUMNS) and the decision
-    rule of each sweep the rows came from, as (sweep run name, rule text), oldest first."""
+    rule of each sweep the rows came from, as (sweep run name, rule text), oldest first.
+    `probe_runs` (PROBE_RUN_COLUMNS) names the run of each probe of a row whose sweep logged
+    its probes artifact; rows of sweeps without it have none."""
 
     table: pd.DataFrame
     levels: pd.DataFrame
     rules: tuple[tuple[str, str], ...]
     n_sweeps: int  # frontier sweeps (parent runs with a readable frontier.csv) found
+    probe_runs: pd.DataFrame
 
     @property
     def empty(self) -> bool:
@@ -110,7 +116,8 @@ class Frontiers:
 
 def _empty_frontiers(n_sweeps: int = 0) -> Frontiers:
     return Frontiers(pd.DataFrame(columns=list(COLUMNS)),
-                     pd.DataFrame(columns=list(LEVEL_COLUMNS)), (), n_sweeps)
+                     pd.DataFrame(columns=list(LEVEL_COLUMNS)), (), n_sweeps,
+                     pd.DataFrame(columns=list(PROBE_RUN_COLUMNS)))
 
 
 def missing(value: object) -> bool:
@@ -179,9 +186,23 @@ def _censored_why(probes: pd.DataFrame | None, gap: int | None) -> str:
     return " / ".join(sorted(reasons))
 
 
+Probe = tuple[int, int, str, str]  # (gap, seed, outcome, run id) of one probe run
+
+
+def _probe_list(mine: pd.DataFrame | None) -> list[Probe]:
+    if mine is None:
+        return []
+    out = []
+    for record in mine.to_dict("records"):
+        gap, seed = _int(record[_P_GAP]), _int(record[_P_SEED])
+        if gap is not None and seed is not None and not missing(record[_P_RUN_ID]):
+            out.append((gap, seed, _text(record[_P_OUTCOME]), str(record[_P_RUN_ID])))
+    return out
+
+
 def _rows(frontier: pd.DataFrame, probes: pd.DataFrame | None, runs: pd.DataFrame,
-          parent: dict[str, object]) -> list[dict[str, object]]:
-    """The report's rows of one parent run's frontier.csv."""
+          parent: dict[str, object]) -> list[tuple[dict[str, object], list[Probe]]]:
+    """The report's rows of one parent run's frontier.csv, each with its probe runs."""
     rows = []
     for record in frontier.to_dict("records"):
         overrides = _text(record[_CONFIGURATION])
@@ -201,7 +222,7 @@ def _rows(frontier: pd.DataFrame, probes: pd.DataFrame | None, runs: pd.DataFram
             above = ABOVE_BEYOND
         else:
             above = ABOVE_CENSORED if failed in censored else ABOVE_FAILED
-        rows.append({
+        rows.append(({
             names.TASK_LABEL: task, LABEL: label, OVERRIDES: overrides, _LR: lr,
             _GAP_HELD: held, _HELD_SOLVED: _int(record[_HELD_SOLVED]),
             _HELD_SEEDS: _int(record[_HELD_SEEDS]), _GAP_FAILED: failed, ABOVE: above,
@@ -210,7 +231,7 @@ def _rows(frontier: pd.DataFrame, probes: pd.DataFrame | None, runs: pd.DataFram
             _RUNS: _int(record[_RUNS]), _GRID_RUNS: _int(record[_GRID_RUNS]),
             **{c: _number(record.get(c)) for c in OPTIONAL},
             SWEEP: str(parent[RUN_NAME]), SWEEP_RUN_ID: str(parent[RUN_ID]),
-        })
+        }, _probe_list(mine)))
     return rows
 
 
@@ -236,17 +257,22 @@ def load_frontiers(sweep: Sweep, tracking_uri: str) -> Frontiers:
     by_id = {str(p[RUN_ID]): p for p in with_table.to_dict("records")}
     # `sweeps` is oldest first (start time, name, id): a later row replaces an earlier one.
     order = {rid: i for i, rid in enumerate(parents[RUN_ID].astype(str))}
-    newest: dict[tuple[str, str, str], dict[str, object]] = {}
+    newest: dict[tuple[str, str, str], tuple[dict[str, object], list[Probe]]] = {}
     for rid, frame in sorted(found, key=lambda pair: order[pair[0]]):
-        for row in _rows(frame, probes.get(rid), sweep.runs, by_id[rid]):
+        for row, row_probes in _rows(frame, probes.get(rid), sweep.runs, by_id[rid]):
             key = (str(row[names.TASK_LABEL]), str(row[OVERRIDES]), _lr_key(row[_LR]))
-            newest[key] = row
-    table = pd.DataFrame(list(newest.values()), columns=list(COLUMNS))
+            newest[key] = (row, row_probes)
+    table = pd.DataFrame([row for row, _ in newest.values()], columns=list(COLUMNS))
     # the same label twice on a task (e.g. two lrs the label does not name): say the lr
     twice = table.duplicated([names.TASK_LABEL, LABEL], keep=False)
     table.loc[twice, LABEL] = [f"{lab} (lr {lr:g})" if lr == lr and lr is not None else lab
                                for lab, lr in zip(table.loc[twice, LABEL],
                                                   table.loc[twice, _LR], strict=True)]
+    probe_runs = pd.DataFrame(
+        [(task, label, *probe) for task, label, (_, row_probes) in
+         zip(table[names.TASK_LABEL], table[LABEL], newest.values(), strict=True)
+         for probe in row_probes], columns=list(PROBE_RUN_COLUMNS))
+    probe_runs = probe_runs.sort_values(list(PROBE_RUN_COLUMNS), kind="mergesort")
     table = table.sort_values([names.TASK_LABEL, LABEL, OVERRIDES], kind="mergesort")
     table = table.reset_index(drop=True)
     for column in (_GAP_HELD, _HELD_SOLVED, _HELD_SEEDS, _GAP_FAILED, _RUNS, _GRID_RUNS):
@@ -258,7 +284,7 @@ def load_frontiers(sweep: Sweep, tracking_uri: str) -> Frontiers:
     used = [rid for rid in parents[RUN_ID].astype(str) if rid in set(table[SWEEP_RUN_ID])]
     rules = tuple((str(by_id[rid][RUN_NAME]), _text(by_id[rid][names.FRONTIER_RULE]))
                   for rid in used)
-    return Frontiers(table, levels, rules, len(found))
+    return Frontiers(table, levels, rules, len(found), probe_runs.reset_index(drop=True))
 
 
 # --- words ---------------------------------------------------------------------------------
