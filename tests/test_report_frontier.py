@@ -14,11 +14,16 @@ label can only come from the probes' runs), ladder 5..160, 2 of 3 seeds, lr 0.01
 An older frontier sweep (no probes artifact) answered `model=gru` too (held 20: replaced by
 the newer answer) and `model=gru clip=norm` (only it did: kept, named by its overrides).
 Experiment `plain-exp` has a grid sweep and no frontier: no frontier section at all.
+Experiment `frontier-grads-exp` (GRAD_CONFIGS) is a frontier whose probes logged gradient
+profiles of known values (`_profile`): the ReLU RNN without clipping (held 10, 20 failed) and
+with norm clipping (held 20, 40 failed), and the GRU (held 20; its probes at 40 logged none).
 """
 
 from __future__ import annotations
 
 import csv
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -29,14 +34,14 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from harness import names
-from harness.report import build_report
+from harness.report import build_report, frontier_grads
 from harness.report import frontier as frontier_
 from harness.report import headline as headline_
 from harness.report.figures import DPI, save_png
 from harness.report.load import LABEL
 from harness.train import csv_text
 
-EXP, PLAIN, BEYOND = "frontier-exp", "plain-exp", "beyond-exp"
+EXP, PLAIN, BEYOND, GRADS = "frontier-exp", "plain-exp", "beyond-exp", "frontier-grads-exp"
 TASK, LABEL_TASK = "delayed_recall", "delayed_recall_noise"
 LR = 0.01
 RULE = ("a gap holds when >= 2 of 3 seeds solve it (seeds added only while undecided); bracket "
@@ -52,6 +57,16 @@ CONFIGS = {
     "model=rnn": (RNN, "5:SS 10:SSS 20:FFF", 10, 3, 3, 20, ""),
     "model=rnn model.activation=relu": (RELU, "5:SS 10:SSS 20:FFF", 10, 3, 3, 20, ""),
 }
+CLIPPED = ("rnn", "relu", "norm", 1.0)
+# Experiment `frontier-grads-exp`: the ReLU RNN without and with clipping, and the GRU, whose
+# probes logged gradient profiles (`_profile`) decaying at these rates per step of lag.
+GRAD_CONFIGS = {
+    "model=rnn_relu": (RELU, "5:SS 10:SSS 20:FFF", 10, 3, 3, 20, ""),
+    "model=rnn_relu clip=norm": (CLIPPED, "5:SS 10:SS 20:SSS 40:FFF", 20, 3, 3, 40, ""),
+    "model=gru": (GRU, "5:SS 20:SSS 40:FFF", 20, 3, 3, 40, ""),
+}
+GRAD_RATES = {"model=rnn_relu": 0.2, "model=rnn_relu clip=norm": 0.05, "model=gru": 0.01}
+PROFILE_STEP = 500
 GRID = 18  # 6 rungs x 3 seeds
 P50 = {"model=gru": ("113.1", "90.52", "141.2")}  # the sweeper's fitted P(solved) = 0.5 gap
 OUTCOME = {"S": "solved", "F": "failed", "U": "undecided"}
@@ -94,6 +109,55 @@ def _parent(client: MlflowClient, exp_id: str, name: str, start: int,
     return run_id
 
 
+def _frontier_sweep(client: MlflowClient, exp_id: str, name: str, start: int,
+                    configs: dict[str, tuple],
+                    profile: Callable[[str, str, int, int], None] | None = None) -> str:
+    """A frontier sweep's parent run with its probe runs, frontier.csv and probes artifact;
+    `profile(run_id, configuration key, gap, seed)` logs what else a probe run should carry."""
+    parent = _parent(client, exp_id, name, start)
+    rows, probe_rows = [], []
+    for key, (config, levels, held, k, n, failed, censored) in configs.items():
+        runs = 0
+        for level in levels.split():
+            gap, letters = level.split(":")
+            for seed, letter in enumerate(letters):
+                run_id = _probe_run(client, exp_id, parent, config, int(gap), seed, letter)
+                if profile is not None:
+                    profile(run_id, key, int(gap), seed)
+                end_state = {"S": names.SOLVED, "F": names.PLATEAU, "U": names.IMPROVING}[letter]
+                probe_rows.append((key, TASK, LR, int(gap), seed,
+                                   names.SOLVED if letter == "S" else names.UNSOLVED,
+                                   end_state, OUTCOME[letter], run_id))
+                runs += 1
+        rows.append((key, TASK, LR, held, k, n, failed, censored, levels, runs, GRID,
+                     *P50.get(key, ("", "", ""))))
+    client.log_text(parent, csv_text(names.FRONTIER_COLUMNS, rows), names.FRONTIER_ARTIFACT)
+    client.log_text(parent, csv_text(names.FRONTIER_PROBE_COLUMNS, probe_rows),
+                    names.FRONTIER_PROBES_ARTIFACT)
+    client.set_tag(parent, names.FRONTIER_RULE, RULE)
+    client.set_terminated(parent)
+    return parent
+
+
+def _profile(client: MlflowClient, run_id: str, key: str, gap: int, seed: int) -> None:
+    """grad_profile.csv of a probe of GRAD_CONFIGS: at PROFILE_STEP, on the last layer (1),
+    (1 + seed) * exp(-rate * lag) for lags 0..gap + 5 (two positions per lag, both that
+    value); step 0 and layer 0 hold other values, which the section must not use. A gru
+    probe at gap 40 logs no profile; every probe logs its final grad_decay_rate, -rate."""
+    rate = GRAD_RATES[key]
+    if key == "model=gru" and gap == 40:
+        return
+    rows = []
+    for step, layer in ((0, 1), (PROFILE_STEP, 0), (PROFILE_STEP, 1)):
+        for lag in range(gap + 6):
+            value = (1 + seed) * math.exp(-rate * lag) if (step, layer) == (PROFILE_STEP, 1) \
+                else 7.0
+            for t in (2 * (gap + 5 - lag), 2 * (gap + 5 - lag) + 1):
+                rows.append((step, layer, t, lag, value, 0.0, 1.0))
+    client.log_text(run_id, csv_text(names.PROFILE_COLUMNS, rows), names.GRAD_PROFILE_ARTIFACT)
+    client.log_metric(run_id, names.GRAD_DECAY_RATE, -rate, step=PROFILE_STEP)
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     root = tmp_path_factory.mktemp("frontier-store")
@@ -108,26 +172,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     client.log_text(old, csv_text(frontier_.REQUIRED, old_rows), names.FRONTIER_ARTIFACT)
     client.set_tag(old, names.FRONTIER_RULE, OLD_RULE)
     client.set_terminated(old)
-    new = _parent(client, exp_id, "frontier-new", 2000)
-    rows, probe_rows = [], []
-    for key, (config, levels, held, k, n, failed, censored) in CONFIGS.items():
-        runs = 0
-        for level in levels.split():
-            gap, letters = level.split(":")
-            for seed, letter in enumerate(letters):
-                run_id = _probe_run(client, exp_id, new, config, int(gap), seed, letter)
-                end_state = {"S": names.SOLVED, "F": names.PLATEAU, "U": names.IMPROVING}[letter]
-                probe_rows.append((key, TASK, LR, int(gap), seed,
-                                   names.SOLVED if letter == "S" else names.UNSOLVED,
-                                   end_state, OUTCOME[letter], run_id))
-                runs += 1
-        rows.append((key, TASK, LR, held, k, n, failed, censored, levels, runs, GRID,
-                     *P50.get(key, ("", "", ""))))
-    client.log_text(new, csv_text(names.FRONTIER_COLUMNS, rows), names.FRONTIER_ARTIFACT)
-    client.log_text(new, csv_text(names.FRONTIER_PROBE_COLUMNS, probe_rows),
-                    names.FRONTIER_PROBES_ARTIFACT)
-    client.set_tag(new, names.FRONTIER_RULE, RULE)
-    client.set_terminated(new)
+    _frontier_sweep(client, exp_id, "frontier-new", 2000, CONFIGS)
 
     plain_id = client.create_experiment(PLAIN, artifact_location=(root / PLAIN).as_uri())
     grid = _parent(client, plain_id, "grid", 1000, "task=delayed_recall_noise task.gap=10,20")
@@ -151,6 +196,10 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
                     names.FRONTIER_PROBES_ARTIFACT)
     client.set_tag(top, names.FRONTIER_RULE, RULE)
     client.set_terminated(top)
+
+    grads_id = client.create_experiment(GRADS, artifact_location=(root / GRADS).as_uri())
+    _frontier_sweep(client, grads_id, "frontier-grads", 4000, GRAD_CONFIGS,
+                    lambda run_id, key, gap, seed: _profile(client, run_id, key, gap, seed))
     return uri
 
 
@@ -294,11 +343,14 @@ def test_no_frontier_no_section(store: str, tmp_path: Path) -> None:
 
 def test_a_stale_frontier_is_removed_on_rebuild(store: str, tmp_path: Path) -> None:
     index = build_report(PLAIN, store, tmp_path, workers=1)
-    (index.parent / frontier_.FRONTIER_PNG).write_bytes(b"old")
-    (index.parent / frontier_.FRONTIER_CSV).write_text("old")
-    (index.parent / frontier_.FORMER_CSV).write_text("old")  # the table's name before
+    stale = (frontier_.FRONTIER_PNG, frontier_.FRONTIER_CSV,
+             frontier_.FORMER_CSV,  # the table's name before
+             frontier_grads.FRONTIER_GRAD_PNG, frontier_grads.FRONTIER_GRAD_CSV,
+             frontier_grads.FRONTIER_GRAD_CURVES_CSV)
+    for name in stale:
+        (index.parent / name).write_bytes(b"old")
     build_report(PLAIN, store, tmp_path, workers=1)
-    for name in (frontier_.FRONTIER_PNG, frontier_.FRONTIER_CSV, frontier_.FORMER_CSV):
+    for name in stale:
         assert not (index.parent / name).exists(), name
 
 
@@ -383,3 +435,116 @@ def test_long_configuration_labels_fit_in_the_figure(tmp_path: Path,
     for text in texts:
         box = text.get_window_extent(renderer)
         assert 0 <= box.x0 and box.x1 <= width, text.get_text()
+
+
+# --- gradients at the frontier ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def grads_report(store: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_report(GRADS, store, tmp_path_factory.mktemp("grads"), workers=1)
+
+
+def _logged(key: str, lag: int) -> list[float]:
+    """What `_profile` logged at `lag` on the last layer at PROFILE_STEP, per seed 0, 1, 2."""
+    return [(1 + seed) * math.exp(-GRAD_RATES[key] * lag) for seed in range(3)]
+
+
+def test_frontier_gradients_table_reads_the_logged_profiles(grads_report: Path) -> None:
+    """At the gap held and at the first gap not held: the probe runs' final profiles read at
+    lag = gap and lag 0, exactly as logged, with the runs' final grad_decay_rate."""
+    g = frontier_grads
+    rows = {(r[LABEL], r[g.LEVEL]): r for r in _rows(grads_report.parent / g.FRONTIER_GRAD_CSV)}
+    assert list(rows) == [("gru-tanh-noclip", g.HELD), ("gru-tanh-noclip", g.NOT_HELD),
+                          ("rnn-relu-noclip", g.HELD), ("rnn-relu-noclip", g.NOT_HELD),
+                          ("rnn-relu-norm1", g.HELD), ("rnn-relu-norm1", g.NOT_HELD)]
+    expected = {("gru-tanh-noclip", g.HELD): ("model=gru", 20, 3),
+                ("rnn-relu-noclip", g.HELD): ("model=rnn_relu", 10, 3),
+                ("rnn-relu-noclip", g.NOT_HELD): ("model=rnn_relu", 20, 0),
+                ("rnn-relu-norm1", g.HELD): ("model=rnn_relu clip=norm", 20, 3),
+                ("rnn-relu-norm1", g.NOT_HELD): ("model=rnn_relu clip=norm", 40, 0)}
+    for (label, level), (key, gap, solved) in expected.items():
+        row = rows[(label, level)]
+        at_gap = _logged(key, gap)
+        assert (int(row[g.GAP]), int(row[g.N_PROBES]), int(row[g.N_SOLVED]),
+                int(row[g.N_PROFILED]), row[g.STEP_MIN], row[g.STEP_MAX]) == (
+            gap, 3, solved, 3, str(PROFILE_STEP), str(PROFILE_STEP)), (label, level)
+        assert float(row[g.AT_GAP]) == pytest.approx(sum(at_gap) / 3, rel=1e-12)
+        assert float(row[g.AT_GAP_MIN]) == pytest.approx(min(at_gap), rel=1e-12)
+        assert float(row[g.AT_GAP_MAX]) == pytest.approx(max(at_gap), rel=1e-12)
+        assert float(row[g.AT_LOSS]) == pytest.approx(sum(_logged(key, 0)) / 3, rel=1e-12)
+        assert float(row[g.RATIO]) == pytest.approx(math.exp(-GRAD_RATES[key] * gap), rel=1e-12)
+        assert float(row[g.DECAY_MEAN]) == pytest.approx(-GRAD_RATES[key], rel=1e-12)
+        assert int(row[g.DECAY_N]) == 3
+    # the gru's probes at gap 40 logged no profile: counted, nothing made up
+    bare = rows[("gru-tanh-noclip", g.NOT_HELD)]
+    assert (bare[g.N_PROBES], bare[g.N_PROFILED], bare[g.AT_GAP], bare[g.RATIO],
+            bare[g.DECAY_N]) == ("3", "0", "", "", "0")
+
+
+def test_frontier_gradients_figure_and_its_curves(grads_report: Path) -> None:
+    g = frontier_grads
+    folder = grads_report.parent
+    assert (folder / g.FRONTIER_GRAD_PNG).read_bytes().startswith(b"\x89PNG")
+    curves = _rows(folder / g.FRONTIER_GRAD_CURVES_CSV)
+    held = [r for r in curves if (r[LABEL], r[g.LEVEL]) == ("rnn-relu-noclip", g.HELD)]
+    assert [int(r["lag"]) for r in held] == list(range(10 + 6))
+    for r in held:  # the mean over seeds of the last layer at the last profiled step
+        assert float(r["grad_norm"]) == pytest.approx(
+            sum(_logged("model=rnn_relu", int(r["lag"]))) / 3, rel=1e-12)
+        assert (r["n_runs"], r["layer"]) == ("3", "1")
+    assert not [r for r in curves if (r[LABEL], r[g.LEVEL]) == ("gru-tanh-noclip", g.NOT_HELD)]
+    html = grads_report.read_text()
+    start, end = html.index('<h2 id="frontier">'), html.index('<h2 id="findings">')
+    section = html[start:end]
+    assert f"<h3>{g.TITLE}</h3>" in section and f'alt="{g.FIGURE_TITLE}"' in section
+    assert ("<td>delayed_recall_noise</td><td>rnn-relu-noclip</td><td>held</td><td>10</td>"
+            "<td>3 (3 solved)</td><td>3 (step 500)</td><td>0.271 (0.135-0.406)</td><td>2</td>"
+            "<td>0.135</td><td>-0.2 (3)</td>") in section
+    note = ("No gradient profile after step 0 (grad_profile.csv) was logged by the runs of "
+            "gru-tanh-noclip at gap 40 (first not held).")
+    summary = (folder / "summary.md").read_text()
+    for text in (str(escape(note)), CLIP_LINE):
+        assert str(escape(text)) in section
+    assert note in summary and f"- {CLIP_LINE}" in summary
+    assert f"![{g.FIGURE_TITLE}]({g.FRONTIER_GRAD_PNG})" in summary
+    assert summary.index("## Frontier") < summary.index(f"### {g.TITLE}") < summary.index(
+        "## Findings")
+    for name in (g.FRONTIER_GRAD_PNG, g.FRONTIER_GRAD_CSV, g.FRONTIER_GRAD_CURVES_CSV):
+        assert name in html  # files list
+
+
+# From the measured numbers only: gaps held from frontier.csv, shares and rates from the logs.
+CLIP_LINE = (
+    f"On {LABEL_TASK}, clipping norm 1 (rnn-relu-norm1 against rnn-relu-noclip) raised the gap "
+    "held from 10 (3/3 seeds) to 20 (3/3 seeds). At the distance of the gap held, ‖∂L/∂h_t‖ as "
+    f"a share of its value at lag 0: {math.exp(-1):.3g} (lag 20) with clipping, "
+    f"{math.exp(-2):.3g} (lag 10) without; final grad_decay_rate: -0.05 (gap 20) with, -0.2 "
+    "(gap 10) without.")
+
+
+def test_frontier_gradients_without_profiles_say_so_in_one_line(report: Path) -> None:
+    """frontier-exp's probes logged no profiles, and its older sweep no probes artifact."""
+    g = frontier_grads
+    folder = report.parent
+    assert not (folder / g.FRONTIER_GRAD_PNG).exists()
+    assert not (folder / g.FRONTIER_GRAD_CURVES_CSV).exists()
+    assert {r[g.N_PROFILED] for r in _rows(folder / g.FRONTIER_GRAD_CSV)} == {"0"}
+    notes = ["No probe runs are known for model=gru clip=norm (frontier-old): the sweep logged "
+             "no frontier_probes.csv.",
+             "No probe run at these gaps logged a gradient profile after step 0 "
+             "(grad_profile.csv): there is no profile to show."]
+    summary = (folder / "summary.md").read_text()
+    part = summary[summary.index(f"### {g.TITLE}"):summary.index("## Findings")]
+    assert part == f"### {g.TITLE}\n\n" + "\n".join(notes) + "\n\n"  # no table of dashes
+    html = report.read_text()
+    for note in notes:
+        assert f'<p class="none">{escape(note)}</p>' in html
+
+
+def test_frontier_gradients_rebuild_is_byte_identical(store: str, grads_report: Path,
+                                                      tmp_path: Path) -> None:
+    g = frontier_grads
+    again = build_report(GRADS, store, tmp_path, workers=2)
+    for name in (g.FRONTIER_GRAD_PNG, g.FRONTIER_GRAD_CSV, g.FRONTIER_GRAD_CURVES_CSV):
+        assert (again.parent / name).read_bytes() == (grads_report.parent / name).read_bytes()

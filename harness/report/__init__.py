@@ -19,7 +19,15 @@ import jinja2
 import pandas as pd
 
 from harness import names
-from harness.report import figures, gap_figures, grad_figures, gradients, overview, tables
+from harness.report import (
+    figures,
+    frontier_grads,
+    gap_figures,
+    grad_figures,
+    gradients,
+    overview,
+    tables,
+)
 from harness.report import findings as findings_
 from harness.report import frontier as frontier_
 from harness.report import headline as headline_
@@ -68,6 +76,9 @@ FINDINGS_CSV = "findings.csv"
 STATUS_CSV = "runs_by_status.csv"
 FRONTIER_CSV = frontier_.FRONTIER_CSV
 FRONTIER_PNG = frontier_.FRONTIER_PNG
+FRONTIER_GRAD_PNG = frontier_grads.FRONTIER_GRAD_PNG
+FRONTIER_GRAD_CSV = frontier_grads.FRONTIER_GRAD_CSV
+FRONTIER_GRAD_CURVES_CSV = frontier_grads.FRONTIER_GRAD_CURVES_CSV
 INDEX_HTML = "index.html"
 # The page's sections in order: (anchor, heading, table-of-contents entry). The frontier
 # section is there only when the experiment has a frontier sweep; the others are numbered
@@ -239,6 +250,30 @@ def _histories(sweep: Sweep, tracking_uri: str) -> pd.DataFrame:
     return load_metric_histories(plan, tracking_uri)
 
 
+def _frontier_grads_md(section: frontier_grads.FrontierGradients | None, drawn: bool) -> str:
+    return "" if section is None else "\n" + frontier_grads.markdown(section, drawn)
+
+
+def _frontier_grads_context(section: frontier_grads.FrontierGradients | None,
+                            out: Path) -> dict[str, object] | None:
+    """What the page shows of the frontier's gradients (None without a frontier)."""
+    if section is None:
+        return None
+    png = out / FRONTIER_GRAD_PNG
+    return {
+        "title": frontier_grads.TITLE,
+        "notes": list(section.notes),
+        "figure": ReportFigure(
+            png=FRONTIER_GRAD_PNG, csvs=(FRONTIER_GRAD_CURVES_CSV, FRONTIER_GRAD_CSV),
+            title=frontier_grads.FIGURE_TITLE, sentence=frontier_grads.SENTENCE, note="",
+            uri=_data_uri(png)) if png.is_file() else None,
+        "header": list(frontier_grads.DISPLAY_HEADER),
+        "rows": (frontier_grads.display_rows(section.table) if frontier_grads.profiled(section)
+                 else []),
+        "clipping": list(section.clipping),
+    }
+
+
 def _workers() -> int:
     """Processes to draw figures with: the cores this process may use, at most MAX_WORKERS."""
     try:
@@ -289,7 +324,8 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
     out.mkdir(parents=True, exist_ok=True)
     # Files drawn only when the data has them: a rebuild must not keep one from before.
     for optional in (CLIP_HEATMAP_PNG, CLIP_HEATMAP_CSV, EVAL_BY_GAP_PNG, EVAL_BY_GAP_CSV,
-                     FRONTIER_PNG, FRONTIER_CSV, frontier_.FORMER_CSV):
+                     FRONTIER_PNG, FRONTIER_CSV, frontier_.FORMER_CSV, FRONTIER_GRAD_PNG,
+                     FRONTIER_GRAD_CSV, FRONTIER_GRAD_CURVES_CSV):
         (out / optional).unlink(missing_ok=True)
     written: list[str] = []
 
@@ -309,8 +345,11 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
     csv(findings_.frame(found), FINDINGS_CSV)
     csv(solved, LARGEST_SOLVED_GAP_CSV)
     csv(accuracy, ACCURACY_CSV)
+    front_grads = None
     if not fronts.empty:
         csv(fronts.table, FRONTIER_CSV)
+        front_grads = frontier_grads.frontier_gradients(fronts, runs, finals, profiles)
+        csv(front_grads.table, FRONTIER_GRAD_CSV)
 
     heatmap = gradients.heatmap_table(runs, profiles)
     decay_points = gradients.decay_points(runs, finals)
@@ -355,6 +394,10 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
     if not fronts.empty:
         jobs.append((None, frontier_.frontier_figure,
                      (fronts.table, fronts.levels, colors, experiment, out / FRONTIER_PNG)))
+    if front_grads is not None and not front_grads.curves.empty:
+        csv(front_grads.curves, FRONTIER_GRAD_CURVES_CSV)
+        jobs.append((None, frontier_grads.frontier_gradient_figure,
+                     (front_grads.curves, front_grads.table, *style, out / FRONTIER_GRAD_PNG)))
     if not by_gap.empty:
         csv(by_gap, EVAL_BY_GAP_CSV)
         jobs.append((None, gap_figures.eval_by_gap,
@@ -368,7 +411,8 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
     summary = tables.summary_markdown(experiment, tracking_uri, counts, solved, accuracy,
                                       overview.markdown(view, counts),
                                       findings_.markdown(found), headline_.markdown(lead),
-                                      frontier_.markdown(fronts))
+                                      frontier_.markdown(fronts) + _frontier_grads_md(
+                                          front_grads, (out / FRONTIER_GRAD_PNG).is_file()))
     summary += "\n" + gradients.gradients_markdown(
         decay, [(f.png, f.sentence, f.note) for f in grad_section]
     )
@@ -385,8 +429,7 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
              for e, r in zip(runs[EXPERIMENT_ID], runs[RUN_ID], strict=True)]
     pngs = [e.png for e in [*results.values(), *grad_section] if (out / e.png).is_file()]
     pngs += [ACCURACY_PNG, GRAD_PROFILE_PNG]
-    if (out / FRONTIER_PNG).is_file():
-        pngs.append(FRONTIER_PNG)
+    pngs += [png for png in (FRONTIER_PNG, FRONTIER_GRAD_PNG) if (out / png).is_file()]
     html = _render_html(
         {
             "experiment": experiment,
@@ -410,6 +453,7 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
                     png=FRONTIER_PNG, csvs=(FRONTIER_CSV,), title=frontier_.FIGURE_TITLE,
                     sentence=f"{frontier_.FIGURE_SENTENCE} {frontier_.rule_text(fronts)}",
                     note="", uri=_data_uri(out / FRONTIER_PNG)),
+                "gradients": _frontier_grads_context(front_grads, out),
             },
             "headline": lead,
             "status_key": names.STATUS,
