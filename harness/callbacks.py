@@ -99,16 +99,15 @@ class ActiveSweep:
 
 
 def lazy_start(config: DictConfig) -> bool:
-    """Whether the sweep's sweeper opens the parent run itself, after checking every job
-    (harness.sweeping.HarnessSweeper and its subclasses call `start_parent_run`); other
-    sweepers (optuna) get it at the multirun's start."""
+    """Whether the sweep's sweeper opens the parent run itself, after checking the jobs
+    (harness.sweeping.HarnessSweeper, its subclasses and hydra/sweeper=harness_optuna call
+    `start_parent_run`: class attribute `opens_parent_run`); other sweepers get it at the
+    multirun's start."""
     from hydra.utils import get_class
-
-    from harness.sweeping import HarnessSweeper
 
     target = OmegaConf.select(config, "hydra.sweeper._target_", default=None)
     try:
-        return target is not None and issubclass(get_class(target), HarnessSweeper)
+        return target is not None and getattr(get_class(target), "opens_parent_run", False)
     except Exception:  # an unimportable target fails later, in Hydra, with its own message
         return False
 

@@ -29,6 +29,7 @@ from typing import Any
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
@@ -52,6 +53,8 @@ def refuse(overrides: Sequence[str], message: str) -> None:
 class HarnessSweeper(BasicSweeper):
     """BasicSweeper that checks every job before launching any, opens the sweep's parent run
     after the checks, and prints one line per finished job."""
+
+    opens_parent_run = True  # harness.callbacks.lazy_start: the checks come first
 
     def __init__(self, max_batch_size: int | None = None,
                  params: dict[str, str] | None = None) -> None:
@@ -166,6 +169,22 @@ class HarnessSweeper(BasicSweeper):
         return {"total": self.total_jobs, "started_at": self.started_at_wall,
                 "batch": self.batches, "batch_size": batch_size,
                 "batch_first": self.finished_jobs + 1}
+
+
+class BatchLauncher(Launcher):
+    """A launcher for another sweeper (optuna) whose every batch goes through a HarnessSweeper's
+    `launch_batch`: checked, the parent run opened, launched by its launcher, reported."""
+
+    def __init__(self, sweeper: HarnessSweeper) -> None:
+        self.sweeper = sweeper
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
+              config: DictConfig) -> None:
+        raise AssertionError("BatchLauncher is built around a HarnessSweeper already set up")
+
+    def launch(self, job_overrides: Sequence[Sequence[str]],
+               initial_job_idx: int) -> Sequence[JobReturn]:
+        return self.sweeper.launch_batch(job_overrides, initial_job_idx)
 
 
 class Progress:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +29,24 @@ SHRINK = [
     "train.profile_batch_size=4",
     "train.threads=1",
 ]
+
+
+def address_space_limit(limit: int | None) -> Callable[[], None] | None:
+    """A subprocess `preexec_fn` capping its virtual memory at `limit` bytes (RLIMIT_AS, as a
+    cluster job's memory limit; a sweep's workers inherit it); None: no limit."""
+    if limit is None:
+        return None
+
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return apply
+
+
+# Under it, a 20,000-unit RNN's 1.6 GB of weights cannot be copied: a real out-of-memory at run
+# time, which the up-front check (against the machine's physical memory) lets through.
+OOM_LIMIT = 3 * 10 ** 9
+OOM_HIDDEN = 20000
 
 
 @pytest.fixture

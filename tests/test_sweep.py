@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import OOM_HIDDEN, OOM_LIMIT, address_space_limit
 from mlflow.tracking import MlflowClient
 
 from harness import names
+from harness.tracking import FAILED_JOBS_FILE
 
 pytestmark = pytest.mark.slow
 
@@ -37,14 +39,14 @@ def job_logs(tmp_path: Path) -> str:
     return "".join(log.read_text() for log in sorted(tmp_path.glob("**/train.log")))
 
 
-def multirun(tmp_path: Path, env: dict[str, str], *overrides: str,
-             expect: int = 0) -> subprocess.CompletedProcess:
+def multirun(tmp_path: Path, env: dict[str, str], *overrides: str, expect: int = 0,
+             address_space: int | None = None) -> subprocess.CompletedProcess:
     uri = f"sqlite:///{tmp_path}/store/mlflow.db"  # the folder does not exist yet either
     command = [sys.executable, "-m", "harness.train", "-m", *TINY, f"tracking.uri={uri}",
                f"report.out_dir={tmp_path}/reports", f"hydra.sweep.dir={tmp_path}/sweep",
                f"train.checkpoint_dir={tmp_path}/checkpoints", *overrides]
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, preexec_fn=address_space_limit(address_space))
     assert done.returncode == expect, done.stderr[-3000:]
     return done
 
@@ -218,15 +220,20 @@ def test_parallel_sweep_into_a_tracking_server_loses_nothing(tmp_path: Path,
 
 def test_a_job_that_raises_fails_alone_and_the_sweep_says_so(tmp_path: Path,
                                                               cli_env: dict[str, str]) -> None:
-    """A real out-of-memory (a 10^6-unit RNN asks for 4 TB): that job's run ends `failed` with
+    """A real out-of-memory at run time (conftest.OOM_LIMIT): that job's run ends `failed` with
     its traceback; the other job finishes; the sweep exits 1 naming the failure."""
     done = multirun(tmp_path, cli_env, "experiment_name=oom", "model=rnn",
-                    "model.hidden_size=8,1000000", "hydra.launcher.n_jobs=2", expect=1)
+                    f"model.hidden_size=8,{OOM_HIDDEN}", "hydra.launcher.n_jobs=2", expect=1,
+                    address_space=OOM_LIMIT)
     assert "1 job(s) failed" in done.stderr and "can't allocate memory" in done.stderr
+    assert "a rerun runs them again, so fix the cause first" in done.stderr
+    lines = (tmp_path / "sweep" / FAILED_JOBS_FILE).read_text().splitlines()
+    assert len(lines) == 1 and f"model.hidden_size={OOM_HIDDEN}" in lines[0]
+    assert "[2/2]" in done.stdout  # the progress lines
     client = MlflowClient(f"sqlite:///{tmp_path}/store/mlflow.db")
     runs, sweeps = jobs_and_sweeps(client, "oom")
     by_size = {r.data.params[names.HIDDEN_SIZE]: r for r in runs}
-    failed, fine = by_size["1000000"], by_size["8"]
+    failed, fine = by_size[str(OOM_HIDDEN)], by_size["8"]
     assert failed.info.status == "FAILED" and failed.data.tags[names.STATUS] == names.FAILED
     assert "traceback.txt" in {a.path for a in client.list_artifacts(failed.info.run_id)}
     assert fine.info.status == "FINISHED" and fine.data.tags[names.STATUS] in names.STATUSES
