@@ -26,8 +26,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness import locks, names
 from harness.schema import register
+from harness.store import disk_full, written_paths
 from harness.tracking import (
     FAILED_JOBS_FILE,
+    FULL_DISK_JOBS_FILE,
     INVALID_JOBS_FILE,
     KILLED_JOBS_FILE,
     PARENT_RUN_FILE,
@@ -142,8 +144,10 @@ class SweepCallback(Callback):
         ActiveSweep.uri, ActiveSweep.sweep_dir = config.tracking.uri, Path(config.hydra.sweep.dir)
         ActiveSweep.config, ActiveSweep.started = config, False
         ActiveSweep.held.enter_context(locks.hold(ActiveSweep.sweep_dir / SWEEP_LOCK_FILE))
-        # A parent-run file left by an earlier sweep in the same folder is not this sweep's.
-        (ActiveSweep.sweep_dir / PARENT_RUN_FILE).unlink(missing_ok=True)
+        # A parent-run file, or lists of unfinished jobs, left by an earlier sweep in the same
+        # folder are not this sweep's.
+        for stale in (PARENT_RUN_FILE, *(file_name for file_name, _ in UNFINISHED)):
+            (ActiveSweep.sweep_dir / stale).unlink(missing_ok=True)
         if not lazy_start(config):
             start_parent_run()
         signal.signal(signal.SIGTERM, interrupt)
@@ -167,31 +171,49 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         uri = config.tracking.uri
-        index = None
-        if config.report.on_multirun_end:
-            from harness.report import build_report
-
-            index = build_report(config.experiment_name, uri, Path(config.report.out_dir))
         sweep_dir = Path(config.hydra.sweep.dir)
-        if tuning_rule(config) is not None:
-            tuning = log_tuning_summary(uri, sweep_dir, list(config.hydra.sweeper.params or {}))
-            if tuning:
-                print(f"\nTuning: best {names.TUNING_OBJECTIVE} {tuning[names.TUNING_BEST]:.4g}, "
-                      f"median {tuning[names.TUNING_MEDIAN]:.4g} over "
-                      f"{tuning[names.TUNING_TRIALS]:.0f} trials")
-        counts = end_sweep(uri, sweep_dir, index.parent if index else None)
+        index, counts, full = None, None, None
+        try:
+            index, counts = close_sweep(config, sweep_dir)
+        except Exception as err:
+            full = disk_full(err, written_paths(uri, config.train.checkpoint_dir))
+            if full is None:
+                raise
+            print(f"harness-train: disk full: {full}: the sweep's report and summary were not "
+                  "written; free space there, then the same command finishes the sweep",
+                  file=sys.stderr)
         atexit.unregister(ActiveSweep.close_interrupted)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         ActiveSweep.held.close()
-        print("\nSweep: " + ", ".join(f"{n} {status}" for status, n in counts.items())
-              + " (runs this sweep created; configs that had already finished were skipped)")
+        if counts is not None:
+            print("\nSweep: " + ", ".join(f"{n} {status}" for status, n in counts.items())
+                  + " (runs this sweep created; configs that had already finished were "
+                  "skipped)")
         if index is not None:
             print(f"Report: {index}\n"
                   f"Open it: xdg-open {index}   (or any browser)")
         print(f"MLflow UI on the same store: mlflow ui --backend-store-uri {uri}")
-        if report_unfinished(sweep_dir):
+        if report_unfinished(sweep_dir) or full is not None:
             # Hydra turns a callback's exceptions into warnings; SystemExit sets the status.
             raise SystemExit(1)
+
+
+def close_sweep(config: DictConfig, sweep_dir: Path) -> tuple[Path | None, dict[str, int]]:
+    """The sweep's report (when asked for), its tuning summary (an Optuna preset), and its
+    parent run closed with the counts of its jobs' statuses: (the report's index, counts)."""
+    uri = config.tracking.uri
+    index = None
+    if config.report.on_multirun_end:
+        from harness.report import build_report
+
+        index = build_report(config.experiment_name, uri, Path(config.report.out_dir))
+    if tuning_rule(config) is not None:
+        tuning = log_tuning_summary(uri, sweep_dir, list(config.hydra.sweeper.params or {}))
+        if tuning:
+            print(f"\nTuning: best {names.TUNING_OBJECTIVE} {tuning[names.TUNING_BEST]:.4g}, "
+                  f"median {tuning[names.TUNING_MEDIAN]:.4g} over "
+                  f"{tuning[names.TUNING_TRIALS]:.0f} trials")
+    return index, end_sweep(uri, sweep_dir, index.parent if index else None)
 
 
 # What each kind of unfinished job means, and whether rerunning the same command helps.
@@ -202,6 +224,8 @@ UNFINISHED = (
                        "fix the cause first unless it was transient (e.g. out of memory)"),
     (KILLED_JOBS_FILE, "were stopped by a signal; the same command resumes them from their "
                        "last checkpoint"),
+    (FULL_DISK_JOBS_FILE, "stopped on a full disk (the runs that finished are intact); free "
+                          "space there, then the same command runs or resumes them"),
 )
 
 

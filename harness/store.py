@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 
@@ -15,3 +17,52 @@ def sqlite_path(tracking_uri: str) -> Path | None:
     if rest in ("", ":memory:"):
         return None
     return Path(rest)
+
+
+# Below this many free bytes a file system counts as full (a write of a checkpoint or a batch
+# of metrics needs more).
+FULL_BELOW = 1 << 20
+_FULL_TEXTS = ("no space left on device", "database or disk is full", "disk quota exceeded",
+               "file write failed")
+
+
+def disk_full(err: BaseException, paths: list[Path]) -> Path | None:
+    """The path whose file system is full, when that is what `err` (or an exception in its
+    chain) comes from; None otherwise. `paths`: the places the run writes (store, artifacts,
+    checkpoints); the path is the file the error names (ENOSPC), else the first of `paths` on
+    a file system with under FULL_BELOW bytes free."""
+    chain: list[BaseException] = []
+    seen: BaseException | None = err
+    while seen is not None and seen not in chain:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    for link in chain:
+        if isinstance(link, OSError) and link.errno in (errno.ENOSPC, errno.EDQUOT) \
+                and link.filename:
+            return Path(link.filename)
+    full = next((path for path in paths if free_bytes(path) < FULL_BELOW), None)
+    looks_like_it = any(isinstance(link, OSError) and link.errno in (errno.ENOSPC, errno.EDQUOT)
+                        or any(text in str(link).lower() for text in _FULL_TEXTS)
+                        for link in chain)
+    if looks_like_it and full is None and paths:
+        return paths[0]
+    return full  # any failure while a file system the run writes to is full
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes free to this user on the file system of `path` (or of its nearest existing
+    parent); a very large number where that cannot be told."""
+    for candidate in (path, *path.parents):
+        try:
+            stats = os.statvfs(candidate)
+        except OSError:
+            continue
+        return stats.f_bavail * stats.f_frsize
+    return 1 << 62
+
+
+def written_paths(tracking_uri: str, checkpoint_dir: str | Path) -> list[Path]:
+    """Where a run writes: the SQLite store's folder (its database and mlartifacts/) and the
+    checkpoints' folder."""
+    store = sqlite_path(str(tracking_uri))
+    return [*([store.parent] if store else []), Path(str(checkpoint_dir))]

@@ -105,6 +105,7 @@ class HarnessSweeper(BasicSweeper):
     def start_parent_run(self) -> None:
         """The sweep's parent MLflow run (once): after the checks, before the first launch."""
         from harness.callbacks import start_parent_run
+        from harness.store import disk_full, written_paths
         from harness.tracking import StoreError
 
         try:
@@ -112,6 +113,15 @@ class HarnessSweeper(BasicSweeper):
         except StoreError as err:
             print(f"harness-train: {err}", file=sys.stderr)
             sys.exit(2)
+        except Exception as err:
+            assert self.config is not None
+            full = disk_full(err, written_paths(self.config.tracking.uri,
+                                                self.config.train.checkpoint_dir))
+            if full is None:
+                raise
+            print(f"harness-train: disk full: {full}: the sweep's parent run could not be "
+                  "created; free space there, then run the same command", file=sys.stderr)
+            sys.exit(1)
 
     def sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None and self.hydra_context is not None

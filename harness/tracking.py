@@ -38,6 +38,9 @@ from harness.schema import PROJECT_ROOT
 from harness.store import sqlite_path
 
 log = logging.getLogger(__name__)
+# MLflow's SQL store logs every database error with its traceback, then raises it; the harness
+# reports the raised error itself (a full disk in one line: harness.store.disk_full).
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 # Keys that say where or how fast a run is executed, not what it computes (a batched
 # member's config has `batched_seeds` null: it is the run of its `seed`).
@@ -269,6 +272,7 @@ SWEEP_LOCK_FILE = ".sweep.lock"  # in the sweep's folder: held by the launching 
 FAILED_JOBS_FILE = "failed_jobs.txt"  # in the sweep's folder: one line per job that raised
 KILLED_JOBS_FILE = "killed_jobs.txt"  # in the sweep's folder: one line per job a signal stopped
 INVALID_JOBS_FILE = "invalid_jobs.txt"  # in the sweep's folder: one line per invalid job
+FULL_DISK_JOBS_FILE = "full_disk_jobs.txt"  # in the sweep's folder: jobs a full disk stopped
 ORPHAN_REASON = "its process ended without closing the run (killed, or torn down by the launcher)"
 
 

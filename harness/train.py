@@ -47,8 +47,10 @@ from harness.schema import (
     task_params,
     validate,
 )
+from harness.store import disk_full, written_paths
 from harness.tracking import (
     FAILED_JOBS_FILE,
+    FULL_DISK_JOBS_FILE,
     INVALID_JOBS_FILE,
     KILLED_JOBS_FILE,
     MlflowTracker,
@@ -511,6 +513,20 @@ def main(cfg: DictConfig) -> float:
     except Exception as err:
         stopped = isinstance(err, RunStopped)
         invalid = isinstance(err, (ConfigError, StoreError))
+        written = written_paths(cfg.tracking.uri, cfg.train.checkpoint_dir)
+        full = None if stopped or invalid else disk_full(err, written)
+        if full is not None:
+            message = (f"disk full: {full}: {type(err).__name__}: "
+                       f"{' '.join(str(err).split())[:200]}")
+            if in_sweep:
+                log.error("job stopped, %s; free space, then the same command resumes it",
+                          message)
+                record_job(Path(HydraConfig.get().sweep.dir), err, FULL_DISK_JOBS_FILE,
+                           message)
+                return math.nan
+            print(f"harness-train: {message}; free space there, then the same command "
+                  "resumes the run", file=sys.stderr)
+            sys.exit(1)
         if in_sweep:
             if stopped:
                 log.warning("job killed: %s; the same command resumes it", err)
@@ -539,15 +555,20 @@ def main(cfg: DictConfig) -> float:
     return sum(losses) / len(losses) if losses else math.nan
 
 
-def record_job(sweep_dir: Path, err: Exception, file_name: str) -> None:
-    """Append one line for a failed (or killed) job to the sweep folder's file_name."""
+def record_job(sweep_dir: Path, err: Exception, file_name: str,
+               message: str | None = None) -> None:
+    """Append one line for a failed (or killed) job to the sweep folder's file_name (where
+    the sweep folder's own disk is full, the job's log line is all there is)."""
     hydra_cfg = HydraConfig.get()
     # the job's own overrides, space-joined (override_dirname joins them with commas, which
     # a value such as batched_seeds=[0,1] also contains)
-    line = f"job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}): " \
-           f"{type(err).__name__}: {' '.join(str(err).split())[:300]}\n"
-    with (sweep_dir / file_name).open("a") as handle:
-        handle.write(line)
+    what = message or f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
+    line = f"job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}): {what}\n"
+    try:
+        with (sweep_dir / file_name).open("a") as handle:
+            handle.write(line)
+    except OSError as failed:
+        log.error("could not record the job in %s: %s", sweep_dir / file_name, failed)
 
 
 if __name__ == "__main__":

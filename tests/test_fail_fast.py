@@ -7,18 +7,26 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from harness import schema
+from harness import names, schema
 from harness.callbacks import report_unfinished
 from harness.models import RecurrentModel
 from harness.schema import ConfigError, check_known_keys, check_resources, step_bytes, validate
-from harness.tracking import FAILED_JOBS_FILE, INVALID_JOBS_FILE, KILLED_JOBS_FILE, PARENT_RUN_FILE
+from harness.tracking import (
+    FAILED_JOBS_FILE,
+    FULL_DISK_JOBS_FILE,
+    INVALID_JOBS_FILE,
+    KILLED_JOBS_FILE,
+    PARENT_RUN_FILE,
+)
 
 TINY = ["model.hidden_size=8", "train.steps=5", "train.batch_size=4", "train.eval_every=5",
         "train.log_every=5", "train.eval_batch_size=8", "train.profile_batch_size=4",
@@ -199,3 +207,93 @@ def test_closing_message_tells_kinds_apart(tmp_path: Path,
     assert "1 job(s) had an invalid config and created no run; a rerun fails the same way" in err
     assert "1 job(s) failed" in err and "fix the cause first" in err
     assert "1 job(s) were stopped by a signal; the same command resumes them" in err
+
+
+# --- a disk that fills up mid-sweep -------------------------------------------------------
+
+@contextmanager
+def small_filesystem(path: Path, size: str = "64m") -> Iterator[Path]:
+    """A size-limited tmpfs mounted at `path` (needs root, or CAP_SYS_ADMIN); skips otherwise."""
+    path.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (root needed): {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill(path: Path) -> None:
+    """Write zeros to `path` until its file system is full."""
+    with path.open("wb") as handle:
+        block = b"\0" * (1 << 20)
+        try:
+            while True:
+                handle.write(block)
+                handle.flush()
+        except OSError:
+            pass
+
+
+@pytest.mark.slow  # about 40 s
+def test_a_disk_that_fills_up_mid_sweep(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    """Store and checkpoints on a 64 MB tmpfs; once the first of 3 sequential jobs has ended,
+    the test fills it. The other jobs stop with one line naming the full path (no traceback),
+    the sweep exits 1 saying to free space, the finished run is intact and readable; once the
+    space is freed the same command runs the other two and reuses the finished one. A single
+    run on the full disk exits 1 with one line."""
+    with small_filesystem(tmp_path / "small") as disk:
+        uri = f"sqlite:///{disk}/store/mlflow.db"
+        command = [sys.executable, "-m", "harness.train", "-m", *TINY, "train.steps=300",
+                   "train.eval_every=100", "train.log_every=5", "train.checkpoint_every=50",
+                   f"tracking.uri={uri}", f"train.checkpoint_dir={disk}/ck",
+                   f"hydra.sweep.dir={tmp_path}/sweep", "report.on_multirun_end=false",
+                   "hydra.launcher.n_jobs=1", "experiment_name=full", "seed=0,1,2"]
+        sweep = subprocess.Popen(command, cwd=tmp_path, env=cli_env, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        count = tmp_path / "sweep" / ".progress" / "count"
+        deadline = time.monotonic() + 240
+        while not (count.exists() and count.read_text().strip() not in ("", "0")):
+            assert sweep.poll() is None, sweep.communicate()[1][-3000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        fill(disk / "filler")
+        out, err = sweep.communicate(timeout=240)
+        assert sweep.returncode == 1, err[-3000:]
+        assert "Traceback" not in out + err, (out + err)[-3000:]
+        # the jobs' log lines (on the terminal at WARNING and above: Hydra's console is stdout)
+        stopped = [line for line in out.splitlines() if "job stopped, disk full: " in line]
+        assert len(stopped) == 2, out[-3000:]
+        assert all(f"disk full: {disk}" in line for line in stopped), stopped
+        assert "job(s) stopped on a full disk (the runs that finished are intact); free space" \
+            in err
+        assert len((tmp_path / "sweep" / FULL_DISK_JOBS_FILE).read_text().splitlines()) == 2
+
+        client = MlflowClient(uri)  # readable while the disk is still full
+        runs = client.search_runs([client.get_experiment_by_name("full").experiment_id])
+        finished = [r for r in runs if r.info.status == "FINISHED"
+                    and r.data.params.get("seed") in ("0", "1", "2")]
+        assert len(finished) == 1, [(r.data.params.get("seed"), r.info.status) for r in runs]
+        kept = finished[0]
+        assert kept.data.metrics[names.STEPS_RUN] > 0
+        assert len(client.get_metric_history(kept.info.run_id, names.TRAIN_LOSS)) > 0
+
+        single = subprocess.run([*command[:3], *(c for c in command[4:] if c != "seed=0,1,2"
+                                                 and not c.startswith("hydra.")), "seed=5"],
+                                cwd=tmp_path, env=cli_env, capture_output=True, text=True,
+                                timeout=300)
+        lines = [line for line in single.stderr.splitlines() if line.strip()]
+        assert single.returncode == 1 and len(lines) == 1, single.stderr[-3000:]
+        assert lines[0].startswith(f"harness-train: disk full: {disk}"), lines
+
+        (disk / "filler").unlink()
+        again = subprocess.run(command, cwd=tmp_path, env=cli_env, capture_output=True,
+                               text=True, timeout=300)
+        assert again.returncode == 0, again.stderr[-3000:]
+        runs = client.search_runs([client.get_experiment_by_name("full").experiment_id],
+                                  filter_string="attributes.status = 'FINISHED'")
+        jobs = [r for r in runs if "seed" in r.data.params]
+        assert sorted(r.data.params["seed"] for r in jobs) == ["0", "1", "2"]
+        assert kept.info.run_id in {r.info.run_id for r in jobs}  # reused, not rerun
