@@ -285,6 +285,9 @@ class TrainConfig:
     max_grad_norm: float = 1e6  # applied (post-clip) gradient norm above which a run diverged
     checkpoint_every: int = 1000  # steps between checkpoints; 0 = never
     checkpoint_dir: str = "${project_root:}/checkpoints"  # <dir>/<experiment>/<config_hash>.pt
+    # At a SLURM time limit (submitit's SIGUSR2 before it): checkpoint, then submitit requeues
+    # the job, which resumes into the same MLflow run; false: the run ends killed.
+    checkpoint_requeue: bool = True
 
     def validate(self) -> None:
         for key in ("steps", "batch_size", "log_every", "eval_every", "eval_batch_size",

@@ -107,9 +107,13 @@ class StopRequest:
     finishes its current step, saves a checkpoint and stops (RunStopped); otherwise it stops
     at once (RunStopped from the handler), resuming later from its last checkpoint."""
 
-    def __init__(self) -> None:
+    def __init__(self, requeue: bool = False) -> None:
+        """`requeue`: after SIGUSR2 inside a SLURM job launched by submitit (its warning before
+        the time limit), hand the signal on to submitit once the run has stopped with its
+        checkpoint: submitit requeues the job, which resumes into the same MLflow run."""
         self.signal: str | None = None
         self.deferred = False
+        self.requeue = requeue
 
     def requested(self) -> bool:
         return self.signal is not None
@@ -141,6 +145,18 @@ class StopRequest:
             if self.signal is not None and \
                     previous[signal.Signals[self.signal]] is launcher_interrupt:
                 os.kill(os.getpid(), signal.Signals[self.signal])
+            if self.signal == signal.SIGUSR2.name and self.requeue and \
+                    submitit_requeues(previous[signal.SIGUSR2]):
+                log.warning("SIGUSR2 (the SLURM time limit is near): checkpoint saved; submitit "
+                            "requeues the job, which resumes this run")
+                previous[signal.SIGUSR2](signal.SIGUSR2, None)  # requeues, then exits
+
+
+def submitit_requeues(handler: Any) -> bool:
+    """Whether `handler` is submitit's checkpoint-and-requeue handler inside a SLURM job (its
+    local executor installs the same handler, but has no queue to go back to)."""
+    return getattr(handler, "__name__", "") == "checkpoint_and_try_requeue" and \
+        "SLURM_JOB_ID" in os.environ
 
 
 def saver(tracker: MlflowTracker, path: Path,
@@ -258,7 +274,8 @@ def train(cfg: DictConfig) -> RunResult:
     configure_torch(threads)
     ensure_store(job.spec.tracking.uri)
     try:
-        with locks.hold(job.lock), StopRequest().installed() as stop:
+        with locks.hold(job.lock), \
+                StopRequest(job.spec.train.checkpoint_requeue).installed() as stop:
             return run_config(job, threads, stop)
     except locks.Busy:
         return running_elsewhere(job)
@@ -432,7 +449,8 @@ def train_batched(cfg: DictConfig) -> list[RunResult]:
     ensure_store(spec.tracking.uri)
     tag = {names.BATCHED_SEEDS: ",".join(str(job.spec.seed) for job in jobs)}
     results: dict[int, RunResult] = {}
-    with ExitStack() as held, StopRequest().installed() as stop:
+    with ExitStack() as held, \
+            StopRequest(spec.train.checkpoint_requeue).installed() as stop:
         waiting: list[tuple[Job, dict[str, Any] | None]] = []
         for job in jobs:
             try:

@@ -85,18 +85,16 @@ def test_sweep_on_a_real_slurm_cluster(tmp_path: Path, cli_env: dict[str, str],
         ["0", "1", "2", "3"]
 
 
-@pytest.mark.slow
-def test_a_run_at_its_slurm_time_limit_stops_with_a_checkpoint(
-        tmp_path: Path, cli_env: dict[str, str], slurm_env: dict[str, str]) -> None:
-    """The SIGUSR2 that submitit has SLURM send `signal_delay_s` before a job's time limit
-    stops the run at the end of its step with a checkpoint, `killed`; the sweep lists it and
-    exits 1. The signal is sent with `scancel --signal=USR2`, as submitit's own tests do:
-    SLURM's timer may fire up to 60 s early, even before the job has started training."""
-    env = {**cli_env, "SLURM_CONF": slurm_env["SLURM_CONF"], "PATH": slurm_env["PATH"]}
+def signal_time_limit(tmp_path: Path, env: dict[str, str],
+                      *overrides: str) -> tuple[subprocess.CompletedProcess, str]:
+    """Launch a one-job SLURM sweep; once its log shows step 100, send the job the SIGUSR2
+    that submitit has SLURM send `signal_delay_s` before a job's time limit. Sent with
+    `scancel --signal=USR2`, as submitit's own tests do: SLURM's timer may fire up to 60 s
+    early, even before the job has started training. Returns the sweep's result and the
+    SLURM job id."""
     command = sweep_command(tmp_path, "hydra/launcher=slurm", "hydra.launcher.partition=test",
-                            "hydra.launcher.mem_gb=1", "experiment_name=limit", "task=copy",
-                            "task.gap=20", "model=lstm", "train.steps=100000",
-                            "train.checkpoint_every=100000", "report.on_multirun_end=false")
+                            "hydra.launcher.mem_gb=1", "task=copy", "task.gap=20", "model=lstm",
+                            "report.on_multirun_end=false", *overrides)
     launcher = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
@@ -106,9 +104,43 @@ def test_a_run_at_its_slurm_time_limit_stops_with_a_checkpoint(
         time.sleep(0.5)
     (job_dir,) = (tmp_path / "sweep" / ".submitit").glob("[0-9]*")
     subprocess.run(["scancel", "--signal=USR2", job_dir.name], env=env, check=True, timeout=30)
-    stdout, stderr = launcher.communicate(timeout=300)
-    assert launcher.returncode == 1, stdout[-2000:] + stderr[-2000:]
-    assert "1 job(s) were stopped by a signal" in stderr
+    stdout, stderr = launcher.communicate(timeout=400)
+    return subprocess.CompletedProcess(command, launcher.returncode, stdout, stderr), \
+        job_dir.name
+
+
+@pytest.mark.slow
+def test_a_run_at_its_slurm_time_limit_is_requeued_and_resumes(
+
+        tmp_path: Path, cli_env: dict[str, str], slurm_env: dict[str, str]) -> None:
+    """train.checkpoint_requeue (the default): the run stops at the end of its step with a
+    checkpoint, submitit requeues the SLURM job, and the job resumes from that checkpoint into
+    the same MLflow run, which finishes; the sweep exits 0."""
+    env = {**cli_env, "SLURM_CONF": slurm_env["SLURM_CONF"], "PATH": slurm_env["PATH"]}
+    done, job_id = signal_time_limit(tmp_path, env, "experiment_name=requeue",
+                                     "train.steps=3000", "train.checkpoint_every=100000")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path}/store/mlflow.db")
+    (run,), _ = jobs_and_sweeps(client, "requeue")  # one run: resumed, not a second one
+    assert run.info.status == "FINISHED" and run.data.tags[names.STATUS] in names.STATUSES
+    assert run.data.metrics[names.STEPS_RUN] > 100
+    logs = "\n".join(log.read_text() for log in
+                     (tmp_path / "sweep" / ".submitit").glob(f"{job_id}*/*_log.*"))
+    assert "submitit requeues the job" in logs
+    assert "resuming run " + run.info.run_id in logs
+
+
+@pytest.mark.slow
+def test_a_run_at_its_slurm_time_limit_stops_with_a_checkpoint(
+        tmp_path: Path, cli_env: dict[str, str], slurm_env: dict[str, str]) -> None:
+    """train.checkpoint_requeue=false: the run stops at the end of its step with a
+    checkpoint, `killed`; the sweep lists it and exits 1."""
+    env = {**cli_env, "SLURM_CONF": slurm_env["SLURM_CONF"], "PATH": slurm_env["PATH"]}
+    done, _ = signal_time_limit(tmp_path, env, "experiment_name=limit", "train.steps=100000",
+                                "train.checkpoint_every=100000",
+                                "train.checkpoint_requeue=false")
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "1 job(s) were stopped by a signal" in done.stderr
     client = MlflowClient(f"sqlite:///{tmp_path}/store/mlflow.db")
     (run,), _ = jobs_and_sweeps(client, "limit")
     assert run.info.status == "KILLED" and run.data.tags[names.STATUS] == names.KILLED
