@@ -210,17 +210,19 @@ class Progress:
         if plan["batch"] == 1:
             (self.dir / "count").write_text("0")
 
-    def finished(self) -> tuple[int, dict[str, Any]] | None:
-        """Count one more finished job: (its number, the plan), or None outside a sweep."""
+    def finished(self, summary: str) -> None:
+        """Count one more finished job and print its line, under the lock, so that the lines
+        of jobs ending at once reach the terminal in their numbers' order (nothing outside a
+        sweep)."""
         if not (self.dir / "plan.json").exists():
-            return None
+            return
         with open(self.dir / "lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             count_file = self.dir / "count"
             n = int(count_file.read_text() or 0) + 1 if count_file.exists() else 1
             count_file.write_text(str(n))
             plan = json.loads((self.dir / "plan.json").read_text())
-        return n, plan
+            print(f"{progress_line(n, plan)} {summary}{eta(n, plan)}", flush=True)
 
 
 def progress_line(n: int, plan: dict[str, Any]) -> str:
@@ -255,11 +257,9 @@ def job_finished(config: DictConfig, result: JobReturn) -> None:
     """In the job's process, as it ends: its progress line, when its output is the terminal."""
     if not prints_from_jobs(config):
         return
-    counted = Progress(Path(config.hydra.sweep.dir)).finished()
-    if counted is None:
-        return
-    n, plan = counted
-    print(f"{progress_line(n, plan)} {job_summary(result)}{eta(n, plan)}", flush=True)
+    progress = Progress(Path(config.hydra.sweep.dir))
+    if (progress.dir / "plan.json").exists():
+        progress.finished(job_summary(result))  # the store is read before the lock is taken
 
 
 def quiet_job_console(config: DictConfig) -> None:
