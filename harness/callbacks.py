@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness import locks, names
 from harness.schema import register
-from harness.store import disk_full, written_paths
+from harness.store import disk_full
 from harness.tracking import (
     FAILED_JOBS_FILE,
     FULL_DISK_JOBS_FILE,
@@ -176,7 +176,7 @@ class SweepCallback(Callback):
         try:
             index, counts = close_sweep(config, sweep_dir)
         except Exception as err:
-            full = disk_full(err, written_paths(uri, config.train.checkpoint_dir))
+            full = disk_full(err, uri, config.train.checkpoint_dir)
             if full is None:
                 raise
             print(f"harness-train: disk full: {full}: the sweep's report and summary were not "

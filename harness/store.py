@@ -26,25 +26,28 @@ _FULL_TEXTS = ("no space left on device", "database or disk is full", "disk quot
                "file write failed")
 
 
-def disk_full(err: BaseException, paths: list[Path]) -> Path | None:
-    """The path whose file system is full, when that is what `err` (or an exception in its
-    chain) comes from; None otherwise. `paths`: the places the run writes (store, artifacts,
-    checkpoints); the path is the file the error names (ENOSPC), else the first of `paths` on
-    a file system with under FULL_BELOW bytes free."""
+def disk_full(err: BaseException, tracking_uri: str, checkpoint_dir: str | Path) -> Path | None:
+    """The full path behind `err` when a full file system is its cause; None otherwise.
+
+    The places a run writes are the SQLite store's folder (database and mlartifacts/) and
+    `checkpoint_dir`. The path is the file an ENOSPC/EDQUOT in the error's chain names; else
+    the first of those places on a file system with under FULL_BELOW bytes free; else, when
+    the error reads as a full disk (`_FULL_TEXTS`), the first place."""
+    store = sqlite_path(str(tracking_uri))
+    paths = [*([store.parent] if store else []), Path(str(checkpoint_dir))]
     chain: list[BaseException] = []
     seen: BaseException | None = err
     while seen is not None and seen not in chain:
         chain.append(seen)
         seen = seen.__cause__ or seen.__context__
-    for link in chain:
-        if isinstance(link, OSError) and link.errno in (errno.ENOSPC, errno.EDQUOT) \
-                and link.filename:
-            return Path(link.filename)
+    no_space = [link for link in chain
+                if isinstance(link, OSError) and link.errno in (errno.ENOSPC, errno.EDQUOT)]
+    named = next((link.filename for link in no_space if link.filename), None)
+    if named:
+        return Path(named)
     full = next((path for path in paths if free_bytes(path) < FULL_BELOW), None)
-    looks_like_it = any(isinstance(link, OSError) and link.errno in (errno.ENOSPC, errno.EDQUOT)
-                        or any(text in str(link).lower() for text in _FULL_TEXTS)
-                        for link in chain)
-    if looks_like_it and full is None and paths:
+    if full is None and (no_space or any(text in str(link).lower() for link in chain
+                                         for text in _FULL_TEXTS)):
         return paths[0]
     return full  # any failure while a file system the run writes to is full
 
@@ -60,9 +63,3 @@ def free_bytes(path: Path) -> int:
         return stats.f_bavail * stats.f_frsize
     return 1 << 62
 
-
-def written_paths(tracking_uri: str, checkpoint_dir: str | Path) -> list[Path]:
-    """Where a run writes: the SQLite store's folder (its database and mlartifacts/) and the
-    checkpoints' folder."""
-    store = sqlite_path(str(tracking_uri))
-    return [*([store.parent] if store else []), Path(str(checkpoint_dir))]

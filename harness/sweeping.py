@@ -105,7 +105,7 @@ class HarnessSweeper(BasicSweeper):
     def start_parent_run(self) -> None:
         """The sweep's parent MLflow run (once): after the checks, before the first launch."""
         from harness.callbacks import start_parent_run
-        from harness.store import disk_full, written_paths
+        from harness.store import disk_full
         from harness.tracking import StoreError
 
         try:
@@ -115,8 +115,7 @@ class HarnessSweeper(BasicSweeper):
             sys.exit(2)
         except Exception as err:
             assert self.config is not None
-            full = disk_full(err, written_paths(self.config.tracking.uri,
-                                                self.config.train.checkpoint_dir))
+            full = disk_full(err, self.config.tracking.uri, self.config.train.checkpoint_dir)
             if full is None:
                 raise
             print(f"harness-train: disk full: {full}: the sweep's parent run could not be "
@@ -210,12 +209,12 @@ class Progress:
         if plan["batch"] == 1:
             (self.dir / "count").write_text("0")
 
+    def in_sweep(self) -> bool:
+        return (self.dir / "plan.json").exists()
+
     def finished(self, summary: str) -> None:
         """Count one more finished job and print its line, under the lock, so that the lines
-        of jobs ending at once reach the terminal in their numbers' order (nothing outside a
-        sweep)."""
-        if not (self.dir / "plan.json").exists():
-            return
+        of jobs ending at once reach the terminal in their numbers' order (only `in_sweep`)."""
         with open(self.dir / "lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             count_file = self.dir / "count"
@@ -258,7 +257,7 @@ def job_finished(config: DictConfig, result: JobReturn) -> None:
     if not prints_from_jobs(config):
         return
     progress = Progress(Path(config.hydra.sweep.dir))
-    if (progress.dir / "plan.json").exists():
+    if progress.in_sweep():
         progress.finished(job_summary(result))  # the store is read before the lock is taken
 
 

@@ -47,7 +47,7 @@ from harness.schema import (
     task_params,
     validate,
 )
-from harness.store import disk_full, written_paths
+from harness.store import disk_full
 from harness.tracking import (
     FAILED_JOBS_FILE,
     FULL_DISK_JOBS_FILE,
@@ -531,8 +531,8 @@ def main(cfg: DictConfig) -> float:
     except Exception as err:
         stopped = isinstance(err, RunStopped)
         invalid = isinstance(err, (ConfigError, StoreError))
-        written = written_paths(cfg.tracking.uri, cfg.train.checkpoint_dir)
-        full = None if stopped or invalid else disk_full(err, written)
+        full = None if stopped or invalid else \
+            disk_full(err, cfg.tracking.uri, cfg.train.checkpoint_dir)
         if full is not None:
             message = (f"disk full: {full}: {type(err).__name__}: "
                        f"{' '.join(str(err).split())[:200]}")
