@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import logging
 import math
@@ -27,8 +28,14 @@ from typing import Any
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import (
+    ConfigCompositionException,
+    MissingConfigException,
+    OverrideParseException,
+)
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 import tasks
 from harness import locks, names
@@ -589,5 +596,47 @@ def record_job(sweep_dir: Path, err: Exception, file_name: str,
         log.error("could not record the job in %s: %s", sweep_dir / file_name, failed)
 
 
+def cli() -> None:
+    """Console script `harness-train`: Hydra's main, with a config that does not compose (an
+    unknown key such as `frontier.foo=1`, a value not among an enum's choices, a missing
+    option) refused in one line naming the key, exit 2, before any run exists. Hydra prints
+    such errors over several lines and exits 1; with HYDRA_FULL_ERROR they reach us as
+    exceptions instead. A user who set HYDRA_FULL_ERROR gets Hydra's full trace."""
+    if "HYDRA_FULL_ERROR" in os.environ:
+        main()
+        return
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        main()
+    except (ConfigCompositionException, OverrideParseException, OmegaConfBaseException) as err:
+        print(f"harness-train: invalid config: {composition_error(err)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def composition_error(err: BaseException) -> str:
+    """One line for a Hydra composition error: `frontier.foo: no such key in frontier; valid
+    keys: gap_min, ...`, `model.activation: Invalid value 'sigmoid', expected one of [...]`,
+    `model=transformer: no such option; available options in 'model': gru, lstm, ...`, or
+    Hydra's own text on one line."""
+    if isinstance(err, MissingConfigException) and err.missing_cfg_file and err.options:
+        group, _, option = err.missing_cfg_file.rpartition("/")
+        options = [o for o in err.options if not o.startswith("base_")]  # schemas, not options
+        return (f"{group}={option}: no such option; available options in '{group}': "
+                f"{', '.join(options)}")
+    cause: BaseException | None = err
+    while cause is not None:
+        key = getattr(cause, "full_key", None)
+        if isinstance(cause, OmegaConfBaseException) and key:
+            schema = getattr(cause, "object_type", None)
+            if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and \
+                    dataclasses.is_dataclass(schema):
+                group = key.rpartition(".")[0] or "the top level"
+                valid = ", ".join(f.name for f in dataclasses.fields(schema))
+                return f"{key}: no such key in {group}; valid keys: {valid}"
+            return f"{key}: {str(getattr(cause, 'msg', cause)).strip().splitlines()[0]}"
+        cause = cause.__cause__
+    return "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -74,6 +74,24 @@ def test_multirun_with_one_invalid_job_starts_none(tmp_path: Path,
     assert not list((tmp_path / "sweep").glob("*/.hydra"))  # no job folder either
 
 
+@pytest.mark.parametrize(("overrides", "line"), [
+    # the frontier issue's bad input: an unknown frontier.* key (Hydra itself would print
+    # five lines and exit 1)
+    (["-m", "hydra/sweeper=frontier", "frontier.foo=1", "model=rnn,lstm"],
+     "frontier.foo: no such key in frontier; valid keys: gap_min, gap_max, ratio, stride, "
+     "m, n, confirm, lrs"),
+    (["model=transformer"], "model=transformer: no such option; available options in "
+     "'model': gru, gru_chrono, irnn, lstm, lstm_chrono, orth_rnn, rnn, rnn_relu"),
+    (["model.activation=sigmoid"], "model.activation: Invalid value 'sigmoid', expected one "
+     "of [tanh, relu, leaky_relu, hard_tanh, modrelu]"),
+])
+def test_a_config_that_does_not_compose_is_one_line(
+        tmp_path: Path, cli_env: dict[str, str], overrides: list[str], line: str) -> None:
+    multirun = overrides[0] == "-m"
+    done = harness_train(tmp_path, cli_env, *overrides[multirun:], multirun=multirun)
+    assert assert_refused(done, tmp_path, line) == f"harness-train: invalid config: {line}"
+
+
 def test_an_unknown_key_added_with_plus_is_refused(tmp_path: Path,
                                                    cli_env: dict[str, str]) -> None:
     line = assert_refused(harness_train(tmp_path, cli_env, "+trian.steps=50"), tmp_path,
