@@ -24,7 +24,11 @@ CLIP_THRESHOLD = "clip.threshold"
 LR = "optim.lr"
 OPTIMIZER = "optim.name"
 SEED = "seed"
-TASK_LABEL = "task"  # report column: the task option, e.g. `adding_mean` (see task_label)
+TASK_LABEL = "task"  # param and report column: the task option, e.g. `adding_mean`
+# The config groups whose chosen option (`hydra.runtime.choices`) is logged as a param of that
+# name: `task=adding_mean`, `model=irnn`, `optim=adam`, `clip=norm`, `experiment=demo` (not
+# part of the config hash: the flattened config beside it says what the option set).
+CHOICE_PARAMS = (TASK_LABEL, "model", "optim", "clip", "experiment")
 EXPERIMENT_NAME = "experiment_name"
 CHECKPOINT_DIR = "train.checkpoint_dir"  # where a run's checkpoint and liveness lock live
 
@@ -32,7 +36,14 @@ CHECKPOINT_DIR = "train.checkpoint_dir"  # where a run's checkpoint and liveness
 STATUS = "status"  # one of STATUSES
 STATUS_REASON = "status_reason"  # why a run diverged, or how it ended
 CONFIG_HASH = "config_hash"
-GIT_COMMIT = "git_commit"
+# MLflow's own system tags (the UI shows them on a run's page and in the runs table)
+GIT_COMMIT = "mlflow.source.git.commit"  # the commit, `-dirty` when tracked files changed
+SOURCE_NAME = "mlflow.source.name"  # the entry point: `harness-train`
+SOURCE_TYPE = "mlflow.source.type"  # `LOCAL`
+# MLflow 3's UI opens an experiment on its runs table only for this kind (otherwise on an empty
+# GenAI traces overview): the experiment tag `mlflow.experimentKind`.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+TRAINING_EXPERIMENT = "custom_model_development"
 TORCH_THREADS = "torch_threads"  # the torch threads the job used (train.threads, SLURM, cores)
 BATCHED_SEEDS = "batched_seeds"  # tag on a batched member's run: the seeds of its batch, `0,1,2`
 RUN_KIND = "run_kind"  # "sweep" on a multirun's parent run; absent on jobs

@@ -70,14 +70,18 @@ class HarnessSweeper(BasicSweeper):
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         self.config_loader = hydra_context.config_loader
 
-    def job_config(self, overrides: Sequence[str]) -> DictConfig:
-        """The job's config as its task function will see it (no `hydra` node)."""
+    def job_config(self, overrides: Sequence[str]) -> tuple[DictConfig, dict[str, str]]:
+        """The job's config as its task function will see it (no `hydra` node), and the
+        options it was composed from (`harness.train.choices_of`)."""
+        from harness.train import choices_of
+
         assert self.config is not None
         cfg = self.config_loader.load_sweep_config(self.config, list(overrides))
         cfg = copy.deepcopy(cfg)
+        choices = choices_of(cfg.hydra)
         with read_write(cfg), open_dict(cfg):
             del cfg["hydra"]
-        return cfg
+        return cfg, choices
 
     def check_jobs(self, batch: Sequence[Sequence[str]]) -> None:
         """Compose and validate each job as harness.train will; on the first invalid one print
@@ -93,8 +97,9 @@ class HarnessSweeper(BasicSweeper):
         from harness.train import job_of, member_jobs
 
         try:
-            cfg = self.job_config(overrides)
-            job = member_jobs(cfg) if cfg.get("batched_seeds") else job_of(cfg)
+            cfg, choices = self.job_config(overrides)
+            job = member_jobs(cfg, choices) if cfg.get("batched_seeds") else \
+                job_of(cfg, choices)
         except ConfigError as err:
             refuse(overrides, str(err))
         except Exception as err:  # composition errors, a task's own ValueError
@@ -289,9 +294,9 @@ def job_summary(result: JobReturn) -> str:
     if cfg.get("batched_seeds"):
         return f"({overrides}) ended: its seeds' runs are in the store"
     try:
-        from harness.train import job_of
+        from harness.train import choices_of, job_of
 
-        job = job_of(cfg)
+        job = job_of(cfg, choices_of(result.hydra_cfg.hydra if result.hydra_cfg else None))
         name = job.name
     except Exception:  # a config that no longer composes as it did (should not happen)
         return f"({overrides}) ended"

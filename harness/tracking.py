@@ -67,8 +67,11 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def config_hash(flat: dict[str, str]) -> str:
-    """Stable 12-hex-digit hash of the semantic part of a flattened config."""
-    semantic = {k: v for k, v in flat.items() if not k.startswith(NON_SEMANTIC_PREFIXES)}
+    """Stable 12-hex-digit hash of the semantic part of a flattened config: without where and
+    how fast it runs, and without the option names it was composed from (`model=irnn` and
+    `model=rnn model.activation=relu model.init=identity` are the same run)."""
+    semantic = {k: v for k, v in flat.items()
+                if not k.startswith(NON_SEMANTIC_PREFIXES) and k not in names.CHOICE_PARAMS}
     return hashlib.sha256(json.dumps(semantic, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -83,6 +86,12 @@ def git_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{commit}-dirty" if dirty else commit
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's system tags of where a run comes from: the commit and the entry point."""
+    return {names.GIT_COMMIT: git_commit(), names.SOURCE_NAME: "harness-train",
+            names.SOURCE_TYPE: "LOCAL"}
 
 
 class StoreError(RuntimeError):
@@ -145,7 +154,8 @@ def experiment_id(client: MlflowClient, name: str) -> str:
             return experiment.experiment_id
         try:
             return client.create_experiment(
-                name, artifact_location=artifact_location(client.tracking_uri, name))
+                name, artifact_location=artifact_location(client.tracking_uri, name),
+                tags={names.EXPERIMENT_KIND: names.TRAINING_EXPERIMENT})
         except MlflowException:
             time.sleep(0.2)  # another job created it between our two calls
     raise RuntimeError(f"could not get or create MLflow experiment {name!r}")
@@ -243,7 +253,7 @@ def mlflow_run(uri: str, experiment: str, run_name: str, params: dict[str, str],
             tracker.set_tags({names.PARENT_RUN_ID: parent_run_id, names.SWEEP_ID: parent_run_id})
     else:
         run = client.create_run(experiment_id(client, experiment), run_name=run_name,
-                                tags={**tags, names.GIT_COMMIT: git_commit()})
+                                tags={**tags, **source_tags()})
         tracker = MlflowTracker(client, run.info.run_id)
     try:
         if resume_run_id is None:
@@ -375,7 +385,7 @@ def start_sweep(uri: str, experiment: str, sweep_dir: Path, overrides: list[str]
     ensure_store(uri)
     client = MlflowClient(uri)
     run = client.create_run(experiment_id(client, experiment), run_name=f"sweep-{sweep_dir.name}",
-                            tags={names.RUN_KIND: names.SWEEP_KIND, names.GIT_COMMIT: git_commit(),
+                            tags={names.RUN_KIND: names.SWEEP_KIND, **source_tags(),
                                   names.SWEEP_DIR: str(sweep_dir.resolve()), **(tags or {})})
     client.log_batch(run.info.run_id, params=[
         Param(names.SWEEP_OVERRIDES, " ".join(overrides)[:6000]),

@@ -207,11 +207,27 @@ def configure_torch(threads: int) -> None:
 def run_name(spec: Config, params: dict[str, str]) -> str:
     """`adding_mean-lstm-tanh-noclip-gap100-s0`: the task option's name, as in the report."""
     model = spec.model
-    task = names.task_label(spec.task.name.value, params)
+    task = params.get(names.TASK_LABEL) or names.task_label(spec.task.name.value, params)
     return names.run_name(task, model.name.value, model.activation.value,
                           spec.clip.mode.value, spec.clip.threshold, spec.task.gap, spec.seed,
                           init=model.init.value, chrono=model.chrono,
                           num_layers=model.num_layers, bidirectional=model.bidirectional)
+
+
+def choices_of(hydra_cfg: Any) -> dict[str, str]:
+    """The options a job's config was composed from (`hydra.runtime.choices`) for the groups
+    that define a run (`names.CHOICE_PARAMS`: `task=adding_mean`, `model=irnn`, ...); {} outside
+    Hydra. `hydra_cfg` is the `hydra` node of a job's config, or HydraConfig.get()."""
+    if hydra_cfg is None:
+        return {}
+    found = OmegaConf.select(hydra_cfg, "runtime.choices", default=None) or {}
+    return {group: str(found[group]) for group in names.CHOICE_PARAMS
+            if found.get(group) is not None}
+
+
+def hydra_choices() -> dict[str, str]:
+    """This job's choices (`choices_of`), inside a Hydra run or job; {} outside Hydra."""
+    return choices_of(HydraConfig.get()) if HydraConfig.initialized() else {}
 
 
 def build_model(spec: Config, task: tasks.Task) -> RecurrentModel:
@@ -254,9 +270,12 @@ class Job:
             f"{self.hash_}.pt"
 
 
-def job_of(cfg: DictConfig) -> Job:
+def job_of(cfg: DictConfig, choices: dict[str, str] | None = None) -> Job:
     """Validate `cfg` (ConfigError before any run exists: ranges, unknown keys, chrono on a
-    too-short sequence, a step too big for this machine's memory) and name its run."""
+    too-short sequence, a step too big for this machine's memory) and name its run.
+
+    `choices`: the options it was composed from (`choices_of`), logged as params beside the
+    flattened config (`model=irnn` beside `model.name=rnn`), outside the config hash."""
     spec = validate(cfg)
     try:
         task = tasks.make_task(spec.task.name.value, **task_params(spec.task))
@@ -265,7 +284,7 @@ def job_of(cfg: DictConfig) -> Job:
     check_resources(spec, task.seq_len, task.input_size, task.output_size)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     resolved.pop("frontier", None)  # type: ignore[union-attr]  # the sweep's, not the run's
-    params = flatten(resolved)  # type: ignore[arg-type]
+    params = {**flatten(resolved), **(choices or {})}  # type: ignore[arg-type]
     return Job(spec, resolved, params, run_name(spec, params), config_hash(params))
 
 
@@ -276,7 +295,7 @@ def train(cfg: DictConfig) -> RunResult:
     harness/locks.py): a config another live process is running is skipped, and RUNNING runs
     of this config that no process holds are marked killed.
     """
-    job = job_of(cfg)
+    job = job_of(cfg, hydra_choices())
     threads = torch_threads(job.spec.train.threads)
     configure_torch(threads)
     ensure_store(job.spec.tracking.uri)
@@ -416,7 +435,7 @@ def run_config(job: Job, threads: int, stop: StopRequest) -> RunResult:
     return result
 
 
-def member_jobs(cfg: DictConfig) -> list[Job]:
+def member_jobs(cfg: DictConfig, choices: dict[str, str] | None = None) -> list[Job]:
     """One job per seed of `batched_seeds`: the config of the separate run with that seed
     (`seed` set, `batched_seeds` null), so its params and config hash are that run's."""
     spec = validate(cfg)
@@ -431,7 +450,7 @@ def member_jobs(cfg: DictConfig) -> list[Job]:
     for seed in spec.batched_seeds:
         member = cfg.copy()
         member.seed, member.batched_seeds = seed, None
-        jobs.append(job_of(member))
+        jobs.append(job_of(member, choices))
     return jobs
 
 
@@ -445,7 +464,7 @@ def train_batched(cfg: DictConfig) -> list[RunResult]:
     Each member holds its config's lock and is skipped, resumed or started as `train` does:
     members resuming from checkpoints of different steps train in one batch per step.
     """
-    jobs = member_jobs(cfg)
+    jobs = member_jobs(cfg, hydra_choices())
     spec = jobs[0].spec
     if spec.model.name.value == "lstm":
         log.warning("batched_seeds: a batched LSTM step was measured 0.43-1.14x as fast as "

@@ -109,6 +109,13 @@ def test_demo_preset_searches_every_configuration(tmp_path: Path,
                       (recall, "lstm", "tanh", "none", 1.0), (recall, "gru", "tanh", "none", 1.0),
                       *(("adding", model, "tanh", "none", 1.0) for model in ("rnn", "lstm", "gru"))}
     assert len(runs) == 9 and {r.data.params[names.GAP] for r in runs} == {"3"}
+    # the options each job was composed from, as typed in the preset (hydra.runtime.choices)
+    assert sorted((r.data.params[names.TASK_LABEL], r.data.params["model"],
+                   r.data.params["clip"]) for r in runs) == sorted([
+        *(("delayed_recall_noise", model, "none") for model in ("rnn", "rnn_relu", "lstm", "gru")),
+        ("delayed_recall_noise", "rnn_relu", "norm"), ("delayed_recall_noise", "rnn_relu", "norm"),
+        *(("adding", model, "none") for model in ("rnn", "lstm", "gru"))])
+    assert {r.data.params["experiment"] for r in runs} == {"demo"}
     assert len(sweeps) == 1
     table = (tmp_path / "sweep" / "frontier.csv").read_text().splitlines()
     assert len(table) == 1 + 9, table
@@ -169,6 +176,9 @@ def test_mlflow_ui_serves_the_sweep_runs(tmp_path: Path, cli_env: dict[str, str]
                        f"sqlite:///{tmp_path}/store/mlflow.db") as base:
         experiment = get_json(f"{base}/api/2.0/mlflow/experiments/get-by-name"
                               "?experiment_name=ui")["experiment"]
+        # MLflow 3's UI opens a training experiment on its runs table only with this tag
+        assert {"key": names.EXPERIMENT_KIND, "value": names.TRAINING_EXPERIMENT} in \
+            experiment["tags"]
         runs = get_json(f"{base}/api/2.0/mlflow/runs/search",
                         {"experiment_ids": [experiment["experiment_id"]]})["runs"]
         sweeps = [r for r in runs if any(t["key"] == names.RUN_KIND for t in r["data"]["tags"])]
@@ -184,6 +194,8 @@ def test_mlflow_ui_serves_the_sweep_runs(tmp_path: Path, cli_env: dict[str, str]
             metrics = {m["key"] for m in run["data"]["metrics"]}
             assert params[names.MODEL] == "gru" and params[names.TASK] == "adding"
             assert tags[names.STATUS] in names.STATUSES and names.CONFIG_HASH in tags
+            assert tags[names.SOURCE_NAME] == "harness-train" and tags[names.GIT_COMMIT]
+            assert params["model"] == "gru" and params[names.TASK_LABEL] == "adding"
             assert {names.EVAL_ACCURACY, names.TRAIN_LOSS, names.GRAD_NORM_PRE_CLIP} <= metrics
             listed = get_json(f"{base}/api/2.0/mlflow/artifacts/list"
                               f"?run_id={run['info']['run_id']}")

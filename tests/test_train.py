@@ -7,11 +7,13 @@ import io
 from collections.abc import Callable
 
 import pytest
+from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from harness import names
-from harness.train import train
+from harness.schema import PROJECT_ROOT, register
+from harness.train import Job, choices_of, job_of, train
 
 
 @pytest.mark.parametrize("task", ["copy", "adding", "delayed_recall"])
@@ -84,3 +86,30 @@ def test_a_finished_config_is_skipped_unless_forced(make_cfg: Callable[..., Dict
     train(make_cfg("task.gap=5", "experiment_name=skip"))  # another config: a new run
     train(make_cfg("task.gap=4", "experiment_name=skip", "force=true"))
     assert len(client.search_runs([experiment])) == 3
+
+
+def test_the_options_a_job_was_composed_from_are_params_outside_its_hash(tmp_path) -> None:
+    """`model=irnn task=adding_mean` logs params `model=irnn` and `task=adding_mean` beside the
+    flattened config; the same config spelled key by key is the same run (same hash)."""
+    register()
+
+    def job(*overrides: str) -> Job:
+        with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+            cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+        choices = choices_of(cfg.hydra)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        return job_of(cfg, choices)
+
+    by_option = job("model=irnn", "task=adding_mean", "clip=norm", "task.gap=7")
+    by_keys = job("model=rnn", "model.activation=relu", "model.init=identity", "task=adding",
+                  "task.variant=mean", "clip=norm", "task.gap=7")
+    assert (by_option.params["model"], by_option.params[names.TASK_LABEL],
+            by_option.params["clip"], by_option.params["optim"]) == \
+        ("irnn", "adding_mean", "norm", "adam")
+    assert "experiment" not in by_option.params  # no preset chosen
+    assert (by_keys.params["model"], by_keys.params[names.TASK_LABEL]) == ("rnn", "adding")
+    assert by_option.hash_ == by_keys.hash_
+    assert by_option.name == "adding_mean-rnn-relu-identity-norm1-gap7-s0"
+    assert {k: v for k, v in by_option.params.items() if k not in names.CHOICE_PARAMS} == \
+        {k: v for k, v in by_keys.params.items() if k not in names.CHOICE_PARAMS}
