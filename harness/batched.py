@@ -1,49 +1,55 @@
-"""Batched seeds: K runs of one configuration trained in one process as one stacked model.
+"""Batched runs: K runs of one cell and size trained in one process as one stacked model.
 
-The K *members* share the task, cell, sizes, optimizer and clipping, and differ only in their
-seed: member k is initialized exactly as a separate run with `seed = seeds[k]` would be
-(`torch.manual_seed(seed)`, then `RecurrentModel(...)`) and draws its training and evaluation
-data from that run's own generators (`loop.data_generators`). Their weights are stacked on a
-leading dimension K ([K, G·H, D] for W_ih, ...), and one time step of all members is one
-batched matmul (`torch.baddbmm`) plus the cell's elementwise ops on [K, B, ·] tensors.
+The K *members* share the cell, hidden size, layers, optimizer kind and the training settings,
+and may differ in their seed, learning rate, clipping (none / norm / value and threshold), the
+vanilla RNN's activation (tanh, relu, leaky_relu, hard_tanh), init, forget bias and gap. Member
+k is initialized exactly as its separate run (`torch.manual_seed(seed)`, then the model of its
+config) and draws its data from that run's own generators (`loop.data_generators`). Their
+weights are stacked on a leading dimension K ([K, G·H, D] for W_ih, ...), and one time step of
+all members is one batched matmul (`torch.baddbmm`) plus the cell's elementwise ops on
+[K, B, ·] tensors.
 
 Why not the fused modules: `torch.func.vmap` has no batching rule for `aten::rnn_tanh`,
 `aten::lstm` or `aten::gru` ("Batching rule not implemented"), and vmapping the unrolled
-twin's step costs more than writing the batched step by hand (measured; README, Benchmark).
+twin's step costs more than writing the batched step by hand (measured; docs/benchmark.md).
 
 Independence of the members:
 - the loss is the *sum* of the members' losses, so member k's gradient is exactly the
   gradient of its own loss (no cross-member terms, no 1/K factor);
 - Adam, SGD (momentum) and RMSprop are elementwise, so each member's optimizer state and
-  update are its own; all members take their step together, so the step count is shared;
+  update are its own, at its own learning rate (harness/optimizers.StackedOptimizer); all
+  members take their step together, so the step count is shared;
 - clipping is per member (`clip_members`): the global norm a separate run clips is the norm
   over *its* parameters, i.e. over one slice k of every stacked tensor;
 - a non-finite value stays in its member's slices (every op is per member), so one member
-  diverging does not touch the others.
+  diverging does not touch the others;
+- members with different gaps have sequences of different lengths: a shorter one is
+  left-padded to the batch's longest, and its hidden state holds its initial value (zero)
+  through the padding, so from its first real step on it computes exactly its separate run
+  (`BatchedModel.forward`'s `start`).
 
 The cell equations are torch's (gate order i, f, g, o for the LSTM and r, z, n for the GRU),
 as in `RecurrentModel.unrolled`; tests check the batched outputs and gradients against the
-fused modules in float64 and whole training runs against the harness's own loop.
+fused modules in float64 and whole training runs against the harness's own driver.
 
-`harness-train batched_seeds=[0,1,2,3]` trains through `train_members` (harness/train.py opens
-one MLflow run per member); `harness-bench --batched` measures `BatchedTrainer` against K
-separate runs (README, Benchmark, with the factors per cell).
+`BatchedStepper` is the driver's stepper for K members (harness/loop.drive); harness/train.py
+builds it for `batched_seeds` and for the members of a batched job (harness/batching.py).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.clipping import MODES, TOLERANCE, ClippingError, ClipResult
-from harness.loop import Checkpointing, RunRecord, RunResult, make_optimizer
+from harness.loop import StepAudit
 from harness.models import ACTIVATIONS, RecurrentModel
-from harness.schema import TrainConfig
+from harness.optimizers import StackedOptimizer
+from harness.schema import ClipConfig, OptimConfig
 from tasks import Batch, Task
 
 BATCHED_CELLS = ("rnn", "lstm", "gru")  # the cells BatchedModel computes
@@ -74,20 +80,23 @@ def stacked_key(name: str) -> str:
 
 
 class BatchedModel(nn.Module):
-    """K recurrent models of one shape with stacked weights: [K, B, L, D] -> [K, B, L, O]."""
+    """K recurrent models of one shape with stacked weights: [K, B, L, D] -> [K, B, L, O].
+
+    The members share cell, hidden size, layers and readout shape; a vanilla RNN's members may
+    each have their own activation among `ACTIVATIONS`."""
 
     def __init__(self, members: Sequence[RecurrentModel]) -> None:
         super().__init__()
         if not members:
             raise ValueError("batched: at least one member is needed")
         first = members[0]
-        shape = (first.cell, first.activation, first.hidden_size, first.num_layers,
-                 first.readout.weight.shape)
+        shape = (first.cell, first.hidden_size, first.num_layers, first.readout.weight.shape)
         for member in members:
-            if (member.cell, member.activation, member.hidden_size, member.num_layers,
+            if (member.cell, member.hidden_size, member.num_layers,
                     member.readout.weight.shape) != shape:
                 raise ValueError(f"batched: members differ in shape {shape}")
-        self.cell, self.activation = first.cell, first.activation
+        self.cell = first.cell
+        self.activations = [member.activation for member in members]
         self.hidden_size, self.num_layers = first.hidden_size, first.num_layers
         self.members = len(members)
         self.input_size = first.rnn.input_size
@@ -101,10 +110,19 @@ class BatchedModel(nn.Module):
                                                              for m in members])))
                 for key, _ in first.named_parameters()])
 
-    def forward(self, inputs: Tensor) -> Tensor:
-        """inputs [K, B, L, D] -> outputs [K, B, L, output_size]: every member on its batch."""
+    def forward(self, inputs: Tensor, start: Tensor | None = None) -> Tensor:
+        """inputs [K, B, L, D] -> outputs [K, B, L, output_size]: every member on its batch.
+
+        `start` [K] (None: all 0): member k's sequence begins at step start[k], after
+        left padding; before it, its hidden state keeps its initial value (zero), so its
+        outputs from start[k] on are those of its separate run on the unpadded sequence."""
         k, batch, length, _ = inputs.shape
         hidden = self.hidden_size
+        hold = None
+        if start is not None and bool((start > 0).any()):
+            # hold[t]: [K, 1, 1], True while member k is still in its padding at step t
+            hold = (torch.arange(length, device=inputs.device).view(-1, 1)
+                    < start.to(inputs.device).view(1, -1)).view(length, k, 1, 1)
         layer_input = inputs
         for layer in range(self.num_layers):
             w_ih, w_hh, b_ih, b_hh = (self.stacked[f"rnn__{name}_l{layer}"]
@@ -120,8 +138,12 @@ class BatchedModel(nn.Module):
             h = inputs.new_zeros(k, batch, hidden)
             c = inputs.new_zeros(k, batch, hidden)
             states = []
-            for x_t in projected.view(k, batch, length, -1).unbind(dim=2):
-                h, c = self._step(x_t, h, c, w_hh_t, b_hh)
+            for t, x_t in enumerate(projected.view(k, batch, length, -1).unbind(dim=2)):
+                h_next, c_next = self._step(x_t, h, c, w_hh_t, b_hh)
+                if hold is not None and bool(hold[t].any()):
+                    h_next = torch.where(hold[t], h, h_next)
+                    c_next = torch.where(hold[t], c, c_next)
+                h, c = h_next, c_next
                 states.append(h)
             layer_input = torch.stack(states, dim=2)
         weight, bias = self.stacked["readout__weight"], self.stacked["readout__bias"]
@@ -129,11 +151,22 @@ class BatchedModel(nn.Module):
                                 weight.transpose(1, 2))
         return outputs.view(k, batch, length, -1)
 
+    def _activate(self, pre: Tensor) -> Tensor:
+        """The vanilla RNN's activation of each member on its slice of pre [K, B, H]."""
+        kinds = set(self.activations)
+        if len(kinds) == 1:
+            return ACTIVATIONS[self.activations[0]](pre)
+        out = torch.empty_like(pre)
+        for kind in kinds:
+            index = [k for k, a in enumerate(self.activations) if a == kind]
+            out[index] = ACTIVATIONS[kind](pre[index])
+        return out
+
     def _step(self, x_t: Tensor, h: Tensor, c: Tensor, w_hh_t: Tensor,
               b_hh: Tensor) -> tuple[Tensor, Tensor]:
         """One time step of every member: x_t [K, B, G·H] (input projection + bias)."""
         if self.cell == "rnn":
-            return ACTIVATIONS[self.activation](torch.baddbmm(x_t, h, w_hh_t)), c
+            return self._activate(torch.baddbmm(x_t, h, w_hh_t)), c
         if self.cell == "lstm":
             i, f, g, o = torch.baddbmm(x_t, h, w_hh_t).chunk(4, dim=-1)
             c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
@@ -149,27 +182,41 @@ class BatchedModel(nn.Module):
     def member(self, k: int) -> RecurrentModel:
         """A fused `RecurrentModel` holding a copy of member k's current weights."""
         model = RecurrentModel(self.cell, self.input_size, self.output_size, self.hidden_size,
-                               self.num_layers, self.activation)
+                               self.num_layers, self.activations[k])
         model.to(self.stacked["readout__weight"].dtype)
         for key, value in model.named_parameters():
             value.copy_(self.stacked[stacked_key(key)][k])
         return model
 
 
-def stack_batches(batches: Sequence[Batch]) -> Batch:
-    """K batches of one shape -> one Batch of [K, B, L, ...] tensors."""
-    return Batch(*(torch.stack(parts) for parts in
-                   zip(*((b.inputs, b.targets, b.mask) for b in batches), strict=True)))
+def stack_batches(batches: Sequence[Batch]) -> tuple[Batch, Tensor]:
+    """K batches -> one Batch of [K, B, L, ...] tensors, each left-padded with zeros (inputs,
+    targets; mask False) to the longest length L, and start [K]: where each member's own
+    sequence begins."""
+    length = max(b.inputs.shape[1] for b in batches)
+    start = torch.tensor([length - b.inputs.shape[1] for b in batches])
+
+    def pad(tensor: Tensor, left: int) -> Tensor:
+        if left == 0:
+            return tensor
+        dims = [0, 0] * (tensor.dim() - 2) + [left, 0]  # F.pad lists the last dimension first
+        return F.pad(tensor, dims)
+
+    parts = [torch.stack([pad(getattr(b, name), int(left)) for b, left in zip(batches, start,
+                                                                              strict=True)])
+             for name in ("inputs", "targets", "mask")]
+    return Batch(*parts), start
 
 
-def member_batch(batch: Batch, k: int, size: int | None = None) -> Batch:
-    """Member k's batch (its first `size` sequences) from a stacked [K, B, ...] batch."""
-    return Batch(*(t[k, :size] for t in (batch.inputs, batch.targets, batch.mask)))
+def member_batch(batch: Batch, k: int, start: int = 0) -> Batch:
+    """Member k's batch, without its left padding, from a stacked [K, B, ...] batch."""
+    return Batch(*(t[k, :, start:] for t in (batch.inputs, batch.targets, batch.mask)))
 
 
-def member_losses(task: Task, outputs: Tensor, batch: Batch) -> Tensor:
-    """Every member's published loss on its own batch: [K]."""
-    return torch.stack([task.loss(outputs[k], member_batch(batch, k))
+def member_losses(tasks: Sequence[Task], outputs: Tensor, batch: Batch, start: Tensor) -> Tensor:
+    """Every member's published loss on its own batch (padding left out): [K]."""
+    return torch.stack([tasks[k].loss(outputs[k, :, int(start[k]):],
+                                      member_batch(batch, k, int(start[k])))
                         for k in range(outputs.shape[0])])
 
 
@@ -179,210 +226,94 @@ def member_norms(grads: Sequence[Tensor]) -> Tensor:
         torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads]), dim=0)
 
 
-def clip_members(parameters: Sequence[nn.Parameter], mode: str, threshold: float) -> ClipResult:
-    """`Clipper`'s semantics for each member on its own: pre, post, fired are [K] tensors.
+def clip_members(parameters: Sequence[nn.Parameter], clips: Sequence[ClipConfig]) -> ClipResult:
+    """`Clipper`'s semantics for each member on its own, member k by clips[k] (mode and
+    threshold): pre, post, fired are [K] tensors.
 
     `norm` rescales member k by threshold / (pre_k + 1e-6) when that is below 1 (the formula
-    of `clip_grad_norm_`); `value` clamps elementwise, which is per member already.
+    of `clip_grad_norm_`); `value` clamps member k's elements to +-its threshold; `none`
+    leaves it as it is.
     """
-    if mode not in MODES:
-        raise ValueError(f"clip.mode: unknown {mode!r}; choose one of {list(MODES)}")
+    modes = [c.mode.value if hasattr(c.mode, "value") else str(c.mode) for c in clips]
+    for mode in modes:
+        if mode not in MODES:
+            raise ValueError(f"clip.mode: unknown {mode!r}; choose one of {list(MODES)}")
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         raise RuntimeError("clipping found no gradients: call it after loss.backward()")
     pre = member_norms(grads)
-    if mode == "none":
-        return ClipResult(pre, pre, torch.zeros_like(pre, dtype=torch.bool))
-    if mode == "norm":
-        scale = (threshold / (pre + 1e-6)).clamp(max=1.0)
+    threshold = torch.tensor([float(c.threshold) for c in clips], dtype=pre.dtype,
+                             device=pre.device)
+    norm = torch.tensor([m == "norm" for m in modes], device=pre.device)
+    value = torch.tensor([m == "value" for m in modes], device=pre.device)
+    fired = torch.zeros_like(pre, dtype=torch.bool)
+    if bool(norm.any()):
+        scale = torch.where(norm, (threshold / (pre + 1e-6)).clamp(max=1.0),
+                            torch.ones_like(pre))
         for g in grads:
             g.mul_(scale.view(-1, *([1] * (g.dim() - 1))))
-        post = member_norms(grads)
-        if bool((post > threshold * (1 + TOLERANCE)).any()):
-            raise ClippingError(f"norm clipping failed: post-clip norms {post.tolist()} > "
-                                f"threshold {threshold:g}")
-        return ClipResult(pre, post, pre > threshold)
-    largest = torch.stack([g.abs().flatten(1).amax(dim=1) for g in grads]).amax(dim=0)
-    for g in grads:
-        g.clamp_(-threshold, threshold)
-    return ClipResult(pre, member_norms(grads), largest > threshold)
+        fired |= norm & (pre > threshold)
+    if bool(value.any()):
+        bound = torch.where(value, threshold, torch.full_like(threshold, torch.inf))
+        largest = torch.stack([g.abs().flatten(1).amax(dim=1) for g in grads]).amax(dim=0)
+        for g in grads:
+            limit = bound.view(-1, *([1] * (g.dim() - 1)))
+            torch.clamp(g, -limit, limit, out=g)
+        fired |= value & (largest > threshold)
+    if not bool(norm.any() or value.any()):
+        return ClipResult(pre, pre, fired)
+    post = member_norms(grads)
+    if bool((norm & (post > threshold * (1 + TOLERANCE))).any()):
+        raise ClippingError(f"norm clipping failed: post-clip norms {post.tolist()} > "
+                            f"thresholds {threshold.tolist()}")
+    return ClipResult(pre, post, fired)
 
 
-def member_optimizer_state(state: dict[str, Any], k: int) -> dict[str, Any]:
-    """Member k's optimizer state, as its separate run's optimizer would hold it: every
-    per-parameter tensor sliced at k; scalars (Adam's step count, shared) as they are."""
-    return {"state": {index: {key: value[k].clone()
-                              if isinstance(value, Tensor) and value.dim() > 0 else value
-                              for key, value in entry.items()}
-                      for index, entry in state["state"].items()},
-            "param_groups": [dict(group) for group in state["param_groups"]]}
-
-
-def stacked_optimizer_state(states: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The members' optimizer states as one for the stacked parameters (inverse of
-    `member_optimizer_state`); their step counts must agree."""
-    first = states[0]
-    stacked: dict[int, dict[str, Any]] = {}
-    for index, entry in first["state"].items():
-        stacked[index] = {}
-        for key, value in entry.items():
-            if isinstance(value, Tensor) and value.dim() > 0:
-                stacked[index][key] = torch.stack([s["state"][index][key] for s in states])
-                continue
-            if any(not _same(s["state"][index][key], value) for s in states):
-                raise ValueError(f"batched: members differ in optimizer {key!r}; only runs at "
-                                 "the same step are batched")
-            stacked[index][key] = value
-    return {"state": stacked, "param_groups": [dict(g) for g in first["param_groups"]]}
-
-
-def _same(a: Any, b: Any) -> bool:
-    return bool(torch.equal(a, b)) if isinstance(a, Tensor) else a == b
-
-
-class BatchedTrainer:
-    """K members as one stacked model and one optimizer: the batched training step.
-
-    `models` hold the members' current weights and `optimizer_states` (None: fresh) their
+class BatchedStepper:
+    """The driver's stepper for K members (harness/loop.drive) as one stacked model: member
+    k has the model `models[k]` (its current weights), task `tasks[k]`, optimizer config
+    `optims[k]` and clipping `clips[k]`; `optimizer_states` (None: fresh) are the members'
     optimizers' states in a separate run's format, so a member can come from, or go to, a
-    separate run's checkpoint.
-    """
+    separate run's checkpoint."""
 
-    def __init__(self, models: Sequence[RecurrentModel], optim: str = "adam", lr: float = 1e-3,
-                 momentum: float = 0.0, weight_decay: float = 0.0, clip_mode: str = "none",
-                 clip_threshold: float = 1.0,
-                 optimizer_states: Sequence[dict[str, Any]] | None = None) -> None:
-        self.settings = {"optim": optim, "lr": lr, "momentum": momentum,
-                         "weight_decay": weight_decay, "clip_mode": clip_mode,
-                         "clip_threshold": clip_threshold}
-        self.model = BatchedModel(models)
-        self.optimizer = make_optimizer(self.model, optim, lr, momentum, weight_decay)
-        if optimizer_states is not None:
-            self.optimizer.load_state_dict(stacked_optimizer_state(optimizer_states))
-        self.clip_mode, self.clip_threshold = clip_mode, clip_threshold
-        self.params = list(self.model.parameters())
+    def __init__(self, models: Sequence[RecurrentModel], tasks: Sequence[Task],
+                 optims: Sequence[OptimConfig], clips: Sequence[ClipConfig],
+                 optimizer_states: Sequence[dict[str, Any] | None] | None = None) -> None:
+        if not len(models) == len(tasks) == len(optims) == len(clips):
+            raise ValueError("batched: one model, task, optimizer and clipping per member")
+        self.tasks, self.optims, self.clips = list(tasks), list(optims), list(clips)
+        self.net = BatchedModel(models)
+        self.params = list(self.net.parameters())
+        self.optimizer = StackedOptimizer(self.params, self.optims)
+        if optimizer_states is not None and any(s is not None for s in optimizer_states):
+            if any(s is None for s in optimizer_states):
+                raise ValueError("batched: members resumed and fresh cannot share a batch")
+            self.optimizer.load_member_states(optimizer_states)  # type: ignore[arg-type]
 
-    def backward(self, task: Task, batches: Sequence[Batch]) -> tuple[Tensor, ClipResult]:
-        """Forward, backward and per-member clipping on member k's batch k; no update yet.
-        Returns the members' losses [K] and the clipping audit ([K] tensors)."""
-        batch = stack_batches(batches)
-        losses = member_losses(task, self.model(batch.inputs), batch)
+    def model(self, k: int) -> RecurrentModel:
+        return self.net.member(k)
+
+    def backward(self, batches: Sequence[Batch]) -> StepAudit:
+        """Forward, backward and per-member clipping, member k on batches[k]; no update."""
+        batch, start = stack_batches(batches)
+        losses = member_losses(self.tasks, self.net(batch.inputs, start), batch, start)
         self.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
-        return losses.detach(), clip_members(self.params, self.clip_mode, self.clip_threshold)
+        clip = clip_members(self.params, self.clips)
+        return StepAudit(losses.detach(), clip.pre, clip.post, clip.fired)
 
     def update(self) -> None:
         self.optimizer.step()
 
     def states(self) -> list[tuple[dict[str, Tensor], dict[str, Any]]]:
-        """Every member's (model state, optimizer state) in a separate run's format."""
-        optimizer = self.optimizer.state_dict()
-        return [(self.model.member(k).state_dict(), member_optimizer_state(optimizer, k))
-                for k in range(self.model.members)]
+        return [(self.net.member(k).state_dict(), self.optimizer.member_state(k))
+                for k in range(self.net.members)]
 
-    def keep(self, indices: Sequence[int]) -> BatchedTrainer:
-        """A trainer of the members at `indices` only, each with its weights and optimizer
-        state (the others stopped: they cost no more compute)."""
-        optimizer = self.optimizer.state_dict()
-        return BatchedTrainer([self.model.member(k) for k in indices], **self.settings,
-                              optimizer_states=[member_optimizer_state(optimizer, k)
-                                                for k in indices]
-                              if optimizer["state"] else None)
-
-
-@dataclass
-class Member:
-    """One seed's run inside a batched job: its model (at the start: initialized as a
-    separate run with this seed, or loaded from its checkpoint; at the end: its final
-    weights), optimizer state (None: fresh), record and checkpointing. `seconds` is its
-    share of the job's time."""
-
-    model: RecurrentModel
-    record: RunRecord
-    optimizer_state: dict[str, Any] | None = None
-    checkpointing: Checkpointing | None = None
-    seconds: float = 0.0
-
-
-def train_members(task: Task, cfg: TrainConfig, members: Sequence[Member], optim: str = "adam",
-                  lr: float = 1e-3, momentum: float = 0.0, weight_decay: float = 0.0,
-                  clip_mode: str = "none", clip_threshold: float = 1.0,
-                  checkpointed: Callable[[], None] = lambda: None) -> list[RunResult]:
-    """`train_loop` for K members at once: each member is evaluated, diagnosed, stopped
-    (solved, diverged), logged and checkpointed by its own `RunRecord`, exactly as its
-    separate run; a member that stops leaves the batch.
-
-    All members start at one step (fresh, or resumed from checkpoints of that step).
-    Checkpoints are written for every running member at once, then `checkpointed()` runs
-    (the caller raises there to stop after a stop signal). A member's wall time is its share
-    of the job's: each iteration's time divided among the members it trained.
-    """
-    step = members[0].record.step
-    if any(m.record.step != step for m in members):
-        raise ValueError("batched: members must start at the same step")
-    active = list(members)
-    results: dict[int, RunResult] = {}
-    trainer = BatchedTrainer([m.model for m in active], optim, lr, momentum, weight_decay,
-                             clip_mode, clip_threshold,
-                             None if active[0].optimizer_state is None
-                             else [m.optimizer_state for m in active])
-
-    def finish(k: int, model: RecurrentModel) -> None:
-        member = active[k]  # its share of this iteration so far, too
-        seconds = member.seconds + (time.perf_counter() - tick) / len(active)
-        results[id(member)] = member.record.finish(model, step, seconds)
-        member.model = model
-
-    while active:
-        tick = time.perf_counter()
-        for k, member in enumerate(active):
-            if member.record.due(step) or step == cfg.steps:
-                model = trainer.model.member(k)
-                if member.record.begin_step(model, step) or step == cfg.steps:
-                    finish(k, model)
-        if step == cfg.steps:
-            share(active, time.perf_counter() - tick)
-            break
-        trainer = drop_stopped(trainer, active)
-        if not active:
-            break
-        losses, clip = trainer.backward(task, [task.sample(cfg.batch_size, m.record.train_gen)
-                                               for m in active])
-        rows = list(zip(losses.tolist(), clip.pre.tolist(), clip.post.tolist(),
-                        clip.fired.tolist(), strict=True))
-        for k, (member, (loss, pre, post, _)) in enumerate(zip(active, rows, strict=True)):
-            if member.record.diverges(step, loss, pre, post):
-                finish(k, trainer.model.member(k))  # its weights before the update, as alone
-        trainer.update()
-        step += 1
-        for member, (loss, pre, post, fired) in zip(active, rows, strict=True):
-            if not member.record.stopped:
-                member.record.end_step(step, loss, pre, post, bool(fired))
-        share(active, time.perf_counter() - tick)
-        trainer = drop_stopped(trainer, active)
-        saving = [m.checkpointing for m in active if m.checkpointing is not None]
-        if saving and step < cfg.steps and (step % saving[0].every == 0
-                                            or saving[0].stop_requested()):
-            tick = time.perf_counter()
-            for member, (model_state, optimizer_state) in zip(active, trainer.states(),
-                                                              strict=True):
-                assert member.checkpointing is not None
-                member.checkpointing.save(member.record.snapshot(model_state, optimizer_state,
-                                                                 member.seconds))
-            share(active, time.perf_counter() - tick)
-            checkpointed()
-    return [results[id(m)] for m in members]
-
-
-def share(members: Sequence[Member], seconds: float) -> None:
-    for member in members:
-        member.seconds += seconds / len(members)
-
-
-def drop_stopped(trainer: BatchedTrainer, active: list[Member]) -> BatchedTrainer:
-    """Remove the stopped members from `active` (in place) and from the trainer."""
-    keep = [k for k, member in enumerate(active) if not member.record.stopped]
-    if len(keep) == len(active):
-        return trainer
-    active[:] = [active[k] for k in keep]
-    return trainer.keep(keep) if keep else trainer
+    def keep(self, indices: Sequence[int]) -> BatchedStepper:
+        """The members at `indices` only, each with its weights and optimizer state."""
+        return BatchedStepper([self.net.member(k) for k in indices],
+                              [self.tasks[k] for k in indices],
+                              [self.optims[k] for k in indices],
+                              [self.clips[k] for k in indices],
+                              [self.optimizer.member_state(k) for k in indices]
+                              if self.optimizer.state else None)

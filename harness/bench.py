@@ -49,7 +49,7 @@ import torch
 
 import tasks
 from harness import loop, names
-from harness.batched import BatchedTrainer, build_member
+from harness.batched import BatchedStepper, build_member
 from harness.clipping import Clipper
 from harness.diagnostics import diagnose
 from harness.loop import (
@@ -57,11 +57,11 @@ from harness.loop import (
     MemoryTracker,
     Tracker,
     data_generators,
-    make_optimizer,
     train_loop,
 )
 from harness.models import RecurrentModel
-from harness.schema import TrainConfig
+from harness.optimizers import make_optimizer
+from harness.schema import ClipConfig, OptimConfig, TrainConfig
 from harness.tracking import mlflow_run
 from harness.train import configure_torch
 from tasks import Batch
@@ -74,7 +74,7 @@ def build(cell: str, activation: str, task: tasks.Task, hidden: int,
           seed: int = 0) -> tuple[RecurrentModel, torch.optim.Optimizer]:
     torch.manual_seed(seed)
     model = RecurrentModel(cell, task.input_size, task.output_size, hidden, activation=activation)
-    return model, make_optimizer(model, "adam", 1e-3)
+    return model, make_optimizer(model, OptimConfig(lr=1e-3))
 
 
 def bare_loop(task: tasks.Task, model: RecurrentModel, optimizer: torch.optim.Optimizer,
@@ -299,25 +299,27 @@ def separate_steps(task: tasks.Task, separate: Separate, batch_size: int) -> Non
 
 
 class BatchedSteps:
-    """The batched job's training step as `train_members` takes it, on K seeds' data."""
+    """The batched job's training step as the driver takes it, on K seeds' data."""
 
     def __init__(self, task: tasks.Task, members: list[RecurrentModel], batch_size: int) -> None:
         self.task, self.batch_size = task, batch_size
-        self.trainer = BatchedTrainer(members, "adam", 1e-3)
+        k = len(members)
+        self.stepper = BatchedStepper(members, [task] * k, [OptimConfig(lr=1e-3)] * k,
+                                      [ClipConfig()] * k)
         self.generators = [data_generators(seed)[0] for seed in range(len(members))]
 
     def train_step(self) -> None:
-        losses, clip = self.trainer.backward(self.task, [self.task.sample(self.batch_size, g)
-                                                         for g in self.generators])
-        losses.tolist(), clip.pre.tolist()  # the loop reads them: one synchronization
-        self.trainer.update()
+        audit = self.stepper.backward([self.task.sample(self.batch_size, g)
+                                       for g in self.generators])
+        audit.rows()  # the driver reads them: one synchronization
+        self.stepper.update()
 
 
 def batched_setup(cell: str, activation: str, task: tasks.Task, hidden: int, batch_size: int,
                   k: int) -> tuple[Separate, BatchedSteps]:
     """K separate runs (seeds 0..K-1: model, optimizer, training data), and the same batched."""
     members = [build_member(seed, cell, task, hidden, activation=activation) for seed in range(k)]
-    separate = [(m, make_optimizer(m, "adam", 1e-3), data_generators(seed)[0])
+    separate = [(m, make_optimizer(m, OptimConfig(lr=1e-3)), data_generators(seed)[0])
                 for seed, m in enumerate(copy.deepcopy(members))]
     return separate, BatchedSteps(task, members, batch_size)
 
@@ -340,7 +342,7 @@ def time_steps(step: Callable[[], None], steps: int, threads: int) -> tuple[floa
 def time_points(task: tasks.Task, separate: Separate,
                 run: BatchedSteps) -> tuple[float, float]:
     """CPU seconds of one evaluation + diagnostics point (1 thread): K separate runs, and the
-    batched job's (each member's fused twin, as `train_members` evaluates and diagnoses)."""
+    batched job's (each member's fused twin, as the driver evaluates and diagnoses)."""
     torch.set_num_threads(1)
     cfg = TrainConfig()
 
@@ -354,7 +356,7 @@ def time_points(task: tasks.Task, separate: Separate,
                                           (batch.inputs, batch.targets, batch.mask))), 0)
         return time.process_time() - start
 
-    model = run.trainer.model
+    model = run.stepper.net
     return (point([m for m, _, _ in separate]),
             point(lambda: [model.member(k) for k in range(model.members)]))
 

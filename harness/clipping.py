@@ -17,7 +17,7 @@ comparison made with it.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -46,6 +46,12 @@ class Clipper:
             raise ValueError(f"clip.threshold: must be > 0, got {threshold}")
         self.mode = mode
         self.threshold = float(threshold)
+
+    @classmethod
+    def of(cls, cfg: Any) -> Clipper:
+        """The clipper of a `clip` config (`harness.schema.ClipConfig`)."""
+        mode = cfg.mode.value if hasattr(cfg.mode, "value") else str(cfg.mode)
+        return cls(mode, cfg.threshold)
 
     def __call__(self, parameters: Iterable[nn.Parameter]) -> ClipResult:
         params = [p for p in parameters if p.grad is not None]

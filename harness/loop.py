@@ -1,4 +1,10 @@
-"""The training loop: sample, forward, loss, backward, clip, step; evaluate; stop early.
+"""The training driver: sample, forward, loss, backward, clip, step; evaluate; stop early.
+
+One driver (`drive`) trains any number of runs over a `Stepper`, the object that takes their
+training steps: `FusedStepper` for one run (torch's fused module), `harness.batched.
+BatchedStepper` for K runs stacked in one model. Each run keeps its own `RunRecord` (its data
+streams, evaluations, diagnostics, metric windows, divergence checks, checkpoints, result), so
+a run is decided, logged and checkpointed by the same code however it is stepped.
 
 It talks to the task and the model through their interfaces and reports metrics to a
 `Tracker` (anything with `log_metrics(metrics, step)`), so it never touches MLflow and a
@@ -24,11 +30,12 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import torch
+from torch import Tensor
 
 from harness import names
 from harness.clipping import Clipper
@@ -113,19 +120,6 @@ class Checkpointing:
     stop_requested: Callable[[], bool] = lambda: False
 
 
-def make_optimizer(model: torch.nn.Module, name: str, lr: float, momentum: float = 0.0,
-                   weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    """adam | sgd | rmsprop over the model's parameters."""
-    params = model.parameters()
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    raise ValueError(f"optim.name: unknown {name!r}; choose adam|sgd|rmsprop")
-
-
 def data_generators(seed: int) -> tuple[torch.Generator, torch.Generator]:
     """Training and evaluation streams from disjoint seeds (seed and seed + offset)."""
     train = torch.Generator().manual_seed(seed)
@@ -174,14 +168,16 @@ class RunRecord:
     """One run's bookkeeping, whoever takes its steps: its data streams, evaluations,
     diagnostics, metric windows, divergence checks, result and checkpoint state.
 
-    `train_loop` keeps one for its model; a batched job (harness/batched.py) keeps one per
-    member, so a member is decided, logged and checkpointed exactly as a separate run is.
-    `name` prefixes the progress lines, which interleave when jobs run in parallel.
+    `drive` keeps one per run it trains, one or K at a time, so a batched member is decided,
+    logged and checkpointed exactly as a separate run is. `name` prefixes the progress lines,
+    which interleave when jobs run in parallel. `checkpointing`: where and how often its
+    checkpoints go (None: never).
     """
 
     def __init__(self, task: Task, cfg: TrainConfig, tracker: Tracker, seed: int,
-                 name: str = "run") -> None:
+                 name: str = "run", checkpointing: Checkpointing | None = None) -> None:
         self.task, self.cfg, self.tracker, self.name = task, cfg, tracker, name
+        self.checkpointing = checkpointing
         self.train_gen, eval_gen = data_generators(seed)
         eval_batch = task.sample(cfg.eval_batch_size, eval_gen, split="eval")
         self.evaluate = Evaluator(task, eval_batch)
@@ -193,7 +189,9 @@ class RunRecord:
         self.fired_total = 0
         self.step = 0
         self.stopped = False  # solved or diverged: no more steps
-        self.elapsed = 0.0  # seconds spent on this run before `start` (a resumed run's past)
+        self.final_model: RecurrentModel | None = None  # the model `finish` ended it with
+        self.elapsed = 0.0  # seconds spent on this run before this process (a resumed run's)
+        self.seconds = 0.0  # seconds spent on it in this process (its share of a batch's)
 
     @staticmethod
     def empty_window() -> dict[str, float]:
@@ -282,10 +280,11 @@ class RunRecord:
                                       names.CLIP_RATE: window["fired"] / n}, step)
             self.window = self.empty_window()
 
-    def finish(self, model: RecurrentModel, step: int, elapsed: float) -> RunResult:
+    def finish(self, model: RecurrentModel, step: int) -> RunResult:
         """The end of the run at `step`: the final evaluation and diagnostics if not done
-        yet, the evaluation per gap, the totals. `elapsed`: seconds since it (re)started."""
+        yet, the evaluation per gap, the totals."""
         result = self.result
+        self.final_model = model
         if not self.stopped and step % self.cfg.eval_every != 0:
             self.run_eval(model, step)
         if self.profile_every > 0 and result.status != names.DIVERGED and \
@@ -295,53 +294,191 @@ class RunRecord:
             result.eval_by_gap = self.evaluate.by_gap(model)
         result.steps_run = step
         result.clip_rate_total = self.fired_total / step if step else 0.0
-        result.wall_time_s = self.elapsed + elapsed
+        result.wall_time_s = self.elapsed + self.seconds
         result.end_state = end_state(result.status, result.eval_history)
         return result
 
-    def snapshot(self, model_state: dict[str, Any], optimizer_state: dict[str, Any],
-                 elapsed: float) -> dict[str, Any]:
+    def snapshot(self, model_state: dict[str, Any],
+                 optimizer_state: dict[str, Any]) -> dict[str, Any]:
         """The checkpoint of this run after `self.step` steps (Checkpointing's format)."""
         return {"step": self.step, "result": copy.deepcopy(self.result),
                 "window": dict(self.window), "fired_total": self.fired_total,
                 "model": copy.deepcopy(model_state), "optimizer": copy.deepcopy(optimizer_state),
-                "train_gen": self.train_gen.get_state(), "elapsed": self.elapsed + elapsed}
+                "train_gen": self.train_gen.get_state(),
+                "elapsed": self.elapsed + self.seconds}
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Continue from a checkpoint (the caller loads its model and optimizer states)."""
+        """Continue from a checkpoint (the caller loads its model and optimizer states, e.g.
+        with `resume`)."""
         self.step, self.result, self.window = state["step"], state["result"], state["window"]
         self.fired_total, self.elapsed = state["fired_total"], state["elapsed"]
         self.train_gen.set_state(state["train_gen"])
         log.info("%s  resumed from its checkpoint at step %d", self.name, self.step)
 
 
+class StepAudit(NamedTuple):
+    """One training step of the stepper's K runs, before the update: [K] tensors."""
+
+    loss: Tensor
+    pre: Tensor  # global gradient norm before clipping
+    post: Tensor  # ... after clipping (what the optimizer would apply)
+    fired: Tensor  # bool: clipping changed the gradient
+
+    def rows(self) -> list[tuple[float, float, float, bool]]:
+        """Per run (loss, pre, post, fired) as Python numbers: the step's one host sync."""
+        return list(zip(self.loss.tolist(), self.pre.tolist(), self.post.tolist(),
+                        self.fired.tolist(), strict=True))
+
+
+class Stepper(Protocol):
+    """What takes the training steps of K runs (K = 1: `FusedStepper`)."""
+
+    def model(self, k: int) -> RecurrentModel:
+        """Run k's model as a separate run holds it (for evaluation and diagnostics)."""
+        ...
+
+    def backward(self, batches: Sequence[Batch]) -> StepAudit:
+        """Forward, loss, backward and clipping, run k on batches[k]; no update yet."""
+        ...
+
+    def update(self) -> None:
+        """The optimizer step of every run."""
+        ...
+
+    def states(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """Every run's (model state, optimizer state) in a separate run's format."""
+        ...
+
+    def keep(self, indices: Sequence[int]) -> Stepper:
+        """A stepper of the runs at `indices` only (the others stopped)."""
+        ...
+
+
+class FusedStepper:
+    """One run: its model (torch's fused module), its optimizer and its clipper."""
+
+    def __init__(self, model: RecurrentModel, optimizer: torch.optim.Optimizer,
+                 clipper: Clipper, task: Task) -> None:
+        self.net, self.optimizer, self.clipper, self.task = model, optimizer, clipper, task
+        self.params = [p for p in model.parameters() if p.requires_grad]
+
+    def model(self, k: int) -> RecurrentModel:
+        return self.net
+
+    def backward(self, batches: Sequence[Batch]) -> StepAudit:
+        (batch,) = batches
+        loss = self.task.loss(self.net(batch.inputs), batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = self.clipper(self.params)
+        return StepAudit(*(t.detach().reshape(1) for t in (loss, clip.pre, clip.post,
+                                                            clip.fired)))
+
+    def update(self) -> None:
+        self.optimizer.step()
+
+    def states(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        return [(self.net.state_dict(), self.optimizer.state_dict())]
+
+    def keep(self, indices: Sequence[int]) -> FusedStepper:
+        assert list(indices) == [0], "a fused stepper holds one run"
+        return self
+
+
+def drive(stepper: Stepper, records: Sequence[RunRecord], cfg: TrainConfig,
+          checkpointed: Callable[[int], None] = lambda step: None) -> list[RunResult]:
+    """Train the runs of `records` (run k stepped by `stepper` as its k-th) for at most
+    `cfg.steps` steps from the step they are at; return how each ended, in order.
+
+    Each run is evaluated, diagnosed, stopped (solved, diverged), logged and checkpointed by
+    its own record; a run that stops leaves the stepper, the others go on. Checkpoints are
+    written for every running run at once, then `checkpointed(step)` runs (the caller raises
+    there to stop after a stop signal). A run's `seconds` grow by its share of each iteration: the
+    iteration's time divided among the runs it trained.
+    """
+    step = records[0].step
+    if any(r.step != step for r in records):
+        raise ValueError("runs stepped together must start at the same step")
+    active = list(records)
+    results: dict[int, RunResult] = {}
+    tick = time.perf_counter()
+
+    def finish(k: int, model: RecurrentModel) -> None:
+        record = active[k]  # its share of this iteration so far, too (it leaves after it)
+        record.seconds += (time.perf_counter() - tick) / len(active)
+        results[id(record)] = record.finish(model, step)
+
+    while active:
+        tick = time.perf_counter()
+        for k, record in enumerate(active):
+            if record.due(step) or step == cfg.steps:
+                model = stepper.model(k)
+                if record.begin_step(model, step) or step == cfg.steps:
+                    finish(k, model)
+        if step == cfg.steps:
+            share(active, time.perf_counter() - tick)
+            break
+        stepper = drop_stopped(stepper, active)
+        if not active:
+            break
+        audit = stepper.backward([r.task.sample(cfg.batch_size, r.train_gen) for r in active])
+        rows = audit.rows()
+        for k, (record, (loss, pre, post, _)) in enumerate(zip(active, rows, strict=True)):
+            if record.diverges(step, loss, pre, post):
+                finish(k, stepper.model(k))  # its weights before the update, as alone
+        if all(record.stopped for record in active):
+            share(active, time.perf_counter() - tick)
+            break
+        stepper.update()
+        step += 1
+        for record, (loss, pre, post, fired) in zip(active, rows, strict=True):
+            if not record.stopped:
+                record.end_step(step, loss, pre, post, bool(fired))
+        share(active, time.perf_counter() - tick)
+        stepper = drop_stopped(stepper, active)
+        saving = [r.checkpointing for r in active if r.checkpointing is not None]
+        if saving and step < cfg.steps and (step % saving[0].every == 0
+                                            or saving[0].stop_requested()):
+            tick = time.perf_counter()
+            for record, (model_state, optimizer_state) in zip(active, stepper.states(),
+                                                              strict=True):
+                assert record.checkpointing is not None
+                record.checkpointing.save(record.snapshot(model_state, optimizer_state))
+            share(active, time.perf_counter() - tick)
+            checkpointed(step)
+    return [results[id(r)] for r in records]
+
+
+def share(records: Sequence[RunRecord], seconds: float) -> None:
+    for record in records:
+        record.seconds += seconds / len(records)
+
+
+def drop_stopped(stepper: Stepper, active: list[RunRecord]) -> Stepper:
+    """Remove the stopped runs from `active` (in place) and from the stepper."""
+    keep = [k for k, record in enumerate(active) if not record.stopped]
+    if len(keep) == len(active):
+        return stepper
+    active[:] = [active[k] for k in keep]
+    return stepper.keep(keep) if keep else stepper
+
+
+def resume(record: RunRecord, model: RecurrentModel, state: dict[str, Any] | None) -> None:
+    """Continue `record` and `model` from a checkpoint's state (None: a fresh run); the
+    optimizer's state (`state["optimizer"]`) is the caller's to load."""
+    if state is not None:
+        model.load_state_dict(state["model"])
+        record.restore(state)
+
+
 def train_loop(task: Task, model: RecurrentModel, optimizer: torch.optim.Optimizer,
                clipper: Clipper, cfg: TrainConfig, tracker: Tracker, seed: int,
                name: str = "run", checkpointing: Checkpointing | None = None) -> RunResult:
-    """Train `model` on `task` for at most `cfg.steps` steps; return how the run ended."""
-    start = time.perf_counter()
-    record = RunRecord(task, cfg, tracker, seed, name)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if checkpointing is not None and checkpointing.state is not None:
-        state = checkpointing.state
-        model.load_state_dict(state["model"])
+    """Train one run of `model` on `task` (`drive` over a `FusedStepper`), resuming from
+    `checkpointing.state` when it holds one; return how the run ended."""
+    record = RunRecord(task, cfg, tracker, seed, name, checkpointing)
+    state = checkpointing.state if checkpointing is not None else None
+    resume(record, model, state)
+    if state is not None:
         optimizer.load_state_dict(state["optimizer"])
-        record.restore(state)
-    step = record.step
-    while not record.begin_step(model, step) and step < cfg.steps:
-        batch = task.sample(cfg.batch_size, record.train_gen)
-        loss = task.loss(model(batch.inputs), batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        clip = clipper(params)
-        loss_value, pre, post = float(loss.detach()), float(clip.pre), float(clip.post)
-        if record.diverges(step, loss_value, pre, post):
-            break
-        optimizer.step()
-        step += 1
-        record.end_step(step, loss_value, pre, post, bool(clip.fired))
-        if checkpointing is not None and step < cfg.steps and (
-                step % checkpointing.every == 0 or checkpointing.stop_requested()):
-            checkpointing.save(record.snapshot(model.state_dict(), optimizer.state_dict(),
-                                               time.perf_counter() - start))
-    return record.finish(model, step, time.perf_counter() - start)
+    return drive(FusedStepper(model, optimizer, clipper, task), [record], cfg)[0]

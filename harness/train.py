@@ -39,11 +39,12 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 import tasks
 from harness import locks, names
-from harness.batched import Member, train_members, unbatchable
+from harness.batched import BatchedStepper, unbatchable
 from harness.callbacks import interrupt as launcher_interrupt
 from harness.clipping import Clipper
-from harness.loop import Checkpointing, RunRecord, RunResult, make_optimizer, train_loop
+from harness.loop import Checkpointing, FusedStepper, RunRecord, RunResult, drive, resume
 from harness.models import RecurrentModel
+from harness.optimizers import make_optimizer
 from harness.schema import (
     PROJECT_ROOT,
     Config,
@@ -166,11 +167,9 @@ def submitit_requeues(handler: Any) -> bool:
         "SLURM_JOB_ID" in os.environ
 
 
-def saver(tracker: MlflowTracker, path: Path,
-          stop: StopRequest | None) -> Callable[[dict[str, Any]], None]:
+def saver(tracker: MlflowTracker, path: Path) -> Callable[[dict[str, Any]], None]:
     """Write the metrics so far, then the loop's state (atomically, so a kill mid-write
-    leaves the previous checkpoint); then stop the run if a stop signal asked for it (`stop`
-    None: the caller stops it, e.g. a batch once all its members saved)."""
+    leaves the previous checkpoint)."""
 
     def save(state: dict[str, Any]) -> None:
         tracker.flush()
@@ -178,11 +177,20 @@ def saver(tracker: MlflowTracker, path: Path,
         partial = path.with_suffix(".partial")
         torch.save({**state, "run_id": tracker.run_id}, partial)
         os.replace(partial, path)
-        if stop is not None and stop.requested():
-            raise RunStopped(f"stopped by {stop.signal} at step {state['step']}, "
-                             "after saving a checkpoint")
 
     return save
+
+
+def stop_after_save(stop: StopRequest) -> Callable[[int], None]:
+    """The driver's `checkpointed`: once every running run saved its checkpoint at `step`, a
+    stop signal that arrived stops them (RunStopped; the same command resumes them)."""
+
+    def checkpointed(step: int) -> None:
+        if stop.requested():
+            raise RunStopped(f"stopped by {stop.signal} at step {step}, after saving a "
+                             "checkpoint")
+
+    return checkpointed
 
 
 def sweep_parent() -> str | None:
@@ -381,17 +389,16 @@ def job_model(job: Job, task: tasks.Task) -> RecurrentModel:
     return build_model(job.spec, task)
 
 
-def checkpointing_of(job: Job, tracker: MlflowTracker, state: dict[str, Any] | None,
-                     stop: StopRequest, stop_at_save: bool = True) -> Checkpointing | None:
+def checkpointing_of(job: Job, tracker: MlflowTracker,
+                     stop: StopRequest) -> Checkpointing | None:
     """Checkpoints every `train.checkpoint_every` steps (None: never). From here a stop signal
-    waits for the step's checkpoint; `stop_at_save`: the save itself then stops the run."""
+    waits for the step's checkpoint (`stop_after_save`)."""
     every = job.spec.train.checkpoint_every
     if every <= 0:
         return None
     tracker.auto_flush = False
     stop.deferred = True
-    return Checkpointing(every, saver(tracker, job.checkpoint, stop if stop_at_save else None),
-                         state, stop_requested=stop.requested)
+    return Checkpointing(every, saver(tracker, job.checkpoint), stop_requested=stop.requested)
 
 
 def close_run(tracker: MlflowTracker, result: RunResult) -> None:
@@ -425,11 +432,14 @@ def run_config(job: Job, threads: int, stop: StopRequest) -> RunResult:
     with job_run(job, state) as tracker:
         task = start_run(job, tracker, threads, state)
         model = job_model(job, task)
-        optimizer = make_optimizer(model, spec.optim.name.value, spec.optim.lr,
-                                   spec.optim.momentum, spec.optim.weight_decay)
-        clipper = Clipper(spec.clip.mode.value, spec.clip.threshold)
-        result = train_loop(task, model, optimizer, clipper, spec.train, tracker, spec.seed,
-                            job.name, checkpointing_of(job, tracker, state, stop))
+        record = RunRecord(task, spec.train, tracker, spec.seed, job.name,
+                           checkpointing_of(job, tracker, stop))
+        resume(record, model, state)
+        optimizer = make_optimizer(model, spec.optim)
+        if state is not None:
+            optimizer.load_state_dict(state["optimizer"])
+        stepper = FusedStepper(model, optimizer, Clipper.of(spec.clip), task)
+        (result,) = drive(stepper, [record], spec.train, stop_after_save(stop))
         close_run(tracker, result)
     ended(job, result)
     return result
@@ -506,34 +516,26 @@ def train_batch(members: list[tuple[Job, dict[str, Any] | None]], threads: int,
                 stop: StopRequest, tags: dict[str, str]) -> list[RunResult]:
     """Members starting at one step: their K runs open together, train as one batch, and
     close each with its own result (an exception ends all K failed, or killed)."""
-    spec = members[0][0].spec
     with ExitStack() as runs:
-        batch = []
+        models, records, states = [], [], []
         for job, state in members:
             tracker = runs.enter_context(job_run(job, state, tags))
             task = start_run(job, tracker, threads, state)
             model = job_model(job, task)
-            record = RunRecord(task, spec.train, tracker, job.spec.seed, job.name)
-            if state is not None:
-                model.load_state_dict(state["model"])
-                record.restore(state)
-            batch.append(Member(model, record, state["optimizer"] if state else None,
-                                checkpointing_of(job, tracker, state, stop,
-                                                 stop_at_save=False)))
-
-        def checkpointed() -> None:  # every member saved: a stop signal may stop them now
-            if stop.requested():
-                step = max(member.record.step for member in batch)
-                raise RunStopped(f"stopped by {stop.signal} at step {step}, after saving the "
-                                 "running members' checkpoints")
-
-        log.info("batched_seeds: %d members in one batch from step %d", len(batch),
-                 batch[0].record.step)
-        results = train_members(task, spec.train, batch, spec.optim.name.value, spec.optim.lr,
-                                spec.optim.momentum, spec.optim.weight_decay,
-                                spec.clip.mode.value, spec.clip.threshold, checkpointed)
-        for member, result in zip(batch, results, strict=True):
-            close_run(member.record.tracker, result)
+            record = RunRecord(task, job.spec.train, tracker, job.spec.seed, job.name,
+                               checkpointing_of(job, tracker, stop))
+            resume(record, model, state)
+            models.append(model)
+            records.append(record)
+            states.append(state["optimizer"] if state else None)
+        specs = [job.spec for job, _ in members]
+        log.info("batched: %d members in one batch from step %d", len(records),
+                 records[0].step)
+        stepper = BatchedStepper(models, [r.task for r in records], [s.optim for s in specs],
+                                 [s.clip for s in specs], states)
+        results = drive(stepper, records, specs[0].train, stop_after_save(stop))
+        for record, result in zip(records, results, strict=True):
+            close_run(record.tracker, result)  # type: ignore[arg-type]
     for (job, _), result in zip(members, results, strict=True):
         ended(job, result)
     return results

@@ -3,31 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import pytest
 import torch
 
 import tasks
 from harness import names
-from harness.batched import (
-    BatchedModel,
-    BatchedTrainer,
-    Member,
-    build_member,
-    clip_members,
-    train_members,
-)
+from harness.batched import BatchedModel, BatchedStepper, build_member, clip_members
 from harness.clipping import Clipper
 from harness.loop import (
     Checkpointing,
     MemoryTracker,
     RunRecord,
     RunResult,
-    make_optimizer,
+    drive,
+    resume,
     train_loop,
 )
 from harness.models import RecurrentModel
-from harness.schema import TrainConfig
+from harness.optimizers import make_optimizer
+from harness.schema import ClipConfig, ClipMode, OptimConfig, OptimName, TrainConfig
 
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("rnn", "hard_tanh"), ("lstm", "tanh"), ("gru", "tanh")]
 SEEDS = [0, 1, 2]
@@ -35,11 +31,11 @@ TASK = tasks.make_task("delayed_recall", gap=10, filler="noise")
 # Full budget (threshold above 1), evaluation and diagnostics at 0, 10, 20, 30; every step logged.
 CFG = TrainConfig(steps=30, batch_size=16, log_every=1, eval_every=10, eval_batch_size=64,
                   profile_batch_size=8, solve_threshold=1.5)
-OPTIM = {"optim": "adam", "lr": 3e-3}
+OPTIM = OptimConfig(OptimName.adam, 3e-3)
 # Norm clipping at a threshold that fires on part of the steps (a third for the tanh RNN at
 # seed 0), so a wrong per-member rescaling shows in the weights.
-CLIP = {"clip_mode": "norm", "clip_threshold": 0.5}
-NO_CLIP = {"clip_mode": "none", "clip_threshold": 1.0}
+CLIP = ClipConfig(ClipMode.norm, 0.5)
+NO_CLIP = ClipConfig(ClipMode.none, 1.0)
 # float32: the bmm cell and the fused kernels round differently (other summation order and
 # vectorization), by about one ulp per op. Measured over 40 to 50 such steps, the members differ
 # from the separate runs by at most ~2.3e-7 relative in the losses and gradient norms (two
@@ -52,44 +48,76 @@ RTOL, ATOL = 1e-5, 1e-5
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
+class Spec(NamedTuple):
+    """One member, as its separate run's config would set it."""
+
+    seed: int
+    cell: str = "rnn"
+    activation: str = "tanh"
+    optim: OptimConfig = OPTIM
+    clip: ClipConfig = CLIP
+    task: tasks.Task = TASK
+    init: str = "default"
+    forget_bias: float = 1.0
+
+    def model(self) -> RecurrentModel:
+        return build_member(self.seed, self.cell, self.task, 16, activation=self.activation,
+                            init=self.init, forget_bias=self.forget_bias)
+
+
 def separate_run(cell: str, activation: str, seed: int, cfg: TrainConfig = CFG,
-                 checkpointing: Checkpointing | None = None, clip: dict | None = None,
-                 ) -> tuple[RecurrentModel, MemoryTracker, RunResult]:
+                 checkpointing: Checkpointing | None = None, clip: ClipConfig = CLIP,
+                 spec: Spec | None = None) -> tuple[RecurrentModel, MemoryTracker, RunResult]:
     """The harness's own loop on the fused model: what a separate run with `seed` does."""
-    model = build_member(seed, cell, TASK, 16, activation=activation)
+    spec = spec or Spec(seed, cell, activation, clip=clip)
+    model = spec.model()
     tracker = MemoryTracker()
-    result = train_loop(TASK, model, make_optimizer(model, OPTIM["optim"], OPTIM["lr"]),
-                        Clipper(**{k.removeprefix("clip_"): v for k, v in (clip or CLIP).items()}),
-                        cfg, tracker,
-                        seed=seed, checkpointing=checkpointing)
+    result = train_loop(spec.task, model, make_optimizer(model, spec.optim),
+                        Clipper.of(spec.clip), cfg, tracker, seed=spec.seed,
+                        checkpointing=checkpointing)
     return model, tracker, result
+
+
+class Ran(NamedTuple):
+    """A batched member after the run: its final model, tracker and result."""
+
+    model: RecurrentModel
+    tracker: MemoryTracker
+    result: RunResult
+
+
+def batched_specs(specs: list[Spec], cfg: TrainConfig = CFG,
+                  saves: dict[int, list[dict]] | None = None, every: int = 0,
+                  states: dict[int, dict] | None = None) -> list[Ran]:
+    """`drive` over a BatchedStepper of these members, each with its own in-memory tracker;
+    checkpoints every `every` steps go to `saves[seed]`; `states`: resume from these."""
+    records, models, optimizer_states = [], [], []
+    for spec in specs:
+        checkpointing = None
+        if every:
+            assert saves is not None
+            checkpointing = Checkpointing(every, saves.setdefault(spec.seed, []).append)
+        record = RunRecord(spec.task, cfg, MemoryTracker(), spec.seed,
+                           checkpointing=checkpointing)
+        model = spec.model()
+        state = (states or {}).get(spec.seed)
+        resume(record, model, state)
+        records.append(record)
+        models.append(model)
+        optimizer_states.append(state["optimizer"] if state else None)
+    stepper = BatchedStepper(models, [s.task for s in specs], [s.optim for s in specs],
+                             [s.clip for s in specs], optimizer_states)
+    results = drive(stepper, records, cfg)
+    return [Ran(record.final_model, record.tracker, result)  # type: ignore[arg-type]
+            for record, result in zip(records, results, strict=True)]
 
 
 def batched_run(cell: str, activation: str, seeds: list[int], cfg: TrainConfig = CFG,
                 saves: dict[int, list[dict]] | None = None, every: int = 0,
-                states: dict[int, dict] | None = None,
-                clip: dict | None = None) -> list[tuple[Member, MemoryTracker,
-                                                                     RunResult]]:
-    """`train_members` on these seeds, each member with its own in-memory tracker;
-    checkpoints every `every` steps go to `saves[seed]`; `states`: resume from these."""
-    members, trackers = [], []
-    for seed in seeds:
-        tracker = MemoryTracker()
-        record = RunRecord(TASK, cfg, tracker, seed)
-        model = build_member(seed, cell, TASK, 16, activation=activation)
-        state = (states or {}).get(seed)
-        if state is not None:
-            model.load_state_dict(state["model"])
-            record.restore(state)
-        checkpointing = None
-        if every:
-            assert saves is not None
-            checkpointing = Checkpointing(every, saves.setdefault(seed, []).append)
-        members.append(Member(model, record, state["optimizer"] if state else None,
-                              checkpointing))
-        trackers.append(tracker)
-    results = train_members(TASK, cfg, members, **OPTIM, **(clip or CLIP))
-    return list(zip(members, trackers, results, strict=True))
+                states: dict[int, dict] | None = None, clip: ClipConfig = CLIP) -> list[Ran]:
+    """Members that differ only in their seed."""
+    return batched_specs([Spec(seed, cell, activation, clip=clip) for seed in seeds], cfg,
+                         saves, every, states)
 
 
 def values(tracker: MemoryTracker, key: str) -> torch.Tensor:
@@ -152,9 +180,9 @@ def test_each_member_is_the_separate_run_with_its_seed(cell: str, activation: st
     for k, (seed, (member, tracker, result)) in enumerate(zip(SEEDS, runs, strict=True)):
         model, theirs, theirs_result = separate_run(cell, activation, seed)
         assert_same_run(tracker, theirs, result, theirs_result)
-        assert_same_weights(member.model, model)
+        assert_same_weights(member, model)
         # The comparison can fail: the neighbouring member (another seed) is far away.
-        other = runs[(k + 1) % len(SEEDS)][0].model
+        other = runs[(k + 1) % len(SEEDS)].model
         with torch.no_grad():
             apart = max(float((a - b).abs().max()) for a, b in zip(other.parameters(),
                                                                    model.parameters(),
@@ -174,7 +202,7 @@ def test_members_that_stop_early_leave_the_batch_and_end_as_alone() -> None:
     for seed, (member, tracker, result) in zip(seeds, runs, strict=True):
         model, theirs, theirs_result = separate_run("rnn", "tanh", seed, cfg, clip=NO_CLIP)
         assert_same_run(tracker, theirs, result, theirs_result)
-        assert_same_weights(member.model, model)
+        assert_same_weights(member, model)
         statuses.add((result.status, result.steps_run))
     # the case is what it claims: members ended at different steps, in different ways
     assert len({steps for _, steps in statuses}) >= 3
@@ -192,11 +220,11 @@ def test_a_member_resumes_from_its_checkpoint_in_a_batch_or_alone() -> None:
     resumed = batched_run("gru", "tanh", SEEDS, cfg, states=states)
     for (member, _, result), (again, tracker, result_again) in zip(whole, resumed, strict=True):
         assert result_again.steps_run == result.steps_run == cfg.steps
-        assert_same_weights(again.model, member.model)
+        assert_same_weights(again, member)
         assert min(s for s, _ in tracker.history[names.TRAIN_LOSS]) == 11  # only the new part
     alone, _, _ = separate_run("gru", "tanh", SEEDS[1], cfg, Checkpointing(
         10, lambda state: None, saves[SEEDS[1]][1]))  # resumed from step 20 by train_loop
-    assert_same_weights(alone, whole[1][0].model)
+    assert_same_weights(alone, whole[1].model)
 
 
 def test_a_member_is_the_same_whatever_k() -> None:
@@ -219,18 +247,25 @@ def test_a_member_is_the_same_whatever_k() -> None:
     together = batched_run("lstm", "tanh", SEEDS, cfg)
     for k, seed in enumerate(SEEDS):
         alone = batched_run("lstm", "tanh", [seed], cfg)
-        assert_same_weights(together[k][0].model, alone[0][0].model)
+        assert_same_weights(together[k].model, alone[0].model)
 
 
-def test_the_trainer_restacks_members_with_their_optimizer_state() -> None:
+def stepper_of(specs: list[Spec], hidden: int = 8) -> BatchedStepper:
+    models = [build_member(s.seed, s.cell, s.task, hidden, activation=s.activation)
+              for s in specs]
+    return BatchedStepper(models, [s.task for s in specs], [s.optim for s in specs],
+                          [s.clip for s in specs])
+
+
+def test_the_stepper_restacks_members_with_their_optimizer_state() -> None:
     """keep() carries each kept member's weights and Adam moments; states() slices them."""
-    trainer = BatchedTrainer([build_member(s, "rnn", TASK, 8) for s in SEEDS], lr=1e-2)
+    stepper = stepper_of([Spec(s, optim=OptimConfig(OptimName.adam, 1e-2)) for s in SEEDS])
     gens = [torch.Generator().manual_seed(s) for s in SEEDS]
     for _ in range(3):
-        trainer.backward(TASK, [TASK.sample(4, g) for g in gens])
-        trainer.update()
-    kept = trainer.keep([2, 0])
-    before, after = trainer.states(), kept.states()
+        stepper.backward([TASK.sample(4, g) for g in gens])
+        stepper.update()
+    kept = stepper.keep([2, 0])
+    before, after = stepper.states(), kept.states()
     for old, new in ((2, 0), (0, 1)):
         for key, value in before[old][0].items():
             assert torch.equal(after[new][0][key], value), key
@@ -238,6 +273,103 @@ def test_the_trainer_restacks_members_with_their_optimizer_state() -> None:
             for key, value in entry.items():
                 assert torch.equal(after[new][1]["state"][index][key], value), key
     assert float(before[2][1]["state"][0]["step"]) == 3
+
+
+@pytest.mark.parametrize("optim", [OptimConfig(OptimName.adam, 3e-3, weight_decay=1e-2),
+                                   OptimConfig(OptimName.sgd, 0.3, momentum=0.9),
+                                   OptimConfig(OptimName.sgd, 0.3),
+                                   OptimConfig(OptimName.rmsprop, 1e-3, momentum=0.5),
+                                   OptimConfig(OptimName.rmsprop, 1e-3)])
+def test_the_stacked_optimizer_is_torchs_per_member_at_its_own_rate(
+        optim: OptimConfig) -> None:
+    """Each member of a StackedOptimizer steps as torch's optimizer of its separate run, at
+    its own learning rate, and its state is that optimizer's state_dict (so a member's
+    checkpoint resumes alone)."""
+    lrs = [optim.lr, optim.lr * 3, optim.lr / 7]
+    specs = [Spec(s, "gru", optim=dataclasses.replace(optim, lr=lr), clip=NO_CLIP)
+             for s, lr in zip(SEEDS, lrs, strict=True)]
+    stepper = stepper_of(specs)
+    alone = [build_member(s.seed, "gru", TASK, 8) for s in specs]
+    optimizers = [make_optimizer(m, s.optim) for m, s in zip(alone, specs, strict=True)]
+    gens = [torch.Generator().manual_seed(s) for s in SEEDS]
+    for _ in range(5):
+        batches = [TASK.sample(4, g) for g in gens]
+        stepper.backward(batches)
+        stepper.update()
+        for model, optimizer, batch in zip(alone, optimizers, batches, strict=True):
+            optimizer.zero_grad()
+            TASK.loss(model(batch.inputs), batch).backward()
+            optimizer.step()
+    for k, (model, optimizer) in enumerate(zip(alone, optimizers, strict=True)):
+        assert_same_weights(stepper.model(k), model)
+        theirs = optimizer.state_dict()
+        ours = stepper.states()[k][1]
+        assert ours["param_groups"] == theirs["param_groups"]
+        for index, entry in theirs["state"].items():
+            assert set(ours["state"][index]) == set(entry)
+            for key, value in entry.items():
+                if isinstance(value, torch.Tensor):
+                    # RMSprop divides by sqrt(square_avg): a near-zero gradient element's
+                    # rounding (1e-7 of the largest) grows there, so compare on that scale
+                    scale = float(value.abs().max()) if value.dim() else 1.0
+                    torch.testing.assert_close(ours["state"][index][key], value, rtol=RTOL,
+                                               atol=1e-4 * scale, msg=key)
+                else:
+                    assert ours["state"][index][key] == value, key
+    # the rates matter: member 1 moved further than it would at member 0's rate
+    assert not torch.allclose(stepper.model(1).rnn.weight_hh_l0, alone[0].rnn.weight_hh_l0)
+
+
+def test_members_that_differ_in_more_than_the_seed_are_their_separate_runs() -> None:
+    """One batch of members with different learning rates, clipping (none, norm, value,
+    thresholds), activations, init, forget bias and gaps: each equals its separate run. The
+    shorter gaps are left-padded, their hidden state held at zero through the padding."""
+    short = tasks.make_task("delayed_recall", gap=4, filler="noise")
+    longer = tasks.make_task("delayed_recall", gap=7, filler="noise")
+    groups = [
+        [Spec(0, "rnn", "tanh", OptimConfig(OptimName.adam, 3e-3), CLIP),
+         Spec(1, "rnn", "relu", OptimConfig(OptimName.adam, 1e-2), NO_CLIP, task=short),
+         Spec(2, "rnn", "hard_tanh", OptimConfig(OptimName.adam, 1e-3),
+              ClipConfig(ClipMode.value, 0.05), task=longer, init="orthogonal"),
+         Spec(3, "rnn", "relu", OptimConfig(OptimName.adam, 3e-3), ClipConfig(ClipMode.norm, 2.0),
+              task=short, init="identity")],
+        [Spec(0, "lstm", optim=OptimConfig(OptimName.adam, 1e-2), task=short, forget_bias=0.0),
+         Spec(1, "lstm", clip=NO_CLIP, forget_bias=3.0),
+         Spec(2, "lstm", clip=ClipConfig(ClipMode.value, 0.01), task=longer)],
+        [Spec(0, "gru", optim=OptimConfig(OptimName.adam, 1e-2), task=short),
+         Spec(1, "gru", clip=NO_CLIP, task=longer)],
+    ]
+    for specs in groups:
+        runs = batched_specs(specs)
+        for spec, ran in zip(specs, runs, strict=True):
+            model, theirs, theirs_result = separate_run(spec.cell, spec.activation, spec.seed,
+                                                        spec=spec)
+            assert_same_run(ran.tracker, theirs, ran.result, theirs_result)
+            assert_same_weights(ran.model, model)
+
+
+def test_left_padding_holds_the_state_and_changes_nothing() -> None:
+    """float64: a member whose sequence is left-padded computes, from its start on, the
+    outputs and gradients of its separate model on the unpadded sequence; the padding's
+    outputs get no gradient."""
+    members = [build_member(s, cell, TASK, 6).double() for s, cell in ((0, "lstm"), (1, "lstm"))]
+    batched = BatchedModel(members)
+    inputs = torch.randn(2, 3, 9, TASK.input_size, dtype=torch.float64)
+    start = torch.tensor([0, 4])
+    outputs = batched(inputs, start)
+    weights = torch.randn_like(outputs)
+    mask = (torch.arange(9).view(1, -1) >= start.view(-1, 1)).view(2, 1, 9, 1)
+    (outputs * weights * mask).sum().backward()
+    for k, member in enumerate(members):
+        mine = member(inputs[k, :, int(start[k]):])
+        torch.testing.assert_close(outputs[k, :, int(start[k]):], mine, rtol=1e-12, atol=1e-12)
+        (mine * weights[k, :, int(start[k]):]).sum().backward()
+        for key, param in member.named_parameters():
+            torch.testing.assert_close(batched.stacked[key.replace(".", "__")].grad[k],
+                                       param.grad, rtol=1e-10, atol=1e-12, msg=key)
+    # without the hold, the padded member would differ: the bias moves a state fed zeros
+    free = batched(inputs, None)[1, :, 4:]
+    assert not torch.allclose(free, outputs[1, :, 4:])
 
 
 @pytest.mark.parametrize("mode", ["none", "norm", "value"])
@@ -250,7 +382,8 @@ def test_clipping_is_per_member(mode: str) -> None:
         param.grad = torch.randn_like(param) * scales.view(-1, *([1] * (param.dim() - 1)))
         for k, member in enumerate(members):
             dict(member.named_parameters())[key.replace("__", ".")].grad = param.grad[k].clone()
-    result = clip_members(list(batched.parameters()), mode, 1.0)
+    clip = ClipConfig(ClipMode(mode), 1.0)
+    result = clip_members(list(batched.parameters()), [clip] * len(members))
     for k, member in enumerate(members):
         alone = Clipper(mode, 1.0)(list(member.parameters()))
         assert float(result.pre[k]) == pytest.approx(float(alone.pre), rel=1e-6)
@@ -261,6 +394,26 @@ def test_clipping_is_per_member(mode: str) -> None:
                                        param.grad, rtol=1e-6, atol=0)
     if mode != "none":
         assert result.fired.tolist() == [True, True, False]
+
+
+def test_each_member_is_clipped_by_its_own_mode_and_threshold() -> None:
+    members = [build_member(s, "rnn", TASK, 8) for s in range(4)]
+    batched = BatchedModel(members)
+    for key, param in batched.stacked.items():
+        param.grad = torch.randn_like(param) * 10
+        for k, member in enumerate(members):
+            dict(member.named_parameters())[key.replace("__", ".")].grad = param.grad[k].clone()
+    clips = [ClipConfig(ClipMode.none, 1.0), ClipConfig(ClipMode.norm, 1.0),
+             ClipConfig(ClipMode.norm, 30.0), ClipConfig(ClipMode.value, 0.5)]
+    result = clip_members(list(batched.parameters()), clips)
+    for k, (member, clip) in enumerate(zip(members, clips, strict=True)):
+        alone = Clipper.of(clip)(list(member.parameters()))
+        assert float(result.post[k]) == pytest.approx(float(alone.post), rel=1e-6)
+        assert bool(result.fired[k]) == bool(alone.fired)
+        for key, param in member.named_parameters():
+            torch.testing.assert_close(batched.stacked[key.replace(".", "__")].grad[k],
+                                       param.grad, rtol=1e-6, atol=0)
+    assert result.fired.tolist() == [False, True, True, True]
 
 
 def test_a_diverging_member_leaves_the_others_alone() -> None:
@@ -286,4 +439,6 @@ def test_members_must_share_a_shape() -> None:
         BatchedModel([])
     with pytest.raises(ValueError, match="clip.mode"):
         clip_members(list(BatchedModel([build_member(0, "rnn", TASK, 4)]).parameters()),
-                     "global", 1.0)
+                     [ClipConfig("global", 1.0)])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="only the learning rate"):
+        stepper_of([Spec(0), Spec(1, optim=OptimConfig(OptimName.sgd, 1e-3))])

@@ -9,16 +9,17 @@ import torch
 import tasks
 from harness import names
 from harness.clipping import Clipper
-from harness.loop import MemoryTracker, data_generators, make_optimizer, train_loop
+from harness.loop import MemoryTracker, data_generators, train_loop
 from harness.models import RecurrentModel
-from harness.schema import TrainConfig
+from harness.optimizers import make_optimizer
+from harness.schema import OptimConfig, OptimName, TrainConfig
 
 
 def run(task: tasks.Task, cell: str = "lstm", lr: float = 1e-2, clip: str = "none",
         threshold: float = 1.0, **train: int | float) -> tuple:
     torch.manual_seed(0)
     model = RecurrentModel(cell, task.input_size, task.output_size, 16)
-    optimizer = make_optimizer(model, "adam", lr)
+    optimizer = make_optimizer(model, OptimConfig(OptimName.adam, lr))
     tracker = MemoryTracker()
     cfg = TrainConfig(**{"steps": 300, "eval_every": 25, "log_every": 5, "batch_size": 16,
                          "eval_batch_size": 128, "profile_batch_size": 4, **train})
@@ -95,8 +96,8 @@ def test_non_finite_loss_marks_the_run_diverged_and_keeps_its_log() -> None:
     tracker = MemoryTracker()
     cfg = TrainConfig(steps=50, eval_every=1000, log_every=1, batch_size=4, eval_batch_size=8,
                       profile_batch_size=2)
-    result = train_loop(task, model, make_optimizer(model, "sgd", 10.0), Clipper("none", 1.0),
-                        cfg, tracker, seed=0)
+    result = train_loop(task, model, make_optimizer(model, OptimConfig(OptimName.sgd, 10.0)),
+                        Clipper("none", 1.0), cfg, tracker, seed=0)
     assert result.status == names.DIVERGED
     assert "non-finite" in result.reason and 0 < result.steps_run < 50
     assert len(tracker.history[names.TRAIN_LOSS]) == result.steps_run
