@@ -46,6 +46,7 @@ EXPERIMENT_KIND = "mlflow.experimentKind"
 TRAINING_EXPERIMENT = "custom_model_development"
 TORCH_THREADS = "torch_threads"  # the torch threads the job used (train.threads, SLURM, cores)
 BATCHED_SEEDS = "batched_seeds"  # tag on a batched member's run: the seeds of its batch, `0,1,2`
+BATCH = "batch"  # tag on a member of a sweep's batched job: the run names trained with it
 RUN_KIND = "run_kind"  # "sweep" on a multirun's parent run; absent on jobs
 SWEEP_KIND = "sweep"
 SWEEP_ID = "sweep_id"  # on every job of a multirun: its parent run's id

@@ -73,6 +73,11 @@ class ClipMode(StrEnum):
     value = "value"  # clamp every gradient element to +-threshold
 
 
+class BatchMembers(StrEnum):
+    auto = "auto"  # a sweep's jobs that may share a stacked model train as one batched job
+    off = "off"  # one job per run
+
+
 class Filler(StrEnum):
     blank = "blank"
     noise = "noise"
@@ -288,6 +293,10 @@ class TrainConfig:
     # At a SLURM time limit (submitit's SIGUSR2 before it): checkpoint, then submitit requeues
     # the job, which resumes into the same MLflow run; false: the run ends killed.
     checkpoint_requeue: bool = True
+    # In a sweep, group jobs that differ only in seed, lr, clipping, activation, init, forget
+    # bias or gap into batched jobs of at most batch_max members (harness/batching.py).
+    batch_members: BatchMembers = BatchMembers.off
+    batch_max: int = 8
 
     def validate(self) -> None:
         for key in ("steps", "batch_size", "log_every", "eval_every", "eval_batch_size",
@@ -298,6 +307,7 @@ class TrainConfig:
                f"must be >= -1 (-1 = never), got {self.profile_every}")
         _check(self.threads >= 0, "threads", f"must be >= 0, got {self.threads}")
         _check(self.max_grad_norm > 0, "max_grad_norm", f"must be > 0, got {self.max_grad_norm}")
+        _check(self.batch_max >= 1, "batch_max", f"must be >= 1, got {self.batch_max}")
         _check(self.checkpoint_every >= 0, "checkpoint_every",
                f"must be >= 0 (0 = never), got {self.checkpoint_every}")
         _check(self.solve_threshold is None or 0 < self.solve_threshold <= 1, "solve_threshold",
@@ -368,6 +378,9 @@ class Config:
     # `seed` = that seed (replaces `seed`); None: one run, `seed`.
     batched_seeds: list[int] | None = None
     force: bool = False  # rerun even if this config already finished in this experiment
+    # Set by the sweeper (train.batch_members=auto): this job trains the members listed in
+    # this file (harness/batching.py), each as its own run.
+    batch_file: str | None = None
 
 
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {

@@ -10,7 +10,9 @@ and exits 2, before the sweep's parent MLflow run (or any run) exists: the paren
 opened (`harness.callbacks.start_parent_run`) only once the checks pass.
 
 `HarnessSweeper` is also the base of adaptive sweepers: `check_jobs(batch)` checks jobs,
-`launch_batch(batch, initial_job_idx)` checks, launches and returns the JobReturns.
+`launch_batch(batch, initial_job_idx)` checks, launches and returns the JobReturns. With
+`train.batch_members=auto` it launches the jobs that may share a stacked model as batched jobs
+and hands back one JobReturn per original job (harness/batching.py).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from harness import batching
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +63,8 @@ class HarnessSweeper(BasicSweeper):
     def __init__(self, max_batch_size: int | None = None,
                  params: dict[str, str] | None = None) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
-        self.checked: set[tuple[str, ...]] = set()
+        self.checked: dict[tuple[str, ...], Any] = {}  # overrides -> the job's identity
+        self.batch_files = 0
         self.finished_jobs = 0
         self.total_jobs: int | None = None  # None: unknown in advance (adaptive sweeps)
         self.started_at_wall = time.time()
@@ -104,7 +109,7 @@ class HarnessSweeper(BasicSweeper):
             refuse(overrides, str(err))
         except Exception as err:  # composition errors, a task's own ValueError
             refuse(overrides, f"{type(err).__name__}: {' '.join(str(err).split())}")
-        self.checked.add(tuple(overrides))
+        self.checked[tuple(overrides)] = job
         return job
 
     def start_parent_run(self) -> None:
@@ -168,21 +173,77 @@ class HarnessSweeper(BasicSweeper):
 
     def launch_batch(self, batch: Sequence[Sequence[str]],
                      initial_job_idx: int) -> Sequence[JobReturn]:
-        """Check the batch's jobs, open the parent run if not yet, launch, print progress."""
+        """Check the batch's jobs, open the parent run if not yet, launch (as batched jobs
+        where `train.batch_members=auto` groups them), print progress; one JobReturn per
+        job of `batch`, in its order."""
         assert self.launcher is not None and self.config is not None
         self.check_jobs(batch)
         self.start_parent_run()
         self.batches += 1
         Progress(Path(self.config.hydra.sweep.dir)).plan(self.plan(len(batch)))
-        results = self.launcher.launch(batch, initial_job_idx=initial_job_idx)
+        groups = self.group(batch)
+        launched = [list(batch[g[0]]) if len(g) == 1 else
+                    [*batch[g[0]], batching.batch_override(self.write_batch_file(batch, g))]
+                    for g in groups]
+        results = self.launcher.launch(launched, initial_job_idx=initial_job_idx)
+        results = expand(results, groups, batch, self.checked)
         self.report_progress(results)
         return results
+
+    def group(self, batch: Sequence[Sequence[str]]) -> list[list[int]]:
+        """`harness.batching.plan` over the batch's jobs (each its own with batching off)."""
+        from harness.batched import unbatchable
+
+        candidates = []
+        for overrides in batch:
+            job = self.checked[tuple(overrides)]
+            key = None
+            if not isinstance(job, list) and job.spec.train.batch_members.value == "auto":
+                model = job.spec.model
+                if unbatchable(model.name.value, model.activation.value,
+                               model.bidirectional) is None:
+                    key = batching.group_key(job.params)
+            candidates.append(batching.Candidate(
+                tuple(overrides), key, 0 if isinstance(job, list) else job.seq_len,
+                1 if isinstance(job, list) else job.spec.train.batch_max))
+        return batching.plan(candidates)
+
+    def write_batch_file(self, batch: Sequence[Sequence[str]], group: list[int]) -> Path:
+        assert self.config is not None
+        self.batch_files += 1
+        return batching.write_batch(Path(self.config.hydra.sweep.dir), self.batch_files,
+                                    [batch[i] for i in group])
 
     def plan(self, batch_size: int | None = None) -> dict[str, Any]:
         """What a progress line needs to know about the sweep."""
         return {"total": self.total_jobs, "started_at": self.started_at_wall,
                 "batch": self.batches, "batch_size": batch_size,
                 "batch_first": self.finished_jobs + 1}
+
+
+def expand(results: Sequence[JobReturn], groups: list[list[int]],
+           batch: Sequence[Sequence[str]], jobs: dict[tuple[str, ...], Any]) -> list[JobReturn]:
+    """One JobReturn per job of `batch` from the launched jobs' (`groups[i]`: the jobs the
+    i-th launched job trained): a batched job's member gets its own objective (final eval
+    loss), its own overrides, config and choices; a failed batched job fails each member."""
+    out: list[JobReturn | None] = [None] * len(batch)
+    for group, result in zip(groups, results, strict=True):
+        if len(group) == 1:
+            out[group[0]] = result
+            continue
+        outcomes = result._return_value if result.status == JobStatus.COMPLETED else None
+        for position, index in enumerate(group):
+            job = jobs[tuple(batch[index])]
+            member = JobReturn(overrides=list(batch[index]), cfg=job.cfg,
+                               hydra_cfg=OmegaConf.create(
+                                   {"hydra": {"runtime": {"choices": job.choices}}}),
+                               working_dir=result.working_dir, task_name=result.task_name,
+                               status=result.status)
+            member._return_value = (outcomes[position].loss if outcomes is not None
+                                    else result._return_value)
+            out[index] = member
+    assert all(r is not None for r in out)
+    return out  # type: ignore[return-value]
 
 
 class BatchLauncher(Launcher):
@@ -263,7 +324,8 @@ def job_finished(config: DictConfig, result: JobReturn) -> None:
         return
     progress = Progress(Path(config.hydra.sweep.dir))
     if progress.in_sweep():
-        progress.finished(job_summary(result))  # the store is read before the lock is taken
+        for summary in job_summaries(result):  # the store is read before the lock is taken
+            progress.finished(summary)
 
 
 def quiet_job_console(config: DictConfig) -> None:
@@ -285,6 +347,16 @@ def format_duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def job_summaries(result: JobReturn) -> list[str]:
+    """One summary per run the job trained: a batched job's members (its return value lists
+    their names and config hashes), else the job's own."""
+    if result.status == JobStatus.COMPLETED and result.cfg is not None and \
+            result.cfg.get("batch_file"):
+        return [run_summary(result.cfg, member.name, member.hash_)
+                for member in result._return_value]
+    return [job_summary(result)]
+
+
 def job_summary(result: JobReturn) -> str:
     """The job's run name and how it ended, from its config and the store (or its error)."""
     overrides = " ".join(result.overrides or [])
@@ -297,10 +369,14 @@ def job_summary(result: JobReturn) -> str:
         from harness.train import choices_of, job_of
 
         job = job_of(cfg, choices_of(result.hydra_cfg.hydra if result.hydra_cfg else None))
-        name = job.name
     except Exception:  # a config that no longer composes as it did (should not happen)
         return f"({overrides}) ended"
-    run = latest_run(cfg.tracking.uri, cfg.experiment_name, job.hash_)
+    return run_summary(cfg, job.name, job.hash_)
+
+
+def run_summary(cfg: DictConfig, name: str, hash_: str) -> str:
+    """`<run name> solved at step 300  4.1 s`, from the store."""
+    run = latest_run(cfg.tracking.uri, cfg.experiment_name, hash_)
     if run is None:
         return f"{name} no result (see the sweep's invalid/failed/killed jobs)"
     from harness import names

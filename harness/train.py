@@ -34,12 +34,13 @@ from hydra.errors import (
     OverrideParseException,
 )
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 import tasks
 from harness import locks, names
 from harness.batched import BatchedStepper, unbatchable
+from harness.batching import read_batch
 from harness.callbacks import interrupt as launcher_interrupt
 from harness.clipping import Clipper
 from harness.loop import Checkpointing, FusedStepper, RunRecord, RunResult, drive, resume
@@ -257,6 +258,10 @@ def csv_text(columns: tuple[str, ...], rows: list[tuple]) -> str:
     return buffer.getvalue()
 
 
+# Config keys of the sweep or the job, not of its run (popped before params and hash).
+SWEEP_KEYS = ("frontier", "batch_file", "train.batch_members", "train.batch_max")
+
+
 @dataclass
 class Job:
     """One run's identity: its validated config, MLflow params, name and config hash."""
@@ -266,6 +271,9 @@ class Job:
     params: dict[str, str]
     name: str
     hash_: str
+    seq_len: int  # its task's sequence length
+    cfg: DictConfig  # the composed config it was validated from
+    choices: dict[str, str]  # the options it was composed from (`choices_of`)
 
     @property
     def lock(self) -> Path:
@@ -291,9 +299,13 @@ def job_of(cfg: DictConfig, choices: dict[str, str] | None = None) -> Job:
         raise ConfigError(f"task: {' '.join(str(err).split())}") from None
     check_resources(spec, task.seq_len, task.input_size, task.output_size)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    resolved.pop("frontier", None)  # type: ignore[union-attr]  # the sweep's, not the run's
+    # how the sweep searches and batches, not what the run computes: not logged, not hashed
+    for key in SWEEP_KEYS:
+        group, _, name = key.rpartition(".")
+        (resolved[group] if group else resolved).pop(name, None)  # type: ignore[index,union-attr]
     params = {**flatten(resolved), **(choices or {})}  # type: ignore[arg-type]
-    return Job(spec, resolved, params, run_name(spec, params), config_hash(params))
+    return Job(spec, resolved, params, run_name(spec, params), config_hash(params),
+               task.seq_len, cfg, dict(choices or {}))
 
 
 def train(cfg: DictConfig) -> RunResult:
@@ -469,46 +481,85 @@ def train_batched(cfg: DictConfig) -> list[RunResult]:
     stacked model (harness/batched.py), each logged as its own MLflow run, the run the
     separate job with that seed would log (same params, config hash and metrics to float32
     rounding; tag `batched_seeds` says which batch trained it; its wall time is its share of
-    the batch's).
-
-    Each member holds its config's lock and is skipped, resumed or started as `train` does:
-    members resuming from checkpoints of different steps train in one batch per step.
-    """
+    the batch's)."""
     jobs = member_jobs(cfg, hydra_choices())
+    return train_jobs(jobs, {names.BATCHED_SEEDS: ",".join(str(j.spec.seed) for j in jobs)})
+
+
+@dataclass(frozen=True)
+class MemberOutcome:
+    """What a batched job returns per member (harness.sweeping.expand): its run's identity
+    and its objective."""
+
+    name: str
+    hash_: str
+    loss: float
+
+
+def batch_file_jobs(cfg: DictConfig) -> list[Job]:
+    """The members of a batched job (`batch_file`, harness/batching.py): each composed from
+    its own overrides, as its separate job would be."""
+    from hydra import compose
+
+    jobs = []
+    config_name = HydraConfig.get().job.config_name if HydraConfig.initialized() else "config"
+    for overrides in read_batch(cfg.batch_file):
+        member = compose(config_name=config_name, overrides=overrides,
+                         return_hydra_config=True)
+        choices = choices_of(member.hydra)
+        with open_dict(member):
+            del member["hydra"]
+        jobs.append(job_of(member, choices))
+    return jobs
+
+
+def train_batch_file(cfg: DictConfig) -> list[MemberOutcome]:
+    """A sweep's batched job (`train.batch_members=auto`): its members trained as one
+    stacked model, each logged as the run its separate job would log (tag `batch` names the
+    runs trained with it)."""
+    if not Path(cfg.batch_file).is_file():
+        raise ConfigError(f"batch_file: no such file {cfg.batch_file}")
+    jobs = batch_file_jobs(cfg)
+    results = train_jobs(jobs, {names.BATCH: ",".join(job.name for job in jobs)})
+    return [MemberOutcome(job.name, job.hash_, result.final_eval_loss)
+            for job, result in zip(jobs, results, strict=True)]
+
+
+def train_jobs(jobs: list[Job], tag: dict[str, str]) -> list[RunResult]:
+    """Runs trained in this process as members of one stacked model, each logged as its own
+    MLflow run with the tag `tag`. Each member holds its config's lock and is skipped,
+    resumed or started as `train` does: members resuming from checkpoints of different steps
+    train in one batch per step."""
     spec = jobs[0].spec
-    if spec.model.name.value == "lstm":
-        log.warning("batched_seeds: a batched LSTM step was measured 0.43-1.14x as fast as "
-                    "separate jobs' on a 2-core CPU, slower at long gaps (README, Benchmark); "
-                    "RNN and GRU gain 1.3-2.8x from 2 seeds per job")
     threads = torch_threads(spec.train.threads)
     configure_torch(threads)
     ensure_store(spec.tracking.uri)
-    tag = {names.BATCHED_SEEDS: ",".join(str(job.spec.seed) for job in jobs)}
     results: dict[int, RunResult] = {}
     with ExitStack() as held, \
             StopRequest(spec.train.checkpoint_requeue).installed() as stop:
-        waiting: list[tuple[Job, dict[str, Any] | None]] = []
-        for job in jobs:
+        waiting: list[tuple[int, Job, dict[str, Any] | None]] = []
+        for index, job in enumerate(jobs):
             try:
                 held.enter_context(locks.hold(job.lock))
             except locks.Busy:
-                results[job.spec.seed] = running_elsewhere(job)
+                results[index] = running_elsewhere(job)
                 continue
             done = finished_result(job)
             if done is not None:
-                results[job.spec.seed] = done
+                results[index] = done
                 continue
-            waiting.append((job, resume_state(job)))
+            waiting.append((index, job, resume_state(job)))
         for _, group in groupby(sorted(waiting, key=start_step), key=start_step):
             members = list(group)
-            for (job, _), result in zip(members, train_batch(members, threads, stop, tag),
-                                        strict=True):
-                results[job.spec.seed] = result
-    return [results[job.spec.seed] for job in jobs]
+            outcomes = train_batch([(job, state) for _, job, state in members], threads, stop,
+                                   tag)
+            for (index, _, _), result in zip(members, outcomes, strict=True):
+                results[index] = result
+    return [results[index] for index in range(len(jobs))]
 
 
-def start_step(member: tuple[Job, dict[str, Any] | None]) -> int:
-    state = member[1]
+def start_step(member: tuple[int, Job, dict[str, Any] | None]) -> int:
+    state = member[2]
     return state["step"] if state else 0
 
 
@@ -555,6 +606,8 @@ def main(cfg: DictConfig) -> float:
     """
     in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     try:
+        if cfg.get("batch_file"):
+            return train_batch_file(cfg)  # type: ignore[return-value]  # a batched job's
         results = train_batched(cfg) if cfg.get("batched_seeds") else [train(cfg)]
     except Exception as err:
         stopped = isinstance(err, RunStopped)

@@ -3,6 +3,7 @@ its separate job would log (harness/train.py, harness/batched.py)."""
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from harness import names
+from harness.batching import read_batch
 from harness.schema import ConfigError
 from harness.train import train, train_batched
 
@@ -189,3 +191,69 @@ def test_a_sweep_over_batches_logs_every_member(tmp_path: Path,
     assert bad.stderr.strip().splitlines() == [
         "harness-train: invalid config: batched_seeds: bidirectional models are not batched; "
         "train these seeds as separate jobs (seed=...)"]
+
+
+@pytest.mark.slow
+def test_train_batch_members_auto_groups_a_real_sweep(tmp_path: Path,
+                                                      cli_env: dict[str, str]) -> None:
+    """`train.batch_members=auto`: the launcher gets one job per batch; every member lands in
+    MLflow as its separate job's run (same params and hash: the same sweep without batching
+    creates nothing; metrics equal to float32 rounding to separate runs'); one progress line
+    per member."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    common = ["model.hidden_size=8", "train.steps=20", "train.batch_size=8",
+              "train.eval_every=10", "train.eval_batch_size=32", "train.profile_batch_size=4",
+              "train.log_every=5", "task=delayed_recall", "task.gap=4,5,12",
+              "model=rnn,rnn_relu,gru", "seed=0,1", f"tracking.uri={uri}",
+              f"train.checkpoint_dir={tmp_path}/ckpt", "report.on_multirun_end=false"]
+
+    def sweep(experiment: str, batching: str, folder: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([sys.executable, "-m", "harness.train", "-m", *common,
+                               f"experiment_name={experiment}",
+                               f"train.batch_members={batching}",
+                               f"hydra.sweep.dir={tmp_path}/{folder}"], cwd=tmp_path,
+                              env=cli_env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    done = sweep("batched", "auto", "auto")
+    # rnn and rnn_relu share batches: gaps 4 and 5 together (6 and 7 steps: 8 members, the
+    # cap), gap 12 apart; likewise the GRU's 6 runs
+    assert len(list((tmp_path / "auto").glob("*/.hydra"))) == 4  # 2 rnn + 2 gru jobs
+    assert sorted(len(batch) for batch in (read_batch(p) for p in
+                                           (tmp_path / "auto" / "batches").glob("*.json"))) \
+        == [2, 4, 4, 8]
+    lines = [line for line in done.stdout.splitlines() if re.match(r"\[\d+/18\] ", line)]
+    assert len(lines) == 18 and lines[-1].startswith("[18/18]")
+    client = MlflowClient(uri)
+    batched = jobs_by_name(client, "batched")
+    assert len(batched) == 18
+    assert all(names.BATCH in r.data.tags and r.info.run_name in r.data.tags[names.BATCH]
+               for r in batched.values())
+    assert not {"batch_file", "train.batch_members", "train.batch_max"} & \
+        set(next(iter(batched.values())).data.params)  # the sweep's settings, not the run's
+    # the same sweep without batching, into the same experiment: every run already finished
+    again = sweep("batched", "off", "off")
+    assert "Sweep: 0 solved, 0 unsolved, 0 diverged, 0 failed, 0 killed" in again.stdout
+    assert len(jobs_by_name(client, "batched")) == 18
+    # ... and into a fresh experiment: separate runs with the members' metrics
+    sweep("separate", "off", "separate")
+    separate = jobs_by_name(client, "separate")
+    assert set(separate) == set(batched)
+    for name, run in batched.items():
+        theirs = separate[name]
+        assert run.data.tags[names.STATUS] == theirs.data.tags[names.STATUS], name
+        params = {k: v for k, v in run.data.params.items() if k != names.EXPERIMENT_NAME}
+        assert params == {k: v for k, v in theirs.data.params.items()
+                          if k != names.EXPERIMENT_NAME}
+        for key in (names.TRAIN_LOSS, names.EVAL_LOSS):
+            torch.testing.assert_close(torch.tensor(history(client, run, key)),
+                                       torch.tensor(history(client, theirs, key)),
+                                       rtol=1e-5, atol=0, msg=f"{name} {key}")
+
+
+def jobs_by_name(client: MlflowClient, experiment: str) -> dict[str, Run]:
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None
+    return {r.info.run_name: r for r in client.search_runs([found.experiment_id])
+            if r.data.tags.get(names.RUN_KIND) != names.SWEEP_KIND}

@@ -1,0 +1,111 @@
+"""Whole-sweep batching: the jobs of a sweep grouped into batched jobs (`train.batch_members`).
+
+With `train.batch_members=auto`, before a batch of jobs goes to the launcher
+(`harness.sweeping.HarnessSweeper.launch_batch`, so the basic, Optuna and frontier sweepers
+alike), jobs that may train as members of one stacked model (harness/batched.py) are grouped:
+
+- **Who may share a batch.** Jobs whose configs are equal except in the keys of
+  `MEMBER_KEYS` (seed, learning rate, clipping mode and threshold, the vanilla RNN's
+  activation, init, forget bias, chrono, and the gap), on a cell the batched model computes
+  (`batched.unbatchable`: rnn, lstm, gru; not orth_rnn, modReLU or bidirectional), without
+  `batched_seeds`. Everything else (task and its knobs, hidden size, layers, optimizer kind,
+  momentum, weight decay, training budget and cadence, store, experiment) is the group key.
+- **How many.** At most `train.batch_max` members per batch; members are taken in order of
+  sequence length, and a member joins a batch only while the batch's longest sequence is at
+  most `PADDING` times its own: a shorter member is left-padded to the longest, and the
+  padding is computed for nothing.
+- **What the launcher sees.** One ordinary job per batch: the first member's overrides plus
+  `batch_file=<sweep folder>/batches/<n>.json`, the file listing every member's overrides.
+  The job composes each member's config from them (as the member's own job would be
+  composed) and trains them together (`harness.train.train_batch_file`). A group of one is
+  launched as the plain job it is.
+- **What the sweeper gets back.** One JobReturn per member, in the order of the original
+  jobs (`expand`), each with the member's own objective (final eval loss), so Optuna and the
+  frontier search see the jobs they asked for.
+
+Every member is logged as the run its separate job would log (same params, config hash and
+status; metrics equal to float32 rounding; tag `batch` naming the runs trained with it), and
+is skipped, resumed and locked on its own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness import names
+
+# The config keys in which members of one batch may differ (harness/batched.py).
+MEMBER_KEYS = (names.SEED, names.LR, names.CLIP_MODE, names.CLIP_THRESHOLD, names.ACTIVATION,
+               names.INIT, "model.forget_bias", names.CHRONO, "model.chrono_t_max", names.GAP)
+# Keys that never separate batches: the option names a job was composed from (the flattened
+# config beside them decides).
+IGNORED_KEYS = names.CHOICE_PARAMS
+PADDING = 1.25  # a batch's longest sequence is at most this many times a member's own
+BATCHES_DIR = "batches"  # in the sweep folder: one JSON file per batched job
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A job the sweeper is about to launch: its overrides, its group key (None: it runs
+    alone) and its sequence length."""
+
+    overrides: tuple[str, ...]
+    key: tuple[tuple[str, str], ...] | None
+    length: int
+    limit: int  # train.batch_max
+
+
+def group_key(params: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """What members of one batch share: every param but the member keys."""
+    return tuple(sorted((k, v) for k, v in params.items()
+                        if k not in MEMBER_KEYS and k not in IGNORED_KEYS))
+
+
+def plan(candidates: Sequence[Candidate]) -> list[list[int]]:
+    """The batches: lists of indices into `candidates` (a list of one: a plain job), in the
+    order of each batch's first job."""
+    groups: dict[Any, list[int]] = {}
+    singles: list[list[int]] = []
+    for index, candidate in enumerate(candidates):
+        if candidate.key is None:
+            singles.append([index])
+        else:
+            groups.setdefault(candidate.key, []).append(index)
+    batches = list(singles)
+    for members in groups.values():
+        members = sorted(members, key=lambda i: (candidates[i].length, i))
+        current: list[int] = []
+        for index in members:
+            candidate = candidates[index]
+            longest = max((candidates[i].length for i in current), default=0)
+            if current and (len(current) >= candidate.limit
+                            or max(longest, candidate.length) >
+                            PADDING * min(candidates[i].length for i in current)):
+                batches.append(current)
+                current = []
+            current.append(index)
+        if current:
+            batches.append(current)
+    return sorted((sorted(batch) for batch in batches), key=lambda batch: batch[0])
+
+
+def write_batch(sweep_dir: Path, number: int, members: Sequence[Sequence[str]]) -> Path:
+    """The batch file of one batched job: every member's overrides, in order."""
+    folder = sweep_dir / BATCHES_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{number}.json"
+    path.write_text(json.dumps({"members": [list(m) for m in members]}, indent=1))
+    return path.resolve()
+
+
+def read_batch(path: str | Path) -> list[list[str]]:
+    """Every member's overrides from a batch file (`write_batch`)."""
+    return [list(m) for m in json.loads(Path(path).read_text())["members"]]
+
+
+def batch_override(path: Path) -> str:
+    return f"batch_file={path}"

@@ -1,0 +1,43 @@
+"""Whole-sweep batching: which jobs of a sweep share a batched job (harness/batching.py)."""
+
+from __future__ import annotations
+
+from harness.batching import Candidate, group_key, plan
+
+PARAMS = {"task.name": "delayed_recall", "model.name": "rnn", "model.hidden_size": "64",
+          "train.steps": "2000", "optim.name": "adam", "seed": "0", "optim.lr": "0.001",
+          "clip.mode": "none", "clip.threshold": "1.0", "model.activation": "tanh",
+          "task.gap": "10", "model": "rnn", "clip": "none"}
+
+
+def candidate(length: int = 12, limit: int = 8, **changes: str) -> Candidate:
+    params = {**PARAMS, **{k.replace("__", "."): v for k, v in changes.items()}}
+    return Candidate((f"x={len(changes)}",), group_key(params), length, limit)
+
+
+def test_jobs_that_differ_only_in_member_keys_share_a_batch() -> None:
+    same = [candidate(seed="1"), candidate(optim__lr="0.01"), candidate(clip__mode="norm"),
+            candidate(model__activation="relu", model="rnn_relu"),
+            candidate(clip__threshold="10", clip="norm")]
+    assert plan([candidate(), *same]) == [[0, 1, 2, 3, 4, 5]]
+
+
+def test_jobs_that_differ_in_anything_else_do_not() -> None:
+    others = [candidate(model__hidden_size="32"), candidate(model__name="gru"),
+              candidate(train__steps="500"), candidate(task__name="adding"),
+              candidate(optim__name="sgd")]
+    assert plan([candidate(), *others]) == [[0], [1], [2], [3], [4], [5]]
+
+
+def test_a_job_that_cannot_be_batched_runs_alone() -> None:
+    alone = Candidate(("model=orth_rnn",), None, 12, 8)
+    assert plan([candidate(), alone, candidate(seed="1")]) == [[0, 2], [1]]
+
+
+def test_padding_is_bounded_and_batches_are_capped() -> None:
+    """Sequences of 10 and 12 share (12 <= 1.25 x 10); 40 does not join them; at most
+    `limit` members per batch."""
+    lengths = [40, 10, 12, 41]
+    assert plan([candidate(n, seed=str(i)) for i, n in enumerate(lengths)]) == [[0, 3], [1, 2]]
+    capped = [candidate(12, limit=4, seed=str(i)) for i in range(10)]
+    assert plan(capped) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
