@@ -134,8 +134,9 @@ def diagnose(model: RecurrentModel, task: Task, batch: Batch, step: int) -> Diag
         norms = torch.stack([g.norm(dim=1) for g in layer_grad], dim=1)
         hidden = torch.stack([h.detach().norm(dim=1) for h in layer_states(unrolled, layer)],
                              dim=1)
-        profiles.append(GradProfile(step, layer, lag, norms.mean(dim=0),
-                                    norms.std(dim=0, correction=0), hidden.mean(dim=0)))
+        profiles.append(GradProfile(step, layer, lag, norms.mean(dim=0).cpu(),
+                                    norms.std(dim=0, correction=0).cpu(),
+                                    hidden.mean(dim=0).cpu()))
     last = profiles[-1]
     before_answer = last.lag > int(scored.max() - scored.min())
     metrics = decay_metrics(last.lag[before_answer], last.grad_norm[before_answer])

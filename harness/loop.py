@@ -120,6 +120,18 @@ class Checkpointing:
     stop_requested: Callable[[], bool] = lambda: False
 
 
+def resolve_device(device: str) -> torch.device:
+    """`train.device`: auto (cuda when torch sees a GPU, else cpu), cpu or cuda; ValueError for
+    cuda where torch sees none (a CPU build of torch, or no GPU on this node)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        build = ", a CPU build" if torch.version.cuda is None else ""
+        raise ValueError(f"cuda, but torch sees no GPU here (torch {torch.__version__}{build}); "
+                         "install a CUDA build of torch (README) or use train.device=cpu")
+    return torch.device(device)
+
+
 def data_generators(seed: int) -> tuple[torch.Generator, torch.Generator]:
     """Training and evaluation streams from disjoint seeds (seed and seed + offset)."""
     train = torch.Generator().manual_seed(seed)
@@ -175,11 +187,13 @@ class RunRecord:
     """
 
     def __init__(self, task: Task, cfg: TrainConfig, tracker: Tracker, seed: int,
-                 name: str = "run", checkpointing: Checkpointing | None = None) -> None:
+                 name: str = "run", checkpointing: Checkpointing | None = None,
+                 device: torch.device | str = "cpu") -> None:
         self.task, self.cfg, self.tracker, self.name = task, cfg, tracker, name
         self.checkpointing = checkpointing
+        self.device = torch.device(device)
         self.train_gen, eval_gen = data_generators(seed)
-        eval_batch = task.sample(cfg.eval_batch_size, eval_gen, split="eval")
+        eval_batch = task.sample(cfg.eval_batch_size, eval_gen, split="eval").to(self.device)
         self.evaluate = Evaluator(task, eval_batch)
         self.profile_batch = Batch(*(t[: cfg.profile_batch_size] for t in
                                      (eval_batch.inputs, eval_batch.targets, eval_batch.mask)))
@@ -192,6 +206,11 @@ class RunRecord:
         self.final_model: RecurrentModel | None = None  # the model `finish` ended it with
         self.elapsed = 0.0  # seconds spent on this run before this process (a resumed run's)
         self.seconds = 0.0  # seconds spent on it in this process (its share of a batch's)
+
+    def sample(self) -> Batch:
+        """The next training batch: generated on the CPU from the run's own stream (the same
+        data on every device), moved to the run's device in one transfer."""
+        return self.task.sample(self.cfg.batch_size, self.train_gen).to(self.device)
 
     @staticmethod
     def empty_window() -> dict[str, float]:
@@ -421,7 +440,7 @@ def drive(stepper: Stepper, records: Sequence[RunRecord], cfg: TrainConfig,
         stepper = drop_stopped(stepper, active)
         if not active:
             break
-        audit = stepper.backward([r.task.sample(cfg.batch_size, r.train_gen) for r in active])
+        audit = stepper.backward([record.sample() for record in active])
         rows = audit.rows()
         for k, (record, (loss, pre, post, _)) in enumerate(zip(active, rows, strict=True)):
             if record.diverges(step, loss, pre, post):
@@ -474,9 +493,10 @@ def resume(record: RunRecord, model: RecurrentModel, state: dict[str, Any] | Non
 def train_loop(task: Task, model: RecurrentModel, optimizer: torch.optim.Optimizer,
                clipper: Clipper, cfg: TrainConfig, tracker: Tracker, seed: int,
                name: str = "run", checkpointing: Checkpointing | None = None) -> RunResult:
-    """Train one run of `model` on `task` (`drive` over a `FusedStepper`), resuming from
-    `checkpointing.state` when it holds one; return how the run ended."""
-    record = RunRecord(task, cfg, tracker, seed, name, checkpointing)
+    """Train one run of `model` on `task` (`drive` over a `FusedStepper`), on the model's
+    device, resuming from `checkpointing.state` when it holds one; return how it ended."""
+    device = next(model.parameters()).device
+    record = RunRecord(task, cfg, tracker, seed, name, checkpointing, device)
     state = checkpointing.state if checkpointing is not None else None
     resume(record, model, state)
     if state is not None:

@@ -45,6 +45,7 @@ SOURCE_TYPE = "mlflow.source.type"  # `LOCAL`
 EXPERIMENT_KIND = "mlflow.experimentKind"
 TRAINING_EXPERIMENT = "custom_model_development"
 TORCH_THREADS = "torch_threads"  # the torch threads the job used (train.threads, SLURM, cores)
+DEVICE = "device"  # tag: where the run trained (`cpu`, `cuda`; train.device resolved)
 BATCHED_SEEDS = "batched_seeds"  # tag on a batched member's run: the seeds of its batch, `0,1,2`
 BATCH = "batch"  # tag on a member of a sweep's batched job: the run names trained with it
 RUN_KIND = "run_kind"  # "sweep" on a multirun's parent run; absent on jobs

@@ -73,6 +73,12 @@ class ClipMode(StrEnum):
     value = "value"  # clamp every gradient element to +-threshold
 
 
+class Device(StrEnum):
+    auto = "auto"  # cuda when torch sees a GPU, else cpu
+    cpu = "cpu"
+    cuda = "cuda"
+
+
 class BatchMembers(StrEnum):
     auto = "auto"  # a sweep's jobs that may share a stacked model train as one batched job
     off = "off"  # one job per run
@@ -297,6 +303,9 @@ class TrainConfig:
     # bias or gap into batched jobs of at most batch_max members (harness/batching.py).
     batch_members: BatchMembers = BatchMembers.off
     batch_max: int = 8
+    # Where the models train (data is generated on the CPU from the run's seeds, then moved:
+    # a seed means the same data on every device). Not part of the config hash.
+    device: Device = Device.auto
 
     def validate(self) -> None:
         for key in ("steps", "batch_size", "log_every", "eval_every", "eval_batch_size",

@@ -45,7 +45,7 @@ logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 # Keys that say where or how fast a run is executed, not what it computes (a batched
 # member's config has `batched_seeds` null: it is the run of its `seed`).
 NON_SEMANTIC_PREFIXES = ("tracking.", "report.", "train.threads", "train.checkpoint", "force",
-                         "batched_seeds")
+                         "batched_seeds", "train.device")
 # A run that ended with one of these is a result: rerunning its config skips it.
 RESULT_STATUSES = (names.SOLVED, names.UNSOLVED, names.DIVERGED)
 FLUSH_POINTS = 500  # buffered metric points that trigger a write

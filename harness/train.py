@@ -43,7 +43,15 @@ from harness.batched import BatchedStepper, unbatchable
 from harness.batching import read_batch
 from harness.callbacks import interrupt as launcher_interrupt
 from harness.clipping import Clipper
-from harness.loop import Checkpointing, FusedStepper, RunRecord, RunResult, drive, resume
+from harness.loop import (
+    Checkpointing,
+    FusedStepper,
+    RunRecord,
+    RunResult,
+    drive,
+    resolve_device,
+    resume,
+)
 from harness.models import RecurrentModel
 from harness.optimizers import make_optimizer
 from harness.schema import (
@@ -316,13 +324,12 @@ def train(cfg: DictConfig) -> RunResult:
     of this config that no process holds are marked killed.
     """
     job = job_of(cfg, hydra_choices())
-    threads = torch_threads(job.spec.train.threads)
-    configure_torch(threads)
+    place = placement_of(job.spec)
     ensure_store(job.spec.tracking.uri)
     try:
         with locks.hold(job.lock), \
                 StopRequest(job.spec.train.checkpoint_requeue).installed() as stop:
-            return run_config(job, threads, stop)
+            return run_config(job, place, stop)
     except locks.Busy:
         return running_elsewhere(job)
 
@@ -360,7 +367,8 @@ def resume_state(job: Job) -> dict[str, Any] | None:
     state = None
     if job.checkpoint.exists() and not spec.force:
         # A run of this config was killed part-way: continue it, in the same MLflow run.
-        state = torch.load(job.checkpoint, weights_only=False)
+        # on the CPU: the run may resume on another device than it was saved on
+        state = torch.load(job.checkpoint, weights_only=False, map_location="cpu")
         log.info("%s: resuming run %s from step %d", job.name, state["run_id"], state["step"])
     for orphan in close_orphans_of_config(spec.tracking.uri, spec.experiment_name, job.hash_,
                                           spec.train.checkpoint_dir,
@@ -380,15 +388,16 @@ def job_run(job: Job, state: dict[str, Any] | None,
                       resume_run_id=state["run_id"] if state else None)
 
 
-def start_run(job: Job, tracker: MlflowTracker, threads: int,
+def start_run(job: Job, tracker: MlflowTracker, place: Placement,
               state: dict[str, Any] | None) -> tasks.Task:
     """Inside the job's run: build its task; a fresh run logs its config and chance level."""
     spec = job.spec
-    tracker.set_tags({names.TORCH_THREADS: str(threads)})
+    threads, device = place.threads, place.device
+    tracker.set_tags({names.TORCH_THREADS: str(threads), names.DEVICE: str(device)})
     task = tasks.make_task(spec.task.name.value, **task_params(spec.task))
     log.info("%s: %d steps, sequence length %d, chance accuracy %.3f, loss %.4f, "
-             "%d torch thread(s)", job.name, spec.train.steps, task.seq_len,
-             task.chance.accuracy, task.chance.loss, threads)
+             "%d torch thread(s), %s", job.name, spec.train.steps, task.seq_len,
+             task.chance.accuracy, task.chance.loss, threads, device)
     if state is None:
         tracker.log_text(OmegaConf.to_yaml(job.resolved), names.CONFIG_ARTIFACT)
         tracker.log_metrics({names.CHANCE_LOSS: task.chance.loss,
@@ -396,9 +405,31 @@ def start_run(job: Job, tracker: MlflowTracker, threads: int,
     return task
 
 
-def job_model(job: Job, task: tasks.Task) -> RecurrentModel:
+def job_model(job: Job, task: tasks.Task, device: torch.device) -> RecurrentModel:
+    """The run's model, initialized on the CPU from its seed (the same weights on every
+    device), then moved to `device`."""
     torch.manual_seed(job.spec.seed)  # model initialization; data uses its own generators
-    return build_model(job.spec, task)
+    return build_model(job.spec, task).to(device)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a job's runs train on this machine: torch threads and device."""
+
+    threads: int
+    device: torch.device
+
+
+def placement_of(spec: Config) -> Placement:
+    """`train.threads` and `train.device` resolved here, and torch set up for them;
+    ConfigError for cuda where torch sees no GPU (before the store is even opened)."""
+    try:
+        device = resolve_device(spec.train.device.value)
+    except ValueError as err:
+        raise ConfigError(f"train.device: {err}") from None
+    threads = torch_threads(spec.train.threads)
+    configure_torch(threads)
+    return Placement(threads, device)
 
 
 def checkpointing_of(job: Job, tracker: MlflowTracker,
@@ -432,7 +463,7 @@ def ended(job: Job, result: RunResult) -> None:
              result.reason or "step budget used", result.wall_time_s)
 
 
-def run_config(job: Job, threads: int, stop: StopRequest) -> RunResult:
+def run_config(job: Job, place: Placement, stop: StopRequest) -> RunResult:
     """The body of `train`, under the config's lock: skip, resume or start the run."""
     done = finished_result(job)
     if done is not None:
@@ -442,10 +473,10 @@ def run_config(job: Job, threads: int, stop: StopRequest) -> RunResult:
     # Everything that can fail (out of memory building a model, a bug) happens inside the
     # run, which then ends `failed` with the traceback as an artifact.
     with job_run(job, state) as tracker:
-        task = start_run(job, tracker, threads, state)
-        model = job_model(job, task)
+        task = start_run(job, tracker, place, state)
+        model = job_model(job, task, place.device)
         record = RunRecord(task, spec.train, tracker, spec.seed, job.name,
-                           checkpointing_of(job, tracker, stop))
+                           checkpointing_of(job, tracker, stop), place.device)
         resume(record, model, state)
         optimizer = make_optimizer(model, spec.optim)
         if state is not None:
@@ -531,8 +562,7 @@ def train_jobs(jobs: list[Job], tag: dict[str, str]) -> list[RunResult]:
     resumed or started as `train` does: members resuming from checkpoints of different steps
     train in one batch per step."""
     spec = jobs[0].spec
-    threads = torch_threads(spec.train.threads)
-    configure_torch(threads)
+    place = placement_of(spec)
     ensure_store(spec.tracking.uri)
     results: dict[int, RunResult] = {}
     with ExitStack() as held, \
@@ -551,7 +581,7 @@ def train_jobs(jobs: list[Job], tag: dict[str, str]) -> list[RunResult]:
             waiting.append((index, job, resume_state(job)))
         for _, group in groupby(sorted(waiting, key=start_step), key=start_step):
             members = list(group)
-            outcomes = train_batch([(job, state) for _, job, state in members], threads, stop,
+            outcomes = train_batch([(job, state) for _, job, state in members], place, stop,
                                    tag)
             for (index, _, _), result in zip(members, outcomes, strict=True):
                 results[index] = result
@@ -563,7 +593,7 @@ def start_step(member: tuple[int, Job, dict[str, Any] | None]) -> int:
     return state["step"] if state else 0
 
 
-def train_batch(members: list[tuple[Job, dict[str, Any] | None]], threads: int,
+def train_batch(members: list[tuple[Job, dict[str, Any] | None]], place: Placement,
                 stop: StopRequest, tags: dict[str, str]) -> list[RunResult]:
     """Members starting at one step: their K runs open together, train as one batch, and
     close each with its own result (an exception ends all K failed, or killed)."""
@@ -571,10 +601,10 @@ def train_batch(members: list[tuple[Job, dict[str, Any] | None]], threads: int,
         models, records, states = [], [], []
         for job, state in members:
             tracker = runs.enter_context(job_run(job, state, tags))
-            task = start_run(job, tracker, threads, state)
-            model = job_model(job, task)
+            task = start_run(job, tracker, place, state)
+            model = job_model(job, task, place.device)
             record = RunRecord(task, job.spec.train, tracker, job.spec.seed, job.name,
-                               checkpointing_of(job, tracker, stop))
+                               checkpointing_of(job, tracker, stop), place.device)
             resume(record, model, state)
             models.append(model)
             records.append(record)
