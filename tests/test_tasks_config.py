@@ -22,8 +22,8 @@ from harness.clipping import Clipper
 from harness.loop import MemoryTracker, make_optimizer, train_loop
 from harness.models import RecurrentModel
 from harness.schema import PROJECT_ROOT, ConfigError, TaskConfig, task_params, validate
-from harness.tracking import flatten
-from harness.train import train
+from harness.tracking import config_hash, flatten
+from harness.train import job_of, train
 
 TASK_OPTIONS = sorted(p.stem for p in (PROJECT_ROOT / "conf" / "task").glob("*.yaml"))
 
@@ -235,3 +235,59 @@ def test_sweep_over_the_new_tasks_reports_each(tmp_path: Path, cli_env: dict[str
     assert len(jobs) == 4 and all(r.info.status == "FINISHED" for r in jobs)
     accuracy = pd.read_csv(tmp_path / "reports" / "new_tasks" / "accuracy_by_gap.csv")
     assert set(accuracy[names.TASK_LABEL]) == set(options.split(","))
+
+
+# The task params of one config per task option (and two with variable-gap keys set), pinned
+# to what they were before the task configs moved beside their generators: their names, values
+# and order, and the hash of the task's part of the config hash. A run's MLflow params and its
+# identity (the config hash that skips finished configs and resumes killed ones) must not
+# change with how a task is defined.
+PINNED_TASK_PARAMS = [
+    ("task=adding", "5ec0bd84ff09", "name=adding gap=100 gap_min=None gap_max=None variant=sum"),
+    ("task=adding_hochreiter1997", "d3fdce029303",
+     "name=adding gap=100 gap_min=None gap_max=None variant=hochreiter1997"),
+    ("task=adding_mean", "b4279f4f0485",
+     "name=adding gap=100 gap_min=None gap_max=None variant=mean"),
+    ("task=associative_recall", "a177462b5341",
+     "name=associative_recall gap=20 gap_min=None gap_max=None vocab=16 n_pairs=4"),
+    ("task=copy", "cb4b042ab4e9",
+     "name=copy gap=100 gap_min=None gap_max=None n_symbols=8 n_recall=10"),
+    ("task=delayed_recall", "6b650c182ac4",
+     "name=delayed_recall gap=20 gap_min=None gap_max=None vocab=8 filler=blank "
+     "distractor_vocab=8"),
+    ("task=delayed_recall_noise", "76e65d21b44e",
+     "name=delayed_recall gap=20 gap_min=None gap_max=None vocab=8 filler=noise "
+     "distractor_vocab=8"),
+    ("task=selective_copy", "11556817decb",
+     "name=selective_copy gap=100 gap_min=None gap_max=None vocab=8 n_tokens=4"),
+    ("task=sequential_digits", "ab65b38cdffb",
+     "name=sequential_digits gap=64 gap_min=None gap_max=None permuted=False "
+     "permutation_seed=0 split_seed=0"),
+    ("task=sequential_digits_permuted", "751cc92d2db6",
+     "name=sequential_digits gap=64 gap_min=None gap_max=None permuted=True "
+     "permutation_seed=0 split_seed=0"),
+    ("task=temporal_order", "8782eca1f8ce",
+     "name=temporal_order gap=100 gap_min=None gap_max=None n_relevant=2"),
+    ("task=temporal_order3", "9e215ec546b6",
+     "name=temporal_order gap=100 gap_min=None gap_max=None n_relevant=3"),
+    ("task=copy task.gap=40 task.gap_min=5", "c1c524f40222",
+     "name=copy gap=40 gap_min=5 gap_max=None n_symbols=8 n_recall=10"),
+    ("task=adding_mean task.gap=30 task.gap_max=30", "ccaf5945f41a",
+     "name=adding gap=30 gap_min=None gap_max=30 variant=mean"),
+]
+
+
+def test_pinned_cases_cover_every_task_option() -> None:
+    pinned = {overrides.split()[0].removeprefix("task=") for overrides, _, _ in PINNED_TASK_PARAMS}
+    assert pinned == set(TASK_OPTIONS)
+
+
+@pytest.mark.parametrize(("overrides", "digest", "params"), PINNED_TASK_PARAMS,
+                         ids=[case[0] for case in PINNED_TASK_PARAMS])
+def test_task_params_and_hash_are_pinned(make_cfg: Callable[..., DictConfig], overrides: str,
+                                         digest: str, params: str) -> None:
+    job = job_of(make_cfg(*overrides.split()))  # the params a run logs
+    task = [(key, value) for key, value in job.params.items() if key.startswith("task.")]
+    assert task == [(f"task.{key}", value) for key, value in
+                    (item.split("=", 1) for item in params.split())]
+    assert config_hash(dict(task)) == digest
