@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from harness.schema import PROJECT_ROOT, ConfigError, validate
+from harness.schema import PROJECT_ROOT, ConfigError, cpu_count, validate
 
 GROUPS = ["task", "model", "optim", "clip", "tracking"]
 
@@ -115,3 +116,19 @@ def test_cli_unwritable_store_path_is_one_line(tmp_path: Path, cli_env: dict[str
     assert done.stderr.strip().splitlines() == [
         f"harness-train: tracking.uri: cannot create the store's folder {blocker}/sub: "
         "Not a directory"]
+
+
+def test_cpu_count_without_sched_getaffinity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """macOS has no os.sched_getaffinity: every core the OS reports (1 if it reports none)."""
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    assert not hasattr(os, "sched_getaffinity")
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    assert cpu_count() == 6
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert cpu_count() == 1
+
+
+def test_cpu_count_respects_the_affinity_mask(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert cpu_count() == 2
