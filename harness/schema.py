@@ -6,7 +6,9 @@ size >= 1, non-negative threshold, ...) are checked by `validate`, which runs be
 training or MLflow run starts and raises `ConfigError` naming the field.
 
 The schemas are registered in Hydra's ConfigStore as `<group>/base_<name>`; each YAML file
-in `conf/<group>/` extends one, so an unknown key in a YAML file or override is rejected.
+in `conf/<group>/` extends one, so an unknown key in a YAML file or override is rejected. The
+`task` group's schemas are the tasks' own configs (`tasks.TaskConfig` subclasses, one per
+task module, with their checks), one per registered task: `task/base_<task name>`.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from enum import Enum, StrEnum
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+
+import tasks
+from tasks import ParameterError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EVAL_SEED_OFFSET = 1_000_000_000  # eval stream seed = seed + offset: disjoint from train seeds
@@ -27,16 +32,6 @@ EVAL_SEED_OFFSET = 1_000_000_000  # eval stream seed = seed + offset: disjoint f
 
 class ConfigError(ValueError):
     """A config value is out of range; the message starts with the field's full key."""
-
-
-class TaskName(StrEnum):
-    copy = "copy"
-    adding = "adding"
-    delayed_recall = "delayed_recall"
-    temporal_order = "temporal_order"
-    selective_copy = "selective_copy"
-    associative_recall = "associative_recall"
-    sequential_digits = "sequential_digits"
 
 
 class ModelName(StrEnum):
@@ -84,147 +79,9 @@ class BatchMembers(StrEnum):
     off = "off"  # one job per run
 
 
-class Filler(StrEnum):
-    blank = "blank"
-    noise = "noise"
-
-
-class AddingVariant(StrEnum):
-    sum = "sum"  # Le et al. 2015, Arjovsky et al. 2016
-    mean = "mean"  # target = mean of the two marked values
-    hochreiter1997 = "hochreiter1997"  # Hochreiter & Schmidhuber 1997, experiment 4
-
-
 def _check(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"{key}: {message}")
-
-
-@dataclass
-class TaskConfig:
-    name: TaskName = MISSING
-    gap: int = 10
-    # Variable gaps: each sequence's gap uniform in [gap_min, gap]; null = every gap is `gap`.
-    # `gap` stays the largest gap (the sequence length and the reports' x axis), so gap_max
-    # may only be null or equal to gap.
-    gap_min: int | None = None
-    gap_max: int | None = None
-    min_gap: ClassVar[int] = 1
-
-    def validate(self) -> None:
-        _check(self.gap >= self.min_gap, "gap", f"must be >= {self.min_gap}, got {self.gap}")
-        if self.gap_min is not None:
-            _check(self.min_gap <= self.gap_min <= self.gap, "gap_min",
-                   f"must be in [{self.min_gap}, task.gap={self.gap}], got {self.gap_min}")
-        _check(self.gap_max is None or self.gap_max == self.gap, "gap_max",
-               f"must be null or equal task.gap ({self.gap}, the largest gap), "
-               f"got {self.gap_max}")
-
-
-@dataclass
-class CopyConfig(TaskConfig):
-    name: TaskName = TaskName.copy
-    gap: int = 100
-    n_symbols: int = 8
-    n_recall: int = 10
-
-    def validate(self) -> None:
-        super().validate()
-        _check(self.n_symbols >= 2, "n_symbols", f"must be >= 2, got {self.n_symbols}")
-        _check(self.n_recall >= 1, "n_recall", f"must be >= 1, got {self.n_recall}")
-
-
-@dataclass
-class AddingConfig(TaskConfig):
-    name: TaskName = TaskName.adding
-    gap: int = 100
-    variant: AddingVariant = AddingVariant.sum
-    min_gap: ClassVar[int] = 2  # one marker per half
-
-    def validate(self) -> None:
-        if self.variant == AddingVariant.hochreiter1997:
-            _check(self.gap >= 20, "gap", f"must be >= 20 with variant hochreiter1997 (X1 among "
-                   f"the first ten steps, X2 among the first gap/2 - 1), got {self.gap}")
-            for key in ("gap_min", "gap_max"):
-                _check(getattr(self, key) is None, key, "must be null with variant "
-                       "hochreiter1997, which draws each length from [gap, gap + gap // 10]")
-            return
-        _check(self.gap >= 2, "gap", f"must be >= 2 (one marker per half), got {self.gap}")
-        super().validate()
-
-
-@dataclass
-class DelayedRecallConfig(TaskConfig):
-    name: TaskName = TaskName.delayed_recall
-    gap: int = 20
-    vocab: int = 8
-    filler: Filler = Filler.blank
-    distractor_vocab: int = 8
-
-    def validate(self) -> None:
-        super().validate()
-        _check(self.vocab >= 2, "vocab", f"must be >= 2, got {self.vocab}")
-        _check(self.distractor_vocab >= 1, "distractor_vocab",
-               f"must be >= 1, got {self.distractor_vocab}")
-
-
-@dataclass
-class TemporalOrderConfig(TaskConfig):
-    name: TaskName = TaskName.temporal_order
-    gap: int = 100
-    n_relevant: int = 2  # 2: four classes (XX, YX, XY, YY); 3: eight classes
-    min_gap: ClassVar[int] = 10  # the windows are L // 10 wide
-
-    def validate(self) -> None:
-        super().validate()
-        _check(self.n_relevant in (2, 3), "n_relevant", f"must be 2 or 3, got {self.n_relevant}")
-
-
-@dataclass
-class SelectiveCopyConfig(TaskConfig):
-    name: TaskName = TaskName.selective_copy
-    gap: int = 100
-    vocab: int = 8
-    n_tokens: int = 4
-
-    def validate(self) -> None:
-        super().validate()
-        _check(self.vocab >= 2, "vocab", f"must be >= 2, got {self.vocab}")
-        _check(self.n_tokens >= 1, "n_tokens", f"must be >= 1, got {self.n_tokens}")
-
-
-@dataclass
-class AssociativeRecallConfig(TaskConfig):
-    name: TaskName = TaskName.associative_recall
-    gap: int = 20
-    vocab: int = 16  # keys: the first half, values: the second half
-    n_pairs: int = 4
-
-    def validate(self) -> None:
-        super().validate()
-        _check(self.vocab >= 4 and self.vocab % 2 == 0, "vocab",
-               f"must be even and >= 4 (keys and values are its halves), got {self.vocab}")
-        _check(1 <= self.n_pairs <= self.vocab // 2, "n_pairs",
-               f"must be in [1, task.vocab / 2 = {self.vocab // 2}] (distinct keys), "
-               f"got {self.n_pairs}")
-
-
-@dataclass
-class SequentialDigitsConfig(TaskConfig):
-    name: TaskName = TaskName.sequential_digits
-    gap: int = 64  # one step per pixel of an 8x8 image: fixed
-    permuted: bool = False
-    permutation_seed: int = 0
-    split_seed: int = 0  # the fixed 80/20 train/test split
-
-    def validate(self) -> None:
-        for key in ("gap", "gap_min", "gap_max"):
-            value = getattr(self, key)
-            _check(value in (None, 64) and (key != "gap" or value is not None), key,
-                   f"must be 64 for sequential_digits (one step per pixel of an 8x8 image)"
-                   f"{'' if key == 'gap' else ' or null'}, got {value}")
-        for key in ("permutation_seed", "split_seed"):
-            _check(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
 
 
 @dataclass
@@ -392,11 +249,8 @@ class Config:
     batch_file: str | None = None
 
 
+# The `task` group's schemas are not listed: `register` takes one per task in tasks.TASKS.
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
-    "task": {"copy": CopyConfig, "adding": AddingConfig, "delayed_recall": DelayedRecallConfig,
-             "temporal_order": TemporalOrderConfig, "selective_copy": SelectiveCopyConfig,
-             "associative_recall": AssociativeRecallConfig,
-             "sequential_digits": SequentialDigitsConfig},
     "model": {"model": ModelConfig},
     "optim": {"optim": OptimConfig},
     "clip": {"clip": ClipConfig},
@@ -417,6 +271,10 @@ def register() -> None:
     for group, schemas in GROUP_SCHEMAS.items():
         for name, node in schemas.items():
             store.store(group=group, name=f"base_{name}", node=node)
+    # Every task registered when this runs (a task module imported later needs another call).
+    # Each config is stored as an instance: its `name` is set by the config, not a default.
+    for name, task in tasks.TASKS.items():
+        store.store(group="task", name=f"base_{name}", node=task.config_class())
 
 
 def validate(cfg: DictConfig) -> Config:
@@ -437,18 +295,16 @@ def validate(cfg: DictConfig) -> Config:
                    f"each seed must be in [0, {EVAL_SEED_OFFSET}), got {seed}")
     check_known_keys(cfg)
     spec: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
-    for group in ("task", "model", "optim", "clip", "train", "tracking"):
+    try:
+        spec.task.check()
+    except ParameterError as err:
+        raise ConfigError(f"task.{err.key}: {err.message}") from None
+    for group in ("model", "optim", "clip", "train", "tracking"):
         try:
             getattr(spec, group).validate()
         except ConfigError as err:
             raise ConfigError(f"{group}.{err}") from None
     return spec
-
-
-def task_params(task: TaskConfig) -> dict[str, Any]:
-    """The keyword arguments of `tasks.make_task` for a task config (enums as strings)."""
-    params = {f.name: getattr(task, f.name) for f in dataclasses.fields(task) if f.name != "name"}
-    return {k: v.value if isinstance(v, Enum) else v for k, v in params.items()}
 
 
 def cpu_count() -> int:

@@ -61,7 +61,6 @@ from harness.schema import (
     check_resources,
     cpu_count,
     register,
-    task_params,
     validate,
 )
 from harness.store import disk_full
@@ -301,10 +300,7 @@ def job_of(cfg: DictConfig, choices: dict[str, str] | None = None) -> Job:
     `choices`: the options it was composed from (`choices_of`), logged as params beside the
     flattened config (`model=irnn` beside `model.name=rnn`), outside the config hash."""
     spec = validate(cfg)
-    try:
-        task = tasks.make_task(spec.task.name.value, **task_params(spec.task))
-    except ValueError as err:  # a task's own check the schema does not repeat
-        raise ConfigError(f"task: {' '.join(str(err).split())}") from None
+    task = spec.task.build()  # validate() ran the task's own checks
     check_resources(spec, task.seq_len, task.input_size, task.output_size)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     # how the sweep searches and batches, not what the run computes: not logged, not hashed
@@ -394,7 +390,7 @@ def start_run(job: Job, tracker: MlflowTracker, place: Placement,
     spec = job.spec
     threads, device = place.threads, place.device
     tracker.set_tags({names.TORCH_THREADS: str(threads), names.DEVICE: str(device)})
-    task = tasks.make_task(spec.task.name.value, **task_params(spec.task))
+    task = spec.task.build()
     log.info("%s: %d steps, sequence length %d, chance accuracy %.3f, loss %.4f, "
              "%d torch thread(s), %s", job.name, spec.train.steps, task.seq_len,
              task.chance.accuracy, task.chance.loss, threads, device)

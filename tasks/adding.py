@@ -15,8 +15,9 @@ Three variants (`variant`), because the literature disagrees on the details:
 The accuracy criterion, |error| < 0.04 at the last step, is from Hochreiter & Schmidhuber 1997
 (experiment 4) for every variant.
 
-Parameters: `gap`, `variant` ("sum" | "mean" | "hochreiter1997"), `gap_min`, `gap_max`
-(variable gaps, `tasks.base`; not with hochreiter1997, which draws its own lengths).
+Parameters (defaults in `AddingConfig`): `gap`, `variant` ("sum" | "mean" |
+"hochreiter1997"), `gap_min`, `gap_max` (variable gaps, `tasks.base`; not with
+hochreiter1997, which draws its own lengths).
 
 inputs: float32 [B, L, 2]: channel 0 the values, channel 1 the markers.
 targets: float32 [B, L]: the target at the last step, 0 elsewhere.
@@ -72,6 +73,12 @@ The target's density is symmetric and unimodal around 0.5, so c = 0.5 also maxim
 accuracy: P(|X1 + X2| < 0.16) = 0.9 * (0.32 - 0.16²/2) / 2 + 0.1 * 0.16 = 0.15424.
 """
 
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import ClassVar
+
 import torch
 
 from tasks.base import (
@@ -79,19 +86,47 @@ from tasks.base import (
     Chance,
     Success,
     Task,
-    check_choice,
+    TaskConfig,
     masked_within,
     randint_rows,
 )
 
-VARIANTS = ("sum", "mean", "hochreiter1997")
 TOLERANCE = 0.04
+
+
+class AddingVariant(StrEnum):
+    sum = "sum"  # Le et al. 2015, Arjovsky et al. 2016
+    mean = "mean"  # target = mean of the two marked values
+    hochreiter1997 = "hochreiter1997"  # Hochreiter & Schmidhuber 1997, experiment 4
+
+
+@dataclass
+class AddingConfig(TaskConfig):
+    """The adding problem's parameters (module docstring)."""
+
+    gap: int = 100
+    variant: AddingVariant = AddingVariant.sum
+    min_gap: ClassVar[int] = 2  # one marker per half
+
+    def check_values(self) -> None:
+        if self.variant != AddingVariant.hochreiter1997:
+            self.require(self.gap >= 2, "gap",
+                         f"must be >= 2 (one marker per half), got {self.gap}")
+            super().check_values()
+            return
+        self.require(self.gap >= 20, "gap", "must be >= 20 with variant hochreiter1997 (X1 "
+                     "among the first ten steps, X2 among the first gap/2 - 1), got "
+                     f"{self.gap}")
+        for key in ("gap_min", "gap_max"):
+            self.require(getattr(self, key) is None, key, "must be null with variant "
+                         "hochreiter1997, which draws each length from [gap, gap + gap // 10]")
 
 
 class AddingTask(Task):
     """Output the sum (or mean) of the two marked values at the end of the sequence."""
 
     name = "adding"
+    config_class = AddingConfig
     regression = True
     # The papers on adding judge by the MSE, not by a share within a tolerance: the IndRNN
     # setting's LSTM ends at MSE 0.0004-0.001 with only 84-98% of its sums within 0.04.
@@ -101,21 +136,12 @@ class AddingTask(Task):
         "'mean squared error below 0.01' that adding-problem papers since Hochreiter & "
         "Schmidhuber 1997 (exp. 4: mean error < 0.01; recalled) count as solved")
     tolerance = TOLERANCE
+    variant: str
 
-    def __init__(self, gap: int, variant: str = "sum", gap_min: int | None = None,
-                 gap_max: int | None = None) -> None:
-        self.variant = check_choice("variant", variant, VARIANTS, task=self.name)
+    def __init__(self, config: AddingConfig) -> None:
+        super().__init__(config)
         if self.variant == "hochreiter1997":
-            for key, value in (("gap_min", gap_min), ("gap_max", gap_max)):
-                if value is not None:
-                    raise ValueError(
-                        f"{key} of task {self.name!r} must be None with variant hochreiter1997, "
-                        f"which draws each length from [gap, gap + gap // 10], got {value!r}"
-                    )
-            self._set_gaps(gap, None, None, 20)
             self.gap_max = self.gap + self.gap // 10
-        else:
-            self._set_gaps(gap, gap_min, gap_max, 2)
         self.seq_len = self.gap_max
         self.input_size = 2
         self.output_size = 1

@@ -6,9 +6,9 @@ Source: S. Arora, S. Eyuboglu, A. Timalsina, I. Johnson, M. Poli, J. Zou, A. Rud
 `multiquery_ar` generator): keys and values from disjoint halves of the vocabulary, each key
 and each value used once per sequence, every key queried.
 
-Parameters: `gap` >= 1 (the number of blank steps between the last pair and the first query),
-`vocab` >= 4, even (default 16), `n_pairs` >= 1, at most vocab / 2 (default 4), `gap_min`,
-`gap_max` (variable gaps, `tasks.base`).
+Parameters (defaults in `AssociativeRecallConfig`): `gap` >= 1 (the number of blank steps
+between the last pair and the first query), `vocab` >= 4, even, `n_pairs` >= 1, at most
+vocab / 2, `gap_min`, `gap_max` (variable gaps, `tasks.base`).
 
 Tokens: 0 .. vocab/2 - 1 are the keys, vocab/2 .. vocab - 1 the values, `vocab` the blank.
 With K = n_pairs a sequence has length L = 3K + gap:
@@ -48,7 +48,10 @@ the best memoryless predictor has CE = ln(vocab / 2) (2.0794 for vocab 16) and a
 1 / K; that is memory, not chance.)
 """
 
+from __future__ import annotations
+
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -56,9 +59,26 @@ from tasks.base import (
     Batch,
     Chance,
     ClassificationTask,
-    check_int,
+    TaskConfig,
     one_hot,
 )
+
+
+@dataclass
+class AssociativeRecallConfig(TaskConfig):
+    """Multi-query associative recall's parameters (module docstring)."""
+
+    gap: int = 20
+    vocab: int = 16  # keys: the first half, values: the second half
+    n_pairs: int = 4
+
+    def check_values(self) -> None:
+        super().check_values()
+        self.require(self.vocab >= 4 and self.vocab % 2 == 0, "vocab",
+                     f"must be even and >= 4 (keys and values are its halves), got {self.vocab}")
+        self.require(1 <= self.n_pairs <= self.vocab // 2, "n_pairs",
+                     f"must be in [1, task.vocab / 2 = {self.vocab // 2}] (distinct keys), "
+                     f"got {self.n_pairs}")
 
 
 def random_subsets(batch_size: int, population: int, size: int,
@@ -73,18 +93,13 @@ class AssociativeRecallTask(ClassificationTask):
 
     name = "associative_recall"
 
-    def __init__(self, gap: int, vocab: int = 16, n_pairs: int = 4, gap_min: int | None = None,
-                 gap_max: int | None = None) -> None:
-        self._set_gaps(gap, gap_min, gap_max, 1)
-        self.vocab = check_int("vocab", vocab, 4, task=self.name)
-        if self.vocab % 2:
-            raise ValueError(f"vocab of task {self.name!r} must be even (keys and values are "
-                             f"its two halves), got {vocab!r}")
+    config_class = AssociativeRecallConfig
+    vocab: int
+    n_pairs: int
+
+    def __init__(self, config: AssociativeRecallConfig) -> None:
+        super().__init__(config)
         self.half = self.vocab // 2
-        self.n_pairs = check_int("n_pairs", n_pairs, 1, task=self.name)
-        if self.n_pairs > self.half:
-            raise ValueError(f"n_pairs of task {self.name!r} must be <= vocab / 2 "
-                             f"({self.half}: keys are distinct), got {n_pairs!r}")
         self.blank = self.vocab
         self.seq_len = 3 * self.n_pairs + self.gap
         self.input_size = self.vocab + 1

@@ -32,14 +32,25 @@ better than this has not used any information from the sequence.
 Generation is vectorized and runs on the CPU, drawing every random number from the
 `torch.Generator` passed to `Task.sample`, never from the global RNG: the same seed gives the
 same batch regardless of what else the process does with torch's global seed.
+
+Configs and the registry. A task is one module: its config dataclass (a `TaskConfig`
+subclass: the knobs, their defaults and their checks, written once) and its `Task` subclass,
+which names the config in `config_class` and is registered under its `name` in `TASKS` when
+the class is defined. `CopyConfig(gap=50).build()` (or `CopyTask(CopyConfig(gap=50))`)
+checks the config and builds the task; the harness's Hydra schemas for the `task` group and
+the allowed values of `task.name` (`TaskName`) are derived from `TASKS`.
 """
 
-import inspect
-import operator
+from __future__ import annotations
+
+import dataclasses
+import numbers
+import types
+import typing
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import ClassVar, Self
+from dataclasses import dataclass, field
+from enum import Enum, StrEnum
+from typing import Any, ClassVar, Self
 
 import torch
 import torch.nn.functional as F
@@ -117,13 +128,177 @@ ACCURACY_SUCCESS = Success("accuracy", 0.99, "held-out accuracy >= 0.99 (Hochrei
 
 SPLITS = ("train", "eval")
 
+# Every task by name, filled as each task class is defined (`Task.__init_subclass__`).
+TASKS: dict[str, type[Task]] = {}
+# The names in TASKS as an enum: the type of `TaskConfig.name`, so that Hydra refuses any other
+# `task.name` while composing, listing these. Rebuilt whenever a task registers: read it as
+# `tasks.base.TaskName` at the time of use, not through a binding imported earlier.
+TaskName = StrEnum("TaskName", [], module=__name__)
+
+
+class ParameterError(ValueError):
+    """A task parameter of the wrong type or out of range.
+
+    `key` names the parameter and `message` says what is allowed (`must be >= 1, got 0`);
+    str() adds the task: `gap of task 'copy' must be >= 1, got 0`. The harness reports it
+    under the config's key: `task.gap: must be >= 1, got 0`.
+    """
+
+    def __init__(self, task: str, key: str, message: str) -> None:
+        super().__init__(f"{key} of task {task!r} {message}")
+        self.task, self.key, self.message = task, key, message
+
+    def __reduce__(self) -> tuple[type, tuple[str, str, str]]:  # raised in a job process
+        return type(self), (self.task, self.key, self.message)
+
+
+@dataclass
+class TaskConfig:
+    """A task's parameters: the one place where its knobs, their defaults and checks are written.
+
+    Every task has `gap` (the largest gap) and the variable-gap bounds `gap_min` and `gap_max`
+    (module docstring); a subclass adds its knobs as fields with their defaults, and their
+    range checks in `check_values`. Types are those of the annotations: `check` refuses a
+    config built in Python with a value Hydra would refuse while composing (a float or a bool
+    for an int, a string no enum member has). `name` is no parameter: it is set from the task
+    that the config's class belongs to (Hydra reads it from the config as `task.name`).
+    """
+
+    name: TaskName = field(init=False, repr=False)
+    gap: int = 10
+    gap_min: int | None = None
+    gap_max: int | None = None
+    min_gap: ClassVar[int] = 1  # the smallest gap (and gap_min) of the task's layout
+    task: ClassVar[type[Task]]  # the task built from this config, set when that task registers
+
+    def __post_init__(self) -> None:
+        task = getattr(type(self), "task", None)
+        if task is None:
+            raise TypeError(f"{type(self).__name__} belongs to no task: a Task subclass names it "
+                            "in its config_class")
+        self.name = TaskName(task.name)
+
+    def check(self) -> None:
+        """Raise ParameterError for the first parameter of a wrong type or out of range."""
+        hints = typing.get_type_hints(type(self))
+        for item in dataclasses.fields(self):
+            if item.init:
+                self._check_type(item.name, hints[item.name])
+        expected = self.task.name
+        self.require(self.name == expected, "name",
+                     f"must be {expected!r}, the task of {type(self).__name__} (another task is "
+                     f"another config: task=<option>), got {str(self.name)!r}")
+        self.check_values()
+
+    def check_values(self) -> None:
+        """The range checks, on values of the right types; a subclass adds its knobs'."""
+        self.require(self.gap >= self.min_gap, "gap",
+                     f"must be >= {self.min_gap}, got {self.gap}")
+        if self.gap_min is not None:
+            self.require(self.min_gap <= self.gap_min <= self.gap, "gap_min",
+                         f"must be in [{self.min_gap}, task.gap={self.gap}], got {self.gap_min}")
+        self.require(self.gap_max is None or self.gap_max == self.gap, "gap_max",
+                     f"must be null or equal task.gap ({self.gap}, the largest gap), "
+                     f"got {self.gap_max}")
+
+    def require(self, ok: bool, key: str, message: str) -> None:
+        """Raise ParameterError(`key`, `message`) unless `ok`."""
+        if not ok:
+            raise ParameterError(self.task.name, key, message)
+
+    def _check_type(self, key: str, hint: Any) -> None:
+        value = getattr(self, key)
+        kinds = typing.get_args(hint) if typing.get_origin(hint) in (
+            typing.Union, types.UnionType) else (hint,)
+        optional = type(None) in kinds
+        if value is None and optional:
+            return
+        (kind,) = [k for k in kinds if k is not type(None)]
+        self.require(is_value_of(value, kind), key, f"must be {describe(kind)}"
+                     f"{' or None' if optional else ''}, got {value!r}")
+
+    def params(self) -> dict[str, Any]:
+        """The parameters (every field but `name`) as plain values, enum members as their
+        values: the keywords of `make_task`, and the task's attributes."""
+        return {item.name: plain(getattr(self, item.name))
+                for item in dataclasses.fields(self) if item.init}
+
+    def build(self) -> Task:
+        """The task of this config; ParameterError names a parameter of a wrong type or value."""
+        return self.task(self)
+
+
+def is_value_of(value: object, kind: Any) -> bool:
+    """Whether `value` may be given to a field annotated `kind`: an int (not a bool) for int, a
+    real number for float, a bool for bool, a member's value for an enum."""
+    if isinstance(value, bool):
+        return kind is bool
+    if kind is int:
+        return isinstance(value, numbers.Integral)
+    if kind is float:
+        return isinstance(value, numbers.Real)
+    if isinstance(kind, type) and issubclass(kind, Enum):
+        return any(value == member.value for member in kind)
+    return isinstance(value, kind)
+
+
+def describe(kind: Any) -> str:
+    """`an integer`, `one of 'blank', 'noise'`: what `is_value_of(..., kind)` accepts."""
+    if isinstance(kind, type) and issubclass(kind, Enum):
+        return "one of " + ", ".join(repr(member.value) for member in kind)
+    return {int: "an integer", float: "a number", bool: "a bool", str: "a string"}.get(
+        kind, f"a {getattr(kind, '__name__', kind)}")
+
+
+def plain(value: Any) -> Any:
+    """An enum member as its value, an integer as an int; anything else unchanged."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def register(task: type[Task]) -> None:
+    """Add `task` to TASKS under its name, link its config class to it and rebuild TaskName.
+
+    A name or config class already taken by another task is refused (TypeError); the same
+    class defined again (a reloaded module) replaces its earlier definition.
+    """
+    global TaskName
+    name, config = vars(task).get("name"), task.config_class
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{qualified(task)} sets config_class, so it needs a name of its own")
+    if not (isinstance(config, type) and issubclass(config, TaskConfig)):
+        raise TypeError(f"{qualified(task)}.config_class must be a TaskConfig subclass, "
+                        f"got {config!r}")
+    for owner, what in ((TASKS.get(name), f"the name {name!r}"),
+                        (vars(config).get("task"), f"the config {qualified(config)}")):
+        if owner is not None and qualified(owner) != qualified(task):
+            raise TypeError(f"{what} belongs to {qualified(owner)}; {qualified(task)} needs "
+                            "its own")
+    config.task = task
+    TASKS[name] = task
+    TaskName = StrEnum("TaskName", [(n, n) for n in TASKS], module=__name__)
+
+
+def qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
 
 class Task(ABC):
-    """A sequence task: generates batches and scores model outputs on them."""
+    """A sequence task, built from its config: generates batches and scores outputs on them.
+
+    A concrete task sets `name` and `config_class` (its `TaskConfig` subclass), and is then
+    registered in TASKS. Its parameters become attributes under their own names (plain values:
+    `task.filler == "noise"`), next to `config`, the config it was built from.
+    """
 
     name: ClassVar[str]
+    config_class: ClassVar[type[TaskConfig]]
     regression: ClassVar[bool]
     success: ClassVar[Success] = ACCURACY_SUCCESS  # what "solved" means for this task
+    config: TaskConfig
     gap: int
     gap_min: int  # smallest per-sequence gap (= gap unless gaps are drawn per sequence)
     gap_max: int  # largest per-sequence gap (= gap, except adding's hochreiter1997 variant)
@@ -131,6 +306,22 @@ class Task(ABC):
     input_size: int
     output_size: int
     chance: Chance
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "config_class" in vars(cls):
+            register(cls)
+
+    def __init__(self, config: TaskConfig) -> None:
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{type(self).__name__} is built from a "
+                            f"{self.config_class.__name__}, got {type(config).__name__}")
+        config.check()
+        self.config = config
+        for key, value in config.params().items():
+            setattr(self, key, value)
+        self.gap_min = self.gap if config.gap_min is None else config.gap_min
+        self.gap_max = self.gap
 
     @property
     def variable_gap(self) -> bool:
@@ -145,35 +336,22 @@ class Task(ABC):
         (the harness keeps them apart with disjoint seeds); a task built on a fixed data set
         (sequential_digits) samples its training or its test part.
         """
-        batch_size = check_int("batch_size", batch_size, 1, task=self.name)
+        if not is_value_of(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size of task {self.name!r} must be an integer >= 1, "
+                             f"got {batch_size!r}")
         if not isinstance(generator, torch.Generator):
             raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         if generator.device.type != "cpu":
             # Batches are generated on the CPU so that a seed means the same data everywhere.
             raise ValueError(f"generator must be a CPU torch.Generator, got {generator.device}")
-        split = check_choice("split", split, SPLITS, task=self.name)
-        return self._generate(batch_size, generator, split)
+        if split not in SPLITS:
+            raise ValueError(f"split of task {self.name!r} must be one of "
+                             f"{', '.join(map(repr, SPLITS))}, got {split!r}")
+        return self._generate(int(batch_size), generator, str(split))
 
     @abstractmethod
     def _generate(self, batch_size: int, generator: torch.Generator, split: str) -> Batch:
         """Task-specific generation; arguments are already validated."""
-
-    def _set_gaps(self, gap: object, gap_min: object, gap_max: object, minimum: int) -> None:
-        """Check and store `gap`, `gap_min`, `gap_max` (see the module docstring)."""
-        self.gap = check_int("gap", gap, minimum, task=self.name)
-        if gap_max is not None and check_int("gap_max", gap_max, 1, task=self.name) != self.gap:
-            raise ValueError(
-                f"gap_max of task {self.name!r} must be None or equal gap ({self.gap}): gap is "
-                f"the largest gap, which sets the sequence length; got {gap_max!r}"
-            )
-        self.gap_max = self.gap
-        self.gap_min = self.gap
-        if gap_min is not None:
-            self.gap_min = check_int("gap_min", gap_min, minimum, task=self.name)
-            if self.gap_min > self.gap:
-                raise ValueError(
-                    f"gap_min of task {self.name!r} must be <= gap ({self.gap}), got {gap_min!r}"
-                )
 
     def draw_gaps(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         """Each sequence's gap, uniform in [gap_min, gap_max]; no draw when they are equal."""
@@ -217,10 +395,7 @@ class Task(ABC):
             )
 
     def __repr__(self) -> str:
-        # Constructor parameters are stored under their own names by every task.
-        names = inspect.signature(type(self)).parameters
-        params = ", ".join(f"{n}={getattr(self, n)!r}" for n in names)
-        return f"{type(self).__name__}({params})"
+        return f"{type(self).__name__}({self.config!r})"
 
 
 class ClassificationTask(Task):
@@ -236,31 +411,6 @@ class ClassificationTask(Task):
     def accuracy(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
         self.check_outputs(outputs, batch)
         return masked_accuracy(outputs, batch.targets, batch.mask)
-
-
-def check_int(name: str, value: object, minimum: int, *, task: str) -> int:
-    """`value` as an int if it is an integer >= `minimum`; ValueError naming `name` otherwise."""
-    # bool is an int subclass, but `gap=True` is always a configuration mistake.
-    if isinstance(value, bool):
-        number = None
-    else:
-        try:
-            number = operator.index(value)  # type: ignore[arg-type]
-        except TypeError:
-            number = None
-    if number is None or number < minimum:
-        raise ValueError(f"{name} of task {task!r} must be an integer >= {minimum}, got {value!r}")
-    return number
-
-
-def check_choice(name: str, value: object, choices: Sequence[str], *, task: str) -> str:
-    """The matching entry of `choices` (a plain str); ValueError naming `name` otherwise."""
-    for choice in choices:
-        # Returning the choice, not `value`, turns a str-Enum member into a plain str.
-        if value == choice:
-            return choice
-    allowed = ", ".join(repr(c) for c in choices)
-    raise ValueError(f"{name} of task {task!r} must be one of {allowed}, got {value!r}")
 
 
 def randint_rows(low: torch.Tensor, high: torch.Tensor,

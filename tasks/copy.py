@@ -3,8 +3,8 @@
 Source: M. Arjovsky, A. Shah, Y. Bengio, "Unitary Evolution Recurrent Neural Networks",
 ICML 2016, section 4.1 (after Hochreiter & Schmidhuber 1997); their T is our `gap`.
 
-Parameters: `gap` >= 1, `n_symbols` >= 2 (default 8), `n_recall` >= 1 (default 10),
-`gap_min`, `gap_max` (variable gaps, `tasks.base`).
+Parameters (defaults in `CopyConfig`): `gap` >= 1, `n_symbols` >= 2, `n_recall`
+>= 1, `gap_min`, `gap_max` (variable gaps, `tasks.base`).
 
 Tokens: 0 .. n_symbols-1 are the symbols, `n_symbols` is the blank, `n_symbols + 1` the
 delimiter. A sequence has length L = gap + 2 * n_recall (gap + 20 by default):
@@ -44,7 +44,10 @@ window (cross-entropy 0) and the uniform distribution over the symbols inside it
 (0.1733 at gap 100, 0.0945 at gap 200 with the defaults) and recall accuracy = 1 / n_symbols.
 """
 
+from __future__ import annotations
+
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -52,22 +55,36 @@ from tasks.base import (
     Batch,
     Chance,
     ClassificationTask,
-    check_int,
+    TaskConfig,
     one_hot,
     sequence_cross_entropy,
 )
+
+
+@dataclass
+class CopyConfig(TaskConfig):
+    """The copy task's parameters (module docstring)."""
+
+    gap: int = 100
+    n_symbols: int = 8
+    n_recall: int = 10
+
+    def check_values(self) -> None:
+        super().check_values()
+        self.require(self.n_symbols >= 2, "n_symbols", f"must be >= 2, got {self.n_symbols}")
+        self.require(self.n_recall >= 1, "n_recall", f"must be >= 1, got {self.n_recall}")
 
 
 class CopyTask(ClassificationTask):
     """Recall n_recall symbols, in order, gap steps after they were shown."""
 
     name = "copy"
+    config_class = CopyConfig
+    n_symbols: int
+    n_recall: int
 
-    def __init__(self, gap: int, n_symbols: int = 8, n_recall: int = 10,
-                 gap_min: int | None = None, gap_max: int | None = None) -> None:
-        self._set_gaps(gap, gap_min, gap_max, 1)
-        self.n_symbols = check_int("n_symbols", n_symbols, 2, task=self.name)
-        self.n_recall = check_int("n_recall", n_recall, 1, task=self.name)
+    def __init__(self, config: CopyConfig) -> None:
+        super().__init__(config)
         self.blank = self.n_symbols
         self.delimiter = self.n_symbols + 1
         self.delimiter_position = self.n_recall + self.gap - 1

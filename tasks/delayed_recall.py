@@ -6,8 +6,9 @@ the very first input and asked for only at the end (the example is from C. Olah,
 J. Schmidhuber, "Long Short-Term Memory", Neural Computation 1997, experiment 2 (recall the
 first symbol after a long stretch of distractors); the parameters here are not theirs.
 
-Parameters: `gap` >= 1, `vocab` >= 2 (default 8), `filler` "blank" (default) or "noise",
-`distractor_vocab` >= 1 (default 8), `gap_min`, `gap_max` (variable gaps, `tasks.base`).
+Parameters (defaults in `DelayedRecallConfig`): `gap` >= 1, `vocab` >= 2, `filler`
+"blank" or "noise", `distractor_vocab` >= 1, `gap_min`, `gap_max` (variable gaps,
+`tasks.base`).
 
 Tokens: 0 .. vocab-1 are the symbols, vocab .. vocab+distractor_vocab-1 the distractors,
 then the blank (vocab + distractor_vocab) and the cue (vocab + distractor_vocab + 1). The
@@ -43,7 +44,11 @@ chance: without memory of position 0 the target is uniform over the vocab, so th
 memoryless predictor has CE = ln(vocab) (2.0794 for vocab 8) and accuracy 1 / vocab.
 """
 
+from __future__ import annotations
+
 import math
+from dataclasses import dataclass
+from enum import StrEnum
 
 import torch
 
@@ -51,27 +56,43 @@ from tasks.base import (
     Batch,
     Chance,
     ClassificationTask,
-    check_choice,
-    check_int,
+    TaskConfig,
     one_hot,
 )
 
-FILLERS = ("blank", "noise")
+
+class Filler(StrEnum):
+    blank = "blank"
+    noise = "noise"
+
+
+@dataclass
+class DelayedRecallConfig(TaskConfig):
+    """Delayed recall's parameters (module docstring)."""
+
+    gap: int = 20
+    vocab: int = 8
+    filler: Filler = Filler.blank
+    distractor_vocab: int = 8
+
+    def check_values(self) -> None:
+        super().check_values()
+        self.require(self.vocab >= 2, "vocab", f"must be >= 2, got {self.vocab}")
+        self.require(self.distractor_vocab >= 1, "distractor_vocab",
+                     f"must be >= 1, got {self.distractor_vocab}")
 
 
 class DelayedRecallTask(ClassificationTask):
     """Recall the first symbol at the cue, after `gap` steps of blank or noise filler."""
 
     name = "delayed_recall"
+    config_class = DelayedRecallConfig
+    vocab: int
+    filler: str
+    distractor_vocab: int
 
-    def __init__(
-        self, gap: int, vocab: int = 8, filler: str = "blank", distractor_vocab: int = 8,
-        gap_min: int | None = None, gap_max: int | None = None,
-    ) -> None:
-        self._set_gaps(gap, gap_min, gap_max, 1)
-        self.vocab = check_int("vocab", vocab, 2, task=self.name)
-        self.filler = check_choice("filler", filler, FILLERS, task=self.name)
-        self.distractor_vocab = check_int("distractor_vocab", distractor_vocab, 1, task=self.name)
+    def __init__(self, config: DelayedRecallConfig) -> None:
+        super().__init__(config)
         self.blank = self.vocab + self.distractor_vocab
         self.cue = self.blank + 1
         self.cue_position = self.gap + 1

@@ -7,9 +7,9 @@ of 16, sequence length 4096). The layout follows the generator of the state-spac
 gap + n_tokens steps, the rest of which is a single blank ("noise") token, and then
 n_tokens cue steps ask for them in order. Our defaults are smaller (8 symbols, 4 tokens).
 
-Parameters: `gap` >= 1 (the number of blank steps among the tokens, s4's `l_noise`),
-`vocab` >= 2 (default 8), `n_tokens` >= 1 (default 4), `gap_min`, `gap_max` (variable gaps,
-`tasks.base`).
+Parameters (defaults in `SelectiveCopyConfig`): `gap` >= 1 (the number of blank
+steps among the tokens, s4's `l_noise`), `vocab` >= 2, `n_tokens` >= 1, `gap_min`, `gap_max`
+(variable gaps, `tasks.base`).
 
 Tokens: 0 .. vocab-1 are the symbols, `vocab` is the blank, `vocab + 1` the cue. A sequence
 has length L = gap + 2 * n_tokens:
@@ -44,7 +44,10 @@ predictor outputs the uniform distribution at every cue step: CE = ln(vocab), ac
 1 / vocab per token.
 """
 
+from __future__ import annotations
+
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -52,21 +55,35 @@ from tasks.base import (
     Batch,
     Chance,
     ClassificationTask,
-    check_int,
+    TaskConfig,
     one_hot,
 )
+
+
+@dataclass
+class SelectiveCopyConfig(TaskConfig):
+    """Selective copy's parameters (module docstring)."""
+
+    gap: int = 100
+    vocab: int = 8
+    n_tokens: int = 4
+
+    def check_values(self) -> None:
+        super().check_values()
+        self.require(self.vocab >= 2, "vocab", f"must be >= 2, got {self.vocab}")
+        self.require(self.n_tokens >= 1, "n_tokens", f"must be >= 1, got {self.n_tokens}")
 
 
 class SelectiveCopyTask(ClassificationTask):
     """Reproduce, at the cue, the few symbols scattered among blanks, in order."""
 
     name = "selective_copy"
+    config_class = SelectiveCopyConfig
+    vocab: int
+    n_tokens: int
 
-    def __init__(self, gap: int, vocab: int = 8, n_tokens: int = 4, gap_min: int | None = None,
-                 gap_max: int | None = None) -> None:
-        self._set_gaps(gap, gap_min, gap_max, 1)
-        self.vocab = check_int("vocab", vocab, 2, task=self.name)
-        self.n_tokens = check_int("n_tokens", n_tokens, 1, task=self.name)
+    def __init__(self, config: SelectiveCopyConfig) -> None:
+        super().__init__(config)
         self.blank = self.vocab
         self.cue = self.vocab + 1
         self.region = self.gap + self.n_tokens  # where the symbols may sit

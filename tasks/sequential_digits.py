@@ -7,9 +7,9 @@ recognition of handwritten digits data that ship with scikit-learn
 (`sklearn.datasets.load_digits`: 1,797 images of 8x8 pixels with values 0..16, read from the
 installed package, never downloaded).
 
-Parameters: `gap` must be 64 (the sequence length is fixed by the images), `permuted`
-(default False), `permutation_seed` (default 0), `split_seed` (default 0), `gap_min` and
-`gap_max` (None or 64: the length cannot vary).
+Parameters (defaults in `SequentialDigitsConfig`): `gap` must be 64 (the sequence length is
+fixed by the images), `permuted`, `permutation_seed`, `split_seed`, `gap_min` and `gap_max`
+(None or 64: the length cannot vary).
 
 Split: stratified 80/20, fixed by `split_seed` (not by the run's seed, so every run of a
 sweep trains and is evaluated on the same images): for each digit, its images are shuffled
@@ -35,11 +35,14 @@ Differences from Le et al.: 8x8 images with 17 grey levels instead of 28x28 MNIS
 instead of 784), and batches drawn with replacement instead of epochs over the data.
 """
 
+from __future__ import annotations
+
+from dataclasses import dataclass
 from functools import cache
 
 import torch
 
-from tasks.base import Batch, Chance, ClassificationTask, check_int
+from tasks.base import Batch, Chance, ClassificationTask, TaskConfig
 
 N_PIXELS = 64
 N_CLASSES = 10
@@ -69,25 +72,37 @@ def stratified_split(labels: torch.Tensor, seed: int) -> tuple[torch.Tensor, tor
     return torch.cat(train).sort().values, torch.cat(test).sort().values
 
 
+@dataclass
+class SequentialDigitsConfig(TaskConfig):
+    """Sequential digits' parameters (module docstring)."""
+
+    gap: int = N_PIXELS  # one step per pixel of an 8x8 image: fixed
+    permuted: bool = False
+    permutation_seed: int = 0
+    split_seed: int = 0  # the fixed 80/20 train/test split
+
+    def check_values(self) -> None:
+        for key in ("gap", "gap_min", "gap_max"):
+            value = getattr(self, key)
+            self.require(value in (None, N_PIXELS) and (key != "gap" or value is not None), key,
+                         f"must be {N_PIXELS} for sequential_digits (one step per pixel of an "
+                         f"8x8 image){'' if key == 'gap' else ' or null'}, got {value}")
+        for key in ("permutation_seed", "split_seed"):
+            self.require(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
+
+
 class SequentialDigitsTask(ClassificationTask):
     """Classify an 8x8 handwritten digit from its 64 pixels, one per step."""
 
     name = "sequential_digits"
 
-    def __init__(self, gap: int = N_PIXELS, permuted: bool = False, permutation_seed: int = 0,
-                 split_seed: int = 0, gap_min: int | None = None,
-                 gap_max: int | None = None) -> None:
-        for key, value in (("gap", gap), ("gap_min", gap_min), ("gap_max", gap_max)):
-            if value is not None and value != N_PIXELS:
-                raise ValueError(f"{key} of task {self.name!r} must be {N_PIXELS} (one step per "
-                                 f"pixel of an 8x8 image), got {value!r}")
-        self._set_gaps(gap, gap_min, gap_max, N_PIXELS)
-        if not isinstance(permuted, bool):
-            raise ValueError(f"permuted of task {self.name!r} must be a bool, got {permuted!r}")
-        self.permuted = permuted
-        self.permutation_seed = check_int("permutation_seed", permutation_seed, 0,
-                                          task=self.name)
-        self.split_seed = check_int("split_seed", split_seed, 0, task=self.name)
+    config_class = SequentialDigitsConfig
+    permuted: bool
+    permutation_seed: int
+    split_seed: int
+
+    def __init__(self, config: SequentialDigitsConfig) -> None:
+        super().__init__(config)
         pixels, self.labels = load_digits_tensors()
         self.order = torch.arange(N_PIXELS)
         if self.permuted:

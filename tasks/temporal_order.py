@@ -7,8 +7,8 @@ recurrent neural networks", ICML 2013 (their code: relevant symbols in [0.1 L, 0
 [0.5 L, 0.6 L), no start or trigger symbol, 6 inputs, 4 classes). The gap is the sequence
 length L.
 
-Parameters: `gap` >= 10 (= L), `n_relevant` 2 (default, 4 classes) or 3 (8 classes),
-`gap_min`, `gap_max` (variable gaps, `tasks.base`).
+Parameters (defaults in `TemporalOrderConfig`): `gap` >= 10 (= L), `n_relevant` 2
+(4 classes) or 3 (8 classes), `gap_min`, `gap_max` (variable gaps, `tasks.base`).
 
 Tokens: 0 = X, 1 = Y (the relevant symbols), 2 .. 5 = the distractors a, b, c, d, 6 = blank
 (used only to left-pad sequences shorter than the batch, see below). inputs: float32
@@ -46,7 +46,11 @@ values whatever the position: the best memoryless predictor has CE = ln 4 (ln 8)
 accuracy 1/4 (1/8).
 """
 
+from __future__ import annotations
+
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -54,7 +58,7 @@ from tasks.base import (
     Batch,
     Chance,
     ClassificationTask,
-    check_int,
+    TaskConfig,
     one_hot,
     randint_rows,
 )
@@ -63,17 +67,29 @@ WINDOW_STARTS = {2: (10, 50), 3: (10, 33, 66)}  # percent of the sequence length
 N_DISTRACTORS = 4
 
 
+@dataclass
+class TemporalOrderConfig(TaskConfig):
+    """Temporal order's parameters (module docstring)."""
+
+    gap: int = 100
+    n_relevant: int = 2  # 2: four classes (XX, YX, XY, YY); 3: eight classes
+    min_gap: ClassVar[int] = 10  # the windows are L // 10 wide
+
+    def check_values(self) -> None:
+        super().check_values()
+        self.require(self.n_relevant in WINDOW_STARTS, "n_relevant",
+                     f"must be 2 or 3, got {self.n_relevant}")
+
+
 class TemporalOrderTask(ClassificationTask):
     """Classify the order of X/Y symbols placed in early and middle windows."""
 
     name = "temporal_order"
+    config_class = TemporalOrderConfig
+    n_relevant: int
 
-    def __init__(self, gap: int, n_relevant: int = 2, gap_min: int | None = None,
-                 gap_max: int | None = None) -> None:
-        self._set_gaps(gap, gap_min, gap_max, 10)
-        self.n_relevant = check_int("n_relevant", n_relevant, 2, task=self.name)
-        if self.n_relevant not in WINDOW_STARTS:
-            raise ValueError(f"n_relevant of task {self.name!r} must be 2 or 3, got {n_relevant!r}")
+    def __init__(self, config: TemporalOrderConfig) -> None:
+        super().__init__(config)
         self.blank = 2 + N_DISTRACTORS
         self.seq_len = self.gap
         self.input_size = self.blank + 1
