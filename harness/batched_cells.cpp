@@ -1,22 +1,28 @@
-// The batched recurrence of harness/batched_cells.py as two CPU ops: a whole sequence of one
-// layer forward, and its backward through time, for K members with stacked weights.
+// The batched recurrence of harness/batched_cells.py as two CPU ops: one layer of K members
+// (weights stacked on a leading K dimension) forward over the whole sequence, and its
+// backward through time.
 //
-// Per time step: one bmm of all members' previous states with their W_hh (at::bmm_out into
-// a reused buffer), then one pass over the gates that does all of the cell's elementwise
-// work (the ~10 forward and ~20 backward ops of the autograd cell) in one loop. The weight
-// gradient dW_hh is one bmm at the end over all time steps ([K, G*H, L*B] x [K, L*B, H]).
+// Forward: the input projection of all time steps is one bmm into the gate buffer; then per
+// time step one bmm of all members' previous states with their W_hh (into a small buffer that
+// stays in cache) and one loop over the gates that does all of the cell's elementwise work
+// (the ~10 forward ops of an autograd cell), writing the activated gates in place. Backward:
+// per time step one loop over the gates (the ~20 backward ops), writing the pre-activation
+// gradients in place of the activated gates and summing the bias gradients, and one bmm for
+// the gradient reaching h_{t-1}; then dW_ih, dW_hh and the layer input's gradient are one bmm
+// each over all time steps.
 //
-// Layouts (time-major inside a member, so a time step of a member is one contiguous block):
-//   xproj  [K, L, B, G*H]  input projection + bias (b_ih + b_hh; the GRU's b_ih only)
-//   w_hh   [K, G*H, H]     torch's layout and gate order (LSTM i,f,g,o; GRU r,z,n)
-//   b_hh   [K, G*H]        used by the GRU only (its n block sits inside r * (...))
+// Layouts (time-major inside a member: a time step of a member is one contiguous block):
+//   x      [K, L*B, D]     the layer's input, time-major
+//   w_ih   [K, G*H, D], w_hh [K, G*H, H]   torch's layout and gate order (i,f,g,o; r,z,n)
+//   bias   [K, G*H]        b_ih + b_hh (RNN, LSTM) or b_ih (GRU)
+//   b_hh   [K, G*H]        the GRU's b_hh (its n block sits inside r * (W_hn h + b_hn))
 //   start  [K] int64       member k is held at its initial state (zeros) for t < start[k]
 //   act    [K] int64       vanilla RNN activation per member: 0 tanh, 1 relu,
 //                          2 leaky_relu (negative slope `slope`), 3 hardtanh
+//   gates  [K, L, B, G*H]  activated gates (LSTM i,f,g,o; GRU r,z,n; RNN unused)
 //   hbuf   [K, L+1, B, H]  h_{-1} = 0 in slot 0, h_t in slot t+1
 //   cbuf   [K, L+1, B, H]  the LSTM's cell state, laid out as hbuf
-//   saved  [K, L, B, S]    what the backward needs: LSTM i,f,g,o,tanh(c) (S = 5H);
-//                          GRU r,z,n, W_hn h + b_hn (S = 4H); none for the RNN
+//   hn     [K, L, B, H]    the GRU's W_hn h_{t-1} + b_hn
 //
 // glibc's vector math (libmvec) is declared by <math.h> only under __FAST_MATH__: defining
 // it here lets gcc vectorize exp and tanh (with -fopenmp-simd) without -ffast-math's other
@@ -27,6 +33,7 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <vector>
 
 namespace {
@@ -40,284 +47,344 @@ inline T sigmoid(T x) {
 }
 
 // ---- forward, one member's row b at one time step -------------------------------------
+// g: that row's input projection (x_t W_ih^T) on entry, its activated gates on exit;
+// a: h_{t-1} W_hh^T (no bias); bias: b_ih + b_hh (LSTM, RNN) or b_ih (GRU).
 
 template <typename T>
-void lstm_forward_row(int64_t H, const T* __restrict x, const T* __restrict a,
-                      const T* __restrict c_prev, T* __restrict c, T* __restrict h,
-                      T* __restrict s) {
+void lstm_forward_row(int64_t H, T* __restrict g, const T* __restrict a,
+                      const T* __restrict bias, const T* __restrict c_prev, T* __restrict c,
+                      T* __restrict h) {
 #pragma omp simd
   for (int64_t j = 0; j < H; ++j) {
-    T i = sigmoid(x[j] + a[j]);
-    T f = sigmoid(x[H + j] + a[H + j]);
-    T g = std::tanh(x[2 * H + j] + a[2 * H + j]);
-    T o = sigmoid(x[3 * H + j] + a[3 * H + j]);
-    T cj = f * c_prev[j] + i * g;
-    T tc = std::tanh(cj);
+    T i = sigmoid(g[j] + a[j] + bias[j]);
+    T f = sigmoid(g[H + j] + a[H + j] + bias[H + j]);
+    T n = std::tanh(g[2 * H + j] + a[2 * H + j] + bias[2 * H + j]);
+    T o = sigmoid(g[3 * H + j] + a[3 * H + j] + bias[3 * H + j]);
+    T cj = f * c_prev[j] + i * n;
     c[j] = cj;
-    h[j] = o * tc;
-    s[j] = i;
-    s[H + j] = f;
-    s[2 * H + j] = g;
-    s[3 * H + j] = o;
-    s[4 * H + j] = tc;
+    h[j] = o * std::tanh(cj);
+    g[j] = i;
+    g[H + j] = f;
+    g[2 * H + j] = n;
+    g[3 * H + j] = o;
   }
 }
 
 template <typename T>
-void gru_forward_row(int64_t H, const T* __restrict x, const T* __restrict a,
-                     const T* __restrict bias, const T* __restrict h_prev, T* __restrict h,
-                     T* __restrict s) {
+void gru_forward_row(int64_t H, T* __restrict g, const T* __restrict a,
+                     const T* __restrict bias, const T* __restrict b_hh,
+                     const T* __restrict h_prev, T* __restrict h, T* __restrict hn_out) {
 #pragma omp simd
   for (int64_t j = 0; j < H; ++j) {
-    T r = sigmoid(x[j] + a[j] + bias[j]);
-    T z = sigmoid(x[H + j] + a[H + j] + bias[H + j]);
-    T hn = a[2 * H + j] + bias[2 * H + j];
-    T n = std::tanh(x[2 * H + j] + r * hn);
+    T r = sigmoid(g[j] + bias[j] + (a[j] + b_hh[j]));
+    T z = sigmoid(g[H + j] + bias[H + j] + (a[H + j] + b_hh[H + j]));
+    T hn = a[2 * H + j] + b_hh[2 * H + j];
+    T n = std::tanh(g[2 * H + j] + bias[2 * H + j] + r * hn);
     h[j] = (h_prev[j] - n) * z + n;  // torch's GRU cell: (1 - z) n + z h
-    s[j] = r;
-    s[H + j] = z;
-    s[2 * H + j] = n;
-    s[3 * H + j] = hn;
+    g[j] = r;
+    g[H + j] = z;
+    g[2 * H + j] = n;
+    hn_out[j] = hn;
   }
 }
 
 template <typename T>
-void rnn_forward_row(int64_t H, int64_t act, T slope, const T* __restrict x,
-                     const T* __restrict a, T* __restrict h) {
+void rnn_forward_row(int64_t H, int64_t act, T slope, const T* __restrict g,
+                     const T* __restrict a, const T* __restrict bias, T* __restrict h) {
   switch (act) {
     case TANH:
 #pragma omp simd
-      for (int64_t j = 0; j < H; ++j) h[j] = std::tanh(x[j] + a[j]);
+      for (int64_t j = 0; j < H; ++j) h[j] = std::tanh(g[j] + a[j] + bias[j]);
       break;
     case RELU:
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        T p = x[j] + a[j];
+        T p = g[j] + a[j] + bias[j];
         h[j] = p < T(0) ? T(0) : p;  // NaN stays NaN, as torch.relu
       }
       break;
     case LEAKY_RELU:
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        T p = x[j] + a[j];
+        T p = g[j] + a[j] + bias[j];
         h[j] = p > T(0) ? p : p * slope;
       }
       break;
     default:  // HARDTANH
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        T p = x[j] + a[j];
+        T p = g[j] + a[j] + bias[j];
         h[j] = p <= T(-1) ? T(-1) : (p >= T(1) ? T(1) : p);
       }
   }
 }
 
 // ---- backward, one member's row b at one time step ------------------------------------
-// dh: the gradient reaching h_t (from the outputs and from step t+1 through W_hh).
+// dh = gout (from the outputs) + dh_rec (from step t+1). g: the activated gates on entry,
+// the gradients of the gates' pre-activations on exit; db accumulates the bias gradient.
 
-template <typename T>
+template <typename T, typename A>
 void lstm_backward_row(int64_t H, const T* __restrict gout, const T* __restrict dh_rec,
-                       T* __restrict dc, const T* __restrict c_prev, const T* __restrict s,
-                       T* __restrict dx) {
+                       T* __restrict dc, const T* __restrict c_prev, const T* __restrict c,
+                       T* __restrict g, A* __restrict db) {
 #pragma omp simd
   for (int64_t j = 0; j < H; ++j) {
-    T i = s[j], f = s[H + j], g = s[2 * H + j], o = s[3 * H + j], tc = s[4 * H + j];
+    T i = g[j], f = g[H + j], n = g[2 * H + j], o = g[3 * H + j];
+    T tc = std::tanh(c[j]);
     T dh = gout[j] + dh_rec[j];
     T dcj = dc[j] + dh * o * (T(1) - tc * tc);
-    dx[j] = dcj * g * i * (T(1) - i);
-    dx[H + j] = dcj * c_prev[j] * f * (T(1) - f);
-    dx[2 * H + j] = dcj * i * (T(1) - g * g);
-    dx[3 * H + j] = dh * tc * o * (T(1) - o);
+    T di = dcj * n * i * (T(1) - i);
+    T df = dcj * c_prev[j] * f * (T(1) - f);
+    T dn = dcj * i * (T(1) - n * n);
+    T d_o = dh * tc * o * (T(1) - o);
+    g[j] = di;
+    g[H + j] = df;
+    g[2 * H + j] = dn;
+    g[3 * H + j] = d_o;
+    db[j] += di;
+    db[H + j] += df;
+    db[2 * H + j] += dn;
+    db[3 * H + j] += d_o;
     dc[j] = dcj * f;
   }
 }
 
-template <typename T>
+// GRU: g (r,z,n) -> the input-side gradients (dr, dz, dn); hn -> dn * r, the gradient of
+// W_hn h + b_hn; dgh: this step's hidden-side gradients (dr, dz, dn * r) for the recurrent
+// bmm; direct: dh * z, the gradient reaching h_{t-1} outside W_hh.
+template <typename T, typename A>
 void gru_backward_row(int64_t H, const T* __restrict gout, const T* __restrict dh_rec,
-                      const T* __restrict h_prev, const T* __restrict s, T* __restrict dx,
-                      T* __restrict dgh, T* __restrict direct) {
+                      const T* __restrict h_prev, T* __restrict g, T* __restrict hn,
+                      T* __restrict dgh, T* __restrict direct, A* __restrict db,
+                      A* __restrict db_hh) {
 #pragma omp simd
   for (int64_t j = 0; j < H; ++j) {
-    T r = s[j], z = s[H + j], n = s[2 * H + j], hn = s[3 * H + j];
+    T r = g[j], z = g[H + j], n = g[2 * H + j];
     T dh = gout[j] + dh_rec[j];
     T dpn = dh * (T(1) - z) * (T(1) - n * n);
-    T dpr = dpn * hn * r * (T(1) - r);
+    T dpr = dpn * hn[j] * r * (T(1) - r);
     T dpz = dh * (h_prev[j] - n) * z * (T(1) - z);
-    dx[j] = dpr;
-    dx[H + j] = dpz;
-    dx[2 * H + j] = dpn;
+    T dhn = dpn * r;
+    g[j] = dpr;
+    g[H + j] = dpz;
+    g[2 * H + j] = dpn;
+    hn[j] = dhn;
     dgh[j] = dpr;
     dgh[H + j] = dpz;
-    dgh[2 * H + j] = dpn * r;
+    dgh[2 * H + j] = dhn;
     direct[j] = dh * z;
+    db[j] += dpr;
+    db[H + j] += dpz;
+    db[2 * H + j] += dpn;
+    db_hh[j] += dpr;
+    db_hh[H + j] += dpz;
+    db_hh[2 * H + j] += dhn;
   }
 }
 
-template <typename T>
+template <typename T, typename A>
 void rnn_backward_row(int64_t H, int64_t act, T slope, const T* __restrict gout,
-                      const T* __restrict dh_rec, const T* __restrict h, T* __restrict dx) {
+                      const T* __restrict dh_rec, const T* __restrict h, T* __restrict g,
+                      A* __restrict db) {
   switch (act) {
     case TANH:
 #pragma omp simd
-      for (int64_t j = 0; j < H; ++j) dx[j] = (gout[j] + dh_rec[j]) * (T(1) - h[j] * h[j]);
+      for (int64_t j = 0; j < H; ++j) g[j] = (gout[j] + dh_rec[j]) * (T(1) - h[j] * h[j]);
       break;
     case RELU:
 #pragma omp simd
-      for (int64_t j = 0; j < H; ++j) dx[j] = h[j] > T(0) ? gout[j] + dh_rec[j] : T(0);
+      for (int64_t j = 0; j < H; ++j) g[j] = h[j] > T(0) ? gout[j] + dh_rec[j] : T(0);
       break;
     case LEAKY_RELU:
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         T dh = gout[j] + dh_rec[j];
-        dx[j] = h[j] > T(0) ? dh : dh * slope;
+        g[j] = h[j] > T(0) ? dh : dh * slope;
       }
       break;
     default:  // HARDTANH: the gradient passes where -1 < pre < 1, i.e. where -1 < h < 1
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j)
-        dx[j] = (h[j] > T(-1) && h[j] < T(1)) ? gout[j] + dh_rec[j] : T(0);
+        g[j] = (h[j] > T(-1) && h[j] < T(1)) ? gout[j] + dh_rec[j] : T(0);
   }
+#pragma omp simd
+  for (int64_t j = 0; j < H; ++j) db[j] += g[j];
 }
 
 int64_t gate_blocks(int64_t cell) { return cell == LSTM ? 4 : (cell == GRU ? 3 : 1); }
 
-void check(int64_t cell, const at::Tensor& xproj, const at::Tensor& w_hh,
-           const at::Tensor& start, const at::Tensor& act) {
+void check(int64_t cell, const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& w_hh,
+           const at::Tensor& bias, const at::Tensor& start, const at::Tensor& act,
+           int64_t length) {
   TORCH_CHECK(cell == RNN || cell == LSTM || cell == GRU, "batched_cells: unknown cell ", cell);
-  TORCH_CHECK(xproj.dim() == 4 && xproj.is_contiguous(), "batched_cells: xproj [K,L,B,G*H]");
-  TORCH_CHECK(w_hh.dim() == 3 && w_hh.size(1) == gate_blocks(cell) * w_hh.size(2),
-              "batched_cells: w_hh [K,G*H,H]");
-  TORCH_CHECK(xproj.size(0) == w_hh.size(0) && xproj.size(3) == w_hh.size(1),
-              "batched_cells: xproj and w_hh disagree");
-  TORCH_CHECK(start.scalar_type() == at::kLong && start.numel() == xproj.size(0) &&
-                  act.scalar_type() == at::kLong && act.numel() == xproj.size(0),
+  const int64_t K = w_hh.size(0), GH = w_hh.size(1), H = w_hh.size(2);
+  TORCH_CHECK(w_hh.dim() == 3 && GH == gate_blocks(cell) * H, "batched_cells: w_hh [K,G*H,H]");
+  TORCH_CHECK(x.dim() == 3 && x.size(0) == K && length > 0 && x.size(1) % length == 0 &&
+                  x.stride(2) == 1,
+              "batched_cells: x [K, L*B, D] with unit last stride");
+  TORCH_CHECK(w_ih.dim() == 3 && w_ih.size(0) == K && w_ih.size(1) == GH &&
+                  w_ih.size(2) == x.size(2),
+              "batched_cells: w_ih [K,G*H,D]");
+  TORCH_CHECK(bias.sizes() == at::IntArrayRef({K, GH}), "batched_cells: bias [K,G*H]");
+  TORCH_CHECK(start.scalar_type() == at::kLong && start.numel() == K &&
+                  act.scalar_type() == at::kLong && act.numel() == K,
               "batched_cells: start and act are int64 [K]");
 }
 
-// Returns {hbuf, cbuf, saved} (cbuf, saved empty where the cell has none).
-std::vector<at::Tensor> sequence_forward(int64_t cell, const at::Tensor& xproj,
-                                         const at::Tensor& w_hh, const at::Tensor& b_hh,
-                                         const at::Tensor& start, const at::Tensor& act,
-                                         double slope) {
-  check(cell, xproj, w_hh, start, act);
-  const int64_t K = xproj.size(0), L = xproj.size(1), B = xproj.size(2), GH = xproj.size(3);
-  const int64_t H = w_hh.size(2);
-  const int64_t S = cell == LSTM ? 5 * H : (cell == GRU ? 4 * H : 0);
-  auto options = xproj.options();
-  at::Tensor hbuf = at::zeros({K, L + 1, B, H}, options);
-  at::Tensor cbuf = cell == LSTM ? at::zeros({K, L + 1, B, H}, options) : at::empty({0}, options);
-  at::Tensor saved = S ? at::empty({K, L, B, S}, options) : at::empty({0}, options);
+// Returns {hbuf, gates, cbuf (LSTM; else empty), hn (GRU; else empty)}.
+std::vector<at::Tensor> sequence_forward(int64_t cell, const at::Tensor& x,
+                                         const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                         const at::Tensor& bias_, const at::Tensor& b_hh_,
+                                         const at::Tensor& start_, const at::Tensor& act_,
+                                         double slope, int64_t length) {
+  check(cell, x, w_ih, w_hh, bias_, start_, act_, length);
+  const int64_t K = w_hh.size(0), GH = w_hh.size(1), H = w_hh.size(2);
+  const int64_t L = length, B = x.size(1) / length;
+  auto options = x.options();
+  at::Tensor gates = at::empty({K, L, B, GH}, options);
+  at::Tensor projected = gates.view({K, L * B, GH});
+  at::bmm_out(projected, x, w_ih.transpose(1, 2));  // the input projection of all time steps
+  at::Tensor hbuf = at::empty({K, L + 1, B, H}, options);
+  hbuf.select(1, 0).zero_();
+  at::Tensor cbuf = at::empty({cell == LSTM ? K : 0, L + 1, B, H}, options);
+  if (cell == LSTM) cbuf.select(1, 0).zero_();
+  at::Tensor hn = at::empty({cell == GRU ? K : 0, L, B, H}, options);
   at::Tensor acc = at::empty({K, B, GH}, options);
-  at::Tensor w_t = w_hh.transpose(1, 2);
-  at::Tensor bias = b_hh.contiguous();
-  auto start_a = start.contiguous();
-  auto act_a = act.contiguous();
-  const int64_t* st = start_a.data_ptr<int64_t>();
-  const int64_t* ac = act_a.data_ptr<int64_t>();
-  AT_DISPATCH_FLOATING_TYPES(xproj.scalar_type(), "batched_cells_forward", [&] {
-    const scalar_t* xp = xproj.data_ptr<scalar_t>();
+  at::Tensor w_t = w_hh.transpose(1, 2).contiguous();  // [K, H, G*H]: the faster bmm operand
+  at::Tensor bias = bias_.contiguous();
+  at::Tensor b_hh = cell == GRU ? b_hh_.contiguous() : bias;
+  at::Tensor start = start_.contiguous(), act = act_.contiguous();
+  const int64_t* st = start.data_ptr<int64_t>();
+  const int64_t* ac = act.data_ptr<int64_t>();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "batched_cells_forward", [&] {
+    scalar_t* gp = gates.data_ptr<scalar_t>();
     const scalar_t* ap = acc.data_ptr<scalar_t>();
     scalar_t* hp = hbuf.data_ptr<scalar_t>();
     scalar_t* cp = cell == LSTM ? cbuf.data_ptr<scalar_t>() : nullptr;
-    scalar_t* sp = S ? saved.data_ptr<scalar_t>() : nullptr;
-    const scalar_t* bp = cell == GRU ? bias.data_ptr<scalar_t>() : nullptr;
+    scalar_t* np = cell == GRU ? hn.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* bp = bias.data_ptr<scalar_t>();
+    const scalar_t* bhp = b_hh.data_ptr<scalar_t>();
     const scalar_t sl = static_cast<scalar_t>(slope);
     for (int64_t t = 0; t < L; ++t) {
       at::bmm_out(acc, hbuf.select(1, t), w_t);
       for (int64_t k = 0; k < K; ++k) {
-        if (t < st[k]) continue;  // held: h and c stay zero (hbuf, cbuf are zeroed)
         for (int64_t b = 0; b < B; ++b) {
-          const scalar_t* x = xp + ((k * L + t) * B + b) * GH;
+          const int64_t row = (k * L + t) * B + b;
+          const int64_t prev = ((k * (L + 1) + t) * B + b) * H;  // slot t: h_{t-1}
+          const int64_t next = prev + B * H;                      // slot t+1: h_t
+          if (t < st[k]) {  // held at the initial state
+            std::fill(hp + next, hp + next + H, scalar_t(0));
+            if (cell == LSTM) std::fill(cp + next, cp + next + H, scalar_t(0));
+            continue;
+          }
+          scalar_t* g = gp + row * GH;
           const scalar_t* a = ap + (k * B + b) * GH;
-          const int64_t prev = ((k * (L + 1) + t) * B + b) * H;  // slot t = h_{t-1}
-          const int64_t next = prev + B * H;                      // slot t+1 = h_t
-          scalar_t* s = S ? sp + ((k * L + t) * B + b) * S : nullptr;
           if (cell == LSTM) {
-            lstm_forward_row(H, x, a, cp + prev, cp + next, hp + next, s);
+            lstm_forward_row(H, g, a, bp + k * GH, cp + prev, cp + next, hp + next);
           } else if (cell == GRU) {
-            gru_forward_row(H, x, a, bp + k * GH, hp + prev, hp + next, s);
+            gru_forward_row(H, g, a, bp + k * GH, bhp + k * GH, hp + prev, hp + next,
+                            np + row * H);
           } else {
-            rnn_forward_row(H, ac[k], sl, x, a, hp + next);
+            rnn_forward_row(H, ac[k], sl, g, a, bp + k * GH, hp + next);
           }
         }
       }
     }
   });
-  return {hbuf, cbuf, saved};
+  return {hbuf, gates, cbuf, hn};
 }
 
-// Returns {d xproj, d w_hh, d b_hh (GRU; else empty)}.
-std::vector<at::Tensor> sequence_backward(int64_t cell, const at::Tensor& grad_h,
-                                          const at::Tensor& hbuf, const at::Tensor& cbuf,
-                                          const at::Tensor& saved, const at::Tensor& w_hh,
-                                          const at::Tensor& start, const at::Tensor& act,
-                                          double slope) {
+// Consumes `gates` and `hn` (overwritten with gradients: call once per forward).
+// Returns {d x (if need_dx; else empty), d w_ih, d w_hh, d bias, d b_hh (GRU; else empty)}.
+std::vector<at::Tensor> sequence_backward(int64_t cell, const at::Tensor& grad_h_,
+                                          const at::Tensor& x, const at::Tensor& w_ih,
+                                          const at::Tensor& w_hh, const at::Tensor& hbuf,
+                                          const at::Tensor& gates, const at::Tensor& cbuf,
+                                          const at::Tensor& hn, const at::Tensor& start_,
+                                          const at::Tensor& act_, double slope,
+                                          bool need_dx) {
   const int64_t K = hbuf.size(0), L = hbuf.size(1) - 1, B = hbuf.size(2), H = hbuf.size(3);
   const int64_t GH = w_hh.size(1);
-  const int64_t S = saved.dim() == 4 ? saved.size(3) : 0;
-  TORCH_CHECK(grad_h.is_contiguous() && grad_h.sizes() == at::IntArrayRef({K, L, B, H}),
-              "batched_cells: grad_h [K,L,B,H] contiguous");
+  at::Tensor grad_h = grad_h_.contiguous();
+  TORCH_CHECK(grad_h.sizes() == at::IntArrayRef({K, L, B, H}), "batched_cells: grad_h [K,L,B,H]");
   auto options = hbuf.options();
-  at::Tensor dx = at::empty({K, L, B, GH}, options);
-  at::Tensor dgh = cell == GRU ? at::empty({K, L, B, GH}, options) : dx;
+  auto acc_options = options.dtype(at::kDouble);  // the bias gradients sum L*B rows
   at::Tensor dh_rec = at::zeros({K, B, H}, options);
-  at::Tensor dc = cell == LSTM ? at::zeros({K, B, H}, options) : at::empty({0}, options);
-  at::Tensor direct = cell == GRU ? at::zeros({K, B, H}, options) : at::empty({0}, options);
-  auto start_a = start.contiguous();
-  auto act_a = act.contiguous();
-  const int64_t* st = start_a.data_ptr<int64_t>();
-  const int64_t* ac = act_a.data_ptr<int64_t>();
+  at::Tensor dc = at::zeros({cell == LSTM ? K : 0, B, H}, options);
+  at::Tensor direct = at::zeros({cell == GRU ? K : 0, B, H}, options);
+  at::Tensor dgh = at::empty({cell == GRU ? K : 0, B, GH}, options);
+  at::Tensor db = at::zeros({K, GH}, acc_options);
+  at::Tensor db_hh = at::zeros({cell == GRU ? K : 0, GH}, acc_options);
+  at::Tensor start = start_.contiguous(), act = act_.contiguous();
+  const int64_t* st = start.data_ptr<int64_t>();
+  const int64_t* ac = act.data_ptr<int64_t>();
   AT_DISPATCH_FLOATING_TYPES(hbuf.scalar_type(), "batched_cells_backward", [&] {
-    const scalar_t* gp = grad_h.data_ptr<scalar_t>();
+    using acc_t = double;
+    const scalar_t* gop = grad_h.data_ptr<scalar_t>();
     const scalar_t* hp = hbuf.data_ptr<scalar_t>();
     const scalar_t* cp = cell == LSTM ? cbuf.data_ptr<scalar_t>() : nullptr;
-    const scalar_t* sp = S ? saved.data_ptr<scalar_t>() : nullptr;
-    scalar_t* dxp = dx.data_ptr<scalar_t>();
-    scalar_t* dghp = dgh.data_ptr<scalar_t>();
+    scalar_t* gp = gates.data_ptr<scalar_t>();
+    scalar_t* np = cell == GRU ? hn.data_ptr<scalar_t>() : nullptr;
     const scalar_t* drp = dh_rec.data_ptr<scalar_t>();
     scalar_t* dcp = cell == LSTM ? dc.data_ptr<scalar_t>() : nullptr;
+    scalar_t* dgp = cell == GRU ? dgh.data_ptr<scalar_t>() : nullptr;
     scalar_t* dip = cell == GRU ? direct.data_ptr<scalar_t>() : nullptr;
+    acc_t* dbp = db.data_ptr<acc_t>();
+    acc_t* dbhp = cell == GRU ? db_hh.data_ptr<acc_t>() : nullptr;
     const scalar_t sl = static_cast<scalar_t>(slope);
     for (int64_t t = L - 1; t >= 0; --t) {
       for (int64_t k = 0; k < K; ++k) {
         for (int64_t b = 0; b < B; ++b) {
           const int64_t row = (k * L + t) * B + b;
-          scalar_t* x = dxp + row * GH;
+          const int64_t state = (k * B + b) * H;
+          scalar_t* g = gp + row * GH;
           if (t < st[k]) {  // held: no dependence on the weights
-            std::fill(x, x + GH, scalar_t(0));
+            std::fill(g, g + GH, scalar_t(0));
             if (cell == GRU) {
-              std::fill(dghp + row * GH, dghp + (row + 1) * GH, scalar_t(0));
-              std::fill(dip + (k * B + b) * H, dip + (k * B + b + 1) * H, scalar_t(0));
+              std::fill(np + row * H, np + (row + 1) * H, scalar_t(0));
+              std::fill(dgp + (k * B + b) * GH, dgp + (k * B + b + 1) * GH, scalar_t(0));
+              std::fill(dip + state, dip + state + H, scalar_t(0));
             }
             continue;
           }
-          const scalar_t* go = gp + row * H;
-          const scalar_t* dr = drp + (k * B + b) * H;
+          const scalar_t* go = gop + row * H;
+          const scalar_t* dr = drp + state;
           const int64_t prev = ((k * (L + 1) + t) * B + b) * H;
           const int64_t next = prev + B * H;
           if (cell == LSTM) {
-            lstm_backward_row(H, go, dr, dcp + (k * B + b) * H, cp + prev, sp + row * S, x);
+            lstm_backward_row(H, go, dr, dcp + state, cp + prev, cp + next, g, dbp + k * GH);
           } else if (cell == GRU) {
-            gru_backward_row(H, go, dr, hp + prev, sp + row * S, x, dghp + row * GH,
-                             dip + (k * B + b) * H);
+            gru_backward_row(H, go, dr, hp + prev, g, np + row * H, dgp + (k * B + b) * GH,
+                             dip + state, dbp + k * GH, dbhp + k * GH);
           } else {
-            rnn_backward_row(H, ac[k], sl, go, dr, hp + next, x);
+            rnn_backward_row(H, ac[k], sl, go, dr, hp + next, g, dbp + k * GH);
           }
         }
       }
       if (t > 0) {  // the gradient reaching h_{t-1} through W_hh (and the GRU's z h term)
         if (cell == GRU) {
-          at::baddbmm_out(dh_rec, direct, dgh.select(1, t), w_hh);
+          at::baddbmm_out(dh_rec, direct, dgh, w_hh);
         } else {
-          at::bmm_out(dh_rec, dx.select(1, t), w_hh);
+          at::bmm_out(dh_rec, gates.select(1, t), w_hh);
         }
       }
     }
   });
-  at::Tensor h_prev = hbuf.narrow(1, 0, L).reshape({K, L * B, H});
-  at::Tensor dw = at::bmm(dgh.view({K, L * B, GH}).transpose(1, 2), h_prev);
-  at::Tensor db = cell == GRU ? dgh.sum({1, 2}) : at::empty({0}, options);
-  return {dx, dw, db};
+  // Over all time steps at once: small^T x big, then transposed (the faster bmm shape).
+  at::Tensor grads = gates.view({K, L * B, GH});
+  at::Tensor h_prev = hbuf.narrow(1, 0, L).reshape({K, L * B, H}).transpose(1, 2);
+  at::Tensor dw_ih = at::bmm(x.transpose(1, 2), grads).transpose(1, 2).contiguous();
+  at::Tensor dw_hh;
+  if (cell == GRU) {  // the hidden side's n block is dn * r (kept in hn)
+    dw_hh = at::cat({at::bmm(h_prev, grads.narrow(2, 0, 2 * H)),
+                     at::bmm(h_prev, hn.view({K, L * B, H}))}, 2);
+  } else {
+    dw_hh = at::bmm(h_prev, grads);
+  }
+  dw_hh = dw_hh.transpose(1, 2).contiguous();
+  at::Tensor dx = need_dx ? at::bmm(grads, w_ih) : at::empty({0}, options);
+  return {dx, dw_ih, dw_hh, db.to(options.dtype()),
+          cell == GRU ? db_hh.to(options.dtype()) : at::empty({0}, options)};
 }
 
 }  // namespace

@@ -99,9 +99,11 @@ def kernels() -> Any | None:
                            extra_cflags=CFLAGS, extra_ldflags=["-lmvec"],
                            is_python_module=False, verbose=False)
     except Exception as error:  # any build failure: the eager cell
-        first = str(error).strip().splitlines()
+        lines = str(error).strip().splitlines()
+        reason = next((line for line in lines if "error" in line.lower()),
+                      lines[-1] if lines else type(error).__name__)
         log.warning("batched_cells: building the C++ cell failed (%s); using the eager "
-                    "batched cell (slower)", first[-1] if first else type(error).__name__)
+                    "batched cell (slower)", reason.strip())
         return None
     log.debug("batched_cells: C++ cell loaded in %.1f s", time.perf_counter() - start)
     return torch.ops.batched_cells
@@ -114,26 +116,34 @@ def starts(lengths: Sequence[int]) -> Tensor:
     return torch.tensor([longest - n for n in lengths], dtype=torch.long)
 
 
-class _Sequence(torch.autograd.Function):
-    """One layer's recurrence over the whole sequence through the C++ ops:
-    xproj [K, L, B, G·H], w_hh [K, G·H, H], b_hh [K, G·H] -> h [K, L, B, H]."""
+class _Layer(torch.autograd.Function):
+    """One layer over the whole sequence through the C++ ops: x [K, L·B, D] (time-major),
+    w_ih [K, G·H, D], w_hh [K, G·H, H], bias [K, G·H] (b_ih + b_hh; the GRU's b_ih),
+    b_hh [K, G·H] (GRU only) -> h [K, L, B, H]."""
 
     @staticmethod
-    def forward(ctx: Any, xproj: Tensor, w_hh: Tensor, b_hh: Tensor, cell: int, start: Tensor,
-                act: Tensor, ops: Any) -> Tensor:
-        hbuf, cbuf, saved = ops.sequence_forward(cell, xproj, w_hh, b_hh, start, act,
-                                                 LEAKY_SLOPE)
-        ctx.save_for_backward(w_hh, start, act)
-        ctx.buffers, ctx.cell, ctx.ops = (hbuf, cbuf, saved), cell, ops
+    def forward(ctx: Any, x: Tensor, w_ih: Tensor, w_hh: Tensor, bias: Tensor, b_hh: Tensor,
+                cell: int, start: Tensor, act: Tensor, length: int, ops: Any) -> Tensor:
+        hbuf, gates, cbuf, hn = ops.sequence_forward(cell, x, w_ih, w_hh, bias, b_hh, start,
+                                                     act, LEAKY_SLOPE, length)
+        ctx.save_for_backward(x, w_ih, w_hh, start, act)
+        ctx.buffers, ctx.cell, ctx.ops = [hbuf, gates, cbuf, hn], cell, ops
         return hbuf[:, 1:]
 
     @staticmethod
     def backward(ctx: Any, grad_h: Tensor) -> tuple[Tensor | None, ...]:
-        w_hh, start, act = ctx.saved_tensors
-        hbuf, cbuf, saved = ctx.buffers
-        dx, dw, db = ctx.ops.sequence_backward(ctx.cell, grad_h.contiguous(), hbuf, cbuf, saved,
-                                               w_hh, start, act, LEAKY_SLOPE)
-        return dx, dw, db if ctx.cell == CELL_CODES["gru"] else None, None, None, None, None
+        if ctx.buffers is None:
+            raise RuntimeError("batched_cells: the C++ layer's backward runs once per forward "
+                               "(it overwrites its saved gates); retain_graph is not supported")
+        x, w_ih, w_hh, start, act = ctx.saved_tensors
+        hbuf, gates, cbuf, hn = ctx.buffers
+        ctx.buffers = None
+        dx, dw_ih, dw_hh, dbias, db_hh = ctx.ops.sequence_backward(
+            ctx.cell, grad_h, x, w_ih, w_hh, hbuf, gates, cbuf, hn, start, act, LEAKY_SLOPE,
+            ctx.needs_input_grad[0])
+        return (dx if ctx.needs_input_grad[0] else None, dw_ih, dw_hh, dbias,
+                db_hh if ctx.cell == CELL_CODES["gru"] else None,
+                None, None, None, None, None)
 
 
 class BatchedCellsModel(nn.Module):
@@ -213,13 +223,14 @@ class BatchedCellsModel(nn.Module):
                    b_hh: Tensor, start: Tensor | None, length: int) -> Tensor:
         """One layer through the C++ ops: [K, L·B, D] -> h [K, L, B, H]."""
         k = layer_input.shape[0]
-        # The input projection has no recurrence: one batched matmul for all time steps. The
-        # GRU keeps b_hh apart (it sits inside r * (W_hn h + b_hn)).
-        bias = b_ih if self.cell == "gru" else b_ih + b_hh
-        projected = torch.baddbmm(bias.unsqueeze(1), layer_input, w_ih.transpose(1, 2))
+        # The GRU keeps b_hh apart (it sits inside r * (W_hn h + b_hn)); the other cells
+        # only ever use b_ih + b_hh.
+        gru = self.cell == "gru"
+        bias = b_ih if gru else b_ih + b_hh
         starts_ = start if start is not None else torch.zeros(k, dtype=torch.long)
-        return _Sequence.apply(projected.view(k, length, -1, projected.shape[-1]), w_hh, b_hh,
-                               CELL_CODES[self.cell], starts_, self.activation_codes, self.ops)
+        return _Layer.apply(layer_input, w_ih, w_hh, bias, b_hh if gru else bias,
+                            CELL_CODES[self.cell], starts_, self.activation_codes, length,
+                            self.ops)
 
     def _layer_eager(self, layer_input: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor,
                      b_hh: Tensor, start: Tensor | None, length: int) -> Tensor:
