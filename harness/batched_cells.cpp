@@ -2,26 +2,30 @@
 // (weights stacked on a leading K dimension) forward over the whole sequence, and its
 // backward through time.
 //
-// Forward: the input projection of all time steps is one bmm into the gate buffer; then per
-// time step one bmm of all members' previous states with their W_hh (into a small buffer that
-// stays in cache) and one loop over the gates that does all of the cell's elementwise work
-// (the ~10 forward ops of an autograd cell), writing the activated gates in place. Backward:
-// per time step one loop over the gates (the ~20 backward ops), writing the pre-activation
-// gradients in place of the activated gates and summing the bias gradients, and one bmm for
-// the gradient reaching h_{t-1}; then dW_ih, dW_hh and the layer input's gradient are one bmm
-// each over all time steps.
+// Forward: each member's layer input x_t and previous state h_{t-1} sit side by side in one
+// buffer xh ([x_t | h_{t-1}] per row), so a time step is one bmm of all members' rows with
+// their [W_ih | W_hh]^T (the GRU, whose n gate needs the two parts apart, projects x for
+// all time steps up front and multiplies h_{t-1} by W_hh^T per step), into a small buffer
+// that stays in cache, then one loop over the gates that does all of the cell's
+// elementwise work (the ~10 forward ops of an autograd cell) and writes h_t into the next
+// slot of xh. Backward: per time step one loop over the gates (the ~20 backward ops),
+// writing the pre-activation gradients in place of the activated gates and summing the bias
+// gradients, and one bmm for the gradient reaching h_{t-1}; then the weight gradients are one
+// bmm over all time steps ([x | h_prev]^T x dgates), and the layer input's gradient another.
 //
 // Layouts (time-major inside a member: a time step of a member is one contiguous block):
-//   x      [K, L*B, D]     the layer's input, time-major
+//   x      [K, L*B, D]     the layer's input, time-major (any strides viewable as such)
 //   w_ih   [K, G*H, D], w_hh [K, G*H, H]   torch's layout and gate order (i,f,g,o; r,z,n)
 //   bias   [K, G*H]        b_ih + b_hh (RNN, LSTM) or b_ih (GRU)
 //   b_hh   [K, G*H]        the GRU's b_hh (its n block sits inside r * (W_hn h + b_hn))
 //   start  [K] int64       member k is held at its initial state (zeros) for t < start[k]
 //   act    [K] int64       vanilla RNN activation per member: 0 tanh, 1 relu,
 //                          2 leaky_relu (negative slope `slope`), 3 hardtanh
-//   gates  [K, L, B, G*H]  activated gates (LSTM i,f,g,o; GRU r,z,n; RNN unused)
-//   hbuf   [K, L+1, B, H]  h_{-1} = 0 in slot 0, h_t in slot t+1
-//   cbuf   [K, L+1, B, H]  the LSTM's cell state, laid out as hbuf
+//   xh     [K, L+1, B, D+H]  slot t: [x_t | h_{t-1}] (h_{-1} = 0); h_{L-1} in slot L;
+//                          the GRU's holds h only (D = 0)
+//   gates  [K, L, B, G*H]  activated gates (LSTM i,f,g,o; GRU r,z,n; RNN unused until the
+//                          backward), then the gradients of their pre-activations
+//   cbuf   [K, L+1, B, H]  the LSTM's cell state: c_{t-1} in slot t
 //   hn     [K, L, B, H]    the GRU's W_hn h_{t-1} + b_hn
 //
 // glibc's vector math (libmvec) is declared by <math.h> only under __FAST_MATH__: defining
@@ -47,19 +51,19 @@ inline T sigmoid(T x) {
 }
 
 // ---- forward, one member's row b at one time step -------------------------------------
-// g: that row's input projection (x_t W_ih^T) on entry, its activated gates on exit;
-// a: h_{t-1} W_hh^T (no bias); bias: b_ih + b_hh (LSTM, RNN) or b_ih (GRU).
+// a: that row's x_t W_ih^T + h_{t-1} W_hh^T (no bias); bias: b_ih + b_hh (LSTM, RNN);
+// g: the activated gates (written).
 
 template <typename T>
-void lstm_forward_row(int64_t H, T* __restrict g, const T* __restrict a,
-                      const T* __restrict bias, const T* __restrict c_prev, T* __restrict c,
-                      T* __restrict h) {
+void lstm_forward_row(int64_t H, const T* __restrict a, const T* __restrict bias,
+                      const T* __restrict c_prev, T* __restrict c, T* __restrict h,
+                      T* __restrict g) {
 #pragma omp simd
   for (int64_t j = 0; j < H; ++j) {
-    T i = sigmoid(g[j] + a[j] + bias[j]);
-    T f = sigmoid(g[H + j] + a[H + j] + bias[H + j]);
-    T n = std::tanh(g[2 * H + j] + a[2 * H + j] + bias[2 * H + j]);
-    T o = sigmoid(g[3 * H + j] + a[3 * H + j] + bias[3 * H + j]);
+    T i = sigmoid(a[j] + bias[j]);
+    T f = sigmoid(a[H + j] + bias[H + j]);
+    T n = std::tanh(a[2 * H + j] + bias[2 * H + j]);
+    T o = sigmoid(a[3 * H + j] + bias[3 * H + j]);
     T cj = f * c_prev[j] + i * n;
     c[j] = cj;
     h[j] = o * std::tanh(cj);
@@ -70,6 +74,9 @@ void lstm_forward_row(int64_t H, T* __restrict g, const T* __restrict a,
   }
 }
 
+// GRU: g holds x_t W_ih^T on entry (the input projection of all steps is one bmm up front:
+// measured faster than a second bmm per step), the activated gates on exit;
+// a = h_{t-1} W_hh^T (no biases); bias = b_ih.
 template <typename T>
 void gru_forward_row(int64_t H, T* __restrict g, const T* __restrict a,
                      const T* __restrict bias, const T* __restrict b_hh,
@@ -89,31 +96,31 @@ void gru_forward_row(int64_t H, T* __restrict g, const T* __restrict a,
 }
 
 template <typename T>
-void rnn_forward_row(int64_t H, int64_t act, T slope, const T* __restrict g,
-                     const T* __restrict a, const T* __restrict bias, T* __restrict h) {
+void rnn_forward_row(int64_t H, int64_t act, T slope, const T* __restrict a,
+                     const T* __restrict bias, T* __restrict h) {
   switch (act) {
     case TANH:
 #pragma omp simd
-      for (int64_t j = 0; j < H; ++j) h[j] = std::tanh(g[j] + a[j] + bias[j]);
+      for (int64_t j = 0; j < H; ++j) h[j] = std::tanh(a[j] + bias[j]);
       break;
     case RELU:
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        T p = g[j] + a[j] + bias[j];
+        T p = a[j] + bias[j];
         h[j] = p < T(0) ? T(0) : p;  // NaN stays NaN, as torch.relu
       }
       break;
     case LEAKY_RELU:
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        T p = g[j] + a[j] + bias[j];
+        T p = a[j] + bias[j];
         h[j] = p > T(0) ? p : p * slope;
       }
       break;
     default:  // HARDTANH
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        T p = g[j] + a[j] + bias[j];
+        T p = a[j] + bias[j];
         h[j] = p <= T(-1) ? T(-1) : (p >= T(1) ? T(1) : p);
       }
   }
@@ -231,7 +238,8 @@ void check(int64_t cell, const at::Tensor& x, const at::Tensor& w_ih, const at::
               "batched_cells: start and act are int64 [K]");
 }
 
-// Returns {hbuf, gates, cbuf (LSTM; else empty), hn (GRU; else empty)}.
+// Returns {xh, gates, cbuf (LSTM; else empty), hn (GRU; else empty)}; h_t is
+// xh[:, t+1, :, D:].
 std::vector<at::Tensor> sequence_forward(int64_t cell, const at::Tensor& x,
                                          const at::Tensor& w_ih, const at::Tensor& w_hh,
                                          const at::Tensor& bias_, const at::Tensor& b_hh_,
@@ -239,18 +247,28 @@ std::vector<at::Tensor> sequence_forward(int64_t cell, const at::Tensor& x,
                                          double slope, int64_t length) {
   check(cell, x, w_ih, w_hh, bias_, start_, act_, length);
   const int64_t K = w_hh.size(0), GH = w_hh.size(1), H = w_hh.size(2);
-  const int64_t L = length, B = x.size(1) / length;
+  // The GRU keeps no copy of x in xh (D = 0 there): it projects x up front.
+  const int64_t L = length, B = x.size(1) / length, D = cell == GRU ? 0 : x.size(2);
+  const int64_t DH = D + H;
   auto options = x.options();
+  at::Tensor xh = at::empty({K, L + 1, B, DH}, options);
+  if (D) {
+    xh.narrow(1, 0, L).narrow(3, 0, D).copy_(x.reshape({K, L, B, D}));
+    xh.select(1, L).narrow(2, 0, D).zero_();
+  }
+  xh.select(1, 0).narrow(2, D, H).zero_();
   at::Tensor gates = at::empty({K, L, B, GH}, options);
-  at::Tensor projected = gates.view({K, L * B, GH});
-  at::bmm_out(projected, x, w_ih.transpose(1, 2));  // the input projection of all time steps
-  at::Tensor hbuf = at::empty({K, L + 1, B, H}, options);
-  hbuf.select(1, 0).zero_();
   at::Tensor cbuf = at::empty({cell == LSTM ? K : 0, L + 1, B, H}, options);
   if (cell == LSTM) cbuf.select(1, 0).zero_();
   at::Tensor hn = at::empty({cell == GRU ? K : 0, L, B, H}, options);
   at::Tensor acc = at::empty({K, B, GH}, options);
-  at::Tensor w_t = w_hh.transpose(1, 2).contiguous();  // [K, H, G*H]: the faster bmm operand
+  // [K, D+H, G*H]: [W_ih | W_hh]^T, contiguous (the faster bmm operand); the GRU's W_hh^T.
+  at::Tensor w_step = cell == GRU ? w_hh.transpose(1, 2).contiguous()
+                                  : at::cat({w_ih, w_hh}, 2).transpose(1, 2).contiguous();
+  if (cell == GRU) {  // the input projection of all time steps, into the gate buffer
+    at::Tensor projected = gates.view({K, L * B, GH});
+    at::bmm_out(projected, x, w_ih.transpose(1, 2));
+  }
   at::Tensor bias = bias_.contiguous();
   at::Tensor b_hh = cell == GRU ? b_hh_.contiguous() : bias;
   at::Tensor start = start_.contiguous(), act = act_.contiguous();
@@ -259,55 +277,57 @@ std::vector<at::Tensor> sequence_forward(int64_t cell, const at::Tensor& x,
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "batched_cells_forward", [&] {
     scalar_t* gp = gates.data_ptr<scalar_t>();
     const scalar_t* ap = acc.data_ptr<scalar_t>();
-    scalar_t* hp = hbuf.data_ptr<scalar_t>();
+    scalar_t* xhp = xh.data_ptr<scalar_t>();
     scalar_t* cp = cell == LSTM ? cbuf.data_ptr<scalar_t>() : nullptr;
     scalar_t* np = cell == GRU ? hn.data_ptr<scalar_t>() : nullptr;
     const scalar_t* bp = bias.data_ptr<scalar_t>();
     const scalar_t* bhp = b_hh.data_ptr<scalar_t>();
     const scalar_t sl = static_cast<scalar_t>(slope);
     for (int64_t t = 0; t < L; ++t) {
-      at::bmm_out(acc, hbuf.select(1, t), w_t);
+      at::Tensor step = xh.select(1, t);  // [K, B, D+H]: [x_t | h_{t-1}]
+      at::bmm_out(acc, step, w_step);
       for (int64_t k = 0; k < K; ++k) {
         for (int64_t b = 0; b < B; ++b) {
           const int64_t row = (k * L + t) * B + b;
-          const int64_t prev = ((k * (L + 1) + t) * B + b) * H;  // slot t: h_{t-1}
-          const int64_t next = prev + B * H;                      // slot t+1: h_t
+          const int64_t state = (k * (L + 1) + t) * B + b;  // slot t: h_{t-1}, c_{t-1}
+          scalar_t* h_prev = xhp + state * DH + D;
+          scalar_t* h_next = h_prev + B * DH;
           if (t < st[k]) {  // held at the initial state
-            std::fill(hp + next, hp + next + H, scalar_t(0));
-            if (cell == LSTM) std::fill(cp + next, cp + next + H, scalar_t(0));
+            std::fill(h_next, h_next + H, scalar_t(0));
+            if (cell == LSTM) std::fill(cp + (state + B) * H, cp + (state + B + 1) * H, 0);
             continue;
           }
-          scalar_t* g = gp + row * GH;
           const scalar_t* a = ap + (k * B + b) * GH;
           if (cell == LSTM) {
-            lstm_forward_row(H, g, a, bp + k * GH, cp + prev, cp + next, hp + next);
+            lstm_forward_row(H, a, bp + k * GH, cp + state * H, cp + (state + B) * H, h_next,
+                             gp + row * GH);
           } else if (cell == GRU) {
-            gru_forward_row(H, g, a, bp + k * GH, bhp + k * GH, hp + prev, hp + next,
+            gru_forward_row(H, gp + row * GH, a, bp + k * GH, bhp + k * GH, h_prev, h_next,
                             np + row * H);
           } else {
-            rnn_forward_row(H, ac[k], sl, g, a, bp + k * GH, hp + next);
+            rnn_forward_row(H, ac[k], sl, a, bp + k * GH, h_next);
           }
         }
       }
     }
   });
-  return {hbuf, gates, cbuf, hn};
+  return {xh, gates, cbuf, hn};
 }
 
 // Consumes `gates` and `hn` (overwritten with gradients: call once per forward).
 // Returns {d x (if need_dx; else empty), d w_ih, d w_hh, d bias, d b_hh (GRU; else empty)}.
 std::vector<at::Tensor> sequence_backward(int64_t cell, const at::Tensor& grad_h_,
                                           const at::Tensor& x, const at::Tensor& w_ih,
-                                          const at::Tensor& w_hh, const at::Tensor& hbuf,
-                                          const at::Tensor& gates, const at::Tensor& cbuf,
-                                          const at::Tensor& hn, const at::Tensor& start_,
-                                          const at::Tensor& act_, double slope,
-                                          bool need_dx) {
-  const int64_t K = hbuf.size(0), L = hbuf.size(1) - 1, B = hbuf.size(2), H = hbuf.size(3);
-  const int64_t GH = w_hh.size(1);
+                                          const at::Tensor& w_hh,
+                                          const at::Tensor& xh, const at::Tensor& gates,
+                                          const at::Tensor& cbuf, const at::Tensor& hn,
+                                          const at::Tensor& start_, const at::Tensor& act_,
+                                          double slope, bool need_dx) {
+  const int64_t K = xh.size(0), L = xh.size(1) - 1, B = xh.size(2), DH = xh.size(3);
+  const int64_t GH = w_hh.size(1), H = w_hh.size(2), D = DH - H;  // D = 0: the GRU
   at::Tensor grad_h = grad_h_.contiguous();
   TORCH_CHECK(grad_h.sizes() == at::IntArrayRef({K, L, B, H}), "batched_cells: grad_h [K,L,B,H]");
-  auto options = hbuf.options();
+  auto options = xh.options();
   auto acc_options = options.dtype(at::kDouble);  // the bias gradients sum L*B rows
   at::Tensor dh_rec = at::zeros({K, B, H}, options);
   at::Tensor dc = at::zeros({cell == LSTM ? K : 0, B, H}, options);
@@ -318,10 +338,10 @@ std::vector<at::Tensor> sequence_backward(int64_t cell, const at::Tensor& grad_h
   at::Tensor start = start_.contiguous(), act = act_.contiguous();
   const int64_t* st = start.data_ptr<int64_t>();
   const int64_t* ac = act.data_ptr<int64_t>();
-  AT_DISPATCH_FLOATING_TYPES(hbuf.scalar_type(), "batched_cells_backward", [&] {
+  AT_DISPATCH_FLOATING_TYPES(xh.scalar_type(), "batched_cells_backward", [&] {
     using acc_t = double;
     const scalar_t* gop = grad_h.data_ptr<scalar_t>();
-    const scalar_t* hp = hbuf.data_ptr<scalar_t>();
+    const scalar_t* xhp = xh.data_ptr<scalar_t>();
     const scalar_t* cp = cell == LSTM ? cbuf.data_ptr<scalar_t>() : nullptr;
     scalar_t* gp = gates.data_ptr<scalar_t>();
     scalar_t* np = cell == GRU ? hn.data_ptr<scalar_t>() : nullptr;
@@ -336,28 +356,29 @@ std::vector<at::Tensor> sequence_backward(int64_t cell, const at::Tensor& grad_h
       for (int64_t k = 0; k < K; ++k) {
         for (int64_t b = 0; b < B; ++b) {
           const int64_t row = (k * L + t) * B + b;
-          const int64_t state = (k * B + b) * H;
+          const int64_t state = (k * (L + 1) + t) * B + b;  // slot t: h_{t-1}, c_{t-1}
+          const int64_t member_row = (k * B + b) * H;
           scalar_t* g = gp + row * GH;
           if (t < st[k]) {  // held: no dependence on the weights
             std::fill(g, g + GH, scalar_t(0));
             if (cell == GRU) {
               std::fill(np + row * H, np + (row + 1) * H, scalar_t(0));
               std::fill(dgp + (k * B + b) * GH, dgp + (k * B + b + 1) * GH, scalar_t(0));
-              std::fill(dip + state, dip + state + H, scalar_t(0));
+              std::fill(dip + member_row, dip + member_row + H, scalar_t(0));
             }
             continue;
           }
           const scalar_t* go = gop + row * H;
-          const scalar_t* dr = drp + state;
-          const int64_t prev = ((k * (L + 1) + t) * B + b) * H;
-          const int64_t next = prev + B * H;
+          const scalar_t* dr = drp + member_row;
+          const scalar_t* h_prev = xhp + state * DH + D;
           if (cell == LSTM) {
-            lstm_backward_row(H, go, dr, dcp + state, cp + prev, cp + next, g, dbp + k * GH);
+            lstm_backward_row(H, go, dr, dcp + member_row, cp + state * H,
+                              cp + (state + B) * H, g, dbp + k * GH);
           } else if (cell == GRU) {
-            gru_backward_row(H, go, dr, hp + prev, g, np + row * H, dgp + (k * B + b) * GH,
-                             dip + state, dbp + k * GH, dbhp + k * GH);
+            gru_backward_row(H, go, dr, h_prev, g, np + row * H, dgp + (k * B + b) * GH,
+                             dip + member_row, dbp + k * GH, dbhp + k * GH);
           } else {
-            rnn_backward_row(H, ac[k], sl, go, dr, hp + next, g, dbp + k * GH);
+            rnn_backward_row(H, ac[k], sl, go, dr, h_prev + B * DH, g, dbp + k * GH);
           }
         }
       }
@@ -370,17 +391,22 @@ std::vector<at::Tensor> sequence_backward(int64_t cell, const at::Tensor& grad_h
       }
     }
   });
-  // Over all time steps at once: small^T x big, then transposed (the faster bmm shape).
+  // Over all time steps at once: [x | h_prev]^T x dgates, then transposed (the faster bmm
+  // shape than dgates^T x [x | h_prev]).
   at::Tensor grads = gates.view({K, L * B, GH});
-  at::Tensor h_prev = hbuf.narrow(1, 0, L).reshape({K, L * B, H}).transpose(1, 2);
-  at::Tensor dw_ih = at::bmm(x.transpose(1, 2), grads).transpose(1, 2).contiguous();
-  at::Tensor dw_hh;
+  at::Tensor inputs = xh.narrow(1, 0, L).reshape({K, L * B, DH}).transpose(1, 2);
+  at::Tensor dw_ih, dw_hh;
   if (cell == GRU) {  // the hidden side's n block is dn * r (kept in hn)
+    at::Tensor h_prev = inputs;
+    dw_ih = at::bmm(x.transpose(1, 2), grads);
     dw_hh = at::cat({at::bmm(h_prev, grads.narrow(2, 0, 2 * H)),
                      at::bmm(h_prev, hn.view({K, L * B, H}))}, 2);
   } else {
-    dw_hh = at::bmm(h_prev, grads);
+    at::Tensor dw = at::bmm(inputs, grads);  // [K, D+H, G*H]
+    dw_ih = dw.narrow(1, 0, D);
+    dw_hh = dw.narrow(1, D, H);
   }
+  dw_ih = dw_ih.transpose(1, 2).contiguous();
   dw_hh = dw_hh.transpose(1, 2).contiguous();
   at::Tensor dx = need_dx ? at::bmm(grads, w_ih) : at::empty({0}, options);
   return {dx, dw_ih, dw_hh, db.to(options.dtype()),

@@ -66,7 +66,8 @@ BACKENDS = ("auto", "cpp", "eager")
 CELL_CODES = {"rnn": 0, "lstm": 1, "gru": 2}  # as in batched_cells.cpp
 ACTIVATION_CODES = {"tanh": 0, "relu": 1, "leaky_relu": 2, "hard_tanh": 3}
 SOURCE = Path(__file__).with_name("batched_cells.cpp")
-CFLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"]
+CFLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno",
+          "-fno-trapping-math", "-fopenmp-simd"]
 
 
 def _cpu_tag() -> str:
@@ -124,11 +125,12 @@ class _Layer(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, w_ih: Tensor, w_hh: Tensor, bias: Tensor, b_hh: Tensor,
                 cell: int, start: Tensor, act: Tensor, length: int, ops: Any) -> Tensor:
-        hbuf, gates, cbuf, hn = ops.sequence_forward(cell, x, w_ih, w_hh, bias, b_hh, start,
-                                                     act, LEAKY_SLOPE, length)
+        xh, gates, cbuf, hn = ops.sequence_forward(cell, x, w_ih, w_hh, bias, b_hh, start, act,
+                                                   LEAKY_SLOPE, length)
         ctx.save_for_backward(x, w_ih, w_hh, start, act)
-        ctx.buffers, ctx.cell, ctx.ops = [hbuf, gates, cbuf, hn], cell, ops
-        return hbuf[:, 1:]
+        ctx.buffers, ctx.cell, ctx.ops = [xh, gates, cbuf, hn], cell, ops
+        hidden = w_hh.shape[2]
+        return xh[:, 1:].view(x.shape[0], length, x.shape[1] // length, -1)[..., -hidden:]
 
     @staticmethod
     def backward(ctx: Any, grad_h: Tensor) -> tuple[Tensor | None, ...]:
@@ -136,10 +138,10 @@ class _Layer(torch.autograd.Function):
             raise RuntimeError("batched_cells: the C++ layer's backward runs once per forward "
                                "(it overwrites its saved gates); retain_graph is not supported")
         x, w_ih, w_hh, start, act = ctx.saved_tensors
-        hbuf, gates, cbuf, hn = ctx.buffers
+        xh, gates, cbuf, hn = ctx.buffers
         ctx.buffers = None
         dx, dw_ih, dw_hh, dbias, db_hh = ctx.ops.sequence_backward(
-            ctx.cell, grad_h, x, w_ih, w_hh, hbuf, gates, cbuf, hn, start, act, LEAKY_SLOPE,
+            ctx.cell, grad_h, x, w_ih, w_hh, xh, gates, cbuf, hn, start, act, LEAKY_SLOPE,
             ctx.needs_input_grad[0])
         return (dx if ctx.needs_input_grad[0] else None, dw_ih, dw_hh, dbias,
                 db_hh if ctx.cell == CELL_CODES["gru"] else None,
