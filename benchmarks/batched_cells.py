@@ -17,14 +17,18 @@ each candidate trains the same K members (seeds 0..K-1) as one stacked model:
   backward through time in Python ops, dW_hh as one bmm at the end;
 - `cpp`: `BatchedCellsModel(backend="cpp")`, the C++ sequence forward and backward;
 - `cpp_mixed` (RNN only): `cpp` with the members' activations tanh, relu, leaky_relu,
-  hard_tanh in turn (the cost of a heterogeneous batch against `cpp`, all tanh);
+  hard_tanh in turn; its row also gives its time over `cpp`'s (all tanh). Its factor is
+  against the tanh separate runs: leaky_relu states decay into denormal numbers, which
+  the CPU computes slowly in any implementation (`--flush-denormal` sets
+  torch.set_flush_denormal(True) to take that effect out);
 - `cpp_start`: `cpp` with per-member starts 0, 1, 2, ... (the hold's cost at the same L).
 
 All with 1 torch thread, candidates interleaved in rounds (each round times `steps` steps of
 every candidate, process CPU time), medians over the rounds. Factor = separate time per
 member-step / candidate time per member-step (> 1: the candidate is faster). The share of
 sgemm peak counts the matmul FLOPs (forward + 2x backward, input projection, recurrence,
-readout) against the 2048² fp32 matmul rate measured in the same process.
+readout) against the 2048² fp32 matmul rate measured in the same process: before every
+row, the best so far taken as the peak (the machine is shared: one measurement can be low).
 """
 
 from __future__ import annotations
@@ -281,6 +285,8 @@ def candidates_for(cell: str, k: int, task: tasks.Task, hidden: int, batch: int,
 def measure(cell: str, k: int, gap: int, hidden: int, batch: int, names: list[str],
             steps: int, rounds: int, peak: float) -> dict[str, float]:
     """Median CPU seconds per training step of all K members, per candidate."""
+    now = sgemm_gflops(repeats=3)
+    peak = max(peak, now)
     task = tasks.make_task("delayed_recall", gap=gap)
     runs = candidates_for(cell, k, task, hidden, batch, names)
     for run in runs.values():  # warm-up (and torch.compile's compilation)
@@ -296,7 +302,8 @@ def measure(cell: str, k: int, gap: int, hidden: int, batch: int, names: list[st
     median = {name: statistics.median(s) for name, s in seconds.items()}
     flops = k * step_flops(cell, task, hidden, batch)
     separate = median["separate"]
-    cells = [f"{cell:4} K={k} gap={gap:3} H={hidden:3} B={batch:2} | separate "
+    cells = [f"{cell:4} K={k} gap={gap:3} H={hidden:3} B={batch:2} | sgemm {now:3.0f} "
+             f"(peak {peak:3.0f}) load {os.getloadavg()[0]:4.1f} | separate "
              f"{1e3 * separate / k:6.2f} ms/member-step ({flops / separate / 1e9 / peak:.0%} "
              "of sgemm)"]
     for name in runs:
@@ -305,8 +312,10 @@ def measure(cell: str, k: int, gap: int, hidden: int, batch: int, names: list[st
         factors = sorted(a / b for a, b in zip(seconds["separate"], seconds[name], strict=True))
         cells.append(f"{name} {separate / median[name]:.2f} ({factors[0]:.2f}-{factors[-1]:.2f}, "
                      f"{flops / median[name] / 1e9 / peak:.0%})")
+    if "cpp_mixed" in median and "cpp" in median:
+        cells.append(f"mixed/homogeneous time {median['cpp_mixed'] / median['cpp']:.2f}")
     print(" | ".join(cells), flush=True)
-    return median
+    return {**median, "peak": peak}
 
 
 # ---- profile and compile times -------------------------------------------------------------
@@ -386,10 +395,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="64x32, 3 rounds of 2 steps")
     parser.add_argument("--profile", action="store_true", help="profile the bare fused step")
     parser.add_argument("--compile-time", action="store_true")
+    parser.add_argument("--flush-denormal", action="store_true",
+                        help="torch.set_flush_denormal(True) (denormals computed as zero)")
     args = parser.parse_args()
     if args.quick:
         args.shapes, args.steps, args.rounds = ["64x32"], 2, 3
     torch.set_num_threads(1)
+    torch.set_flush_denormal(args.flush_denormal)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     peak = sgemm_gflops()
     print(f"torch {torch.__version__}, 1 thread; sgemm 2048² fp32: {peak:.1f} GFLOP/s; "
@@ -409,8 +421,8 @@ def main() -> None:
         for cell in args.cells:
             for k in args.ks:
                 for gap in args.gaps:
-                    measure(cell, k, gap, hidden, batch, args.candidates, args.steps,
-                            args.rounds, peak)
+                    peak = measure(cell, k, gap, hidden, batch, args.candidates, args.steps,
+                                   args.rounds, peak)["peak"]
     print(f"sgemm at the end: {sgemm_gflops():.1f} GFLOP/s; load average {load()}; "
           f"{time.perf_counter() - started:.0f} s", flush=True)
 
