@@ -352,32 +352,49 @@ def profile_fused(cell: str, gap: int, hidden: int, batch: int, steps: int,
               f"{event.self_cpu_time_total / steps / 1e3:7.3f} ms/step")
 
 
+COMPILED_FIRST_STEP = """
+import sys, time, torch
+sys.path.insert(0, {folder!r})
+torch.set_num_threads(1)
+import batched_cells as bench, tasks
+task = tasks.make_task("delayed_recall", gap={gap})
+model = bench.CompiledStep([bench.build_member(s, {cell!r}, task, {hidden}) for s in range({k})])
+inputs = torch.stack([task.sample({batch}, torch.Generator().manual_seed(s)).inputs
+                      for s in range({k})])
+start = time.perf_counter()
+model(inputs).sum().backward()
+first = time.perf_counter() - start
+start = time.perf_counter()
+model(inputs).sum().backward()
+print(f"{{first:.1f}} {{1e3 * (time.perf_counter() - start):.1f}}")
+"""
+
+
 def compile_times(gap: int, hidden: int, batch: int, k: int) -> None:
-    """The C++ ops' build (fresh cache, in a subprocess) and cached load; torch.compile of
-    the cell step (first forward + backward, per cell)."""
+    """First-use costs, each in a fresh process: the C++ ops' build (into an empty cache
+    folder), then their load from that cache; torch.compile of the cell step (first forward
+    + backward) with an empty inductor cache, then with the cache the first run left."""
     code = ("import time, torch; t = time.perf_counter(); "
             "from harness.batched_cells import kernels; ops = kernels(); "
             "print(f'{time.perf_counter() - t:.1f}', ops is not None)")
-    root = str(Path(__file__).resolve().parents[1])
+    root = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory() as folder:
-        env = {**os.environ, "TORCH_EXTENSIONS_DIR": folder, "PYTHONPATH": root}
+        env = {**os.environ, "TORCH_EXTENSIONS_DIR": folder, "PYTHONPATH": str(root)}
         for label in ("fresh build", "cached load"):
             out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                                  text=True, check=True).stdout.split()
             print(f"C++ cell, {label}: {out[0]} s (built: {out[1]})", flush=True)
-    task = tasks.make_task("delayed_recall", gap=gap)
     for cell in GATES:
-        torch._dynamo.reset()
-        model = CompiledStep([build_member(s, cell, task, hidden) for s in range(k)])
-        inputs = torch.stack([task.sample(batch, torch.Generator().manual_seed(s)).inputs
-                              for s in range(k)])
-        start = time.perf_counter()
-        model(inputs).sum().backward()
-        first = time.perf_counter() - start
-        start = time.perf_counter()
-        model(inputs).sum().backward()
-        print(f"torch.compile {cell} step (K={k}, gap {gap}): first forward+backward "
-              f"{first:.1f} s, next {1e3 * (time.perf_counter() - start):.1f} ms", flush=True)
+        with tempfile.TemporaryDirectory() as folder:
+            env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": folder, "PYTHONPATH": str(root)}
+            script = COMPILED_FIRST_STEP.format(folder=str(root / "benchmarks"), gap=gap,
+                                                cell=cell, hidden=hidden, k=k, batch=batch)
+            for label in ("empty cache", "warm cache"):
+                first, then = subprocess.run([sys.executable, "-c", script], env=env,
+                                             capture_output=True, text=True,
+                                             check=True).stdout.split()
+                print(f"torch.compile {cell} step (K={k}, gap {gap}, {label}): first forward "
+                      f"+ backward {first} s, the next {then} ms", flush=True)
 
 
 def main() -> None:
@@ -412,7 +429,7 @@ def main() -> None:
     if args.profile:
         for cell in args.cells:
             for gap in args.gaps:
-                profile_fused(cell, gap, 64, 32, 10, peak)
+                profile_fused(cell, gap, 64, 32, 30, peak)
     if args.compile_time or args.profile:
         return
     started = time.perf_counter()
