@@ -11,8 +11,12 @@ A training step is what a run does per step: sample each member's batch (delayed
 each candidate trains the same K members (seeds 0..K-1) as one stacked model:
 
 - `v0`: `harness.batched.BatchedModel`, the batched cell of issue #6 (autograd per step);
-- `eager`: `BatchedCellsModel(backend="eager")`: fused gate layout, autograd per step;
-- `compiled`: the eager cell step (and only the step, not the loop) through torch.compile;
+- `eager`: `BatchedCellsModel(backend="eager")`: autograd per step, time-major;
+- `fused_layout` (LSTM only): the eager cell with the fused gate layout: the gate rows
+  reordered to i, f, o, g (per forward call), one sigmoid over i, f, o, one tanh over g,
+  `addcmul` for the cell update;
+- `compiled`: the fused-layout cell step (and only the step, not the loop) through
+  torch.compile;
 - `pyfunc` (LSTM only): a custom autograd.Function over the sequence, fused gate layout,
   backward through time in Python ops, dW_hh as one bmm at the end;
 - `cpp`: `BatchedCellsModel(backend="cpp")`, the C++ sequence forward and backward;
@@ -109,13 +113,13 @@ def rnn_step(x_t: Tensor, h: Tensor, w_t: Tensor) -> Tensor:
 
 
 class CompiledStep(BatchedCellsModel):
-    """The eager cell with its step (not the loop) through torch.compile; homogeneous tanh
-    members, no start."""
+    """The fused-layout cell with its step (not the loop) through torch.compile (or not:
+    `compile=False`); homogeneous tanh members, no start."""
 
-    def __init__(self, members: list[RecurrentModel]) -> None:
+    def __init__(self, members: list[RecurrentModel], compile: bool = True) -> None:
         super().__init__(members, backend="eager")
         step = {"lstm": lstm_step, "gru": gru_step, "rnn": rnn_step}[self.cell]
-        self.step = torch.compile(step, dynamic=False, fullgraph=True)
+        self.step = torch.compile(step, dynamic=False, fullgraph=True) if compile else step
 
     def _layer_eager(self, layer_input: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor,
                      b_hh: Tensor, start: Tensor | None, length: int) -> Tensor:
@@ -263,6 +267,10 @@ def candidates_for(cell: str, k: int, task: tasks.Task, hidden: int, batch: int,
             model: nn.Module = BatchedModel(members())
         elif name == "eager":
             model = BatchedCellsModel(members(), backend="eager")
+        elif name == "fused_layout":
+            if cell != "lstm":
+                continue
+            model = CompiledStep(members(), compile=False)
         elif name == "compiled":
             model = CompiledStep(members())
         elif name == "pyfunc":
@@ -405,8 +413,8 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=["64x32", "128x64"],
                         help="hidden x batch")
     parser.add_argument("--candidates", nargs="+",
-                        default=["v0", "eager", "compiled", "pyfunc", "cpp", "cpp_mixed",
-                                 "cpp_start"])
+                        default=["v0", "eager", "fused_layout", "compiled", "pyfunc", "cpp",
+                                 "cpp_mixed", "cpp_start"])
     parser.add_argument("--steps", type=int, default=3, help="steps per candidate per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="64x32, 3 rounds of 2 steps")

@@ -14,24 +14,23 @@ members (issue #13 item 2):
   padded inputs are not read (a step on zero input is not a no-op: the biases), and the
   held steps carry no gradient to the weights.
 
-Backends (measured in benchmarks/batched_cells.py; docs/benchmark.md has the figures):
+Backends (measured in benchmarks/batched_cells.py; docs/batched_cells.md has the figures):
 
 - `cpp`: the recurrence of a whole layer as two C++ ops (harness/batched_cells.cpp, built
   on first use with torch's extension builder and cached): forward over the sequence, and a
   hand-written backward through time. Per time step one bmm for all members and one fused
   loop over the gates; dW_hh is one bmm over all steps at the end. The input projection
   (all time steps at once), the readout and their gradients stay in autograd.
-- `eager`: the same computation as autograd ops per time step (fused gate layout: one
-  sigmoid over the LSTM's i, f, o gates and one tanh over g, `addcmul` for the cell update;
-  one sigmoid over the GRU's r, z). Used when the C++ ops cannot be built (no compiler, no
-  ninja), with one log line.
+- `eager`: the same computation as autograd ops per time step (one sigmoid over the GRU's
+  r, z; the LSTM as `BatchedModel`'s cell: a fused gate layout, one sigmoid over i, f, o
+  reordered to sit together, one tanh over g and `addcmul`, measured 4-12% slower). Used
+  when the C++ ops cannot be built (no compiler, no ninja), with one log line.
 - `auto` (default): `cpp` if it builds, else `eager`.
 
-The stacked layout is torch's (gate order i, f, g, o and r, z, n): the eager backend
-reorders the LSTM's gate rows inside `forward` (a copy of the weights per call, not per
-step; autograd maps the gradient back), so parameters, `member(k)` and the optimizer
-state are laid out exactly as `BatchedModel`'s, and `harness.batched.member_optimizer_state`
-/ `stacked_optimizer_state` (re-exported here) map them to and from separate runs.
+The stacked layout is torch's (gate order i, f, g, o and r, z, n), so parameters,
+`member(k)` and the optimizer state are laid out exactly as `BatchedModel`'s, and
+`harness.batched.member_optimizer_state` / `stacked_optimizer_state` (re-exported here) map
+them to and from separate runs.
 """
 
 from __future__ import annotations
@@ -238,11 +237,6 @@ class BatchedCellsModel(nn.Module):
                      b_hh: Tensor, start: Tensor | None, length: int) -> Tensor:
         """One layer as autograd ops per time step: [K, L·B, D] -> h [K, L, B, H]."""
         k, hidden = layer_input.shape[0], self.hidden_size
-        if self.cell == "lstm":  # i, f, g, o -> i, f, o, g: one sigmoid, one tanh per step
-            order = [0, 1, 3, 2]
-            w_ih, w_hh, b_ih, b_hh = (torch.cat([t.narrow(1, j * hidden, hidden)
-                                                 for j in order], dim=1)
-                                      for t in (w_ih, w_hh, b_ih, b_hh))
         bias = b_ih if self.cell == "gru" else b_ih + b_hh
         projected = torch.baddbmm(bias.unsqueeze(1), layer_input, w_ih.transpose(1, 2))
         steps = projected.view(k, length, -1, projected.shape[-1]).unbind(dim=1)
@@ -261,10 +255,9 @@ class BatchedCellsModel(nn.Module):
             if self.cell == "rnn":
                 h_new, c_new = activate(torch.baddbmm(x_t, h, w_hh_t)), c
             elif self.cell == "lstm":
-                gates = torch.baddbmm(x_t, h, w_hh_t)
-                i, f, o = torch.sigmoid(gates[..., :3 * hidden]).chunk(3, dim=-1)
-                c_new = torch.addcmul(f * c, i, torch.tanh(gates[..., 3 * hidden:]))
-                h_new = o * torch.tanh(c_new)
+                i, f, g, o = torch.baddbmm(x_t, h, w_hh_t).chunk(4, dim=-1)
+                c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                h_new = torch.sigmoid(o) * torch.tanh(c_new)
             else:
                 h_proj = torch.baddbmm(b_hh_, h, w_hh_t)
                 r, z = torch.sigmoid(x_t[..., :2 * hidden] + h_proj[..., :2 * hidden]).chunk(
