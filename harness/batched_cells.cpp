@@ -231,6 +231,8 @@ void check(int64_t cell, const at::Tensor& x, const at::Tensor& w_ih, const at::
            const at::Tensor& bias, const at::Tensor& start, const at::Tensor& act,
            int64_t length) {
   TORCH_CHECK(cell == RNN || cell == LSTM || cell == GRU, "batched_cells: unknown cell ", cell);
+  TORCH_CHECK(x.device().is_cpu() && w_ih.device().is_cpu() && w_hh.device().is_cpu(),
+              "batched_cells: CPU tensors only");
   const int64_t K = w_hh.size(0), GH = w_hh.size(1), H = w_hh.size(2);
   TORCH_CHECK(w_hh.dim() == 3 && GH == gate_blocks(cell) * H, "batched_cells: w_hh [K,G*H,H]");
   TORCH_CHECK(x.dim() == 3 && x.size(0) == K && length > 0 && x.size(1) % length == 0 &&

@@ -211,7 +211,7 @@ class BatchedCellsModel(nn.Module):
             w_ih, w_hh, b_ih, b_hh = (self.stacked[f"rnn__{name}_l{layer}"]
                                       for name in ("weight_ih", "weight_hh", "bias_ih",
                                                    "bias_hh"))
-            if self.ops is not None:
+            if self.ops is not None and inputs.device.type == "cpu":  # the ops are CPU code
                 hidden = self._layer_cpp(layer_input, w_ih, w_hh, b_ih, b_hh, start, length)
             else:
                 hidden = self._layer_eager(layer_input, w_ih, w_hh, b_ih, b_hh, start, length)
