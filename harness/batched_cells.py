@@ -80,6 +80,24 @@ def _cpu_tag() -> str:
     return hashlib.sha1(flags.encode()).hexdigest()[:8]
 
 
+STALE_LOCK_S = 600.0  # a build takes seconds; an older lock is a killed build's
+
+
+def clear_stale_lock(folder: str, now: float | None = None) -> bool:
+    """Remove the build lock a killed build left in `folder` (torch waits on it forever),
+    if it is older than STALE_LOCK_S; True if one was removed."""
+    lock = Path(folder) / "lock"
+    try:
+        age = (time.time() if now is None else now) - lock.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    if age < STALE_LOCK_S:
+        return False
+    lock.unlink(missing_ok=True)
+    log.warning("batched_cells: removed a stale build lock (%.0f s old): %s", age, lock)
+    return True
+
+
 @cache
 def kernels() -> Any | None:
     """The C++ ops (`torch.ops.batched_cells`), built on first use and cached by torch in
@@ -93,9 +111,11 @@ def kernels() -> Any | None:
         return None
     from torch.utils import cpp_extension
 
+    name = f"harness_batched_cells_{_cpu_tag()}"
     start = time.perf_counter()
     try:
-        cpp_extension.load(name=f"harness_batched_cells_{_cpu_tag()}", sources=[str(SOURCE)],
+        clear_stale_lock(cpp_extension._get_build_directory(name, False))
+        cpp_extension.load(name=name, sources=[str(SOURCE)],
                            extra_cflags=CFLAGS, extra_ldflags=["-lmvec"],
                            is_python_module=False, verbose=False)
     except Exception as error:  # any build failure: the eager cell

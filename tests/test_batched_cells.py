@@ -10,13 +10,16 @@ from __future__ import annotations
 import copy
 import logging
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
 from harness import batched_cells
 from harness.batched_cells import (
+    STALE_LOCK_S,
     BatchedCellsModel,
+    clear_stale_lock,
     kernels,
     member_optimizer_state,
     stacked_optimizer_state,
@@ -241,3 +244,14 @@ def test_no_compiler_falls_back_to_eager_with_one_log_line(monkeypatch: pytest.M
             BatchedCellsModel(members("lstm", ("tanh",) * 2, 1), "cpp")
     finally:
         kernels.cache_clear()
+
+
+def test_a_killed_builds_lock_is_removed_a_live_ones_kept(tmp_path: Path) -> None:
+    lock = tmp_path / "lock"
+    assert not clear_stale_lock(str(tmp_path))
+    lock.touch()
+    mtime = lock.stat().st_mtime
+    assert not clear_stale_lock(str(tmp_path), now=mtime + STALE_LOCK_S - 1)
+    assert lock.exists()
+    assert clear_stale_lock(str(tmp_path), now=mtime + STALE_LOCK_S + 1)
+    assert not lock.exists()
