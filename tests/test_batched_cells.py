@@ -1,0 +1,257 @@
+"""harness.batched_cells: each member of the stacked model computes its separate fused model.
+
+float64 throughout (except the float32 check): the batched cell and torch's fused modules
+then agree to ~1e-15, so 1e-10 leaves room only for rounding, not for a wrong term. Both
+backends are checked (the C++ ops, built on first use, and the eager autograd cell).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness import batched_cells
+from harness.batched_cells import (
+    STALE_LOCK_S,
+    BatchedCellsModel,
+    clear_stale_lock,
+    kernels,
+    member_optimizer_state,
+    stacked_optimizer_state,
+    starts,
+)
+from harness.models import RecurrentModel
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+D, OUT, H, B, L = 5, 3, 7, 4, 9
+TOL = {"rtol": 1e-10, "atol": 1e-12}
+CELLS = {  # name: (cell, the members' activations)
+    "lstm": ("lstm", ("tanh",) * 3),
+    "gru": ("gru", ("tanh",) * 3),
+    "rnn": ("rnn", ("tanh",) * 3),
+    "rnn_mixed": ("rnn", ("tanh", "relu", "leaky_relu", "hard_tanh")),
+}
+HAVE_COMPILER = shutil.which("c++") is not None and shutil.which("ninja") is not None
+BACKENDS = [pytest.param("cpp", marks=pytest.mark.skipif(
+    not HAVE_COMPILER, reason="no C++ compiler or ninja: the eager cell is the one in use")),
+    "eager"]
+
+
+def members(cell: str, activations: tuple[str, ...], layers: int,
+            dtype: torch.dtype = torch.float64) -> list[RecurrentModel]:
+    """Seeds 0.., as separate runs build them; biases made non-trivial, so that a step on a
+    padded (held) position would change the state if it were computed."""
+    models = []
+    for seed, activation in enumerate(activations):
+        torch.manual_seed(seed)
+        model = RecurrentModel(cell, D, OUT, H, layers, activation).to(dtype)
+        with torch.no_grad():
+            for name, value in model.named_parameters():
+                if "bias" in name:
+                    value.uniform_(-0.5, 0.5)
+        models.append(model)
+    return models
+
+
+def grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.grad for name, p in model.named_parameters()}
+
+
+def check_against_separate(model: BatchedCellsModel, separate: list[RecurrentModel],
+                           inputs: torch.Tensor, start: list[int] | None,
+                           tol: dict[str, float]) -> None:
+    """Outputs (member k's from start[k] on) and every member's gradients of a loss on them
+    equal the separate fused model's on its unpadded sequence."""
+    k = len(separate)
+    first = start or [0] * k
+    outputs = model(inputs, start)
+    weights = torch.randn(outputs.shape, dtype=outputs.dtype)  # a loss that reaches every output
+    (sum((outputs[m, :, first[m]:] * weights[m, :, first[m]:]).sum() for m in range(k))
+     ).backward()
+    for m, member in enumerate(separate):
+        expected = member(inputs[m, :, first[m]:])
+        torch.testing.assert_close(outputs[m, :, first[m]:], expected, **tol)
+        (expected * weights[m, :, first[m]:]).sum().backward()
+        for name, grad in grads(member).items():
+            stacked = model.stacked[name.replace(".", "__")].grad
+            assert stacked is not None, name
+            torch.testing.assert_close(stacked[m], grad, **tol, msg=f"member {m} {name}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("name", list(CELLS))
+def test_equals_separate_models(name: str, layers: int, backend: str) -> None:
+    cell, activations = CELLS[name]
+    separate = members(cell, activations, layers)
+    model = BatchedCellsModel(copy.deepcopy(separate), backend)
+    assert model.backend == backend
+    inputs = torch.randn(len(separate), B, L, D, dtype=torch.float64)
+    check_against_separate(model, separate, inputs, None, TOL)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("name", list(CELLS))
+def test_per_member_start(name: str, layers: int, backend: str) -> None:
+    """Left-padded members: from start[k] on, the separate run on the unpadded sequence. The
+    padding holds random values (not zeros): the held steps must not read them."""
+    cell, activations = CELLS[name]
+    separate = members(cell, activations, layers)
+    model = BatchedCellsModel(copy.deepcopy(separate), backend)
+    start = [0, 3, 8, 1][:len(separate)]
+    inputs = torch.randn(len(separate), B, L, D, dtype=torch.float64)
+    check_against_separate(model, separate, inputs, start, TOL)
+    # The held state: the outputs before start[k] are the readout of h = 0 (its bias).
+    outputs = model(inputs, start).detach()
+    for m, first in enumerate(start):
+        bias = model.stacked["readout__bias"][m].detach()
+        torch.testing.assert_close(outputs[m, :, :first], bias.expand(B, first, OUT), **TOL)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn_mixed"])
+def test_float32_close_to_separate(name: str, backend: str) -> None:
+    """The training dtype (the C++ ops' float kernels, vectorized exp and tanh): float32
+    rounding only."""
+    cell, activations = CELLS[name]
+    separate = members(cell, activations, 2, torch.float32)
+    model = BatchedCellsModel(copy.deepcopy(separate), backend)
+    inputs = torch.randn(len(separate), B, L, D)
+    check_against_separate(model, separate, inputs, [0, 2, 5, 0][:len(separate)],
+                           {"rtol": 1e-4, "atol": 1e-5})
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_diverged_member_leaves_the_others_alone(backend: str) -> None:
+    separate = members("lstm", ("tanh",) * 3, 1)
+    model = BatchedCellsModel(copy.deepcopy(separate), backend)
+    with torch.no_grad():
+        model.stacked["rnn__weight_hh_l0"][1].fill_(float("nan"))
+    inputs = torch.randn(3, B, L, D, dtype=torch.float64)
+    outputs = model(inputs)
+    outputs.sum().backward()
+    assert bool(outputs[1].isnan().all())
+    for m in (0, 2):
+        torch.testing.assert_close(outputs[m], separate[m](inputs[m]), **TOL)
+        assert all(bool(p.grad[m].isfinite().all()) for p in model.parameters())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_member_round_trip(backend: str) -> None:
+    """member(k) is member k (weights, activation); the members stack back to the same
+    parameters in the same order (so optimizer state index i means the same tensor)."""
+    separate = members("rnn", CELLS["rnn_mixed"][1], 2)
+    model = BatchedCellsModel(separate, backend)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    extracted = [model.member(k) for k in range(model.members)]
+    assert [m.activation for m in extracted] == list(CELLS["rnn_mixed"][1])
+    assert [name for name, _ in extracted[0].named_parameters()] == \
+        [name.replace("__", ".") for name in model.stacked]
+    for k, member in enumerate(extracted):
+        for name, value in member.named_parameters():
+            assert torch.equal(value, model.stacked[name.replace(".", "__")][k])
+    again = BatchedCellsModel(extracted, backend)
+    for a, b in zip(model.parameters(), again.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_adam_state_maps_to_separate_runs(backend: str) -> None:
+    """Three Adam steps batched (members at different starts) equal three separate steps per
+    member, in the weights and in the optimizer state; the state goes back and forth."""
+    separate = members("gru", ("tanh",) * 3, 2)
+    model = BatchedCellsModel(copy.deepcopy(separate), backend)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    optimizers = [torch.optim.Adam(m.parameters(), lr=1e-2) for m in separate]
+    start = [0, 4, 2]
+    for _ in range(3):
+        inputs = torch.randn(3, B, L, D, dtype=torch.float64)
+        outputs = model(inputs, start)
+        optimizer.zero_grad()
+        sum(outputs[m, :, s:].square().mean() for m, s in enumerate(start)).backward()
+        optimizer.step()
+        for m, (member, opt) in enumerate(zip(separate, optimizers, strict=True)):
+            opt.zero_grad()
+            member(inputs[m, :, start[m]:]).square().mean().backward()
+            opt.step()
+    state = optimizer.state_dict()
+    for m, (member, opt) in enumerate(zip(separate, optimizers, strict=True)):
+        for name, value in model.member(m).named_parameters():
+            torch.testing.assert_close(value, dict(member.named_parameters())[name], **TOL)
+        ours, theirs = member_optimizer_state(state, m), opt.state_dict()
+        assert set(ours["state"]) == set(theirs["state"])
+        for index, entry in theirs["state"].items():
+            for key, value in entry.items():
+                torch.testing.assert_close(ours["state"][index][key], value, **TOL,
+                                           msg=f"member {m} param {index} {key}")
+    restacked = stacked_optimizer_state([member_optimizer_state(state, m) for m in range(3)])
+    fresh = torch.optim.Adam(BatchedCellsModel(separate, backend).parameters(), lr=1e-2)
+    fresh.load_state_dict(restacked)
+    for index, entry in state["state"].items():
+        for key, value in entry.items():
+            assert torch.equal(fresh.state_dict()["state"][index][key], value)
+
+
+@pytest.mark.skipif(not HAVE_COMPILER, reason="no C++ compiler or ninja")
+def test_cpp_backward_runs_once_per_forward() -> None:
+    model = BatchedCellsModel(members("lstm", ("tanh",) * 2, 1), "cpp")
+    loss = model(torch.randn(2, B, L, D, dtype=torch.float64)).sum()
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="once per forward"):
+        loss.backward()
+
+
+def test_start_is_checked() -> None:
+    model = BatchedCellsModel(members("rnn", ("tanh",) * 2, 1), "eager")
+    inputs = torch.randn(2, B, L, D, dtype=torch.float64)
+    for bad in ([0], [0, L], [-1, 0]):
+        with pytest.raises(ValueError, match="start"):
+            model(inputs, bad)
+    assert starts([9, 4, 7]).tolist() == [0, 5, 2]
+
+
+def test_members_must_share_a_shape() -> None:
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match="differ in shape"):
+        BatchedCellsModel([RecurrentModel("lstm", D, OUT, H),
+                           RecurrentModel("lstm", D, OUT, H + 1)])
+    with pytest.raises(ValueError, match="not batched"):
+        BatchedCellsModel([RecurrentModel("rnn", D, OUT, H, activation="modrelu")])
+
+
+def test_no_compiler_falls_back_to_eager_with_one_log_line(monkeypatch: pytest.MonkeyPatch,
+                                                           caplog: pytest.LogCaptureFixture
+                                                           ) -> None:
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    kernels.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger=batched_cells.__name__):
+            model = BatchedCellsModel(members("lstm", ("tanh",) * 2, 1))
+            BatchedCellsModel(members("gru", ("tanh",) * 2, 1))
+        assert model.backend == "eager"
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == 1 and "eager" in lines[0] and "/nonexistent/c++" in lines[0]
+        with pytest.raises(RuntimeError, match="could not be built"):
+            BatchedCellsModel(members("lstm", ("tanh",) * 2, 1), "cpp")
+    finally:
+        kernels.cache_clear()
+
+
+def test_a_killed_builds_lock_is_removed_a_live_ones_kept(tmp_path: Path) -> None:
+    lock = tmp_path / "lock"
+    assert not clear_stale_lock(str(tmp_path))
+    lock.touch()
+    mtime = lock.stat().st_mtime
+    assert not clear_stale_lock(str(tmp_path), now=mtime + STALE_LOCK_S - 1)
+    assert lock.exists()
+    assert clear_stale_lock(str(tmp_path), now=mtime + STALE_LOCK_S + 1)
+    assert not lock.exists()
