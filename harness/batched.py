@@ -6,8 +6,10 @@ vanilla RNN's activation (tanh, relu, leaky_relu, hard_tanh), init, forget bias 
 k is initialized exactly as its separate run (`torch.manual_seed(seed)`, then the model of its
 config) and draws its data from that run's own generators (`loop.data_generators`). Their
 weights are stacked on a leading dimension K ([K, G·H, D] for W_ih, ...), and one time step of
-all members is one batched matmul (`torch.baddbmm`) plus the cell's elementwise ops on
-[K, B, ·] tensors.
+all members is one batched matmul plus the cell's elementwise work on [K, B, ·] tensors: in
+C++ with a hand-written backward through time (harness/batched_kernels.py, measured 1.3-4x
+faster than K separate fused runs on the CPU, docs/batched_cells.md), or as autograd ops per
+time step where the C++ ops cannot be built or the tensors are not on the CPU.
 
 Why not the fused modules: `torch.func.vmap` has no batching rule for `aten::rnn_tanh`,
 `aten::lstm` or `aten::gru` ("Batching rule not implemented"), and vmapping the unrolled
@@ -38,13 +40,14 @@ builds it for `batched_seeds` and for the members of a batched job (harness/batc
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from harness.batched_kernels import ACTIVATION_CODES, BACKENDS, CELL_CODES, SequenceLayer, kernels
 from harness.clipping import MODES, TOLERANCE, ClippingError, ClipResult
 from harness.loop import StepAudit
 from harness.models import ACTIVATIONS, RecurrentModel
@@ -80,103 +83,149 @@ def stacked_key(name: str) -> str:
 
 
 class BatchedModel(nn.Module):
-    """K recurrent models of one shape with stacked weights: [K, B, L, D] -> [K, B, L, O].
+    """K recurrent models of one cell and shape with stacked weights:
+    [K, B, L, D] (and per-member start [K]) -> [K, B, L, O].
 
-    The members share cell, hidden size, layers and readout shape; a vanilla RNN's members may
-    each have their own activation among `ACTIVATIONS`."""
+    Members share cell, hidden size, layers and readout shape; a vanilla RNN's members may
+    each have their own activation among `ACTIVATIONS`. `backend`: `cpp` (the C++ recurrence,
+    harness/batched_kernels.py), `eager` (the same as autograd ops per time step), `auto`
+    (`cpp` where it builds and the tensors are on the CPU, else `eager`)."""
 
-    def __init__(self, members: Sequence[RecurrentModel]) -> None:
+    def __init__(self, members: Sequence[RecurrentModel], backend: str = "auto") -> None:
         super().__init__()
         if not members:
             raise ValueError("batched: at least one member is needed")
+        if backend not in BACKENDS:
+            raise ValueError(f"batched: unknown backend {backend!r}; choose {BACKENDS}")
         first = members[0]
         shape = (first.cell, first.hidden_size, first.num_layers, first.readout.weight.shape)
         for member in members:
             if (member.cell, member.hidden_size, member.num_layers,
                     member.readout.weight.shape) != shape:
                 raise ValueError(f"batched: members differ in shape {shape}")
+            if member.cell not in BATCHED_CELLS or member.activation not in ACTIVATIONS:
+                raise ValueError(f"batched: {member.cell} with activation "
+                                 f"{member.activation!r} is not batched")
+            if member.bidirectional:
+                raise ValueError("batched: bidirectional models are not batched")
         self.cell = first.cell
-        self.activations = [member.activation for member in members]
+        self.activations = tuple(m.activation for m in members)
+        # The common activation (as BatchedModel.activation), None for a mixed batch.
+        self.activation = first.activation if len(set(self.activations)) == 1 else None
         self.hidden_size, self.num_layers = first.hidden_size, first.num_layers
         self.members = len(members)
         self.input_size = first.rnn.input_size
         self.output_size = first.readout.out_features
+        self.register_buffer("activation_codes", torch.tensor(
+            [ACTIVATION_CODES[a] for a in self.activations], dtype=torch.long),
+            persistent=False)
+        self.ops = kernels() if backend in ("auto", "cpp") else None
+        if backend == "cpp" and self.ops is None:
+            raise RuntimeError("batched: backend 'cpp' requested but the C++ cell could "
+                               "not be built (see the log)")
+        self.backend = "cpp" if self.ops is not None else "eager"
         with torch.no_grad():
-            # ParameterDict keys may not contain ".": rnn.weight_hh_l0 -> rnn__weight_hh_l0.
-            # A list of pairs keeps the member's parameter order (a dict would be sorted), so
-            # optimizer state index i is the same parameter here and in a separate run.
+            # As BatchedModel: ParameterDict keys may not contain "."; a list of pairs keeps
+            # the member's parameter order, so optimizer state index i is the same parameter
+            # here and in a separate run.
             self.stacked = nn.ParameterDict([
                 (stacked_key(key), nn.Parameter(torch.stack([dict(m.named_parameters())[key]
                                                              for m in members])))
                 for key, _ in first.named_parameters()])
 
-    def forward(self, inputs: Tensor, start: Tensor | None = None) -> Tensor:
-        """inputs [K, B, L, D] -> outputs [K, B, L, output_size]: every member on its batch.
-
-        `start` [K] (None: all 0): member k's sequence begins at step start[k], after
-        left padding; before it, its hidden state keeps its initial value (zero), so its
-        outputs from start[k] on are those of its separate run on the unpadded sequence."""
+    def forward(self, inputs: Tensor, start: Tensor | Sequence[int] | None = None) -> Tensor:
+        """inputs [K, B, L, D] -> outputs [K, B, L, O]. `start[k]`: member k's first real
+        step (its inputs left-padded); its outputs before it are the readout of the held
+        zero state and belong to no separate run (slice `[:, start[k]:]`)."""
         k, batch, length, _ = inputs.shape
-        hidden = self.hidden_size
-        hold = None
-        if start is not None and bool((start > 0).any()):
-            # hold[t]: [K, 1, 1], True while member k is still in its padding at step t
-            hold = (torch.arange(length, device=inputs.device).view(-1, 1)
-                    < start.to(inputs.device).view(1, -1)).view(length, k, 1, 1)
-        layer_input = inputs
+        if start is not None:
+            start = torch.as_tensor(start, dtype=torch.long).cpu()  # checked without a sync
+            if start.shape != (k,) or bool((start < 0).any()) or bool((start >= length).any()):
+                raise ValueError(f"batched: start must be [K] in [0, L); got "
+                                 f"{start.tolist()} for K={k}, L={length}")
+            if not bool(start.any()):
+                start = None
+        # Time-major inside each member: a time step of a member is one contiguous block.
+        layer_input = inputs.transpose(1, 2).reshape(k, length * batch, -1)
         for layer in range(self.num_layers):
             w_ih, w_hh, b_ih, b_hh = (self.stacked[f"rnn__{name}_l{layer}"]
                                       for name in ("weight_ih", "weight_hh", "bias_ih",
                                                    "bias_hh"))
-            # The input projection has no recurrence: one batched matmul for all time steps.
-            # The GRU keeps b_hh apart (it sits inside r * (W_hn h + b_hn)); the other cells
-            # only ever use b_ih + b_hh.
-            bias = b_ih if self.cell == "gru" else b_ih + b_hh
-            projected = torch.baddbmm(bias.unsqueeze(1), layer_input.flatten(1, 2),
-                                      w_ih.transpose(1, 2))
-            w_hh_t = w_hh.transpose(1, 2)
-            h = inputs.new_zeros(k, batch, hidden)
-            c = inputs.new_zeros(k, batch, hidden)
-            states = []
-            for t, x_t in enumerate(projected.view(k, batch, length, -1).unbind(dim=2)):
-                h_next, c_next = self._step(x_t, h, c, w_hh_t, b_hh)
-                if hold is not None and bool(hold[t].any()):
-                    h_next = torch.where(hold[t], h, h_next)
-                    c_next = torch.where(hold[t], c, c_next)
-                h, c = h_next, c_next
-                states.append(h)
-            layer_input = torch.stack(states, dim=2)
+            if self.ops is not None and inputs.device.type == "cpu":  # the ops are CPU code
+                hidden = self._layer_cpp(layer_input, w_ih, w_hh, b_ih, b_hh, start, length)
+            else:
+                hidden = self._layer_eager(layer_input, w_ih, w_hh, b_ih, b_hh, start, length)
+            layer_input = hidden.reshape(k, length * batch, self.hidden_size)
         weight, bias = self.stacked["readout__weight"], self.stacked["readout__bias"]
-        outputs = torch.baddbmm(bias.unsqueeze(1), layer_input.flatten(1, 2),
-                                weight.transpose(1, 2))
-        return outputs.view(k, batch, length, -1)
+        outputs = torch.baddbmm(bias.unsqueeze(1), layer_input, weight.transpose(1, 2))
+        return outputs.view(k, length, batch, -1).transpose(1, 2)
 
-    def _activate(self, pre: Tensor) -> Tensor:
-        """The vanilla RNN's activation of each member on its slice of pre [K, B, H]."""
-        kinds = set(self.activations)
-        if len(kinds) == 1:
-            return ACTIVATIONS[self.activations[0]](pre)
-        out = torch.empty_like(pre)
-        for kind in kinds:
-            index = [k for k, a in enumerate(self.activations) if a == kind]
-            out[index] = ACTIVATIONS[kind](pre[index])
-        return out
+    def _layer_cpp(self, layer_input: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor,
+                   b_hh: Tensor, start: Tensor | None, length: int) -> Tensor:
+        """One layer through the C++ ops: [K, L·B, D] -> h [K, L, B, H]."""
+        k = layer_input.shape[0]
+        # The GRU keeps b_hh apart (it sits inside r * (W_hn h + b_hn)); the other cells
+        # only ever use b_ih + b_hh.
+        gru = self.cell == "gru"
+        bias = b_ih if gru else b_ih + b_hh
+        starts_ = start if start is not None else torch.zeros(k, dtype=torch.long)
+        return SequenceLayer.apply(layer_input, w_ih, w_hh, bias, b_hh if gru else bias,
+                                   CELL_CODES[self.cell], starts_, self.activation_codes,
+                                   length, self.ops)
 
-    def _step(self, x_t: Tensor, h: Tensor, c: Tensor, w_hh_t: Tensor,
-              b_hh: Tensor) -> tuple[Tensor, Tensor]:
-        """One time step of every member: x_t [K, B, G·H] (input projection + bias)."""
-        if self.cell == "rnn":
-            return self._activate(torch.baddbmm(x_t, h, w_hh_t)), c
-        if self.cell == "lstm":
-            i, f, g, o = torch.baddbmm(x_t, h, w_hh_t).chunk(4, dim=-1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            return torch.sigmoid(o) * torch.tanh(c), c
-        x_r, x_z, x_n = x_t.chunk(3, dim=-1)
-        h_r, h_z, h_n = torch.baddbmm(b_hh.unsqueeze(1), h, w_hh_t).chunk(3, dim=-1)
-        r = torch.sigmoid(x_r + h_r)
-        z = torch.sigmoid(x_z + h_z)
-        n = torch.tanh(x_n + r * h_n)
-        return (1 - z) * n + z * h, c
+    def _layer_eager(self, layer_input: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor,
+                     b_hh: Tensor, start: Tensor | None, length: int) -> Tensor:
+        """One layer as autograd ops per time step: [K, L·B, D] -> h [K, L, B, H]."""
+        k, hidden = layer_input.shape[0], self.hidden_size
+        bias = b_ih if self.cell == "gru" else b_ih + b_hh
+        projected = torch.baddbmm(bias.unsqueeze(1), layer_input, w_ih.transpose(1, 2))
+        steps = projected.view(k, length, -1, projected.shape[-1]).unbind(dim=1)
+        batch = steps[0].shape[1]
+        w_hh_t = w_hh.transpose(1, 2)
+        b_hh_ = b_hh.unsqueeze(1)
+        activate = self._activate()
+        h = layer_input.new_zeros(k, batch, hidden)
+        c = h
+        # Steps where some member is still held: active[t] is [K, 1, 1].
+        held = int(start.max()) if start is not None else 0
+        active = (torch.arange(held).view(-1, 1) >= start.view(1, -1)).view(held, k, 1, 1).to(
+            layer_input.device) if start is not None else None
+        states = []
+        for t, x_t in enumerate(steps):
+            if self.cell == "rnn":
+                h_new, c_new = activate(torch.baddbmm(x_t, h, w_hh_t)), c
+            elif self.cell == "lstm":
+                i, f, g, o = torch.baddbmm(x_t, h, w_hh_t).chunk(4, dim=-1)
+                c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                h_new = torch.sigmoid(o) * torch.tanh(c_new)
+            else:
+                h_proj = torch.baddbmm(b_hh_, h, w_hh_t)
+                r, z = torch.sigmoid(x_t[..., :2 * hidden] + h_proj[..., :2 * hidden]).chunk(
+                    2, dim=-1)
+                n = torch.tanh(torch.addcmul(x_t[..., 2 * hidden:], r, h_proj[..., 2 * hidden:]))
+                h_new, c_new = torch.lerp(n, h, z), c  # (1 - z) n + z h
+            if active is not None and t < held:
+                h_new = torch.where(active[t], h_new, h)
+                c_new = torch.where(active[t], c_new, c) if self.cell == "lstm" else c_new
+            h, c = h_new, c_new
+            states.append(h)
+        return torch.stack(states, dim=1)
+
+    def _activate(self) -> Callable[[Tensor], Tensor]:
+        """The vanilla RNN's activation: the common one, or a per-member selection."""
+        if self.activation is not None:
+            return ACTIVATIONS[self.activation]
+        kinds = sorted(set(self.activations))
+        masks = {kind: torch.tensor([a == kind for a in self.activations]).view(-1, 1, 1)
+                 for kind in kinds}
+
+        def mixed(pre: Tensor) -> Tensor:
+            out = ACTIVATIONS[kinds[0]](pre)
+            for kind in kinds[1:]:
+                out = torch.where(masks[kind].to(pre.device), ACTIVATIONS[kind](pre), out)
+            return out
+
+        return mixed
 
     @torch.no_grad()
     def member(self, k: int) -> RecurrentModel:

@@ -1,4 +1,4 @@
-// The batched recurrence of harness/batched_cells.py as two CPU ops: one layer of K members
+// The batched recurrence of harness/batched_kernels.py as two CPU ops: one layer of K members
 // (weights stacked on a leading K dimension) forward over the whole sequence, and its
 // backward through time.
 //
@@ -230,21 +230,21 @@ int64_t gate_blocks(int64_t cell) { return cell == LSTM ? 4 : (cell == GRU ? 3 :
 void check(int64_t cell, const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& w_hh,
            const at::Tensor& bias, const at::Tensor& start, const at::Tensor& act,
            int64_t length) {
-  TORCH_CHECK(cell == RNN || cell == LSTM || cell == GRU, "batched_cells: unknown cell ", cell);
+  TORCH_CHECK(cell == RNN || cell == LSTM || cell == GRU, "batched_kernels: unknown cell ", cell);
   TORCH_CHECK(x.device().is_cpu() && w_ih.device().is_cpu() && w_hh.device().is_cpu(),
-              "batched_cells: CPU tensors only");
+              "batched_kernels: CPU tensors only");
   const int64_t K = w_hh.size(0), GH = w_hh.size(1), H = w_hh.size(2);
-  TORCH_CHECK(w_hh.dim() == 3 && GH == gate_blocks(cell) * H, "batched_cells: w_hh [K,G*H,H]");
+  TORCH_CHECK(w_hh.dim() == 3 && GH == gate_blocks(cell) * H, "batched_kernels: w_hh [K,G*H,H]");
   TORCH_CHECK(x.dim() == 3 && x.size(0) == K && length > 0 && x.size(1) % length == 0 &&
                   x.stride(2) == 1,
-              "batched_cells: x [K, L*B, D] with unit last stride");
+              "batched_kernels: x [K, L*B, D] with unit last stride");
   TORCH_CHECK(w_ih.dim() == 3 && w_ih.size(0) == K && w_ih.size(1) == GH &&
                   w_ih.size(2) == x.size(2),
-              "batched_cells: w_ih [K,G*H,D]");
-  TORCH_CHECK(bias.sizes() == at::IntArrayRef({K, GH}), "batched_cells: bias [K,G*H]");
+              "batched_kernels: w_ih [K,G*H,D]");
+  TORCH_CHECK(bias.sizes() == at::IntArrayRef({K, GH}), "batched_kernels: bias [K,G*H]");
   TORCH_CHECK(start.scalar_type() == at::kLong && start.numel() == K &&
                   act.scalar_type() == at::kLong && act.numel() == K,
-              "batched_cells: start and act are int64 [K]");
+              "batched_kernels: start and act are int64 [K]");
 }
 
 // Returns {xh, gates, cbuf (LSTM; else empty), hn (GRU; else empty)}; h_t is
@@ -283,7 +283,7 @@ std::vector<at::Tensor> sequence_forward(int64_t cell, const at::Tensor& x,
   at::Tensor start = start_.contiguous(), act = act_.contiguous();
   const int64_t* st = start.data_ptr<int64_t>();
   const int64_t* ac = act.data_ptr<int64_t>();
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "batched_cells_forward", [&] {
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "batched_kernels_forward", [&] {
     scalar_t* gp = gates.data_ptr<scalar_t>();
     const scalar_t* ap = acc.data_ptr<scalar_t>();
     scalar_t* xhp = xh.data_ptr<scalar_t>();
@@ -335,7 +335,7 @@ std::vector<at::Tensor> sequence_backward(int64_t cell, const at::Tensor& grad_h
   const int64_t K = xh.size(0), L = xh.size(1) - 1, B = xh.size(2), DH = xh.size(3);
   const int64_t GH = w_hh.size(1), H = w_hh.size(2), D = DH - H;  // D = 0: the GRU
   at::Tensor grad_h = grad_h_.contiguous();
-  TORCH_CHECK(grad_h.sizes() == at::IntArrayRef({K, L, B, H}), "batched_cells: grad_h [K,L,B,H]");
+  TORCH_CHECK(grad_h.sizes() == at::IntArrayRef({K, L, B, H}), "batched_kernels: grad_h [K,L,B,H]");
   auto options = xh.options();
   auto acc_options = options.dtype(at::kDouble);  // the bias gradients sum L*B rows
   at::Tensor dh_rec = at::zeros({K, B, H}, options);
@@ -347,7 +347,7 @@ std::vector<at::Tensor> sequence_backward(int64_t cell, const at::Tensor& grad_h
   at::Tensor start = start_.contiguous(), act = act_.contiguous();
   const int64_t* st = start.data_ptr<int64_t>();
   const int64_t* ac = act.data_ptr<int64_t>();
-  AT_DISPATCH_FLOATING_TYPES(xh.scalar_type(), "batched_cells_backward", [&] {
+  AT_DISPATCH_FLOATING_TYPES(xh.scalar_type(), "batched_kernels_backward", [&] {
     using acc_t = double;
     const scalar_t* gop = grad_h.data_ptr<scalar_t>();
     const scalar_t* xhp = xh.data_ptr<scalar_t>();
@@ -424,7 +424,7 @@ std::vector<at::Tensor> sequence_backward(int64_t cell, const at::Tensor& grad_h
 
 }  // namespace
 
-TORCH_LIBRARY(batched_cells, m) {
+TORCH_LIBRARY(batched_kernels, m) {
   m.def("sequence_forward", &sequence_forward);
   m.def("sequence_backward", &sequence_backward);
 }

@@ -1,4 +1,5 @@
-"""harness.batched_cells: each member of the stacked model computes its separate fused model.
+"""The batched model's two backends (the C++ recurrence of harness/batched_kernels.py, and the
+eager autograd cell): each member of the stacked model computes its separate fused model.
 
 float64 throughout (except the float32 check): the batched cell and torch's fused modules
 then agree to ~1e-15, so 1e-10 leaves room only for rounding, not for a wrong term. Both
@@ -15,17 +16,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import batched_cells
-from harness.batched_cells import (
-    STALE_LOCK_S,
-    BatchedCellsModel,
-    clear_stale_lock,
-    kernels,
-    member_optimizer_state,
-    stacked_optimizer_state,
-    starts,
-)
+from harness import batched_kernels
+from harness.batched import BatchedModel, stack_batches
+from harness.batched_kernels import STALE_LOCK_S, clear_stale_lock, kernels
 from harness.models import RecurrentModel
+from harness.optimizers import StackedOptimizer
+from harness.schema import OptimConfig
+from tasks import Batch
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -63,7 +60,7 @@ def grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.grad for name, p in model.named_parameters()}
 
 
-def check_against_separate(model: BatchedCellsModel, separate: list[RecurrentModel],
+def check_against_separate(model: BatchedModel, separate: list[RecurrentModel],
                            inputs: torch.Tensor, start: list[int] | None,
                            tol: dict[str, float]) -> None:
     """Outputs (member k's from start[k] on) and every member's gradients of a loss on them
@@ -90,7 +87,7 @@ def check_against_separate(model: BatchedCellsModel, separate: list[RecurrentMod
 def test_equals_separate_models(name: str, layers: int, backend: str) -> None:
     cell, activations = CELLS[name]
     separate = members(cell, activations, layers)
-    model = BatchedCellsModel(copy.deepcopy(separate), backend)
+    model = BatchedModel(copy.deepcopy(separate), backend)
     assert model.backend == backend
     inputs = torch.randn(len(separate), B, L, D, dtype=torch.float64)
     check_against_separate(model, separate, inputs, None, TOL)
@@ -104,7 +101,7 @@ def test_per_member_start(name: str, layers: int, backend: str) -> None:
     padding holds random values (not zeros): the held steps must not read them."""
     cell, activations = CELLS[name]
     separate = members(cell, activations, layers)
-    model = BatchedCellsModel(copy.deepcopy(separate), backend)
+    model = BatchedModel(copy.deepcopy(separate), backend)
     start = [0, 3, 8, 1][:len(separate)]
     inputs = torch.randn(len(separate), B, L, D, dtype=torch.float64)
     check_against_separate(model, separate, inputs, start, TOL)
@@ -122,7 +119,7 @@ def test_float32_close_to_separate(name: str, backend: str) -> None:
     rounding only."""
     cell, activations = CELLS[name]
     separate = members(cell, activations, 2, torch.float32)
-    model = BatchedCellsModel(copy.deepcopy(separate), backend)
+    model = BatchedModel(copy.deepcopy(separate), backend)
     inputs = torch.randn(len(separate), B, L, D)
     check_against_separate(model, separate, inputs, [0, 2, 5, 0][:len(separate)],
                            {"rtol": 1e-4, "atol": 1e-5})
@@ -131,7 +128,7 @@ def test_float32_close_to_separate(name: str, backend: str) -> None:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_diverged_member_leaves_the_others_alone(backend: str) -> None:
     separate = members("lstm", ("tanh",) * 3, 1)
-    model = BatchedCellsModel(copy.deepcopy(separate), backend)
+    model = BatchedModel(copy.deepcopy(separate), backend)
     with torch.no_grad():
         model.stacked["rnn__weight_hh_l0"][1].fill_(float("nan"))
     inputs = torch.randn(3, B, L, D, dtype=torch.float64)
@@ -148,7 +145,7 @@ def test_member_round_trip(backend: str) -> None:
     """member(k) is member k (weights, activation); the members stack back to the same
     parameters in the same order (so optimizer state index i means the same tensor)."""
     separate = members("rnn", CELLS["rnn_mixed"][1], 2)
-    model = BatchedCellsModel(separate, backend)
+    model = BatchedModel(separate, backend)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p))
@@ -159,7 +156,7 @@ def test_member_round_trip(backend: str) -> None:
     for k, member in enumerate(extracted):
         for name, value in member.named_parameters():
             assert torch.equal(value, model.stacked[name.replace(".", "__")][k])
-    again = BatchedCellsModel(extracted, backend)
+    again = BatchedModel(extracted, backend)
     for a, b in zip(model.parameters(), again.parameters(), strict=True):
         assert torch.equal(a, b)
 
@@ -169,8 +166,8 @@ def test_adam_state_maps_to_separate_runs(backend: str) -> None:
     """Three Adam steps batched (members at different starts) equal three separate steps per
     member, in the weights and in the optimizer state; the state goes back and forth."""
     separate = members("gru", ("tanh",) * 3, 2)
-    model = BatchedCellsModel(copy.deepcopy(separate), backend)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model = BatchedModel(copy.deepcopy(separate), backend)
+    optimizer = StackedOptimizer(list(model.parameters()), [OptimConfig(lr=1e-2)] * 3)
     optimizers = [torch.optim.Adam(m.parameters(), lr=1e-2) for m in separate]
     start = [0, 4, 2]
     for _ in range(3):
@@ -183,27 +180,26 @@ def test_adam_state_maps_to_separate_runs(backend: str) -> None:
             opt.zero_grad()
             member(inputs[m, :, start[m]:]).square().mean().backward()
             opt.step()
-    state = optimizer.state_dict()
     for m, (member, opt) in enumerate(zip(separate, optimizers, strict=True)):
         for name, value in model.member(m).named_parameters():
             torch.testing.assert_close(value, dict(member.named_parameters())[name], **TOL)
-        ours, theirs = member_optimizer_state(state, m), opt.state_dict()
+        ours, theirs = optimizer.member_state(m), opt.state_dict()
         assert set(ours["state"]) == set(theirs["state"])
         for index, entry in theirs["state"].items():
             for key, value in entry.items():
                 torch.testing.assert_close(ours["state"][index][key], value, **TOL,
                                            msg=f"member {m} param {index} {key}")
-    restacked = stacked_optimizer_state([member_optimizer_state(state, m) for m in range(3)])
-    fresh = torch.optim.Adam(BatchedCellsModel(separate, backend).parameters(), lr=1e-2)
-    fresh.load_state_dict(restacked)
-    for index, entry in state["state"].items():
+    fresh = StackedOptimizer(list(BatchedModel(separate, backend).parameters()),
+                             [OptimConfig(lr=1e-2)] * 3)
+    fresh.load_member_states([optimizer.member_state(m) for m in range(3)])
+    for index, entry in optimizer.state.items():
         for key, value in entry.items():
-            assert torch.equal(fresh.state_dict()["state"][index][key], value)
+            assert torch.equal(fresh.state[index][key], value)
 
 
 @pytest.mark.skipif(not HAVE_COMPILER, reason="no C++ compiler or ninja")
 def test_cpp_backward_runs_once_per_forward() -> None:
-    model = BatchedCellsModel(members("lstm", ("tanh",) * 2, 1), "cpp")
+    model = BatchedModel(members("lstm", ("tanh",) * 2, 1), "cpp")
     loss = model(torch.randn(2, B, L, D, dtype=torch.float64)).sum()
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="once per forward"):
@@ -211,21 +207,24 @@ def test_cpp_backward_runs_once_per_forward() -> None:
 
 
 def test_start_is_checked() -> None:
-    model = BatchedCellsModel(members("rnn", ("tanh",) * 2, 1), "eager")
+    model = BatchedModel(members("rnn", ("tanh",) * 2, 1), "eager")
     inputs = torch.randn(2, B, L, D, dtype=torch.float64)
     for bad in ([0], [0, L], [-1, 0]):
         with pytest.raises(ValueError, match="start"):
             model(inputs, bad)
-    assert starts([9, 4, 7]).tolist() == [0, 5, 2]
+    padded, start = stack_batches([Batch(torch.ones(1, n, 2), torch.zeros(1, n),
+                                         torch.ones(1, n, dtype=torch.bool)) for n in (9, 4, 7)])
+    assert start.tolist() == [0, 5, 2]
+    assert padded.inputs[1, 0, :5].abs().sum() == 0 and not padded.mask[1, 0, :5].any()
 
 
 def test_members_must_share_a_shape() -> None:
     torch.manual_seed(0)
     with pytest.raises(ValueError, match="differ in shape"):
-        BatchedCellsModel([RecurrentModel("lstm", D, OUT, H),
+        BatchedModel([RecurrentModel("lstm", D, OUT, H),
                            RecurrentModel("lstm", D, OUT, H + 1)])
     with pytest.raises(ValueError, match="not batched"):
-        BatchedCellsModel([RecurrentModel("rnn", D, OUT, H, activation="modrelu")])
+        BatchedModel([RecurrentModel("rnn", D, OUT, H, activation="modrelu")])
 
 
 def test_no_compiler_falls_back_to_eager_with_one_log_line(monkeypatch: pytest.MonkeyPatch,
@@ -234,14 +233,14 @@ def test_no_compiler_falls_back_to_eager_with_one_log_line(monkeypatch: pytest.M
     monkeypatch.setenv("CXX", "/nonexistent/c++")
     kernels.cache_clear()
     try:
-        with caplog.at_level(logging.WARNING, logger=batched_cells.__name__):
-            model = BatchedCellsModel(members("lstm", ("tanh",) * 2, 1))
-            BatchedCellsModel(members("gru", ("tanh",) * 2, 1))
+        with caplog.at_level(logging.WARNING, logger=batched_kernels.__name__):
+            model = BatchedModel(members("lstm", ("tanh",) * 2, 1))
+            BatchedModel(members("gru", ("tanh",) * 2, 1))
         assert model.backend == "eager"
         lines = [r.getMessage() for r in caplog.records]
         assert len(lines) == 1 and "eager" in lines[0] and "/nonexistent/c++" in lines[0]
         with pytest.raises(RuntimeError, match="could not be built"):
-            BatchedCellsModel(members("lstm", ("tanh",) * 2, 1), "cpp")
+            BatchedModel(members("lstm", ("tanh",) * 2, 1), "cpp")
     finally:
         kernels.cache_clear()
 
