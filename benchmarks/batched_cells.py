@@ -56,9 +56,10 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from harness.batched_cells import BatchedCellsModel, kernels  # noqa: E402
+
 import tasks  # noqa: E402
 from harness.batched import BatchedModel, build_member  # noqa: E402
-from harness.batched_cells import BatchedCellsModel, kernels  # noqa: E402
 from harness.models import RecurrentModel  # noqa: E402
 
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}

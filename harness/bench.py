@@ -61,9 +61,9 @@ from harness.loop import (
 )
 from harness.models import RecurrentModel
 from harness.optimizers import make_optimizer
+from harness.resources import configure_torch
 from harness.schema import ClipConfig, OptimConfig, TrainConfig
-from harness.tracking import mlflow_run
-from harness.train import configure_torch
+from harness.tracking.run import mlflow_run
 from tasks import Batch
 
 VARIANTS = ("bare", "harness", "no_tracking", "no_diagnostics")

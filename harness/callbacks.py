@@ -24,18 +24,18 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from harness import locks, names
+from harness import names
 from harness.schema import register
-from harness.store import disk_full
-from harness.tracking import (
+from harness.tracking import liveness
+from harness.tracking.liveness import close_dead_jobs, close_dead_sweeps
+from harness.tracking.store import disk_full
+from harness.tracking.sweep import (
     FAILED_JOBS_FILE,
     FULL_DISK_JOBS_FILE,
     INVALID_JOBS_FILE,
     KILLED_JOBS_FILE,
     PARENT_RUN_FILE,
     SWEEP_LOCK_FILE,
-    close_dead_jobs,
-    close_dead_sweeps,
     end_sweep,
     log_tuning_summary,
     start_sweep,
@@ -143,7 +143,7 @@ class SweepCallback(Callback):
         register()
         ActiveSweep.uri, ActiveSweep.sweep_dir = config.tracking.uri, Path(config.hydra.sweep.dir)
         ActiveSweep.config, ActiveSweep.started = config, False
-        ActiveSweep.held.enter_context(locks.hold(ActiveSweep.sweep_dir / SWEEP_LOCK_FILE))
+        ActiveSweep.held.enter_context(liveness.hold(ActiveSweep.sweep_dir / SWEEP_LOCK_FILE))
         # A parent-run file, or lists of unfinished jobs, left by an earlier sweep in the same
         # folder are not this sweep's.
         for stale in (PARENT_RUN_FILE, *(file_name for file_name, _ in UNFINISHED)):

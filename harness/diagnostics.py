@@ -40,7 +40,6 @@ lags gap + n_recall .. gap + 2·n_recall − 1.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, replace
 
@@ -95,7 +94,7 @@ def layer_grads(model: RecurrentModel, task: Task,
     (what the layer above and the readout read), and its gradient is the concatenation of
     the total derivatives with respect to each direction's state.
     """
-    twin = copy.deepcopy(model).to(torch.float64)
+    twin = model.clone().to(torch.float64)
     batch = batch_as(batch, torch.float64)
     unrolled = twin.unrolled(batch.inputs)
     loss = task.scored_loss(unrolled.outputs, batch) * batch.inputs.shape[0]

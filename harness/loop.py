@@ -120,18 +120,6 @@ class Checkpointing:
     stop_requested: Callable[[], bool] = lambda: False
 
 
-def resolve_device(device: str) -> torch.device:
-    """`train.device`: auto (cuda when torch sees a GPU, else cpu), cpu or cuda; ValueError for
-    cuda where torch sees none (a CPU build of torch, or no GPU on this node)."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        build = ", a CPU build" if torch.version.cuda is None else ""
-        raise ValueError(f"cuda, but torch sees no GPU here (torch {torch.__version__}{build}); "
-                         "install a CUDA build of torch (README) or use train.device=cpu")
-    return torch.device(device)
-
-
 def data_generators(seed: int) -> tuple[torch.Generator, torch.Generator]:
     """Training and evaluation streams from disjoint seeds (seed and seed + offset)."""
     train = torch.Generator().manual_seed(seed)

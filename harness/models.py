@@ -25,13 +25,19 @@ plays the LSTM forget gate's role.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import orthogonal
+
+if TYPE_CHECKING:
+    from harness.schema import ModelConfig  # schema imports this module's names
+    from tasks import Task
 
 GATES = {"rnn": 1, "orth_rnn": 1, "lstm": 4, "gru": 3}
 FUSED = {"rnn": nn.RNN, "orth_rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -120,6 +126,15 @@ class RecurrentModel(nn.Module):
             for layer in range(num_layers):
                 for reverse in self.directions:
                     orthogonal(self.rnn, _weight_name("weight_hh", layer, reverse))
+
+    def clone(self) -> RecurrentModel:
+        """A deep copy. After a forward pass, orth_rnn's nn.RNN caches its parametrized W_hh
+        with that pass's graph, which deepcopy refuses: cached again without one first (the
+        fused forward recomputes it each time anyway)."""
+        if self.cell == "orth_rnn":
+            with torch.no_grad():
+                self.rnn._init_flat_weights()
+        return copy.deepcopy(self)
 
     def forward(self, inputs: Tensor) -> Tensor:
         """inputs [B, L, D] -> outputs [B, L, output_size]: the fused module when torch has
@@ -275,3 +290,13 @@ def chrono_initialize(model: RecurrentModel, t_max: int) -> None:
             if opposite is not None:
                 b_ih[opposite * hidden:(opposite + 1) * hidden] = -bias
                 b_hh[opposite * hidden:(opposite + 1) * hidden] = 0.0
+
+
+def build_model(model: ModelConfig, task: Task) -> RecurrentModel:
+    """The model of a `model` config for `task`; chrono's T_max defaults to the task's sequence
+    length. Initialized from torch's global RNG (the caller seeds it)."""
+    t_max = (model.chrono_t_max or task.seq_len) if model.chrono else None
+    return RecurrentModel(model.name.value, task.input_size, task.output_size,
+                          model.hidden_size, model.num_layers, model.activation.value,
+                          model.init.value, model.forget_bias,
+                          bidirectional=model.bidirectional, chrono_t_max=t_max)

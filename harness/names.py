@@ -30,6 +30,11 @@ TASK_LABEL = "task"  # param and report column: the task option, e.g. `adding_me
 # part of the config hash: the flattened config beside it says what the option set).
 CHOICE_PARAMS = (TASK_LABEL, "model", "optim", "clip", "experiment")
 EXPERIMENT_NAME = "experiment_name"
+# Params that say where or how fast a run executes, not what it computes: not part of the
+# config hash (harness/tracking/run.py), never a report axis (a batched member's config has
+# `batched_seeds` null: it is the run of its `seed`).
+NON_SEMANTIC_PREFIXES = ("tracking.", "report.", "train.threads", "train.checkpoint", "force",
+                         "batched_seeds", "train.device")
 CHECKPOINT_DIR = "train.checkpoint_dir"  # where a run's checkpoint and liveness lock live
 
 # --- tags -------------------------------------------------------------------------------

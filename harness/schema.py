@@ -14,7 +14,6 @@ task module, with their checks), one per registered task: `task/base_<task name>
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -307,14 +306,6 @@ def validate(cfg: DictConfig) -> Config:
     return spec
 
 
-def cpu_count() -> int:
-    """Cores this process may use (respects taskset/cgroup affinity where the OS has it;
-    macOS has no sched_getaffinity: all its cores)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def check_known_keys(cfg: DictConfig, prefix: str = "") -> None:
     """Refuse a key no schema declares (a `+trian.steps=50` on the command line, which Hydra
     adds without complaint): ConfigError naming it and listing the valid keys of its group.
@@ -337,100 +328,3 @@ def check_known_keys(cfg: DictConfig, prefix: str = "") -> None:
         node = cfg._get_node(key)
         if isinstance(node, DictConfig) and not node._is_missing() and not node._is_none():
             check_known_keys(node, f"{prefix}{key}.")
-
-
-# Bytes per float32 value; activations kept for backprop are counted `ACTIVATION_FACTOR`
-# times (the autograd graph holds each gate's pre- and post-activation, torch's fused kernels
-# a workspace of the same order); gates per cell: rnn 1, gru 3, lstm 4. Training holds each
-# parameter `TRAINING_COPIES` times: the weight, its gradient and the optimizer's state (Adam's
-# two moments; SGD and RMSprop keep fewer, so this is their upper end).
-FLOAT_BYTES = 4
-ACTIVATION_FACTOR = 2
-TRAINING_COPIES = 4
-GATES = {ModelName.rnn: 1, ModelName.orth_rnn: 1, ModelName.gru: 3, ModelName.lstm: 4}
-
-
-def parameter_count(hidden: int, gates: int, input_size: int, output_size: int,
-                    layers: int = 1, directions: int = 1, modrelu: bool = False) -> int:
-    """The model's parameters (`harness.models.RecurrentModel`, tested against it): per layer
-    and direction `gates * hidden * (in + hidden + 2)` (W_ih, W_hh, b_ih, b_hh; `in` is the
-    input size, then hidden * directions), modReLU's bias `hidden` per layer and direction,
-    and the readout `output_size * (hidden * directions + 1)`."""
-    recurrent = sum(gates * hidden * ((input_size if layer == 0 else hidden * directions)
-                                      + hidden + 2) * directions for layer in range(layers))
-    extra = hidden * layers * directions if modrelu else 0
-    return recurrent + extra + output_size * (hidden * directions + 1)
-
-
-def step_bytes(batch: int, seq_len: int, hidden: int, gates: int, input_size: int,
-               output_size: int, layers: int = 1, directions: int = 1,
-               backprop: bool = True, modrelu: bool = False) -> int:
-    """Estimated bytes one step needs (a lower bound of the order of the real peak):
-
-        activations = batch * seq_len * hidden * (gates + 1) * layers * directions
-                      * 4 bytes * ACTIVATION_FACTOR          (kept for backprop; once without)
-        data        = batch * seq_len * (input_size + output_size) * 4 bytes
-                                                    (one-hot inputs, targets / outputs)
-        parameters  = parameter_count(...) * 4 bytes * TRAINING_COPIES   (once without backprop)
-
-    `backprop` False (evaluation): each layer's activations once, nothing kept.
-    """
-    activations = batch * seq_len * hidden * (gates + 1) * layers * directions * FLOAT_BYTES
-    data = batch * seq_len * (input_size + output_size) * FLOAT_BYTES
-    return (activations * (ACTIVATION_FACTOR if backprop else 1) + data
-            + parameter_bytes(hidden, gates, input_size, output_size, layers, directions,
-                              backprop, modrelu))
-
-
-def parameter_bytes(hidden: int, gates: int, input_size: int, output_size: int,
-                    layers: int = 1, directions: int = 1, backprop: bool = True,
-                    modrelu: bool = False) -> int:
-    """The parameters' share of `step_bytes`."""
-    count = parameter_count(hidden, gates, input_size, output_size, layers, directions, modrelu)
-    return count * FLOAT_BYTES * (TRAINING_COPIES if backprop else 1)
-
-
-def physical_memory() -> int | None:
-    """This machine's memory in bytes (None where the OS does not tell)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
-def check_resources(spec: Config, seq_len: int, input_size: int, output_size: int,
-                    memory: int | None = None) -> None:
-    """Refuse, before any run, what cannot work on this machine: chrono init on a sequence
-    shorter than 3 steps (T_max − 1 < 2), and a step (training, evaluation or gradient
-    profile batch) whose estimated memory (`step_bytes`) exceeds this machine's memory."""
-    model = spec.model
-    if model.chrono and model.chrono_t_max == 0 and seq_len < 3:
-        raise ConfigError(f"model.chrono: needs a sequence of at least 3 steps (T_max = "
-                          f"sequence length = {seq_len} with task.gap={spec.task.gap}); set "
-                          "model.chrono_t_max>=3 or a larger task.gap")
-    memory = physical_memory() if memory is None else memory
-    if memory is None:
-        return
-    train = spec.train
-    shape = dict(hidden=model.hidden_size, gates=GATES[model.name], input_size=input_size,
-                 output_size=output_size, layers=model.num_layers,
-                 directions=2 if model.bidirectional else 1,
-                 modrelu=model.activation == Activation.modrelu)
-    gib = 2 ** 30
-    weights = parameter_bytes(**shape)
-    if weights > memory:  # too big at any batch and length: the model is the key responsible
-        raise ConfigError(f"model.hidden_size: {model.hidden_size} gives "
-                          f"{parameter_count(**shape)} parameters"
-                          "; training them (weights, gradients, optimizer state) "
-                          f"needs about {weights / gib:.1f} GiB, more than this machine's "
-                          f"{memory / gib:.1f} GiB; lower model.hidden_size or model.num_layers")
-    needs = {"train.batch_size": step_bytes(train.batch_size, seq_len, **shape),
-             "train.eval_batch_size": step_bytes(train.eval_batch_size, seq_len,
-                                                 backprop=False, **shape),
-             "train.profile_batch_size": step_bytes(train.profile_batch_size, seq_len, **shape)}
-    key, need = max(needs.items(), key=lambda item: item[1])
-    if need > memory:
-        raise ConfigError(f"task.gap: {spec.task.gap} makes sequences of {seq_len} steps; one "
-                          f"step with {key}={getattr(train, key.split('.')[1])} needs about "
-                          f"{need / gib:.1f} GiB, more than this machine's {memory / gib:.1f} "
-                          "GiB; lower task.gap or the batch size")

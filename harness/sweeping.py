@@ -77,8 +77,8 @@ class HarnessSweeper(BasicSweeper):
 
     def job_config(self, overrides: Sequence[str]) -> tuple[DictConfig, dict[str, str]]:
         """The job's config as its task function will see it (no `hydra` node), and the
-        options it was composed from (`harness.train.choices_of`)."""
-        from harness.train import choices_of
+        options it was composed from (`harness.lifecycle.identity.choices_of`)."""
+        from harness.lifecycle.identity import choices_of
 
         assert self.config is not None
         cfg = self.config_loader.load_sweep_config(self.config, list(overrides))
@@ -98,8 +98,8 @@ class HarnessSweeper(BasicSweeper):
     def checked_job(self, overrides: Sequence[str]) -> Any:
         """The job's identity as harness.train computes it (`job_of`; `member_jobs` with
         batched_seeds), or one line naming the field, the value and the overrides, and exit 2."""
+        from harness.lifecycle.identity import job_of, member_jobs
         from harness.schema import ConfigError
-        from harness.train import job_of, member_jobs
 
         try:
             cfg, choices = self.job_config(overrides)
@@ -115,8 +115,7 @@ class HarnessSweeper(BasicSweeper):
     def start_parent_run(self) -> None:
         """The sweep's parent MLflow run (once): after the checks, before the first launch."""
         from harness.callbacks import start_parent_run
-        from harness.store import disk_full
-        from harness.tracking import StoreError
+        from harness.tracking.store import StoreError, disk_full
 
         try:
             start_parent_run()
@@ -366,7 +365,7 @@ def job_summary(result: JobReturn) -> str:
     if cfg.get("batched_seeds"):
         return f"({overrides}) ended: its seeds' runs are in the store"
     try:
-        from harness.train import choices_of, job_of
+        from harness.lifecycle.identity import choices_of, job_of
 
         job = job_of(cfg, choices_of(result.hydra_cfg.hydra if result.hydra_cfg else None))
     except Exception:  # a config that no longer composes as it did (should not happen)

@@ -16,8 +16,7 @@ from slurm_cluster import slurm_cluster, why_not_available
 from test_sweep import TINY, jobs_and_sweeps
 
 from harness import names
-from harness.schema import cpu_count
-from harness.train import torch_threads
+from harness.resources import cpu_count, torch_threads
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from harness.schema import PROJECT_ROOT, ConfigError, cpu_count, validate
+from harness.resources import cpu_count
+from harness.schema import PROJECT_ROOT, ConfigError, validate
 
 GROUPS = ["task", "model", "optim", "clip", "tracking"]
 

@@ -16,11 +16,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from harness import names, schema
+from harness import names, resources
 from harness.callbacks import report_unfinished
-from harness.models import RecurrentModel
-from harness.schema import ConfigError, check_known_keys, check_resources, step_bytes, validate
-from harness.tracking import (
+from harness.models import GATES, RecurrentModel
+from harness.resources import check_resources, step_bytes
+from harness.schema import ConfigError, check_known_keys, validate
+from harness.tracking.sweep import (
     FAILED_JOBS_FILE,
     FULL_DISK_JOBS_FILE,
     INVALID_JOBS_FILE,
@@ -168,11 +169,11 @@ def test_known_keys_pass_and_hydra_is_not_checked(make_cfg: Callable[..., DictCo
 def test_step_bytes_formula() -> None:
     # activations 2 * 10 * 4 * (4 + 1) * 4 B, twice for backprop; data 2 * 10 * (3 + 5) * 4 B;
     # parameters 4 * 4 * (3 + 4 + 2) + 5 * (4 + 1) = 169, 4 B each, 4 copies when training
-    assert schema.parameter_count(4, 4, 3, 5) == 169
+    assert resources.parameter_count(4, 4, 3, 5) == 169
     assert step_bytes(2, 10, 4, 4, 3, 5) == 2 * 10 * 4 * 5 * 4 * 2 + 2 * 10 * 8 * 4 + 169 * 16
     assert step_bytes(2, 10, 4, 4, 3, 5, backprop=False) == \
         2 * 10 * 4 * 5 * 4 + 2 * 10 * 8 * 4 + 169 * 4
-    params = schema.parameter_count(4, 1, 3, 5, layers=2, directions=2)
+    params = resources.parameter_count(4, 1, 3, 5, layers=2, directions=2)
     assert step_bytes(2, 10, 4, 1, 3, 5, layers=2, directions=2) == \
         2 * 10 * 4 * 2 * 2 * 2 * 4 * 2 + 2 * 10 * 8 * 4 + params * 16
 
@@ -185,9 +186,9 @@ def test_parameter_count_is_the_models(cell: str, activation: str, layers: int,
     model = RecurrentModel(cell, 7, 5, 6, num_layers=layers, activation=activation,
                            bidirectional=bidirectional)
     expected = sum(p.numel() for p in model.parameters())
-    assert schema.parameter_count(6, schema.GATES[schema.ModelName(cell)], 7, 5, layers=layers,
-                           directions=2 if bidirectional else 1,
-                           modrelu=activation == "modrelu") == expected
+    assert resources.parameter_count(6, GATES[cell], 7, 5, layers=layers,
+                                     directions=2 if bidirectional else 1,
+                                     modrelu=activation == "modrelu") == expected
 
 
 def test_a_model_too_big_for_memory_is_refused(tmp_path: Path, cli_env: dict[str, str]) -> None:
@@ -202,7 +203,7 @@ def test_memory_check_names_the_biggest_batch(make_cfg: Callable[..., DictConfig
     spec = validate(make_cfg("task=copy", "train.eval_batch_size=32"))
     check_resources(spec, 120, 10, 9, memory=2 ** 40)
     hidden = spec.model.hidden_size
-    weights = schema.parameter_bytes(hidden, schema.GATES[spec.model.name], 10, 9)
+    weights = resources.parameter_bytes(hidden, GATES[spec.model.name.value], 10, 9)
     with pytest.raises(ConfigError, match=r"^task.gap: .* train.eval_batch_size=32 needs about"):
         check_resources(spec, 120, 10, 9, memory=weights + 1)  # the weights fit, a step not
     with pytest.raises(ConfigError, match=rf"^model.hidden_size: {hidden} gives "):
@@ -211,7 +212,7 @@ def test_memory_check_names_the_biggest_batch(make_cfg: Callable[..., DictConfig
 
 def test_cpu_count_without_sched_getaffinity(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delattr(os, "sched_getaffinity", raising=False)
-    assert schema.cpu_count() == (os.cpu_count() or 1)
+    assert resources.cpu_count() == (os.cpu_count() or 1)
 
 
 def test_closing_message_tells_kinds_apart(tmp_path: Path,

@@ -12,17 +12,15 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from harness import locks, names
+from harness import names
 from harness.callbacks import interrupt as launcher_interrupt
-from harness.tracking import (
-    SWEEP_LOCK_FILE,
-    RunStopped,
-    close_dead_jobs,
-    close_dead_sweeps,
-    run_lock_path,
-    start_sweep,
-)
-from harness.train import RUNNING_ELSEWHERE, StopRequest, train
+from harness.lifecycle.runs import RUNNING_ELSEWHERE
+from harness.lifecycle.signals import StopRequest
+from harness.tracking import liveness
+from harness.tracking.liveness import close_dead_jobs, close_dead_sweeps, run_lock_path
+from harness.tracking.run import RunStopped
+from harness.tracking.sweep import SWEEP_LOCK_FILE, start_sweep
+from harness.train import train
 
 
 def only_run(client: MlflowClient, experiment: str):
@@ -58,7 +56,7 @@ def test_a_config_another_live_process_runs_is_skipped(
     run = only_run(client, "busy")
     lock = run_lock_path(tmp_path / "checkpoints", "busy", run.data.tags[names.CONFIG_HASH])
     assert lock.exists()
-    with locks.hold(lock):  # a second open file of it: what another process would hold
+    with liveness.hold(lock):  # a second open file of it: what another process would hold
         skipped = train(make_cfg("task.gap=4", "experiment_name=busy", "force=true"))
     assert skipped.status == RUNNING_ELSEWHERE and first.status != RUNNING_ELSEWHERE
     assert len(client.search_runs([run.info.experiment_id])) == 1  # no run created
@@ -79,9 +77,9 @@ def test_an_interrupted_sweep_closes_dead_jobs_but_not_live_ones(store_uri: str,
         jobs[hash_] = run.info.run_id
     live_lock = run_lock_path(tmp_path / "ckpt", "int", "aaaaaaaaaaaa")
     dead_lock = run_lock_path(tmp_path / "ckpt", "int", "bbbbbbbbbbbb")
-    with locks.hold(dead_lock):  # its process held it, then died
+    with liveness.hold(dead_lock):  # its process held it, then died
         pass
-    with locks.hold(live_lock):
+    with liveness.hold(live_lock):
         closed, alive = close_dead_jobs(store_uri, sweep_id, wait_s=0.5)
     assert closed == [jobs["bbbbbbbbbbbb"]] and alive == [jobs["aaaaaaaaaaaa"]]
     assert client.get_run(jobs["aaaaaaaaaaaa"]).info.status == "RUNNING"
@@ -93,9 +91,9 @@ def test_the_next_sweep_closes_a_sweep_whose_launcher_died(store_uri: str,
                                                            tmp_path: Path) -> None:
     client = MlflowClient(store_uri)
     live_dir, dead_dir = tmp_path / "live", tmp_path / "dead"
-    with locks.hold(dead_dir / SWEEP_LOCK_FILE):
+    with liveness.hold(dead_dir / SWEEP_LOCK_FILE):
         dead = start_sweep(store_uri, "next", dead_dir, [], {})
-    with locks.hold(live_dir / SWEEP_LOCK_FILE):
+    with liveness.hold(live_dir / SWEEP_LOCK_FILE):
         live = start_sweep(store_uri, "next", live_dir, [], {})
         assert close_dead_sweeps(store_uri, "next") == [dead]
         assert client.get_run(live).info.status == "RUNNING"

@@ -29,7 +29,6 @@ from harness.report import build_report, headline, run_link
 from harness.report import findings as findings_
 from harness.report.cli import main as cli_main
 from harness.report.load import LABEL
-from harness.report.overview import NON_SEMANTIC_PREFIXES
 
 A, B = "findings-a", "findings-b"
 DR, COPY = "delayed_recall", "copy"
@@ -234,12 +233,6 @@ def test_overview_axes_commands_and_compute(report_a: Path) -> None:
     for section in ("1 Overview", "2 Findings", "3 Accuracy vs gap", "4 Largest solved gap",
                     "5 Gradients", "6 Clipping × activation", "7 All runs"):
         assert f">{section}</h2>" in html
-
-
-def test_non_semantic_prefixes_match_the_writer() -> None:
-    from harness.tracking import NON_SEMANTIC_PREFIXES as WRITER
-
-    assert NON_SEMANTIC_PREFIXES == WRITER
 
 
 def test_result_figures_data(report_a: Path) -> None:

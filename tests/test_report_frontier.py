@@ -39,7 +39,7 @@ from harness.report import frontier as frontier_
 from harness.report import headline as headline_
 from harness.report.figures import DPI, save_png
 from harness.report.load import LABEL
-from harness.train import csv_text
+from harness.tracking.run import csv_text
 
 EXP, PLAIN, BEYOND, GRADS = "frontier-exp", "plain-exp", "beyond-exp", "frontier-grads-exp"
 TASK, LABEL_TASK = "delayed_recall", "delayed_recall_noise"

@@ -20,7 +20,7 @@ from conftest import OOM_HIDDEN, OOM_LIMIT, address_space_limit
 from mlflow.tracking import MlflowClient
 
 from harness import names
-from harness.tracking import FAILED_JOBS_FILE
+from harness.tracking.sweep import FAILED_JOBS_FILE
 
 pytestmark = pytest.mark.slow
 

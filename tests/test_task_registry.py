@@ -21,8 +21,9 @@ from omegaconf import DictConfig
 import tasks
 import tasks.base
 from harness import names
+from harness.lifecycle.identity import job_of
 from harness.schema import PROJECT_ROOT, ConfigError, register, validate
-from harness.train import job_of, train
+from harness.train import train
 from tasks import TASKS, make_task
 from tasks.base import ClassificationTask
 from tasks.copy import CopyConfig

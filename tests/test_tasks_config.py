@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 import tasks
 from harness import names
 from harness.clipping import Clipper
+from harness.lifecycle.identity import job_of
 from harness.loop import MemoryTracker, train_loop
 from harness.models import RecurrentModel
 from harness.optimizers import make_optimizer
@@ -34,8 +35,8 @@ from harness.schema import (
     TrainConfig,
     validate,
 )
-from harness.tracking import config_hash, flatten
-from harness.train import job_of, train
+from harness.tracking.run import config_hash, flatten
+from harness.train import train
 from tasks import TASKS, Batch, ParameterError, TaskConfig, make_task
 from tasks.adding import AddingConfig
 from tasks.copy import CopyConfig, CopyTask

@@ -12,8 +12,9 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, open_dict
 
 from harness import names
+from harness.lifecycle.identity import Job, choices_of, job_of
 from harness.schema import PROJECT_ROOT, register
-from harness.train import Job, choices_of, job_of, train
+from harness.train import train
 
 
 @pytest.mark.parametrize("task", ["copy", "adding", "delayed_recall"])

@@ -30,7 +30,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from harness import names
-from harness.store import sqlite_path
+from harness.tracking.store import sqlite_path
 
 RUN_ID = "run_id"
 RUN_NAME = "run_name"

@@ -15,11 +15,6 @@ import pandas as pd
 from harness import names
 from harness.report.load import LABEL, RUN_ID, RUN_NAME, Sweep
 
-# Params that say where or how fast a run executed, not what it computed: never an axis.
-# The same prefixes as harness.tracking.NON_SEMANTIC_PREFIXES (a test keeps them equal;
-# importing tracking here would load torch into every report).
-NON_SEMANTIC_PREFIXES = ("tracking.", "report.", "train.threads", "train.checkpoint", "force",
-                         "batched_seeds")
 # Keys the configuration label is built from (harness.names.config_label) plus the axes every
 # figure has anyway: an axis outside these is pooled over by the tables and findings.
 LABEL_KEYS = (names.TASK, names.GAP, names.SEED, names.MODEL, names.ACTIVATION, names.INIT,
@@ -82,12 +77,12 @@ def _follows_choice(params: pd.DataFrame, key: str) -> bool:
 def swept_axes(params: pd.DataFrame) -> pd.DataFrame:
     """Every semantic param with more than one value across the runs, and its values.
 
-    Left out: where or how fast a run executed (`NON_SEMANTIC_PREFIXES`), and task or model
+    Left out: where or how fast a run executed (`names.NON_SEMANTIC_PREFIXES`), and task or model
     params that are constant within each task or model (they follow from that choice).
     """
     rows = []
     for key in sorted(c for c in params.columns if c != RUN_ID):
-        if (key.startswith(NON_SEMANTIC_PREFIXES) or key == "experiment_name"
+        if (key.startswith(names.NON_SEMANTIC_PREFIXES) or key == "experiment_name"
                 or (key not in LABEL_KEYS and _follows_choice(params, key))):
             continue
         values = sorted({str(v) for v in params[key] if v is not None}, key=_sort_key)

@@ -177,7 +177,7 @@ class FrontierSweeperImpl(HarnessSweeper):
     # --- the loop ---
 
     def sweep(self, arguments: list[str]) -> Any:
-        from harness.tracking import finished_run
+        from harness.tracking.run import finished_run
 
         assert self.config is not None
         settings = OmegaConf.to_object(self.config.frontier)
@@ -267,8 +267,8 @@ class FrontierSweeperImpl(HarnessSweeper):
         from mlflow.entities import Metric
         from mlflow.tracking import MlflowClient
 
-        from harness.tracking import finished_run, sweep_run_id
-        from harness.train import csv_text
+        from harness.tracking.run import csv_text, finished_run
+        from harness.tracking.sweep import sweep_run_id
 
         assert self.config is not None
         uri, experiment = self.config.tracking.uri, self.config.experiment_name

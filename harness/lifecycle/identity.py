@@ -1,0 +1,137 @@
+"""A job's identity: its validated config, MLflow params, run name and config hash, and the
+options it was composed from (`hydra.runtime.choices`); the members of a batched job."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from harness import names
+from harness.batched import unbatchable
+from harness.batching import read_batch
+from harness.resources import check_resources
+from harness.schema import Config, ConfigError, validate
+from harness.tracking.liveness import run_lock_path
+from harness.tracking.run import config_hash, flatten
+
+# Config keys of the sweep or the job, not of its run (popped before params and hash).
+SWEEP_KEYS = ("frontier", "batch_file", "train.batch_members", "train.batch_max")
+
+
+@dataclass
+class Job:
+    """One run's identity: its validated config, MLflow params, name and config hash."""
+
+    spec: Config
+    resolved: Any  # the config as plain containers (the config artifact)
+    params: dict[str, str]
+    name: str
+    hash_: str
+    seq_len: int  # its task's sequence length
+    cfg: DictConfig  # the composed config it was validated from
+    choices: dict[str, str]  # the options it was composed from (`choices_of`)
+
+    @property
+    def lock(self) -> Path:
+        return run_lock_path(self.spec.train.checkpoint_dir, self.spec.experiment_name,
+                             self.hash_)
+
+    @property
+    def checkpoint(self) -> Path:
+        return Path(self.spec.train.checkpoint_dir) / self.spec.experiment_name / \
+            f"{self.hash_}.pt"
+
+
+def job_of(cfg: DictConfig, choices: dict[str, str] | None = None) -> Job:
+    """Validate `cfg` (ConfigError before any run exists: ranges, unknown keys, chrono on a
+    too-short sequence, a step too big for this machine's memory) and name its run.
+
+    `choices`: the options it was composed from (`choices_of`), logged as params beside the
+    flattened config (`model=irnn` beside `model.name=rnn`), outside the config hash."""
+    spec = validate(cfg)
+    task = spec.task.build()  # validate() ran the task's own checks
+    check_resources(spec, task.seq_len, task.input_size, task.output_size)
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    # how the sweep searches and batches, not what the run computes: not logged, not hashed
+    for key in SWEEP_KEYS:
+        group, _, name = key.rpartition(".")
+        (resolved[group] if group else resolved).pop(name, None)  # type: ignore[index,union-attr]
+    params = {**flatten(resolved), **(choices or {})}  # type: ignore[arg-type]
+    return Job(spec, resolved, params, run_name(spec, params), config_hash(params),
+               task.seq_len, cfg, dict(choices or {}))
+
+
+def run_name(spec: Config, params: dict[str, str]) -> str:
+    """`adding_mean-lstm-tanh-noclip-gap100-s0`: the task option's name, as in the report."""
+    model = spec.model
+    task = params.get(names.TASK_LABEL) or names.task_label(spec.task.name.value, params)
+    return names.run_name(task, model.name.value, model.activation.value,
+                          spec.clip.mode.value, spec.clip.threshold, spec.task.gap, spec.seed,
+                          init=model.init.value, chrono=model.chrono,
+                          num_layers=model.num_layers, bidirectional=model.bidirectional)
+
+
+def choices_of(hydra_cfg: Any) -> dict[str, str]:
+    """The options a job's config was composed from (`hydra.runtime.choices`) for the groups
+    that define a run (`names.CHOICE_PARAMS`: `task=adding_mean`, `model=irnn`, ...); {} outside
+    Hydra. `hydra_cfg` is the `hydra` node of a job's config, or HydraConfig.get()."""
+    if hydra_cfg is None:
+        return {}
+    found = OmegaConf.select(hydra_cfg, "runtime.choices", default=None) or {}
+    return {group: str(found[group]) for group in names.CHOICE_PARAMS
+            if found.get(group) is not None}
+
+
+def hydra_choices() -> dict[str, str]:
+    """This job's choices (`choices_of`), inside a Hydra run or job; {} outside Hydra."""
+    return choices_of(HydraConfig.get()) if HydraConfig.initialized() else {}
+
+
+def member_jobs(cfg: DictConfig, choices: dict[str, str] | None = None) -> list[Job]:
+    """One job per seed of `batched_seeds`: the config of the separate run with that seed
+    (`seed` set, `batched_seeds` null), so its params and config hash are that run's."""
+    spec = validate(cfg)
+    if not spec.batched_seeds:
+        raise ConfigError("batched_seeds: null; list the seeds to batch, e.g. [0,1,2,3]")
+    model = spec.model
+    reason = unbatchable(model.name.value, model.activation.value, model.bidirectional)
+    if reason is not None:
+        raise ConfigError(f"batched_seeds: {reason}; train these seeds as separate jobs "
+                          "(seed=...)")
+    jobs = []
+    for seed in spec.batched_seeds:
+        member = cfg.copy()
+        member.seed, member.batched_seeds = seed, None
+        jobs.append(job_of(member, choices))
+    return jobs
+
+
+@dataclass(frozen=True)
+class MemberOutcome:
+    """What a batched job returns per member (harness.sweeping.expand): its run's identity
+    and its objective."""
+
+    name: str
+    hash_: str
+    loss: float
+
+
+def batch_file_jobs(cfg: DictConfig) -> list[Job]:
+    """The members of a batched job (`batch_file`, harness/batching.py): each composed from
+    its own overrides, as its separate job would be."""
+    from hydra import compose
+
+    jobs = []
+    config_name = HydraConfig.get().job.config_name if HydraConfig.initialized() else "config"
+    for overrides in read_batch(cfg.batch_file):
+        member = compose(config_name=config_name, overrides=overrides,
+                         return_hydra_config=True)
+        choices = choices_of(member.hydra)
+        with open_dict(member):
+            del member["hydra"]
+        jobs.append(job_of(member, choices))
+    return jobs

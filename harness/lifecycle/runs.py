@@ -1,0 +1,272 @@
+"""What happens to a job's runs: skipped when their config already finished in the experiment,
+resumed from a checkpoint, held under their config's liveness lock (RUNNING runs of dead
+processes closed), opened and closed as MLflow runs, and trained by the driver
+(harness/loop.py): one run with the fused model, or several as members of one batched model.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import OmegaConf
+
+from harness import names
+from harness.batched import BatchedStepper
+from harness.clipping import Clipper
+from harness.lifecycle.identity import Job
+from harness.lifecycle.signals import StopRequest
+from harness.loop import Checkpointing, FusedStepper, RunRecord, RunResult, drive, resume
+from harness.models import RecurrentModel, build_model
+from harness.optimizers import make_optimizer
+from harness.resources import Placement, placement_of
+from harness.tracking import liveness
+from harness.tracking.liveness import close_orphans_of_config
+from harness.tracking.run import MlflowTracker, RunStopped, csv_text, finished_run, mlflow_run
+from harness.tracking.store import ensure_store
+from harness.tracking.sweep import sweep_run_id
+from tasks import Task
+
+log = logging.getLogger(__name__)
+
+
+def saver(tracker: MlflowTracker, path: Path) -> Callable[[dict[str, Any]], None]:
+    """Write the metrics so far, then the loop's state (atomically, so a kill mid-write
+    leaves the previous checkpoint)."""
+
+    def save(state: dict[str, Any]) -> None:
+        tracker.flush()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        torch.save({**state, "run_id": tracker.run_id}, partial)
+        os.replace(partial, path)
+
+    return save
+
+
+def stop_after_save(stop: StopRequest) -> Callable[[int], None]:
+    """The driver's `checkpointed`: once every running run saved its checkpoint at `step`, a
+    stop signal that arrived stops them (RunStopped; the same command resumes them)."""
+
+    def checkpointed(step: int) -> None:
+        if stop.requested():
+            raise RunStopped(f"stopped by {stop.signal} at step {step}, after saving a "
+                             "checkpoint")
+
+    return checkpointed
+
+
+def checkpointing_of(job: Job, tracker: MlflowTracker,
+                     stop: StopRequest) -> Checkpointing | None:
+    """Checkpoints every `train.checkpoint_every` steps (None: never). From here a stop signal
+    waits for the step's checkpoint (`stop_after_save`)."""
+    every = job.spec.train.checkpoint_every
+    if every <= 0:
+        return None
+    tracker.auto_flush = False
+    stop.deferred = True
+    return Checkpointing(every, saver(tracker, job.checkpoint), stop_requested=stop.requested)
+
+
+def sweep_parent() -> str | None:
+    """In a multirun, the parent run its callback opened (found in the sweep's folder)."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return sweep_run_id(Path(HydraConfig.get().sweep.dir))
+
+
+RUNNING_ELSEWHERE = "running elsewhere"  # not a run status: the job created no run
+
+
+def running_elsewhere(job: Job) -> RunResult:
+    log.warning("%s: skipped, another live process is running this config (%s)", job.name,
+                job.lock)
+    return RunResult(status=RUNNING_ELSEWHERE, reason=f"{job.lock} is held")
+
+
+def finished_result(job: Job) -> RunResult | None:
+    """The result of this config's finished run in the experiment (None: none, or force)."""
+    spec = job.spec
+    done = None if spec.force else finished_run(spec.tracking.uri, spec.experiment_name,
+                                                job.hash_)
+    if done is None:
+        return None
+    status = done.data.tags[names.STATUS]
+    log.info("%s: skipped, this config already finished as run %s (%s); force=true reruns",
+             job.name, done.info.run_id, status)
+    metrics = done.data.metrics
+    return RunResult(status=status, reason=f"already finished as run {done.info.run_id}",
+                     steps_run=int(metrics.get(names.STEPS_RUN, 0)),
+                     final_eval_accuracy=metrics.get(names.FINAL_EVAL_ACCURACY, math.nan),
+                     final_eval_loss=metrics.get(names.FINAL_EVAL_LOSS, math.nan))
+
+
+def resume_state(job: Job) -> dict[str, Any] | None:
+    """The checkpoint of a run of this config killed part-way (None: start afresh); RUNNING
+    runs of this config that no process holds, other than that one, are marked killed."""
+    spec = job.spec
+    state = None
+    if job.checkpoint.exists() and not spec.force:
+        # A run of this config was killed part-way: continue it, in the same MLflow run.
+        # on the CPU: the run may resume on another device than it was saved on
+        state = torch.load(job.checkpoint, weights_only=False, map_location="cpu")
+        log.info("%s: resuming run %s from step %d", job.name, state["run_id"], state["step"])
+    for orphan in close_orphans_of_config(spec.tracking.uri, spec.experiment_name, job.hash_,
+                                          spec.train.checkpoint_dir,
+                                          keep=state["run_id"] if state else None):
+        log.info("%s: run %s of this config had no live process: marked killed", job.name,
+                 orphan)
+    return state
+
+
+def job_run(job: Job, state: dict[str, Any] | None,
+            tags: dict[str, str] | None = None) -> AbstractContextManager[MlflowTracker]:
+    """The job's MLflow run: opened (or reopened from the checkpoint's run), closed FINISHED,
+    or FAILED/KILLED by an exception."""
+    return mlflow_run(job.spec.tracking.uri, job.spec.experiment_name, job.name, job.params,
+                      {names.CONFIG_HASH: job.hash_, **(tags or {})},
+                      parent_run_id=sweep_parent(),
+                      resume_run_id=state["run_id"] if state else None)
+
+
+def start_run(job: Job, tracker: MlflowTracker, place: Placement,
+              state: dict[str, Any] | None) -> Task:
+    """Inside the job's run: build its task; a fresh run logs its config and chance level."""
+    spec = job.spec
+    threads, device = place.threads, place.device
+    tracker.set_tags({names.TORCH_THREADS: str(threads), names.DEVICE: str(device)})
+    task = spec.task.build()
+    log.info("%s: %d steps, sequence length %d, chance accuracy %.3f, loss %.4f, "
+             "%d torch thread(s), %s", job.name, spec.train.steps, task.seq_len,
+             task.chance.accuracy, task.chance.loss, threads, device)
+    if state is None:
+        tracker.log_text(OmegaConf.to_yaml(job.resolved), names.CONFIG_ARTIFACT)
+        tracker.log_metrics({names.CHANCE_LOSS: task.chance.loss,
+                             names.CHANCE_ACCURACY: task.chance.accuracy}, 0)
+    return task
+
+
+def job_model(job: Job, task: Task, device: torch.device) -> RecurrentModel:
+    """The run's model, initialized on the CPU from its seed (the same weights on every
+    device), then moved to `device`."""
+    torch.manual_seed(job.spec.seed)  # model initialization; data uses its own generators
+    return build_model(job.spec.model, task).to(device)
+
+
+def close_run(tracker: MlflowTracker, result: RunResult) -> None:
+    """Log how the run ended: summary metrics, gradient profiles, evaluation per gap, status."""
+    tracker.log_metrics(result.summary_metrics(), result.steps_run)
+    tracker.log_profiles(result.profiles)
+    if result.eval_by_gap:
+        tracker.log_text(csv_text(names.EVAL_BY_GAP_COLUMNS, result.eval_by_gap),
+                         names.EVAL_BY_GAP_ARTIFACT)
+    tracker.set_tags({names.STATUS: result.status, names.STATUS_REASON: result.reason,
+                      names.END_STATE: result.end_state,
+                      names.SUCCESS_CRITERION: result.success_criterion})
+
+
+def ended(job: Job, result: RunResult) -> None:
+    """After the run closed: its checkpoint goes (nothing left to resume)."""
+    job.checkpoint.unlink(missing_ok=True)
+    log.info("%s: %s after %d steps (%s), %.1f s", job.name, result.status, result.steps_run,
+             result.reason or "step budget used", result.wall_time_s)
+
+
+def run_config(job: Job, place: Placement, stop: StopRequest) -> RunResult:
+    """The body of `train`, under the config's lock: skip, resume or start the run."""
+    done = finished_result(job)
+    if done is not None:
+        return done
+    state = resume_state(job)
+    spec = job.spec
+    # Everything that can fail (out of memory building a model, a bug) happens inside the
+    # run, which then ends `failed` with the traceback as an artifact.
+    with job_run(job, state) as tracker:
+        task = start_run(job, tracker, place, state)
+        model = job_model(job, task, place.device)
+        record = RunRecord(task, spec.train, tracker, spec.seed, job.name,
+                           checkpointing_of(job, tracker, stop), place.device)
+        resume(record, model, state)
+        optimizer = make_optimizer(model, spec.optim)
+        if state is not None:
+            optimizer.load_state_dict(state["optimizer"])
+        stepper = FusedStepper(model, optimizer, Clipper.of(spec.clip), task)
+        (result,) = drive(stepper, [record], spec.train, stop_after_save(stop))
+        close_run(tracker, result)
+    ended(job, result)
+    return result
+
+
+def train_jobs(jobs: list[Job], tag: dict[str, str]) -> list[RunResult]:
+    """Runs trained in this process as members of one stacked model, each logged as its own
+    MLflow run with the tag `tag`. Each member holds its config's lock and is skipped,
+    resumed or started as `train` does: members resuming from checkpoints of different steps
+    train in one batch per step."""
+    spec = jobs[0].spec
+    place = placement_of(spec)
+    ensure_store(spec.tracking.uri)
+    results: dict[int, RunResult] = {}
+    with ExitStack() as held, \
+            StopRequest(spec.train.checkpoint_requeue).installed() as stop:
+        waiting: list[tuple[int, Job, dict[str, Any] | None]] = []
+        for index, job in enumerate(jobs):
+            try:
+                held.enter_context(liveness.hold(job.lock))
+            except liveness.Busy:
+                results[index] = running_elsewhere(job)
+                continue
+            done = finished_result(job)
+            if done is not None:
+                results[index] = done
+                continue
+            waiting.append((index, job, resume_state(job)))
+        for _, group in groupby(sorted(waiting, key=start_step), key=start_step):
+            members = list(group)
+            outcomes = train_batch([(job, state) for _, job, state in members], place, stop,
+                                   tag)
+            for (index, _, _), result in zip(members, outcomes, strict=True):
+                results[index] = result
+    return [results[index] for index in range(len(jobs))]
+
+
+def start_step(member: tuple[int, Job, dict[str, Any] | None]) -> int:
+    state = member[2]
+    return state["step"] if state else 0
+
+
+def train_batch(members: list[tuple[Job, dict[str, Any] | None]], place: Placement,
+                stop: StopRequest, tags: dict[str, str]) -> list[RunResult]:
+    """Members starting at one step: their K runs open together, train as one batch, and
+    close each with its own result (an exception ends all K failed, or killed)."""
+    with ExitStack() as runs:
+        models, records, states = [], [], []
+        for job, state in members:
+            tracker = runs.enter_context(job_run(job, state, tags))
+            task = start_run(job, tracker, place, state)
+            model = job_model(job, task, place.device)
+            record = RunRecord(task, job.spec.train, tracker, job.spec.seed, job.name,
+                               checkpointing_of(job, tracker, stop), place.device)
+            resume(record, model, state)
+            models.append(model)
+            records.append(record)
+            states.append(state["optimizer"] if state else None)
+        specs = [job.spec for job, _ in members]
+        log.info("batched: %d members in one batch from step %d", len(records),
+                 records[0].step)
+        stepper = BatchedStepper(models, [r.task for r in records], [s.optim for s in specs],
+                                 [s.clip for s in specs], states)
+        results = drive(stepper, records, specs[0].train, stop_after_save(stop))
+        for record, result in zip(records, results, strict=True):
+            close_run(record.tracker, result)  # type: ignore[arg-type]
+    for (job, _), result in zip(members, results, strict=True):
+        ended(job, result)
+    return results

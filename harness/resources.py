@@ -1,0 +1,193 @@
+"""What a job may use on this machine, decided before it trains: torch threads (cores over the
+parallel jobs, SLURM's cpus per task, the launcher's setting), the device, and whether one step
+fits in memory (a config that cannot fit is refused before any run exists).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import OmegaConf
+
+from harness.models import GATES
+from harness.schema import Activation, Config, ConfigError
+
+
+def cpu_count() -> int:
+    """Cores this process may use (respects taskset/cgroup affinity where the OS has it;
+    macOS has no sched_getaffinity: all its cores)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def launcher_setting(key: str, default: Any = None) -> Any:
+    """A key of the sweep's `hydra.launcher` config (`default` outside a multirun or if the
+    launcher has no such key)."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return default
+    return OmegaConf.select(HydraConfig.get(), f"launcher.{key}", default=default)
+
+
+def concurrent_jobs() -> int:
+    """How many jobs share this machine's cores: the joblib launcher's n_jobs in a sweep."""
+    n_jobs = launcher_setting("n_jobs", default=1)
+    return cpu_count() if n_jobs is None or n_jobs < 1 else int(n_jobs)
+
+
+def torch_threads(requested: int) -> int:
+    """Threads for this job: as asked; else SLURM's cpus per task (inside a SLURM job); else
+    the submitit launcher's cpus_per_task; else cores / the joblib launcher's parallel jobs."""
+    if requested > 0:
+        return requested
+    if "SLURM_CPUS_PER_TASK" in os.environ:
+        return int(os.environ["SLURM_CPUS_PER_TASK"])
+    cpus_per_task = launcher_setting("cpus_per_task")
+    if cpus_per_task is not None:
+        return int(cpus_per_task)
+    return max(1, cpu_count() // concurrent_jobs())
+
+
+def configure_torch(threads: int) -> None:
+    """Threads for this job, and denormal floats flushed to zero.
+
+    Vanishing gradients are exactly the values that fall into the denormal range, where x86
+    arithmetic is ~100x slower: flushing them made the fused RNN and GRU about 3.7x faster per
+    step at gap 300 (measured when it was added; README, Benchmark); only values below
+    1.2e-38 (float32) change.
+    """
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
+
+
+def resolve_device(device: str) -> torch.device:
+    """`train.device`: auto (cuda when torch sees a GPU, else cpu), cpu or cuda; ValueError for
+    cuda where torch sees none (a CPU build of torch, or no GPU on this node)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        build = ", a CPU build" if torch.version.cuda is None else ""
+        raise ValueError(f"cuda, but torch sees no GPU here (torch {torch.__version__}{build}); "
+                         "install a CUDA build of torch (README) or use train.device=cpu")
+    return torch.device(device)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a job's runs train on this machine: torch threads and device."""
+
+    threads: int
+    device: torch.device
+
+
+def placement_of(spec: Config) -> Placement:
+    """`train.threads` and `train.device` resolved here, and torch set up for them;
+    ConfigError for cuda where torch sees no GPU (before the store is even opened)."""
+    try:
+        device = resolve_device(spec.train.device.value)
+    except ValueError as err:
+        raise ConfigError(f"train.device: {err}") from None
+    threads = torch_threads(spec.train.threads)
+    configure_torch(threads)
+    return Placement(threads, device)
+
+
+# Bytes per float32 value; activations kept for backprop are counted `ACTIVATION_FACTOR`
+# times (the autograd graph holds each gate's pre- and post-activation, torch's fused kernels
+# a workspace of the same order); gates per cell: rnn 1, gru 3, lstm 4. Training holds each
+# parameter `TRAINING_COPIES` times: the weight, its gradient and the optimizer's state (Adam's
+# two moments; SGD and RMSprop keep fewer, so this is their upper end).
+FLOAT_BYTES = 4
+ACTIVATION_FACTOR = 2
+TRAINING_COPIES = 4
+
+
+def parameter_count(hidden: int, gates: int, input_size: int, output_size: int,
+                    layers: int = 1, directions: int = 1, modrelu: bool = False) -> int:
+    """The model's parameters (`harness.models.RecurrentModel`, tested against it): per layer
+    and direction `gates * hidden * (in + hidden + 2)` (W_ih, W_hh, b_ih, b_hh; `in` is the
+    input size, then hidden * directions), modReLU's bias `hidden` per layer and direction,
+    and the readout `output_size * (hidden * directions + 1)`."""
+    recurrent = sum(gates * hidden * ((input_size if layer == 0 else hidden * directions)
+                                      + hidden + 2) * directions for layer in range(layers))
+    extra = hidden * layers * directions if modrelu else 0
+    return recurrent + extra + output_size * (hidden * directions + 1)
+
+
+def step_bytes(batch: int, seq_len: int, hidden: int, gates: int, input_size: int,
+               output_size: int, layers: int = 1, directions: int = 1,
+               backprop: bool = True, modrelu: bool = False) -> int:
+    """Estimated bytes one step needs (a lower bound of the order of the real peak):
+
+        activations = batch * seq_len * hidden * (gates + 1) * layers * directions
+                      * 4 bytes * ACTIVATION_FACTOR          (kept for backprop; once without)
+        data        = batch * seq_len * (input_size + output_size) * 4 bytes
+                                                    (one-hot inputs, targets / outputs)
+        parameters  = parameter_count(...) * 4 bytes * TRAINING_COPIES   (once without backprop)
+
+    `backprop` False (evaluation): each layer's activations once, nothing kept.
+    """
+    activations = batch * seq_len * hidden * (gates + 1) * layers * directions * FLOAT_BYTES
+    data = batch * seq_len * (input_size + output_size) * FLOAT_BYTES
+    return (activations * (ACTIVATION_FACTOR if backprop else 1) + data
+            + parameter_bytes(hidden, gates, input_size, output_size, layers, directions,
+                              backprop, modrelu))
+
+
+def parameter_bytes(hidden: int, gates: int, input_size: int, output_size: int,
+                    layers: int = 1, directions: int = 1, backprop: bool = True,
+                    modrelu: bool = False) -> int:
+    """The parameters' share of `step_bytes`."""
+    count = parameter_count(hidden, gates, input_size, output_size, layers, directions, modrelu)
+    return count * FLOAT_BYTES * (TRAINING_COPIES if backprop else 1)
+
+
+def physical_memory() -> int | None:
+    """This machine's memory in bytes (None where the OS does not tell)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def check_resources(spec: Config, seq_len: int, input_size: int, output_size: int,
+                    memory: int | None = None) -> None:
+    """Refuse, before any run, what cannot work on this machine: chrono init on a sequence
+    shorter than 3 steps (T_max − 1 < 2), and a step (training, evaluation or gradient
+    profile batch) whose estimated memory (`step_bytes`) exceeds this machine's memory."""
+    model = spec.model
+    if model.chrono and model.chrono_t_max == 0 and seq_len < 3:
+        raise ConfigError(f"model.chrono: needs a sequence of at least 3 steps (T_max = "
+                          f"sequence length = {seq_len} with task.gap={spec.task.gap}); set "
+                          "model.chrono_t_max>=3 or a larger task.gap")
+    memory = physical_memory() if memory is None else memory
+    if memory is None:
+        return
+    train = spec.train
+    shape = dict(hidden=model.hidden_size, gates=GATES[model.name.value], input_size=input_size,
+                 output_size=output_size, layers=model.num_layers,
+                 directions=2 if model.bidirectional else 1,
+                 modrelu=model.activation == Activation.modrelu)
+    gib = 2 ** 30
+    weights = parameter_bytes(**shape)
+    if weights > memory:  # too big at any batch and length: the model is the key responsible
+        raise ConfigError(f"model.hidden_size: {model.hidden_size} gives "
+                          f"{parameter_count(**shape)} parameters"
+                          "; training them (weights, gradients, optimizer state) "
+                          f"needs about {weights / gib:.1f} GiB, more than this machine's "
+                          f"{memory / gib:.1f} GiB; lower model.hidden_size or model.num_layers")
+    needs = {"train.batch_size": step_bytes(train.batch_size, seq_len, **shape),
+             "train.eval_batch_size": step_bytes(train.eval_batch_size, seq_len,
+                                                 backprop=False, **shape),
+             "train.profile_batch_size": step_bytes(train.profile_batch_size, seq_len, **shape)}
+    key, need = max(needs.items(), key=lambda item: item[1])
+    if need > memory:
+        raise ConfigError(f"task.gap: {spec.task.gap} makes sequences of {seq_len} steps; one "
+                          f"step with {key}={getattr(train, key.split('.')[1])} needs about "
+                          f"{need / gib:.1f} GiB, more than this machine's {memory / gib:.1f} "
+                          "GiB; lower task.gap or the batch size")

@@ -1,0 +1,9 @@
+"""The only MLflow writer, one module per lifetime:
+
+- `store`: where a store lives, its creation and experiments, a full disk (the reader,
+  harness.report, uses it too);
+- `run`: a run's identity (params, config hash), its MLflow run and buffered writer;
+- `sweep`: a multirun's parent run and its lists of unfinished jobs;
+- `liveness`: which RUNNING runs and sweeps still have a live process (file locks), and
+  closing the others.
+"""

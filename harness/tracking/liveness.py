@@ -1,0 +1,161 @@
+"""Which runs are alive: a process holds an OS lock on a file for as long as it runs a job
+(or launches a sweep), and the kernel releases it when the process ends, however it ends
+(SIGKILL, a node that goes down). A run that MLflow shows RUNNING while nobody holds its
+lock was left behind by a dead process; one whose lock is held is being run right now and
+must be left alone.
+
+The locks are `flock` locks: per open file, so a second open in the same process conflicts
+too; they work across machines on file systems that support them (NFSv4, Lustre with the
+`flock` option). Where locking is not supported, liveness is unknown and nothing is marked.
+
+Here: the locks themselves (`hold`, `if_dead`), where a run's lock lives, and closing the
+RUNNING runs and sweeps whose process is gone (`close_*`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from mlflow.entities import Run, RunStatus
+from mlflow.tracking import MlflowClient
+
+from harness import names
+from harness.tracking.run import mark_killed
+from harness.tracking.sweep import SWEEP_LOCK_FILE, end_sweep
+
+log = logging.getLogger(__name__)
+
+ORPHAN_REASON = "its process ended without closing the run (killed, or torn down by the launcher)"
+
+
+class Busy(RuntimeError):
+    """Another live process holds the lock."""
+
+
+@contextmanager
+def hold(path: Path) -> Iterator[bool]:
+    """Hold the lock at `path` (created if missing) for the block; yields whether it is
+    really held (False where the file system does not support locking).
+
+    Raises Busy at once if another live process holds it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Busy(f"{path} is held by another process") from None
+        except OSError as err:  # e.g. ENOLCK: no locking on this file system
+            log.warning("cannot lock %s (%s): running without a liveness lock", path, err)
+            yield False
+            return
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.uname().nodename} {os.getpid()}\n".encode())
+        yield True
+    finally:
+        os.close(fd)  # closing the file releases the lock
+
+
+@contextmanager
+def if_dead(path: Path) -> Iterator[bool]:
+    """Yields True, holding the lock, if no live process holds `path`: its owner is gone.
+
+    Yields False if a live process holds it, if the file does not exist (nothing to tell
+    from: another machine, another store), or if the file system cannot lock.
+    """
+    if not path.exists():
+        yield False
+        return
+    try:
+        with hold(path) as held:
+            yield held
+    except Busy:
+        yield False
+
+
+def run_lock_path(checkpoint_dir: str | Path, experiment: str, hash_: str) -> Path:
+    """The file a job holds locked while it runs this config (beside its checkpoint)."""
+    return Path(checkpoint_dir) / experiment / f"{hash_}.lock"
+
+
+def running_runs(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Run]:
+    running = f"attributes.status = '{RunStatus.to_string(RunStatus.RUNNING)}'"
+    return client.search_runs([experiment_id], filter_string=f"{filter_string} and {running}")
+
+
+def close_orphans_of_config(uri: str, experiment: str, hash_: str, checkpoint_dir: str,
+                            keep: str | None) -> list[str]:
+    """Mark killed the RUNNING runs of this config (except `keep`): the caller holds the
+    config's lock, so no live process runs them. Returns their ids."""
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    closed = []
+    for run in running_runs(client, found.experiment_id, f"tags.{names.CONFIG_HASH} = '{hash_}'"):
+        same_lock = run.data.params.get(names.CHECKPOINT_DIR) == str(checkpoint_dir)
+        if run.info.run_id != keep and same_lock:
+            mark_killed(client, run.info.run_id, ORPHAN_REASON)
+            closed.append(run.info.run_id)
+    return closed
+
+
+def close_dead_jobs(uri: str, sweep_id: str, wait_s: float) -> tuple[list[str], list[str]]:
+    """Mark killed the sweep's RUNNING jobs whose process is gone (nobody holds their lock).
+
+    Jobs still held are tried again for up to `wait_s` seconds in all: a job that handles the
+    interrupt closes its own run. Returns (closed, still running) run ids; a job whose
+    liveness cannot be told (lock file not visible here) counts as still running.
+    """
+    client = MlflowClient(uri)
+    parent = client.get_run(sweep_id)
+    pending = running_runs(client, parent.info.experiment_id,
+                           f"tags.{names.SWEEP_ID} = '{sweep_id}'")
+    closed: list[str] = []
+    deadline = time.monotonic() + wait_s
+    while True:
+        held = []
+        for run in pending:
+            params = run.data.params
+            path = run_lock_path(params.get(names.CHECKPOINT_DIR, ""),
+                                 params.get(names.EXPERIMENT_NAME, ""),
+                                 run.data.tags.get(names.CONFIG_HASH, ""))
+            with if_dead(path) as dead:
+                if not dead:
+                    held.append(run)
+                # read again under the lock: it may have closed itself meanwhile
+                elif client.get_run(run.info.run_id).info.status == "RUNNING":
+                    mark_killed(client, run.info.run_id, ORPHAN_REASON)
+                    closed.append(run.info.run_id)
+        pending = held
+        if not pending or time.monotonic() >= deadline:
+            return closed, [run.info.run_id for run in pending]
+        time.sleep(0.5)
+
+
+def close_dead_sweeps(uri: str, experiment: str) -> list[str]:
+    """End `killed` the RUNNING sweep runs of this experiment whose launching process is gone
+    (their folder's lock is free), with their dead jobs. Returns their ids."""
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    closed = []
+    for sweep in running_runs(client, found.experiment_id,
+                              f"tags.{names.RUN_KIND} = '{names.SWEEP_KIND}'"):
+        folder = sweep.data.tags.get(names.SWEEP_DIR)
+        if folder is None:
+            continue
+        with if_dead(Path(folder) / SWEEP_LOCK_FILE) as dead:
+            if dead:
+                close_dead_jobs(uri, sweep.info.run_id, wait_s=0.0)
+                end_sweep(uri, Path(folder), None, killed=True)
+                closed.append(sweep.info.run_id)
+    return closed
