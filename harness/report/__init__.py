@@ -20,6 +20,7 @@ import pandas as pd
 
 from harness import names
 from harness.report import (
+    claims,
     figures,
     frontier_grads,
     gap_figures,
@@ -79,12 +80,14 @@ FRONTIER_PNG = frontier_.FRONTIER_PNG
 FRONTIER_GRAD_PNG = frontier_grads.FRONTIER_GRAD_PNG
 FRONTIER_GRAD_CSV = frontier_grads.FRONTIER_GRAD_CSV
 FRONTIER_GRAD_CURVES_CSV = frontier_grads.FRONTIER_GRAD_CURVES_CSV
+SCORECARD_CSV = claims.SCORECARD_CSV
 INDEX_HTML = "index.html"
-# The page's sections in order: (anchor, heading, table-of-contents entry). The frontier
-# section is there only when the experiment has a frontier sweep; the others are numbered
-# after it.
+# The page's sections in order: (anchor, heading, table-of-contents entry). The scorecard is
+# there only when the experiment has claims, the frontier section only when it has a frontier
+# sweep; the others are numbered after them.
 SECTIONS = (
     ("overview", "Overview", "Overview"),
+    ("scorecard", "Scorecard of published claims", "Scorecard"),
     ("frontier", "Frontier", "Frontier"),
     ("findings", "Findings", "Findings"),
     ("accuracy", "Accuracy vs gap", "Accuracy vs gap"),
@@ -97,9 +100,11 @@ MAX_WORKERS = 4
 _TEMPLATES = Path(__file__).parent / "templates"
 
 
-def _sections(with_frontier: bool) -> list[tuple[str, str, str]]:
+def _sections(with_frontier: bool, with_scorecard: bool = False) -> list[tuple[str, str, str]]:
     """(anchor, "<n> <heading>", "<n> <toc entry>") of the page's sections, numbered."""
-    kept = [s for s in SECTIONS if with_frontier or s[0] != "frontier"]
+    left_out = {a for a, present in (("frontier", with_frontier),
+                                     ("scorecard", with_scorecard)) if not present}
+    kept = [s for s in SECTIONS if s[0] not in left_out]
     return [(anchor, f"{i} {heading}", f"{i} {toc}")
             for i, (anchor, heading, toc) in enumerate(kept, start=1)]
 
@@ -303,14 +308,17 @@ def _draw(jobs: Sequence[tuple[Callable[..., object], tuple[object, ...]]],
 
 
 def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("reports"),
-                 workers: int | None = None) -> Path:
+                 workers: int | None = None, claims_path: Path | None = None) -> Path:
     """Write the report of `experiment` to `out_root/<experiment>/`; return its index.html.
 
     Path separators in the experiment name become '_' in the folder name. The folder holds
     index.html (self-contained), summary.md, every figure as PNG with its data as CSV,
     runs.csv, findings.csv and the tables. Figures are drawn by `workers` processes (default:
-    the usable cores, at most MAX_WORKERS; 1 draws in this process). Raises `ReportError` (a
-    ValueError) if the store does not exist, or the experiment is missing or has no runs.
+    the usable cores, at most MAX_WORKERS; 1 draws in this process). The scorecard checks the
+    claims of `claims_path`, else of the paper preset's claims file that names the experiment
+    (`claims.claims_for`); without either there is none. Raises `ReportError` (a ValueError)
+    if the store does not exist, the experiment is missing or has no runs, or a claims file
+    is malformed.
     """
     workers = _workers() if workers is None else workers
     sweep = load_sweep(experiment, tracking_uri)
@@ -319,11 +327,13 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
     by_gap_raw = load_eval_by_gap(runs, tracking_uri)
     histories = _histories(sweep, tracking_uri)
     fronts = frontier_.load_frontiers(sweep, tracking_uri)
+    card = claims.scorecard(experiment, sweep, tracking_uri, claims_path)
 
     out = Path(out_root) / _folder_name(experiment)
     out.mkdir(parents=True, exist_ok=True)
     # Files drawn only when the data has them: a rebuild must not keep one from before.
-    for optional in (CLIP_HEATMAP_PNG, CLIP_HEATMAP_CSV, EVAL_BY_GAP_PNG, EVAL_BY_GAP_CSV,
+    for optional in (SCORECARD_CSV, CLIP_HEATMAP_PNG, CLIP_HEATMAP_CSV, EVAL_BY_GAP_PNG,
+                     EVAL_BY_GAP_CSV,
                      FRONTIER_PNG, FRONTIER_CSV, frontier_.FORMER_CSV, FRONTIER_GRAD_PNG,
                      FRONTIER_GRAD_CSV, FRONTIER_GRAD_CURVES_CSV):
         (out / optional).unlink(missing_ok=True)
@@ -345,6 +355,8 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
     csv(findings_.frame(found), FINDINGS_CSV)
     csv(solved, LARGEST_SOLVED_GAP_CSV)
     csv(accuracy, ACCURACY_CSV)
+    if card is not None:
+        csv(card.table, SCORECARD_CSV)
     front_grads = None
     if not fronts.empty:
         csv(fronts.table, FRONTIER_CSV)
@@ -409,7 +421,7 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
             csv(frame, name)
 
     summary = tables.summary_markdown(experiment, tracking_uri, counts, solved, accuracy,
-                                      overview.markdown(view, counts),
+                                      overview.markdown(view, counts) + claims.markdown(card),
                                       findings_.markdown(found), headline_.markdown(lead),
                                       frontier_.markdown(fronts) + _frontier_grads_md(
                                           front_grads, (out / FRONTIER_GRAD_PNG).is_file()))
@@ -442,8 +454,17 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
             "compute_text": overview.compute_text(view).replace("`", ""),
             "pooled_text": overview.pooled_text(view).replace("`", ""),
             "findings": found,
-            "sections": _sections(not fronts.empty),
-            "heading": {a: title for a, title, _ in _sections(not fronts.empty)},
+            "sections": _sections(not fronts.empty, card is not None),
+            "heading": {a: title for a, title, _ in _sections(not fronts.empty,
+                                                              card is not None)},
+            "scorecard": None if card is None else {
+                "summary": claims.summary_text(card),
+                "source": claims.source_text(card).replace("`", ""),
+                "rule": claims.RULE_TEXT,
+                "header": list(claims.DISPLAY_HEADER),
+                "rows": claims.display_rows(card),
+                "verdicts": list(card.table["verdict"]),
+            },
             "frontier": None if fronts.empty else {
                 "source": frontier_.source_text(fronts),
                 "meaning": frontier_.MEANING.replace("*", ""),

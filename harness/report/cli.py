@@ -1,5 +1,5 @@
 """Command line for the report: `harness-report --experiment NAME [--compare OTHER]
-[--tracking-uri URI] [--out DIR]`.
+[--claims FILE] [--tracking-uri URI] [--out DIR]`.
 
 Also runnable as `python -m harness.report.cli`. Exit code 0 on success, 2 when the store or
 experiment cannot be reported on (one-line message on stderr, no traceback).
@@ -45,6 +45,11 @@ def _parser() -> argparse.ArgumentParser:
         help="MLflow store; default: $MLFLOW_TRACKING_URI, else the project's mlflow.db",
     )
     parser.add_argument(
+        "--claims", type=Path, default=None, metavar="FILE",
+        help="claims to score (default: the paper preset's claims file that names the "
+        "experiment, conf/experiment/paper/claims/)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=PROJECT_ROOT / "reports",
         help="report root (default: the project's reports/)",
     )
@@ -63,7 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.compare is not None:
             index = build_comparison(args.experiment, args.compare, tracking_uri, args.out)
         else:
-            index = build_report(args.experiment, tracking_uri, args.out)
+            index = build_report(args.experiment, tracking_uri, args.out,
+                                 claims_path=args.claims)
     except ReportError as err:
         # One line, whatever the message holds, so scripts can grep or log it as a unit.
         message = " ".join(str(err).splitlines())
