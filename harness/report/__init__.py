@@ -68,6 +68,8 @@ NORMALIZED_LOSS_PNG = "normalized_loss_vs_gap.png"
 NORMALIZED_LOSS_CSV = "normalized_loss_vs_gap.csv"
 STEPS_TO_SOLVE_PNG = "steps_to_solve_vs_gap.png"
 STEPS_TO_SOLVE_CSV = "steps_to_solve_vs_gap.csv"
+SOLVE_RATE_PNG = "solve_rate_vs_gap.png"
+SOLVE_RATE_CSV = "solve_rate_vs_gap.csv"
 CLIP_HEATMAP_PNG = "clip_activation_heatmap.png"
 CLIP_HEATMAP_CSV = "clip_activation_heatmap.csv"
 EVAL_BY_GAP_PNG = "accuracy_by_gap_variable.png"
@@ -229,6 +231,12 @@ def _result_figures(runs: pd.DataFrame, by_gap: pd.DataFrame, clip_drawn: bool,
             "point, and the solve rate with its Wilson 95% interval); "
             f"{figures.UNCERTAINTY_TEXT} (≥ 0).",
             note="" if (runs[names.STATUS] == names.SOLVED).any() else "No run solved"),
+        ReportFigure(
+            png=SOLVE_RATE_PNG, csvs=(SOLVE_RATE_CSV,),
+            title="Solve rate vs gap",
+            sentence=f"The share of runs solved at each gap, one line per configuration "
+            f"(configurations at one gap drawn side by side); {tables.WILSON_TEXT}.",
+            note=""),
         ReportFigure(
             png=CLIP_HEATMAP_PNG, csvs=(CLIP_HEATMAP_CSV,),
             title="Clipping × gap, per model",
@@ -398,6 +406,7 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
          (runs, *style, out / NORMALIZED_LOSS_PNG)),
         (STEPS_TO_SOLVE_CSV, gap_figures.steps_to_solve_vs_gap,
          (runs, *style, out / STEPS_TO_SOLVE_PNG)),
+        (SOLVE_RATE_CSV, gap_figures.solve_rate_vs_gap, (runs, *style, out / SOLVE_RATE_PNG)),
         (None, figures.accuracy_vs_gap, (runs, accuracy, *style, out / ACCURACY_PNG)),
     ]
     if clip_drawn:
