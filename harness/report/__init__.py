@@ -316,7 +316,8 @@ def _draw(jobs: Sequence[tuple[Callable[..., object], tuple[object, ...]]],
 
 
 def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("reports"),
-                 workers: int | None = None, claims_path: Path | None = None) -> Path:
+                 workers: int | None = None, claims_path: Path | None = None,
+                 pool: Sequence[str] = ()) -> Path:
     """Write the report of `experiment` to `out_root/<experiment>/`; return its index.html.
 
     Path separators in the experiment name become '_' in the folder name. The folder holds
@@ -324,12 +325,14 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
     runs.csv, findings.csv and the tables. Figures are drawn by `workers` processes (default:
     the usable cores, at most MAX_WORKERS; 1 draws in this process). The scorecard checks the
     claims of `claims_path`, else of the paper preset's claims file that names the experiment
-    (`claims.claims_for`); without either there is none. Raises `ReportError` (a ValueError)
-    if the store does not exist, the experiment is missing or has no runs, or a claims file
-    is malformed.
+    (`claims.claims_for`); without either there is none. `pool` names swept params to pool
+    over on purpose (`load.check_pool`): they stay out of the labels, and the page and
+    summary.md open by saying so. Raises `ReportError` (a ValueError) if the store does not
+    exist, the experiment is missing or has no runs, a claims file is malformed or `pool`
+    names a param that cannot be pooled.
     """
     workers = _workers() if workers is None else workers
-    sweep = load_sweep(experiment, tracking_uri)
+    sweep = load_sweep(experiment, tracking_uri, pool)
     runs, finals = sweep.runs, sweep.finals
     profiles = load_grad_profiles(runs, tracking_uri)
     by_gap_raw = load_eval_by_gap(runs, tracking_uri)
@@ -433,7 +436,8 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
                                       overview.markdown(view, counts) + claims.markdown(card),
                                       findings_.markdown(found), headline_.markdown(lead),
                                       frontier_.markdown(fronts) + _frontier_grads_md(
-                                          front_grads, (out / FRONTIER_GRAD_PNG).is_file()))
+                                          front_grads, (out / FRONTIER_GRAD_PNG).is_file()),
+                                      overview.pool_banner(view))
     summary += "\n" + gradients.gradients_markdown(
         decay, [(f.png, f.sentence, f.note) for f in grad_section]
     )
@@ -462,6 +466,7 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
             "axes_rows": tables.display_rows(view.axes, [overview.AXIS, overview.VALUES]),
             "compute_text": overview.compute_text(view).replace("`", ""),
             "pooled_text": overview.pooled_text(view).replace("`", ""),
+            "pool_banner": overview.pool_banner(view).replace("`", ""),
             "findings": found,
             "sections": _sections(not fronts.empty, card is not None),
             "heading": {a: title for a, title, _ in _sections(not fronts.empty,

@@ -180,6 +180,8 @@ class Sweep:
     sweeps: pd.DataFrame
     # swept params added to the label (`overview.label_axes`): `-lr=0.001` in every label
     label_axes: tuple[str, ...] = ()
+    # swept params pooled over on purpose (`harness-report --pool`): left out of the label
+    pooled: tuple[str, ...] = ()
 
 
 SWEEP_COLUMNS = (RUN_ID, RUN_NAME, START_TIME, names.SWEEP_OVERRIDES, names.SWEEP_SPACE,
@@ -321,23 +323,51 @@ def _sweeps(parents: pd.DataFrame) -> pd.DataFrame:
     return frame[list(SWEEP_COLUMNS)].reset_index(drop=True)
 
 
-def load_sweep(experiment: str, tracking_uri: str) -> Sweep:
+def load_sweep(experiment: str, tracking_uri: str, pool: Sequence[str] = ()) -> Sweep:
     """Typed runs, final metrics, params and sweep parents of `experiment`, from one
     `search_runs` query.
 
-    Raises `ReportError` (a ValueError) if the store, the experiment or its runs are missing.
+    `pool`: swept params to pool over on purpose: they are kept out of the label, so every
+    table and figure mixes their values (`check_pool` says which can be). Raises `ReportError`
+    (a ValueError) if the store, the experiment or its runs are missing, or `pool` names a
+    param that cannot be pooled.
     """
     from harness.report.overview import label_axes  # overview imports this module
 
     raw, parents = _search(experiment, tracking_uri)
     runs = _typed_runs(raw)
-    # Swept axes the config label lacks and that would be pooled join the label.
-    extra = label_axes(_params(raw, runs.index), runs[names.TASK_LABEL], runs[LABEL])
-    if extra:
-        runs = _typed_runs(raw, extra)
-    finals = _finals(raw, runs.index)
     params = _params(raw, runs.index)
-    return Sweep(runs.reset_index(drop=True), finals, params, _sweeps(parents), tuple(extra))
+    pooled = check_pool(pool, params)
+    # Swept axes the config label lacks and that would be pooled join the label, unless the
+    # user pools over them.
+    extra = [a for a in label_axes(params, runs[names.TASK_LABEL], runs[LABEL])
+             if a not in pooled]
+    if extra:
+        runs = _typed_runs(raw, extra)  # new labels, so maybe a new row order
+        params = _params(raw, runs.index)
+    finals = _finals(raw, runs.index)
+    return Sweep(runs.reset_index(drop=True), finals, params, _sweeps(parents), tuple(extra),
+                 pooled)
+
+
+def check_pool(pool: Sequence[str], params: pd.DataFrame) -> tuple[str, ...]:
+    """The axes of `pool` in key order, if each is a swept param outside the configuration
+    label; else a ReportError naming the ones that can be pooled."""
+    from harness.report.overview import LABEL_KEYS, swept_axes
+
+    if not pool:
+        return ()
+    swept = [str(a) for a in swept_axes(params)["axis"]]
+    poolable = [a for a in swept if a not in LABEL_KEYS]
+    for axis in pool:
+        if axis in LABEL_KEYS:
+            raise ReportError(f"cannot pool over {axis}: it is part of the configuration label "
+                              "or an axis of every figure (task, gap, seed)")
+        if axis not in swept:
+            listed = ", ".join(poolable) or "none"
+            raise ReportError(f"cannot pool over {axis}: it was not swept in this experiment; "
+                              f"swept params that can be pooled: {listed}")
+    return tuple(sorted(set(pool)))
 
 
 def _history_frame(rows: list[tuple[str, str, int, int, float]]) -> pd.DataFrame:

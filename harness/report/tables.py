@@ -270,17 +270,20 @@ def summary_markdown(
     findings_md: str,
     headline_md: str = "",
     frontier_md: str = "",
+    banner_md: str = "",
 ) -> str:
     """The text of summary.md: nothing time-dependent, so a rebuild gives the same bytes.
 
     `headline_md` (a few computed sentences per task) opens it, under the title; then
     `overview_md` (which holds the counts by status), `frontier_md` (the frontier section,
-    "" without a frontier sweep) and `findings_md`.
+    "" without a frontier sweep) and `findings_md`. `banner_md` (a warning, such as runs
+    pooled on purpose) comes first of all, as a quote.
     """
     acc_header, acc_rows = accuracy_display(accuracy)
     parts = [
         f"# Report: {experiment}",
         "",
+        *([f"> **{banner_md}**", ""] if banner_md else []),
         *([headline_md.rstrip("\n"), ""] if headline_md else []),
         f"- experiment: `{experiment}`",
         f"- MLflow UI: `mlflow ui --backend-store-uri {tracking_uri}`",
