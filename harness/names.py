@@ -25,6 +25,7 @@ LR = "optim.lr"
 OPTIMIZER = "optim.name"
 SEED = "seed"
 TASK_LABEL = "task"  # report column: the task option, e.g. `adding_mean` (see task_label)
+GAP_MIN = "task.gap_min"  # variable gaps: each sequence's gap uniform in [gap_min, gap]
 EXPERIMENT_NAME = "experiment_name"
 CHECKPOINT_DIR = "train.checkpoint_dir"  # where a run's checkpoint and liveness lock live
 

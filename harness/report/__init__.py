@@ -28,6 +28,7 @@ from harness.report import (
     gradients,
     overview,
     tables,
+    variable_gap,
 )
 from harness.report import findings as findings_
 from harness.report import frontier as frontier_
@@ -83,6 +84,7 @@ FRONTIER_GRAD_PNG = frontier_grads.FRONTIER_GRAD_PNG
 FRONTIER_GRAD_CSV = frontier_grads.FRONTIER_GRAD_CSV
 FRONTIER_GRAD_CURVES_CSV = frontier_grads.FRONTIER_GRAD_CURVES_CSV
 SCORECARD_CSV = claims.SCORECARD_CSV
+VARIABLE_GAP_CSV = variable_gap.VARIABLE_GAP_CSV
 INDEX_HTML = "index.html"
 # The page's sections in order: (anchor, heading, table-of-contents entry). The scorecard is
 # there only when the experiment has claims, the frontier section only when it has a frontier
@@ -263,8 +265,17 @@ def _histories(sweep: Sweep, tracking_uri: str) -> pd.DataFrame:
     return load_metric_histories(plan, tracking_uri)
 
 
-def _frontier_grads_md(section: frontier_grads.FrontierGradients | None, drawn: bool) -> str:
-    return "" if section is None else "\n" + frontier_grads.markdown(section, drawn)
+def _frontier_md(fronts: frontier_.Frontiers,
+                 section: frontier_grads.FrontierGradients | None,
+                 vgaps: variable_gap.VariableGaps, drawn: bool) -> str:
+    """The frontier section of summary.md: the frontier sweeps' answers with their gradients,
+    then how far variable-gap runs held; "" with neither."""
+    text = frontier_.markdown(fronts)
+    if section is not None:
+        text += "\n" + frontier_grads.markdown(section, drawn)
+    if not vgaps.empty:
+        text += ("" if text else "## Frontier\n\n") + variable_gap.markdown(vgaps)
+    return text
 
 
 def _frontier_grads_context(section: frontier_grads.FrontierGradients | None,
@@ -343,10 +354,10 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
     out = Path(out_root) / _folder_name(experiment)
     out.mkdir(parents=True, exist_ok=True)
     # Files drawn only when the data has them: a rebuild must not keep one from before.
-    for optional in (SCORECARD_CSV, CLIP_HEATMAP_PNG, CLIP_HEATMAP_CSV, EVAL_BY_GAP_PNG,
-                     EVAL_BY_GAP_CSV,
-                     FRONTIER_PNG, FRONTIER_CSV, frontier_.FORMER_CSV, FRONTIER_GRAD_PNG,
-                     FRONTIER_GRAD_CSV, FRONTIER_GRAD_CURVES_CSV):
+    for optional in (SCORECARD_CSV, VARIABLE_GAP_CSV, CLIP_HEATMAP_PNG, CLIP_HEATMAP_CSV,
+                     EVAL_BY_GAP_PNG, EVAL_BY_GAP_CSV, FRONTIER_PNG, FRONTIER_CSV,
+                     frontier_.FORMER_CSV, FRONTIER_GRAD_PNG, FRONTIER_GRAD_CSV,
+                     FRONTIER_GRAD_CURVES_CSV):
         (out / optional).unlink(missing_ok=True)
     written: list[str] = []
 
@@ -357,7 +368,11 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
     view = overview.overview(sweep, tracking_uri)
     counts = tables.status_counts(runs)
     found = findings_.findings(runs)
-    lead = headline_.headline(runs, None if fronts.empty else fronts.table)
+    vgaps = variable_gap.variable_gap_frontier(runs, sweep.params, by_gap_raw)
+    lead = headline_.headline(
+        runs, None if fronts.empty else fronts.table,
+        {str(task): variable_gap.sentence(str(task), vgaps)
+         for task in vgaps.table[names.TASK_LABEL].unique()})
     solved = tables.largest_solved_gap(runs)
     accuracy = tables.accuracy_by_gap(runs)
     csv(runs[list(RUN_COLUMNS)], RUNS_CSV)
@@ -368,6 +383,8 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
     csv(accuracy, ACCURACY_CSV)
     if card is not None:
         csv(card.table, SCORECARD_CSV)
+    if not vgaps.empty:
+        csv(vgaps.table, VARIABLE_GAP_CSV)
     front_grads = None
     if not fronts.empty:
         csv(fronts.table, FRONTIER_CSV)
@@ -435,8 +452,8 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
     summary = tables.summary_markdown(experiment, tracking_uri, counts, solved, accuracy,
                                       overview.markdown(view, counts) + claims.markdown(card),
                                       findings_.markdown(found), headline_.markdown(lead),
-                                      frontier_.markdown(fronts) + _frontier_grads_md(
-                                          front_grads, (out / FRONTIER_GRAD_PNG).is_file()),
+                                      _frontier_md(fronts, front_grads, vgaps,
+                                                   (out / FRONTIER_GRAD_PNG).is_file()),
                                       overview.pool_banner(view))
     summary += "\n" + gradients.gradients_markdown(
         decay, [(f.png, f.sentence, f.note) for f in grad_section]
@@ -468,9 +485,17 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
             "pooled_text": overview.pooled_text(view).replace("`", ""),
             "pool_banner": overview.pool_banner(view).replace("`", ""),
             "findings": found,
-            "sections": _sections(not fronts.empty, card is not None),
-            "heading": {a: title for a, title, _ in _sections(not fronts.empty,
-                                                              card is not None)},
+            "sections": _sections(not fronts.empty or not vgaps.empty, card is not None),
+            "heading": {a: title for a, title, _ in _sections(
+                not fronts.empty or not vgaps.empty, card is not None)},
+            "variable_gaps": None if vgaps.empty else {
+                "meaning": variable_gap.MEANING.replace("*", ""),
+                "sentences": [variable_gap.sentence(str(task), vgaps) for task in
+                              sorted(vgaps.table[names.TASK_LABEL].astype(str).unique())],
+                "header": list(variable_gap.DISPLAY_HEADER),
+                "rows": variable_gap.display_rows(vgaps),
+                "note": variable_gap.note(vgaps),
+            },
             "scorecard": None if card is None else {
                 "summary": claims.summary_text(card),
                 "source": claims.source_text(card).replace("`", ""),
