@@ -26,6 +26,12 @@ OPTIMIZER = "optim.name"
 SEED = "seed"
 TASK_LABEL = "task"  # report column: the task option, e.g. `adding_mean` (see task_label)
 GAP_MIN = "task.gap_min"  # variable gaps: each sequence's gap uniform in [gap_min, gap]
+# The option the user chose for each config group (hydra.runtime.choices), logged as a param
+# of its own: `task` = `adding_mean`, `model` = `irnn`. The report's task column reads `task`
+# when a run has it (else `task_label` rebuilds it); all four restate their group's keys, so
+# none is a swept axis of its own.
+TASK_CHOICE, MODEL_CHOICE, OPTIM_CHOICE, CLIP_CHOICE = "task", "model", "optim", "clip"
+CHOICE_PARAMS = (TASK_CHOICE, MODEL_CHOICE, OPTIM_CHOICE, CLIP_CHOICE)
 EXPERIMENT_NAME = "experiment_name"
 CHECKPOINT_DIR = "train.checkpoint_dir"  # where a run's checkpoint and liveness lock live
 

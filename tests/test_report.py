@@ -779,3 +779,26 @@ def test_labels_include_every_swept_axis_that_would_be_pooled() -> None:
                                              "lstm-tanh-noclip-lr=0.003"]
     assert label_part(names.HIDDEN_SIZE, "128.0") == "hidden_size=128"
     assert label_part(names.LR, None) == "lr=unset"
+
+
+def test_task_column_reads_the_chosen_option_when_logged() -> None:
+    """A run that logged the task option it was given (param `task`, from Hydra's choices)
+    is reported under it; a run from before, under the label rebuilt from its params."""
+    from harness.report.overview import swept_axes
+
+    raw = pd.DataFrame({
+        "run_id": ["r0", "r1", "r2"],
+        f"params.{names.TASK}": ["adding", "adding", "delayed_recall"],
+        "params.task.variant": ["mean", "mean", None],
+        f"params.{names.TASK_CHOICE}": ["adding_mean", None, "delayed_recall_noise"],
+        f"params.{names.MODEL_CHOICE}": ["irnn", "irnn", "lstm"],
+        f"params.{names.MODEL}": ["rnn", "rnn", "lstm"],
+        f"params.{names.GAP}": "10",
+        f"params.{names.SEED}": "0",
+    })
+    runs = load._typed_runs(raw).set_index(load.RUN_ID)
+    assert runs.loc[["r0", "r1", "r2"], names.TASK_LABEL].tolist() == [
+        "adding_mean", "adding_mean", "delayed_recall_noise"]
+    # the chosen options restate their groups' keys: never a swept axis of their own
+    axes = set(swept_axes(load._params(raw, load._typed_runs(raw).index))["axis"])
+    assert names.MODEL in axes and not axes & set(names.CHOICE_PARAMS)

@@ -241,9 +241,12 @@ def _typed_runs(raw: pd.DataFrame, label_axes: Sequence[str] = ()) -> pd.DataFra
         runs[key] = pd.to_numeric(_column(raw, f"params.{key}"), errors="coerce").astype(float)
     variant_keys = sorted({key for key, _ in names.TASK_VARIANTS.values()})
     variants = pd.DataFrame({key: _column(raw, f"params.{key}") for key in variant_keys})
+    # The task option the user chose, where the run logged it; else rebuilt from its params.
+    chosen = _column(raw, f"params.{names.TASK_CHOICE}")
     runs[names.TASK_LABEL] = pd.Series([
-        pd.NA if pd.isna(task) else names.task_label(str(task), params)
-        for task, params in zip(runs[names.TASK], variants.to_dict("records"), strict=True)
+        _text(choice) or (pd.NA if pd.isna(task) else names.task_label(str(task), params))
+        for choice, task, params in zip(chosen, runs[names.TASK], variants.to_dict("records"),
+                                        strict=True)
     ], index=runs.index, dtype="string")
     # Model variants (init, chrono, layers, direction); runs that predate a key get its default.
     variant = {key: _column(raw, f"params.{key}").fillna(default).astype(str) for key, default in

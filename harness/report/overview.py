@@ -83,12 +83,15 @@ def _follows_choice(params: pd.DataFrame, key: str) -> bool:
 def swept_axes(params: pd.DataFrame) -> pd.DataFrame:
     """Every semantic param with more than one value across the runs, and its values.
 
-    Left out: where or how fast a run executed (`NON_SEMANTIC_PREFIXES`), and task or model
-    params that are constant within each task or model (they follow from that choice).
+    Left out: where or how fast a run executed (`NON_SEMANTIC_PREFIXES`), the options chosen
+    for the config groups (`names.CHOICE_PARAMS`: their groups' keys say what they set), and
+    task or model params that are constant within each task or model (they follow from that
+    choice).
     """
     rows = []
     for key in sorted(c for c in params.columns if c != RUN_ID):
         if (key.startswith(NON_SEMANTIC_PREFIXES) or key == "experiment_name"
+                or key in names.CHOICE_PARAMS
                 or (key not in LABEL_KEYS and _follows_choice(params, key))):
             continue
         values = sorted({str(v) for v in params[key] if v is not None}, key=_sort_key)
