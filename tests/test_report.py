@@ -802,3 +802,17 @@ def test_task_column_reads_the_chosen_option_when_logged() -> None:
     # the chosen options restate their groups' keys: never a swept axis of their own
     axes = set(swept_axes(load._params(raw, load._typed_runs(raw).index))["axis"])
     assert names.MODEL in axes and not axes & set(names.CHOICE_PARAMS)
+
+
+@pytest.mark.parametrize("experiment", [EXPERIMENT, CLIP_EXPERIMENT, LEGACY_EXPERIMENT,
+                                        BARE_EXPERIMENT])
+def test_sqlite_reads_equal_mlflow_search_runs(store: str, experiment: str) -> None:
+    """The SQLite store is read with SQL (`load._sql_frame`); MLflow's search_runs gives the
+    same frames (runs, final metrics incl. infinite and missing ones, params, sweeps)."""
+    fast = load_sweep(experiment, store)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(load, "_sql_frame", lambda *args: None)
+        slow = load_sweep(experiment, store)
+    for name in ("runs", "finals", "params", "sweeps"):
+        pd.testing.assert_frame_equal(getattr(fast, name), getattr(slow, name))
+    assert fast.label_axes == slow.label_axes

@@ -10,8 +10,10 @@ import base64
 import multiprocessing
 import os
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -326,9 +328,35 @@ def _draw(jobs: Sequence[tuple[Callable[..., object], tuple[object, ...]]],
         return [future.result() for future in futures]
 
 
+class Stopwatch:
+    """Seconds spent per phase of a build: `with watch("reads"): ...` adds to "reads"."""
+
+    PHASES = ("reads", "frames", "drawing", "writing")
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = dict.fromkeys(self.PHASES, 0.0)
+        self._start = time.perf_counter()
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] += time.perf_counter() - start
+
+    def split(self) -> dict[str, float]:
+        """Each phase's seconds; "frames" is the rest of the build (computing the tables and
+        the figures' data), "total" the whole."""
+        total = time.perf_counter() - self._start
+        out = dict(self.seconds)
+        out["frames"] = total - sum(v for k, v in out.items() if k != "frames")
+        return {**out, "total": total}
+
+
 def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("reports"),
                  workers: int | None = None, claims_path: Path | None = None,
-                 pool: Sequence[str] = ()) -> Path:
+                 pool: Sequence[str] = (), timings: dict[str, float] | None = None) -> Path:
     """Write the report of `experiment` to `out_root/<experiment>/`; return its index.html.
 
     Path separators in the experiment name become '_' in the folder name. The folder holds
@@ -340,16 +368,19 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
     over on purpose (`load.check_pool`): they stay out of the labels, and the page and
     summary.md open by saying so. Raises `ReportError` (a ValueError) if the store does not
     exist, the experiment is missing or has no runs, a claims file is malformed or `pool`
-    names a param that cannot be pooled.
+    names a param that cannot be pooled. `timings`, when given, receives the seconds spent
+    reading the store, computing frames, drawing and writing (`Stopwatch.split`).
     """
+    watch = Stopwatch()
     workers = _workers() if workers is None else workers
-    sweep = load_sweep(experiment, tracking_uri, pool)
-    runs, finals = sweep.runs, sweep.finals
-    profiles = load_grad_profiles(runs, tracking_uri)
-    by_gap_raw = load_eval_by_gap(runs, tracking_uri)
-    histories = _histories(sweep, tracking_uri)
-    fronts = frontier_.load_frontiers(sweep, tracking_uri)
-    card = claims.scorecard(experiment, sweep, tracking_uri, claims_path)
+    with watch("reads"):
+        sweep = load_sweep(experiment, tracking_uri, pool)
+        runs, finals = sweep.runs, sweep.finals
+        profiles = load_grad_profiles(runs, tracking_uri)
+        by_gap_raw = load_eval_by_gap(runs, tracking_uri)
+        histories = _histories(sweep, tracking_uri)
+        fronts = frontier_.load_frontiers(sweep, tracking_uri)
+        card = claims.scorecard(experiment, sweep, tracking_uri, claims_path)
 
     out = Path(out_root) / _folder_name(experiment)
     out.mkdir(parents=True, exist_ok=True)
@@ -362,7 +393,8 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
     written: list[str] = []
 
     def csv(frame: pd.DataFrame, name: str) -> None:
-        tables.write_csv(frame, out / name)
+        with watch("writing"):
+            tables.write_csv(frame, out / name)
         written.append(name)
 
     view = overview.overview(sweep, tracking_uri)
@@ -443,7 +475,8 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
         csv(by_gap, EVAL_BY_GAP_CSV)
         jobs.append((None, gap_figures.eval_by_gap,
                      (by_gap, runs, *style, out / EVAL_BY_GAP_PNG)))
-    drawn_frames = _draw([(f, a) for _, f, a in jobs], workers)
+    with watch("drawing"):
+        drawn_frames = _draw([(f, a) for _, f, a in jobs], workers)
     for (name, _, _), frame in zip(jobs, drawn_frames, strict=True):
         if name is not None:
             assert isinstance(frame, pd.DataFrame)
@@ -458,7 +491,8 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
     summary += "\n" + gradients.gradients_markdown(
         decay, [(f.png, f.sentence, f.note) for f in grad_section]
     )
-    (out / SUMMARY_MD).write_text(summary, encoding="utf-8", newline="\n")
+    with watch("writing"):
+        (out / SUMMARY_MD).write_text(summary, encoding="utf-8", newline="\n")
     written.append(SUMMARY_MD)
 
     def drawn(entry: ReportFigure) -> ReportFigure:
@@ -472,73 +506,76 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
     pngs = [e.png for e in [*results.values(), *grad_section] if (out / e.png).is_file()]
     pngs += [ACCURACY_PNG, GRAD_PROFILE_PNG]
     pngs += [png for png in (FRONTIER_PNG, FRONTIER_GRAD_PNG) if (out / png).is_file()]
-    html = _render_html(
-        {
-            "experiment": experiment,
-            "tracking_uri": tracking_uri,
-            "n_runs": len(runs),
-            "n_profiled": int(profiles["run_id"].nunique()),
-            "counts": tables.display_rows(counts),
-            "overview": view,
-            "axes_rows": tables.display_rows(view.axes, [overview.AXIS, overview.VALUES]),
-            "compute_text": overview.compute_text(view).replace("`", ""),
-            "pooled_text": overview.pooled_text(view).replace("`", ""),
-            "pool_banner": overview.pool_banner(view).replace("`", ""),
-            "findings": found,
-            "sections": _sections(not fronts.empty or not vgaps.empty, card is not None),
-            "heading": {a: title for a, title, _ in _sections(
-                not fronts.empty or not vgaps.empty, card is not None)},
-            "variable_gaps": None if vgaps.empty else {
-                "meaning": variable_gap.MEANING.replace("*", ""),
-                "sentences": [variable_gap.sentence(str(task), vgaps) for task in
-                              sorted(vgaps.table[names.TASK_LABEL].astype(str).unique())],
-                "header": list(variable_gap.DISPLAY_HEADER),
-                "rows": variable_gap.display_rows(vgaps),
-                "note": variable_gap.note(vgaps),
-            },
-            "scorecard": None if card is None else {
-                "summary": claims.summary_text(card),
-                "source": claims.source_text(card).replace("`", ""),
-                "rule": claims.RULE_TEXT,
-                "header": list(claims.DISPLAY_HEADER),
-                "rows": claims.display_rows(card),
-                "verdicts": list(card.table["verdict"]),
-            },
-            "frontier": None if fronts.empty else {
-                "source": frontier_.source_text(fronts),
-                "meaning": frontier_.MEANING.replace("*", ""),
-                "header": list(frontier_.DISPLAY_HEADER),
-                "rows": frontier_.display_rows(fronts),
-                "figure": ReportFigure(
-                    png=FRONTIER_PNG, csvs=(FRONTIER_CSV,), title=frontier_.FIGURE_TITLE,
-                    sentence=f"{frontier_.FIGURE_SENTENCE} {frontier_.rule_text(fronts)}",
-                    note="", uri=_data_uri(out / FRONTIER_PNG)),
-                "gradients": _frontier_grads_context(front_grads, out),
-            },
-            "headline": lead,
-            "status_key": names.STATUS,
-            "reason_key": names.STATUS_REASON,
-            "solved_status": names.SOLVED,
-            "none_marker": tables.NONE,
-            "solved_header": list(solved.columns),
-            "solved_rows": tables.display_rows(solved),
-            "accuracy_header": acc_header,
-            "accuracy_rows": acc_rows,
-            "run_header": run_header,
-            "run_rows": list(zip(run_rows, links, strict=True)),
-            "has_links": any(links),
-            "accuracy_png": _data_uri(out / ACCURACY_PNG),
-            "grad_profile_png": _data_uri(out / GRAD_PROFILE_PNG),
-            "results": {k: drawn(v) for k, v in results.items()},
-            "eval_by_gap_png": EVAL_BY_GAP_PNG,
-            "grad_figures": [drawn(f) for f in grad_section],
-            "decay_sentence": gradients.DECAY_SENTENCE,
-            "uncertainty_text": figures.UNCERTAINTY_TEXT,
-            "decay_header": gradients.DECAY_HEADER,
-            "decay_rows": gradients.decay_display(decay),
-            "files": sorted([*written, *pngs]),
-        }
-    )
-    index = out / INDEX_HTML
-    index.write_text(html, encoding="utf-8", newline="\n")
+    with watch("writing"):  # the page: PNGs as data URIs, rendered
+        html = _render_html(
+            {
+                "experiment": experiment,
+                "tracking_uri": tracking_uri,
+                "n_runs": len(runs),
+                "n_profiled": int(profiles["run_id"].nunique()),
+                "counts": tables.display_rows(counts),
+                "overview": view,
+                "axes_rows": tables.display_rows(view.axes, [overview.AXIS, overview.VALUES]),
+                "compute_text": overview.compute_text(view).replace("`", ""),
+                "pooled_text": overview.pooled_text(view).replace("`", ""),
+                "pool_banner": overview.pool_banner(view).replace("`", ""),
+                "findings": found,
+                "sections": _sections(not fronts.empty or not vgaps.empty, card is not None),
+                "heading": {a: title for a, title, _ in _sections(
+                    not fronts.empty or not vgaps.empty, card is not None)},
+                "variable_gaps": None if vgaps.empty else {
+                    "meaning": variable_gap.MEANING.replace("*", ""),
+                    "sentences": [variable_gap.sentence(str(task), vgaps) for task in
+                                  sorted(vgaps.table[names.TASK_LABEL].astype(str).unique())],
+                    "header": list(variable_gap.DISPLAY_HEADER),
+                    "rows": variable_gap.display_rows(vgaps),
+                    "note": variable_gap.note(vgaps),
+                },
+                "scorecard": None if card is None else {
+                    "summary": claims.summary_text(card),
+                    "source": claims.source_text(card).replace("`", ""),
+                    "rule": claims.RULE_TEXT,
+                    "header": list(claims.DISPLAY_HEADER),
+                    "rows": claims.display_rows(card),
+                    "verdicts": list(card.table["verdict"]),
+                },
+                "frontier": None if fronts.empty else {
+                    "source": frontier_.source_text(fronts),
+                    "meaning": frontier_.MEANING.replace("*", ""),
+                    "header": list(frontier_.DISPLAY_HEADER),
+                    "rows": frontier_.display_rows(fronts),
+                    "figure": ReportFigure(
+                        png=FRONTIER_PNG, csvs=(FRONTIER_CSV,), title=frontier_.FIGURE_TITLE,
+                        sentence=f"{frontier_.FIGURE_SENTENCE} {frontier_.rule_text(fronts)}",
+                        note="", uri=_data_uri(out / FRONTIER_PNG)),
+                    "gradients": _frontier_grads_context(front_grads, out),
+                },
+                "headline": lead,
+                "status_key": names.STATUS,
+                "reason_key": names.STATUS_REASON,
+                "solved_status": names.SOLVED,
+                "none_marker": tables.NONE,
+                "solved_header": list(solved.columns),
+                "solved_rows": tables.display_rows(solved),
+                "accuracy_header": acc_header,
+                "accuracy_rows": acc_rows,
+                "run_header": run_header,
+                "run_rows": list(zip(run_rows, links, strict=True)),
+                "has_links": any(links),
+                "accuracy_png": _data_uri(out / ACCURACY_PNG),
+                "grad_profile_png": _data_uri(out / GRAD_PROFILE_PNG),
+                "results": {k: drawn(v) for k, v in results.items()},
+                "eval_by_gap_png": EVAL_BY_GAP_PNG,
+                "grad_figures": [drawn(f) for f in grad_section],
+                "decay_sentence": gradients.DECAY_SENTENCE,
+                "uncertainty_text": figures.UNCERTAINTY_TEXT,
+                "decay_header": gradients.DECAY_HEADER,
+                "decay_rows": gradients.decay_display(decay),
+                "files": sorted([*written, *pngs]),
+            }
+        )
+        index = out / INDEX_HTML
+        index.write_text(html, encoding="utf-8", newline="\n")
+    if timings is not None:
+        timings.update(watch.split())
     return index
