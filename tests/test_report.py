@@ -816,3 +816,30 @@ def test_sqlite_reads_equal_mlflow_search_runs(store: str, experiment: str) -> N
     for name in ("runs", "finals", "params", "sweeps"):
         pd.testing.assert_frame_equal(getattr(fast, name), getattr(slow, name))
     assert fast.label_axes == slow.label_axes
+
+
+def test_drawn_profiles_read_each_configurations_top_profiled_gap_only() -> None:
+    """Per (task, label) the runs at the top gap are read; a gap whose runs have no usable
+    profile (none, or only zero norms) sends the reader one gap down; `also` runs are read."""
+    rows = [("x", 40, "x40a"), ("x", 40, "x40b"), ("x", 20, "x20a"), ("x", 20, "x20b"),
+            ("x", 10, "x10a"), ("x", 5, "x5a"), ("y", 40, "y40a"), ("y", 10, "y10a"),
+            ("y", 5, "y5a")]
+    runs = pd.DataFrame({load.RUN_ID: [r[2] for r in rows], names.TASK_LABEL: "copy",
+                         load.LABEL: [r[0] for r in rows], names.GAP: [r[1] for r in rows],
+                         load.ARTIFACT_URI: ""})
+    norms = {"x20a": 0.0, "x10a": 0.5, "x5a": 0.5, "y40a": 0.3, "y10a": 0.2, "y5a": 0.1}
+    asked: list[set[str]] = []
+
+    def fake(batch: pd.DataFrame, uri: str) -> pd.DataFrame:
+        asked.append(set(batch[load.RUN_ID]))
+        return pd.DataFrame([{load.RUN_ID: rid, "step": 0.0, "layer": 0.0, "t": 0.0,
+                              "lag": 0.0, "grad_norm": norms[rid], "grad_norm_std": 0.0,
+                              "hidden_norm": 0.0}
+                             for rid in batch[load.RUN_ID] if rid in norms])
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(load, "load_grad_profiles", fake)
+        got = load.load_drawn_profiles(runs, "sqlite:///x.db", also=["y5a"])
+    assert asked[0] == {"y5a"}
+    assert set().union(*asked) == {"y5a", "x40a", "x40b", "y40a", "x20a", "x20b", "x10a"}
+    assert list(got[load.RUN_ID]) == ["x20a", "x10a", "y40a", "y5a"]  # in the runs' order

@@ -107,3 +107,10 @@ def test_solve_rate_figure_draws_the_wilson_interval(tmp_path, monkeypatch) -> N
                        round(float(r[tables.SOLVE_RATE_HIGH]), 6)) for r in rows.values())
     assert spans == expected
     assert "Wilson 95% interval" in drawn[0]._suptitle.get_text()
+
+
+def test_solve_rates_without_a_result_run_are_empty() -> None:
+    runs = pd.DataFrame({names.TASK_LABEL: ["copy"], LABEL: ["a"], names.GAP: [10],
+                         names.STATUS: [names.FAILED]})
+    table = tables.solve_rates(runs, [names.TASK_LABEL, LABEL, names.GAP])
+    assert table.empty and list(table.columns)[-5:] == list(tables.SOLVE_RATE_COLUMNS)

@@ -41,8 +41,9 @@ from harness.report.load import (
     RUN_ID,
     ReportError,
     Sweep,
+    artifact_runs,
+    load_drawn_profiles,
     load_eval_by_gap,
-    load_grad_profiles,
     load_metric_histories,
     load_sweep,
 )
@@ -376,10 +377,12 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
     with watch("reads"):
         sweep = load_sweep(experiment, tracking_uri, pool)
         runs, finals = sweep.runs, sweep.finals
-        profiles = load_grad_profiles(runs, tracking_uri)
+        fronts = frontier_.load_frontiers(sweep, tracking_uri)
+        profiles = load_drawn_profiles(runs, tracking_uri,
+                                       frontier_grads.level_runs(fronts)[RUN_ID])
+        n_profiled = len(artifact_runs(runs, names.GRAD_PROFILE_ARTIFACT, tracking_uri))
         by_gap_raw = load_eval_by_gap(runs, tracking_uri)
         histories = _histories(sweep, tracking_uri)
-        fronts = frontier_.load_frontiers(sweep, tracking_uri)
         card = claims.scorecard(experiment, sweep, tracking_uri, claims_path)
 
     out = Path(out_root) / _folder_name(experiment)
@@ -512,7 +515,7 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
                 "experiment": experiment,
                 "tracking_uri": tracking_uri,
                 "n_runs": len(runs),
-                "n_profiled": int(profiles["run_id"].nunique()),
+                "n_profiled": n_profiled,
                 "counts": tables.display_rows(counts),
                 "overview": view,
                 "axes_rows": tables.display_rows(view.axes, [overview.AXIS, overview.VALUES]),

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
@@ -76,6 +77,8 @@ _BULK_ENDPOINT = "/ajax-api/2.0/mlflow/metrics/get-history-bulk"
 _BULK_MAX_RUNS = 100
 _BULK_MAX_POINTS = 25_000
 _ARTIFACT_THREADS = 8
+# MLflow's SQL store saves +-inf as +-float max: such a value is not a usable norm.
+_FLOAT_MAX = float(np.finfo(float).max)
 
 _STR_PARAMS = (names.TASK, names.MODEL, names.ACTIVATION, names.INIT, names.CLIP_MODE)
 _INT_PARAMS = (names.GAP, names.SEED)
@@ -600,6 +603,83 @@ def load_grad_profiles(runs: pd.DataFrame, tracking_uri: str) -> pd.DataFrame:
         profile.insert(0, RUN_ID, run_id)
         frames.append(profile)
     return _stacked(frames, columns)
+
+
+def _usable(profiles: pd.DataFrame) -> set[str]:
+    """Runs whose last layer has a finite, nonzero gradient norm somewhere (what the
+    gradient heatmap counts as a usable profile)."""
+    if profiles.empty:
+        return set()
+    layer = profiles.groupby(RUN_ID)[P_LAYER].transform("max")
+    norm = profiles[P_GRAD_NORM].astype(float)
+    good = (profiles[P_LAYER] == layer) & np.isfinite(norm) & (norm > 0) & (norm < _FLOAT_MAX)
+    return set(profiles.loc[good, RUN_ID].astype(str))
+
+
+def load_drawn_profiles(runs: pd.DataFrame, tracking_uri: str,
+                        also: Iterable[str] = ()) -> pd.DataFrame:
+    """The `grad_profile.csv` artifacts the report draws, as `load_grad_profiles` stacks them:
+    per (task, label), the runs at its largest gap whose runs have a usable profile
+    (`_usable`), found gap by gap from the top down (every gap read on the way is kept), and
+    the runs `also` names (frontier probes).
+
+    The gradient figures use a configuration's largest profiled gap only, so reading every
+    run's profile (10,000 CSVs for a 10,000-run sweep) was most of a large report's reading
+    time; this reads each configuration's top gap, and lower ones only where it lacks one.
+    """
+    keyed = runs.dropna(subset=[names.TASK_LABEL, names.GAP])
+    gaps = {key: sorted({int(g) for g in group[names.GAP]}, reverse=True)
+            for key, group in keyed.groupby([names.TASK_LABEL, LABEL], sort=True)}
+    ids_at = {key: ids for key, ids in keyed.groupby(
+        [names.TASK_LABEL, LABEL, names.GAP], sort=True)[RUN_ID]}
+    frames: list[pd.DataFrame] = []
+    read: set[str] = set()
+    usable: set[str] = set()
+    wanted = set(map(str, also))
+    while True:
+        if wanted:
+            found = load_grad_profiles(runs[runs[RUN_ID].isin(wanted)], tracking_uri)
+            frames.append(found)
+            usable |= _usable(found)
+            read |= wanted
+        wanted = set()
+        for key, pending in gaps.items():
+            while pending:  # down from the top gap until one has a usable profile
+                at = set(map(str, ids_at[(*key, pending[0])]))
+                if not at <= read:
+                    wanted |= at
+                    break
+                if at & usable:
+                    pending.clear()
+                    break
+                pending.pop(0)
+        if not wanted:
+            break
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return _stacked([], [RUN_ID, *names.PROFILE_COLUMNS])
+    stacked = pd.concat(frames, ignore_index=True)
+    # in the row order of `runs`, as load_grad_profiles gives them
+    order = {rid: i for i, rid in enumerate(runs[RUN_ID].astype(str))}
+    rank = stacked[RUN_ID].map(order)
+    return stacked.iloc[np.argsort(rank.to_numpy(), kind="stable")].reset_index(drop=True)
+
+
+def artifact_runs(runs: pd.DataFrame, artifact: str, tracking_uri: str) -> set[str]:
+    """The runs of `runs` that have `artifact`, without reading it (a local store: the file
+    exists; another: the run's artifact listing names it)."""
+    def has(pair: tuple[str, str]) -> bool:
+        run_id, uri = pair
+        local = local_artifact_dir(uri)
+        if local is not None:
+            return (local / artifact).is_file()
+        client = MlflowClient(tracking_uri=tracking_uri)
+        return artifact in {a.path for a in client.list_artifacts(run_id)}
+
+    pairs = list(zip(runs[RUN_ID].astype(str), runs[ARTIFACT_URI].astype(str), strict=True))
+    with ThreadPoolExecutor(max_workers=_ARTIFACT_THREADS) as pool:
+        flags = list(pool.map(has, pairs))
+    return {rid for (rid, _), flag in zip(pairs, flags, strict=True) if flag}
 
 
 def load_eval_by_gap(runs: pd.DataFrame, tracking_uri: str) -> pd.DataFrame:

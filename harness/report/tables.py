@@ -155,6 +155,8 @@ def solve_rates(runs: pd.DataFrame, group: Sequence[str]) -> pd.DataFrame:
     has no row.
     """
     results = runs[runs[names.STATUS].isin(RESULT_STATUSES)].dropna(subset=list(group))
+    if results.empty:
+        return pd.DataFrame(columns=[*group, *SOLVE_RATE_COLUMNS])
     table = (results.groupby(list(group), sort=True)
              .agg(**{N_SOLVED: (names.STATUS, lambda s: int((s == names.SOLVED).sum())),
                      N_RUNS: (names.STATUS, "count")}).reset_index())
