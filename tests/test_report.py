@@ -742,10 +742,14 @@ def test_histories_are_fetched_only_for_top_gap_runs(store: str) -> None:
     histories = load_metric_histories(plan, store)
     assert list(histories.columns) == ["run_id", "key", "step", "value"]
     assert set(histories["run_id"]) <= set(plan)
-    # The SQL store's bulk query gives exactly what one request per run and key gives.
+    # SQL on the SQLite file, the SQL store's bulk query and one request per run and key
+    # give exactly the same points (the diverged run's infinite radius included).
     with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("harness.report.load._sqlite_histories", lambda *args: None)
+        bulk = load_metric_histories(plan, store)
         patch.setattr("harness.report.load._tracking_store", lambda client: None)
         per_run = load_metric_histories(plan, store)
+    pd.testing.assert_frame_equal(histories, bulk)
     pd.testing.assert_frame_equal(histories, per_run)
     assert len(histories) >= 40
 
@@ -830,16 +834,16 @@ def test_drawn_profiles_read_each_configurations_top_profiled_gap_only() -> None
     norms = {"x20a": 0.0, "x10a": 0.5, "x5a": 0.5, "y40a": 0.3, "y10a": 0.2, "y5a": 0.1}
     asked: list[set[str]] = []
 
-    def fake(batch: pd.DataFrame, uri: str) -> pd.DataFrame:
+    def fake(batch: pd.DataFrame, uri: str) -> list[tuple[str, pd.DataFrame]]:
         asked.append(set(batch[load.RUN_ID]))
-        return pd.DataFrame([{load.RUN_ID: rid, "step": 0.0, "layer": 0.0, "t": 0.0,
-                              "lag": 0.0, "grad_norm": norms[rid], "grad_norm_std": 0.0,
-                              "hidden_norm": 0.0}
-                             for rid in batch[load.RUN_ID] if rid in norms])
+        return [(rid, pd.DataFrame([{"step": 0.0, "layer": 0.0, "t": 0.0, "lag": 0.0,
+                                     "grad_norm": norms[rid], "grad_norm_std": 0.0,
+                                     "hidden_norm": 0.0}]))
+                for rid in batch[load.RUN_ID] if rid in norms]
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(load, "load_grad_profiles", fake)
+        patch.setattr(load, "_profile_tables", fake)
         got = load.load_drawn_profiles(runs, "sqlite:///x.db", also=["y5a"])
     assert asked[0] == {"y5a"}
     assert set().union(*asked) == {"y5a", "x40a", "x40b", "y40a", "x20a", "x20b", "x10a"}
-    assert list(got[load.RUN_ID]) == ["x20a", "x10a", "y40a", "y5a"]  # in the runs' order
+    assert list(got[load.RUN_ID].astype(str)) == ["x20a", "x10a", "y40a", "y5a"]  # runs' order

@@ -427,8 +427,9 @@ def check_pool(pool: Sequence[str], params: pd.DataFrame) -> tuple[str, ...]:
     return tuple(sorted(set(pool)))
 
 
-def _history_frame(rows: list[tuple[str, str, int, int, float]]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=[RUN_ID, KEY, STEP, "timestamp", VALUE])
+def _history_frame(rows: list[tuple[str, str, int, int, float]] | pd.DataFrame) -> pd.DataFrame:
+    frame = (rows if isinstance(rows, pd.DataFrame)
+             else pd.DataFrame(rows, columns=[RUN_ID, KEY, STEP, "timestamp", VALUE]))
     frame = frame.sort_values([RUN_ID, KEY, STEP, "timestamp", VALUE], kind="mergesort")
     frame = frame.drop_duplicates([RUN_ID, KEY, STEP], keep="last")
     return frame[[RUN_ID, KEY, STEP, VALUE]].reset_index(drop=True)
@@ -446,6 +447,35 @@ def _by_key(wanted: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
 def _per_run(client: MlflowClient, key: str, run_ids: Sequence[str]) -> list[tuple]:
     return [(run_id, key, int(m.step), int(m.timestamp), float(m.value))
             for run_id in run_ids for m in client.get_metric_history(run_id, key)]
+
+
+def _sqlite_histories(path: Path, by_key: Mapping[str, Sequence[str]]) -> pd.DataFrame | None:
+    """Every point of each key's runs, straight from a SQLite store's `metrics` table, in the
+    columns of `_history_frame` (NaN where MLflow stored a NaN); None when the table is not
+    shaped as expected. The SQL store's own bulk query builds an ORM object per point, which
+    was most of a 10,000-run report's reading time."""
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    frames = []
+    try:
+        for key, run_ids in by_key.items():
+            for start in range(0, len(run_ids), _SQL_CHUNK):
+                chunk = list(run_ids[start:start + _SQL_CHUNK])
+                frames.append(pd.read_sql_query(
+                    f"SELECT run_uuid AS {RUN_ID}, key AS {KEY}, step AS {STEP}, timestamp, "
+                    f"CASE WHEN is_nan THEN NULL ELSE value END AS {VALUE} FROM metrics "
+                    f"WHERE key = ? AND run_uuid IN ({', '.join('?' * len(chunk))})",
+                    con, params=(key, *chunk)))
+    except (sqlite3.Error, pd.errors.DatabaseError):
+        return None
+    finally:
+        con.close()
+    if not frames:
+        return None
+    frame = pd.concat(frames, ignore_index=True)
+    return frame.astype({RUN_ID: str, KEY: str, STEP: int, "timestamp": int, VALUE: float})
 
 
 def _sql_bulk(store: object, key: str, run_ids: Sequence[str]) -> list[tuple]:
@@ -500,18 +530,24 @@ def _tracking_store(client: MlflowClient) -> object | None:
 def load_metric_histories(wanted: Mapping[str, Sequence[str]], tracking_uri: str) -> pd.DataFrame:
     """Step-by-step values of `wanted[run_id]` metric keys: columns run_id, key, step, value.
 
-    One query per metric key for all runs: an SQL store answers with its bulk history query,
-    a tracking server with its `get-history-bulk` endpoint (100 runs a request); other
-    stores get one request per (run, key). Where a step was logged twice, the later write
+    One query per metric key for all runs: a SQLite store answers with SQL on its metrics
+    table (`_sqlite_histories`), another SQL store with its bulk history query, a tracking
+    server with its `get-history-bulk` endpoint (100 runs a request); other stores get one
+    request per (run, key). Where a step was logged twice, the later write
     wins. Sorted by run_id, key, step.
     """
     from mlflow.store.tracking.rest_store import RestStore
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
+    by_key = _by_key(wanted)
+    path = sqlite_path(tracking_uri)
+    fast = None if path is None or not by_key else _sqlite_histories(path, by_key)
+    if fast is not None:
+        return _history_frame(fast)
     client = MlflowClient(tracking_uri=tracking_uri)
     store = _tracking_store(client)
     rows: list[tuple] = []
-    for key, run_ids in _by_key(wanted).items():
+    for key, run_ids in by_key.items():
         if isinstance(store, SqlAlchemyStore) and hasattr(store, "get_metric_history_bulk"):
             rows += _sql_bulk(store, key, run_ids)
         elif isinstance(store, RestStore) and tracking_uri.startswith(("http://", "https://")):
@@ -583,37 +619,53 @@ def _stacked(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)[columns]
 
 
-def load_grad_profiles(runs: pd.DataFrame, tracking_uri: str) -> pd.DataFrame:
-    """All `grad_profile.csv` artifacts of `runs`, stacked, with a `run_id` column.
-
-    Runs without the artifact, or with an empty or malformed one, are skipped: a diverged run
-    may have stopped before profiling, and that must not cost the whole report. Profiles from
-    before per-layer profiling (no `layer` column) count as layer 0; other missing optional
-    columns are left empty.
-    """
-    columns = [RUN_ID, *names.PROFILE_COLUMNS]
-    frames: list[pd.DataFrame] = []
+def _profile_tables(runs: pd.DataFrame, tracking_uri: str) -> list[tuple[str, pd.DataFrame]]:
+    """(run_id, numeric profile in PROFILE_COLUMNS) of every run of `runs` with a usable
+    `grad_profile.csv`, in row order (`load_grad_profiles` says which are skipped)."""
+    out = []
     for run_id, profile in _artifact_csvs(runs, names.GRAD_PROFILE_ARTIFACT, tracking_uri):
         if not set(_REQUIRED_PROFILE_COLUMNS) <= set(profile.columns) or profile.empty:
             continue
         for column in names.PROFILE_COLUMNS:
             if column not in profile.columns:
                 profile[column] = _OPTIONAL_PROFILE_COLUMNS.get(column, float("nan"))
-        profile = _numeric(profile[list(names.PROFILE_COLUMNS)])
-        profile.insert(0, RUN_ID, run_id)
-        frames.append(profile)
-    return _stacked(frames, columns)
+        out.append((run_id, _numeric(profile[list(names.PROFILE_COLUMNS)])))
+    return out
 
 
-def _usable(profiles: pd.DataFrame) -> set[str]:
-    """Runs whose last layer has a finite, nonzero gradient norm somewhere (what the
-    gradient heatmap counts as a usable profile)."""
-    if profiles.empty:
-        return set()
-    layer = profiles.groupby(RUN_ID)[P_LAYER].transform("max")
-    norm = profiles[P_GRAD_NORM].astype(float)
-    good = (profiles[P_LAYER] == layer) & np.isfinite(norm) & (norm > 0) & (norm < _FLOAT_MAX)
-    return set(profiles.loc[good, RUN_ID].astype(str))
+def _stack_profiles(pairs: Sequence[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
+    """Profiles as one frame, `run_id` first as a categorical (sorted categories): a
+    10,000-run sweep's drawn profiles are millions of rows, and a string column that long
+    was most of the time of every operation on them."""
+    columns = [RUN_ID, *names.PROFILE_COLUMNS]
+    if not pairs:
+        return _stacked([], columns)
+    numeric = pd.concat([frame for _, frame in pairs], ignore_index=True)
+    categories = sorted({rid for rid, _ in pairs})
+    code = {rid: i for i, rid in enumerate(categories)}
+    codes = np.repeat([code[rid] for rid, _ in pairs], [len(frame) for _, frame in pairs])
+    numeric.insert(0, RUN_ID, pd.Categorical.from_codes(codes, categories=categories))
+    return numeric[columns]
+
+
+def load_grad_profiles(runs: pd.DataFrame, tracking_uri: str) -> pd.DataFrame:
+    """All `grad_profile.csv` artifacts of `runs`, stacked, with a `run_id` column (a
+    categorical of the run ids), in the row order of `runs`.
+
+    Runs without the artifact, or with an empty or malformed one, are skipped: a diverged run
+    may have stopped before profiling, and that must not cost the whole report. Profiles from
+    before per-layer profiling (no `layer` column) count as layer 0; other missing optional
+    columns are left empty.
+    """
+    return _stack_profiles(_profile_tables(runs, tracking_uri))
+
+
+def _usable(profile: pd.DataFrame) -> bool:
+    """Whether one run's profile has a finite, nonzero gradient norm in its last layer (what
+    the gradient heatmap counts as a usable profile)."""
+    norm = profile[P_GRAD_NORM].to_numpy(dtype=float)
+    last = profile[P_LAYER].to_numpy(dtype=float) == profile[P_LAYER].max()
+    return bool((last & np.isfinite(norm) & (norm > 0) & (np.abs(norm) < _FLOAT_MAX)).any())
 
 
 def load_drawn_profiles(runs: pd.DataFrame, tracking_uri: str,
@@ -630,22 +682,22 @@ def load_drawn_profiles(runs: pd.DataFrame, tracking_uri: str,
     keyed = runs.dropna(subset=[names.TASK_LABEL, names.GAP])
     gaps = {key: sorted({int(g) for g in group[names.GAP]}, reverse=True)
             for key, group in keyed.groupby([names.TASK_LABEL, LABEL], sort=True)}
-    ids_at = {key: ids for key, ids in keyed.groupby(
+    ids_at = {key: set(map(str, ids)) for key, ids in keyed.groupby(
         [names.TASK_LABEL, LABEL, names.GAP], sort=True)[RUN_ID]}
-    frames: list[pd.DataFrame] = []
+    pairs: list[tuple[str, pd.DataFrame]] = []
     read: set[str] = set()
     usable: set[str] = set()
     wanted = set(map(str, also))
     while True:
         if wanted:
-            found = load_grad_profiles(runs[runs[RUN_ID].isin(wanted)], tracking_uri)
-            frames.append(found)
-            usable |= _usable(found)
+            found = _profile_tables(runs[runs[RUN_ID].isin(wanted)], tracking_uri)
+            pairs += found
+            usable |= {rid for rid, profile in found if _usable(profile)}
             read |= wanted
         wanted = set()
         for key, pending in gaps.items():
             while pending:  # down from the top gap until one has a usable profile
-                at = set(map(str, ids_at[(*key, pending[0])]))
+                at = ids_at[(*key, pending[0])]
                 if not at <= read:
                     wanted |= at
                     break
@@ -655,14 +707,8 @@ def load_drawn_profiles(runs: pd.DataFrame, tracking_uri: str,
                 pending.pop(0)
         if not wanted:
             break
-    frames = [f for f in frames if not f.empty]
-    if not frames:
-        return _stacked([], [RUN_ID, *names.PROFILE_COLUMNS])
-    stacked = pd.concat(frames, ignore_index=True)
-    # in the row order of `runs`, as load_grad_profiles gives them
     order = {rid: i for i, rid in enumerate(runs[RUN_ID].astype(str))}
-    rank = stacked[RUN_ID].map(order)
-    return stacked.iloc[np.argsort(rank.to_numpy(), kind="stable")].reset_index(drop=True)
+    return _stack_profiles(sorted(pairs, key=lambda pair: order[pair[0]]))
 
 
 def artifact_runs(runs: pd.DataFrame, artifact: str, tracking_uri: str) -> set[str]:
