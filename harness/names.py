@@ -25,10 +25,13 @@ LR = "optim.lr"
 OPTIMIZER = "optim.name"
 SEED = "seed"
 TASK_LABEL = "task"  # param and report column: the task option, e.g. `adding_mean`
+GAP_MIN = "task.gap_min"  # variable gaps: each sequence's gap uniform in [gap_min, gap]
 # The config groups whose chosen option (`hydra.runtime.choices`) is logged as a param of that
 # name: `task=adding_mean`, `model=irnn`, `optim=adam`, `clip=norm`, `experiment=demo` (not
-# part of the config hash: the flattened config beside it says what the option set).
-CHOICE_PARAMS = (TASK_LABEL, "model", "optim", "clip", "experiment")
+# part of the config hash: the flattened config beside it says what the option set; never a
+# swept axis of its own, since their groups' keys are).
+TASK_CHOICE, MODEL_CHOICE, OPTIM_CHOICE, CLIP_CHOICE = TASK_LABEL, "model", "optim", "clip"
+CHOICE_PARAMS = (TASK_CHOICE, MODEL_CHOICE, OPTIM_CHOICE, CLIP_CHOICE, "experiment")
 EXPERIMENT_NAME = "experiment_name"
 # Params that say where or how fast a run executes, not what it computes: not part of the
 # config hash (harness/tracking/run.py), never a report axis (a batched member's config has

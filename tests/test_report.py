@@ -742,10 +742,14 @@ def test_histories_are_fetched_only_for_top_gap_runs(store: str) -> None:
     histories = load_metric_histories(plan, store)
     assert list(histories.columns) == ["run_id", "key", "step", "value"]
     assert set(histories["run_id"]) <= set(plan)
-    # The SQL store's bulk query gives exactly what one request per run and key gives.
+    # SQL on the SQLite file, the SQL store's bulk query and one request per run and key
+    # give exactly the same points (the diverged run's infinite radius included).
     with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("harness.report.load._sqlite_histories", lambda *args: None)
+        bulk = load_metric_histories(plan, store)
         patch.setattr("harness.report.load._tracking_store", lambda client: None)
         per_run = load_metric_histories(plan, store)
+    pd.testing.assert_frame_equal(histories, bulk)
     pd.testing.assert_frame_equal(histories, per_run)
     assert len(histories) >= 40
 
@@ -779,3 +783,67 @@ def test_labels_include_every_swept_axis_that_would_be_pooled() -> None:
                                              "lstm-tanh-noclip-lr=0.003"]
     assert label_part(names.HIDDEN_SIZE, "128.0") == "hidden_size=128"
     assert label_part(names.LR, None) == "lr=unset"
+
+
+def test_task_column_reads_the_chosen_option_when_logged() -> None:
+    """A run that logged the task option it was given (param `task`, from Hydra's choices)
+    is reported under it; a run from before, under the label rebuilt from its params."""
+    from harness.report.overview import swept_axes
+
+    raw = pd.DataFrame({
+        "run_id": ["r0", "r1", "r2"],
+        f"params.{names.TASK}": ["adding", "adding", "delayed_recall"],
+        "params.task.variant": ["mean", "mean", None],
+        f"params.{names.TASK_CHOICE}": ["adding_mean", None, "delayed_recall_noise"],
+        f"params.{names.MODEL_CHOICE}": ["irnn", "irnn", "lstm"],
+        f"params.{names.MODEL}": ["rnn", "rnn", "lstm"],
+        f"params.{names.GAP}": "10",
+        f"params.{names.SEED}": "0",
+    })
+    runs = load._typed_runs(raw).set_index(load.RUN_ID)
+    assert runs.loc[["r0", "r1", "r2"], names.TASK_LABEL].tolist() == [
+        "adding_mean", "adding_mean", "delayed_recall_noise"]
+    # the chosen options restate their groups' keys: never a swept axis of their own
+    axes = set(swept_axes(load._params(raw, load._typed_runs(raw).index))["axis"])
+    assert names.MODEL in axes and not axes & set(names.CHOICE_PARAMS)
+
+
+@pytest.mark.parametrize("experiment", [EXPERIMENT, CLIP_EXPERIMENT, LEGACY_EXPERIMENT,
+                                        BARE_EXPERIMENT])
+def test_sqlite_reads_equal_mlflow_search_runs(store: str, experiment: str) -> None:
+    """The SQLite store is read with SQL (`load._sql_frame`); MLflow's search_runs gives the
+    same frames (runs, final metrics incl. infinite and missing ones, params, sweeps)."""
+    fast = load_sweep(experiment, store)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(load, "_sql_frame", lambda *args: None)
+        slow = load_sweep(experiment, store)
+    for name in ("runs", "finals", "params", "sweeps"):
+        pd.testing.assert_frame_equal(getattr(fast, name), getattr(slow, name))
+    assert fast.label_axes == slow.label_axes
+
+
+def test_drawn_profiles_read_each_configurations_top_profiled_gap_only() -> None:
+    """Per (task, label) the runs at the top gap are read; a gap whose runs have no usable
+    profile (none, or only zero norms) sends the reader one gap down; `also` runs are read."""
+    rows = [("x", 40, "x40a"), ("x", 40, "x40b"), ("x", 20, "x20a"), ("x", 20, "x20b"),
+            ("x", 10, "x10a"), ("x", 5, "x5a"), ("y", 40, "y40a"), ("y", 10, "y10a"),
+            ("y", 5, "y5a")]
+    runs = pd.DataFrame({load.RUN_ID: [r[2] for r in rows], names.TASK_LABEL: "copy",
+                         load.LABEL: [r[0] for r in rows], names.GAP: [r[1] for r in rows],
+                         load.ARTIFACT_URI: ""})
+    norms = {"x20a": 0.0, "x10a": 0.5, "x5a": 0.5, "y40a": 0.3, "y10a": 0.2, "y5a": 0.1}
+    asked: list[set[str]] = []
+
+    def fake(batch: pd.DataFrame, uri: str) -> list[tuple[str, pd.DataFrame]]:
+        asked.append(set(batch[load.RUN_ID]))
+        return [(rid, pd.DataFrame([{"step": 0.0, "layer": 0.0, "t": 0.0, "lag": 0.0,
+                                     "grad_norm": norms[rid], "grad_norm_std": 0.0,
+                                     "hidden_norm": 0.0}]))
+                for rid in batch[load.RUN_ID] if rid in norms]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(load, "_profile_tables", fake)
+        got = load.load_drawn_profiles(runs, "sqlite:///x.db", also=["y5a"])
+    assert asked[0] == {"y5a"}
+    assert set().union(*asked) == {"y5a", "x40a", "x40b", "y40a", "x20a", "x20b", "x10a"}
+    assert list(got[load.RUN_ID].astype(str)) == ["x20a", "x10a", "y40a", "y5a"]  # runs' order

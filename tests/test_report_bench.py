@@ -46,3 +46,39 @@ def test_report_bench_at_200_runs(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert ("gru-tanh-value1, gru-tanh-norm5, gru-tanh-norm1, gru-tanh-norm0.5 and "
             "gru-tanh-noclip solved delayed_recall in every seed (1/1 each) up to gap 160."
             ) in solved
+
+
+def test_the_bulk_written_store_reads_back_through_mlflow(tmp_path: Path) -> None:
+    """The benchmark writes its runs straight into MLflow's SQLite tables; MLflow's own client
+    must read back exactly what each synthetic run logs, as if it had logged it."""
+    from mlflow.tracking import MlflowClient
+
+    n = 12
+    uri = bench.build_store(tmp_path, n)
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(bench.EXPERIMENT)
+    found = {r.info.run_id: r for r in client.search_runs([experiment.experiment_id])
+             if r.data.tags.get(names.RUN_KIND) != names.SWEEP_KIND}
+    (parent,) = [r for r in client.search_runs([experiment.experiment_id])
+                 if r.data.tags.get(names.RUN_KIND) == names.SWEEP_KIND]
+    expected = bench.synthetic_runs(bench._grid(n), parent.info.run_id)
+    assert sorted(found) == sorted(r.run_id for r in expected)
+    for run in expected:
+        got = found[run.run_id]
+        assert got.info.run_name == run.name
+        assert got.info.status == ("FAILED" if run.status == names.DIVERGED else "FINISHED")
+        assert got.data.params == run.params
+        assert run.tags.items() <= got.data.tags.items()
+        last: dict[str, tuple[int, float]] = {}
+        for key, value, step in run.metrics:
+            last[key] = max(last.get(key, (step, value)), (step, value))
+        assert got.data.metrics == {k: v for k, (_, v) in last.items()}
+        history = client.get_metric_history(run.run_id, names.GRAD_NORM_PRE_CLIP)
+        assert [(m.step, m.value) for m in history] == [
+            (s, v) for k, v, s in run.metrics if k == names.GRAD_NORM_PRE_CLIP]
+        assert [a.path for a in client.list_artifacts(run.run_id)] == [
+            names.GRAD_PROFILE_ARTIFACT]
+        local = Path(client.download_artifacts(run.run_id, names.GRAD_PROFILE_ARTIFACT,
+                                               str(tmp_path / "dl")))
+        assert local.read_text() == run.profile
+    assert bench.build_store(tmp_path, n) == uri  # cached: built once

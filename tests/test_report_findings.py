@@ -255,9 +255,21 @@ def test_result_figures_data(report_a: Path) -> None:
             for r in _rows(folder / "normalized_loss_vs_gap.csv") if r[names.TASK_LABEL] == DR}
     assert loss[("rnn-relu-norm1", "200")] == pytest.approx(1.1 - 0.3)  # loss 2(1.1-a) / 2
     for png in ("accuracy_by_activation_clip.png", "normalized_loss_vs_gap.png",
-                "steps_to_solve_vs_gap.png", "clip_activation_heatmap.png"):
+                "steps_to_solve_vs_gap.png", "clip_activation_heatmap.png",
+                "solve_rate_vs_gap.png"):
         assert (folder / png).read_bytes().startswith(b"\x89PNG")
     assert not (folder / "accuracy_by_gap_variable.png").exists()  # no run logged eval_by_gap
+    # the solve rate with its Wilson interval; copy's failed job at gap 50 is not a trial
+    rates = {(r[names.TASK_LABEL], r["label"], r[names.GAP]): r
+             for r in _rows(folder / "solve_rate_vs_gap.csv")}
+    rate = rates[(DR, "rnn-tanh-noclip", "50")]
+    assert (rate["n_solved"], rate["n_runs"]) == ("1", "3")
+    assert (float(rate["solve_rate_low"]), float(rate["solve_rate_high"])) == pytest.approx(
+        (0.0615, 0.7923), abs=5e-4)
+    assert rates[(COPY, "rnn-tanh-noclip", "50")]["n_runs"] == "3"
+    assert steps[(COPY, "rnn-tanh-noclip", "50")]["n_runs"] == "3"
+    html = (folder / "index.html").read_text()
+    assert "Solve rate vs gap" in html and "Wilson 95% score interval" in html
 
 
 def test_variable_gap_runs_get_their_figure(store: str, tmp_path: Path) -> None:

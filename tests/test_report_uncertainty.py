@@ -76,3 +76,41 @@ def test_heatmap_panel_range_is_robust_and_never_empty() -> None:
     assert -5.0 < low < -4.8 and -1.2 < high < -1.0  # the one extreme cell does not set it
     assert panel_range(np.array([np.nan])) == (0.0, 1.0)
     assert panel_range(np.array([2.0, 2.0])) == (1.5, 2.5)
+
+
+def test_solve_rate_figure_draws_the_wilson_interval(tmp_path, monkeypatch) -> None:
+    """The figure's error bars are the CSV's Wilson bounds; failed jobs are not trials."""
+    from matplotlib.collections import LineCollection
+
+    from harness.report import gap_figures
+
+    statuses = {("a", 10): [names.SOLVED] * 3, ("a", 20): [names.SOLVED, names.UNSOLVED,
+                                                            names.DIVERGED, names.FAILED],
+                ("b", 10): [names.UNSOLVED] * 3, ("b", 20): [names.UNSOLVED, "missing"]}
+    runs = pd.DataFrame([{names.TASK_LABEL: "copy", LABEL: label, names.GAP: gap,
+                          names.STATUS: status}
+                         for (label, gap), listed in statuses.items() for status in listed])
+    drawn: list[Figure] = []
+    monkeypatch.setattr(gap_figures, "save_png", lambda fig, path: drawn.append(fig))
+    table = gap_figures.solve_rate_vs_gap(runs, {"a": "red", "b": "blue"}, {"a": "o", "b": "s"},
+                                          "x", tmp_path / "rate.png")
+    rows = {(r[LABEL], r[names.GAP]): r for r in table.to_dict("records")}
+    assert [(rows[k][tables.N_SOLVED], rows[k][tables.N_RUNS]) for k in sorted(rows)] == [
+        (3, 3), (1, 3), (0, 3), (0, 1)]
+    assert (rows[("a", 10)][tables.SOLVE_RATE_LOW], rows[("b", 10)][tables.SOLVE_RATE_HIGH]) \
+        == pytest.approx((0.4385, 0.5615), abs=5e-4)
+    (ax,) = [a for a in drawn[0].axes if a.get_visible()]
+    bars = [c for c in ax.collections if isinstance(c, LineCollection)]
+    spans = sorted((round(float(s[0][1]), 6), round(float(s[1][1]), 6))
+                   for c in bars for s in c.get_segments())
+    expected = sorted((round(float(r[tables.SOLVE_RATE_LOW]), 6),
+                       round(float(r[tables.SOLVE_RATE_HIGH]), 6)) for r in rows.values())
+    assert spans == expected
+    assert "Wilson 95% interval" in drawn[0]._suptitle.get_text()
+
+
+def test_solve_rates_without_a_result_run_are_empty() -> None:
+    runs = pd.DataFrame({names.TASK_LABEL: ["copy"], LABEL: ["a"], names.GAP: [10],
+                         names.STATUS: [names.FAILED]})
+    table = tables.solve_rates(runs, [names.TASK_LABEL, LABEL, names.GAP])
+    assert table.empty and list(table.columns)[-5:] == list(tables.SOLVE_RATE_COLUMNS)

@@ -10,8 +10,10 @@ import base64
 import multiprocessing
 import os
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,6 +22,7 @@ import pandas as pd
 
 from harness import names
 from harness.report import (
+    claims,
     figures,
     frontier_grads,
     gap_figures,
@@ -27,6 +30,7 @@ from harness.report import (
     gradients,
     overview,
     tables,
+    variable_gap,
 )
 from harness.report import findings as findings_
 from harness.report import frontier as frontier_
@@ -37,8 +41,9 @@ from harness.report.load import (
     RUN_ID,
     ReportError,
     Sweep,
+    artifact_runs,
+    load_drawn_profiles,
     load_eval_by_gap,
-    load_grad_profiles,
     load_metric_histories,
     load_sweep,
 )
@@ -67,6 +72,8 @@ NORMALIZED_LOSS_PNG = "normalized_loss_vs_gap.png"
 NORMALIZED_LOSS_CSV = "normalized_loss_vs_gap.csv"
 STEPS_TO_SOLVE_PNG = "steps_to_solve_vs_gap.png"
 STEPS_TO_SOLVE_CSV = "steps_to_solve_vs_gap.csv"
+SOLVE_RATE_PNG = "solve_rate_vs_gap.png"
+SOLVE_RATE_CSV = "solve_rate_vs_gap.csv"
 CLIP_HEATMAP_PNG = "clip_activation_heatmap.png"
 CLIP_HEATMAP_CSV = "clip_activation_heatmap.csv"
 EVAL_BY_GAP_PNG = "accuracy_by_gap_variable.png"
@@ -79,12 +86,15 @@ FRONTIER_PNG = frontier_.FRONTIER_PNG
 FRONTIER_GRAD_PNG = frontier_grads.FRONTIER_GRAD_PNG
 FRONTIER_GRAD_CSV = frontier_grads.FRONTIER_GRAD_CSV
 FRONTIER_GRAD_CURVES_CSV = frontier_grads.FRONTIER_GRAD_CURVES_CSV
+SCORECARD_CSV = claims.SCORECARD_CSV
+VARIABLE_GAP_CSV = variable_gap.VARIABLE_GAP_CSV
 INDEX_HTML = "index.html"
-# The page's sections in order: (anchor, heading, table-of-contents entry). The frontier
-# section is there only when the experiment has a frontier sweep; the others are numbered
-# after it.
+# The page's sections in order: (anchor, heading, table-of-contents entry). The scorecard is
+# there only when the experiment has claims, the frontier section only when it has a frontier
+# sweep; the others are numbered after them.
 SECTIONS = (
     ("overview", "Overview", "Overview"),
+    ("scorecard", "Scorecard of published claims", "Scorecard"),
     ("frontier", "Frontier", "Frontier"),
     ("findings", "Findings", "Findings"),
     ("accuracy", "Accuracy vs gap", "Accuracy vs gap"),
@@ -97,9 +107,11 @@ MAX_WORKERS = 4
 _TEMPLATES = Path(__file__).parent / "templates"
 
 
-def _sections(with_frontier: bool) -> list[tuple[str, str, str]]:
+def _sections(with_frontier: bool, with_scorecard: bool = False) -> list[tuple[str, str, str]]:
     """(anchor, "<n> <heading>", "<n> <toc entry>") of the page's sections, numbered."""
-    kept = [s for s in SECTIONS if with_frontier or s[0] != "frontier"]
+    left_out = {a for a, present in (("frontier", with_frontier),
+                                     ("scorecard", with_scorecard)) if not present}
+    kept = [s for s in SECTIONS if s[0] not in left_out]
     return [(anchor, f"{i} {heading}", f"{i} {toc}")
             for i, (anchor, heading, toc) in enumerate(kept, start=1)]
 
@@ -225,6 +237,12 @@ def _result_figures(runs: pd.DataFrame, by_gap: pd.DataFrame, clip_drawn: bool,
             f"{figures.UNCERTAINTY_TEXT} (≥ 0).",
             note="" if (runs[names.STATUS] == names.SOLVED).any() else "No run solved"),
         ReportFigure(
+            png=SOLVE_RATE_PNG, csvs=(SOLVE_RATE_CSV,),
+            title="Solve rate vs gap",
+            sentence=f"The share of runs solved at each gap, one line per configuration "
+            f"(configurations at one gap drawn side by side); {tables.WILSON_TEXT}.",
+            note=""),
+        ReportFigure(
             png=CLIP_HEATMAP_PNG, csvs=(CLIP_HEATMAP_CSV,),
             title="Clipping × gap, per model",
             sentence="Mean final eval accuracy over seeds for every clip setting (rows) and "
@@ -250,8 +268,17 @@ def _histories(sweep: Sweep, tracking_uri: str) -> pd.DataFrame:
     return load_metric_histories(plan, tracking_uri)
 
 
-def _frontier_grads_md(section: frontier_grads.FrontierGradients | None, drawn: bool) -> str:
-    return "" if section is None else "\n" + frontier_grads.markdown(section, drawn)
+def _frontier_md(fronts: frontier_.Frontiers,
+                 section: frontier_grads.FrontierGradients | None,
+                 vgaps: variable_gap.VariableGaps, drawn: bool) -> str:
+    """The frontier section of summary.md: the frontier sweeps' answers with their gradients,
+    then how far variable-gap runs held; "" with neither."""
+    text = frontier_.markdown(fronts)
+    if section is not None:
+        text += "\n" + frontier_grads.markdown(section, drawn)
+    if not vgaps.empty:
+        text += ("" if text else "## Frontier\n\n") + variable_gap.markdown(vgaps)
+    return text
 
 
 def _frontier_grads_context(section: frontier_grads.FrontierGradients | None,
@@ -302,41 +329,85 @@ def _draw(jobs: Sequence[tuple[Callable[..., object], tuple[object, ...]]],
         return [future.result() for future in futures]
 
 
+class Stopwatch:
+    """Seconds spent per phase of a build: `with watch("reads"): ...` adds to "reads"."""
+
+    PHASES = ("reads", "frames", "drawing", "writing")
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = dict.fromkeys(self.PHASES, 0.0)
+        self._start = time.perf_counter()
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] += time.perf_counter() - start
+
+    def split(self) -> dict[str, float]:
+        """Each phase's seconds; "frames" is the rest of the build (computing the tables and
+        the figures' data), "total" the whole."""
+        total = time.perf_counter() - self._start
+        out = dict(self.seconds)
+        out["frames"] = total - sum(v for k, v in out.items() if k != "frames")
+        return {**out, "total": total}
+
+
 def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("reports"),
-                 workers: int | None = None) -> Path:
+                 workers: int | None = None, claims_path: Path | None = None,
+                 pool: Sequence[str] = (), timings: dict[str, float] | None = None) -> Path:
     """Write the report of `experiment` to `out_root/<experiment>/`; return its index.html.
 
     Path separators in the experiment name become '_' in the folder name. The folder holds
     index.html (self-contained), summary.md, every figure as PNG with its data as CSV,
     runs.csv, findings.csv and the tables. Figures are drawn by `workers` processes (default:
-    the usable cores, at most MAX_WORKERS; 1 draws in this process). Raises `ReportError` (a
-    ValueError) if the store does not exist, or the experiment is missing or has no runs.
+    the usable cores, at most MAX_WORKERS; 1 draws in this process). The scorecard checks the
+    claims of `claims_path`, else of the paper preset's claims file that names the experiment
+    (`claims.claims_for`); without either there is none. `pool` names swept params to pool
+    over on purpose (`load.check_pool`): they stay out of the labels, and the page and
+    summary.md open by saying so. Raises `ReportError` (a ValueError) if the store does not
+    exist, the experiment is missing or has no runs, a claims file is malformed or `pool`
+    names a param that cannot be pooled. `timings`, when given, receives the seconds spent
+    reading the store, computing frames, drawing and writing (`Stopwatch.split`).
     """
+    watch = Stopwatch()
     workers = _workers() if workers is None else workers
-    sweep = load_sweep(experiment, tracking_uri)
-    runs, finals = sweep.runs, sweep.finals
-    profiles = load_grad_profiles(runs, tracking_uri)
-    by_gap_raw = load_eval_by_gap(runs, tracking_uri)
-    histories = _histories(sweep, tracking_uri)
-    fronts = frontier_.load_frontiers(sweep, tracking_uri)
+    with watch("reads"):
+        sweep = load_sweep(experiment, tracking_uri, pool)
+        runs, finals = sweep.runs, sweep.finals
+        fronts = frontier_.load_frontiers(sweep, tracking_uri)
+        profiles = load_drawn_profiles(runs, tracking_uri,
+                                       frontier_grads.level_runs(fronts)[RUN_ID])
+        n_profiled = len(artifact_runs(runs, names.GRAD_PROFILE_ARTIFACT, tracking_uri))
+        by_gap_raw = load_eval_by_gap(runs, tracking_uri)
+        histories = _histories(sweep, tracking_uri)
+        card = claims.scorecard(experiment, sweep, tracking_uri, claims_path)
 
     out = Path(out_root) / _folder_name(experiment)
     out.mkdir(parents=True, exist_ok=True)
     # Files drawn only when the data has them: a rebuild must not keep one from before.
-    for optional in (CLIP_HEATMAP_PNG, CLIP_HEATMAP_CSV, EVAL_BY_GAP_PNG, EVAL_BY_GAP_CSV,
-                     FRONTIER_PNG, FRONTIER_CSV, frontier_.FORMER_CSV, FRONTIER_GRAD_PNG,
-                     FRONTIER_GRAD_CSV, FRONTIER_GRAD_CURVES_CSV):
+    for optional in (SCORECARD_CSV, VARIABLE_GAP_CSV, CLIP_HEATMAP_PNG, CLIP_HEATMAP_CSV,
+                     EVAL_BY_GAP_PNG, EVAL_BY_GAP_CSV, FRONTIER_PNG, FRONTIER_CSV,
+                     frontier_.FORMER_CSV, FRONTIER_GRAD_PNG, FRONTIER_GRAD_CSV,
+                     FRONTIER_GRAD_CURVES_CSV):
         (out / optional).unlink(missing_ok=True)
     written: list[str] = []
 
     def csv(frame: pd.DataFrame, name: str) -> None:
-        tables.write_csv(frame, out / name)
+        with watch("writing"):
+            tables.write_csv(frame, out / name)
         written.append(name)
 
     view = overview.overview(sweep, tracking_uri)
     counts = tables.status_counts(runs)
     found = findings_.findings(runs)
-    lead = headline_.headline(runs, None if fronts.empty else fronts.table)
+    vgaps = variable_gap.variable_gap_frontier(runs, sweep.params, by_gap_raw)
+    lead = headline_.headline(
+        runs, None if fronts.empty else fronts.table,
+        {str(task): variable_gap.sentence(str(task), vgaps)
+         for task in vgaps.table[names.TASK_LABEL].unique()})
     solved = tables.largest_solved_gap(runs)
     accuracy = tables.accuracy_by_gap(runs)
     csv(runs[list(RUN_COLUMNS)], RUNS_CSV)
@@ -345,6 +416,10 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
     csv(findings_.frame(found), FINDINGS_CSV)
     csv(solved, LARGEST_SOLVED_GAP_CSV)
     csv(accuracy, ACCURACY_CSV)
+    if card is not None:
+        csv(card.table, SCORECARD_CSV)
+    if not vgaps.empty:
+        csv(vgaps.table, VARIABLE_GAP_CSV)
     front_grads = None
     if not fronts.empty:
         csv(fronts.table, FRONTIER_CSV)
@@ -386,6 +461,7 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
          (runs, *style, out / NORMALIZED_LOSS_PNG)),
         (STEPS_TO_SOLVE_CSV, gap_figures.steps_to_solve_vs_gap,
          (runs, *style, out / STEPS_TO_SOLVE_PNG)),
+        (SOLVE_RATE_CSV, gap_figures.solve_rate_vs_gap, (runs, *style, out / SOLVE_RATE_PNG)),
         (None, figures.accuracy_vs_gap, (runs, accuracy, *style, out / ACCURACY_PNG)),
     ]
     if clip_drawn:
@@ -402,21 +478,24 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
         csv(by_gap, EVAL_BY_GAP_CSV)
         jobs.append((None, gap_figures.eval_by_gap,
                      (by_gap, runs, *style, out / EVAL_BY_GAP_PNG)))
-    drawn_frames = _draw([(f, a) for _, f, a in jobs], workers)
+    with watch("drawing"):
+        drawn_frames = _draw([(f, a) for _, f, a in jobs], workers)
     for (name, _, _), frame in zip(jobs, drawn_frames, strict=True):
         if name is not None:
             assert isinstance(frame, pd.DataFrame)
             csv(frame, name)
 
     summary = tables.summary_markdown(experiment, tracking_uri, counts, solved, accuracy,
-                                      overview.markdown(view, counts),
+                                      overview.markdown(view, counts) + claims.markdown(card),
                                       findings_.markdown(found), headline_.markdown(lead),
-                                      frontier_.markdown(fronts) + _frontier_grads_md(
-                                          front_grads, (out / FRONTIER_GRAD_PNG).is_file()))
+                                      _frontier_md(fronts, front_grads, vgaps,
+                                                   (out / FRONTIER_GRAD_PNG).is_file()),
+                                      overview.pool_banner(view))
     summary += "\n" + gradients.gradients_markdown(
         decay, [(f.png, f.sentence, f.note) for f in grad_section]
     )
-    (out / SUMMARY_MD).write_text(summary, encoding="utf-8", newline="\n")
+    with watch("writing"):
+        (out / SUMMARY_MD).write_text(summary, encoding="utf-8", newline="\n")
     written.append(SUMMARY_MD)
 
     def drawn(entry: ReportFigure) -> ReportFigure:
@@ -430,55 +509,76 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
     pngs = [e.png for e in [*results.values(), *grad_section] if (out / e.png).is_file()]
     pngs += [ACCURACY_PNG, GRAD_PROFILE_PNG]
     pngs += [png for png in (FRONTIER_PNG, FRONTIER_GRAD_PNG) if (out / png).is_file()]
-    html = _render_html(
-        {
-            "experiment": experiment,
-            "tracking_uri": tracking_uri,
-            "n_runs": len(runs),
-            "n_profiled": int(profiles["run_id"].nunique()),
-            "counts": tables.display_rows(counts),
-            "overview": view,
-            "axes_rows": tables.display_rows(view.axes, [overview.AXIS, overview.VALUES]),
-            "compute_text": overview.compute_text(view).replace("`", ""),
-            "pooled_text": overview.pooled_text(view).replace("`", ""),
-            "findings": found,
-            "sections": _sections(not fronts.empty),
-            "heading": {a: title for a, title, _ in _sections(not fronts.empty)},
-            "frontier": None if fronts.empty else {
-                "source": frontier_.source_text(fronts),
-                "meaning": frontier_.MEANING.replace("*", ""),
-                "header": list(frontier_.DISPLAY_HEADER),
-                "rows": frontier_.display_rows(fronts),
-                "figure": ReportFigure(
-                    png=FRONTIER_PNG, csvs=(FRONTIER_CSV,), title=frontier_.FIGURE_TITLE,
-                    sentence=f"{frontier_.FIGURE_SENTENCE} {frontier_.rule_text(fronts)}",
-                    note="", uri=_data_uri(out / FRONTIER_PNG)),
-                "gradients": _frontier_grads_context(front_grads, out),
-            },
-            "headline": lead,
-            "status_key": names.STATUS,
-            "reason_key": names.STATUS_REASON,
-            "solved_status": names.SOLVED,
-            "none_marker": tables.NONE,
-            "solved_header": list(solved.columns),
-            "solved_rows": tables.display_rows(solved),
-            "accuracy_header": acc_header,
-            "accuracy_rows": acc_rows,
-            "run_header": run_header,
-            "run_rows": list(zip(run_rows, links, strict=True)),
-            "has_links": any(links),
-            "accuracy_png": _data_uri(out / ACCURACY_PNG),
-            "grad_profile_png": _data_uri(out / GRAD_PROFILE_PNG),
-            "results": {k: drawn(v) for k, v in results.items()},
-            "eval_by_gap_png": EVAL_BY_GAP_PNG,
-            "grad_figures": [drawn(f) for f in grad_section],
-            "decay_sentence": gradients.DECAY_SENTENCE,
-            "uncertainty_text": figures.UNCERTAINTY_TEXT,
-            "decay_header": gradients.DECAY_HEADER,
-            "decay_rows": gradients.decay_display(decay),
-            "files": sorted([*written, *pngs]),
-        }
-    )
-    index = out / INDEX_HTML
-    index.write_text(html, encoding="utf-8", newline="\n")
+    with watch("writing"):  # the page: PNGs as data URIs, rendered
+        html = _render_html(
+            {
+                "experiment": experiment,
+                "tracking_uri": tracking_uri,
+                "n_runs": len(runs),
+                "n_profiled": n_profiled,
+                "counts": tables.display_rows(counts),
+                "overview": view,
+                "axes_rows": tables.display_rows(view.axes, [overview.AXIS, overview.VALUES]),
+                "compute_text": overview.compute_text(view).replace("`", ""),
+                "pooled_text": overview.pooled_text(view).replace("`", ""),
+                "pool_banner": overview.pool_banner(view).replace("`", ""),
+                "findings": found,
+                "sections": _sections(not fronts.empty or not vgaps.empty, card is not None),
+                "heading": {a: title for a, title, _ in _sections(
+                    not fronts.empty or not vgaps.empty, card is not None)},
+                "variable_gaps": None if vgaps.empty else {
+                    "meaning": variable_gap.MEANING.replace("*", ""),
+                    "sentences": [variable_gap.sentence(str(task), vgaps) for task in
+                                  sorted(vgaps.table[names.TASK_LABEL].astype(str).unique())],
+                    "header": list(variable_gap.DISPLAY_HEADER),
+                    "rows": variable_gap.display_rows(vgaps),
+                    "note": variable_gap.note(vgaps),
+                },
+                "scorecard": None if card is None else {
+                    "summary": claims.summary_text(card),
+                    "source": claims.source_text(card).replace("`", ""),
+                    "rule": claims.RULE_TEXT,
+                    "header": list(claims.DISPLAY_HEADER),
+                    "rows": claims.display_rows(card),
+                    "verdicts": list(card.table["verdict"]),
+                },
+                "frontier": None if fronts.empty else {
+                    "source": frontier_.source_text(fronts),
+                    "meaning": frontier_.MEANING.replace("*", ""),
+                    "header": list(frontier_.DISPLAY_HEADER),
+                    "rows": frontier_.display_rows(fronts),
+                    "figure": ReportFigure(
+                        png=FRONTIER_PNG, csvs=(FRONTIER_CSV,), title=frontier_.FIGURE_TITLE,
+                        sentence=f"{frontier_.FIGURE_SENTENCE} {frontier_.rule_text(fronts)}",
+                        note="", uri=_data_uri(out / FRONTIER_PNG)),
+                    "gradients": _frontier_grads_context(front_grads, out),
+                },
+                "headline": lead,
+                "status_key": names.STATUS,
+                "reason_key": names.STATUS_REASON,
+                "solved_status": names.SOLVED,
+                "none_marker": tables.NONE,
+                "solved_header": list(solved.columns),
+                "solved_rows": tables.display_rows(solved),
+                "accuracy_header": acc_header,
+                "accuracy_rows": acc_rows,
+                "run_header": run_header,
+                "run_rows": list(zip(run_rows, links, strict=True)),
+                "has_links": any(links),
+                "accuracy_png": _data_uri(out / ACCURACY_PNG),
+                "grad_profile_png": _data_uri(out / GRAD_PROFILE_PNG),
+                "results": {k: drawn(v) for k, v in results.items()},
+                "eval_by_gap_png": EVAL_BY_GAP_PNG,
+                "grad_figures": [drawn(f) for f in grad_section],
+                "decay_sentence": gradients.DECAY_SENTENCE,
+                "uncertainty_text": figures.UNCERTAINTY_TEXT,
+                "decay_header": gradients.DECAY_HEADER,
+                "decay_rows": gradients.decay_display(decay),
+                "files": sorted([*written, *pngs]),
+            }
+        )
+        index = out / INDEX_HTML
+        index.write_text(html, encoding="utf-8", newline="\n")
+    if timings is not None:
+        timings.update(watch.split())
     return index

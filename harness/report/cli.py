@@ -1,5 +1,5 @@
 """Command line for the report: `harness-report --experiment NAME [--compare OTHER]
-[--tracking-uri URI] [--out DIR]`.
+[--claims FILE] [--pool AXIS[,AXIS]] [--tracking-uri URI] [--out DIR]`.
 
 Also runnable as `python -m harness.report.cli`. Exit code 0 on success, 2 when the store or
 experiment cannot be reported on (one-line message on stderr, no traceback).
@@ -45,6 +45,16 @@ def _parser() -> argparse.ArgumentParser:
         help="MLflow store; default: $MLFLOW_TRACKING_URI, else the project's mlflow.db",
     )
     parser.add_argument(
+        "--claims", type=Path, default=None, metavar="FILE",
+        help="claims to score (default: the paper preset's claims file that names the "
+        "experiment, conf/experiment/paper/claims/)",
+    )
+    parser.add_argument(
+        "--pool", default="", metavar="AXIS[,AXIS]",
+        help="swept params to pool over on purpose (e.g. optim.lr): left out of the "
+        "configuration labels, so tables and figures mix their values; the report says so",
+    )
+    parser.add_argument(
         "--out", type=Path, default=PROJECT_ROOT / "reports",
         help="report root (default: the project's reports/)",
     )
@@ -53,7 +63,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Build the report and print where it is; return the process exit code."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.compare is not None and (args.pool or args.claims is not None):
+        parser.error("--pool and --claims apply to one experiment's report, not to --compare")
     tracking_uri = args.tracking_uri or default_tracking_uri()
     # Imported here so `--help` and argument errors answer without loading mlflow/matplotlib.
     from harness.report import ReportError, build_report
@@ -63,7 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.compare is not None:
             index = build_comparison(args.experiment, args.compare, tracking_uri, args.out)
         else:
-            index = build_report(args.experiment, tracking_uri, args.out)
+            pool = [axis.strip() for axis in args.pool.split(",") if axis.strip()]
+            index = build_report(args.experiment, tracking_uri, args.out,
+                                 claims_path=args.claims, pool=pool)
     except ReportError as err:
         # One line, whatever the message holds, so scripts can grep or log it as a unit.
         message = " ".join(str(err).splitlines())

@@ -49,9 +49,9 @@ HEATMAP_CMAP = "viridis"  # perceptually uniform, readable with colour-vision de
 MEAN_ACCURACY = f"{names.FINAL_EVAL_ACCURACY}_mean"
 SEQUENCES = "sequences"
 BIN = "gap_bin"
-N_SOLVED, N_RUNS = "n_solved", "n_runs"
-# share of runs solved at a point, with its Wilson 95% interval (`tables.wilson_interval`)
-SOLVE_RATE, SOLVE_RATE_LOW, SOLVE_RATE_HIGH = "solve_rate", "solve_rate_low", "solve_rate_high"
+N_SOLVED, N_RUNS = tables.N_SOLVED, tables.N_RUNS
+SOLVE_RATE, SOLVE_RATE_LOW, SOLVE_RATE_HIGH = (tables.SOLVE_RATE, tables.SOLVE_RATE_LOW,
+                                               tables.SOLVE_RATE_HIGH)
 MAX_COLS = 4
 
 
@@ -159,21 +159,14 @@ def steps_to_solve_vs_gap(runs: pd.DataFrame, colors: dict[str, str], markers: d
                           experiment: str, path: Path) -> pd.DataFrame:
     """Training steps until solved vs gap, solved runs only, one panel per task.
 
-    The CSV also counts the solved runs and all runs of each point (`n_solved`, `n_runs`).
+    The CSV also counts the solved runs and the result runs of each point (`n_solved`,
+    `n_runs`) and gives the solve rate with its Wilson interval (`tables.solve_rates`).
     """
     group = [names.TASK_LABEL, LABEL, names.GAP]
     solved = runs[runs[names.STATUS] == names.SOLVED]
     table = tables.mean_ci(solved, group, names.STEPS_TO_SOLVE, tables.NONNEGATIVE)
-    counts = (runs.dropna(subset=group).groupby(group, sort=True)
-              .agg(**{N_SOLVED: (names.STATUS, lambda s: int((s == names.SOLVED).sum())),
-                      N_RUNS: (RUN_ID, "count")}).reset_index())
-    table = counts.merge(table, on=group, how="left")
+    table = tables.solve_rates(runs, group).merge(table, on=group, how="left")
     table[tables.N] = table[tables.N].fillna(0).astype(int)
-    rates = [tables.wilson_interval(int(k), int(n))
-             for k, n in zip(table[N_SOLVED], table[N_RUNS], strict=True)]
-    table[SOLVE_RATE] = table[N_SOLVED] / table[N_RUNS]
-    table[SOLVE_RATE_LOW] = [low for low, _ in rates]
-    table[SOLVE_RATE_HIGH] = [high for _, high in rates]
     tasks = sorted(runs[names.TASK_LABEL].dropna().unique())
     fig, axes = _task_panels(tasks)
     seen: set[str] = set()
@@ -202,6 +195,53 @@ def steps_to_solve_vs_gap(runs: pd.DataFrame, colors: dict[str, str], markers: d
     return table[[*group, N_SOLVED, N_RUNS, SOLVE_RATE, SOLVE_RATE_LOW, SOLVE_RATE_HIGH,
                   tables.MEAN, tables.STD, tables.CI_LOW,
                   tables.CI_HIGH, tables.N]]
+
+
+# Configurations at one gap are drawn side by side, this far apart in log-gap units.
+DODGE = 0.025
+
+
+def solve_rate_vs_gap(runs: pd.DataFrame, colors: dict[str, str], markers: dict[str, str],
+                      experiment: str, path: Path) -> pd.DataFrame:
+    """Share of result runs solved vs gap with Wilson 95% error bars, one panel per task.
+
+    Returns the drawn table (`tables.solve_rates` by task, label and gap). Configurations at
+    one gap are dodged sideways (by DODGE in log units) so their bars do not cover each other.
+    """
+    group = [names.TASK_LABEL, LABEL, names.GAP]
+    table = tables.solve_rates(runs, group)
+    tasks = sorted(table[names.TASK_LABEL].unique())
+    fig, axes = _task_panels(tasks)
+    seen: set[str] = set()
+    for ax, task in zip(axes, tasks, strict=False):
+        panel = table[table[names.TASK_LABEL] == task]
+        labels = sorted(panel[LABEL].unique())
+        for i, label in enumerate(labels):
+            line = panel[panel[LABEL] == label].sort_values(names.GAP)
+            shift = np.exp(DODGE * (i - (len(labels) - 1) / 2))
+            xs = line[names.GAP].astype(float).to_numpy() * shift
+            rate = line[SOLVE_RATE].to_numpy(dtype=float)
+            errors = np.vstack([rate - line[SOLVE_RATE_LOW].to_numpy(dtype=float),
+                                line[SOLVE_RATE_HIGH].to_numpy(dtype=float) - rate])
+            ax.errorbar(xs, rate, yerr=errors, color=colors[label], marker=markers[label],
+                        ms=5, lw=1.4, capsize=3, elinewidth=1.0)
+            seen.add(str(label))
+        _gap_axis(ax, panel[names.GAP].astype(float).to_numpy())
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_title(f"task: {task}")
+        ax.set_xlabel("gap (time steps)")
+        ax.set_ylabel("solve rate (share of result runs solved)")
+        ax.grid(True, alpha=0.3)
+    for ax in axes[len(tasks):]:
+        ax.set_visible(False)
+    if not tasks:
+        _empty(axes[0], "no result runs")
+    fig.suptitle(f"{experiment}: solve rate vs gap\nerror bars: Wilson 95% interval "
+                 "(never empty at 0 of n or n of n)")
+    if seen:
+        _legend(fig, sorted(seen), colors, markers, [])
+    save_png(fig, path)
+    return table
 
 
 def clip_heatmaps(runs: pd.DataFrame, experiment: str, path: Path) -> pd.DataFrame:

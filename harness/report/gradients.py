@@ -75,12 +75,33 @@ def _sorted(frame: pd.DataFrame, columns: Sequence[str], by: Sequence[str]) -> p
 # --- gradient-norm heatmap --------------------------------------------------------------------
 
 
-def last_layer(profiles: pd.DataFrame) -> pd.DataFrame:
-    """The rows of each run's last (deepest) layer: the one next to the readout."""
-    if profiles.empty:
-        return profiles
-    top = profiles.groupby(RUN_ID)[P_LAYER].transform("max")
-    return profiles[profiles[P_LAYER] == top]
+def run_codes(profiles: pd.DataFrame) -> tuple[np.ndarray, pd.Index]:
+    """Each profile row's run as an integer code, and the run ids (sorted) the codes index.
+
+    Profiles of a large sweep are millions of rows: grouping them on these codes instead of
+    the run id strings is what keeps the gradient figures' data quick to compute.
+    """
+    column = profiles[RUN_ID]
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        ids = pd.Index(column.cat.categories.astype(str))
+        if ids.is_monotonic_increasing:
+            return column.cat.codes.to_numpy(dtype=np.int64), ids
+    codes, uniques = pd.factorize(column.astype(str), sort=True)
+    return codes.astype(np.int64), pd.Index(uniques.astype(str))
+
+
+def run_meta(runs: pd.DataFrame, ids: pd.Index, columns: Sequence[str]) -> pd.DataFrame:
+    """`columns` of the run behind each code (row i: run ids[i]); all-missing for a profile
+    whose run is not in `runs`, which `present` marks."""
+    meta = runs.drop_duplicates(RUN_ID).set_index(RUN_ID)[list(columns)].reindex(ids)
+    return meta.assign(present=ids.isin(runs[RUN_ID].astype(str)))
+
+
+def last_layer_rows(profiles: pd.DataFrame, codes: np.ndarray) -> np.ndarray:
+    """Mask of the rows of each run's last (deepest) layer: the one next to the readout."""
+    layer = profiles[P_LAYER].to_numpy(dtype=float)
+    deepest = pd.Series(layer).groupby(codes).transform("max").to_numpy()
+    return layer == deepest
 
 
 def heatmap_table(runs: pd.DataFrame, profiles: pd.DataFrame) -> pd.DataFrame:
@@ -91,27 +112,45 @@ def heatmap_table(runs: pd.DataFrame, profiles: pd.DataFrame) -> pd.DataFrame:
     gap with a usable profile. Every (step, lag) cell those runs profiled has a row; where no
     run had a finite nonzero norm the value is empty and `n_runs` is 0.
     """
-    keys = [RUN_ID, names.TASK_LABEL, LABEL, names.GAP]
-    data = last_layer(profiles).merge(runs[keys], on=RUN_ID, how="inner")
-    data = data.dropna(subset=[names.TASK_LABEL, names.GAP, P_STEP, P_LAG])
-    norm = data[P_GRAD_NORM].astype(float)
-    usable = finite(norm) & (norm > 0)
-    if not usable.any():
+    if profiles.empty:
         return pd.DataFrame(columns=HEATMAP_COLUMNS)
-    top = data[usable].groupby(PANEL)[names.GAP].max().rename("_top_gap").reset_index()
-    data = data.merge(top, on=PANEL, how="inner")
-    data = data[data[names.GAP] == data["_top_gap"]]
-    norm = data[P_GRAD_NORM].astype(float)
-    logs = np.log10(norm.where(finite(norm) & (norm > 0)))
-    data = data.assign(**{LOG10_GRAD_NORM: logs})
-    cell = [*PANEL, names.GAP, P_STEP, LAG]
-    per_run = data.groupby([*cell, RUN_ID], sort=True).agg(
-        **{LOG10_GRAD_NORM: (LOG10_GRAD_NORM, "mean"), LAYER: (LAYER, "max")}
-    ).reset_index()
-    pooled = per_run.groupby(cell, sort=True).agg(
+    codes, ids = run_codes(profiles)
+    meta = run_meta(runs, ids, [names.TASK_LABEL, LABEL, names.GAP])
+    known = (meta["present"] & meta[names.TASK_LABEL].notna()
+             & meta[names.GAP].notna()).to_numpy()
+    step = profiles[P_STEP].to_numpy(dtype=float)
+    lag = profiles[P_LAG].to_numpy(dtype=float)
+    rows = (last_layer_rows(profiles, codes) & known[codes] & ~np.isnan(step)
+            & ~np.isnan(lag))
+    norm = profiles[P_GRAD_NORM]
+    good = (finite(norm) & (norm > 0)).to_numpy()
+    usable_runs = np.zeros(len(ids), dtype=bool)
+    usable_runs[codes[rows & good]] = True
+    if not usable_runs.any():
+        return pd.DataFrame(columns=HEATMAP_COLUMNS)
+    # each configuration's largest gap where one of its runs has a usable row
+    top = meta[usable_runs].groupby(PANEL)[names.GAP].max().rename("_top_gap")
+    at_top = meta.join(top, on=PANEL)
+    at_top = (at_top[names.GAP] == at_top["_top_gap"]).fillna(False).to_numpy(dtype=bool)
+    rows &= at_top[codes]
+    logs = np.log10(norm.where(finite(norm) & (norm > 0)).to_numpy(dtype=float)[rows])
+    data = pd.DataFrame({"_run": codes[rows], P_STEP: profiles[P_STEP].to_numpy()[rows],
+                         LAG: profiles[P_LAG].to_numpy()[rows], LOG10_GRAD_NORM: logs,
+                         LAYER: profiles[P_LAYER].to_numpy()[rows]})
+    per_run = data.groupby(["_run", P_STEP, LAG], sort=True).agg(
+        **{LOG10_GRAD_NORM: (LOG10_GRAD_NORM, "mean"), LAYER: (LAYER, "max")}).reset_index()
+    # one gap per configuration here, so a configuration's code keys its cells; runs enter a
+    # cell's mean in run id order, as when grouped on the ids themselves
+    panel_of, panels = pd.factorize(pd.MultiIndex.from_frame(meta[PANEL]))
+    per_run["_panel"] = panel_of[per_run["_run"].to_numpy()]
+    pooled = per_run.groupby(["_panel", P_STEP, LAG], sort=True).agg(
         **{LOG10_GRAD_NORM: (LOG10_GRAD_NORM, "mean"), N_RUNS: (LOG10_GRAD_NORM, "count"),
            LAYER: (LAYER, "max")}
     ).reset_index()
+    gap_of = meta[at_top].assign(_panel=panel_of[at_top]).groupby("_panel")[names.GAP].first()
+    for level, column in enumerate(PANEL):
+        pooled[column] = np.asarray(panels.get_level_values(level))[pooled["_panel"]]
+    pooled[names.GAP] = pd.array(gap_of.reindex(pooled["_panel"]).to_numpy(), dtype="Int64")
     for column in (LAYER, P_STEP, LAG):
         pooled[column] = pooled[column].round().astype(int)
     return _sorted(pooled.rename(columns={P_STEP: STEP}), HEATMAP_COLUMNS, [*PANEL, STEP, LAG])

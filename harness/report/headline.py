@@ -10,12 +10,13 @@ Runs from stores that predate the `end_state` tag count as `unknown`, never as a
 
 With a frontier (a frontier sweep's table, `harness.report.frontier`), sentence (1) of its task
 says each configuration's frontier instead: the largest gap held with k/n seeds, and the first
-gap not held (failed, or censored and why) or that the ladder's top held.
+gap not held (failed, or censored and why) or that the ladder's top held. Runs trained on mixed
+gaps (`harness.report.variable_gap`) likewise open with how far each configuration held.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -211,19 +212,23 @@ def frontier_sentence(task: str, table: pd.DataFrame) -> str:
     return f"On {task}, " + "; ".join(clauses) + "."
 
 
-def headline(runs: pd.DataFrame, frontier: pd.DataFrame | None = None
-             ) -> list[tuple[str, list[str]]]:
+def headline(runs: pd.DataFrame, frontier: pd.DataFrame | None = None,
+             variable: Mapping[str, str] | None = None) -> list[tuple[str, list[str]]]:
     """[(task, its at most MAX_SENTENCES sentences)] for every task of `runs`, in task order.
 
     `frontier` (the `harness.report.frontier` table, or None): its tasks open with
-    `frontier_sentence` in place of the largest-gap-solved sentence.
+    `frontier_sentence` in place of the largest-gap-solved sentence. `variable` ({task:
+    sentence}, `harness.report.variable_gap.sentence`): tasks without a frontier sweep whose
+    runs trained on mixed gaps open with that sentence instead.
     """
     fronts = set() if frontier is None else {str(t) for t in frontier[names.TASK_LABEL]}
+    variable = variable or {}
     result = []
     for task in sorted({*map(str, runs[names.TASK_LABEL].dropna().unique()), *fronts}):
         at_task = runs[runs[names.TASK_LABEL] == task]
         found = outcomes(runs, str(task))
-        first = frontier_sentence(task, frontier) if task in fronts else ""
+        first = (frontier_sentence(task, frontier) if task in fronts
+                 else variable.get(task, ""))
         if not found:
             result.append((str(task), [first or f"{task}: no finished run to report on."]))
             continue

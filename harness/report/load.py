@@ -16,8 +16,9 @@ straight from disk, in parallel, without a client round trip per run.
 from __future__ import annotations
 
 import os
+import sqlite3
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
@@ -75,6 +77,8 @@ _BULK_ENDPOINT = "/ajax-api/2.0/mlflow/metrics/get-history-bulk"
 _BULK_MAX_RUNS = 100
 _BULK_MAX_POINTS = 25_000
 _ARTIFACT_THREADS = 8
+# MLflow's SQL store saves +-inf as +-float max: such a value is not a usable norm.
+_FLOAT_MAX = float(np.finfo(float).max)
 
 _STR_PARAMS = (names.TASK, names.MODEL, names.ACTIVATION, names.INIT, names.CLIP_MODE)
 _INT_PARAMS = (names.GAP, names.SEED)
@@ -180,20 +184,72 @@ class Sweep:
     sweeps: pd.DataFrame
     # swept params added to the label (`overview.label_axes`): `-lr=0.001` in every label
     label_axes: tuple[str, ...] = ()
+    # swept params pooled over on purpose (`harness-report --pool`): left out of the label
+    pooled: tuple[str, ...] = ()
 
 
 SWEEP_COLUMNS = (RUN_ID, RUN_NAME, START_TIME, names.SWEEP_OVERRIDES, names.SWEEP_SPACE,
                  names.SWEEP_TUNING, names.FRONTIER_RULE, ARTIFACT_URI)
 
 
+def _sql_frame(path: Path, experiment_id: str) -> pd.DataFrame | None:
+    """The experiment's active runs as `mlflow.search_runs` frames them (run_id,
+    experiment_id, status, artifact_uri, start_time, end_time, `metrics.*` = latest values,
+    `params.*`, `tags.*`), read straight from a SQLite store's tables.
+
+    `mlflow.search_runs` builds an entity per param, tag and metric of every run, which took
+    most of the reading time of a 10,000-run report; four SQL queries and three pivots do the
+    same. None when the tables are not shaped as expected (another MLflow schema): the caller
+    then asks MLflow. tests/test_report_bench.py checks both give the same report frames.
+    """
+    where = ("FROM {table} t JOIN runs r ON r.run_uuid = t.run_uuid "
+             "WHERE r.experiment_id = ? AND r.lifecycle_stage = 'active'")
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        key = (int(experiment_id),)
+        runs = pd.read_sql_query(
+            "SELECT run_uuid AS run_id, experiment_id, status, artifact_uri, start_time, "
+            "end_time FROM runs WHERE experiment_id = ? AND lifecycle_stage = 'active'",
+            con, params=key)
+        long = {prefix: pd.read_sql_query(
+            f"SELECT t.run_uuid, t.key, {value} AS value " + where.format(table=table),
+            con, params=key) for prefix, table, value in (
+                ("metrics.", "latest_metrics", "CASE WHEN t.is_nan THEN NULL ELSE t.value END"),
+                ("params.", "params", "t.value"), ("tags.", "tags", "t.value"))}
+    except (sqlite3.Error, pd.errors.DatabaseError, ValueError):
+        return None
+    finally:
+        con.close()
+    ids = runs["run_id"].astype(str)
+    parts = [pd.DataFrame({
+        "run_id": ids, "experiment_id": runs["experiment_id"].astype(str),
+        "status": runs["status"], "artifact_uri": runs["artifact_uri"],
+        "start_time": pd.to_datetime(runs["start_time"], unit="ms", utc=True),
+        "end_time": pd.to_datetime(runs["end_time"], unit="ms", utc=True)})]
+    for prefix, frame in long.items():
+        wide = frame.pivot(index="run_uuid", columns="key", values="value").reindex(ids)
+        wide = wide.astype(float if prefix == "metrics." else "str")  # as search_runs types
+        wide.columns = [f"{prefix}{c}" for c in wide.columns]
+        parts.append(wide.reset_index(drop=True))
+    return pd.concat(parts, axis=1)
+
+
 def _search(experiment: str, tracking_uri: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The experiment's job runs and its sweep parent runs, from one `search_runs` query."""
+    """The experiment's job runs and its sweep parent runs, from one query of the store
+    (`_sql_frame` for a SQLite store, else `mlflow.search_runs`)."""
     check_store(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri)
-    if client.get_experiment_by_name(experiment) is None:
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
         raise _not_found(experiment, tracking_uri, client, "not found")
-    with _tracking_uri(tracking_uri):
-        raw = mlflow.search_runs(experiment_names=[experiment], output_format="pandas")
+    path = sqlite_path(tracking_uri)
+    raw = None if path is None else _sql_frame(path, found.experiment_id)
+    if raw is None:
+        with _tracking_uri(tracking_uri):
+            raw = mlflow.search_runs(experiment_names=[experiment], output_format="pandas")
     assert isinstance(raw, pd.DataFrame)
     # A multirun's parent run holds the sweep, not a result: it is not a row of the report.
     is_sweep = _column(raw, f"tags.{names.RUN_KIND}").fillna("") == names.SWEEP_KIND
@@ -239,9 +295,12 @@ def _typed_runs(raw: pd.DataFrame, label_axes: Sequence[str] = ()) -> pd.DataFra
         runs[key] = pd.to_numeric(_column(raw, f"params.{key}"), errors="coerce").astype(float)
     variant_keys = sorted({key for key, _ in names.TASK_VARIANTS.values()})
     variants = pd.DataFrame({key: _column(raw, f"params.{key}") for key in variant_keys})
+    # The task option the user chose, where the run logged it; else rebuilt from its params.
+    chosen = _column(raw, f"params.{names.TASK_CHOICE}")
     runs[names.TASK_LABEL] = pd.Series([
-        pd.NA if pd.isna(task) else names.task_label(str(task), params)
-        for task, params in zip(runs[names.TASK], variants.to_dict("records"), strict=True)
+        _text(choice) or (pd.NA if pd.isna(task) else names.task_label(str(task), params))
+        for choice, task, params in zip(chosen, runs[names.TASK], variants.to_dict("records"),
+                                        strict=True)
     ], index=runs.index, dtype="string")
     # Model variants (init, chrono, layers, direction); runs that predate a key get its default.
     variant = {key: _column(raw, f"params.{key}").fillna(default).astype(str) for key, default in
@@ -321,27 +380,56 @@ def _sweeps(parents: pd.DataFrame) -> pd.DataFrame:
     return frame[list(SWEEP_COLUMNS)].reset_index(drop=True)
 
 
-def load_sweep(experiment: str, tracking_uri: str) -> Sweep:
+def load_sweep(experiment: str, tracking_uri: str, pool: Sequence[str] = ()) -> Sweep:
     """Typed runs, final metrics, params and sweep parents of `experiment`, from one
     `search_runs` query.
 
-    Raises `ReportError` (a ValueError) if the store, the experiment or its runs are missing.
+    `pool`: swept params to pool over on purpose: they are kept out of the label, so every
+    table and figure mixes their values (`check_pool` says which can be). Raises `ReportError`
+    (a ValueError) if the store, the experiment or its runs are missing, or `pool` names a
+    param that cannot be pooled.
     """
     from harness.report.overview import label_axes  # overview imports this module
 
     raw, parents = _search(experiment, tracking_uri)
     runs = _typed_runs(raw)
-    # Swept axes the config label lacks and that would be pooled join the label.
-    extra = label_axes(_params(raw, runs.index), runs[names.TASK_LABEL], runs[LABEL])
-    if extra:
-        runs = _typed_runs(raw, extra)
-    finals = _finals(raw, runs.index)
     params = _params(raw, runs.index)
-    return Sweep(runs.reset_index(drop=True), finals, params, _sweeps(parents), tuple(extra))
+    pooled = check_pool(pool, params)
+    # Swept axes the config label lacks and that would be pooled join the label, unless the
+    # user pools over them.
+    extra = [a for a in label_axes(params, runs[names.TASK_LABEL], runs[LABEL])
+             if a not in pooled]
+    if extra:
+        runs = _typed_runs(raw, extra)  # new labels, so maybe a new row order
+        params = _params(raw, runs.index)
+    finals = _finals(raw, runs.index)
+    return Sweep(runs.reset_index(drop=True), finals, params, _sweeps(parents), tuple(extra),
+                 pooled)
 
 
-def _history_frame(rows: list[tuple[str, str, int, int, float]]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=[RUN_ID, KEY, STEP, "timestamp", VALUE])
+def check_pool(pool: Sequence[str], params: pd.DataFrame) -> tuple[str, ...]:
+    """The axes of `pool` in key order, if each is a swept param outside the configuration
+    label; else a ReportError naming the ones that can be pooled."""
+    from harness.report.overview import LABEL_KEYS, swept_axes
+
+    if not pool:
+        return ()
+    swept = [str(a) for a in swept_axes(params)["axis"]]
+    poolable = [a for a in swept if a not in LABEL_KEYS]
+    for axis in pool:
+        if axis in LABEL_KEYS:
+            raise ReportError(f"cannot pool over {axis}: it is part of the configuration label "
+                              "or an axis of every figure (task, gap, seed)")
+        if axis not in swept:
+            listed = ", ".join(poolable) or "none"
+            raise ReportError(f"cannot pool over {axis}: it was not swept in this experiment; "
+                              f"swept params that can be pooled: {listed}")
+    return tuple(sorted(set(pool)))
+
+
+def _history_frame(rows: list[tuple[str, str, int, int, float]] | pd.DataFrame) -> pd.DataFrame:
+    frame = (rows if isinstance(rows, pd.DataFrame)
+             else pd.DataFrame(rows, columns=[RUN_ID, KEY, STEP, "timestamp", VALUE]))
     frame = frame.sort_values([RUN_ID, KEY, STEP, "timestamp", VALUE], kind="mergesort")
     frame = frame.drop_duplicates([RUN_ID, KEY, STEP], keep="last")
     return frame[[RUN_ID, KEY, STEP, VALUE]].reset_index(drop=True)
@@ -359,6 +447,35 @@ def _by_key(wanted: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
 def _per_run(client: MlflowClient, key: str, run_ids: Sequence[str]) -> list[tuple]:
     return [(run_id, key, int(m.step), int(m.timestamp), float(m.value))
             for run_id in run_ids for m in client.get_metric_history(run_id, key)]
+
+
+def _sqlite_histories(path: Path, by_key: Mapping[str, Sequence[str]]) -> pd.DataFrame | None:
+    """Every point of each key's runs, straight from a SQLite store's `metrics` table, in the
+    columns of `_history_frame` (NaN where MLflow stored a NaN); None when the table is not
+    shaped as expected. The SQL store's own bulk query builds an ORM object per point, which
+    was most of a 10,000-run report's reading time."""
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    frames = []
+    try:
+        for key, run_ids in by_key.items():
+            for start in range(0, len(run_ids), _SQL_CHUNK):
+                chunk = list(run_ids[start:start + _SQL_CHUNK])
+                frames.append(pd.read_sql_query(
+                    f"SELECT run_uuid AS {RUN_ID}, key AS {KEY}, step AS {STEP}, timestamp, "
+                    f"CASE WHEN is_nan THEN NULL ELSE value END AS {VALUE} FROM metrics "
+                    f"WHERE key = ? AND run_uuid IN ({', '.join('?' * len(chunk))})",
+                    con, params=(key, *chunk)))
+    except (sqlite3.Error, pd.errors.DatabaseError):
+        return None
+    finally:
+        con.close()
+    if not frames:
+        return None
+    frame = pd.concat(frames, ignore_index=True)
+    return frame.astype({RUN_ID: str, KEY: str, STEP: int, "timestamp": int, VALUE: float})
 
 
 def _sql_bulk(store: object, key: str, run_ids: Sequence[str]) -> list[tuple]:
@@ -413,18 +530,24 @@ def _tracking_store(client: MlflowClient) -> object | None:
 def load_metric_histories(wanted: Mapping[str, Sequence[str]], tracking_uri: str) -> pd.DataFrame:
     """Step-by-step values of `wanted[run_id]` metric keys: columns run_id, key, step, value.
 
-    One query per metric key for all runs: an SQL store answers with its bulk history query,
-    a tracking server with its `get-history-bulk` endpoint (100 runs a request); other
-    stores get one request per (run, key). Where a step was logged twice, the later write
+    One query per metric key for all runs: a SQLite store answers with SQL on its metrics
+    table (`_sqlite_histories`), another SQL store with its bulk history query, a tracking
+    server with its `get-history-bulk` endpoint (100 runs a request); other stores get one
+    request per (run, key). Where a step was logged twice, the later write
     wins. Sorted by run_id, key, step.
     """
     from mlflow.store.tracking.rest_store import RestStore
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
+    by_key = _by_key(wanted)
+    path = sqlite_path(tracking_uri)
+    fast = None if path is None or not by_key else _sqlite_histories(path, by_key)
+    if fast is not None:
+        return _history_frame(fast)
     client = MlflowClient(tracking_uri=tracking_uri)
     store = _tracking_store(client)
     rows: list[tuple] = []
-    for key, run_ids in _by_key(wanted).items():
+    for key, run_ids in by_key.items():
         if isinstance(store, SqlAlchemyStore) and hasattr(store, "get_metric_history_bulk"):
             rows += _sql_bulk(store, key, run_ids)
         elif isinstance(store, RestStore) and tracking_uri.startswith(("http://", "https://")):
@@ -496,26 +619,113 @@ def _stacked(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)[columns]
 
 
-def load_grad_profiles(runs: pd.DataFrame, tracking_uri: str) -> pd.DataFrame:
-    """All `grad_profile.csv` artifacts of `runs`, stacked, with a `run_id` column.
-
-    Runs without the artifact, or with an empty or malformed one, are skipped: a diverged run
-    may have stopped before profiling, and that must not cost the whole report. Profiles from
-    before per-layer profiling (no `layer` column) count as layer 0; other missing optional
-    columns are left empty.
-    """
-    columns = [RUN_ID, *names.PROFILE_COLUMNS]
-    frames: list[pd.DataFrame] = []
+def _profile_tables(runs: pd.DataFrame, tracking_uri: str) -> list[tuple[str, pd.DataFrame]]:
+    """(run_id, numeric profile in PROFILE_COLUMNS) of every run of `runs` with a usable
+    `grad_profile.csv`, in row order (`load_grad_profiles` says which are skipped)."""
+    out = []
     for run_id, profile in _artifact_csvs(runs, names.GRAD_PROFILE_ARTIFACT, tracking_uri):
         if not set(_REQUIRED_PROFILE_COLUMNS) <= set(profile.columns) or profile.empty:
             continue
         for column in names.PROFILE_COLUMNS:
             if column not in profile.columns:
                 profile[column] = _OPTIONAL_PROFILE_COLUMNS.get(column, float("nan"))
-        profile = _numeric(profile[list(names.PROFILE_COLUMNS)])
-        profile.insert(0, RUN_ID, run_id)
-        frames.append(profile)
-    return _stacked(frames, columns)
+        out.append((run_id, _numeric(profile[list(names.PROFILE_COLUMNS)])))
+    return out
+
+
+def _stack_profiles(pairs: Sequence[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
+    """Profiles as one frame, `run_id` first as a categorical (sorted categories): a
+    10,000-run sweep's drawn profiles are millions of rows, and a string column that long
+    was most of the time of every operation on them."""
+    columns = [RUN_ID, *names.PROFILE_COLUMNS]
+    if not pairs:
+        return _stacked([], columns)
+    numeric = pd.concat([frame for _, frame in pairs], ignore_index=True)
+    categories = sorted({rid for rid, _ in pairs})
+    code = {rid: i for i, rid in enumerate(categories)}
+    codes = np.repeat([code[rid] for rid, _ in pairs], [len(frame) for _, frame in pairs])
+    numeric.insert(0, RUN_ID, pd.Categorical.from_codes(codes, categories=categories))
+    return numeric[columns]
+
+
+def load_grad_profiles(runs: pd.DataFrame, tracking_uri: str) -> pd.DataFrame:
+    """All `grad_profile.csv` artifacts of `runs`, stacked, with a `run_id` column (a
+    categorical of the run ids), in the row order of `runs`.
+
+    Runs without the artifact, or with an empty or malformed one, are skipped: a diverged run
+    may have stopped before profiling, and that must not cost the whole report. Profiles from
+    before per-layer profiling (no `layer` column) count as layer 0; other missing optional
+    columns are left empty.
+    """
+    return _stack_profiles(_profile_tables(runs, tracking_uri))
+
+
+def _usable(profile: pd.DataFrame) -> bool:
+    """Whether one run's profile has a finite, nonzero gradient norm in its last layer (what
+    the gradient heatmap counts as a usable profile)."""
+    norm = profile[P_GRAD_NORM].to_numpy(dtype=float)
+    last = profile[P_LAYER].to_numpy(dtype=float) == profile[P_LAYER].max()
+    return bool((last & np.isfinite(norm) & (norm > 0) & (np.abs(norm) < _FLOAT_MAX)).any())
+
+
+def load_drawn_profiles(runs: pd.DataFrame, tracking_uri: str,
+                        also: Iterable[str] = ()) -> pd.DataFrame:
+    """The `grad_profile.csv` artifacts the report draws, as `load_grad_profiles` stacks them:
+    per (task, label), the runs at its largest gap whose runs have a usable profile
+    (`_usable`), found gap by gap from the top down (every gap read on the way is kept), and
+    the runs `also` names (frontier probes).
+
+    The gradient figures use a configuration's largest profiled gap only, so reading every
+    run's profile (10,000 CSVs for a 10,000-run sweep) was most of a large report's reading
+    time; this reads each configuration's top gap, and lower ones only where it lacks one.
+    """
+    keyed = runs.dropna(subset=[names.TASK_LABEL, names.GAP])
+    gaps = {key: sorted({int(g) for g in group[names.GAP]}, reverse=True)
+            for key, group in keyed.groupby([names.TASK_LABEL, LABEL], sort=True)}
+    ids_at = {key: set(map(str, ids)) for key, ids in keyed.groupby(
+        [names.TASK_LABEL, LABEL, names.GAP], sort=True)[RUN_ID]}
+    pairs: list[tuple[str, pd.DataFrame]] = []
+    read: set[str] = set()
+    usable: set[str] = set()
+    wanted = set(map(str, also))
+    while True:
+        if wanted:
+            found = _profile_tables(runs[runs[RUN_ID].isin(wanted)], tracking_uri)
+            pairs += found
+            usable |= {rid for rid, profile in found if _usable(profile)}
+            read |= wanted
+        wanted = set()
+        for key, pending in gaps.items():
+            while pending:  # down from the top gap until one has a usable profile
+                at = ids_at[(*key, pending[0])]
+                if not at <= read:
+                    wanted |= at
+                    break
+                if at & usable:
+                    pending.clear()
+                    break
+                pending.pop(0)
+        if not wanted:
+            break
+    order = {rid: i for i, rid in enumerate(runs[RUN_ID].astype(str))}
+    return _stack_profiles(sorted(pairs, key=lambda pair: order[pair[0]]))
+
+
+def artifact_runs(runs: pd.DataFrame, artifact: str, tracking_uri: str) -> set[str]:
+    """The runs of `runs` that have `artifact`, without reading it (a local store: the file
+    exists; another: the run's artifact listing names it)."""
+    def has(pair: tuple[str, str]) -> bool:
+        run_id, uri = pair
+        local = local_artifact_dir(uri)
+        if local is not None:
+            return (local / artifact).is_file()
+        client = MlflowClient(tracking_uri=tracking_uri)
+        return artifact in {a.path for a in client.list_artifacts(run_id)}
+
+    pairs = list(zip(runs[RUN_ID].astype(str), runs[ARTIFACT_URI].astype(str), strict=True))
+    with ThreadPoolExecutor(max_workers=_ARTIFACT_THREADS) as pool:
+        flags = list(pool.map(has, pairs))
+    return {rid for (rid, _), flag in zip(pairs, flags, strict=True) if flag}
 
 
 def load_eval_by_gap(runs: pd.DataFrame, tracking_uri: str) -> pd.DataFrame:

@@ -43,6 +43,7 @@ class SweepInfo:
 class Overview:
     axes: pd.DataFrame  # columns axis, values, n_values: one row per param that varies
     pooled_axes: list[str]  # axes that are not part of the configuration label
+    pooled_on_purpose: list[str]  # of those, the ones named with `harness-report --pool`
     n_runs: int
     compute_s: float  # sum of wall_time_s over the runs that logged it
     n_timed: int  # runs that logged wall_time_s
@@ -77,12 +78,15 @@ def _follows_choice(params: pd.DataFrame, key: str) -> bool:
 def swept_axes(params: pd.DataFrame) -> pd.DataFrame:
     """Every semantic param with more than one value across the runs, and its values.
 
-    Left out: where or how fast a run executed (`names.NON_SEMANTIC_PREFIXES`), and task or model
-    params that are constant within each task or model (they follow from that choice).
+    Left out: where or how fast a run executed (`names.NON_SEMANTIC_PREFIXES`), the options
+    chosen for the config groups (`names.CHOICE_PARAMS`: their groups' keys say what they set),
+    and task or model params that are constant within each task or model (they follow from
+    that choice).
     """
     rows = []
     for key in sorted(c for c in params.columns if c != RUN_ID):
         if (key.startswith(names.NON_SEMANTIC_PREFIXES) or key == "experiment_name"
+                or key in names.CHOICE_PARAMS
                 or (key not in LABEL_KEYS and _follows_choice(params, key))):
             continue
         values = sorted({str(v) for v in params[key] if v is not None}, key=_sort_key)
@@ -168,6 +172,7 @@ def overview(sweep: Sweep, tracking_uri: str) -> Overview:
         axes=axes,
         pooled_axes=[a for a in axes[AXIS]
                      if a not in LABEL_KEYS and a not in sweep.label_axes],
+        pooled_on_purpose=list(sweep.pooled),
         n_runs=len(runs),
         compute_s=float(timed.sum()),
         n_timed=len(timed),
@@ -197,12 +202,26 @@ def compute_text(view: Overview) -> str:
 
 
 def pooled_text(view: Overview) -> str:
-    """Why a table may mix runs: axes that vary but are not part of the configuration label."""
-    if not view.pooled_axes:
+    """Why a table may mix runs: axes that vary but are not part of the configuration label
+    (those pooled on purpose are said by `pool_banner`)."""
+    automatic = [a for a in view.pooled_axes if a not in view.pooled_on_purpose]
+    if not automatic:
         return ""
-    listed = ", ".join(f"`{a}`" for a in view.pooled_axes)
+    listed = ", ".join(f"`{a}`" for a in automatic)
     return (f"{listed} also vary but are not part of the configuration {LABEL}: the tables, "
             "figures and findings pool the runs over them.")
+
+
+def pool_banner(view: Overview) -> str:
+    """The warning that opens a report pooled on purpose (`--pool`); "" without it."""
+    axes = view.pooled_on_purpose
+    if not axes:
+        return ""
+    listed = ", ".join(f"`{a}`" for a in axes)
+    them = "it" if len(axes) == 1 else "them"
+    return (f"Pooled on purpose (`--pool`) over {listed}: every table, figure, finding and "
+            f"claim of this report mixes runs that differ in {them}, and no configuration "
+            f"{LABEL} names {them}.")
 
 
 def markdown(view: Overview, counts: pd.DataFrame) -> str:
@@ -216,7 +235,7 @@ def markdown(view: Overview, counts: pd.DataFrame) -> str:
         parts += ["Every run has the same params: nothing was swept.", ""]
     else:
         parts += [markdown_table([AXIS, VALUES], display_rows(view.axes, [AXIS, VALUES])), ""]
-    if view.pooled_axes:
+    if pooled_text(view):
         parts += [pooled_text(view), ""]
     parts += ["### Reproduce", ""]
     for info in view.sweeps:

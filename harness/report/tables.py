@@ -136,6 +136,38 @@ def wilson_interval(successes: int, trials: int, z: float = Z95) -> tuple[float,
     return low, high
 
 
+# The runs that are results: a failed or killed job, or one without a status, is not a trial.
+RESULT_STATUSES = (names.SOLVED, names.UNSOLVED, names.DIVERGED)
+N_SOLVED, N_RUNS = "n_solved", "n_runs"
+# share of result runs solved at a point, with its Wilson 95% interval (`wilson_interval`)
+SOLVE_RATE, SOLVE_RATE_LOW, SOLVE_RATE_HIGH = "solve_rate", "solve_rate_low", "solve_rate_high"
+SOLVE_RATE_COLUMNS = (N_SOLVED, N_RUNS, SOLVE_RATE, SOLVE_RATE_LOW, SOLVE_RATE_HIGH)
+WILSON_TEXT = ("solve rate = solved / result runs (solved, unsolved or diverged; failed, killed "
+               "and unfinished jobs are not trials); error bars: the Wilson 95% score "
+               "interval, which is never empty at 0 of n or n of n (0 of 3 gives [0, 0.56], "
+               "3 of 3 [0.44, 1]), unlike the normal approximation")
+
+
+def solve_rates(runs: pd.DataFrame, group: Sequence[str]) -> pd.DataFrame:
+    """Per group of result runs: solved, runs, solve rate and its Wilson 95% interval.
+
+    Columns `*group, *SOLVE_RATE_COLUMNS`, groups in sort order; a group with no result run
+    has no row.
+    """
+    results = runs[runs[names.STATUS].isin(RESULT_STATUSES)].dropna(subset=list(group))
+    if results.empty:
+        return pd.DataFrame(columns=[*group, *SOLVE_RATE_COLUMNS])
+    table = (results.groupby(list(group), sort=True)
+             .agg(**{N_SOLVED: (names.STATUS, lambda s: int((s == names.SOLVED).sum())),
+                     N_RUNS: (names.STATUS, "count")}).reset_index())
+    bounds = [wilson_interval(int(k), int(n))
+              for k, n in zip(table[N_SOLVED], table[N_RUNS], strict=True)]
+    table[SOLVE_RATE] = table[N_SOLVED] / table[N_RUNS]
+    table[SOLVE_RATE_LOW] = [low for low, _ in bounds]
+    table[SOLVE_RATE_HIGH] = [high for _, high in bounds]
+    return table[[*group, *SOLVE_RATE_COLUMNS]]
+
+
 def mean_ci(frame: pd.DataFrame, group: Sequence[str], value: str,
             bounds: tuple[float | None, float | None] = (None, None)) -> pd.DataFrame:
     """Per group: mean, sample std, Student-t 95% CI of the mean, and n of `value`.
@@ -240,17 +272,20 @@ def summary_markdown(
     findings_md: str,
     headline_md: str = "",
     frontier_md: str = "",
+    banner_md: str = "",
 ) -> str:
     """The text of summary.md: nothing time-dependent, so a rebuild gives the same bytes.
 
     `headline_md` (a few computed sentences per task) opens it, under the title; then
     `overview_md` (which holds the counts by status), `frontier_md` (the frontier section,
-    "" without a frontier sweep) and `findings_md`.
+    "" without a frontier sweep) and `findings_md`. `banner_md` (a warning, such as runs
+    pooled on purpose) comes first of all, as a quote.
     """
     acc_header, acc_rows = accuracy_display(accuracy)
     parts = [
         f"# Report: {experiment}",
         "",
+        *([f"> **{banner_md}**", ""] if banner_md else []),
         *([headline_md.rstrip("\n"), ""] if headline_md else []),
         f"- experiment: `{experiment}`",
         f"- MLflow UI: `mlflow ui --backend-store-uri {tracking_uri}`",
