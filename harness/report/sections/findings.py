@@ -1,0 +1,21 @@
+"""Findings: short computed sentences, one kind of sentence per group of configurations."""
+
+from __future__ import annotations
+
+from markupsafe import Markup
+
+from harness import names
+from harness.report.inputs import Inputs
+from harness.report.registry import Block, Items, Section, Text
+
+
+def blocks(r: Inputs) -> list[Block]:
+    return [
+        Text(Markup('Computed from the runs; "solved at a gap" means every seed of the '
+                    "configuration ended <code>{}</code> there.").format(names.SOLVED), "meta"),
+        Items([f.text for f in r.found]),
+    ]
+
+
+SECTION = Section(id="findings", heading="Findings", toc="Findings", figures=(),
+                  blocks=blocks)

@@ -1,0 +1,92 @@
+"""The report as a registry of figures: one object per figure, one module per section, a page
+that loops over sections. Built on test_report's store (known answers there)."""
+
+from __future__ import annotations
+
+import base64
+import html as html_
+import pkgutil
+import re
+from pathlib import Path
+
+import pytest
+from test_report import EXPERIMENT, store  # noqa: F401  (its module-scoped store fixture)
+
+from harness.report import build_report, sections
+from harness.report.registry import Figure, Section, figure_ids
+from harness.report.sections import FIGURES, SECTIONS
+
+TEMPLATES = Path(sections.__file__).parents[1] / "templates"
+
+
+@pytest.fixture(scope="module")
+def report(store: str, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
+    return build_report(EXPERIMENT, store, tmp_path_factory.mktemp("registry"), workers=1)
+
+
+def test_one_module_per_section_in_page_order() -> None:
+    modules = {m.name for m in pkgutil.iter_modules(sections.__path__)}
+    assert modules == {s.id for s in SECTIONS}
+    assert [s.id for s in SECTIONS] == ["overview", "scorecard", "frontier", "findings",
+                                        "accuracy", "solved", "gradients", "clipping", "runs"]
+    for section in SECTIONS:
+        module = getattr(sections, section.id)
+        assert module.SECTION is section
+        assert all(fig.section == section.id for fig in section.figures)
+
+
+def test_every_figure_is_registered_once() -> None:
+    ids = figure_ids(SECTIONS)
+    assert len(ids) == len(set(ids)) == len(FIGURES) == 14
+    fig = FIGURES[0]
+    twice = Section(id=fig.section, heading="x", toc="x", figures=(fig, fig),
+                    blocks=lambda r: [])
+    with pytest.raises(ValueError, match="registered twice"):
+        figure_ids([twice])
+    wrong = Section(id=fig.section, heading="x", toc="x",
+                    figures=(fig, Figure(**{**fig.__dict__, "section": "elsewhere"})),
+                    blocks=lambda r: [])
+    with pytest.raises(ValueError, match="says section elsewhere"):
+        figure_ids([wrong])
+
+
+def test_templates_have_no_code_for_any_one_figure() -> None:
+    pages = [TEMPLATES / "index.html", *(TEMPLATES / "sections").glob("*.html")]
+    text = "\n".join(p.read_text() for p in pages)  # compare.html is another page
+    for fig in FIGURES:
+        assert fig.png not in text, fig.id
+        for csv in fig.csvs:
+            assert csv not in text, csv
+
+
+def test_page_shows_each_drawn_figure_with_its_caption_and_data(report: Path) -> None:
+    page = report.read_text()
+    folder = report.parent
+    drawn = {p.name for p in folder.glob("*.png")}
+    assert drawn == {f.png for f in FIGURES} - {
+        "accuracy_by_gap_variable.png",  # no variable-gap run
+        "frontier.png", "frontier_gradients.png"}  # no frontier sweep
+    for fig in FIGURES:
+        if fig.png not in drawn:
+            continue
+        uri = base64.b64encode((folder / fig.png).read_bytes()).decode()
+        at = page.index(f'src="data:image/png;base64,{uri}"')
+        # In its own section: the last <h2> before it is the figure's section.
+        section = re.findall(r'<h2 id="([a-z]+)">', page[:at])[-1]
+        assert section == fig.section, fig.id
+        heading = page[page.rfind("<h3>", 0, at):at]
+        assert heading.startswith(f"<h3>{html_.escape(fig.title, quote=False)}</h3>"), fig.id
+        caption = html_.unescape(page[at:page.index("</figcaption>", at)])
+        assert isinstance(fig.caption, str) and fig.caption in caption, fig.id
+        for csv in fig.csvs:
+            assert f"<code>{csv}</code>" in caption and (folder / csv).is_file(), csv
+
+
+def test_sections_are_numbered_in_order_and_absent_ones_left_out(report: Path) -> None:
+    page = report.read_text()
+    found = re.findall(r'<h2 id="([a-z]+)">(\d+) ', page)
+    assert found == [(sid, str(i)) for i, sid in enumerate(
+        ["overview", "findings", "accuracy", "solved", "gradients", "clipping", "runs"],
+        start=1)]
+    toc = re.search(r'<nav class="toc">(.*?)</nav>', page).group(1)
+    assert re.findall(r'href="#([a-z]+)"', toc) == [sid for sid, _ in found]
