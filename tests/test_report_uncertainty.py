@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from harness import names
 from harness.report import tables
 from harness.report.figures import SEED_POINTS_MAX, ci_lines
-from harness.report.load import LABEL
+from harness.report.load import LABEL, RUN_ID
 
 
 @pytest.mark.parametrize(("k", "n", "low", "high"), [
@@ -114,3 +114,37 @@ def test_solve_rates_without_a_result_run_are_empty() -> None:
                          names.STATUS: [names.FAILED]})
     table = tables.solve_rates(runs, [names.TASK_LABEL, LABEL, names.GAP])
     assert table.empty and list(table.columns)[-5:] == list(tables.SOLVE_RATE_COLUMNS)
+
+
+@pytest.mark.parametrize("n_seeds", [1, 2])
+def test_no_t_band_with_fewer_than_three_seeds(n_seeds: int) -> None:
+    """A Student-t interval over one or two values is never drawn: each seed is a dot."""
+    bands, dots = _draw(n_seeds)
+    assert bands == 0
+    assert dots == 2 * n_seeds
+
+
+def _bands(fig: Figure) -> int:
+    """fill_between bands drawn anywhere in the figure (heatmaps draw none: QuadMesh)."""
+    return sum(isinstance(c, PolyCollection) for ax in fig.axes for c in ax.collections)
+
+
+def test_variable_gap_accuracy_has_no_band_with_two_runs(tmp_path, monkeypatch) -> None:
+    """Two runs per gap bin: every run's accuracy a dot, no t band (one was drawn at every n)."""
+    from harness.report import gap_figures
+
+    runs = pd.DataFrame({RUN_ID: ["r0", "r1"], names.TASK_LABEL: ["copy"] * 2,
+                         LABEL: ["a"] * 2, names.CHANCE_ACCURACY: [0.1] * 2})
+    raw = pd.DataFrame({RUN_ID: ["r0", "r0", "r1", "r1"], "gap": [10, 20, 10, 20],
+                        "eval_accuracy": [1.0, 0.5, 0.8, 0.1],
+                        gap_figures.SEQUENCES: [50, 50, 50, 50]})
+    table = gap_figures.eval_by_gap_table(runs, raw)
+    assert table[tables.N].tolist() == [2, 2]
+    drawn: list[Figure] = []
+    monkeypatch.setattr(gap_figures, "save_png", lambda fig, path: drawn.append(fig))
+    gap_figures.eval_by_gap(table, raw, runs, {"a": "red"}, {"a": "o"}, "x", tmp_path / "v.png")
+    assert _bands(drawn[0]) == 0
+    (ax,) = [a for a in drawn[0].axes if a.get_visible()]
+    dots = sorted(tuple(map(float, p)) for c in ax.collections
+                  if isinstance(c, PathCollection) for p in c.get_offsets())
+    assert dots == [(10.0, 0.8), (10.0, 1.0), (20.0, 0.1), (20.0, 0.5)]

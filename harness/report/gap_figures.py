@@ -291,27 +291,44 @@ def clip_heatmaps(runs: pd.DataFrame, experiment: str, path: Path) -> pd.DataFra
     return table
 
 
-def eval_by_gap_table(runs: pd.DataFrame, by_gap: pd.DataFrame) -> pd.DataFrame:
-    """Per (task, label, gap bin): mean over runs of each run's accuracy in that bin, 95% CI."""
+def eval_by_gap_points(runs: pd.DataFrame, by_gap: pd.DataFrame) -> pd.DataFrame:
+    """Each run's accuracy in each gap bin of its eval_by_gap.csv, with its task and label."""
     data = by_gap.merge(runs[[RUN_ID, names.TASK_LABEL, LABEL]], on=RUN_ID, how="inner")
     data = data.dropna(subset=[names.TASK_LABEL, "gap", "eval_accuracy"])
-    data = data.rename(columns={"gap": BIN})
+    return data.rename(columns={"gap": BIN})
+
+
+def eval_by_gap_table(runs: pd.DataFrame, by_gap: pd.DataFrame) -> pd.DataFrame:
+    """Per (task, label, gap bin): mean over runs of each run's accuracy in that bin, 95% CI."""
+    data = eval_by_gap_points(runs, by_gap)
     table = tables.mean_ci(data, [names.TASK_LABEL, LABEL, BIN], "eval_accuracy",
                            tables.ACCURACY_BOUNDS)
     seqs = data.groupby([names.TASK_LABEL, LABEL, BIN], sort=True)[SEQUENCES].sum().reset_index()
     return table.merge(seqs, on=[names.TASK_LABEL, LABEL, BIN], how="left")
 
 
-def eval_by_gap(table: pd.DataFrame, runs: pd.DataFrame, colors: dict[str, str],
-                markers: dict[str, str], experiment: str, path: Path) -> None:
-    """Accuracy at the final evaluation by each sequence's gap, within variable-gap runs."""
+# The rule of a line over runs rather than seeds (several runs may share a seed).
+RUNS_UNCERTAINTY_TEXT = (f"line: mean over runs; with ≤{tables.SEED_POINTS_MAX} runs at a point "
+                         "every run is a dot and no band is drawn; with more, band: Student-t "
+                         "95% CI, clipped to the quantity's range")
+
+
+def eval_by_gap(table: pd.DataFrame, by_gap: pd.DataFrame, runs: pd.DataFrame,
+                colors: dict[str, str], markers: dict[str, str], experiment: str,
+                path: Path) -> None:
+    """Accuracy at the final evaluation by each sequence's gap, within variable-gap runs.
+
+    `table` is `eval_by_gap_table(runs, by_gap)`; each run's own value (from `by_gap`) is a
+    dot where a bin has few runs (`figures.ci_lines`), never a t band over one or two."""
+    points = eval_by_gap_points(runs, by_gap)
     tasks = sorted(table[names.TASK_LABEL].unique())
     fig, axes = _task_panels(tasks)
     seen: set[str] = set()
     for ax, task in zip(axes, tasks, strict=False):
         panel = table[table[names.TASK_LABEL] == task]
-        # No per-run values here (only the table): the band is kept at every n, clipped.
-        seen.update(ci_lines(ax, panel, BIN, colors, markers, n="_every_n"))
+        seen.update(ci_lines(ax, panel, BIN, colors, markers,
+                             raw=points[points[names.TASK_LABEL] == task],
+                             value="eval_accuracy"))
         chance = runs.loc[runs[names.TASK_LABEL] == task, names.CHANCE_ACCURACY].dropna()
         if len(chance):
             ax.axhline(float(chance.mean()), **CHANCE_STYLE)
@@ -322,8 +339,9 @@ def eval_by_gap(table: pd.DataFrame, runs: pd.DataFrame, colors: dict[str, str],
         ax.grid(True, alpha=0.3)
     for ax in axes[len(tasks):]:
         ax.set_visible(False)
-    fig.suptitle(f"{experiment}: accuracy by gap within variable-gap runs\nmean over runs, "
-                 "band: Student-t 95% CI clipped to [0, 1]")
+    fig.suptitle(f"{experiment}: accuracy by gap within variable-gap runs\n"
+                 f"mean over runs; ≤{tables.SEED_POINTS_MAX} runs: every run a dot, no band; "
+                 "more: Student-t 95% CI band clipped to [0, 1]")
     _legend(fig, sorted(seen), colors, markers,
             [Line2D([], [], **CHANCE_STYLE, label=CHANCE_HANDLE_LABEL)])
     save_png(fig, path)

@@ -45,7 +45,7 @@ NORMALIZED_LOSS = Figure(
 def _by_gap(r: Inputs) -> Plot:
     if r.by_gap.empty:
         return not_drawn()  # no variable-gap runs: nothing to say
-    return Plot(args=(r.by_gap, r.runs, *r.style),
+    return Plot(args=(r.by_gap, r.reads.by_gap_raw, r.runs, *r.style),
                 csvs=((EVAL_BY_GAP_CSV, r.by_gap),))
 
 
@@ -53,8 +53,7 @@ EVAL_BY_GAP = Figure(
     id="accuracy_by_gap_variable", section="accuracy",
     title="Accuracy by gap within variable-gap runs",
     caption=f"From each run's {names.EVAL_BY_GAP_ARTIFACT}: accuracy at the final evaluation "
-    "for the sequences of each gap, mean over runs with a Student-t 95% CI band clipped to "
-    "[0, 1].",
+    f"for the sequences of each gap; {gap_figures.RUNS_UNCERTAINTY_TEXT} ([0, 1]).",
     csvs=(EVAL_BY_GAP_CSV,), data=_by_gap, draw=gap_figures.eval_by_gap)
 
 
