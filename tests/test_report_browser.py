@@ -19,6 +19,7 @@ import pytest
 from test_report_findings import A, store  # noqa: F401  (its module-scoped store fixture)
 
 from harness.report import build_report
+from harness.report.sections import FIGURES, SECTIONS
 
 BROWSERS = ("chromium", "chromium-browser")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -70,9 +71,19 @@ def test_report_renders_in_chromium(chromium: str, store: str,  # noqa: F811
     data = shot.read_bytes()
     assert data.startswith(PNG_MAGIC) and len(data) > 10_000  # a real page, not a blank
 
-    attrs = _checked(chromium, url, tmp_path / "profile-2")
+    attrs, dom = _checked(chromium, url, tmp_path / "profile-2")
     n_images = index.read_text().count('<img src="data:image/png;base64,')
     assert n_images >= 10
+    # Every section of the registry this experiment has, in page order, each drawn figure
+    # under its own section's heading, as the browser built the page.
+    ids = re.findall(r'<h2 id="([a-z]+)">', dom)
+    assert ids == [s.id for s in SECTIONS if s.id in ids]
+    assert {"overview", "findings", "accuracy", "solved", "gradients", "runs"} <= set(ids)
+    pngs = {p.name for p in index.parent.glob("*.png")}
+    for fig in FIGURES:
+        if fig.png in pngs:
+            at = dom.index(f'alt="{fig.title}"')
+            assert re.findall(r'<h2 id="([a-z]+)">', dom[:at])[-1] == fig.section, fig.id
     assert attrs["images"] == str(n_images)
     assert attrs["images-broken"] == "0"
     assert attrs["script-errors"] == "0"
@@ -82,17 +93,18 @@ def test_report_renders_in_chromium(chromium: str, store: str,  # noqa: F811
     broken.write_text(index.read_text().replace(
         "</main>", '<img src="data:image/png;base64,AAAA" alt="x">'
                    "<script>notAFunction();</script></main>"))
-    attrs = _checked(chromium, broken.resolve().as_uri(), tmp_path / "profile-3")
+    attrs, _ = _checked(chromium, broken.resolve().as_uri(), tmp_path / "profile-3")
     assert attrs["images"] == str(n_images + 1)
     assert attrs["images-broken"] == "1" and attrs["script-errors"] == "1"
 
 
-def _checked(chromium: str, url: str, profile: Path) -> dict[str, str]:
-    """The data-* attributes the page's load check wrote on <body>, read from Chromium's DOM."""
+def _checked(chromium: str, url: str, profile: Path) -> tuple[dict[str, str], str]:
+    """The data-* attributes the page's load check wrote on <body>, read from Chromium's DOM,
+    and that DOM."""
     dom = subprocess.run([*_headless(chromium, profile), "--dump-dom", url],
                          capture_output=True, text=True, timeout=180, check=True).stdout
     body = re.search(r"<body([^>]*)>", dom)
     assert body is not None, dom[:500]
     attrs = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', body.group(1)))
     assert attrs.get("checked") == "true", f"the page's load check did not run: {attrs}"
-    return attrs
+    return attrs, dom
