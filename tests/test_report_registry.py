@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from test_report import EXPERIMENT, store  # noqa: F401  (its module-scoped store fixture)
 
+from harness import names
 from harness.report import build_report, sections
 from harness.report.registry import Figure, Section, figure_ids
 from harness.report.sections import FIGURES, SECTIONS
@@ -90,3 +91,32 @@ def test_sections_are_numbered_in_order_and_absent_ones_left_out(report: Path) -
         start=1)]
     toc = re.search(r'<nav class="toc">(.*?)</nav>', page).group(1)
     assert re.findall(r'href="#([a-z]+)"', toc) == [sid for sid, _ in found]
+
+
+def test_no_figure_draws_a_band_over_two_seeds(store: str, tmp_path: Path,  # noqa: F811
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store has at most 2 seeds at every point: every registered figure, drawn from the
+    report's inputs, shows seeds as dots, with no band (fill_between) and no error bar."""
+    from matplotlib.collections import LineCollection, PolyCollection
+    from matplotlib.figure import Figure as MplFigure
+
+    from harness.report import inputs
+
+    r = inputs.Inputs(EXPERIMENT, store, inputs.read(EXPERIMENT, store))
+    assert r.runs.groupby([names.TASK_LABEL, "label", names.GAP])[names.SEED].nunique().max() == 2
+    drawn: list[MplFigure] = []
+    monkeypatch.setattr(MplFigure, "savefig", lambda fig, *a, **k: drawn.append(fig))
+    for fig in FIGURES:
+        plot = fig.data(r)
+        if not plot.drawn:
+            continue
+        drawn.clear()
+        fig.draw(*plot.args, tmp_path / fig.png)
+        (canvas,) = drawn
+        bands = [c for ax in canvas.axes for c in ax.collections if isinstance(c, PolyCollection)]
+        assert not bands, fig.id
+        if fig.id != "solve_rate_vs_gap":  # Wilson intervals: fine at any n
+            for ax in canvas.axes:
+                spans = [s for c in ax.collections if isinstance(c, LineCollection)
+                         for s in c.get_segments() if len(s) and abs(s[0][1] - s[-1][1]) > 0]
+                assert not spans, fig.id

@@ -262,8 +262,10 @@ def grad_norm_over_training(norms: pd.DataFrame, clip_points: pd.DataFrame,
         table = tables.mean_ci(data, [g.MODEL_ACTIVATION, names.CLIP_THRESHOLD],
                                names.CLIP_RATE_TOTAL, tables.ACCURACY_BOUNDS)
         for i, (model_act, line) in enumerate(table.groupby(g.MODEL_ACTIVATION, sort=True)):
-            low = (line[tables.MEAN] - line[tables.CI_LOW]).fillna(0.0)
-            high = (line[tables.CI_HIGH] - line[tables.MEAN]).fillna(0.0)
+            # No t interval over few runs (SEED_POINTS_MAX or fewer): their dots show instead.
+            many = line[tables.N] > tables.SEED_POINTS_MAX
+            low = (line[tables.MEAN] - line[tables.CI_LOW]).where(many).fillna(0.0)
+            high = (line[tables.CI_HIGH] - line[tables.MEAN]).where(many).fillna(0.0)
             ax.errorbar(line[names.CLIP_THRESHOLD], line[tables.MEAN], yerr=[low, high],
                         color="0.45", ls=_BLOCK_STYLES[i % len(_BLOCK_STYLES)][0], capsize=3,
                         label=str(model_act))
@@ -271,6 +273,10 @@ def grad_norm_over_training(norms: pd.DataFrame, clip_points: pd.DataFrame,
         means = data.groupby([LABEL, names.CLIP_THRESHOLD], sort=True)[names.CLIP_RATE_TOTAL]
         for (label, threshold), values in means:
             seen.add(str(label))
+            if len(values) <= tables.SEED_POINTS_MAX:
+                ax.scatter(np.full(len(values), threshold), values.to_numpy(dtype=float),
+                           color=colors[str(label)], marker=markers[str(label)], s=12,
+                           alpha=0.55, lw=0, zorder=2)
             ax.scatter([threshold], [values.mean()], color=colors[str(label)],
                        marker=markers[str(label)], s=42, zorder=3, edgecolors="0.2",
                        linewidths=0.5)
@@ -282,8 +288,8 @@ def grad_norm_over_training(norms: pd.DataFrame, clip_points: pd.DataFrame,
         ax.grid(True, alpha=0.3)
     _hide_rest(bottom_axes, len(clip_panels), "no clipping in this experiment")
     bottom.suptitle("share of training steps where clipping fired vs clipping threshold\n"
-                    "(mean, error bars: Student-t 95% CI clipped to [0, 1]), "
-                    "largest clipped gap")
+                    f"(mean; ≤{tables.SEED_POINTS_MAX} runs: every run a dot, no error bar; "
+                    "more: Student-t 95% CI clipped to [0, 1]), largest clipped gap")
     fig.suptitle(f"{experiment}: gradient norms and clipping")
     extra = ([Line2D([], [], **THRESHOLD_STYLE, label="norm-clipping threshold")]
              if drew_threshold else [])
@@ -316,9 +322,12 @@ def spectral_radius(table: pd.DataFrame, runs: pd.DataFrame, colors: dict[str, s
             ls, marker = _BLOCK_STYLES[i % len(_BLOCK_STYLES)]
             ax.plot(line[STEP], line[g.SR_MEAN], color=color, ls=ls, marker=marker, ms=4,
                     lw=1.5, markevery=max(len(line) // 8, 1), label=_block_label(model, block))
-            std = line[g.SR_STD].fillna(0.0)
-            ax.fill_between(line[STEP], line[g.SR_MEAN] - std, line[g.SR_MEAN] + std,
-                            color=color, alpha=0.12, lw=0)
+            # ± one std only over more than SEED_POINTS_MAX runs; a radius is never below 0.
+            band = line[line[g.N_RUNS] > tables.SEED_POINTS_MAX]
+            if len(band):
+                std = band[g.SR_STD].fillna(0.0)
+                ax.fill_between(band[STEP], (band[g.SR_MEAN] - std).clip(lower=0.0),
+                                band[g.SR_MEAN] + std, color=color, alpha=0.12, lw=0)
         ax.axhline(1.0, **REFERENCE_STYLE, label="radius 1")
         ax.legend(title="gate block of W_hh", fontsize=8, title_fontsize=8, ncols=2,
                   loc="upper center", bbox_to_anchor=(0.5, -0.2))
@@ -329,7 +338,8 @@ def spectral_radius(table: pd.DataFrame, runs: pd.DataFrame, colors: dict[str, s
         ax.grid(True, alpha=0.3)
     _hide_rest(axes, len(panels), "no spectral radius logged")
     fig.suptitle(f"{experiment}: spectral radius of each gate block of W_hh over training\n"
-                 "last layer, largest gap, mean over seeds ± std")
+                 f"last layer, largest gap, mean over seeds; band ± std (≥ 0) only with more "
+                 f"than {tables.SEED_POINTS_MAX} seeds")
     if panels:
         _legend(fig, sorted({str(lab) for _, lab in panels}), colors, markers, [])
     save_png(fig, path)

@@ -72,7 +72,8 @@ NORMS = Figure(
     caption="Top: the global gradient norm before clipping (window mean) over training, one "
     "line per seed at each configuration's largest gap, with the norm-clipping threshold "
     "dashed; bottom: the final share of training steps where clipping fired against the "
-    "clipping threshold, at the largest clipped gap (error bars: Student-t 95% CI clipped to "
+    "clipping threshold, at the largest clipped gap (with ≤5 runs at a threshold every run "
+    "is a dot and no error bar is drawn; with more, error bars: Student-t 95% CI clipped to "
     "[0, 1]).",
     csvs=(GRAD_NORM_CSV, CLIP_RATE_CSV), data=_norm_data,
     draw=grad_figures.grad_norm_over_training, weight=10)
@@ -81,7 +82,8 @@ SPECTRAL = Figure(
     id="spectral_radius", section="gradients", title="Spectral radius of W_hh over training",
     caption="The spectral radius (largest |eigenvalue|) of each gate block of the last "
     "layer's recurrent matrix W_hh over training, mean over seeds at each configuration's "
-    "largest gap; the dotted line marks radius 1.",
+    "largest gap; the dotted line marks radius 1; a band of ± one std (floored at 0) only "
+    "where more than 5 seeds are pooled.",
     csvs=(SPECTRAL_CSV,),
     data=lambda r: Plot(args=(r.spectral, r.runs, *r.style), csvs=((SPECTRAL_CSV, r.spectral),),
                         note="No run logged a spectral radius" if r.spectral.empty else ""),
