@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.batched_kernels import ACTIVATION_CODES, BACKENDS, CELL_CODES, SequenceLayer, kernels
+from harness.cells import BATCHED
 from harness.clipping import MODES, TOLERANCE, ClippingError, ClipResult
 from harness.loop import StepAudit
 from harness.models import ACTIVATIONS, RecurrentModel
@@ -55,13 +56,11 @@ from harness.optimizers import StackedOptimizer
 from harness.schema import ClipConfig, OptimConfig
 from tasks import Batch, Task
 
-BATCHED_CELLS = ("rnn", "lstm", "gru")  # the cells BatchedModel computes
-
 
 def unbatchable(cell: str, activation: str, bidirectional: bool) -> str | None:
     """Why a model cannot be trained as a batched member (None: it can)."""
-    if cell not in BATCHED_CELLS:
-        return f"model {cell!r} is not batched (only {', '.join(BATCHED_CELLS)})"
+    if cell not in BATCHED:
+        return f"model {cell!r} is not batched (only {', '.join(BATCHED)})"
     if activation not in ACTIVATIONS:
         return f"activation {activation!r} has learned parameters; not batched"
     if bidirectional:
@@ -103,7 +102,7 @@ class BatchedModel(nn.Module):
             if (member.cell, member.hidden_size, member.num_layers,
                     member.readout.weight.shape) != shape:
                 raise ValueError(f"batched: members differ in shape {shape}")
-            if member.cell not in BATCHED_CELLS or member.activation not in ACTIVATIONS:
+            if member.cell not in BATCHED or member.activation not in ACTIVATIONS:
                 raise ValueError(f"batched: {member.cell} with activation "
                                  f"{member.activation!r} is not batched")
             if member.bidirectional:

@@ -47,6 +47,7 @@ import torch
 from torch import Tensor
 
 from harness import names
+from harness.cells import CELLS
 from harness.models import RecurrentModel, Unrolled
 from tasks import Batch, Task
 
@@ -188,7 +189,7 @@ def spectral_metrics(model: RecurrentModel) -> dict[str, float]:
     """Spectral radius and largest singular value of each H x H gate block of every W_hh,
     of every layer and direction (`spectral_radius_l0_reverse_f` for the backward one)."""
     metrics = {}
-    blocks = names.GATE_BLOCKS[model.cell]
+    blocks = CELLS[model.cell].blocks
     with torch.no_grad():
         for layer, reverse, w_hh in model.recurrent_matrices():
             for block, matrix in zip(blocks, w_hh.double().split(model.hidden_size, dim=0),
@@ -207,7 +208,5 @@ def gate_metrics(cell: str, gates: list[Tensor]) -> dict[str, float]:
         return {}
     values = torch.stack([g.detach() for g in gates])
     saturated = ((values < SATURATED_LOW) | (values > SATURATED_HIGH)).double().mean()
-    mean_key, saturated_key = ((names.FORGET_GATE_MEAN, names.FORGET_GATE_SATURATED)
-                               if cell == "lstm" else
-                               (names.UPDATE_GATE_MEAN, names.UPDATE_GATE_SATURATED))
+    mean_key, saturated_key = CELLS[cell].keep_metrics  # type: ignore[misc]
     return {mean_key: float(values.mean()), saturated_key: float(saturated)}

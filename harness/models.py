@@ -35,13 +35,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import orthogonal
 
+from harness.cells import CELLS, VANILLA
+
 if TYPE_CHECKING:
     from harness.schema import ModelConfig  # schema imports this module's names
     from tasks import Task
 
-GATES = {"rnn": 1, "orth_rnn": 1, "lstm": 4, "gru": 3}
-FUSED = {"rnn": nn.RNN, "orth_rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
-VANILLA = ("rnn", "orth_rnn")
+GATES = {name: len(cell.gates) for name, cell in CELLS.items()}  # W_hh's H x H row blocks
 FUSED_ACTIVATIONS = ("tanh", "relu")  # what nn.RNN's `nonlinearity` offers
 LEAKY_SLOPE = 0.01  # torch's default negative slope
 MODRELU_BIAS_INIT = 0.01  # modReLU bias ~ U(-0.01, 0.01), as in expRNN (Lezcano-Casado 2019)
@@ -96,8 +96,8 @@ class RecurrentModel(nn.Module):
         """`chrono_t_max`: chrono-initialize the gate biases for dependencies up to that many
         steps (LSTM, GRU; Tallec & Ollivier 2018); the caller takes it from the task."""
         super().__init__()
-        if cell not in FUSED:
-            raise ValueError(f"model.name: unknown cell {cell!r}; choose one of {list(FUSED)}")
+        if cell not in CELLS:
+            raise ValueError(f"model.name: unknown cell {cell!r}; choose one of {list(CELLS)}")
         if activation not in ACTIVATION_NAMES or (cell not in VANILLA and activation != "tanh"):
             raise ValueError(f"model.activation: {activation!r} is not available for {cell}")
         self.cell = cell
@@ -110,7 +110,7 @@ class RecurrentModel(nn.Module):
         # init); its own tanh is then never used.
         self.fused = cell not in VANILLA or activation in FUSED_ACTIVATIONS
         extra = {"nonlinearity": activation if self.fused else "tanh"} if cell in VANILLA else {}
-        self.rnn = FUSED[cell](input_size, hidden_size, num_layers, batch_first=True,
+        self.rnn = CELLS[cell].fused(input_size, hidden_size, num_layers, batch_first=True,
                                bidirectional=bidirectional, **extra)
         if activation == "modrelu":
             self.modrelu_bias = nn.ParameterList(
@@ -247,7 +247,7 @@ def initialize(model: RecurrentModel, init: str, forget_bias: float) -> None:
         raise ValueError(f"model.init: unknown {init!r}; choose {'|'.join(INITS)}")
     if init == "identity" and model.cell not in VANILLA:
         raise ValueError("model.init: identity (IRNN) applies to model=rnn or orth_rnn only")
-    hidden = model.hidden_size
+    hidden, spec = model.hidden_size, CELLS[model.cell]
     for layer in range(model.num_layers):
         for reverse in model.directions:
             _, w_hh, b_ih, b_hh = model.layer_weights(layer, reverse)
@@ -258,10 +258,11 @@ def initialize(model: RecurrentModel, init: str, forget_bias: float) -> None:
                 w_hh.copy_(torch.eye(hidden))
                 b_ih.zero_()
                 b_hh.zero_()
-            if model.cell == "lstm":
+            if spec.forget_bias:
                 # torch adds b_ih and b_hh; put the whole forget bias in one of them.
-                b_ih[hidden:2 * hidden] = forget_bias
-                b_hh[hidden:2 * hidden] = 0.0
+                keep = spec.block(spec.keep_gate)  # type: ignore[arg-type]
+                b_ih[keep * hidden:(keep + 1) * hidden] = forget_bias
+                b_hh[keep * hidden:(keep + 1) * hidden] = 0.0
 
 
 @torch.no_grad()
@@ -274,13 +275,15 @@ def chrono_initialize(model: RecurrentModel, t_max: int) -> None:
     (the paper writes the GRU with z and 1 - z the other way round, hence its minus sign).
     Draws from torch's global RNG, seeded per run. The whole bias goes into b_ih.
     """
-    if model.cell not in ("lstm", "gru"):
-        raise ValueError(f"model.chrono: applies to lstm and gru, not {model.cell}")
+    spec = CELLS[model.cell]
+    if spec.keep_gate is None:
+        raise ValueError(f"model.chrono: applies to gated cells (a keep gate), not {model.cell}")
     if t_max < 3:
         raise ValueError(f"model.chrono: needs T_max >= 3 (u ~ U(1, T_max - 1)), got {t_max}")
     hidden = model.hidden_size
     # (block index of the keep gate, of the gate set to its negative or None)
-    keep, opposite = (1, 0) if model.cell == "lstm" else (1, None)
+    keep = spec.block(spec.keep_gate)
+    opposite = None if spec.chrono_opposite is None else spec.block(spec.chrono_opposite)
     for layer in range(model.num_layers):
         for reverse in model.directions:
             _, _, b_ih, b_hh = model.layer_weights(layer, reverse)

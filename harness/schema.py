@@ -23,6 +23,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 import tasks
+from harness.cells import CELLS, VANILLA
 from tasks import ParameterError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -33,11 +34,8 @@ class ConfigError(ValueError):
     """A config value is out of range; the message starts with the field's full key."""
 
 
-class ModelName(StrEnum):
-    rnn = "rnn"
-    orth_rnn = "orth_rnn"  # vanilla RNN with W_hh constrained orthogonal
-    lstm = "lstm"
-    gru = "gru"
+# The `model.name` choices: the cells of harness/cells.py
+ModelName = StrEnum("ModelName", {name: name for name in CELLS})  # type: ignore[misc]
 
 
 class Activation(StrEnum):
@@ -99,15 +97,16 @@ class ModelConfig:
     chrono_t_max: int = 0
 
     def validate(self) -> None:
-        vanilla = self.name in (ModelName.rnn, ModelName.orth_rnn)
+        cell = CELLS[self.name.value]
+        vanilla = cell.vanilla
         _check(self.hidden_size >= 1, "hidden_size", f"must be >= 1, got {self.hidden_size}")
         _check(self.num_layers >= 1, "num_layers", f"must be >= 1, got {self.num_layers}")
         _check(vanilla or self.activation == Activation.tanh, "activation",
                f"{self.name.value} is tanh-only in torch; set model.activation=tanh")
         _check(self.init != Init.identity or vanilla, "init",
-               "identity (IRNN) applies to model=rnn or orth_rnn only")
-        _check(not self.chrono or not vanilla, "chrono",
-               f"applies to lstm and gru (gate biases), not {self.name.value}")
+               f"identity (IRNN) applies to the vanilla cells only: {', '.join(VANILLA)}")
+        _check(not self.chrono or cell.keep_gate is not None, "chrono",
+               f"applies to gated cells (their keep gate's bias), not {self.name.value}")
         _check(self.chrono_t_max == 0 or self.chrono_t_max >= 3, "chrono_t_max",
                f"must be 0 (the task's sequence length) or >= 3, got {self.chrono_t_max}")
         _check(self.chrono_t_max == 0 or self.chrono, "chrono_t_max",

@@ -1,19 +1,18 @@
 """Sweeps through submitit: on a real single-node SLURM cluster started on this machine
-(tests/slurm_cluster.py), and with submitit's local executor; torch threads inside SLURM."""
+(tests/helpers/slurm.py), and with submitit's local executor; torch threads inside SLURM."""
 
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from helpers.cli import TINY, TRAIN, jobs_and_sweeps
+from helpers.slurm import slurm_cluster, why_not_available
 from mlflow.tracking import MlflowClient
-from slurm_cluster import slurm_cluster, why_not_available
-from test_sweep import TINY, jobs_and_sweeps
 
 from harness import names
 from harness.resources import cpu_count, torch_threads
@@ -29,7 +28,7 @@ def slurm_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
 
 
 def sweep_command(tmp_path: Path, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", "harness.train", "-m", *TINY,
+    return [*TRAIN, "-m", *TINY,
             f"tracking.uri=sqlite:///{tmp_path}/store/mlflow.db",
             f"report.out_dir={tmp_path}/reports", f"train.checkpoint_dir={tmp_path}/ckpt",
             "hydra.sweep.dir=sweep", *overrides]  # relative, as by default

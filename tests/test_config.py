@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers.cli import harness_train
 from omegaconf import DictConfig
 
 from harness.resources import cpu_count
@@ -64,11 +63,6 @@ def test_tracking_uri_must_be_a_store_uri(make_cfg: Callable[..., DictConfig], u
 def test_gated_models_refuse_relu(make_cfg: Callable[..., DictConfig]) -> None:
     with pytest.raises(ConfigError, match="^model.activation: "):
         validate(make_cfg("model=lstm", "model.activation=relu"))
-
-
-def harness_train(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness.train", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
 
 
 def test_cli_bad_value_exits_nonzero_with_one_line_and_creates_no_run(

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from helpers.cli import TRAIN
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -36,7 +36,7 @@ TINY = ["model.hidden_size=8", "train.steps=5", "train.batch_size=4", "train.eva
 
 def harness_train(tmp_path: Path, env: dict[str, str], *overrides: str,
                   multirun: bool = False) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "harness.train", *(["-m"] if multirun else []), *TINY,
+    command = [*TRAIN, *(["-m"] if multirun else []), *TINY,
                f"tracking.uri=sqlite:///{tmp_path}/store/mlflow.db",
                f"report.out_dir={tmp_path}/reports", f"train.checkpoint_dir={tmp_path}/ck",
                f"hydra.sweep.dir={tmp_path}/sweep", f"hydra.run.dir={tmp_path}/run",
@@ -265,7 +265,7 @@ def test_a_disk_that_fills_up_mid_sweep(tmp_path: Path, cli_env: dict[str, str])
     run on the full disk exits 1 with one line."""
     with small_filesystem(tmp_path / "small") as disk:
         uri = f"sqlite:///{disk}/store/mlflow.db"
-        command = [sys.executable, "-m", "harness.train", "-m", *TINY, "train.steps=300",
+        command = [*TRAIN, "-m", *TINY, "train.steps=300",
                    "train.eval_every=100", "train.log_every=5", "train.checkpoint_every=50",
                    f"tracking.uri={uri}", f"train.checkpoint_dir={disk}/ck",
                    f"hydra.sweep.dir={tmp_path}/sweep", "report.on_multirun_end=false",

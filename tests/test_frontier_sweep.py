@@ -8,10 +8,10 @@ import io
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers.cli import TRAIN
 from mlflow.tracking import MlflowClient
 
 from harness import names
@@ -32,7 +32,7 @@ EXPECTED = {  # configuration -> (gap_held, held k/n, gap_failed, probed levels)
 
 
 def command(tmp_path: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "harness.train", "-m", "hydra/sweeper=frontier", *TINY,
+    return [*TRAIN, "-m", "hydra/sweeper=frontier", *TINY,
             f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"hydra.sweep.dir={tmp_path}/sweep",
             f"train.checkpoint_dir={tmp_path}/ckpt", *extra]
 

@@ -7,8 +7,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
+from harness import cells
+from harness.batched import unbatchable
 from harness.models import RecurrentModel
+from harness.schema import PROJECT_ROOT, ModelName
 
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh"),
          ("orth_rnn", "tanh"), ("orth_rnn", "relu")]
@@ -185,3 +189,29 @@ def test_chrono_is_per_unit_and_seeded() -> None:
 def test_bad_model_arguments_raise(cell: str, activation: str, init: str, extra: dict) -> None:
     with pytest.raises(ValueError, match="model\\."):
         RecurrentModel(cell, 3, 2, 4, activation=activation, init=init, **extra)
+
+
+@pytest.mark.parametrize("name", list(cells.CELLS))
+def test_a_cell_is_one_spec_that_the_rest_derives_from(name: str) -> None:
+    """The config's choices, the weight layout, the keep gate the diagnostics read and the
+    batched path all follow harness/cells.py."""
+    spec = cells.CELLS[name]
+    assert ModelName(name).value == name
+    assert {p.stem for p in (PROJECT_ROOT / "conf" / "model").glob("*.yaml")
+            if OmegaConf.load(p).get("name", name) == name}, f"no conf/model option uses {name}"
+    torch.manual_seed(0)
+    model = RecurrentModel(name, 3, 2, 5)
+    assert isinstance(model.rnn, spec.fused)
+    assert model.layer_weights(0)[1].shape == (len(spec.gates) * 5, 5)
+    if spec.keep_gate is None:
+        assert not spec.forget_bias and not spec.keep_metrics and not model.unrolled(
+            torch.randn(2, 4, 3)).gates[0]
+    else:  # the gate the model reports is the keep gate: at t = 0 (h = 0) sigmoid of its
+        # block of W_ih x + b_ih + b_hh
+        x = torch.randn(1, 1, 3)
+        w_ih, w_hh, b_ih, b_hh = model.layer_weights(0)
+        k = spec.block(spec.keep_gate)
+        pre = (x[0, 0] @ w_ih.T + b_ih + b_hh)[k * 5:(k + 1) * 5]
+        unrolled = model.unrolled(x)
+        assert torch.allclose(unrolled.gates[0][0], torch.sigmoid(pre)[None], atol=1e-6)
+    assert (unbatchable(name, "tanh", False) is None) == spec.batched

@@ -6,10 +6,10 @@ from __future__ import annotations
 import itertools
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers.cli import TRAIN
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -83,7 +83,7 @@ def test_reduced_preset_runs_end_to_end(preset: str, tmp_path: Path,
     space = sweep_space(compose_preset(preset))
     gap = min(int(g) for g in space[names.GAP])
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    command = [sys.executable, "-m", "harness.train", "-m", f"experiment=paper/{preset}",
+    command = [*TRAIN, "-m", f"experiment=paper/{preset}",
                f"task.gap={gap}", "seed=0", "train.steps=3", "train.eval_every=3",
                "train.eval_batch_size=16", "train.profile_batch_size=2",
                "hydra.launcher.n_jobs=1", f"tracking.uri={uri}",

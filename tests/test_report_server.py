@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers.servers import mlflow_server
 from test_report import EXPERIMENT, store  # noqa: F401  (its module-scoped store fixture)
-from test_sweep import mlflow_server
 
 from harness.report import build_report, load
 from harness.report.gradients import grad_norm_plan, spectral_plan

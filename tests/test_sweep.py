@@ -2,37 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import OOM_HIDDEN, OOM_LIMIT, address_space_limit
+from helpers.cli import TINY, TRAIN, jobs_and_sweeps
+from helpers.servers import get_json, mlflow_server
 from mlflow.tracking import MlflowClient
 
 from harness import names
 from harness.tracking.sweep import FAILED_JOBS_FILE
 
 pytestmark = pytest.mark.slow
-
-TINY = ["model.hidden_size=8", "train.steps=30", "train.batch_size=8", "train.eval_every=10",
-        "train.log_every=3", "train.eval_batch_size=32", "train.profile_batch_size=4"]
-
-
-def jobs_and_sweeps(client: MlflowClient, experiment: str) -> tuple[list, list]:
-    everything = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
-    sweeps = [r for r in everything if r.data.tags.get(names.RUN_KIND) == names.SWEEP_KIND]
-    return [r for r in everything if r not in sweeps], sweeps
-
 
 def job_logs(tmp_path: Path) -> str:
     """Every job log under tmp_path (Hydra appends a rerun's lines to the same job's log)."""
@@ -42,7 +28,7 @@ def job_logs(tmp_path: Path) -> str:
 def multirun(tmp_path: Path, env: dict[str, str], *overrides: str, expect: int = 0,
              address_space: int | None = None) -> subprocess.CompletedProcess:
     uri = f"sqlite:///{tmp_path}/store/mlflow.db"  # the folder does not exist yet either
-    command = [sys.executable, "-m", "harness.train", "-m", *TINY, f"tracking.uri={uri}",
+    command = [*TRAIN, "-m", *TINY, f"tracking.uri={uri}",
                f"report.out_dir={tmp_path}/reports", f"hydra.sweep.dir={tmp_path}/sweep",
                f"train.checkpoint_dir={tmp_path}/checkpoints", *overrides]
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -126,47 +112,6 @@ def test_demo_preset_searches_every_configuration(tmp_path: Path,
         assert (report / name).exists(), name
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def get_json(url: str, payload: dict | None = None) -> dict:
-    data = None if payload is None else json.dumps(payload).encode()
-    request = urllib.request.Request(url, data=data,
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
-
-
-@contextmanager
-def mlflow_server(folder: Path, env: dict[str, str], backend: str) -> Iterator[str]:
-    """A real `mlflow server` on 127.0.0.1 over `backend`; yields its URL."""
-    port = free_port()
-    folder.mkdir(parents=True, exist_ok=True)
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", backend,
-         "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1"],
-        cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2):
-                    break
-            except OSError:
-                assert server.poll() is None, server.stderr.read().decode()[-2000:]
-                assert time.monotonic() < deadline, "mlflow server did not start in 90 s"
-                time.sleep(0.5)
-        yield base
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
 def test_mlflow_ui_serves_the_sweep_runs(tmp_path: Path, cli_env: dict[str, str]) -> None:
     """A real `mlflow server` on the sweep's store shows its runs, params, tags, metrics and
     artifacts over the same REST API the UI uses."""
@@ -208,7 +153,7 @@ def test_parallel_sweep_into_a_tracking_server_loses_nothing(tmp_path: Path,
     """tracking=server: 4 parallel jobs log through a real server with its own store."""
     with mlflow_server(tmp_path / "server", cli_env,
                        f"sqlite:///{tmp_path}/server/server.db") as base:
-        command = [sys.executable, "-m", "harness.train", "-m", *TINY, "tracking=server",
+        command = [*TRAIN, "-m", *TINY, "tracking=server",
                    f"tracking.uri={base}", f"report.out_dir={tmp_path}/reports",
                    f"hydra.sweep.dir={tmp_path}/sweep", "experiment_name=srv",
                    f"train.checkpoint_dir={tmp_path}/checkpoints",
@@ -260,7 +205,7 @@ def test_a_killed_run_resumes_bit_for_bit(tmp_path: Path, cli_env: dict[str, str
     uri = f"sqlite:///{tmp_path}/mlflow.db"
 
     def command(experiment: str) -> list[str]:
-        return [sys.executable, "-m", "harness.train", f"experiment_name={experiment}",
+        return [*TRAIN, f"experiment_name={experiment}",
                 "task=copy", "task.gap=20", "model=lstm", "model.hidden_size=16",
                 "train.steps=1000", "train.eval_every=100", "train.log_every=10",
                 "train.checkpoint_every=100", "train.threads=1", "train.batch_size=16",
@@ -334,7 +279,7 @@ def test_ctrl_c_mid_sweep_then_rerun_resumes_every_job(tmp_path: Path,
                  "model.hidden_size=16", "train.steps=1000", "train.eval_every=100",
                  "train.checkpoint_every=100", "train.log_every=10", "seed=0,1"]
     uri = f"sqlite:///{tmp_path}/store/mlflow.db"
-    command = [sys.executable, "-m", "harness.train", "-m", f"tracking.uri={uri}",
+    command = [*TRAIN, "-m", f"tracking.uri={uri}",
                f"report.out_dir={tmp_path}/reports", f"hydra.sweep.dir={tmp_path}/sweep",
                f"train.checkpoint_dir={tmp_path}/checkpoints", *overrides]
     log = (tmp_path / "interrupted.log").open("w")

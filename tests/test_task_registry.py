@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.cli import TRAIN
 from hydra.core.config_store import ConfigStore
 from hydra.errors import ConfigCompositionException
 from mlflow.tracking import MlflowClient
@@ -81,7 +82,7 @@ def test_hydra_refuses_an_unregistered_task_name_listing_the_registered_ones(
 def test_cli_unregistered_task_name_fails_at_composition_listing_the_tasks(
         tmp_path: Path, cli_env: dict[str, str]) -> None:
     db = tmp_path / "mlflow.db"
-    done = subprocess.run([sys.executable, "-m", "harness.train", "task.name=parity",
+    done = subprocess.run([*TRAIN, "task.name=parity",
                            f"tracking.uri=sqlite:///{db}"], cwd=tmp_path, env=cli_env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import subprocess
-import sys
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -18,6 +17,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from helpers.cli import TRAIN, harness_train
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
@@ -267,11 +267,6 @@ def test_task_label_names_the_option(make_cfg: Callable[..., DictConfig]) -> Non
         assert names.task_label(params[names.TASK], params) == option, option
 
 
-def harness_train(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness.train", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
-
-
 @pytest.mark.parametrize(("overrides", "line"), [
     (["task=temporal_order", "task.n_relevant=4"], "task.n_relevant: must be 2 or 3, got 4"),
     (["task=sequential_digits", "task.gap=100"], "task.gap: must be 64 for sequential_digits "
@@ -489,7 +484,7 @@ def test_final_evaluation_by_gap_adds_up_to_the_whole() -> None:
 def test_sweep_over_the_new_tasks_reports_each(tmp_path: Path, cli_env: dict[str, str]) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     options = "temporal_order,selective_copy,associative_recall,sequential_digits"
-    command = [sys.executable, "-m", "harness.train", "-m", f"task={options}",
+    command = [*TRAIN, "-m", f"task={options}",
                "model.hidden_size=8", "train.steps=10", "train.batch_size=8",
                "train.eval_every=10", "train.eval_batch_size=32", "train.profile_batch_size=4",
                "experiment_name=new_tasks", f"tracking.uri={uri}",

@@ -6,12 +6,12 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from helpers.cli import TRAIN
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
@@ -122,7 +122,7 @@ def test_a_stopped_batch_resumes_every_member_where_it_stopped(
     uri = f"sqlite:///{tmp_path}/mlflow.db"
 
     def command(experiment: str) -> list[str]:
-        return [sys.executable, "-m", "harness.train", f"experiment_name={experiment}",
+        return [*TRAIN, f"experiment_name={experiment}",
                 "task=copy", "task.gap=20", "model=rnn", "model.hidden_size=16",
                 "batched_seeds=[0,1,2]", "train.steps=600", "train.eval_every=100",
                 "train.log_every=10", "train.checkpoint_every=1000", "train.threads=1",
@@ -173,7 +173,7 @@ def test_a_sweep_over_batches_logs_every_member(tmp_path: Path,
               "train.eval_every=10", "train.eval_batch_size=32", "train.profile_batch_size=4",
               "task.gap=4", f"tracking.uri={uri}", f"train.checkpoint_dir={tmp_path}/ckpt",
               f"report.out_dir={tmp_path}/reports", "experiment_name=sweep"]
-    done = subprocess.run([sys.executable, "-m", "harness.train", "-m", *common,
+    done = subprocess.run([*TRAIN, "-m", *common,
                            "model=rnn,gru", "batched_seeds=[0,1],[2,3]",
                            f"hydra.sweep.dir={tmp_path}/sweep"], cwd=tmp_path, env=cli_env,
                           capture_output=True, text=True, timeout=600)
@@ -184,7 +184,7 @@ def test_a_sweep_over_batches_logs_every_member(tmp_path: Path,
     assert sorted((r.data.params[names.MODEL], r.data.params[names.SEED]) for r in runs) == \
         [(m, str(s)) for m in ("gru", "rnn") for s in range(4)]
     assert (tmp_path / "reports" / "sweep" / "index.html").exists()
-    bad = subprocess.run([sys.executable, "-m", "harness.train", *common, "model=lstm",
+    bad = subprocess.run([*TRAIN, *common, "model=lstm",
                           "model.bidirectional=true", "batched_seeds=[0,1]"], cwd=tmp_path,
                          env=cli_env, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2
@@ -208,7 +208,7 @@ def test_train_batch_members_auto_groups_a_real_sweep(tmp_path: Path,
               f"train.checkpoint_dir={tmp_path}/ckpt", "report.on_multirun_end=false"]
 
     def sweep(experiment: str, batching: str, folder: str) -> subprocess.CompletedProcess:
-        done = subprocess.run([sys.executable, "-m", "harness.train", "-m", *common,
+        done = subprocess.run([*TRAIN, "-m", *common,
                                f"experiment_name={experiment}",
                                f"train.batch_members={batching}",
                                f"hydra.sweep.dir={tmp_path}/{folder}"], cwd=tmp_path,

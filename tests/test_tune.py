@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.cli import TINY, jobs_and_sweeps
 from mlflow.tracking import MlflowClient
-from test_sweep import TINY, jobs_and_sweeps
 
 from harness import names
 from harness.tune import combinations
