@@ -42,6 +42,7 @@ from harness.report.figures import label_colors, label_markers
 from harness.report.gradients import HEATMAP_COLUMNS, grad_norm_plan, spectral_plan
 from harness.report.load import RUN_COLUMNS, load_metric_histories, load_sweep
 from harness.report.tables import markdown_table
+from harness.tracking import internals
 
 EXPERIMENT = "sweep-test"
 EMPTY_EXPERIMENT = "sweep-empty"
@@ -745,9 +746,9 @@ def test_histories_are_fetched_only_for_top_gap_runs(store: str) -> None:
     # SQL on the SQLite file, the SQL store's bulk query and one request per run and key
     # give exactly the same points (the diverged run's infinite radius included).
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("harness.report.load._sqlite_histories", lambda *args: None)
+        patch.setattr(internals, "sqlite_metric_histories", lambda *args: None)
         bulk = load_metric_histories(plan, store)
-        patch.setattr("harness.report.load._tracking_store", lambda client: None)
+        patch.setattr(internals, "client_store", lambda client: None)
         per_run = load_metric_histories(plan, store)
     pd.testing.assert_frame_equal(histories, bulk)
     pd.testing.assert_frame_equal(histories, per_run)
@@ -811,11 +812,12 @@ def test_task_column_reads_the_chosen_option_when_logged() -> None:
 @pytest.mark.parametrize("experiment", [EXPERIMENT, CLIP_EXPERIMENT, LEGACY_EXPERIMENT,
                                         BARE_EXPERIMENT])
 def test_sqlite_reads_equal_mlflow_search_runs(store: str, experiment: str) -> None:
-    """The SQLite store is read with SQL (`load._sql_frame`); MLflow's search_runs gives the
-    same frames (runs, final metrics incl. infinite and missing ones, params, sweeps)."""
+    """The SQLite store is read with SQL (`internals.sqlite_search_runs`); MLflow's
+    search_runs gives the same frames (runs, final metrics incl. infinite and missing ones,
+    params, sweeps)."""
     fast = load_sweep(experiment, store)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(load, "_sql_frame", lambda *args: None)
+        patch.setattr(internals, "sqlite_search_runs", lambda *args: None)
         slow = load_sweep(experiment, store)
     for name in ("runs", "finals", "params", "sweeps"):
         pd.testing.assert_frame_equal(getattr(fast, name), getattr(slow, name))

@@ -12,6 +12,7 @@ from test_report import EXPERIMENT, store  # noqa: F401  (its module-scoped stor
 
 from harness.report import build_report, load
 from harness.report.gradients import grad_norm_plan, spectral_plan
+from harness.tracking import internals
 
 
 @pytest.mark.slow
@@ -27,8 +28,8 @@ def test_report_over_http_matches_sqlite(store: str, tmp_path: Path,  # noqa: F8
     with mlflow_server(tmp_path / "server", cli_env, store) as base:
         from_http = load.load_metric_histories(plan, base)
         # A request that hits the point cap is split until it fits: force tiny caps.
-        monkeypatch.setattr(load, "_BULK_MAX_POINTS", 7)
-        monkeypatch.setattr(load, "_BULK_MAX_RUNS", 3)
+        monkeypatch.setattr(internals, "BULK_MAX_POINTS", 7)
+        monkeypatch.setattr(internals, "BULK_MAX_RUNS", 3)
         split = load.load_metric_histories(plan, base)
         monkeypatch.undo()
         index = build_report(EXPERIMENT, base, tmp_path / "reports")

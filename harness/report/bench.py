@@ -20,7 +20,6 @@ import math
 import os
 import resource
 import shutil
-import sqlite3
 import tempfile
 import time
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import names
+from harness.tracking import internals
 
 EXPERIMENT = "report-bench"
 GOAL_S = 60.0
@@ -143,18 +143,6 @@ def _profile_csv(gap: int, steps_run: int, seed: int) -> str:
     return buffer.getvalue()
 
 
-_MAX_FLOAT = 1.7976931348623157e308
-
-
-def _stored(value: float) -> tuple[float, int]:
-    """(value, is_nan) as MLflow's SQL store keeps a metric (SqlAlchemyStore's sanitizing)."""
-    if math.isnan(value):
-        return 0.0, 1
-    if math.isinf(value):
-        return (_MAX_FLOAT if value > 0 else -_MAX_FLOAT), 0
-    return value, 0
-
-
 @dataclass(frozen=True)
 class SyntheticRun:
     """One synthetic job: its name, id and everything it logs."""
@@ -194,45 +182,25 @@ _START_MS = 1_700_000_000_000  # fixed start times: the store is the same on eve
 
 def _write_runs(db: Path, experiment_id: str, artifact_root: Path,
                 runs: Sequence[SyntheticRun]) -> None:
-    """Insert `runs` into MLflow's SQLite tables in one transaction, rows shaped as
-    MLflow's SQL store writes them (runs, tags, params, metrics, latest_metrics), and write
-    each run's artifact where MLflow's local artifact store puts it.
+    """Insert `runs` into the SQLite store `db` straight into MLflow's tables
+    (`internals.write_runs_sqlite`), and write each run's artifact where MLflow's local
+    artifact store puts it.
 
     Logging 10,000 runs of ~1,100 points each through MlflowClient takes hours on 2 cores;
     this takes minutes. tests/test_report_bench.py reads such a store back through the client.
     """
-    with sqlite3.connect(db) as con:
-        for i, run in enumerate(runs):
-            artifacts = artifact_root / run.run_id / "artifacts"
-            artifacts.mkdir(parents=True, exist_ok=True)
-            (artifacts / names.GRAD_PROFILE_ARTIFACT).write_text(run.profile)
-            end_status = "FAILED" if run.status == names.DIVERGED else "FINISHED"
-            con.execute(
-                "INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, "
-                "user_id, status, start_time, end_time, source_version, lifecycle_stage, "
-                "artifact_uri, experiment_id, deleted_time) "
-                "VALUES (?, ?, 'UNKNOWN', '', '', 'unknown', ?, ?, ?, '', 'active', ?, ?, NULL)",
-                (run.run_id, run.name, end_status, _START_MS + 1000 * i,
-                 _START_MS + 1000 * i + 500, artifacts.parent.as_uri() + "/artifacts",
-                 int(experiment_id)))
-            con.executemany("INSERT INTO tags (key, value, run_uuid) VALUES (?, ?, ?)",
-                            [(k, v, run.run_id) for k, v in run.tags.items()])
-            con.executemany("INSERT INTO params (key, value, run_uuid) VALUES (?, ?, ?)",
-                            [(k, v, run.run_id) for k, v in run.params.items()])
-            rows = [(key, *_stored(value), step) for key, value, step in run.metrics]
-            con.executemany(
-                "INSERT INTO metrics (key, value, is_nan, timestamp, run_uuid, step) "
-                "VALUES (?, ?, ?, 0, ?, ?)",
-                [(key, value, nan, run.run_id, step) for key, value, nan, step in rows])
-            latest: dict[str, tuple[int, float, int]] = {}
-            for key, value, nan, step in rows:  # MLflow's latest: largest (step, value)
-                if key not in latest or (step, value) > latest[key][:2]:
-                    latest[key] = (step, value, nan)
-            con.executemany(
-                "INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid) "
-                "VALUES (?, ?, 0, ?, ?, ?)",
-                [(key, value, step, nan, run.run_id)
-                 for key, (step, value, nan) in sorted(latest.items())])
+    stored = []
+    for i, run in enumerate(runs):
+        artifacts = artifact_root / run.run_id / "artifacts"
+        artifacts.mkdir(parents=True, exist_ok=True)
+        (artifacts / names.GRAD_PROFILE_ARTIFACT).write_text(run.profile)
+        stored.append(internals.StoredRun(
+            run_id=run.run_id, name=run.name,
+            status="FAILED" if run.status == names.DIVERGED else "FINISHED",
+            start_time=_START_MS + 1000 * i, end_time=_START_MS + 1000 * i + 500,
+            artifact_uri=artifacts.parent.as_uri() + "/artifacts",
+            tags=run.tags, params=run.params, metrics=run.metrics))
+    internals.write_runs_sqlite(db, experiment_id, stored)
 
 
 def build_store(root: Path, n_runs: int) -> str:

@@ -7,16 +7,17 @@ values, every run's params and the sweep parent runs; `load_grad_profiles` and
 fetches the step-by-step history of chosen metrics of chosen runs.
 
 Speed (a report of 1,000 runs must build in under a minute): runs, params, tags and final
-metrics come from one paged `search_runs`; histories come one query per metric key for all
-runs at once (SQLite: the SQL store's bulk history query; HTTP: the server's
-`get-history-bulk` endpoint, 100 runs a request); artifacts in a local artifact store are read
-straight from disk, in parallel, without a client round trip per run.
+metrics come from one paged `search_runs` (SQLite: four SQL queries on its tables);
+histories come one query per metric key for all runs at once (SQLite: SQL on its metrics
+table; another SQL store: its bulk history query; HTTP: the server's `get-history-bulk`
+endpoint, 100 runs a request); artifacts in a local artifact store are read straight from
+disk, in parallel, without a client round trip per run. Every reach past MLflow's public API
+is in `harness.tracking.internals`.
 """
 
 from __future__ import annotations
 
 import os
-import sqlite3
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from harness import names
+from harness.tracking import internals
 from harness.tracking.store import sqlite_path
 
 RUN_ID = "run_id"
@@ -70,12 +72,6 @@ _REQUIRED_PROFILE_COLUMNS = (P_STEP, P_T, P_LAG, P_GRAD_NORM)
 # Runs that never reached the end of training carry no status tag; they get this one so that
 # they still show up (and are counted) instead of vanishing from the report.
 NO_STATUS = "missing"
-# How many run ids go into one SQL `IN (...)` list (SQLite caps bound variables).
-_SQL_CHUNK = 500
-# The tracking server's bulk history endpoint: at most 100 runs and 25,000 points a request.
-_BULK_ENDPOINT = "/ajax-api/2.0/mlflow/metrics/get-history-bulk"
-_BULK_MAX_RUNS = 100
-_BULK_MAX_POINTS = 25_000
 _ARTIFACT_THREADS = 8
 # MLflow's SQL store saves +-inf as +-float max: such a value is not a usable norm.
 _FLOAT_MAX = float(np.finfo(float).max)
@@ -192,61 +188,16 @@ SWEEP_COLUMNS = (RUN_ID, RUN_NAME, START_TIME, names.SWEEP_OVERRIDES, names.SWEE
                  names.SWEEP_TUNING, names.FRONTIER_RULE, ARTIFACT_URI)
 
 
-def _sql_frame(path: Path, experiment_id: str) -> pd.DataFrame | None:
-    """The experiment's active runs as `mlflow.search_runs` frames them (run_id,
-    experiment_id, status, artifact_uri, start_time, end_time, `metrics.*` = latest values,
-    `params.*`, `tags.*`), read straight from a SQLite store's tables.
-
-    `mlflow.search_runs` builds an entity per param, tag and metric of every run, which took
-    most of the reading time of a 10,000-run report; four SQL queries and three pivots do the
-    same. None when the tables are not shaped as expected (another MLflow schema): the caller
-    then asks MLflow. tests/test_report_bench.py checks both give the same report frames.
-    """
-    where = ("FROM {table} t JOIN runs r ON r.run_uuid = t.run_uuid "
-             "WHERE r.experiment_id = ? AND r.lifecycle_stage = 'active'")
-    try:
-        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error:
-        return None
-    try:
-        key = (int(experiment_id),)
-        runs = pd.read_sql_query(
-            "SELECT run_uuid AS run_id, experiment_id, status, artifact_uri, start_time, "
-            "end_time FROM runs WHERE experiment_id = ? AND lifecycle_stage = 'active'",
-            con, params=key)
-        long = {prefix: pd.read_sql_query(
-            f"SELECT t.run_uuid, t.key, {value} AS value " + where.format(table=table),
-            con, params=key) for prefix, table, value in (
-                ("metrics.", "latest_metrics", "CASE WHEN t.is_nan THEN NULL ELSE t.value END"),
-                ("params.", "params", "t.value"), ("tags.", "tags", "t.value"))}
-    except (sqlite3.Error, pd.errors.DatabaseError, ValueError):
-        return None
-    finally:
-        con.close()
-    ids = runs["run_id"].astype(str)
-    parts = [pd.DataFrame({
-        "run_id": ids, "experiment_id": runs["experiment_id"].astype(str),
-        "status": runs["status"], "artifact_uri": runs["artifact_uri"],
-        "start_time": pd.to_datetime(runs["start_time"], unit="ms", utc=True),
-        "end_time": pd.to_datetime(runs["end_time"], unit="ms", utc=True)})]
-    for prefix, frame in long.items():
-        wide = frame.pivot(index="run_uuid", columns="key", values="value").reindex(ids)
-        wide = wide.astype(float if prefix == "metrics." else "str")  # as search_runs types
-        wide.columns = [f"{prefix}{c}" for c in wide.columns]
-        parts.append(wide.reset_index(drop=True))
-    return pd.concat(parts, axis=1)
-
-
 def _search(experiment: str, tracking_uri: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The experiment's job runs and its sweep parent runs, from one query of the store
-    (`_sql_frame` for a SQLite store, else `mlflow.search_runs`)."""
+    (`internals.sqlite_search_runs` for a SQLite store, else `mlflow.search_runs`)."""
     check_store(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         raise _not_found(experiment, tracking_uri, client, "not found")
     path = sqlite_path(tracking_uri)
-    raw = None if path is None else _sql_frame(path, found.experiment_id)
+    raw = None if path is None else internals.sqlite_search_runs(path, found.experiment_id)
     if raw is None:
         with _tracking_uri(tracking_uri):
             raw = mlflow.search_runs(experiment_names=[experiment], output_format="pandas")
@@ -427,9 +378,12 @@ def check_pool(pool: Sequence[str], params: pd.DataFrame) -> tuple[str, ...]:
     return tuple(sorted(set(pool)))
 
 
+_HISTORY_COLUMNS = [RUN_ID, KEY, STEP, "timestamp", VALUE]  # internals.HISTORY_COLUMNS
+
+
 def _history_frame(rows: list[tuple[str, str, int, int, float]] | pd.DataFrame) -> pd.DataFrame:
     frame = (rows if isinstance(rows, pd.DataFrame)
-             else pd.DataFrame(rows, columns=[RUN_ID, KEY, STEP, "timestamp", VALUE]))
+             else pd.DataFrame(rows, columns=_HISTORY_COLUMNS))
     frame = frame.sort_values([RUN_ID, KEY, STEP, "timestamp", VALUE], kind="mergesort")
     frame = frame.drop_duplicates([RUN_ID, KEY, STEP], keep="last")
     return frame[[RUN_ID, KEY, STEP, VALUE]].reset_index(drop=True)
@@ -449,108 +403,53 @@ def _per_run(client: MlflowClient, key: str, run_ids: Sequence[str]) -> list[tup
             for run_id in run_ids for m in client.get_metric_history(run_id, key)]
 
 
-def _sqlite_histories(path: Path, by_key: Mapping[str, Sequence[str]]) -> pd.DataFrame | None:
-    """Every point of each key's runs, straight from a SQLite store's `metrics` table, in the
-    columns of `_history_frame` (NaN where MLflow stored a NaN); None when the table is not
-    shaped as expected. The SQL store's own bulk query builds an ORM object per point, which
-    was most of a 10,000-run report's reading time."""
-    try:
-        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error:
-        return None
-    frames = []
-    try:
-        for key, run_ids in by_key.items():
-            for start in range(0, len(run_ids), _SQL_CHUNK):
-                chunk = list(run_ids[start:start + _SQL_CHUNK])
-                frames.append(pd.read_sql_query(
-                    f"SELECT run_uuid AS {RUN_ID}, key AS {KEY}, step AS {STEP}, timestamp, "
-                    f"CASE WHEN is_nan THEN NULL ELSE value END AS {VALUE} FROM metrics "
-                    f"WHERE key = ? AND run_uuid IN ({', '.join('?' * len(chunk))})",
-                    con, params=(key, *chunk)))
-    except (sqlite3.Error, pd.errors.DatabaseError):
-        return None
-    finally:
-        con.close()
-    if not frames:
-        return None
-    frame = pd.concat(frames, ignore_index=True)
-    return frame.astype({RUN_ID: str, KEY: str, STEP: int, "timestamp": int, VALUE: float})
-
-
-def _sql_bulk(store: object, key: str, run_ids: Sequence[str]) -> list[tuple]:
-    rows: list[tuple] = []
-    for start in range(0, len(run_ids), _SQL_CHUNK):
-        chunk = list(run_ids[start:start + _SQL_CHUNK])
-        # max_results=None: no LIMIT; the query returns every point of every run in `chunk`.
-        for m in store.get_metric_history_bulk(chunk, key, None):  # type: ignore[attr-defined]
-            rows.append((m.run_id, key, int(m.step), int(m.timestamp), float(m.value)))
-    return rows
-
-
 def _rest_bulk(client: MlflowClient, store: object, key: str,
                run_ids: Sequence[str]) -> list[tuple]:
-    """The server's bulk history endpoint; a chunk that hits the point cap is split in two."""
-    from mlflow.utils.rest_utils import http_request
-
+    """The server's bulk history endpoint (`internals.bulk_history_rest`),
+    `internals.BULK_MAX_RUNS` runs a request; a chunk that hits the point cap is split in
+    two."""
+    size = internals.BULK_MAX_RUNS
     rows: list[tuple] = []
-    pending = [list(run_ids[i:i + _BULK_MAX_RUNS]) for i in range(0, len(run_ids), _BULK_MAX_RUNS)]
+    pending = [list(run_ids[i:i + size]) for i in range(0, len(run_ids), size)]
     while pending:
         chunk = pending.pop()
-        response = http_request(
-            store.get_host_creds(), _BULK_ENDPOINT, "GET",  # type: ignore[attr-defined]
-            params={"run_id": chunk, "metric_key": key, "max_results": _BULK_MAX_POINTS},
-        )
-        if response.status_code != 200:
-            raise ReportError(f"{_BULK_ENDPOINT} answered {response.status_code}: "
-                              f"{response.text[:200]}")
-        points = response.json().get("metrics", [])
-        if len(points) >= _BULK_MAX_POINTS:  # truncated: ask again in halves
+        try:
+            points = internals.bulk_history_rest(store, key, chunk, internals.BULK_MAX_POINTS)
+        except internals.InternalsError as err:
+            raise ReportError(str(err)) from err
+        if len(points) >= internals.BULK_MAX_POINTS:  # truncated: ask again in halves
             if len(chunk) == 1:
                 rows += _per_run(client, key, chunk)  # the paged per-run call has no cap
             else:
                 pending += [chunk[:len(chunk) // 2], chunk[len(chunk) // 2:]]
             continue
-        rows += [(p["run_id"], key, int(p.get("step", 0)), int(p.get("timestamp", 0)),
-                  float(p["value"])) for p in points]
+        rows += points
     return rows
-
-
-def _tracking_store(client: MlflowClient) -> object | None:
-    """The store object behind `client`, to reach its bulk history query.
-
-    MlflowClient exposes no bulk history call, but its SQL store has one
-    (`get_metric_history_bulk`) and its REST store knows how to reach the server. This
-    reaches through a private attribute, so any surprise falls back to per-run requests.
-    """
-    tracking = getattr(client, "_tracking_client", None)
-    return getattr(tracking, "store", None)
 
 
 def load_metric_histories(wanted: Mapping[str, Sequence[str]], tracking_uri: str) -> pd.DataFrame:
     """Step-by-step values of `wanted[run_id]` metric keys: columns run_id, key, step, value.
 
     One query per metric key for all runs: a SQLite store answers with SQL on its metrics
-    table (`_sqlite_histories`), another SQL store with its bulk history query, a tracking
-    server with its `get-history-bulk` endpoint (100 runs a request); other stores get one
-    request per (run, key). Where a step was logged twice, the later write
+    table (`internals.sqlite_metric_histories`), another SQL store with its bulk history
+    query, a tracking server with its `get-history-bulk` endpoint (100 runs a request); other
+    stores get one request per (run, key). Where a step was logged twice, the later write
     wins. Sorted by run_id, key, step.
     """
-    from mlflow.store.tracking.rest_store import RestStore
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
     by_key = _by_key(wanted)
     path = sqlite_path(tracking_uri)
-    fast = None if path is None or not by_key else _sqlite_histories(path, by_key)
+    fast = None if path is None or not by_key else internals.sqlite_metric_histories(path, by_key)
     if fast is not None:
-        return _history_frame(fast)
+        return _history_frame(fast.set_axis(_HISTORY_COLUMNS, axis=1))
     client = MlflowClient(tracking_uri=tracking_uri)
-    store = _tracking_store(client)
+    # MlflowClient has no bulk history call, but the store behind it may; any surprise in
+    # reaching it falls back to one request per run.
+    store = internals.client_store(client)
     rows: list[tuple] = []
     for key, run_ids in by_key.items():
-        if isinstance(store, SqlAlchemyStore) and hasattr(store, "get_metric_history_bulk"):
-            rows += _sql_bulk(store, key, run_ids)
-        elif isinstance(store, RestStore) and tracking_uri.startswith(("http://", "https://")):
+        if internals.has_bulk_history_sql(store):
+            rows += internals.bulk_history_sql(store, key, run_ids)
+        elif internals.is_rest_store(store) and tracking_uri.startswith(("http://", "https://")):
             rows += _rest_bulk(client, store, key, run_ids)
         else:
             rows += _per_run(client, key, run_ids)
