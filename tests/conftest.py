@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import findings_store as findings_stores
+from helpers import report_store as report_stores
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
@@ -88,3 +90,17 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def report_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """URI of the report tests' SQLite store with known answers (tests/helpers/report_store.py),
+    logged once per test module that asks for it."""
+    return report_stores.build(tmp_path_factory.mktemp("store"))
+
+
+@pytest.fixture(scope="module")
+def findings_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """URI of the findings tests' SQLite store with known answers
+    (tests/helpers/findings_store.py), logged once per test module that asks for it."""
+    return findings_stores.build(tmp_path_factory.mktemp("findings-store"))

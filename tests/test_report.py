@@ -1,4 +1,5 @@
-"""Tests of harness.report against a real MLflow SQLite store whose answers are known.
+"""Tests of harness.report against a real MLflow SQLite store whose answers are known
+(tests/helpers/report_store.py; the `report_store` fixture of tests/conftest.py).
 
 The store holds one sweep: task `copy`, gaps 10/20/40, seeds 0/1, two configurations.
 `lstm-tanh-norm1` solves gaps 10 and 20 with both seeds and gap 40 with seed 0 only, so its
@@ -26,14 +27,34 @@ import statistics
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import seaborn as sns
-from mlflow.entities import Metric, Param, RunTag
-from mlflow.tracking import MlflowClient
+from helpers.report_store import (
+    BARE_EXPERIMENT,
+    CLIP_EXPERIMENT,
+    EMPTY_EXPERIMENT,
+    EXPERIMENT,
+    LABEL_A,
+    LABEL_B,
+    LEGACY_EXPERIMENT,
+    LOG_STEPS,
+    PROFILE_STEPS,
+    UNDERFLOW_LAG,
+    A,
+    B,
+    FakeRun,
+    clip_rate,
+    clip_runs,
+    decay_rate,
+    fake_runs,
+    grad_norm,
+    profile_norm,
+    reach,
+    spectral,
+)
 
 from harness import names
 from harness.report import ReportError, build_report, load
@@ -44,280 +65,16 @@ from harness.report.load import RUN_COLUMNS, load_metric_histories, load_sweep
 from harness.report.tables import markdown_table
 from harness.tracking import internals
 
-EXPERIMENT = "sweep-test"
-EMPTY_EXPERIMENT = "sweep-empty"
-CLIP_EXPERIMENT = "sweep-clip"
-LEGACY_EXPERIMENT = "sweep-legacy"
-BARE_EXPERIMENT = "sweep-bare"
 REPO = Path(__file__).resolve().parents[1]
-A = ("lstm", "tanh", "norm", 1.0)
-B = ("rnn", "tanh", "none", 1.0)
-LABEL_A = names.config_label(*A)
-LABEL_B = names.config_label(*B)
-CLIP_CONFIGS = (("lstm", "tanh", "norm", 0.5), ("lstm", "tanh", "norm", 2.0),
-                ("gru", "tanh", "value", 0.5))
-PROFILE_STEPS = (0, 50, 100)
-LOG_STEPS = (50, 100)  # train.log_every windows
-UNDERFLOW_LAG = 30  # norms beyond this lag are exact zeros
-OLD_PROFILE_COLUMNS = ("step", "t", "lag", "grad_norm", "grad_norm_std")  # before layers
 NEW_CSVS = ("grad_heatmap.csv", "grad_decay_vs_gap.csv", "grad_norm_over_training.csv",
             "clip_rate_by_threshold.csv", "spectral_radius.csv", "grad_profile_by_lag.csv")
 NEW_PNGS = ("grad_heatmap.png", "grad_decay_vs_gap.png", "grad_norm_over_training.png",
             "spectral_radius.png")
-HOSTILE_REASON = "<script>alert(1)</script> | pipe"
-
-
-@dataclass
-class FakeRun:
-    """What one fake job logs; `profile` None = no artifact, "" = header-only file."""
-
-    task: str
-    config: tuple[str, str, str, float]
-    gap: int
-    seed: int
-    status: str
-    accuracy: float | None
-    reason: str = "ok"
-    profile: str | None = field(default="normal")
-    legacy: bool = False  # logged before gradient diagnostics existed
-
-    @property
-    def name(self) -> str:
-        return names.run_name(self.task, *self.config, self.gap, self.seed)
-
-    @property
-    def label(self) -> str:
-        return names.config_label(*self.config)
-
-    @property
-    def layers(self) -> int:
-        return 2 if self.config[0] == "lstm" and not self.legacy else 1
-
-    @property
-    def profile_steps(self) -> tuple[int, ...]:
-        if self.profile not in ("normal", "diverged"):
-            return ()
-        return (0,) if self.status == names.DIVERGED else PROFILE_STEPS
-
-    @property
-    def diagnosed(self) -> bool:
-        """Logs the new gradient diagnostics (decay, spectral radius, ...)."""
-        return not self.legacy and self.status != names.FAILED
-
-    @property
-    def metric_steps(self) -> tuple[int, ...]:
-        return (0,) if self.status == names.DIVERGED else PROFILE_STEPS
-
-    @property
-    def spectral_steps(self) -> tuple[int, ...]:
-        """The diverged run also logs an infinite spectral radius as it blows up."""
-        return PROFILE_STEPS[:2] if self.status == names.DIVERGED else PROFILE_STEPS
-
-    @property
-    def log_steps(self) -> tuple[int, ...]:
-        return LOG_STEPS[:1] if self.status == names.DIVERGED else LOG_STEPS
-
-
-def _norm(run: FakeRun, step: int, layer: int, lag: int) -> float:
-    """‖∂L/∂h_t‖ of the fake profile: exactly geometric in lag, per step, seed and layer."""
-    if lag > UNDERFLOW_LAG:
-        return 0.0
-    if run.profile == "diverged" and lag == 0:
-        return math.inf
-    if layer < run.layers - 1:
-        return 7.0 * 0.99**lag  # an inner layer: must never reach the figures
-    return ((0.5 if step == 0 else 0.9) ** (1 + run.seed)) ** lag
-
-
-def _decay_rate(run: FakeRun, step: int) -> float:
-    if run.config == B and (run.gap, run.seed) == (40, 0) and step == PROFILE_STEPS[-1]:
-        return 0.02  # exploding at the end, so its last logged half-life is stale
-    return -(0.05 + 0.01 * run.seed + run.gap / 1000) - step / 10_000
-
-
-def _reach(run: FakeRun, step: int) -> float:
-    return float(run.gap + 5 - 2 * run.seed - step // 50)
-
-
-def _grad_norm(run: FakeRun, step: int) -> float:
-    return (1 + run.seed) * (0.5 + step / 100) * (2.0 if run.config == B else 1.0)
-
-
-def _spectral(run: FakeRun, layer: int, block: int, step: int) -> float:
-    if run.status == names.DIVERGED and step > 0:
-        return math.inf
-    return 0.6 + 0.1 * block + 0.2 * layer + step / 1000 + 0.01 * run.seed
-
-
-def _clip_rate(run: FakeRun) -> float:
-    if run.config[2] == "none":
-        return 0.0
-    return round(0.1 + 0.01 * run.seed + run.gap / 1000 + run.config[3] / 100, 6)
-
-
-def _accuracy(config: tuple[str, str, str, float], gap: int, seed: int, status: str) -> float:
-    # Distinct value per run so that means can be checked against what was logged.
-    base = 0.99 if status == names.SOLVED else 0.2 if config == B else 0.55
-    return round(base - gap / 10_000 - seed / 1_000, 6)
-
-
-def _fake_runs() -> list[FakeRun]:
-    runs = []
-    for gap in (10, 20, 40):
-        for seed in (0, 1):
-            status = names.SOLVED if (gap < 40 or seed == 0) else names.UNSOLVED
-            runs.append(FakeRun("copy", A, gap, seed, status, _accuracy(A, gap, seed, status)))
-            b_status = names.DIVERGED if (gap, seed) == (40, 1) else names.UNSOLVED
-            b_acc = None if b_status == names.DIVERGED else _accuracy(B, gap, seed, b_status)
-            runs.append(FakeRun("copy", B, gap, seed, b_status, b_acc))
-    for run in runs:
-        if run.config == A and (run.gap, run.seed) == (10, 1):
-            run.profile = ""  # header only
-        if run.config == B and (run.gap, run.seed) == (20, 0):
-            run.profile = None  # artifact never written
-        if run.status == names.DIVERGED:
-            run.profile = "diverged"  # step 0 only, with non-finite values
-            run.reason = HOSTILE_REASON
-    runs.append(FakeRun("adding", A, 10, 0, names.SOLVED, 0.97))
-    runs.append(FakeRun("adding", B, 10, 0, names.FAILED, None, "RuntimeError('oom')", None))
-    return runs
-
-
-def _clip_runs() -> list[FakeRun]:
-    return [FakeRun("copy", config, gap, seed, names.UNSOLVED, 0.3, profile=None)
-            for config in CLIP_CONFIGS for gap in (10, 20) for seed in (0, 1)]
-
-
-def _legacy_runs() -> list[FakeRun]:
-    return [FakeRun("copy", B, 10, 0, names.UNSOLVED, 0.2, legacy=True),
-            FakeRun("copy", B, 20, 0, names.UNSOLVED, 0.2, profile=None, legacy=True)]
-
-
-def _bare_runs() -> list[FakeRun]:
-    return [FakeRun("copy", A, 10, 0, names.FAILED, None, "RuntimeError('oom')", None)]
-
-
-def _profile_csv(run: FakeRun) -> str:
-    columns = OLD_PROFILE_COLUMNS if run.legacy else names.PROFILE_COLUMNS
-    lines = [",".join(columns)]
-    length = run.gap + 5
-    for step in run.profile_steps:
-        for layer in range(run.layers):
-            for t in range(length):
-                lag = length - 1 - t
-                norm = _norm(run, step, layer, lag)
-                values = {"step": step, "layer": layer, "t": t, "lag": lag, "grad_norm": norm,
-                          "grad_norm_std": norm / 10, "hidden_norm": 0.5}
-                lines.append(",".join(repr(values[c]) for c in columns))
-    return "\n".join(lines) + "\n"
-
-
-def _diagnostics(run: FakeRun) -> list[Metric]:
-    """The histories the training side logs: gradient decay, spectral radii, grad norms."""
-    metrics: list[Metric] = []
-    if run.status == names.FAILED:
-        return metrics
-    for step in run.log_steps:
-        pre = _grad_norm(run, step)
-        post = min(pre, run.config[3]) if run.config[2] == "norm" else pre
-        metrics += [Metric(names.GRAD_NORM_PRE_CLIP, pre, 0, step),
-                    Metric(names.CLIP_RATE, _clip_rate(run), 0, step)]
-        if run.diagnosed:
-            metrics.append(Metric(names.GRAD_NORM_POST_CLIP, post, 0, step))
-    if not run.diagnosed:
-        return metrics
-    for step in run.metric_steps:
-        rate = _decay_rate(run, step)
-        metrics += [Metric(names.GRAD_DECAY_RATE, rate, 0, step),
-                    Metric(names.GRAD_DECAY_R2, 1.0, 0, step),
-                    Metric(names.GRAD_REACH, _reach(run, step), 0, step)]
-        if rate < 0:
-            metrics.append(Metric(names.GRAD_HALF_LIFE, math.log(2) / -rate, 0, step))
-    for step in run.spectral_steps:
-        for layer in range(run.layers):
-            for i, block in enumerate(names.GATE_BLOCKS[run.config[0]]):
-                value = _spectral(run, layer, i, step)
-                metrics += [
-                    Metric(names.block_key(names.SPECTRAL_RADIUS, layer, block), value, 0, step),
-                    Metric(names.block_key(names.SINGULAR_VALUE_MAX, layer, block), value + 1,
-                           0, step),
-                ]
-    steps = run.metric_steps
-    metrics.append(Metric(names.GRAD_NORM_POST_CLIP_MAX, 1.0, 0, steps[-1]))
-    if run.status == names.DIVERGED:
-        metrics.append(Metric(names.DIVERGED_STEP, 50.0, 0, steps[-1]))
-    return metrics
-
-
-def _log_run(client: MlflowClient, experiment_id: str, run: FakeRun, tmp: Path) -> None:
-    model, activation, clip_mode, threshold = run.config
-    mlflow_run = client.create_run(experiment_id, run_name=run.name)
-    run_id = mlflow_run.info.run_id
-    params = {
-        names.TASK: run.task, names.GAP: run.gap, names.MODEL: model,
-        names.ACTIVATION: activation, names.HIDDEN_SIZE: 32, names.CLIP_MODE: clip_mode,
-        names.CLIP_THRESHOLD: threshold, names.LR: 0.001, names.SEED: run.seed,
-    }
-    tags = {names.STATUS: run.status, names.STATUS_REASON: run.reason,
-            names.CONFIG_HASH: f"hash-{run.name}", names.GIT_COMMIT: "0" * 40}
-    single = {
-        names.CHANCE_LOSS: 2.0, names.CHANCE_ACCURACY: 0.125 if run.task == "copy" else 0.1,
-        names.STEPS_RUN: 100.0, names.WALL_TIME_S: 12.5 + run.gap,
-        names.GRAD_NORM_PRE_CLIP_MAX: 3.0, names.CLIP_RATE_TOTAL: _clip_rate(run),
-    }
-    if run.accuracy is not None:
-        single |= {names.FINAL_EVAL_ACCURACY: run.accuracy, names.FINAL_EVAL_LOSS: 0.5,
-                   names.BEST_EVAL_ACCURACY: run.accuracy}
-    if run.status == names.SOLVED:
-        single[names.STEPS_TO_SOLVE] = 80.0
-    metrics = [Metric(k, v, 0, 100) for k, v in single.items()]
-    for step in (0, 50, 100):
-        metrics += [Metric(names.TRAIN_LOSS, 2.0 - step / 100, 0, step),
-                    Metric(names.EVAL_ACCURACY, step / 100, 0, step)]
-    metrics += _diagnostics(run)
-    if run.status == names.FAILED:
-        metrics = []  # the job raised before logging anything: params and tags only
-    for start in range(0, len(metrics), 1000):  # MLflow's limit of metrics per log_batch
-        client.log_batch(run_id, metrics=metrics[start:start + 1000])
-    client.log_batch(
-        run_id,
-        params=[Param(k, str(v)) for k, v in params.items()],
-        tags=[RunTag(k, v) for k, v in tags.items()],
-    )
-    if run.profile is not None:
-        folder = tmp / run_id
-        folder.mkdir()
-        (folder / names.GRAD_PROFILE_ARTIFACT).write_text(_profile_csv(run))
-        client.log_artifact(run_id, str(folder / names.GRAD_PROFILE_ARTIFACT))
-    client.set_terminated(run_id, "FAILED" if run.status == names.DIVERGED else "FINISHED")
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> str:
-    root = tmp_path_factory.mktemp("store")
-    uri = f"sqlite:///{root}/mlflow.db"
-    client = MlflowClient(tracking_uri=uri)
-    client.create_experiment(EMPTY_EXPERIMENT, artifact_location=(root / "art2").as_uri())
-    staging = root / "staging"
-    staging.mkdir()
-    sweeps = {EXPERIMENT: _fake_runs(), CLIP_EXPERIMENT: _clip_runs(),
-              LEGACY_EXPERIMENT: _legacy_runs(), BARE_EXPERIMENT: _bare_runs()}
-    for experiment, fakes in sweeps.items():
-        exp_id = client.create_experiment(experiment,
-                                          artifact_location=(root / experiment).as_uri())
-        for run in fakes:
-            _log_run(client, exp_id, run, staging)
-        # A multirun's parent run lives in the same experiment; it is not a row of the report.
-        sweep = client.create_run(exp_id, run_name="sweep-0",
-                                  tags={names.RUN_KIND: names.SWEEP_KIND})
-        client.log_param(sweep.info.run_id, names.SWEEP_OVERRIDES, "task.gap=10,20,40")
-        client.set_terminated(sweep.info.run_id)
-    return uri
-
-
-@pytest.fixture(scope="module")
-def report(store: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_report(EXPERIMENT, store, tmp_path_factory.mktemp("reports"))
+def report(report_store: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_report(EXPERIMENT, report_store, tmp_path_factory.mktemp("reports"))
 
 
 def _csv(path: Path) -> list[dict[str, str]]:
@@ -327,7 +84,7 @@ def _csv(path: Path) -> list[dict[str, str]]:
 
 def test_runs_csv_has_one_typed_row_per_run(report: Path) -> None:
     rows = _csv(report.parent / "runs.csv")
-    fakes = {run.name: run for run in _fake_runs()}
+    fakes = {run.name: run for run in fake_runs()}
     assert len(rows) == len(fakes) == 14
     assert list(rows[0]) == list(RUN_COLUMNS)
     by_name = {row["run_name"]: row for row in rows}
@@ -371,7 +128,7 @@ def test_largest_solved_gap(report: Path) -> None:
 def test_accuracy_table_means_match_logged_values(report: Path) -> None:
     rows = _csv(report.parent / "accuracy_by_gap.csv")
     logged: dict[tuple[str, str, int], list[float]] = {}
-    for run in _fake_runs():
+    for run in fake_runs():
         if run.accuracy is not None:
             key = (run.task, names.config_label(*run.config), run.gap)
             logged.setdefault(key, []).append(run.accuracy)
@@ -408,20 +165,20 @@ def test_index_html_is_self_contained_and_escaped(report: Path) -> None:
     # The one script is inline: the browser check (templates/browser_check.html).
     assert "<link" not in html and html.count("<script") == 1 and "<script>" in html
     assert "&lt;script&gt;" in html
-    for run in _fake_runs():
+    for run in fake_runs():
         assert run.name in html
     for png in ("accuracy_vs_gap.png", "grad_profile.png"):
         assert (report.parent / png).read_bytes().startswith(b"\x89PNG")
 
 
-def test_rebuild_is_byte_identical(store: str, tmp_path: Path) -> None:
+def test_rebuild_is_byte_identical(report_store: str, tmp_path: Path) -> None:
     files = ("runs.csv", "summary.md", "largest_solved_gap.csv", "accuracy_by_gap.csv",
              "accuracy_vs_gap.png", "grad_profile.png", "index.html", *NEW_CSVS, *NEW_PNGS)
-    first_index = build_report(EXPERIMENT, store, tmp_path)
+    first_index = build_report(EXPERIMENT, report_store, tmp_path)
     first = {f.name: f.read_bytes() for f in first_index.parent.iterdir()}
     assert set(files) <= set(first)
     shutil.rmtree(first_index.parent)
-    second_index = build_report(EXPERIMENT, store, tmp_path)
+    second_index = build_report(EXPERIMENT, report_store, tmp_path)
     assert second_index == first_index
     second = {f.name: f.read_bytes() for f in second_index.parent.iterdir()}
     assert set(second) == set(first)
@@ -429,12 +186,12 @@ def test_rebuild_is_byte_identical(store: str, tmp_path: Path) -> None:
         assert second[f] == first[f], f
 
 
-def test_missing_and_empty_experiment_raise(store: str, tmp_path: Path) -> None:
+def test_missing_and_empty_experiment_raise(report_store: str, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no-such-sweep") as err:
-        build_report("no-such-sweep", store, tmp_path)
+        build_report("no-such-sweep", report_store, tmp_path)
     assert EXPERIMENT in str(err.value)  # lists what is in the store
     with pytest.raises(ValueError, match=f"{EMPTY_EXPERIMENT}.*no runs"):
-        build_report(EMPTY_EXPERIMENT, store, tmp_path)
+        build_report(EMPTY_EXPERIMENT, report_store, tmp_path)
     assert not (tmp_path / "no-such-sweep").exists()
 
 
@@ -445,13 +202,13 @@ def test_missing_sqlite_file_is_not_created(tmp_path: Path) -> None:
     assert not db.exists()
 
 
-def test_cli_missing_experiment_exits_2_with_one_line(store: str, tmp_path: Path) -> None:
+def test_cli_missing_experiment_exits_2_with_one_line(report_store: str, tmp_path: Path) -> None:
     # A stray MLFLOW_* variable in the caller's shell must not steer the subprocess.
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["PYTHONPATH"] = str(REPO)
     proc = subprocess.run(
         [sys.executable, "-m", "harness.report.cli", "--experiment", "no-such-sweep",
-         "--tracking-uri", store, "--out", str(tmp_path / "out")],
+         "--tracking-uri", report_store, "--out", str(tmp_path / "out")],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
     )
     assert proc.returncode == 2
@@ -471,14 +228,14 @@ def test_cli_default_uri_without_db_exits_2(tmp_path: Path, monkeypatch: pytest.
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def test_cli_success_prints_index_and_ui_command(store: str, tmp_path: Path,
+def test_cli_success_prints_index_and_ui_command(report_store: str, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli_main(["--experiment", EXPERIMENT, "--tracking-uri", store,
+    assert cli_main(["--experiment", EXPERIMENT, "--tracking-uri", report_store,
                      "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     index = tmp_path / EXPERIMENT / "index.html"
     assert str(index) in out and index.is_file()
-    assert f"mlflow ui --backend-store-uri {store}" in out
+    assert f"mlflow ui --backend-store-uri {report_store}" in out
 
 
 def test_task_variants_are_reported_as_their_own_tasks() -> None:
@@ -538,11 +295,11 @@ def test_heatmap_is_mean_log10_of_last_layer_at_top_gap(report: Path) -> None:
     rows = _csv(report.parent / "grad_heatmap.csv")
     assert list(rows[0]) == HEATMAP_COLUMNS
     expected: dict[tuple[str, str, int, int, int], list[float]] = {}
-    for (task, label), runs in _top_gap(_fake_runs(), lambda r: bool(r.profile_steps)).items():
+    for (task, label), runs in _top_gap(fake_runs(), lambda r: bool(r.profile_steps)).items():
         for run in runs:
             for step in run.profile_steps:
                 for lag in range(run.gap + 5):
-                    norm = _norm(run, step, run.layers - 1, lag)
+                    norm = profile_norm(run, step, run.layers - 1, lag)
                     logs = expected.setdefault((task, label, run.gap, step, lag), [])
                     if math.isfinite(norm) and norm > 0:
                         logs.append(math.log10(norm))
@@ -574,13 +331,13 @@ def test_grad_profile_figure_uses_last_layer(report: Path) -> None:
 def test_decay_vs_gap_means_match_final_values(report: Path) -> None:
     rows = _csv(report.parent / "grad_decay_vs_gap.csv")
     finals: dict[tuple[str, str, int], list[tuple[float, float | None, float]]] = {}
-    for run in _fake_runs():
+    for run in fake_runs():
         if run.diagnosed:
             last = run.metric_steps[-1]
-            rate = _decay_rate(run, last)
+            rate = decay_rate(run, last)
             half = math.log(2) / -rate if rate < 0 else None
             finals.setdefault((run.task, run.label, run.gap), []).append(
-                (rate, half, _reach(run, last)))
+                (rate, half, reach(run, last)))
     assert [(r[names.TASK_LABEL], r["label"], int(r[names.GAP])) for r in rows] == sorted(finals)
     for row in rows:
         values = finals[(row[names.TASK_LABEL], row["label"], int(row[names.GAP]))]
@@ -600,10 +357,10 @@ def test_decay_vs_gap_means_match_final_values(report: Path) -> None:
 def test_grad_norm_history_at_top_gap(report: Path) -> None:
     rows = _csv(report.parent / "grad_norm_over_training.csv")
     expected = {}
-    for (task, label), runs in _top_gap(_fake_runs(), lambda r: r.status != names.FAILED).items():
+    for (task, label), runs in _top_gap(fake_runs(), lambda r: r.status != names.FAILED).items():
         for run in runs:
             for step in run.log_steps:
-                expected[(task, label, run.gap, run.seed, step)] = (run, _grad_norm(run, step))
+                expected[(task, label, run.gap, run.seed, step)] = (run, grad_norm(run, step))
     got = {(r[names.TASK_LABEL], r["label"], int(r[names.GAP]), int(r[names.SEED]),
             int(r["step"])): r for r in rows}
     assert set(got) == set(expected) and len(rows) == len(expected)
@@ -624,7 +381,7 @@ def _expected_clip_rates(fakes: list[FakeRun]) -> dict[tuple[str, str, str, floa
     for run in clipped:
         if run.gap == top[(run.task, run.config[2])]:
             key = (run.task, run.config[2], run.label, run.config[3])
-            expected.setdefault(key, []).append(_clip_rate(run))
+            expected.setdefault(key, []).append(clip_rate(run))
     return expected
 
 
@@ -648,7 +405,7 @@ def _check_spectral(path: Path, fakes: list[FakeRun]) -> None:
         layer = runs[0].layers - 1  # the last layer
         for i, block in enumerate(names.GATE_BLOCKS[runs[0].config[0]]):
             for step in PROFILE_STEPS:
-                values = [_spectral(r, layer, i, step) for r in runs
+                values = [spectral(r, layer, i, step) for r in runs
                           if r.diagnosed and step in r.spectral_steps]
                 values = [v for v in values if math.isfinite(v)]
                 if values:
@@ -664,8 +421,8 @@ def _check_spectral(path: Path, fakes: list[FakeRun]) -> None:
 
 
 def test_clip_rate_and_spectral_radius(report: Path) -> None:
-    _check_clip_rates(report.parent / "clip_rate_by_threshold.csv", _fake_runs())
-    _check_spectral(report.parent / "spectral_radius.csv", _fake_runs())
+    _check_clip_rates(report.parent / "clip_rate_by_threshold.csv", fake_runs())
+    _check_spectral(report.parent / "spectral_radius.csv", fake_runs())
     rows = _csv(report.parent / "spectral_radius.csv")
     lstm = {(r["layer"], r["block"]) for r in rows if r["label"] == LABEL_A}
     assert lstm == {("1", b) for b in names.GATE_BLOCKS["lstm"]}
@@ -673,10 +430,10 @@ def test_clip_rate_and_spectral_radius(report: Path) -> None:
     assert [r["n_runs"] for r in diverged_gap] == ["2", "1", "1"]  # inf at step 50 dropped
 
 
-def test_clipping_sweep_with_gru_and_value_clipping(store: str, tmp_path: Path) -> None:
-    index = build_report(CLIP_EXPERIMENT, store, tmp_path)
-    _check_clip_rates(index.parent / "clip_rate_by_threshold.csv", _clip_runs())
-    _check_spectral(index.parent / "spectral_radius.csv", _clip_runs())
+def test_clipping_sweep_with_gru_and_value_clipping(report_store: str, tmp_path: Path) -> None:
+    index = build_report(CLIP_EXPERIMENT, report_store, tmp_path)
+    _check_clip_rates(index.parent / "clip_rate_by_threshold.csv", clip_runs())
+    _check_spectral(index.parent / "spectral_radius.csv", clip_runs())
     rows = _csv(index.parent / "clip_rate_by_threshold.csv")
     assert {(r[names.CLIP_MODE], r["model_activation"], r[names.CLIP_THRESHOLD], r[names.GAP])
             for r in rows} == {("norm", "lstm-tanh", "0.5", "20"),
@@ -700,8 +457,8 @@ def test_every_new_figure_is_embedded(report: Path) -> None:
     assert "negative means vanishing" in html
 
 
-def test_experiment_without_new_metrics_still_builds(store: str, tmp_path: Path) -> None:
-    index = build_report(LEGACY_EXPERIMENT, store, tmp_path)
+def test_experiment_without_new_metrics_still_builds(report_store: str, tmp_path: Path) -> None:
+    index = build_report(LEGACY_EXPERIMENT, report_store, tmp_path)
     folder = index.parent
     for name in (*NEW_PNGS, *NEW_CSVS):
         assert (folder / name).is_file(), name
@@ -721,8 +478,8 @@ def test_experiment_without_new_metrics_still_builds(store: str, tmp_path: Path)
     assert "the heatmaps need at least two" in html
 
 
-def test_experiment_with_nothing_logged_still_builds(store: str, tmp_path: Path) -> None:
-    index = build_report(BARE_EXPERIMENT, store, tmp_path)
+def test_experiment_with_nothing_logged_still_builds(report_store: str, tmp_path: Path) -> None:
+    index = build_report(BARE_EXPERIMENT, report_store, tmp_path)
     for name in NEW_CSVS:
         assert _csv(index.parent / name) == [], name
     summary = index.parent.joinpath("summary.md").read_text()
@@ -730,8 +487,8 @@ def test_experiment_with_nothing_logged_still_builds(store: str, tmp_path: Path)
     assert f"No run logged a {names.GRAD_NORM_PRE_CLIP} history" in summary
 
 
-def test_histories_are_fetched_only_for_top_gap_runs(store: str) -> None:
-    sweep = load_sweep(EXPERIMENT, store)
+def test_histories_are_fetched_only_for_top_gap_runs(report_store: str) -> None:
+    sweep = load_sweep(EXPERIMENT, report_store)
     plan = {**grad_norm_plan(sweep.runs, sweep.finals)}
     for run_id, keys in spectral_plan(sweep.runs, sweep.finals).items():
         plan[run_id] = [*plan.get(run_id, []), *keys]
@@ -740,16 +497,16 @@ def test_histories_are_fetched_only_for_top_gap_runs(store: str) -> None:
     lstm = [keys for rid, keys in plan.items() if by_id.loc[rid, names.MODEL] == "lstm"]
     assert all(names.block_key(names.SPECTRAL_RADIUS, 1, "f") in keys for keys in lstm)
     assert not any(names.block_key(names.SPECTRAL_RADIUS, 0, "f") in keys for keys in lstm)
-    histories = load_metric_histories(plan, store)
+    histories = load_metric_histories(plan, report_store)
     assert list(histories.columns) == ["run_id", "key", "step", "value"]
     assert set(histories["run_id"]) <= set(plan)
     # SQL on the SQLite file, the SQL store's bulk query and one request per run and key
     # give exactly the same points (the diverged run's infinite radius included).
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(internals, "sqlite_metric_histories", lambda *args: None)
-        bulk = load_metric_histories(plan, store)
+        bulk = load_metric_histories(plan, report_store)
         patch.setattr(internals, "client_store", lambda client: None)
-        per_run = load_metric_histories(plan, store)
+        per_run = load_metric_histories(plan, report_store)
     pd.testing.assert_frame_equal(histories, bulk)
     pd.testing.assert_frame_equal(histories, per_run)
     assert len(histories) >= 40
@@ -811,14 +568,14 @@ def test_task_column_reads_the_chosen_option_when_logged() -> None:
 
 @pytest.mark.parametrize("experiment", [EXPERIMENT, CLIP_EXPERIMENT, LEGACY_EXPERIMENT,
                                         BARE_EXPERIMENT])
-def test_sqlite_reads_equal_mlflow_search_runs(store: str, experiment: str) -> None:
+def test_sqlite_reads_equal_mlflow_search_runs(report_store: str, experiment: str) -> None:
     """The SQLite store is read with SQL (`internals.sqlite_search_runs`); MLflow's
     search_runs gives the same frames (runs, final metrics incl. infinite and missing ones,
     params, sweeps)."""
-    fast = load_sweep(experiment, store)
+    fast = load_sweep(experiment, report_store)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(internals, "sqlite_search_runs", lambda *args: None)
-        slow = load_sweep(experiment, store)
+        slow = load_sweep(experiment, report_store)
     for name in ("runs", "finals", "params", "sweeps"):
         pd.testing.assert_frame_equal(getattr(fast, name), getattr(slow, name))
     assert fast.label_axes == slow.label_axes

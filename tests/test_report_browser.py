@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_report_findings import A, store  # noqa: F401  (its module-scoped store fixture)
+from helpers.findings_store import A
 
 from harness.report import build_report
 from harness.report.sections import FIGURES, SECTIONS
@@ -61,9 +61,9 @@ def _headless(chromium: str, profile: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_report_renders_in_chromium(chromium: str, store: str,  # noqa: F811
+def test_report_renders_in_chromium(chromium: str, findings_store: str,
                                     tmp_path: Path) -> None:
-    index = build_report(A, store, tmp_path / "reports", workers=2)
+    index = build_report(A, findings_store, tmp_path / "reports", workers=2)
     url = index.resolve().as_uri()
     shot = tmp_path / "screenshot.png"
     subprocess.run([*_headless(chromium, tmp_path / "profile-1"), f"--screenshot={shot}", url],

@@ -1,5 +1,6 @@
 """The report as a registry of figures: one object per figure, one module per section, a page
-that loops over sections. Built on test_report's store (known answers there)."""
+that loops over sections. Built on the report tests' store (known answers there:
+tests/helpers/report_store.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-from test_report import EXPERIMENT, store  # noqa: F401  (its module-scoped store fixture)
+from helpers.report_store import EXPERIMENT
 
 from harness import names
 from harness.report import build_report, sections
@@ -21,8 +22,8 @@ TEMPLATES = Path(sections.__file__).parents[1] / "templates"
 
 
 @pytest.fixture(scope="module")
-def report(store: str, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
-    return build_report(EXPERIMENT, store, tmp_path_factory.mktemp("registry"), workers=1)
+def report(report_store: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_report(EXPERIMENT, report_store, tmp_path_factory.mktemp("registry"), workers=1)
 
 
 def test_one_module_per_section_in_page_order() -> None:
@@ -93,7 +94,7 @@ def test_sections_are_numbered_in_order_and_absent_ones_left_out(report: Path) -
     assert re.findall(r'href="#([a-z]+)"', toc) == [sid for sid, _ in found]
 
 
-def test_no_figure_draws_a_band_over_two_seeds(store: str, tmp_path: Path,  # noqa: F811
+def test_no_figure_draws_a_band_over_two_seeds(report_store: str, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """The store has at most 2 seeds at every point: every registered figure, drawn from the
     report's inputs, shows seeds as dots, with no band (fill_between) and no error bar."""
@@ -102,7 +103,7 @@ def test_no_figure_draws_a_band_over_two_seeds(store: str, tmp_path: Path,  # no
 
     from harness.report import inputs
 
-    r = inputs.Inputs(EXPERIMENT, store, inputs.read(EXPERIMENT, store))
+    r = inputs.Inputs(EXPERIMENT, report_store, inputs.read(EXPERIMENT, report_store))
     assert r.runs.groupby([names.TASK_LABEL, "label", names.GAP])[names.SEED].nunique().max() == 2
     drawn: list[MplFigure] = []
     monkeypatch.setattr(MplFigure, "savefig", lambda fig, *a, **k: drawn.append(fig))

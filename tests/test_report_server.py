@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers.report_store import EXPERIMENT
 from helpers.servers import mlflow_server
-from test_report import EXPERIMENT, store  # noqa: F401  (its module-scoped store fixture)
 
 from harness.report import build_report, load
 from harness.report.gradients import grad_norm_plan, spectral_plan
@@ -16,16 +16,16 @@ from harness.tracking import internals
 
 
 @pytest.mark.slow
-def test_report_over_http_matches_sqlite(store: str, tmp_path: Path,  # noqa: F811
+def test_report_over_http_matches_sqlite(report_store: str, tmp_path: Path,
                                          cli_env: dict[str, str],
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    sweep = load.load_sweep(EXPERIMENT, store)
+    sweep = load.load_sweep(EXPERIMENT, report_store)
     plan = {**grad_norm_plan(sweep.runs, sweep.finals)}
     for run_id, keys in spectral_plan(sweep.runs, sweep.finals).items():
         plan[run_id] = [*plan.get(run_id, []), *keys]
-    from_sql = load.load_metric_histories(plan, store)
+    from_sql = load.load_metric_histories(plan, report_store)
     assert len(from_sql) >= 40
-    with mlflow_server(tmp_path / "server", cli_env, store) as base:
+    with mlflow_server(tmp_path / "server", cli_env, report_store) as base:
         from_http = load.load_metric_histories(plan, base)
         # A request that hits the point cap is split until it fits: force tiny caps.
         monkeypatch.setattr(internals, "BULK_MAX_POINTS", 7)
