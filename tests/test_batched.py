@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import pytest
 import torch
+from helpers.batched import CLIP, TASK, Spec
 
 import tasks
 from harness import names
@@ -27,14 +28,9 @@ from harness.schema import ClipConfig, ClipMode, OptimConfig, OptimName, TrainCo
 
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("rnn", "hard_tanh"), ("lstm", "tanh"), ("gru", "tanh")]
 SEEDS = [0, 1, 2]
-TASK = tasks.make_task("delayed_recall", gap=10, filler="noise")
 # Full budget (threshold above 1), evaluation and diagnostics at 0, 10, 20, 30; every step logged.
 CFG = TrainConfig(steps=30, batch_size=16, log_every=1, eval_every=10, eval_batch_size=64,
                   profile_batch_size=8, solve_threshold=1.5)
-OPTIM = OptimConfig(OptimName.adam, 3e-3)
-# Norm clipping at a threshold that fires on part of the steps (a third for the tanh RNN at
-# seed 0), so a wrong per-member rescaling shows in the weights.
-CLIP = ClipConfig(ClipMode.norm, 0.5)
 NO_CLIP = ClipConfig(ClipMode.none, 1.0)
 # float32: the bmm cell and the fused kernels round differently (other summation order and
 # vectorization), by about one ulp per op. Measured over 40 to 50 such steps, the members differ
@@ -46,23 +42,6 @@ RTOL, ATOL = 1e-5, 1e-5
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
-
-
-class Spec(NamedTuple):
-    """One member, as its separate run's config would set it."""
-
-    seed: int
-    cell: str = "rnn"
-    activation: str = "tanh"
-    optim: OptimConfig = OPTIM
-    clip: ClipConfig = CLIP
-    task: tasks.Task = TASK
-    init: str = "default"
-    forget_bias: float = 1.0
-
-    def model(self) -> RecurrentModel:
-        return build_member(self.seed, self.cell, self.task, 16, activation=self.activation,
-                            init=self.init, forget_bias=self.forget_bias)
 
 
 def separate_run(cell: str, activation: str, seed: int, cfg: TrainConfig = CFG,

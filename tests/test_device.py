@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.batched import Spec
 from helpers.cli import harness_train
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
-from test_batched import Spec
 
 import tasks
 from harness import names
