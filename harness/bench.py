@@ -50,6 +50,7 @@ import torch
 import tasks
 from harness import loop, names
 from harness.batched import BatchedStepper, build_member
+from harness.cells import GATE_BLOCKS
 from harness.clipping import Clipper
 from harness.diagnostics import diagnose
 from harness.loop import (
@@ -124,7 +125,7 @@ def step_flops(cell: str, task: tasks.Task, hidden: int, batch_size: int) -> flo
     3), and the readout [B, H] by [H, O]; backward costs twice the forward (gradients with
     respect to inputs and weights).
     """
-    gates = len(names.GATE_BLOCKS[cell])
+    gates = len(GATE_BLOCKS[cell])
     per_step = 2 * batch_size * ((task.input_size + hidden) * gates * hidden
                                  + hidden * task.output_size)
     return 3.0 * per_step * task.seq_len

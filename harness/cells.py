@@ -5,15 +5,14 @@ Everything else derives from `CELLS`: the `model.name` choices and their checks
 (harness/schema.py), the model and its initializations (harness/models.py), what the batched
 model computes (harness/batched.py), the diagnostics' per-block metrics and the gate that
 decides what is kept (harness/diagnostics.py), the memory estimate (harness/resources.py), and
-the report's block labels. Adding a cell means one entry here, plus its step in
+the report's block labels (this module imports no torch, so the report reads it
+cheaply). Adding a cell means one entry here, plus its step in
 `RecurrentModel._step` (and in the batched kernels, if it is to be batched).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from torch import nn
 
 from harness import names
 
@@ -30,7 +29,7 @@ class Gate:
 class Cell:
     name: str  # the `model.name` value
     gates: tuple[Gate, ...]  # W_hh's row blocks in torch's order
-    fused: type[nn.RNNBase]  # the torch module that holds the weights (and runs them fused)
+    fused: str  # the torch.nn module that holds the weights (and runs them fused)
     vanilla: bool  # h' = act(W_ih x + W_hh h + b): activations and identity init apply
     batched: bool  # harness/batched.py's BatchedModel computes it
     # The gate that decides what the state keeps (LSTM forget f, GRU update z): chrono init
@@ -56,18 +55,18 @@ class Cell:
 _VANILLA = (Gate("hh", "recurrent matrix"),)
 
 CELLS: dict[str, Cell] = {cell.name: cell for cell in (
-    Cell("rnn", _VANILLA, nn.RNN, vanilla=True, batched=True),
+    Cell("rnn", _VANILLA, "RNN", vanilla=True, batched=True),
     # W_hh constrained orthogonal by torch's parametrization (the uRNN/expRNN family)
-    Cell("orth_rnn", (Gate("hh", "orthogonal recurrent matrix"),), nn.RNN, vanilla=True,
+    Cell("orth_rnn", (Gate("hh", "orthogonal recurrent matrix"),), "RNN", vanilla=True,
          batched=False),
     Cell("lstm", (Gate("i", "input gate"), Gate("f", "forget gate"),
                   Gate("g", "cell candidate"), Gate("o", "output gate")),
-         nn.LSTM, vanilla=False, batched=True, keep_gate="f",
+         "LSTM", vanilla=False, batched=True, keep_gate="f",
          keep_metrics=(names.FORGET_GATE_MEAN, names.FORGET_GATE_SATURATED),
          chrono_opposite="i", forget_bias=True),
     # torch's GRU keeps the share z of the old state: h' = (1 - z) n + z h
     Cell("gru", (Gate("r", "reset gate"), Gate("z", "update gate"), Gate("n", "candidate")),
-         nn.GRU, vanilla=False, batched=True, keep_gate="z",
+         "GRU", vanilla=False, batched=True, keep_gate="z",
          keep_metrics=(names.UPDATE_GATE_MEAN, names.UPDATE_GATE_SATURATED)),
 )}
 VANILLA = tuple(name for name, cell in CELLS.items() if cell.vanilla)

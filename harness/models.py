@@ -110,8 +110,9 @@ class RecurrentModel(nn.Module):
         # init); its own tanh is then never used.
         self.fused = cell not in VANILLA or activation in FUSED_ACTIVATIONS
         extra = {"nonlinearity": activation if self.fused else "tanh"} if cell in VANILLA else {}
-        self.rnn = CELLS[cell].fused(input_size, hidden_size, num_layers, batch_first=True,
-                               bidirectional=bidirectional, **extra)
+        fused = getattr(nn, CELLS[cell].fused)
+        self.rnn = fused(input_size, hidden_size, num_layers, batch_first=True,
+                         bidirectional=bidirectional, **extra)
         if activation == "modrelu":
             self.modrelu_bias = nn.ParameterList(
                 nn.Parameter(torch.empty(hidden_size).uniform_(-MODRELU_BIAS_INIT,

@@ -106,8 +106,6 @@ GRAD_NORM_POST_CLIP_MAX = "grad_norm_post_clip_max"  # summary
 # Recurrent dynamics: per layer and gate block of W_hh, e.g. spectral_radius_l0_f
 SPECTRAL_RADIUS = "spectral_radius"
 SINGULAR_VALUE_MAX = "singular_value_max"
-GATE_BLOCKS = {"rnn": ("hh",), "orth_rnn": ("hh",), "lstm": ("i", "f", "g", "o"),
-               "gru": ("r", "z", "n")}
 FORGET_GATE_MEAN = "forget_gate_mean"  # LSTM, last layer, mean over batch, units and time
 FORGET_GATE_SATURATED = "forget_gate_saturated"  # share of activations < 0.05 or > 0.95
 UPDATE_GATE_MEAN = "update_gate_mean"  # GRU, likewise for the update gate z

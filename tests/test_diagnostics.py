@@ -14,6 +14,7 @@ from torch import nn
 
 import tasks
 from harness import names
+from harness.cells import GATE_BLOCKS
 from harness.diagnostics import (
     batch_as,
     decay_fit,
@@ -276,7 +277,7 @@ def test_spectral_metrics_per_direction_and_orth_rnn_radius_one() -> None:
     for layer in range(2):
         for reverse in (False, True):
             w_hh = model.layer_weights(layer, reverse)[1].detach().double()
-            for k, block in enumerate(names.GATE_BLOCKS["gru"]):
+            for k, block in enumerate(GATE_BLOCKS["gru"]):
                 key = names.block_key(names.SPECTRAL_RADIUS, layer, block, reverse=reverse)
                 eig = torch.linalg.eigvals(w_hh[k * 6:(k + 1) * 6]).abs().max()
                 assert metrics[key] == pytest.approx(float(eig))

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 import tasks
 from harness import names
+from harness.cells import GATE_BLOCKS
 from harness.models import build_model
 from harness.report import build_report
 from harness.schema import ConfigError, validate
@@ -78,7 +79,7 @@ def test_every_variant_runs_and_shows_in_the_report(make_cfg: Callable[..., Dict
     bi = by_name["copy-gru-tanh-chrono-l2-bi-noclip-gap4-s0"].data.metrics
     for layer in range(2):
         for reverse in (False, True):
-            for block in names.GATE_BLOCKS["gru"]:
+            for block in GATE_BLOCKS["gru"]:
                 assert names.block_key(names.SPECTRAL_RADIUS, layer, block,
                                        reverse=reverse) in bi
     orth = by_name["copy-orth_rnn-modrelu-orthogonal-noclip-gap4-s0"].data.metrics

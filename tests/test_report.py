@@ -57,6 +57,7 @@ from helpers.report_store import (
 )
 
 from harness import names
+from harness.cells import GATE_BLOCKS
 from harness.report import ReportError, build_report, load
 from harness.report.cli import main as cli_main
 from harness.report.figures import label_colors, label_markers
@@ -403,7 +404,7 @@ def _check_spectral(path: Path, fakes: list[FakeRun]) -> None:
     order = []
     for (task, label), runs in sorted(_top_gap(fakes, lambda r: r.diagnosed).items()):
         layer = runs[0].layers - 1  # the last layer
-        for i, block in enumerate(names.GATE_BLOCKS[runs[0].config[0]]):
+        for i, block in enumerate(GATE_BLOCKS[runs[0].config[0]]):
             for step in PROFILE_STEPS:
                 values = [spectral(r, layer, i, step) for r in runs
                           if r.diagnosed and step in r.spectral_steps]
@@ -413,7 +414,7 @@ def _check_spectral(path: Path, fakes: list[FakeRun]) -> None:
                     order.append((task, label, layer, block, step))
     keys = [(r[names.TASK_LABEL], r["label"], int(r["layer"]), r["block"], int(r["step"]))
             for r in rows]
-    assert keys == order  # blocks in names.GATE_BLOCKS order, steps ascending
+    assert keys == order  # blocks in GATE_BLOCKS order, steps ascending
     for key, row in zip(keys, rows, strict=True):
         assert float(row[f"{names.SPECTRAL_RADIUS}_mean"]) == pytest.approx(
             statistics.fmean(expected[key]))
@@ -425,7 +426,7 @@ def test_clip_rate_and_spectral_radius(report: Path) -> None:
     _check_spectral(report.parent / "spectral_radius.csv", fake_runs())
     rows = _csv(report.parent / "spectral_radius.csv")
     lstm = {(r["layer"], r["block"]) for r in rows if r["label"] == LABEL_A}
-    assert lstm == {("1", b) for b in names.GATE_BLOCKS["lstm"]}
+    assert lstm == {("1", b) for b in GATE_BLOCKS["lstm"]}
     diverged_gap = [r for r in rows if r["label"] == LABEL_B]
     assert [r["n_runs"] for r in diverged_gap] == ["2", "1", "1"]  # inf at step 50 dropped
 
@@ -441,7 +442,7 @@ def test_clipping_sweep_with_gru_and_value_clipping(report_store: str, tmp_path:
                                ("value", "gru-tanh", "0.5", "20")}
     gru = {r["block"] for r in _csv(index.parent / "spectral_radius.csv")
            if r["label"].startswith("gru")}
-    assert gru == set(names.GATE_BLOCKS["gru"])
+    assert gru == set(GATE_BLOCKS["gru"])
     assert "No run clipped" not in (index.parent / "summary.md").read_text()
 
 

@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, open_dict
 
 from harness import names
+from harness.cells import GATE_BLOCKS
 from harness.lifecycle.identity import Job, choices_of, job_of
 from harness.schema import PROJECT_ROOT, register
 from harness.train import train
@@ -42,7 +43,7 @@ def test_run_is_logged_with_params_metrics_tags_and_artifacts(
     assert metrics[names.CHANCE_ACCURACY] > 0
     # diagnostics: fitted profile summary, spectral radius per GRU gate block, update gate
     for key in (names.GRAD_REACH, names.UPDATE_GATE_MEAN, names.GRAD_NORM_POST_CLIP_MAX,
-                *(names.block_key(names.SPECTRAL_RADIUS, 0, b) for b in names.GATE_BLOCKS["gru"])):
+                *(names.block_key(names.SPECTRAL_RADIUS, 0, b) for b in GATE_BLOCKS["gru"])):
         assert key in metrics, key
     assert metrics[names.GRAD_NORM_POST_CLIP_MAX] <= 0.5 * (1 + 1e-4)
     # every logged point arrived, with its step

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import names
+from harness.cells import GATE_BLOCKS
 from harness.tracking import internals
 
 EXPERIMENT = "report-bench"
@@ -101,7 +102,7 @@ def _metrics(model: tuple[str, str], status: str, steps_run: int, gap: int,
                 (names.GRAD_NORM_PRE_CLIP, norm, step),
                 (names.GRAD_NORM_POST_CLIP, min(norm, 1.0), step),
                 (names.CLIP_RATE, 0.3, step)]
-    blocks = names.GATE_BLOCKS[model[0]]
+    blocks = GATE_BLOCKS[model[0]]
     for step in range(0, steps_run + 1, EVAL_EVERY):
         acc = chance + (final_acc - chance) * step / max(steps_run, 1)
         rate = -0.3 / (1 + step / 500)

@@ -21,6 +21,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from harness import names
+from harness.cells import CELLS
 from harness.report import gradients as g
 from harness.report import tables
 from harness.report.figures import (
@@ -44,13 +45,6 @@ HEATMAP_CMAP = "viridis"
 THRESHOLD_STYLE = {"ls": "--", "color": "0.2", "lw": 1.3}
 REFERENCE_STYLE = {"ls": ":", "color": "0.45", "lw": 1.2}
 _BLOCK_STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"))
-# What each gate block of W_hh is, in the order of names.GATE_BLOCKS.
-_BLOCK_MEANING = {
-    "rnn": ("recurrent matrix",),
-    "orth_rnn": ("orthogonal recurrent matrix",),
-    "lstm": ("input gate", "forget gate", "cell candidate", "output gate"),
-    "gru": ("reset gate", "update gate", "candidate"),
-}
 MAX_COLS = 3
 MIN_WIDTH = 8.5  # inches: room for the two-line titles even with a single panel
 
@@ -299,9 +293,8 @@ def grad_norm_over_training(norms: pd.DataFrame, clip_points: pd.DataFrame,
 
 
 def _block_label(model: str, block: str) -> str:
-    meanings = dict(zip(names.GATE_BLOCKS.get(model, ()), _BLOCK_MEANING.get(model, ()),
-                        strict=False))
-    return f"{block} ({meanings[block]})" if block in meanings else block
+    meaning = CELLS[model].meaning(block) if model in CELLS else None
+    return f"{block} ({meaning})" if meaning else block
 
 
 def spectral_radius(table: pd.DataFrame, runs: pd.DataFrame, colors: dict[str, str],
@@ -316,7 +309,7 @@ def spectral_radius(table: pd.DataFrame, runs: pd.DataFrame, colors: dict[str, s
         panel = table[(table[names.TASK_LABEL] == task) & (table[LABEL] == label)]
         color = colors[str(label)]
         model = str(model_of.get(label, ""))
-        blocks = list(dict.fromkeys(panel[g.BLOCK]))  # table order = names.GATE_BLOCKS order
+        blocks = list(dict.fromkeys(panel[g.BLOCK]))  # table order = the cell's gate order
         for i, block in enumerate(blocks):
             line = panel[panel[g.BLOCK] == block]
             ls, marker = _BLOCK_STYLES[i % len(_BLOCK_STYLES)]

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from harness import names
+from harness.cells import GATE_BLOCKS
 from harness.report.load import (
     KEY,
     LABEL,
@@ -293,12 +294,12 @@ def _spectral_keys(finals: pd.DataFrame) -> list[str]:
     """Every spectral-radius key any model could have logged, up to the deepest layer seen."""
     return [names.block_key(names.SPECTRAL_RADIUS, layer, block)
             for layer in range(_max_layer_in(finals) + 1)
-            for blocks in names.GATE_BLOCKS.values() for block in blocks]
+            for blocks in GATE_BLOCKS.values() for block in blocks]
 
 
 def _max_layer_in(finals: pd.DataFrame) -> int:
     """The deepest layer number in `finals`' spectral-radius keys (-1 if none), by probing."""
-    blocks = sorted({b for bs in names.GATE_BLOCKS.values() for b in bs})
+    blocks = sorted({b for bs in GATE_BLOCKS.values() for b in bs})
     top = -1
     for layer in itertools.count():
         keys = [names.block_key(names.SPECTRAL_RADIUS, layer, b) for b in blocks]
@@ -309,7 +310,7 @@ def _max_layer_in(finals: pd.DataFrame) -> int:
 
 def _blocks(config: pd.DataFrame) -> tuple[str, ...]:
     models = config[names.MODEL].dropna().unique()
-    return names.GATE_BLOCKS.get(str(models[0]), ()) if len(models) == 1 else ()
+    return GATE_BLOCKS.get(str(models[0]), ()) if len(models) == 1 else ()
 
 
 def spectral_plan(runs: pd.DataFrame, finals: pd.DataFrame) -> dict[str, list[str]]:
@@ -391,7 +392,7 @@ def spectral_table(runs: pd.DataFrame, finals: pd.DataFrame,
                              N_RUNS: values[RUN_ID].nunique()})
     if not rows:
         return pd.DataFrame(columns=SPECTRAL_COLUMNS)
-    # Blocks keep the order of names.GATE_BLOCKS (i, f, g, o), not alphabetical order.
+    # Blocks keep the order of GATE_BLOCKS (i, f, g, o), not alphabetical order.
     return pd.DataFrame(rows, columns=SPECTRAL_COLUMNS)
 
 

@@ -12,6 +12,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from harness import names
+from harness.cells import GATE_BLOCKS
 
 EXPERIMENT = "sweep-test"
 EMPTY_EXPERIMENT = "sweep-empty"
@@ -199,7 +200,7 @@ def diagnostics(run: FakeRun) -> list[Metric]:
             metrics.append(Metric(names.GRAD_HALF_LIFE, math.log(2) / -rate, 0, step))
     for step in run.spectral_steps:
         for layer in range(run.layers):
-            for i, block in enumerate(names.GATE_BLOCKS[run.config[0]]):
+            for i, block in enumerate(GATE_BLOCKS[run.config[0]]):
                 value = spectral(run, layer, i, step)
                 metrics += [
                     Metric(names.block_key(names.SPECTRAL_RADIUS, layer, block), value, 0, step),
