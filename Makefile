@@ -20,7 +20,7 @@ demo: setup
 
 ## The test suite: lint, then every test not marked slow (under 10 minutes on 2 cores)
 test: setup
-	$(BIN)/ruff check harness tasks tests hydra_plugins
+	$(BIN)/ruff check harness tasks tests hydra_plugins benchmarks
 	$(BIN)/pytest -m "not slow"
 
 ## The end-to-end tests marked slow: real sweeps, servers, SLURM, a browser (CI runs them too)
@@ -30,16 +30,18 @@ test-slow: setup
 ## Both
 test-all: test test-slow
 
-## Harness vs bare PyTorch, tracking and diagnostics overhead (a few minutes; writes bench.csv)
+## Harness vs bare PyTorch, tracking and diagnostics overhead (a few minutes); the figures are
+## appended to benchmarks/results/overhead.csv. Every benchmark: python -m benchmarks
 bench: setup
-	$(BIN)/harness-bench --out bench.csv
+	$(BIN)/python -m benchmarks.overhead
 
-## The short version that CI runs, so a regression is visible in its log
+## The short version that CI runs, so a regression is visible in its log (results in $TMPDIR,
+## so the checkout stays clean)
 bench-quick: setup
-	$(BIN)/harness-bench --quick --out $(or $(TMPDIR),/tmp)/bench-quick.csv
+	$(BIN)/python -m benchmarks.overhead --quick --results $(or $(TMPDIR),/tmp)
 
 lint: setup
-	$(BIN)/ruff check harness tasks tests hydra_plugins
+	$(BIN)/ruff check harness tasks tests hydra_plugins benchmarks
 
 ## MLflow UI on the project's store: http://127.0.0.1:5000
 ui: setup
