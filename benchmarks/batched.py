@@ -62,7 +62,7 @@ from harness.batched import BatchedModel, build_member
 from harness.batched_kernels import kernels
 from harness.loop import data_generators
 from harness.models import RecurrentModel
-from harness.train import configure_torch
+from harness.resources import configure_torch
 
 CELLS = ("rnn", "lstm", "gru")
 KS = (1, 2, 4, 8)

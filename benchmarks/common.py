@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from harness import names
+from harness.cells import GATE_BLOCKS
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -88,7 +89,7 @@ def step_flops(cell: str, input_size: int, output_size: int, seq_len: int, hidde
     3) and the readout [B, H] by [H, O]; backward costs twice the forward (gradients with
     respect to inputs and weights).
     """
-    gates = len(names.GATE_BLOCKS[cell])
+    gates = len(GATE_BLOCKS[cell])
     per_step = 2 * batch_size * ((input_size + hidden) * gates * hidden + hidden * output_size)
     return 3.0 * per_step * seq_len
 

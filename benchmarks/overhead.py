@@ -41,9 +41,9 @@ from harness.clipping import Clipper
 from harness.loop import MemoryTracker, Tracker, train_loop
 from harness.models import RecurrentModel
 from harness.optimizers import make_optimizer
+from harness.resources import configure_torch
 from harness.schema import OptimConfig, TrainConfig
-from harness.tracking import mlflow_run
-from harness.train import configure_torch
+from harness.tracking.run import mlflow_run
 
 VARIANTS = ("bare", "harness", "no_tracking", "no_diagnostics")
 MODELS = (("rnn", "tanh"), ("lstm", "tanh"), ("gru", "tanh"))

@@ -44,9 +44,9 @@ from benchmarks.overhead import MODELS, build, harness_loop
 from harness import names
 from harness.clipping import Clipper
 from harness.loop import FusedStepper, MemoryTracker, RunRecord, Tracker, drive
+from harness.resources import configure_torch
 from harness.schema import TrainConfig
-from harness.tracking import mlflow_run
-from harness.train import configure_torch
+from harness.tracking.run import mlflow_run
 
 PROFILE_PARTS = ("data", "forward", "loss", "backward", "clipping", "optimizer", "evaluation",
                  "diagnostics", "tracking")

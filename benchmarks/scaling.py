@@ -21,7 +21,7 @@ import tasks
 from benchmarks.common import ROOT, Sitting, results_argument
 from benchmarks.overhead import time_variant
 from harness import names
-from harness.train import configure_torch
+from harness.resources import configure_torch
 
 SCALING_GAPS = (50, 100, 200, 500, 1000)
 
