@@ -180,8 +180,11 @@ def multirun(overrides: Iterable[str], folder: Path, experiment: str = "bench") 
                f"experiment_name={experiment}", f"tracking.uri={store_uri(folder)}",
                f"train.checkpoint_dir={folder}/checkpoints", "report.on_multirun_end=false",
                f"hydra.sweep.dir={folder}/sweep"]
+    # This checkout's code, whichever checkout the environment's editable install points at.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, cwd=folder)
+    done = subprocess.run(command, capture_output=True, text=True, cwd=folder, env=env)
     seconds = time.perf_counter() - start
     (folder / "multirun.log").write_text(done.stdout + done.stderr)
     if done.returncode != 0:
@@ -196,7 +199,7 @@ def store_uri(folder: Path) -> str:
 
 def runs_of(folder: Path, experiment: str = "bench") -> list[dict[str, str]]:
     """Every job's run in a multirun's store (not the sweep's parent run): its config hash,
-    status, end state, model option, activation, gap, seed, batch tag and steps run."""
+    status, end state, model option, cell, activation, gap, seed, batch tag and steps run."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(store_uri(folder))
@@ -211,7 +214,7 @@ def runs_of(folder: Path, experiment: str = "bench") -> list[dict[str, str]]:
         rows.append({"config_hash": tags.get(names.CONFIG_HASH, ""),
                      "status": tags.get(names.STATUS, ""),
                      "end_state": tags.get(names.END_STATE, ""),
-                     "model": params.get("model", ""),
+                     "model": params.get("model", ""), "cell": params.get(names.MODEL, ""),
                      "activation": params.get(names.ACTIVATION, ""),
                      "gap": params.get(names.GAP, ""), "seed": params.get(names.SEED, ""),
                      "batch": tags.get(names.BATCH, ""),

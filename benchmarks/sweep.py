@@ -32,6 +32,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import tasks
 from benchmarks.common import (
     Sitting,
     load_average,
@@ -39,17 +40,19 @@ from benchmarks.common import (
     results_argument,
     runs_of,
     sgemm_gflops,
+    step_flops,
 )
 
 MODELS = "rnn,rnn_relu,lstm,gru"
 GAPS = "10,20,40,80"
+BATCH = 32
 
 
 def sweep_overrides(models: str, gaps: str, seeds: int, steps: int, hidden: int,
                     jobs: int) -> list[str]:
     return ["task=delayed_recall_noise", f"model={models}", f"task.gap={gaps}",
             "seed=" + ",".join(str(s) for s in range(seeds)), f"model.hidden_size={hidden}",
-            "train.batch_size=32", f"train.steps={steps}", "train.eval_every=100",
+            f"train.batch_size={BATCH}", f"train.steps={steps}", "train.eval_every=100",
             f"hydra.launcher.n_jobs={jobs}", "train.threads=1"]
 
 
@@ -66,12 +69,29 @@ def layout_overrides(layout: str) -> list[str]:
 Statuses = dict[str, tuple[str, str, str, str]]  # config hash -> status, model, gap, seed
 
 
-def run_layout(layout: str, base: list[str], folder: Path) -> tuple[dict[str, object], Statuses]:
-    """One real multirun of the sweep in `layout`: wall time, runs, statuses, batched jobs."""
+def run_flops(cell: str, gap: int, hidden: int, batch: int) -> float:
+    """Matmul FLOPs of one training step of one run of the sweep's task at `gap`."""
+    task = tasks.make_task("delayed_recall", gap=gap, filler="noise")
+    return step_flops(cell, task.input_size, task.output_size, task.seq_len, hidden, batch)
+
+
+def sweep_flops(runs: list[dict[str, str]], hidden: int, batch: int) -> float:
+    """Matmul FLOPs of every training step the runs took (evaluations and diagnostics not
+    counted, so the share of sgemm computed from it is a lower bound of the work done)."""
+    return sum(float(run["steps_run"] or 0) * run_flops(run["cell"], int(run["gap"]), hidden,
+                                                         batch) for run in runs)
+
+
+def run_layout(layout: str, base: list[str], folder: Path, hidden: int, batch: int,
+               jobs: int) -> tuple[dict[str, object], Statuses]:
+    """One real multirun of the sweep in `layout`: wall time, runs, statuses, batched jobs,
+    and the training steps' FLOP/s against the sgemm rate of `jobs` cores (`jobs` x the
+    1-thread 2048² sgemm measured just before)."""
     sgemm, load = sgemm_gflops(repeats=3), load_average()
     seconds = multirun([*base, *layout_overrides(layout)], folder)
     runs = runs_of(folder)
     statuses = Counter(run["status"] for run in runs)
+    gflops = sweep_flops(runs, hidden, batch) / seconds / 1e9
     row: dict[str, object] = {
         "layout": layout, "runs": len(runs), "seconds": round(seconds, 1),
         "runs_per_hour": round(len(runs) * 3600 / seconds),
@@ -79,6 +99,7 @@ def run_layout(layout: str, base: list[str], folder: Path) -> tuple[dict[str, ob
         "steps_run": sum(int(float(run["steps_run"] or 0)) for run in runs),
         **{f"runs_{status}": statuses.get(status, 0)
            for status in ("solved", "unsolved", "diverged", "failed")},
+        "train_gflops": round(gflops, 2), "sgemm_share": round(gflops / (jobs * sgemm), 4),
         "sgemm_gflops": round(sgemm, 1), "load": load, "load_after": load_average()}
     return row, {run["config_hash"]: (run["status"], run["model"], run["gap"], run["seed"])
                  for run in runs}
@@ -96,7 +117,8 @@ def disagreements(reference: Statuses, other: Statuses) -> list[str]:
     return lines
 
 
-def sweep_throughput(layouts: list[str], base: list[str], rounds: int = 1,
+def sweep_throughput(layouts: list[str], base: list[str], hidden: int, batch: int, jobs: int,
+                     rounds: int = 1,
                      sitting: Sitting | None = None) -> list[dict[str, object]]:
     """Every layout's multirun, in interleaved rounds; runs/hour against `off` of the same
     round, and the runs whose status differs from `off`'s."""
@@ -106,15 +128,17 @@ def sweep_throughput(layouts: list[str], base: list[str], rounds: int = 1,
         measured: dict[str, tuple[dict[str, object], Statuses]] = {}
         for layout in order:
             with tempfile.TemporaryDirectory(prefix="bench-sweep-") as folder:
-                row, statuses = run_layout(layout, base, Path(folder))
+                row, statuses = run_layout(layout, base, Path(folder), hidden, batch, jobs)
             row["round"] = round_
             measured[layout] = row, statuses
             print(f"round {round_} {layout:>7}: {row['runs']} runs in {row['seconds']} s = "
                   f"{row['runs_per_hour']} runs/hour ({row['batched_jobs']} batched jobs; "
                   f"{row['runs_solved']} solved, {row['runs_unsolved']} unsolved, "
                   f"{row['runs_diverged']} diverged, {row['runs_failed']} failed; "
-                  f"{row['steps_run']} steps) | sgemm {row['sgemm_gflops']} GFLOP/s, load "
-                  f"{row['load']} -> {row['load_after']}", flush=True)
+                  f"{row['steps_run']} steps; training {row['train_gflops']} GFLOP/s = "
+                  f"{row['sgemm_share']:.1%} of {jobs} x sgemm) | sgemm {row['sgemm_gflops']} "
+                  f"GFLOP/s (1 thread), load {row['load']} -> {row['load_after']}",
+                  flush=True)
         if "off" in measured:
             off_row, off_statuses = measured["off"]
             for layout in order:
@@ -157,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     sitting = Sitting.start("sweep", 1)
     print("sweep: " + " ".join(base), flush=True)
     started = time.perf_counter()
-    sweep_throughput(["off", *(f"auto/{n}" for n in args.batch_max)], base, args.rounds,
-                     sitting)
+    sweep_throughput(["off", *(f"auto/{n}" for n in args.batch_max)], base, args.hidden, BATCH,
+                     args.jobs, args.rounds, sitting)
     print(f"{time.perf_counter() - started:.0f} s in all; load average {load_average()}",
           flush=True)
     sitting.write(args.results)
