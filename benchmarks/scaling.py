@@ -83,13 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--gaps", nargs="+", type=int, default=list(SCALING_GAPS))
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's)")
     results_argument(parser)
     args = parser.parse_args(argv)
     threads = args.threads or torch.get_num_threads()
     configure_torch(threads)
     sitting = Sitting.start("scaling", threads)
-    for row in gap_scaling(args.cell, args.hidden, args.batch, args.steps):
+    for row in gap_scaling(args.cell, args.hidden, args.batch, args.steps, tuple(args.gaps)):
         sitting.add(row)
     sitting.write(args.results)
     return 0
