@@ -8,11 +8,13 @@ whether both give the same answer.
 (`python -m harness.train -m ...` in subprocesses, each into its own SQLite store, 2 jobs x 1
 thread):
 
-- the frontier: `hydra/sweeper=frontier`, delayed recall with noise filler, `model=rnn,gru`,
-  ladder 5, 10, 20, 40, 80 (`frontier.gap_min=5 frontier.gap_max=80`), a gap held when 2 of
-  3 seeds solve it (`frontier.m=2 frontier.n=3`), hidden 64, at most 1,000 steps;
+- the frontier: `hydra/sweeper=frontier`, delayed recall with noise filler,
+  `model=rnn,lstm,gru` (`--models`), ladder 5, 10, 20, 40, 80 (`frontier.gap_min=5
+  frontier.gap_max=80`), a gap held when 2 of 3 seeds solve it (`frontier.m=2 frontier.n=3`),
+  hidden 64, at most 1,000 steps, lr 1e-2 (`--overrides`; the lr the demo's search chose for
+  all three cells on this task);
 - the grid: the default sweeper with `task.gap=5,10,20,40,80 seed=0,1,2`, every other setting
-  the same (30 runs).
+  the same (45 runs).
 
 It prints the runs and wall time of each, the frontier's share of the grid's runs (aim
 <= 40%) and of its wall time, and per configuration the frontier's answer (`gap_held` in
@@ -71,11 +73,12 @@ GAP_MIN, GAP_MAX = 5, 80
 # ---- real multiruns ----------------------------------------------------------------------
 
 
-def common_overrides(models: str, steps: int, hidden: int, batch_members: str) -> list[str]:
+def common_overrides(models: str, steps: int, hidden: int, batch_members: str,
+                     extra: list[str] | None = None) -> list[str]:
     return ["task=delayed_recall_noise", f"model={models}", f"model.hidden_size={hidden}",
             "train.batch_size=32", f"train.steps={steps}", "train.eval_every=100",
             "hydra.launcher.n_jobs=2", "train.threads=1",
-            f"train.batch_members={batch_members}"]
+            f"train.batch_members={batch_members}", *(extra or [])]
 
 
 def frontier_overrides(gap_min: int, gap_max: int, m: int, n: int) -> list[str]:
@@ -87,8 +90,16 @@ def grid_overrides(gaps: list[int], n: int) -> list[str]:
     return ["task.gap=" + ",".join(map(str, gaps)), "seed=" + ",".join(map(str, range(n)))]
 
 
-def grid_answers(folder: Path, rule: Rule, gaps: list[int]) -> dict[str, dict[str, object]]:
-    """Per configuration (`model=<option>`): the grid's largest gap held under `rule`, its
+def configuration_label(models: str, model: str) -> str:
+    """The frontier sweeper's label of the configuration of `model`: `model=<option>` when
+    the models are a swept axis, `(defaults)` when there is a single one (not an axis)."""
+    return f"model={model}" if "," in models else "(defaults)"
+
+
+def grid_answers(folder: Path, rule: Rule, gaps: list[int],
+                 models: str) -> dict[str, dict[str, object]]:
+    """Per configuration (labelled as the frontier labels it): the grid's largest gap held
+    under `rule`, its
     boundary (the largest gap held below the first not held), and every level's outcomes
     (S solved, F failed, U undecided), read from the grid's store as the frontier sweeper
     reads a run (`outcome_of`)."""
@@ -104,7 +115,7 @@ def grid_answers(folder: Path, rule: Rule, gaps: list[int]) -> dict[str, dict[st
         params = run.data.params
         if run.data.tags.get(names.RUN_KIND) == names.SWEEP_KIND:
             continue
-        level = outcomes[f"model={params['model']}"][int(params[names.GAP])]
+        level = outcomes[configuration_label(models, params["model"])][int(params[names.GAP])]
         level[int(params[names.SEED])] = outcome_of(run).outcome
     answers: dict[str, dict[str, object]] = {}
     for key, levels in sorted(outcomes.items()):
@@ -150,19 +161,19 @@ def timed_multirun(name: str, overrides: list[str], folder: Path) -> Timed:
 
 def frontier_vs_grid(models: str, steps: int, hidden: int, m: int, n: int,
                      gap_min: int = GAP_MIN, gap_max: int = GAP_MAX,
-                     batch_members: str = "off",
+                     batch_members: str = "off", extra: list[str] | None = None,
                      sitting: Sitting | None = None) -> list[dict[str, object]]:
     """The frontier and the grid as real multiruns, one after the other; one row per
     configuration with both answers, the runs and the wall times."""
     gaps, rule = ladder(gap_min, gap_max, 2.0), Rule(m, n)
-    base = common_overrides(models, steps, hidden, batch_members)
+    base = common_overrides(models, steps, hidden, batch_members, extra)
     with tempfile.TemporaryDirectory(prefix="bench-frontier-") as root:
         folder = Path(root)
         f = timed_multirun("frontier", [*base, *frontier_overrides(gap_min, gap_max, m, n)],
                            folder / "frontier")
         g = timed_multirun("grid", [*base, *grid_overrides(gaps, n)], folder / "grid")
         front = frontier_answers(folder / "frontier")
-        grid = grid_answers(folder / "grid", rule, gaps)
+        grid = grid_answers(folder / "grid", rule, gaps, models)
     run_share, time_share = f.runs / g.runs, f.seconds / g.seconds
     print(f"frontier: {f.runs} of the grid's {g.runs} runs ({run_share:.0%}; aim <= 40%), "
           f"{f.seconds:.0f} of {g.seconds:.0f} s ({time_share:.0%} of the grid's wall time)",
@@ -175,6 +186,7 @@ def frontier_vs_grid(models: str, steps: int, hidden: int, m: int, n: int,
         row: dict[str, object] = {
             "configuration": key, "ladder": " ".join(map(str, gaps)), "m": m, "n": n,
             "steps": steps, names.HIDDEN_SIZE: hidden, "batch_members": batch_members,
+            "overrides": " ".join(extra or []),
             "frontier_gap_held": held, "frontier_probes": front.get(key, {}).get("probes", ""),
             "grid_gap_held": answer.get("gap_held") or "",
             "grid_boundary": answer.get("boundary") or "",
@@ -234,13 +246,16 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--oracle", action="store_true",
                         help="instead: the search on synthetic oracles (no training)")
-    parser.add_argument("--models", default="rnn,gru")
+    parser.add_argument("--models", default="rnn,lstm,gru")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--m", type=int, default=2)
     parser.add_argument("--n", type=int, default=3)
     parser.add_argument("--batch-members", default="off", choices=("off", "auto"),
                         help="train.batch_members of both multiruns")
+    parser.add_argument("--overrides", nargs="*", default=["optim.lr=0.01"],
+                        help="more single-valued overrides for both multiruns, e.g. "
+                             "optim.lr=0.01")
     results_argument(parser)
     args = parser.parse_args(argv)
     if args.oracle:
@@ -251,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
         sitting = Sitting.start("frontier", 1)
         started = time.perf_counter()
         frontier_vs_grid(args.models, args.steps, args.hidden, args.m, args.n,
-                         batch_members=args.batch_members, sitting=sitting)
+                         batch_members=args.batch_members, extra=args.overrides,
+                         sitting=sitting)
         print(f"{time.perf_counter() - started:.0f} s in all", flush=True)
     sitting.write(args.results)
     return 0

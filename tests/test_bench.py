@@ -63,6 +63,11 @@ def test_frontier_cost_counts_runs_against_the_grid() -> None:
         assert 0.5 <= row["same_answer"] <= 1
 
 
+def test_frontier_labels_match_the_sweeper() -> None:
+    assert frontier.configuration_label("rnn,gru", "gru") == "model=gru"
+    assert frontier.configuration_label("rnn", "rnn") == "(defaults)"
+
+
 def test_sweep_layouts_and_disagreements() -> None:
     assert sweep.layout_overrides("off") == ["train.batch_members=off"]
     assert sweep.layout_overrides("auto/8") == ["train.batch_members=auto",
