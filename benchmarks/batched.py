@@ -4,6 +4,7 @@
     python -m benchmarks.batched --quick        # K 4 only, 3 rounds of 2 steps
     python -m benchmarks.batched --profile      # what the steps are made of (torch.profiler)
     python -m benchmarks.batched --build-time   # the C++ ops' first build and cached load
+    python -m benchmarks.batched --driver       # the same through the harness's driver
 
 A training step is what a run does per step: sample each member's batch (delayed recall with
 noise filler, `tasks.make_task("delayed_recall", gap=g, filler="noise")`, from the member's own
@@ -30,6 +31,14 @@ backward: recurrence with its input projection, readout; `benchmarks.common.step
 against the 2048² fp32 sgemm rate (1 thread) measured before the row, the best so far in the
 sitting taken as the peak (on a shared machine a single measurement can be low, so the share is
 a lower bound when the machine was busy). Rows go to benchmarks/results/batched.csv.
+
+`--driver` times what a job does instead of the bare step: K runs through the harness's own
+driver, `harness.loop.drive` (run records, evaluation and diagnostics at the default cadence,
+divergence checks, metric windows, an in-memory tracker), as K separate `FusedStepper` runs
+one after another against one `harness.batched.BatchedStepper` job of the K members (stacked
+Adam, per-member clipping and norms); `steps` steps each (no early stop), process CPU time,
+1 thread, once with evaluations and diagnostics every 100 steps and once without (`eval`
+column: 100 or none). Rows go to benchmarks/results/batched-driver.csv.
 """
 
 from __future__ import annotations
@@ -58,11 +67,14 @@ from benchmarks.common import (
     step_flops,
 )
 from harness import names
-from harness.batched import BatchedModel, build_member
+from harness.batched import BatchedModel, BatchedStepper, build_member
 from harness.batched_kernels import kernels
-from harness.loop import data_generators
+from harness.clipping import Clipper
+from harness.loop import FusedStepper, MemoryTracker, RunRecord, data_generators, drive
 from harness.models import RecurrentModel
+from harness.optimizers import make_optimizer
 from harness.resources import configure_torch
+from harness.schema import ClipConfig, OptimConfig, TrainConfig
 
 CELLS = ("rnn", "lstm", "gru")
 KS = (1, 2, 4, 8)
@@ -218,6 +230,67 @@ def table(hidden: int, batch: int, per_round: int, rounds: int,
     return rows
 
 
+# ---- through the harness's driver -------------------------------------------------------
+
+
+def driver_seconds(cell: str, k: int, task: tasks.Task, hidden: int, cfg: TrainConfig,
+                   layout: str) -> float:
+    """Process CPU seconds of K runs of `cfg.steps` steps through `drive`: `separate` (K
+    FusedStepper runs one after another) or `batched` (one BatchedStepper of K members)."""
+    models = [build_member(seed, cell, task, hidden) for seed in range(k)]
+    records = [RunRecord(task, cfg, MemoryTracker(), seed, f"m{seed}") for seed in range(k)]
+    start = time.process_time()
+    if layout == "separate":
+        for model, record in zip(models, records, strict=True):
+            stepper = FusedStepper(model, make_optimizer(model, OptimConfig()),
+                                   Clipper.of(ClipConfig()), task)
+            drive(stepper, [record], cfg)
+    else:
+        drive(BatchedStepper(models, [task] * k, [OptimConfig()] * k, [ClipConfig()] * k),
+              records, cfg)
+    return time.process_time() - start
+
+
+def driver_table(hidden: int, batch: int, steps: int, rounds: int, cells: tuple[str, ...],
+                 gaps: tuple[int, ...], ks: tuple[int, ...],
+                 sitting: Sitting | None = None) -> list[dict[str, object]]:
+    """Factor of the batched job over K separate runs through `drive`, with and without
+    evaluations and diagnostics (every 100 steps)."""
+    rows = []
+    for cell in cells:
+        for gap in gaps:
+            task = make_task(gap)
+            for k in ks:
+                for eval_every in (100, 0):
+                    # solve_threshold above 1: no run stops early, every layout runs `steps`.
+                    cfg = TrainConfig(steps=steps, batch_size=batch, solve_threshold=1.0 + 1e-9,
+                                      eval_every=eval_every or steps + 1,
+                                      profile_every=0 if eval_every else -1)
+                    sgemm, load = sgemm_gflops(repeats=3), load_average()
+                    seconds: dict[str, list[float]] = {"separate": [], "batched": []}
+                    for _ in range(rounds):
+                        for layout in seconds:
+                            seconds[layout].append(driver_seconds(cell, k, task, hidden, cfg,
+                                                                  layout))
+                    median = {n: statistics.median(v) for n, v in seconds.items()}
+                    row: dict[str, object] = {
+                        names.MODEL: cell, names.GAP: gap, names.HIDDEN_SIZE: hidden,
+                        "batch_size": batch, "k": k, "steps": steps, "rounds": rounds,
+                        "eval": eval_every or "none", "sgemm_gflops": round(sgemm, 1),
+                        "load": load,
+                        "ms_separate": round(1e3 * median["separate"] / (k * steps), 3),
+                        "ms_batched": round(1e3 * median["batched"] / (k * steps), 3),
+                        "factor": round(median["separate"] / median["batched"], 3)}
+                    print(f"{cell:4} K={k} gap={gap:3} eval {str(row['eval']):>4} | sgemm "
+                          f"{row['sgemm_gflops']:5.1f} load {load:4.1f} | through drive: "
+                          f"separate {row['ms_separate']:6.2f}, batched {row['ms_batched']:6.2f}"
+                          f" ms/member-step: factor {row['factor']:.2f}", flush=True)
+                    rows.append(row)
+                    if sitting is not None:
+                        sitting.add(row)
+    return rows
+
+
 # ---- what the steps are made of ----------------------------------------------------------
 
 
@@ -308,21 +381,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--variants", nargs="+", default=["cpp", "eager"], choices=VARIANTS)
-    parser.add_argument("--steps", type=int, default=3, help="steps per contender per round")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=None,
+                        help="steps per contender per round (default 3; --driver: steps per "
+                             "run, default 200)")
+    parser.add_argument("--rounds", type=int, default=None, help="default 5 (--driver: 2)")
     parser.add_argument("--quick", action="store_true", help="K 4 only, 3 rounds of 2 steps")
     parser.add_argument("--profile", action="store_true",
                         help="instead: the bare fused step's top ops, and the aten op counts "
                              "of K = 4 separate vs batched steps")
     parser.add_argument("--build-time", action="store_true",
                         help="instead: the C++ ops' fresh build and cached load")
+    parser.add_argument("--driver", action="store_true",
+                        help="instead: K runs through the harness's driver (drive), separate "
+                             "vs one batched job, with and without evaluations")
     results_argument(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.ks, args.steps, args.rounds = [4], 2, 3
+    if args.steps is None:
+        args.steps = 200 if args.driver else 3
+    if args.rounds is None:
+        args.rounds = 2 if args.driver else 5
     configure_torch(1)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    if args.build_time:
+    if args.driver:
+        sitting = Sitting.start("batched-driver", 1)
+        driver_table(args.hidden, args.batch, args.steps, args.rounds, tuple(args.cells),
+                     tuple(args.gaps), tuple(args.ks), sitting)
+    elif args.build_time:
         sitting = Sitting.start("batched-build", 1)
         for row in build_times():
             sitting.add(row)

@@ -34,6 +34,15 @@ def test_batched_rows_are_consistent() -> None:
     assert row["factor_eager"] == pytest.approx(row["ms_separate"] / row["ms_eager"], rel=0.02)
 
 
+def test_batched_driver_rows_time_both_layouts_with_and_without_evaluations() -> None:
+    rows = batched.driver_table(hidden=8, batch=4, steps=3, rounds=1, cells=("rnn",),
+                                gaps=(3,), ks=(2,))
+    assert [row["eval"] for row in rows] == [100, "none"]
+    for row in rows:
+        assert row["ms_separate"] > 0 and row["ms_batched"] > 0
+        assert row["factor"] == pytest.approx(row["ms_separate"] / row["ms_batched"], rel=0.02)
+
+
 def test_profile_times_every_part_once() -> None:
     row = profile.profile_run("lstm", "tanh", gap=5, hidden=8, batch_size=4, steps=20,
                               mlflow=False)
