@@ -28,8 +28,9 @@ def test_batched_rows_are_consistent() -> None:
                          ks=(2,), variants=("eager",))
     assert [row["k"] for row in rows] == [2]
     (row,) = rows
-    for key in ("ms_separate", "ms_eager", "sgemm_gflops", "sgemm_share_eager"):
+    for key in ("ms_separate", "ms_eager", "sgemm_gflops"):
         assert row[key] > 0, key
+    assert 0 <= row["sgemm_share_eager"] < 1  # rounded to 0.001: tiny here
     assert row["factor_eager_min"] <= row["factor_eager"] <= row["factor_eager_max"]
     assert row["factor_eager"] == pytest.approx(row["ms_separate"] / row["ms_eager"], rel=0.02)
 
