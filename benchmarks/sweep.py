@@ -130,6 +130,7 @@ def sweep_throughput(layouts: list[str], base: list[str], hidden: int, batch: in
             with tempfile.TemporaryDirectory(prefix="bench-sweep-") as folder:
                 row, statuses = run_layout(layout, base, Path(folder), hidden, batch, jobs)
             row["round"] = round_
+            row["sweep"] = " ".join(base)  # what was swept, with its step budget
             measured[layout] = row, statuses
             print(f"round {round_} {layout:>7}: {row['runs']} runs in {row['seconds']} s = "
                   f"{row['runs_per_hour']} runs/hour ({row['batched_jobs']} batched jobs; "
