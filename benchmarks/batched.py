@@ -260,6 +260,9 @@ def driver_table(hidden: int, batch: int, steps: int, rounds: int, cells: tuple[
     for cell in cells:
         for gap in gaps:
             task = make_task(gap)
+            warm = TrainConfig(steps=2, batch_size=batch, solve_threshold=1.0 + 1e-9)
+            for layout in ("separate", "batched"):  # first calls: the C++ ops' load, allocator
+                driver_seconds(cell, 2, task, hidden, warm, layout)
             for k in ks:
                 for eval_every in (100, 0):
                     # solve_threshold above 1: no run stops early, every layout runs `steps`.
