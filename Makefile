@@ -36,9 +36,10 @@ bench: setup
 	$(BIN)/python -m benchmarks.overhead
 
 ## The short version that CI runs, so a regression is visible in its log (results in $TMPDIR,
-## so the checkout stays clean)
+## so the checkout stays clean). 1 torch thread: with 2 threads on 2 busy cores it took 70-90 s
+## and its figures were noise (10 s and sane figures with 1 thread, same load)
 bench-quick: setup
-	$(BIN)/python -m benchmarks.overhead --quick --results $(or $(TMPDIR),/tmp)
+	$(BIN)/python -m benchmarks.overhead --quick --threads 1 --results $(or $(TMPDIR),/tmp)
 
 lint: setup
 	$(BIN)/ruff check harness tasks tests hydra_plugins benchmarks
