@@ -6,6 +6,7 @@ import importlib
 import sys
 
 import benchmarks
+from benchmarks.common import legacy_harness_bench
 
 BENCHMARKS = {
     "overhead": "benchmarks.overhead",
@@ -22,6 +23,8 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] not in BENCHMARKS:
         print(benchmarks.__doc__)
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    if argv[0] == "report":  # it still imports matmul_gflops from the deleted harness.bench
+        sys.modules.setdefault("harness.bench", legacy_harness_bench())
     module = importlib.import_module(BENCHMARKS[argv[0]])
     return int(module.main(argv[1:]) or 0)
 
