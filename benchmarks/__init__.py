@@ -7,6 +7,7 @@ Run them from the checkout (they write their results there):
     python -m benchmarks.overhead [--quick]   # harness vs bare PyTorch, tracking, diagnostics
     python -m benchmarks.scaling              # time per step and peak memory against the gap
     python -m benchmarks.batched              # the batched model vs K separate runs, per cell
+                                              # (--driver: through the harness's driver)
     python -m benchmarks.sweep                # runs/hour of a real sweep, batched vs one per job
     python -m benchmarks.frontier [--oracle]  # frontier search vs the full grid
     python -m benchmarks.profile              # where a run's wall time goes
