@@ -11,7 +11,7 @@ Run them from the checkout (they write their results there):
     python -m benchmarks.sweep                # runs/hour of a real sweep, batched vs one per job
     python -m benchmarks.frontier [--oracle]  # frontier search vs the full grid
     python -m benchmarks.profile              # where a run's wall time goes
-    python -m benchmarks report               # the report on 1,000 runs (harness.report.bench)
+    python -m benchmarks report               # the report on a synthetic store (report.bench)
 
 What each measures, and what the results say: docs/benchmark.md.
 """
