@@ -6,7 +6,6 @@ import importlib
 import sys
 
 import benchmarks
-from benchmarks.common import legacy_harness_bench
 
 BENCHMARKS = {
     "overhead": "benchmarks.overhead",
@@ -15,7 +14,7 @@ BENCHMARKS = {
     "sweep": "benchmarks.sweep",
     "frontier": "benchmarks.frontier",
     "profile": "benchmarks.profile",
-    "report": "harness.report.bench",  # the report's benchmark lives beside the report
+    "report": "benchmarks.report",
 }
 
 
@@ -23,8 +22,6 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] not in BENCHMARKS:
         print(benchmarks.__doc__)
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
-    if argv[0] == "report":  # it still imports matmul_gflops from the deleted harness.bench
-        sys.modules.setdefault("harness.bench", legacy_harness_bench())
     module = importlib.import_module(BENCHMARKS[argv[0]])
     return int(module.main(argv[1:]) or 0)
 

@@ -18,7 +18,6 @@ import platform
 import subprocess
 import sys
 import time
-import types
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,16 +43,6 @@ def sgemm_gflops(size: int = 2048, repeats: int = 5) -> float:
         a @ b
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best / 1e9
-
-
-def legacy_harness_bench() -> types.ModuleType:
-    """A stand-in for the deleted `harness.bench`, for `harness.report.bench`, which still
-    imports `matmul_gflops` from it (harness/report/bench.py, `main`): `sgemm_gflops` under
-    that name. `python -m benchmarks report` installs it in `sys.modules`; drop it once the
-    report imports `benchmarks.common.sgemm_gflops` itself."""
-    module = types.ModuleType("harness.bench", "Moved to benchmarks/ (benchmarks.common).")
-    module.matmul_gflops = sgemm_gflops  # type: ignore[attr-defined]
-    return module
 
 
 def load_average() -> float:

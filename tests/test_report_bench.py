@@ -4,15 +4,13 @@ is timed and complete (every section's files), and the timing lands in the CSV."
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 
 import pytest
 
 from benchmarks import __main__ as benchmarks_entry
-from benchmarks.common import legacy_harness_bench
+from benchmarks import report as bench
 from harness import names
-from harness.report import bench
 
 
 @pytest.mark.slow
@@ -20,9 +18,6 @@ def test_report_bench_at_200_runs(tmp_path: Path, capsys: pytest.CaptureFixture[
                                   monkeypatch: pytest.MonkeyPatch) -> None:
     out_csv = tmp_path / "bench.csv"
     reports = tmp_path / "reports"
-    # As `python -m benchmarks report` runs it: harness.report.bench still imports its matmul
-    # rate from the deleted harness.bench, which the entry point stands in for.
-    monkeypatch.setitem(sys.modules, "harness.bench", legacy_harness_bench())
     assert benchmarks_entry.main(["report", "--runs", "200", "--cache", str(tmp_path / "cache"),
                                   "--out", str(out_csv), "--report-dir", str(reports)]) == 0
     printed = capsys.readouterr().out

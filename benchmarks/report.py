@@ -1,7 +1,7 @@
 """Benchmark of the report: build a synthetic store of N runs shaped like a real sweep, then
 time `build_report` on it.
 
-`python -m harness.report.bench [--runs N]` (or `harness-bench --report`) builds, once, an
+`python -m benchmarks report [--runs N]` (or `python -m benchmarks.report`) builds, once, an
 SQLite store of N runs (default 10,000: 20 configurations × 2 tasks × 5 gaps × 50 seeds;
 1,000 is 5 seeds; every run with ~1,100 metric points over up to 2,000 steps, a
 `grad_profile.csv` artifact, the params and tags of a real job, and a sweep parent run),
@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.common import sgemm_gflops
 from harness import names
 from harness.cells import GATE_BLOCKS
 from harness.tracking import internals
@@ -256,7 +257,7 @@ SPLIT = ("reads", "frames", "drawing", "writing")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="harness-report-bench",
+    parser = argparse.ArgumentParser(prog="python -m benchmarks report",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=DEFAULT_RUNS,
                         help=f"runs in the synthetic store (default {DEFAULT_RUNS:,})")
@@ -267,12 +268,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--report-dir", type=Path, default=None,
                         help="keep the report here (default: a temporary folder)")
     args = parser.parse_args(argv)
-    from harness.bench import matmul_gflops
-
     start = time.perf_counter()
     uri = build_store(args.cache, args.runs)
     built = time.perf_counter() - start
-    gflops = matmul_gflops()
+    gflops = sgemm_gflops()
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="harness-report-bench-out-") as out:
         seconds, cpu, split = time_report(uri, args.report_dir or Path(out))
