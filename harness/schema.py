@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from hydra.errors import MissingConfigException
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 import tasks
 from harness.cells import CELLS, VANILLA
@@ -327,3 +329,28 @@ def check_known_keys(cfg: DictConfig, prefix: str = "") -> None:
         node = cfg._get_node(key)
         if isinstance(node, DictConfig) and not node._is_missing() and not node._is_none():
             check_known_keys(node, f"{prefix}{key}.")
+
+
+def composition_error(err: BaseException) -> str:
+    """One line for a Hydra composition error: `frontier.foo: no such key in frontier; valid
+    keys: gap_min, ...`, `model.activation: Invalid value 'sigmoid', expected one of [...]`,
+    `model=transformer: no such option; available options in 'model': gru, lstm, ...`, or
+    Hydra's own text on one line."""
+    if isinstance(err, MissingConfigException) and err.missing_cfg_file and err.options:
+        group, _, option = err.missing_cfg_file.rpartition("/")
+        options = [o for o in err.options if not o.startswith("base_")]  # schemas, not options
+        return (f"{group}={option}: no such option; available options in '{group}': "
+                f"{', '.join(options)}")
+    cause: BaseException | None = err
+    while cause is not None:
+        key = getattr(cause, "full_key", None)
+        if isinstance(cause, OmegaConfBaseException) and key:
+            schema = getattr(cause, "object_type", None)
+            if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and \
+                    dataclasses.is_dataclass(schema):
+                group = key.rpartition(".")[0] or "the top level"
+                valid = ", ".join(f.name for f in dataclasses.fields(schema))
+                return f"{key}: no such key in {group}; valid keys: {valid}"
+            return f"{key}: {str(getattr(cause, 'msg', cause)).strip().splitlines()[0]}"
+        cause = cause.__cause__
+    return "; ".join(line.strip() for line in str(err).splitlines() if line.strip())

@@ -12,7 +12,6 @@ codes and the sweep folder's job files.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
@@ -24,26 +23,18 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import (
     ConfigCompositionException,
-    MissingConfigException,
     OverrideParseException,
 )
 from hydra.types import RunMode
 from omegaconf import DictConfig
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import OmegaConfBaseException
 
-from harness import names
-from harness.lifecycle.identity import (
-    MemberOutcome,
-    batch_file_jobs,
-    hydra_choices,
-    job_of,
-    member_jobs,
-)
-from harness.lifecycle.runs import run_config, running_elsewhere, train_jobs
+from harness.lifecycle.identity import hydra_choices, job_of
+from harness.lifecycle.runs import run_config, running_elsewhere, train_batch_file, train_batched
 from harness.lifecycle.signals import StopRequest
 from harness.loop import RunResult
 from harness.resources import placement_of
-from harness.schema import PROJECT_ROOT, ConfigError, register
+from harness.schema import PROJECT_ROOT, ConfigError, composition_error, register
 from harness.tracking import liveness
 from harness.tracking.run import RunStopped
 from harness.tracking.store import StoreError, disk_full, ensure_store
@@ -52,6 +43,7 @@ from harness.tracking.sweep import (
     FULL_DISK_JOBS_FILE,
     INVALID_JOBS_FILE,
     KILLED_JOBS_FILE,
+    record_job,
 )
 
 log = logging.getLogger(__name__)
@@ -74,31 +66,6 @@ def train(cfg: DictConfig) -> RunResult:
             return run_config(job, place, stop)
     except liveness.Busy:
         return running_elsewhere(job)
-
-
-
-
-
-def train_batched(cfg: DictConfig) -> list[RunResult]:
-    """`batched_seeds=[0,1,2,3]`: these seeds of one config trained in this process as one
-    stacked model (harness/batched.py), each logged as its own MLflow run, the run the
-    separate job with that seed would log (same params, config hash and metrics to float32
-    rounding; tag `batched_seeds` says which batch trained it; its wall time is its share of
-    the batch's)."""
-    jobs = member_jobs(cfg, hydra_choices())
-    return train_jobs(jobs, {names.BATCHED_SEEDS: ",".join(str(j.spec.seed) for j in jobs)})
-
-
-def train_batch_file(cfg: DictConfig) -> list[MemberOutcome]:
-    """A sweep's batched job (`train.batch_members=auto`): its members trained as one
-    stacked model, each logged as the run its separate job would log (tag `batch` names the
-    runs trained with it)."""
-    if not Path(cfg.batch_file).is_file():
-        raise ConfigError(f"batch_file: no such file {cfg.batch_file}")
-    jobs = batch_file_jobs(cfg)
-    results = train_jobs(jobs, {names.BATCH: ",".join(job.name for job in jobs)})
-    return [MemberOutcome(job.name, job.hash_, result.final_eval_loss)
-            for job, result in zip(jobs, results, strict=True)]
 
 
 @hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="config")
@@ -163,22 +130,6 @@ def main(cfg: DictConfig) -> float:
     return sum(losses) / len(losses) if losses else math.nan
 
 
-def record_job(sweep_dir: Path, err: Exception, file_name: str,
-               message: str | None = None) -> None:
-    """Append one line for a failed (or killed) job to the sweep folder's file_name (where
-    the sweep folder's own disk is full, the job's log line is all there is)."""
-    hydra_cfg = HydraConfig.get()
-    # the job's own overrides, space-joined (override_dirname joins them with commas, which
-    # a value such as batched_seeds=[0,1] also contains)
-    what = message or f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
-    line = f"job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}): {what}\n"
-    try:
-        with (sweep_dir / file_name).open("a") as handle:
-            handle.write(line)
-    except OSError as failed:
-        log.error("could not record the job in %s: %s", sweep_dir / file_name, failed)
-
-
 def cli() -> None:
     """Console script `harness-train`: Hydra's main, with a config that does not compose (an
     unknown key such as `frontier.foo=1`, a value not among an enum's choices, a missing
@@ -194,31 +145,6 @@ def cli() -> None:
     except (ConfigCompositionException, OverrideParseException, OmegaConfBaseException) as err:
         print(f"harness-train: invalid config: {composition_error(err)}", file=sys.stderr)
         sys.exit(2)
-
-
-def composition_error(err: BaseException) -> str:
-    """One line for a Hydra composition error: `frontier.foo: no such key in frontier; valid
-    keys: gap_min, ...`, `model.activation: Invalid value 'sigmoid', expected one of [...]`,
-    `model=transformer: no such option; available options in 'model': gru, lstm, ...`, or
-    Hydra's own text on one line."""
-    if isinstance(err, MissingConfigException) and err.missing_cfg_file and err.options:
-        group, _, option = err.missing_cfg_file.rpartition("/")
-        options = [o for o in err.options if not o.startswith("base_")]  # schemas, not options
-        return (f"{group}={option}: no such option; available options in '{group}': "
-                f"{', '.join(options)}")
-    cause: BaseException | None = err
-    while cause is not None:
-        key = getattr(cause, "full_key", None)
-        if isinstance(cause, OmegaConfBaseException) and key:
-            schema = getattr(cause, "object_type", None)
-            if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and \
-                    dataclasses.is_dataclass(schema):
-                group = key.rpartition(".")[0] or "the top level"
-                valid = ", ".join(f.name for f in dataclasses.fields(schema))
-                return f"{key}: no such key in {group}; valid keys: {valid}"
-            return f"{key}: {str(getattr(cause, 'msg', cause)).strip().splitlines()[0]}"
-        cause = cause.__cause__
-    return "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
 
 
 if __name__ == "__main__":

@@ -18,17 +18,24 @@ from typing import Any
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from harness import names
 from harness.batched import BatchedStepper
 from harness.clipping import Clipper
-from harness.lifecycle.identity import Job
+from harness.lifecycle.identity import (
+    Job,
+    MemberOutcome,
+    batch_file_jobs,
+    hydra_choices,
+    member_jobs,
+)
 from harness.lifecycle.signals import StopRequest
 from harness.loop import Checkpointing, FusedStepper, RunRecord, RunResult, drive, resume
 from harness.models import RecurrentModel, build_model
 from harness.optimizers import make_optimizer
 from harness.resources import Placement, placement_of
+from harness.schema import ConfigError
 from harness.tracking import liveness
 from harness.tracking.liveness import close_orphans_of_config
 from harness.tracking.run import MlflowTracker, RunStopped, csv_text, finished_run, mlflow_run
@@ -270,3 +277,25 @@ def train_batch(members: list[tuple[Job, dict[str, Any] | None]], place: Placeme
     for (job, _), result in zip(members, results, strict=True):
         ended(job, result)
     return results
+
+
+def train_batched(cfg: DictConfig) -> list[RunResult]:
+    """`batched_seeds=[0,1,2,3]`: these seeds of one config trained in this process as one
+    stacked model (harness/batched.py), each logged as its own MLflow run, the run the
+    separate job with that seed would log (same params, config hash and metrics to float32
+    rounding; tag `batched_seeds` says which batch trained it; its wall time is its share of
+    the batch's)."""
+    jobs = member_jobs(cfg, hydra_choices())
+    return train_jobs(jobs, {names.BATCHED_SEEDS: ",".join(str(j.spec.seed) for j in jobs)})
+
+
+def train_batch_file(cfg: DictConfig) -> list[MemberOutcome]:
+    """A sweep's batched job (`train.batch_members=auto`): its members trained as one
+    stacked model, each logged as the run its separate job would log (tag `batch` names the
+    runs trained with it)."""
+    if not Path(cfg.batch_file).is_file():
+        raise ConfigError(f"batch_file: no such file {cfg.batch_file}")
+    jobs = batch_file_jobs(cfg)
+    results = train_jobs(jobs, {names.BATCH: ",".join(job.name for job in jobs)})
+    return [MemberOutcome(job.name, job.hash_, result.final_eval_loss)
+            for job, result in zip(jobs, results, strict=True)]

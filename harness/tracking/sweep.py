@@ -5,18 +5,22 @@ of an Optuna sweep."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
 from harness import names
 from harness.tracking.run import mark_killed, source_tags
 from harness.tracking.store import ensure_store, experiment_id
+
+log = logging.getLogger(__name__)
 
 PARENT_RUN_FILE = ".mlflow_parent_run"  # in the sweep's folder: how jobs find their sweep
 
@@ -112,3 +116,19 @@ def log_tuning_summary(uri: str, sweep_dir: Path, tuned: list[str]) -> dict[str,
                      tags=[RunTag(names.TUNING_BEST_PARAMS, best_params),
                            RunTag(names.TUNING_BEST_RUN, best.info.run_id)])
     return summary
+
+
+def record_job(sweep_dir: Path, err: Exception, file_name: str,
+               message: str | None = None) -> None:
+    """Append one line for a failed (or killed) job to the sweep folder's file_name (where
+    the sweep folder's own disk is full, the job's log line is all there is)."""
+    hydra_cfg = HydraConfig.get()
+    # the job's own overrides, space-joined (override_dirname joins them with commas, which
+    # a value such as batched_seeds=[0,1] also contains)
+    what = message or f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
+    line = f"job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}): {what}\n"
+    try:
+        with (sweep_dir / file_name).open("a") as handle:
+            handle.write(line)
+    except OSError as failed:
+        log.error("could not record the job in %s: %s", sweep_dir / file_name, failed)
