@@ -170,6 +170,9 @@ def test_within_a_formula(store: str, tmp_path: Path) -> None:
     rows = _score(store, tmp_path, {**entry, "tolerance": 0.02}, steps=20_000)
     assert _verdicts(rows) == [claims.UNDECIDED]
     assert "after 2,000 of 20,000 steps" in str(rows[0]["evidence"])
+    # inside the bounds before the horizon: counted as not decided, not as out of range
+    assert "0 of 3 in range [" in str(rows[0]["evidence"]) and \
+        "], 3 not decided yet (" in str(rows[0]["evidence"])
 
 
 def test_intervals_of_the_lowest_value_decide_early(store: str, tmp_path: Path) -> None:

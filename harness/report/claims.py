@@ -535,6 +535,8 @@ def _quantified(claim: Claim, side: _Side) -> tuple[str, dict[str, int], str]:
     if claim.kind != SOLVED_KIND:
         low, high = claim.bounds()
         evidence += f" [{_bound(low)}, {_bound(high)}]"
+    if open_ > missing:  # e.g. a value inside the bounds before the horizon: not yet a yes
+        evidence += f", {open_ - missing} not decided yet"
     evidence += f" ({counted}"
     evidence += f"; {missing} seed(s) not run)" if missing > 0 else ")"
     evidence += ": " + _seed_text(side, claim.metric)
