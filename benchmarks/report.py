@@ -26,7 +26,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.common import sgemm_gflops
+import torch
+
+from benchmarks.common import Sitting, results_argument
 from harness import names
 from harness.cells import GATE_BLOCKS
 from harness.tracking import internals
@@ -265,13 +267,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         default=Path(tempfile.gettempdir()) / "harness-report-bench",
                         help="where the synthetic store is kept between runs")
     parser.add_argument("--out", type=Path, default=None, help="write the timing as CSV")
+    results_argument(parser)
     parser.add_argument("--report-dir", type=Path, default=None,
                         help="keep the report here (default: a temporary folder)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     uri = build_store(args.cache, args.runs)
     built = time.perf_counter() - start
-    gflops = sgemm_gflops()
+    sitting = Sitting.start("report", torch.get_num_threads())  # the machine, sgemm included
+    gflops = sitting.sgemm_gflops
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="harness-report-bench-out-") as out:
         seconds, cpu, split = time_report(uri, args.report_dir or Path(out))
@@ -283,6 +287,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"build_report: {seconds:.1f} s for {args.runs} runs "
           f"({verdict} the goal of < {GOAL_S:.0f} s); CPU {cpu:.1f} s")
     print("  " + ", ".join(f"{phase} {split[phase]:.1f} s" for phase in SPLIT))
+    sitting.add({"runs": args.runs, "build_report_s": round(seconds, 2), "cpu_s": round(cpu, 2),
+                 **{f"{p}_s": round(split[p], 2) for p in SPLIT}, "goal_s": GOAL_S})
+    sitting.write(args.results)
     if args.out is not None:
         with args.out.open("w", newline="") as f:
             writer = csv.writer(f, lineterminator="\n")

@@ -19,12 +19,16 @@ def test_report_bench_at_200_runs(tmp_path: Path, capsys: pytest.CaptureFixture[
     out_csv = tmp_path / "bench.csv"
     reports = tmp_path / "reports"
     assert benchmarks_entry.main(["report", "--runs", "200", "--cache", str(tmp_path / "cache"),
-                                  "--out", str(out_csv), "--report-dir", str(reports)]) == 0
+                                  "--out", str(out_csv), "--report-dir", str(reports),
+                                  "--results", str(tmp_path / "results")]) == 0
     printed = capsys.readouterr().out
     assert "build_report:" in printed and "for 200 runs" in printed
     with out_csv.open(newline="") as f:
         (row,) = list(csv.DictReader(f))
     assert row["runs"] == "200" and float(row["build_report_s"]) > 0
+    with (tmp_path / "results" / "report.csv").open(newline="") as f:
+        (result,) = list(csv.DictReader(f))  # the results row: the sitting, then the figures
+    assert result["runs"] == "200" and float(result["sgemm_gflops"]) > 0 and result["date"]
     folder = reports / bench.EXPERIMENT
     with (folder / "runs.csv").open(newline="") as f:
         runs = list(csv.DictReader(f))
