@@ -49,8 +49,8 @@ from torch import Tensor, nn
 
 from harness.batched_kernels import ACTIVATION_CODES, BACKENDS, CELL_CODES, SequenceLayer, kernels
 from harness.cells import BATCHED
-from harness.clipping import MODES, TOLERANCE, ClippingError, ClipResult
-from harness.loop import StepAudit
+from harness.clipping import MODES, TOLERANCE, ClipResult
+from harness.loop import StepAudit, clone_state
 from harness.models import ACTIVATIONS, RecurrentModel
 from harness.optimizers import StackedOptimizer
 from harness.schema import ClipConfig, OptimConfig
@@ -118,6 +118,7 @@ class BatchedModel(nn.Module):
         self.register_buffer("activation_codes", torch.tensor(
             [ACTIVATION_CODES[a] for a in self.activations], dtype=torch.long),
             persistent=False)
+        self._held: dict[tuple[tuple[int, ...], str], Tensor] = {}  # `_active`'s masks
         self.ops = kernels() if backend in ("auto", "cpp") else None
         if backend == "cpp" and self.ops is None:
             raise RuntimeError("batched: backend 'cpp' requested but the C++ cell could "
@@ -132,17 +133,17 @@ class BatchedModel(nn.Module):
                                                              for m in members])))
                 for key, _ in first.named_parameters()])
 
-    def forward(self, inputs: Tensor, start: Tensor | Sequence[int] | None = None) -> Tensor:
+    def forward(self, inputs: Tensor, start: Sequence[int] | Tensor | None = None) -> Tensor:
         """inputs [K, B, L, D] -> outputs [K, B, L, O]. `start[k]`: member k's first real
         step (its inputs left-padded); its outputs before it are the readout of the held
         zero state and belong to no separate run (slice `[:, start[k]:]`)."""
         k, batch, length, _ = inputs.shape
         if start is not None:
-            start = torch.as_tensor(start, dtype=torch.long).cpu()  # checked without a sync
-            if start.shape != (k,) or bool((start < 0).any()) or bool((start >= length).any()):
+            start = starts(start)
+            if len(start) != k or any(not 0 <= s < length for s in start):
                 raise ValueError(f"batched: start must be [K] in [0, L); got "
-                                 f"{start.tolist()} for K={k}, L={length}")
-            if not bool(start.any()):
+                                 f"{list(start)} for K={k}, L={length}")
+            if not any(start):
                 start = None
         # Time-major inside each member: a time step of a member is one contiguous block.
         layer_input = inputs.transpose(1, 2).reshape(k, length * batch, -1)
@@ -160,20 +161,20 @@ class BatchedModel(nn.Module):
         return outputs.view(k, length, batch, -1).transpose(1, 2)
 
     def _layer_cpp(self, layer_input: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor,
-                   b_hh: Tensor, start: Tensor | None, length: int) -> Tensor:
+                   b_hh: Tensor, start: tuple[int, ...] | None, length: int) -> Tensor:
         """One layer through the C++ ops: [K, L·B, D] -> h [K, L, B, H]."""
         k = layer_input.shape[0]
         # The GRU keeps b_hh apart (it sits inside r * (W_hn h + b_hn)); the other cells
         # only ever use b_ih + b_hh.
         gru = self.cell == "gru"
         bias = b_ih if gru else b_ih + b_hh
-        starts_ = start if start is not None else torch.zeros(k, dtype=torch.long)
+        starts_ = torch.tensor(start if start is not None else [0] * k, dtype=torch.long)
         return SequenceLayer.apply(layer_input, w_ih, w_hh, bias, b_hh if gru else bias,
                                    CELL_CODES[self.cell], starts_, self.activation_codes,
                                    length, self.ops)
 
     def _layer_eager(self, layer_input: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor,
-                     b_hh: Tensor, start: Tensor | None, length: int) -> Tensor:
+                     b_hh: Tensor, start: tuple[int, ...] | None, length: int) -> Tensor:
         """One layer as autograd ops per time step: [K, L·B, D] -> h [K, L, B, H]."""
         k, hidden = layer_input.shape[0], self.hidden_size
         bias = b_ih if self.cell == "gru" else b_ih + b_hh
@@ -186,9 +187,8 @@ class BatchedModel(nn.Module):
         h = layer_input.new_zeros(k, batch, hidden)
         c = h
         # Steps where some member is still held: active[t] is [K, 1, 1].
-        held = int(start.max()) if start is not None else 0
-        active = (torch.arange(held).view(-1, 1) >= start.view(1, -1)).view(held, k, 1, 1).to(
-            layer_input.device) if start is not None else None
+        held = max(start) if start is not None else 0
+        active = self._active(start, layer_input.device) if start is not None else None
         states = []
         for t, x_t in enumerate(steps):
             if self.cell == "rnn":
@@ -210,18 +210,28 @@ class BatchedModel(nn.Module):
             states.append(h)
         return torch.stack(states, dim=1)
 
+    def _active(self, start: tuple[int, ...], device: torch.device) -> Tensor:
+        """[max(start), K, 1, 1] bool: whether member k has begun at step t. Made once per
+        `start` and device: from host numbers, a copy to a GPU would wait for its queue."""
+        key = (start, str(device))
+        if key not in self._held:
+            held, k = max(start), len(start)
+            self._held[key] = (torch.arange(held).view(-1, 1) >= torch.tensor(start).view(1, -1)
+                               ).view(held, k, 1, 1).to(device)
+        return self._held[key]
+
     def _activate(self) -> Callable[[Tensor], Tensor]:
         """The vanilla RNN's activation: the common one, or a per-member selection."""
         if self.activation is not None:
             return ACTIVATIONS[self.activation]
         kinds = sorted(set(self.activations))
-        masks = {kind: torch.tensor([a == kind for a in self.activations]).view(-1, 1, 1)
-                 for kind in kinds}
+        codes = self.activation_codes.view(-1, 1, 1)  # a buffer: on the model's device
+        masks = {kind: codes == ACTIVATION_CODES[kind] for kind in kinds}
 
         def mixed(pre: Tensor) -> Tensor:
             out = ACTIVATIONS[kinds[0]](pre)
             for kind in kinds[1:]:
-                out = torch.where(masks[kind].to(pre.device), ACTIVATIONS[kind](pre), out)
+                out = torch.where(masks[kind], ACTIVATIONS[kind](pre), out)
             return out
 
         return mixed
@@ -237,12 +247,12 @@ class BatchedModel(nn.Module):
         return model
 
 
-def stack_batches(batches: Sequence[Batch]) -> tuple[Batch, Tensor]:
+def stack_batches(batches: Sequence[Batch]) -> tuple[Batch, tuple[int, ...]]:
     """K batches -> one Batch of [K, B, L, ...] tensors, each left-padded with zeros (inputs,
-    targets; mask False) to the longest length L, and start [K]: where each member's own
-    sequence begins."""
+    targets; mask False) to the longest length L, and start: where each member's own
+    sequence begins (host numbers, from the shapes)."""
     length = max(b.inputs.shape[1] for b in batches)
-    start = torch.tensor([length - b.inputs.shape[1] for b in batches])
+    start = tuple(length - b.inputs.shape[1] for b in batches)
 
     def pad(tensor: Tensor, left: int) -> Tensor:
         if left == 0:
@@ -250,21 +260,21 @@ def stack_batches(batches: Sequence[Batch]) -> tuple[Batch, Tensor]:
         dims = [0, 0] * (tensor.dim() - 2) + [left, 0]  # F.pad lists the last dimension first
         return F.pad(tensor, dims)
 
-    parts = [torch.stack([pad(getattr(b, name), int(left)) for b, left in zip(batches, start,
-                                                                              strict=True)])
+    parts = [torch.stack([pad(getattr(b, name), left) for b, left in zip(batches, start,
+                                                                         strict=True)])
              for name in ("inputs", "targets", "mask")]
     return Batch(*parts), start
 
 
-def member_batch(batch: Batch, k: int, start: int = 0) -> Batch:
-    """Member k's batch, without its left padding, from a stacked [K, B, ...] batch."""
-    return Batch(*(t[k, :, start:] for t in (batch.inputs, batch.targets, batch.mask)))
+def starts(start: Sequence[int] | Tensor) -> tuple[int, ...]:
+    """Members' first real steps as host numbers (a tensor is read: a sync on a GPU)."""
+    return tuple(int(s) for s in (start.tolist() if isinstance(start, Tensor) else start))
 
 
-def member_losses(tasks: Sequence[Task], outputs: Tensor, batch: Batch, start: Tensor) -> Tensor:
-    """Every member's published loss on its own batch (padding left out): [K]."""
-    return torch.stack([tasks[k].loss(outputs[k, :, int(start[k]):],
-                                      member_batch(batch, k, int(start[k])))
+def member_losses(tasks: Sequence[Task], outputs: Tensor, batches: Sequence[Batch],
+                  start: Sequence[int]) -> Tensor:
+    """Every member's published loss on its own batch (its outputs without the padding): [K]."""
+    return torch.stack([tasks[k].loss(outputs[k, :, start[k]:], batches[k])
                         for k in range(outputs.shape[0])])
 
 
@@ -274,47 +284,73 @@ def member_norms(grads: Sequence[Tensor]) -> Tensor:
         torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads]), dim=0)
 
 
-def clip_members(parameters: Sequence[nn.Parameter], clips: Sequence[ClipConfig]) -> ClipResult:
+class MemberClipper:
     """`Clipper`'s semantics for each member on its own, member k by clips[k] (mode and
-    threshold): pre, post, fired are [K] tensors.
+    threshold): the audit's pre, post, fired and failed are [K] tensors.
 
     `norm` rescales member k by threshold / (pre_k + 1e-6) when that is below 1 (the formula
     of `clip_grad_norm_`); `value` clamps member k's elements to +-its threshold; `none`
-    leaves it as it is.
+    leaves it as it is. The modes are host facts and the thresholds are made once per device,
+    so a step reads nothing back from the device (the audit's `failed` is checked with the
+    driver's reads).
     """
-    modes = [c.mode.value if hasattr(c.mode, "value") else str(c.mode) for c in clips]
-    for mode in modes:
-        if mode not in MODES:
-            raise ValueError(f"clip.mode: unknown {mode!r}; choose one of {list(MODES)}")
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
-        raise RuntimeError("clipping found no gradients: call it after loss.backward()")
-    pre = member_norms(grads)
-    threshold = torch.tensor([float(c.threshold) for c in clips], dtype=pre.dtype,
-                             device=pre.device)
-    norm = torch.tensor([m == "norm" for m in modes], device=pre.device)
-    value = torch.tensor([m == "value" for m in modes], device=pre.device)
-    fired = torch.zeros_like(pre, dtype=torch.bool)
-    if bool(norm.any()):
-        scale = torch.where(norm, (threshold / (pre + 1e-6)).clamp(max=1.0),
-                            torch.ones_like(pre))
-        for g in grads:
-            g.mul_(scale.view(-1, *([1] * (g.dim() - 1))))
-        fired |= norm & (pre > threshold)
-    if bool(value.any()):
-        bound = torch.where(value, threshold, torch.full_like(threshold, torch.inf))
-        largest = torch.stack([g.abs().flatten(1).amax(dim=1) for g in grads]).amax(dim=0)
-        for g in grads:
-            limit = bound.view(-1, *([1] * (g.dim() - 1)))
-            torch.clamp(g, -limit, limit, out=g)
-        fired |= value & (largest > threshold)
-    if not bool(norm.any() or value.any()):
-        return ClipResult(pre, pre, fired)
-    post = member_norms(grads)
-    if bool((norm & (post > threshold * (1 + TOLERANCE))).any()):
-        raise ClippingError(f"norm clipping failed: post-clip norms {post.tolist()} > "
-                            f"thresholds {threshold.tolist()}")
-    return ClipResult(pre, post, fired)
+
+    def __init__(self, clips: Sequence[ClipConfig]) -> None:
+        self.modes = [c.mode.value if hasattr(c.mode, "value") else str(c.mode) for c in clips]
+        for mode in self.modes:
+            if mode not in MODES:
+                raise ValueError(f"clip.mode: unknown {mode!r}; choose one of {list(MODES)}")
+        self.thresholds = [float(c.threshold) for c in clips]
+        self.norm, self.value = "norm" in self.modes, "value" in self.modes
+        self._constants: dict[tuple[str, torch.dtype], tuple[Tensor, ...]] = {}
+
+    def constants(self, like: Tensor) -> tuple[Tensor, ...]:
+        """threshold, norm mask, value mask, value bound ([K] each) on `like`'s device."""
+        key = (str(like.device), like.dtype)
+        if key not in self._constants:
+            threshold = torch.tensor(self.thresholds, dtype=like.dtype)
+            norm = torch.tensor([m == "norm" for m in self.modes])
+            value = torch.tensor([m == "value" for m in self.modes])
+            bound = torch.where(value, threshold, torch.full_like(threshold, torch.inf))
+            self._constants[key] = tuple(t.to(like.device) for t in (threshold, norm, value,
+                                                                      bound))
+        return self._constants[key]
+
+    def __call__(self, parameters: Sequence[nn.Parameter]) -> ClipResult:
+        grads = [p.grad for p in parameters if p.grad is not None]
+        if not grads:
+            raise RuntimeError("clipping found no gradients: call it after loss.backward()")
+        pre = member_norms(grads)
+        threshold, norm, value, bound = self.constants(pre)
+        fired = torch.zeros_like(pre, dtype=torch.bool)
+        failed = fired
+        if self.norm:
+            scale = torch.where(norm, (threshold / (pre + 1e-6)).clamp(max=1.0),
+                                torch.ones_like(pre))
+            for g in grads:
+                g.mul_(scale.view(-1, *([1] * (g.dim() - 1))))
+            fired = fired | (norm & (pre > threshold))
+        if self.value:
+            fired = fired | (value & (member_largest(grads) > threshold))
+            for g in grads:
+                limit = bound.view(-1, *([1] * (g.dim() - 1)))
+                torch.clamp(g, -limit, limit, out=g)
+            failed = value & (member_largest(grads) > threshold * (1 + TOLERANCE))
+        if not (self.norm or self.value):
+            return ClipResult(pre, pre, fired, failed)
+        post = member_norms(grads)
+        failed = failed | (norm & (post > threshold * (1 + TOLERANCE)))
+        return ClipResult(pre, post, fired, failed)
+
+
+def member_largest(grads: Sequence[Tensor]) -> Tensor:
+    """Each member's largest gradient element in magnitude: [K]."""
+    return torch.stack([g.abs().flatten(1).amax(dim=1) for g in grads]).amax(dim=0)
+
+
+def clip_members(parameters: Sequence[nn.Parameter], clips: Sequence[ClipConfig]) -> ClipResult:
+    """Clip each member's gradient by its own clipping config once (`MemberClipper`)."""
+    return MemberClipper(clips)(parameters)
 
 
 class BatchedStepper:
@@ -322,15 +358,17 @@ class BatchedStepper:
     k has the model `models[k]` (its current weights), task `tasks[k]`, optimizer config
     `optims[k]` and clipping `clips[k]`; `optimizer_states` (None: fresh) are the members'
     optimizers' states in a separate run's format, so a member can come from, or go to, a
-    separate run's checkpoint."""
+    separate run's checkpoint. `backend`: `BatchedModel`'s."""
 
     def __init__(self, models: Sequence[RecurrentModel], tasks: Sequence[Task],
                  optims: Sequence[OptimConfig], clips: Sequence[ClipConfig],
-                 optimizer_states: Sequence[dict[str, Any] | None] | None = None) -> None:
+                 optimizer_states: Sequence[dict[str, Any] | None] | None = None,
+                 backend: str = "auto") -> None:
         if not len(models) == len(tasks) == len(optims) == len(clips):
             raise ValueError("batched: one model, task, optimizer and clipping per member")
         self.tasks, self.optims, self.clips = list(tasks), list(optims), list(clips)
-        self.net = BatchedModel(models)
+        self.clipper = MemberClipper(self.clips)
+        self.net = BatchedModel(models, backend)
         self.params = list(self.net.parameters())
         self.optimizer = StackedOptimizer(self.params, self.optims)
         if optimizer_states is not None and any(s is not None for s in optimizer_states):
@@ -344,14 +382,25 @@ class BatchedStepper:
     def backward(self, batches: Sequence[Batch]) -> StepAudit:
         """Forward, backward and per-member clipping, member k on batches[k]; no update."""
         batch, start = stack_batches(batches)
-        losses = member_losses(self.tasks, self.net(batch.inputs, start), batch, start)
+        losses = member_losses(self.tasks, self.net(batch.inputs, start), batches, start)
         self.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
-        clip = clip_members(self.params, self.clips)
-        return StepAudit(losses.detach(), clip.pre, clip.post, clip.fired)
+        clip = self.clipper(self.params)
+        return StepAudit(losses.detach(), *clip)
 
     def update(self) -> None:
         self.optimizer.step()
+
+    def save(self) -> Any:
+        return ({key: value.detach().clone() for key, value in self.net.stacked.items()},
+                {index: clone_state(state) for index, state in self.optimizer.state.items()})
+
+    def load(self, saved: Any) -> None:
+        weights = saved[0]
+        self.optimizer.state = {index: clone_state(state) for index, state in saved[1].items()}
+        with torch.no_grad():
+            for key, value in weights.items():
+                self.net.stacked[key].copy_(value)
 
     def states(self) -> list[tuple[dict[str, Tensor], dict[str, Any]]]:
         return [(self.net.member(k).state_dict(), self.optimizer.member_state(k))
@@ -364,4 +413,4 @@ class BatchedStepper:
                               [self.optims[k] for k in indices],
                               [self.clips[k] for k in indices],
                               [self.optimizer.member_state(k) for k in indices]
-                              if self.optimizer.state else None)
+                              if self.optimizer.state else None, self.net.backend)

@@ -66,8 +66,10 @@ def group_key(params: dict[str, str]) -> tuple[tuple[str, str], ...]:
 
 
 def plan(candidates: Sequence[Candidate]) -> list[list[int]]:
-    """The batches: lists of indices into `candidates` (a list of one: a plain job), in the
-    order of each batch's first job."""
+    """The batches: lists of indices into `candidates` (a list of one: a plain job). Where
+    some are batched, the costliest first (members × longest sequence, ties in the order of
+    their first job): on a few workers the last job launched sets the sweep's tail, so it
+    should be short. Otherwise in the jobs' own order."""
     groups: dict[Any, list[int]] = {}
     singles: list[list[int]] = []
     for index, candidate in enumerate(candidates):
@@ -90,7 +92,11 @@ def plan(candidates: Sequence[Candidate]) -> list[list[int]]:
             current.append(index)
         if current:
             batches.append(current)
-    return sorted((sorted(batch) for batch in batches), key=lambda batch: batch[0])
+    batches = sorted((sorted(batch) for batch in batches), key=lambda batch: batch[0])
+    if all(len(batch) == 1 for batch in batches):
+        return batches
+    return sorted(batches, key=lambda batch: (
+        -len(batch) * max(candidates[i].length for i in batch), batch[0]))
 
 
 def write_batch(sweep_dir: Path, number: int, members: Sequence[Sequence[str]]) -> Path:

@@ -10,8 +10,10 @@ norms and whether clipping fired, and fails loudly if clipping did not do its jo
 Call it after `loss.backward()` and before `optimizer.step()`: called earlier, there is no
 gradient to clip (a known bug of peer code). After clipping, the gradient is measured again;
 a norm above the threshold (norm mode) or an element above it (value mode), beyond float
-tolerance, raises `ClippingError`: clipping that silently does nothing would invalidate every
-comparison made with it.
+tolerance, sets the audit's `failed` and `ClipResult.check` raises `ClippingError`: clipping
+that silently does nothing would invalidate every comparison made with it. The audit stays on
+the gradients' device, read by nobody during the step, so clipping adds no host sync; the
+training driver reads (and checks) the audits of its steps together, at logging cadence.
 """
 
 from __future__ import annotations
@@ -34,6 +36,24 @@ class ClipResult(NamedTuple):
     pre: Tensor  # global L2 norm before clipping
     post: Tensor  # global L2 norm after clipping
     fired: Tensor  # bool: clipping changed the gradient
+    failed: Tensor  # bool: the gradient still exceeds the threshold after clipping
+
+    def check(self) -> ClipResult:
+        """Raise `ClippingError` if clipping failed (reads the audit: a host sync)."""
+        if bool(self.failed.any()):
+            raise ClippingError(failure(self.pre, self.post))
+        return self
+
+
+def failure(pre: Tensor | float, post: Tensor | float) -> str:
+    """What `ClippingError` says of a step whose clipping failed."""
+    return (f"clipping failed: after clipping, the gradient still exceeds the threshold "
+            f"(pre-clip norm {_numbers(pre)}, post-clip norm {_numbers(post)})")
+
+
+def _numbers(value: Tensor | float) -> str:
+    values = value.reshape(-1).tolist() if isinstance(value, Tensor) else [value]
+    return ", ".join(f"{v:.6g}" for v in values)
 
 
 class Clipper:
@@ -58,23 +78,20 @@ class Clipper:
         grads = [p.grad for p in params]
         if not grads:
             raise RuntimeError("clipping found no gradients: call it after loss.backward()")
+        bound = self.threshold * (1 + TOLERANCE)
         if self.mode == "none":
             pre = nn.utils.get_total_norm(grads)
-            return ClipResult(pre, pre, torch.zeros((), dtype=torch.bool))
+            never = torch.zeros((), dtype=torch.bool, device=pre.device)
+            return ClipResult(pre, pre, never, never)
         if self.mode == "norm":
             # Returns the total norm *before* rescaling.
             pre = nn.utils.clip_grad_norm_(params, self.threshold)
             post = nn.utils.get_total_norm(grads)
-            if post > self.threshold * (1 + TOLERANCE):
-                raise ClippingError(f"norm clipping failed: post-clip norm {float(post):.6g} > "
-                                    f"threshold {self.threshold:g} (pre-clip {float(pre):.6g})")
-            return ClipResult(pre, post, pre > self.threshold)
+            return ClipResult(pre, post, pre > self.threshold, post > bound)
         pre = nn.utils.get_total_norm(grads)
         largest = torch.stack([g.detach().abs().max() for g in grads]).max()
         nn.utils.clip_grad_value_(params, self.threshold)
         after = torch.stack([g.detach().abs().max() for g in grads]).max()
-        if after > self.threshold * (1 + TOLERANCE):
-            raise ClippingError(f"value clipping failed: an element {float(after):.6g} > "
-                                f"threshold {self.threshold:g} after clipping")
-        return ClipResult(pre, nn.utils.get_total_norm(grads), largest > self.threshold)
+        return ClipResult(pre, nn.utils.get_total_norm(grads), largest > self.threshold,
+                          after > bound)
 

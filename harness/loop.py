@@ -22,6 +22,11 @@ A run stops as `diverged`, keeping what was logged so far, when the loss or the 
 norm becomes non-finite, or when the gradient the optimizer would apply (after clipping)
 has a norm above `max_grad_norm`. The bound is on the applied gradient, not the pre-clip
 one: taming a huge pre-clip norm is exactly what clipping is for.
+
+Between boundaries (the steps that log, evaluate, run the diagnostics or checkpoint, and the
+last) the driver reads nothing back from the device: on a GPU a read waits for its queue to
+drain. The steps' audits are read together at the boundary and decided there in order, as
+step by step (`Pending`).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ import torch
 from torch import Tensor
 
 from harness import names
-from harness.clipping import Clipper
+from harness.clipping import Clipper, ClippingError, failure
 from harness.diagnostics import GradProfile, diagnose
 from harness.models import RecurrentModel
 from harness.outcome import end_state
@@ -181,10 +186,10 @@ class RunRecord:
         self.checkpointing = checkpointing
         self.device = torch.device(device)
         self.train_gen, eval_gen = data_generators(seed)
-        eval_batch = task.sample(cfg.eval_batch_size, eval_gen, split="eval").to(self.device)
-        self.evaluate = Evaluator(task, eval_batch)
-        self.profile_batch = Batch(*(t[: cfg.profile_batch_size] for t in
-                                     (eval_batch.inputs, eval_batch.targets, eval_batch.mask)))
+        eval_batch = task.sample(cfg.eval_batch_size, eval_gen, split="eval")
+        self.evaluate = Evaluator(task, eval_batch.to(self.device))
+        self.profile_batch = Batch(*(t[: cfg.profile_batch_size] for t in (
+            eval_batch.inputs, eval_batch.targets, eval_batch.mask))).to(self.device)
         self.profile_every = cfg.profile_every or cfg.eval_every
         self.result = RunResult(success_criterion=task.success.describe(cfg.solve_threshold))
         self.window = self.empty_window()
@@ -324,17 +329,14 @@ class RunRecord:
 
 
 class StepAudit(NamedTuple):
-    """One training step of the stepper's K runs, before the update: [K] tensors."""
+    """One training step of the stepper's K runs, before the update: [K] tensors on the
+    device, read by the driver only when it settles its steps (`Pending`)."""
 
     loss: Tensor
     pre: Tensor  # global gradient norm before clipping
     post: Tensor  # ... after clipping (what the optimizer would apply)
     fired: Tensor  # bool: clipping changed the gradient
-
-    def rows(self) -> list[tuple[float, float, float, bool]]:
-        """Per run (loss, pre, post, fired) as Python numbers: the step's one host sync."""
-        return list(zip(self.loss.tolist(), self.pre.tolist(), self.post.tolist(),
-                        self.fired.tolist(), strict=True))
+    failed: Tensor  # bool: clipping left the gradient above its threshold (ClippingError)
 
 
 class Stepper(Protocol):
@@ -350,6 +352,14 @@ class Stepper(Protocol):
 
     def update(self) -> None:
         """The optimizer step of every run."""
+        ...
+
+    def save(self) -> Any:
+        """Every run's weights and optimizer state, on the device, for `load`."""
+        ...
+
+    def load(self, saved: Any) -> None:
+        """Back to the state `save` returned."""
         ...
 
     def states(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -378,11 +388,22 @@ class FusedStepper:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         clip = self.clipper(self.params)
-        return StepAudit(*(t.detach().reshape(1) for t in (loss, clip.pre, clip.post,
-                                                            clip.fired)))
+        return StepAudit(loss.detach().reshape(1), *(t.reshape(1) for t in clip))
 
     def update(self) -> None:
         self.optimizer.step()
+
+    def save(self) -> Any:
+        return ([p.detach().clone() for p in self.params],
+                {p: clone_state(state) for p, state in self.optimizer.state.items()})
+
+    def load(self, saved: Any) -> None:
+        weights, states = saved
+        with torch.no_grad():
+            for param, value in zip(self.params, weights, strict=True):
+                param.copy_(value)
+        self.optimizer.state.clear()
+        self.optimizer.state.update({p: clone_state(state) for p, state in states.items()})
 
     def states(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
         return [(self.net.state_dict(), self.optimizer.state_dict())]
@@ -392,60 +413,152 @@ class FusedStepper:
         return self
 
 
+def clone_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A copy of one parameter's optimizer state, its tensors cloned on their devices."""
+    return {key: value.clone() if isinstance(value, Tensor) else copy.deepcopy(value)
+            for key, value in state.items()}
+
+
+class Pending:
+    """The steps taken since the driver last read the audits: each step's audit and batches,
+    and the stepper's state before the first of them.
+
+    The driver does not read a step's audit before the next step (a read waits for a GPU's
+    queue to drain: a host sync per step). It reads them all at once at the next *boundary*
+    (a logging, evaluation, diagnostics or checkpoint step, the last step, or a stop signal),
+    then decides each run's steps in order, as it would have step by step: the first step
+    whose loss or gradient is non-finite, or whose applied gradient is too large, ends the
+    run there. The updates after it were taken, but do not count: the run's result, logs and
+    final model are those of that step, the model rebuilt by replaying the steps from the
+    saved state (`replay`; on the CPU bit for bit, tests/test_host_syncs.py). Runs stepped
+    together are independent (a batched member's non-finite values stay in its slices).
+    """
+
+    def __init__(self, stepper: Stepper, step: int) -> None:
+        self.saved = stepper.save()
+        self.first = step
+        self.audits: list[StepAudit] = []
+        self.batches: list[list[Batch]] = []
+
+    def add(self, audit: StepAudit, batches: list[Batch]) -> None:
+        self.audits.append(audit)
+        self.batches.append(batches)
+
+    def rows(self) -> list[list[tuple[float, float, float, bool, bool]]]:
+        """Per step, per run: (loss, pre, post, fired, failed) as Python numbers; the one
+        host read of these steps."""
+        fields = [torch.stack(field).double() for field in zip(*self.audits, strict=True)]
+        loss, pre, post, fired, failed = torch.stack(fields).tolist()  # each [steps][K]
+        return [[(values[0], values[1], values[2], bool(values[3]), bool(values[4]))
+                 for values in zip(*row, strict=True)]
+                for row in zip(loss, pre, post, fired, failed, strict=True)]
+
+    def replay(self, stepper: Stepper, wanted: dict[int, int],
+               runs: int) -> dict[int, RecurrentModel]:
+        """Run k's model as it was at step wanted[k] (before that step's update), for every
+        k of `wanted`, rebuilt from the saved state and these steps' batches. The stepper is
+        left as it was, unless all its `runs` are wanted: then it stays where the replay
+        ended, so a fused run's own model ends at the step it diverged, as it would have."""
+        now = stepper.save()
+        stepper.load(self.saved)
+        models: dict[int, RecurrentModel] = {}
+        for offset, batches in enumerate(self.batches):
+            for k, step in wanted.items():
+                if step == self.first + offset:
+                    models[k] = stepper.model(k).clone()
+            if len(models) == len(wanted):
+                break
+            stepper.backward(batches)
+            stepper.update()
+        if len(wanted) < runs:
+            stepper.load(now)
+        return models
+
+
 def drive(stepper: Stepper, records: Sequence[RunRecord], cfg: TrainConfig,
           checkpointed: Callable[[int], None] = lambda step: None) -> list[RunResult]:
     """Train the runs of `records` (run k stepped by `stepper` as its k-th) for at most
     `cfg.steps` steps from the step they are at; return how each ended, in order.
 
     Each run is evaluated, diagnosed, stopped (solved, diverged), logged and checkpointed by
-    its own record; a run that stops leaves the stepper, the others go on. Checkpoints are
+    its own record; a run that stops leaves the stepper, the others go on. Between boundaries
+    the loop reads nothing back from the device (`Pending`): the steps' audits are read and
+    settled at the boundary, before its evaluations and checkpoints. Checkpoints are
     written for every running run at once, then `checkpointed(step)` runs (the caller raises
-    there to stop after a stop signal). A run's `seconds` grow by its share of each iteration: the
-    iteration's time divided among the runs it trained.
+    there to stop after a stop signal). A run's `seconds` grow by its share of each iteration:
+    the iteration's time divided among the runs it trained.
     """
     step = records[0].step
     if any(r.step != step for r in records):
         raise ValueError("runs stepped together must start at the same step")
     active = list(records)
     results: dict[int, RunResult] = {}
-    tick = time.perf_counter()
 
-    def finish(k: int, model: RecurrentModel) -> None:
+    def saving() -> Checkpointing | None:
+        """The running runs' checkpointing (one cadence for all), None when none is saved."""
+        return next((r.checkpointing for r in active if r.checkpointing is not None), None)
+    def finish(k: int, model: RecurrentModel, at: int, tick: float) -> None:
         record = active[k]  # its share of this iteration so far, too (it leaves after it)
         record.seconds += (time.perf_counter() - tick) / len(active)
-        results[id(record)] = record.finish(model, step)
+        results[id(record)] = record.finish(model, at)
 
+    def saves(step: int) -> bool:
+        checkpointing = saving()
+        return checkpointing is not None and step < cfg.steps and (
+            step % checkpointing.every == 0 or checkpointing.stop_requested())
+
+    def boundary(step: int) -> bool:
+        return (step % cfg.log_every == 0 or step == cfg.steps or saves(step)
+                or any(record.due(step) for record in active))
+
+    def settle(pending: Pending, tick: float) -> None:
+        """Decide the pending steps of every run, in order (see `Pending`)."""
+        diverged: dict[int, int] = {}
+        for offset, row in enumerate(pending.rows()):
+            at = pending.first + offset
+            for k, (record, (loss, pre, post, fired, failed)) in enumerate(
+                    zip(active, row, strict=True)):
+                if record.stopped:
+                    continue
+                if failed:
+                    raise ClippingError(f"{record.name}, step {at}: " + failure(pre, post))
+                if record.diverges(at, loss, pre, post):
+                    diverged[k] = at
+                else:
+                    record.end_step(at + 1, loss, pre, post, fired)
+        if diverged:
+            models = pending.replay(stepper, diverged, len(active))
+            for k, at in diverged.items():  # its weights before the update, as alone
+                finish(k, models[k], at, tick)
+
+    pending: Pending | None = None
     while active:
         tick = time.perf_counter()
         for k, record in enumerate(active):
             if record.due(step) or step == cfg.steps:
                 model = stepper.model(k)
                 if record.begin_step(model, step) or step == cfg.steps:
-                    finish(k, model)
+                    finish(k, model, step, tick)
         if step == cfg.steps:
             share(active, time.perf_counter() - tick)
             break
         stepper = drop_stopped(stepper, active)
         if not active:
             break
-        audit = stepper.backward([record.sample() for record in active])
-        rows = audit.rows()
-        for k, (record, (loss, pre, post, _)) in enumerate(zip(active, rows, strict=True)):
-            if record.diverges(step, loss, pre, post):
-                finish(k, stepper.model(k))  # its weights before the update, as alone
-        if all(record.stopped for record in active):
-            share(active, time.perf_counter() - tick)
-            break
+        if pending is None:
+            pending = Pending(stepper, step)
+        batches = [record.sample() for record in active]
+        pending.add(stepper.backward(batches), batches)
         stepper.update()
         step += 1
-        for record, (loss, pre, post, fired) in zip(active, rows, strict=True):
-            if not record.stopped:
-                record.end_step(step, loss, pre, post, bool(fired))
+        if not boundary(step):
+            share(active, time.perf_counter() - tick)
+            continue
+        settle(pending, tick)
+        pending = None
         share(active, time.perf_counter() - tick)
         stepper = drop_stopped(stepper, active)
-        saving = [r.checkpointing for r in active if r.checkpointing is not None]
-        if saving and step < cfg.steps and (step % saving[0].every == 0
-                                            or saving[0].stop_requested()):
+        if saves(step):
             tick = time.perf_counter()
             for record, (model_state, optimizer_state) in zip(active, stepper.states(),
                                                               strict=True):

@@ -76,11 +76,15 @@ class StackedOptimizer:
                                  f"stacked over {k} members")
         # lr as float32 [K], like the Python float torch casts to the parameter's dtype
         self.lrs = torch.tensor([c.lr for c in cfgs], dtype=torch.float64)
+        self._lrs = {"cpu": self.lrs}  # on each device once: a copy per step would sync a GPU
         self.state: dict[int, dict[str, Any]] = {}
 
-    def _lr(self, param: Tensor, scale: Tensor | float = 1.0) -> Tensor:
+    def _lr(self, param: Tensor, scale: float = 1.0) -> Tensor:
         """-lr_k * scale, shaped to broadcast over member k's slice of `param`."""
-        value = (-self.lrs * scale).to(device=param.device, dtype=param.dtype)
+        device = str(param.device)
+        if device not in self._lrs:
+            self._lrs[device] = self.lrs.to(param.device)
+        value = (-self._lrs[device] * scale).to(dtype=param.dtype)
         return value.view(-1, *([1] * (param.dim() - 1)))
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -98,7 +102,9 @@ class StackedOptimizer:
             grad = param.grad
             if self.weight_decay != 0:
                 grad = grad.add(param, alpha=self.weight_decay)
-            state = self.state.setdefault(index, self._fresh(param))
+            if index not in self.state:
+                self.state[index] = self._fresh(param)
+            state = self.state[index]
             getattr(self, f"_{self.name}")(param, grad, state)
 
     def _fresh(self, param: Tensor) -> dict[str, Any]:
@@ -173,7 +179,9 @@ class StackedOptimizer:
                 if any(not _same(s["state"][index][key], value) for s in states):
                     raise ValueError(f"batched: members differ in optimizer {key!r}; only runs "
                                      "at the same step are batched")
-                stacked[key] = value.clone() if isinstance(value, Tensor) else value
+                # the step count stays on the CPU (as torch's optimizers keep it): read each
+                # step, it would sync a GPU
+                stacked[key] = value.cpu().clone() if isinstance(value, Tensor) else value
             self.state[int(index)] = stacked
 
     def keep(self, indices: Sequence[int], params: Sequence[nn.Parameter]) -> StackedOptimizer:

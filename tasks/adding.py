@@ -209,4 +209,5 @@ class AddingTask(Task):
 
     def accuracy(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
         self.check_outputs(outputs, batch)
-        return masked_within(outputs.squeeze(-1), batch.targets, batch.mask, self.tolerance)
+        return masked_within(outputs.squeeze(-1), batch.targets, batch.positions(),
+                             self.tolerance)

@@ -64,12 +64,33 @@ class Batch:
     targets: torch.Tensor
     mask: torch.Tensor
     gaps: torch.Tensor | None = None
+    # int64 [n]: the scored positions (mask True) as flat indices over B·L, row-major; made
+    # on the host by `to`, so that no code on a device reads the mask (`positions`).
+    scored: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> Self:
-        """The same batch on `device` (generation always happens on the CPU)."""
-        gaps = None if self.gaps is None else self.gaps.to(device)
-        return type(self)(self.inputs.to(device), self.targets.to(device), self.mask.to(device),
-                          gaps)
+        """The same batch on `device`, with its scored positions. Generation always happens
+        on the CPU; to a GPU the copy is asynchronous, from pinned memory: the host goes on
+        to the next step without waiting for the GPU's queue (a blocking copy would
+        synchronize with it)."""
+        device = torch.device(device)
+        pinned = device.type == "cuda"
+
+        def move(tensor: torch.Tensor) -> torch.Tensor:
+            if pinned and tensor.device.type == "cpu":
+                return tensor.pin_memory().to(device, non_blocking=True)
+            return tensor.to(device)
+
+        gaps = None if self.gaps is None else move(self.gaps)
+        return type(self)(move(self.inputs), move(self.targets), move(self.mask), gaps,
+                          move(self.positions()))
+
+    def positions(self) -> torch.Tensor:
+        """The scored positions as flat indices over B·L (`scored`, else read from the mask:
+        on a GPU, a host sync)."""
+        if self.scored is not None:
+            return self.scored
+        return self.mask.flatten().nonzero().squeeze(1)
 
     def rows(self, index: torch.Tensor) -> Self:
         """The sequences selected by `index` (a bool mask or int64 indices over the batch)."""
@@ -378,8 +399,8 @@ class Task(ABC):
         """
         self.check_outputs(outputs, batch)
         if self.regression:
-            return masked_mse(outputs.squeeze(-1), batch.targets, batch.mask)
-        return sequence_cross_entropy(outputs, batch.targets, batch.mask)
+            return masked_mse(outputs.squeeze(-1), batch.targets, batch.positions())
+        return sequence_cross_entropy(outputs, batch.targets, batch.positions())
 
     def check_outputs(self, outputs: torch.Tensor, batch: Batch) -> None:
         """Raise ValueError unless `outputs` is [B, L, output_size] for `batch`.
@@ -410,7 +431,7 @@ class ClassificationTask(Task):
 
     def accuracy(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
         self.check_outputs(outputs, batch)
-        return masked_accuracy(outputs, batch.targets, batch.mask)
+        return masked_accuracy(outputs, batch.targets, batch.positions())
 
 
 def randint_rows(low: torch.Tensor, high: torch.Tensor,
@@ -438,37 +459,43 @@ def one_hot(tokens: torch.Tensor, num_tokens: int) -> torch.Tensor:
     return encoded.scatter_(-1, tokens.unsqueeze(-1), 1.0)
 
 
+def scored(values: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """values [B, L, ...] at the scored positions (flat indices over B·L): [n, ...]. An
+    integer gather: unlike a boolean selection, it reads nothing back to the host."""
+    return values.flatten(0, 1)[positions]
+
+
 def sequence_cross_entropy(
-    logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None
+    logits: torch.Tensor, targets: torch.Tensor, positions: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Mean cross-entropy (nats) of logits [B, L, C] against class ids [B, L].
 
-    The mean runs over the positions where `mask` is True, or over every position and the
-    batch when `mask` is None.
+    The mean runs over the scored positions (`Batch.positions`), or over every position and
+    the batch when `positions` is None.
     """
-    if mask is None:
+    if positions is None:
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
-    return F.cross_entropy(logits[mask], targets[mask])
+    return F.cross_entropy(scored(logits, positions), scored(targets, positions))
 
 
 def masked_accuracy(
-    logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
+    logits: torch.Tensor, targets: torch.Tensor, positions: torch.Tensor
 ) -> torch.Tensor:
-    """Share of masked positions whose argmax over logits [B, L, C] equals the target."""
-    hits = logits[mask].argmax(dim=-1) == targets[mask]
+    """Share of scored positions whose argmax over logits [B, L, C] equals the target."""
+    hits = scored(logits, positions).argmax(dim=-1) == scored(targets, positions)
     return hits.to(torch.float32).mean()
 
 
 def masked_mse(
-    predictions: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
+    predictions: torch.Tensor, targets: torch.Tensor, positions: torch.Tensor
 ) -> torch.Tensor:
-    """Mean squared error of predictions [B, L] over the masked positions."""
-    return F.mse_loss(predictions[mask], targets[mask])
+    """Mean squared error of predictions [B, L] over the scored positions."""
+    return F.mse_loss(scored(predictions, positions), scored(targets, positions))
 
 
 def masked_within(
-    predictions: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, tolerance: float
+    predictions: torch.Tensor, targets: torch.Tensor, positions: torch.Tensor, tolerance: float
 ) -> torch.Tensor:
-    """Share of masked positions where |prediction - target| < tolerance (strictly)."""
-    hits = (predictions[mask] - targets[mask]).abs() < tolerance
+    """Share of scored positions where |prediction - target| < tolerance (strictly)."""
+    hits = (scored(predictions, positions) - scored(targets, positions)).abs() < tolerance
     return hits.to(torch.float32).mean()

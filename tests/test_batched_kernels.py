@@ -214,7 +214,7 @@ def test_start_is_checked() -> None:
             model(inputs, bad)
     padded, start = stack_batches([Batch(torch.ones(1, n, 2), torch.zeros(1, n),
                                          torch.ones(1, n, dtype=torch.bool)) for n in (9, 4, 7)])
-    assert start.tolist() == [0, 5, 2]
+    assert start == (0, 5, 2)
     assert padded.inputs[1, 0, :5].abs().sum() == 0 and not padded.mask[1, 0, :5].any()
 
 

@@ -41,3 +41,17 @@ def test_padding_is_bounded_and_batches_are_capped() -> None:
     assert plan([candidate(n, seed=str(i)) for i, n in enumerate(lengths)]) == [[0, 3], [1, 2]]
     capped = [candidate(12, limit=4, seed=str(i)) for i in range(10)]
     assert plan(capped) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def test_the_costliest_batch_launches_first() -> None:
+    """Members × longest sequence, largest first, so that on a few workers the sweep does not
+    end waiting for one long job; ties keep the jobs' order. Without any batch, the jobs'
+    own order."""
+    gaps = [(12, "1"), (12, "2"), (80, "3"), (40, "4"), (40, "5"), (80, "6"), (12, "7")]
+    jobs = [candidate(n, model__hidden_size=width, seed=str(i))
+            for i, (n, width) in enumerate(gaps)]
+    # widths 1..7 alone: no two jobs share a batch
+    assert plan(jobs) == [[0], [1], [2], [3], [4], [5], [6]]
+    shared = [candidate(n, seed=str(i)) for i, n in enumerate([12, 12, 80, 40, 40, 80, 12])]
+    shared.append(candidate(100, model__hidden_size="32"))  # alone: 1 x 100
+    assert plan(shared) == [[2, 5], [7], [3, 4], [0, 1, 6]]  # 160, 100, 80, 36

@@ -25,7 +25,8 @@ def global_norm(model: nn.Module) -> float:
 def test_norm_clipping_rescales_to_threshold_and_reports_pre_clip_norm() -> None:
     model = model_with_gradient(100.0)
     before = global_norm(model)
-    pre, post, fired = Clipper("norm", 1.0)(model.parameters())
+    pre, post, fired, failed = Clipper("norm", 1.0)(model.parameters())
+    assert not bool(failed)
     assert float(pre) == pytest.approx(before, rel=1e-6)
     assert bool(fired) and before > 1.0
     assert global_norm(model) == pytest.approx(1.0, rel=1e-5) == float(post)
@@ -34,7 +35,8 @@ def test_norm_clipping_rescales_to_threshold_and_reports_pre_clip_norm() -> None
 def test_norm_clipping_below_threshold_changes_nothing() -> None:
     model = model_with_gradient(1e-3)
     grads = [p.grad.clone() for p in model.parameters()]
-    pre, post, fired = Clipper("norm", 1e6)(model.parameters())
+    pre, post, fired, failed = Clipper("norm", 1e6)(model.parameters())
+    assert not bool(failed)
     assert not bool(fired) and float(pre) < 1e6 and float(post) == pytest.approx(float(pre))
     for p, g in zip(model.parameters(), grads, strict=True):
         assert torch.equal(p.grad, g)
@@ -44,7 +46,8 @@ def test_value_clipping_clamps_every_element() -> None:
     model = model_with_gradient(10.0)
     largest = max(float(p.grad.abs().max()) for p in model.parameters())
     assert largest > 0.5
-    pre, post, fired = Clipper("value", 0.5)(model.parameters())
+    pre, post, fired, failed = Clipper("value", 0.5)(model.parameters())
+    assert not bool(failed)
     assert bool(fired)
     assert max(float(p.grad.abs().max()) for p in model.parameters()) <= 0.5
     assert float(pre) > global_norm(model) == pytest.approx(float(post))
@@ -53,7 +56,8 @@ def test_value_clipping_clamps_every_element() -> None:
 def test_none_measures_without_changing() -> None:
     model = model_with_gradient(100.0)
     before = global_norm(model)
-    pre, post, fired = Clipper("none", 1.0)(model.parameters())
+    pre, post, fired, failed = Clipper("none", 1.0)(model.parameters())
+    assert not bool(failed)
     assert float(pre) == pytest.approx(before, rel=1e-6) == float(post) and not bool(fired)
     assert global_norm(model) == pytest.approx(before, rel=1e-6)
 
@@ -78,5 +82,8 @@ def test_clipping_that_does_nothing_fails_loudly(monkeypatch: pytest.MonkeyPatch
                             [p.grad for p in params]))
     monkeypatch.setattr(nn.utils, "clip_grad_value_", lambda params, clip_value: None)
     model = model_with_gradient(100.0)
-    with pytest.raises(ClippingError, match=f"{mode} clipping failed"):
-        Clipper(mode, 0.1)(model.parameters())
+    audit = Clipper(mode, 0.1)(model.parameters())
+    assert bool(audit.failed)
+    with pytest.raises(ClippingError, match="clipping failed: after clipping, the gradient "
+                                            "still exceeds the threshold"):
+        audit.check()

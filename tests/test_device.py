@@ -1,12 +1,14 @@
 """`train.device`: auto picks a GPU when torch sees one; cuda without one is refused in one line;
-on a GPU a run, a batched run and the diagnostics compute what they compute on the CPU, and a
-checkpoint written on the GPU resumes on the CPU.
+on a GPU a run, a batched run and the diagnostics compute what they compute on the CPU, a
+checkpoint written on the GPU resumes on the CPU, and the driver does not synchronize with the
+GPU between its boundaries.
 
 The GPU tests run only where torch sees a CUDA device (a CUDA build of torch, README); the
 project's CI machines have none, so there they are skipped with that reason."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 import torch
 from helpers.batched import Spec
 from helpers.cli import harness_train
+from helpers.host_reads import host_reads
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
@@ -22,7 +25,7 @@ from harness import names
 from harness.batched import BatchedStepper
 from harness.clipping import Clipper
 from harness.diagnostics import diagnose
-from harness.loop import Checkpointing, MemoryTracker, RunRecord, drive, train_loop
+from harness.loop import Checkpointing, FusedStepper, MemoryTracker, RunRecord, drive, train_loop
 from harness.models import RecurrentModel
 from harness.optimizers import make_optimizer
 from harness.resources import resolve_device
@@ -139,3 +142,33 @@ def _saved(state: dict) -> object:
     torch.save(state, buffer)
     buffer.seek(0)
     return buffer
+
+
+@needs_gpu
+@pytest.mark.parametrize("batched", [False, True])
+def test_no_host_sync_between_boundaries_on_the_gpu(monkeypatch: pytest.MonkeyPatch,
+                                                    batched: bool) -> None:
+    """CUDA's own sync check (`torch.cuda.set_sync_debug_mode("warn")`) warns of every
+    synchronizing call; each warning is counted at the step the driver had reached: only
+    boundaries (logging every 10 steps, evaluation every 20) may have any
+    (tests/test_host_syncs.py checks the same calls on the CPU)."""
+    cfg = TrainConfig(steps=40, batch_size=16, log_every=10, eval_every=20, eval_batch_size=64,
+                      profile_batch_size=8)
+    specs = [Spec(seed, "lstm") for seed in ((0, 1) if batched else (0,))]
+    records = [RunRecord(s.task, cfg, MemoryTracker(), s.seed, device="cuda") for s in specs]
+    models = [s.model().to("cuda") for s in specs]
+    stepper = BatchedStepper(models, [s.task for s in specs], [s.optim for s in specs],
+                             [s.clip for s in specs]) if batched else FusedStepper(
+        models[0], make_optimizer(models[0], specs[0].optim), Clipper.of(specs[0].clip),
+        specs[0].task)
+    synced: list[int] = []
+    with host_reads(monkeypatch) as reads, warnings.catch_warnings():  # restores showwarning
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda *args, **kwargs: synced.append(reads.steps)
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            drive(stepper, records, cfg)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert all(r.result.steps_run == cfg.steps for r in records)
+    assert synced and set(synced) <= {0, 10, 20, 30, 40}, sorted(set(synced))
