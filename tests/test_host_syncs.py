@@ -99,6 +99,23 @@ def test_the_recorder_sees_a_read_in_every_step(monkeypatch: pytest.MonkeyPatch)
     assert (13, "float") in reads.events
 
 
+def poisoned_task(at: int | None) -> tasks.Task:
+    """Delayed recall whose training batch of step `at` holds a NaN (None: never)."""
+    task = tasks.make_task("delayed_recall", gap=8)
+    sample, calls = task.sample, []
+
+    def sample_poisoned(*args: object, **kwargs: object) -> tasks.Batch:
+        batch = sample(*args, **kwargs)  # type: ignore[arg-type]
+        if kwargs.get("split", "train") == "train":
+            if len(calls) == at:
+                batch.inputs[0, 0, 0] = math.nan
+            calls.append(1)
+        return batch
+
+    task.sample = sample_poisoned  # type: ignore[method-assign]
+    return task
+
+
 def test_a_run_that_diverges_between_boundaries_ends_at_that_step() -> None:
     """The steps after the divergence were taken before the driver read it; they do not count:
     the result, the logs and the weights are those of a run that stopped at that step."""
@@ -106,18 +123,7 @@ def test_a_run_that_diverges_between_boundaries_ends_at_that_step() -> None:
     poisoned = 17  # the training batch of step 17 (between the boundaries 10 and 20) holds a NaN
 
     def run(steps: int) -> tuple[RecurrentModel, RunRecord]:
-        task = tasks.make_task("delayed_recall", gap=8)
-        sample, calls = task.sample, []
-
-        def sample_poisoned(*args: object, **kwargs: object) -> tasks.Batch:
-            batch = sample(*args, **kwargs)  # type: ignore[arg-type]
-            if kwargs.get("split", "train") == "train":
-                if len(calls) == poisoned:
-                    batch.inputs[0, 0, 0] = math.nan
-                calls.append(1)
-            return batch
-
-        task.sample = sample_poisoned  # type: ignore[method-assign]
+        task = poisoned_task(poisoned if steps > poisoned else None)
         record, model = fused_run(task, "lstm", Clipper("norm", 0.5),
                                   dataclasses.replace(cfg, steps=steps))
         return model, record
@@ -135,6 +141,32 @@ def test_a_run_that_diverges_between_boundaries_ends_at_that_step() -> None:
     losses = record.tracker.history[names.TRAIN_LOSS]  # type: ignore[attr-defined]
     assert [s for s, _ in losses] == [10]  # nothing logged past the divergence
     assert losses == theirs.tracker.history[names.TRAIN_LOSS][:1]  # type: ignore[attr-defined]
+
+
+def test_batched_members_that_diverge_between_boundaries_end_at_their_steps() -> None:
+    """Two members diverge at steps 13 and 17 (one window, 10-20), the third runs on: each
+    diverged member ends with the weights of its own step, rebuilt by one replay, and the
+    third is not disturbed."""
+    cfg = dataclasses.replace(CFG, steps=30)
+    poisoned = [13, 17, None]
+    specs = [Spec(seed, "lstm", task=poisoned_task(at)) for seed, at in enumerate(poisoned)]
+    records = [RunRecord(s.task, cfg, MemoryTracker(), s.seed) for s in specs]
+    stepper = BatchedStepper([s.model() for s in specs], [s.task for s in specs],
+                             [s.optim for s in specs], [s.clip for s in specs])
+    drive(stepper, records, cfg)
+    assert [r.result.steps_run for r in records] == [13, 17, 30]
+    assert [r.result.status for r in records][:2] == [names.DIVERGED] * 2
+    for spec, record, at in zip(specs, records, poisoned, strict=True):
+        alone = RunRecord(spec.task if at is None else poisoned_task(None),
+                          dataclasses.replace(cfg, steps=at or cfg.steps), MemoryTracker(),
+                          spec.seed)
+        model = spec.model()
+        drive(FusedStepper(model, make_optimizer(model, spec.optim), Clipper.of(spec.clip),
+                           alone.task), [alone], alone.cfg)
+        assert record.final_model is not None
+        for a, b in zip(record.final_model.parameters(), model.parameters(), strict=True):
+            assert torch.isfinite(a).all()
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_clipping_that_fails_stops_training_with_the_step(monkeypatch: pytest.MonkeyPatch) -> None:
