@@ -247,12 +247,12 @@ class BatchedModel(nn.Module):
         return model
 
 
-def stack_batches(batches: Sequence[Batch]) -> tuple[Batch, tuple[int, ...]]:
-    """K batches -> one Batch of [K, B, L, ...] tensors, each left-padded with zeros (inputs,
-    targets; mask False) to the longest length L, and start: where each member's own
-    sequence begins (host numbers, from the shapes)."""
-    length = max(b.inputs.shape[1] for b in batches)
-    start = tuple(length - b.inputs.shape[1] for b in batches)
+def left_padded(tensors: Sequence[Tensor]) -> tuple[Tensor, tuple[int, ...]]:
+    """K tensors [B, L_k, ...] -> one [K, B, L, ...], each left-padded with zeros to the
+    longest length L, and start: where each member's own sequence begins (host numbers, from
+    the shapes)."""
+    length = max(t.shape[1] for t in tensors)
+    start = tuple(length - t.shape[1] for t in tensors)
 
     def pad(tensor: Tensor, left: int) -> Tensor:
         if left == 0:
@@ -260,10 +260,16 @@ def stack_batches(batches: Sequence[Batch]) -> tuple[Batch, tuple[int, ...]]:
         dims = [0, 0] * (tensor.dim() - 2) + [left, 0]  # F.pad lists the last dimension first
         return F.pad(tensor, dims)
 
-    parts = [torch.stack([pad(getattr(b, name), left) for b, left in zip(batches, start,
-                                                                         strict=True)])
-             for name in ("inputs", "targets", "mask")]
-    return Batch(*parts), start
+    return torch.stack([pad(t, left) for t, left in zip(tensors, start, strict=True)]), start
+
+
+def stack_batches(batches: Sequence[Batch]) -> tuple[Batch, tuple[int, ...]]:
+    """K batches -> one Batch of [K, B, L, ...] tensors, each left-padded (inputs and targets
+    with zeros, mask with False) to the longest length L, and start (`left_padded`)."""
+    inputs, start = left_padded([b.inputs for b in batches])
+    targets, _ = left_padded([b.targets for b in batches])
+    mask, _ = left_padded([b.mask for b in batches])
+    return Batch(inputs, targets, mask), start
 
 
 def starts(start: Sequence[int] | Tensor) -> tuple[int, ...]:
@@ -381,8 +387,9 @@ class BatchedStepper:
 
     def backward(self, batches: Sequence[Batch]) -> StepAudit:
         """Forward, backward and per-member clipping, member k on batches[k]; no update."""
-        batch, start = stack_batches(batches)
-        losses = member_losses(self.tasks, self.net(batch.inputs, start), batches, start)
+        # Only the inputs are stacked: each member's loss reads its own batch.
+        inputs, start = left_padded([b.inputs for b in batches])
+        losses = member_losses(self.tasks, self.net(inputs, start), batches, start)
         self.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
         clip = self.clipper(self.params)
