@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.batched_kernels import ACTIVATION_CODES, BACKENDS, CELL_CODES, SequenceLayer, kernels
-from harness.cells import BATCHED
+from harness.cells import CELLS
 from harness.clipping import MODES, TOLERANCE, ClipResult
 from harness.loop import StepAudit, clone_state
 from harness.models import ACTIVATIONS, RecurrentModel
@@ -59,8 +59,9 @@ from tasks import Batch, Task
 
 def unbatchable(cell: str, activation: str, bidirectional: bool) -> str | None:
     """Why a model cannot be trained as a batched member (None: it can)."""
-    if cell not in BATCHED:
-        return f"model {cell!r} is not batched (only {', '.join(BATCHED)})"
+    if not CELLS[cell].batched:
+        batched = ", ".join(name for name, spec in CELLS.items() if spec.batched)
+        return f"model {cell!r} is not batched (only {batched})"
     if activation not in ACTIVATIONS:
         return f"activation {activation!r} has learned parameters; not batched"
     if bidirectional:
@@ -102,7 +103,7 @@ class BatchedModel(nn.Module):
             if (member.cell, member.hidden_size, member.num_layers,
                     member.readout.weight.shape) != shape:
                 raise ValueError(f"batched: members differ in shape {shape}")
-            if member.cell not in BATCHED or member.activation not in ACTIVATIONS:
+            if not CELLS[member.cell].batched or member.activation not in ACTIVATIONS:
                 raise ValueError(f"batched: {member.cell} with activation "
                                  f"{member.activation!r} is not batched")
             if member.bidirectional:

@@ -208,5 +208,5 @@ def gate_metrics(cell: str, gates: list[Tensor]) -> dict[str, float]:
         return {}
     values = torch.stack([g.detach() for g in gates])
     saturated = ((values < SATURATED_LOW) | (values > SATURATED_HIGH)).double().mean()
-    mean_key, saturated_key = CELLS[cell].keep_metrics  # type: ignore[misc]
-    return {mean_key: float(values.mean()), saturated_key: float(saturated)}
+    metric = CELLS[cell].gate_metrics[0]
+    return {metric.mean: float(values.mean()), metric.saturated: float(saturated)}

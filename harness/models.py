@@ -35,13 +35,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import orthogonal
 
-from harness.cells import CELLS, VANILLA
+from harness.cells import CELLS
 
 if TYPE_CHECKING:
     from harness.schema import ModelConfig  # schema imports this module's names
     from tasks import Task
 
-GATES = {name: len(cell.gates) for name, cell in CELLS.items()}  # W_hh's H x H row blocks
 FUSED_ACTIVATIONS = ("tanh", "relu")  # what nn.RNN's `nonlinearity` offers
 LEAKY_SLOPE = 0.01  # torch's default negative slope
 MODRELU_BIAS_INIT = 0.01  # modReLU bias ~ U(-0.01, 0.01), as in expRNN (Lezcano-Casado 2019)
@@ -98,7 +97,7 @@ class RecurrentModel(nn.Module):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"model.name: unknown cell {cell!r}; choose one of {list(CELLS)}")
-        if activation not in ACTIVATION_NAMES or (cell not in VANILLA and activation != "tanh"):
+        if activation not in ACTIVATION_NAMES or activation not in CELLS[cell].activations:
             raise ValueError(f"model.activation: {activation!r} is not available for {cell}")
         self.cell = cell
         self.activation = activation
@@ -108,9 +107,10 @@ class RecurrentModel(nn.Module):
         self.directions = (False, True) if bidirectional else (False,)
         # Non-fused activations keep nn.RNN as the holder of the weights (same names, same
         # init); its own tanh is then never used.
-        self.fused = cell not in VANILLA or activation in FUSED_ACTIVATIONS
-        extra = {"nonlinearity": activation if self.fused else "tanh"} if cell in VANILLA else {}
-        fused = getattr(nn, CELLS[cell].fused)
+        vanilla = CELLS[cell].vanilla
+        self.fused = not vanilla or activation in FUSED_ACTIVATIONS
+        extra = {"nonlinearity": activation if self.fused else "tanh"} if vanilla else {}
+        fused = getattr(nn, CELLS[cell].holder)
         self.rnn = fused(input_size, hidden_size, num_layers, batch_first=True,
                          bidirectional=bidirectional, **extra)
         if activation == "modrelu":
@@ -208,7 +208,7 @@ class RecurrentModel(nn.Module):
               activate: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor, Tensor | None]:
         """One time step: (h_t, c_t, the gate that decides what is kept, or None)."""
         h_proj = F.linear(h, w_hh, b_hh)
-        if self.cell in VANILLA:
+        if CELLS[self.cell].vanilla:
             return activate(x_proj + h_proj), c, None
         if self.cell == "lstm":
             i, f, g, o = (x_proj + h_proj).chunk(4, dim=1)
@@ -246,7 +246,7 @@ def initialize(model: RecurrentModel, init: str, forget_bias: float) -> None:
     """
     if init not in INITS:
         raise ValueError(f"model.init: unknown {init!r}; choose {'|'.join(INITS)}")
-    if init == "identity" and model.cell not in VANILLA:
+    if init == "identity" and not CELLS[model.cell].vanilla:
         raise ValueError("model.init: identity (IRNN) applies to model=rnn or orth_rnn only")
     hidden, spec = model.hidden_size, CELLS[model.cell]
     for layer in range(model.num_layers):
@@ -259,7 +259,7 @@ def initialize(model: RecurrentModel, init: str, forget_bias: float) -> None:
                 w_hh.copy_(torch.eye(hidden))
                 b_ih.zero_()
                 b_hh.zero_()
-            if spec.forget_bias:
+            if "forget_bias" in spec.options:
                 # torch adds b_ih and b_hh; put the whole forget bias in one of them.
                 keep = spec.block(spec.keep_gate)  # type: ignore[arg-type]
                 b_ih[keep * hidden:(keep + 1) * hidden] = forget_bias
@@ -300,7 +300,7 @@ def build_model(model: ModelConfig, task: Task) -> RecurrentModel:
     """The model of a `model` config for `task`; chrono's T_max defaults to the task's sequence
     length. Initialized from torch's global RNG (the caller seeds it)."""
     t_max = (model.chrono_t_max or task.seq_len) if model.chrono else None
-    return RecurrentModel(model.name.value, task.input_size, task.output_size,
+    return RecurrentModel(model.name, task.input_size, task.output_size,
                           model.hidden_size, model.num_layers, model.activation.value,
-                          model.init.value, model.forget_bias,
+                          model.init.value, model.cell_options().get("forget_bias", 1.0),
                           bidirectional=model.bidirectional, chrono_t_max=t_max)

@@ -14,8 +14,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from harness.models import GATES
-from harness.schema import Activation, Config, ConfigError
+from harness.cells import CELLS, parameter_count
+from harness.schema import Activation, Config, ConfigError, ModelConfig
 
 
 def cpu_count() -> int:
@@ -99,52 +99,57 @@ def placement_of(spec: Config) -> Placement:
 
 # Bytes per float32 value; activations kept for backprop are counted `ACTIVATION_FACTOR`
 # times (the autograd graph holds each gate's pre- and post-activation, torch's fused kernels
-# a workspace of the same order); gates per cell: rnn 1, gru 3, lstm 4. Training holds each
-# parameter `TRAINING_COPIES` times: the weight, its gradient and the optimizer's state (Adam's
-# two moments; SGD and RMSprop keep fewer, so this is their upper end).
+# a workspace of the same order); what a cell keeps per unit and step is its spec's
+# (`harness.cells.Cell.kept_per_step`: rnn 2, gru 4, lstm 5). Training holds each parameter
+# `TRAINING_COPIES` times: the weight, its gradient and the optimizer's state (Adam's two
+# moments; SGD and RMSprop keep fewer, so this is their upper end).
 FLOAT_BYTES = 4
 ACTIVATION_FACTOR = 2
 TRAINING_COPIES = 4
 
 
-def parameter_count(hidden: int, gates: int, input_size: int, output_size: int,
-                    layers: int = 1, directions: int = 1, modrelu: bool = False) -> int:
-    """The model's parameters (`harness.models.RecurrentModel`, tested against it): per layer
-    and direction `gates * hidden * (in + hidden + 2)` (W_ih, W_hh, b_ih, b_hh; `in` is the
-    input size, then hidden * directions), modReLU's bias `hidden` per layer and direction,
-    and the readout `output_size * (hidden * directions + 1)`."""
-    recurrent = sum(gates * hidden * ((input_size if layer == 0 else hidden * directions)
-                                      + hidden + 2) * directions for layer in range(layers))
-    extra = hidden * layers * directions if modrelu else 0
-    return recurrent + extra + output_size * (hidden * directions + 1)
+@dataclass(frozen=True)
+class Shape:
+    """What the memory estimate needs of a model: its parameter count, and the numbers that
+    one sequence's time step keeps for backprop (`kept`, all layers and directions)."""
+
+    parameters: int
+    kept: int
+    input_size: int
+    output_size: int
 
 
-def step_bytes(batch: int, seq_len: int, hidden: int, gates: int, input_size: int,
-               output_size: int, layers: int = 1, directions: int = 1,
-               backprop: bool = True, modrelu: bool = False) -> int:
+def shape_of(model: ModelConfig, input_size: int, output_size: int) -> Shape:
+    """The `Shape` of a `model` config's model for a task's input and output sizes."""
+    cell = CELLS[model.name]
+    directions = 2 if model.bidirectional else 1
+    count = parameter_count(cell, input_size, model.hidden_size, output_size, model.num_layers,
+                            directions, model.cell_options(), model.learn_init_state,
+                            model.activation == Activation.modrelu)
+    kept = model.hidden_size * cell.kept_per_step() * model.num_layers * directions
+    return Shape(count, kept, input_size, output_size)
+
+
+def step_bytes(batch: int, seq_len: int, shape: Shape, backprop: bool = True) -> int:
     """Estimated bytes one step needs (a lower bound of the order of the real peak):
 
-        activations = batch * seq_len * hidden * (gates + 1) * layers * directions
-                      * 4 bytes * ACTIVATION_FACTOR          (kept for backprop; once without)
+        activations = batch * seq_len * shape.kept * 4 bytes * ACTIVATION_FACTOR
+                                                    (kept for backprop; once without)
         data        = batch * seq_len * (input_size + output_size) * 4 bytes
                                                     (one-hot inputs, targets / outputs)
-        parameters  = parameter_count(...) * 4 bytes * TRAINING_COPIES   (once without backprop)
+        parameters  = shape.parameters * 4 bytes * TRAINING_COPIES   (once without backprop)
 
     `backprop` False (evaluation): each layer's activations once, nothing kept.
     """
-    activations = batch * seq_len * hidden * (gates + 1) * layers * directions * FLOAT_BYTES
-    data = batch * seq_len * (input_size + output_size) * FLOAT_BYTES
+    activations = batch * seq_len * shape.kept * FLOAT_BYTES
+    data = batch * seq_len * (shape.input_size + shape.output_size) * FLOAT_BYTES
     return (activations * (ACTIVATION_FACTOR if backprop else 1) + data
-            + parameter_bytes(hidden, gates, input_size, output_size, layers, directions,
-                              backprop, modrelu))
+            + parameter_bytes(shape, backprop))
 
 
-def parameter_bytes(hidden: int, gates: int, input_size: int, output_size: int,
-                    layers: int = 1, directions: int = 1, backprop: bool = True,
-                    modrelu: bool = False) -> int:
+def parameter_bytes(shape: Shape, backprop: bool = True) -> int:
     """The parameters' share of `step_bytes`."""
-    count = parameter_count(hidden, gates, input_size, output_size, layers, directions, modrelu)
-    return count * FLOAT_BYTES * (TRAINING_COPIES if backprop else 1)
+    return shape.parameters * FLOAT_BYTES * (TRAINING_COPIES if backprop else 1)
 
 
 def physical_memory() -> int | None:
@@ -169,22 +174,19 @@ def check_resources(spec: Config, seq_len: int, input_size: int, output_size: in
     if memory is None:
         return
     train = spec.train
-    shape = dict(hidden=model.hidden_size, gates=GATES[model.name.value], input_size=input_size,
-                 output_size=output_size, layers=model.num_layers,
-                 directions=2 if model.bidirectional else 1,
-                 modrelu=model.activation == Activation.modrelu)
+    shape = shape_of(model, input_size, output_size)
     gib = 2 ** 30
-    weights = parameter_bytes(**shape)
+    weights = parameter_bytes(shape)
     if weights > memory:  # too big at any batch and length: the model is the key responsible
         raise ConfigError(f"model.hidden_size: {model.hidden_size} gives "
-                          f"{parameter_count(**shape)} parameters"
+                          f"{shape.parameters} parameters"
                           "; training them (weights, gradients, optimizer state) "
                           f"needs about {weights / gib:.1f} GiB, more than this machine's "
                           f"{memory / gib:.1f} GiB; lower model.hidden_size or model.num_layers")
-    needs = {"train.batch_size": step_bytes(train.batch_size, seq_len, **shape),
-             "train.eval_batch_size": step_bytes(train.eval_batch_size, seq_len,
-                                                 backprop=False, **shape),
-             "train.profile_batch_size": step_bytes(train.profile_batch_size, seq_len, **shape)}
+    needs = {"train.batch_size": step_bytes(train.batch_size, seq_len, shape),
+             "train.eval_batch_size": step_bytes(train.eval_batch_size, seq_len, shape,
+                                                 backprop=False),
+             "train.profile_batch_size": step_bytes(train.profile_batch_size, seq_len, shape)}
     key, need = max(needs.items(), key=lambda item: item[1])
     if need > memory:
         raise ConfigError(f"task.gap: {spec.task.gap} makes sequences of {seq_len} steps; one "

@@ -25,7 +25,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 import tasks
-from harness.cells import CELLS, VANILLA
+from harness.cells import CELLS
 from tasks import ParameterError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -34,10 +34,6 @@ EVAL_SEED_OFFSET = 1_000_000_000  # eval stream seed = seed + offset: disjoint f
 
 class ConfigError(ValueError):
     """A config value is out of range; the message starts with the field's full key."""
-
-
-# The `model.name` choices: the cells of harness/cells.py
-ModelName = StrEnum("ModelName", {name: name for name in CELLS})  # type: ignore[misc]
 
 
 class Activation(StrEnum):
@@ -50,9 +46,31 @@ class Activation(StrEnum):
 
 
 class Init(StrEnum):
-    default = "default"  # PyTorch's U(-1/sqrt(H), 1/sqrt(H))
+    """The recurrent matrix W_hh's initialization, each gate block alike (harness/models.py)."""
+
+    default = "default"  # PyTorch's U(-1/sqrt(H), 1/sqrt(H)); a non-matrix cell's own init
     orthogonal = "orthogonal"  # orthogonal recurrent matrices
-    identity = "identity"  # IRNN (Le et al. 2015): W_hh = I, zero recurrent bias
+    identity = "identity"  # IRNN (Le et al. 2015): W_hh = I, zero biases
+    glorot_uniform = "glorot_uniform"  # U(±sqrt(6 / (fan_in + fan_out))) (Glorot & Bengio 2010)
+    normal = "normal"  # N(0, model.init_std²)
+    # k = model.init_nonzero entries per row from N(0, 1), the rest 0, then scaled to spectral
+    # radius model.init_radius (Pascanu et al. 2013's "smart tanh"; Sutskever et al. 2013)
+    sparse = "sparse"
+
+
+class InputInit(StrEnum):
+    """W_ih's (`model.init_input`) or the readout's (`model.init_readout`) initialization."""
+
+    default = "default"  # PyTorch's (nn.RNN/LSTM/GRU's, nn.Linear's); a cell's own
+    glorot_uniform = "glorot_uniform"
+    normal = "normal"  # N(0, std²): model.init_input_std, model.init_readout_std
+
+
+class Peephole(StrEnum):
+    """model=lstm_peephole's connections from the cell state to the gates."""
+
+    diagonal = "diagonal"  # Lasagne's LSTMLayer: i and f read c_{t-1}, o reads c_t, per unit
+    output = "output"  # the uRNN authors' LSTM: o reads c_t through a full H x H matrix
 
 
 class OptimName(StrEnum):
@@ -65,6 +83,9 @@ class ClipMode(StrEnum):
     none = "none"
     norm = "norm"  # rescale the global L2 norm to the threshold (Pascanu et al. 2013)
     value = "value"  # clamp every gradient element to +-threshold
+    # clamp to +-threshold the gradient reaching each time step's gate pre-activations, during
+    # backprop through time (Lasagne's `grad_clipping`); the parameter gradients are not clipped
+    backprop = "backprop"
 
 
 class Device(StrEnum):
@@ -85,34 +106,70 @@ def _check(ok: bool, key: str, message: str) -> None:
 
 @dataclass
 class ModelConfig:
-    name: ModelName = ModelName.lstm
+    name: str = "lstm"  # the cell: one of harness/cells.CELLS
     # Only the vanilla RNNs have a choice; torch's LSTM and GRU are tanh by definition.
     activation: Activation = Activation.tanh
     hidden_size: int = 64
     num_layers: int = 1
     bidirectional: bool = False  # every layer reads both directions of the layer below
-    init: Init = Init.default
-    forget_bias: float = 1.0  # LSTM only: initial forget-gate bias (b_ih + b_hh)
+    init: Init = Init.default  # W_hh
+    init_std: float = 0.1  # init=normal: W_hh ~ N(0, init_std²)
+    init_nonzero: int = 15  # init=sparse: non-zeros per row of each W_hh block
+    init_radius: float = 0.95  # init=sparse: each W_hh block scaled to this spectral radius
+    init_input: InputInit = InputInit.default  # W_ih
+    init_input_std: float = 0.1  # init_input=normal: W_ih ~ N(0, init_input_std²)
+    init_readout: InputInit = InputInit.default  # the readout's weight
+    init_readout_std: float = 0.1  # init_readout=normal
+    zero_bias: bool = False  # every bias starts at 0 (then forget_bias sets the forget gate's)
+    learn_init_state: bool = False  # h0 (and c0) learned, initialized at 0 (a cell's own init)
     # Chrono init of the keep-gate biases (LSTM forget, GRU update; Tallec & Ollivier 2018)
     # for dependencies up to chrono_t_max steps; 0 = the task's sequence length.
     chrono: bool = False
     chrono_t_max: int = 0
+    # Cell-specific keys (harness/cells.Cell.options): null takes the cell's default; a
+    # value on a cell that does not read the key is refused.
+    forget_bias: float | None = None  # LSTMs: the forget gate's initial bias (b_ih + b_hh)
+    peephole: Peephole | None = None  # lstm_peephole: which peepholes
 
     def validate(self) -> None:
-        cell = CELLS[self.name.value]
-        vanilla = cell.vanilla
+        _check(self.name in CELLS, "name",
+               f"unknown cell {self.name!r}; choose one of {', '.join(CELLS)}")
+        cell = CELLS[self.name]
         _check(self.hidden_size >= 1, "hidden_size", f"must be >= 1, got {self.hidden_size}")
         _check(self.num_layers >= 1, "num_layers", f"must be >= 1, got {self.num_layers}")
-        _check(vanilla or self.activation == Activation.tanh, "activation",
-               f"{self.name.value} is tanh-only in torch; set model.activation=tanh")
-        _check(self.init != Init.identity or vanilla, "init",
-               f"identity (IRNN) applies to the vanilla cells only: {', '.join(VANILLA)}")
+        _check(self.activation.value in cell.activations, "activation",
+               f"{self.name} takes {' | '.join(cell.activations)}, got {self.activation.value}")
+        _check(self.init == Init.default or cell.matrix_init, "init",
+               f"{self.name} has no plain recurrent matrix to initialize; it keeps its own init "
+               "(model.init=default)")
+        _check(self.init != Init.identity or cell.vanilla, "init",
+               "identity (IRNN) applies to the vanilla cells only: "
+               f"{', '.join(n for n, c in CELLS.items() if c.vanilla)}")
+        for key in ("init_std", "init_input_std", "init_readout_std", "init_radius"):
+            value = getattr(self, key)
+            _check(value > 0, key, f"must be > 0, got {value}")
+        _check(self.init != Init.sparse or 1 <= self.init_nonzero <= self.hidden_size,
+               "init_nonzero",
+               f"must be in [1, model.hidden_size={self.hidden_size}], got {self.init_nonzero}")
         _check(not self.chrono or cell.keep_gate is not None, "chrono",
-               f"applies to gated cells (their keep gate's bias), not {self.name.value}")
+               f"applies to gated cells (their keep gate's bias), not {self.name}")
         _check(self.chrono_t_max == 0 or self.chrono_t_max >= 3, "chrono_t_max",
                f"must be 0 (the task's sequence length) or >= 3, got {self.chrono_t_max}")
         _check(self.chrono_t_max == 0 or self.chrono, "chrono_t_max",
                "is read only with model.chrono=true")
+        for key in CELL_OPTIONS:
+            readers = [n for n, c in CELLS.items() if key in c.options]
+            _check(getattr(self, key) is None or key in cell.options, key,
+                   f"is not read by {self.name} (only by {', '.join(readers) or 'no cell'}); "
+                   "leave it null")
+
+    def cell_options(self) -> dict[str, Any]:
+        """The cell's own options, resolved (the config's value or the cell's default)."""
+        return CELLS[self.name].resolved({key: getattr(self, key) for key in CELL_OPTIONS})
+
+
+# The ModelConfig keys that only some cells read (harness/cells.Cell.options).
+CELL_OPTIONS = ("forget_bias", "peephole")
 
 
 @dataclass
@@ -121,17 +178,36 @@ class OptimConfig:
     lr: float = 1e-3
     momentum: float = 0.0  # sgd and rmsprop
     weight_decay: float = 0.0
+    alpha: float = 0.99  # rmsprop: the squared-gradient average's decay (torch's default)
+    eps: float = 1e-8  # adam and rmsprop: added to the denominator (torch's default)
+    initial_accumulator: float = 0.0  # rmsprop: the squared-gradient average's start value
+    # The lr times lr_decay_factor every lr_decay_every steps (a step decay; 0: constant lr).
+    lr_decay_every: int = 0
+    lr_decay_factor: float = 0.1
 
     def validate(self) -> None:
         _check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
         _check(self.momentum >= 0, "momentum", f"must be >= 0, got {self.momentum}")
         _check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _check(0 <= self.alpha < 1, "alpha", f"must be in [0, 1), got {self.alpha}")
+        _check(self.eps >= 0, "eps", f"must be >= 0, got {self.eps}")
+        _check(self.initial_accumulator >= 0, "initial_accumulator",
+               f"must be >= 0, got {self.initial_accumulator}")
+        _check(self.eps > 0 or self.initial_accumulator > 0 or self.name != OptimName.rmsprop,
+               "eps", "rmsprop with eps 0 divides by zero unless optim.initial_accumulator > 0")
+        _check(self.lr_decay_every >= 0, "lr_decay_every",
+               f"must be >= 0 (0 = constant lr), got {self.lr_decay_every}")
+        _check(self.lr_decay_factor > 0, "lr_decay_factor",
+               f"must be > 0, got {self.lr_decay_factor}")
 
 
 @dataclass
 class ClipConfig:
     mode: ClipMode = ClipMode.none
     threshold: float = 1.0
+    # Pascanu et al. 2013's guard: a step whose gradient norm is NaN, inf or above 1e10
+    # replaces W_hh's gradient by 0.02 W_hh and every other gradient by 0.
+    nan_guard: bool = False
 
     def validate(self) -> None:
         _check(self.threshold > 0, "threshold", f"must be > 0, got {self.threshold}")
@@ -184,12 +260,16 @@ class TrainConfig:
 class TrackingConfig:
     # Absolute path, so every job of a sweep writes to one store whatever its working dir.
     uri: str = "sqlite:///${project_root:}/mlflow.db"
+    # How long a job waits for an unreachable tracking server before it ends as "tracking
+    # server unreachable" (a transient fault: the same command resumes it once it is back).
+    wait_s: float = 300.0
 
     def validate(self) -> None:
         _check("://" in self.uri, "uri",
                f"must be an MLflow tracking URI (sqlite:///..., http://...), got {self.uri!r}")
         _check(not self.uri.startswith("file:"), "uri",
                "the file store is deprecated; use sqlite:///path/mlflow.db or a server URL")
+        _check(self.wait_s >= 0, "wait_s", f"must be >= 0, got {self.wait_s}")
 
 
 @dataclass

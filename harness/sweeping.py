@@ -199,7 +199,7 @@ class HarnessSweeper(BasicSweeper):
             key = None
             if not isinstance(job, list) and job.spec.train.batch_members.value == "auto":
                 model = job.spec.model
-                if unbatchable(model.name.value, model.activation.value,
+                if unbatchable(model.name, model.activation.value,
                                model.bidirectional) is None:
                     key = batching.group_key(job.params)
             candidates.append(batching.Candidate(

@@ -18,8 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from harness import names, resources
 from harness.callbacks import report_unfinished
-from harness.models import GATES, RecurrentModel
-from harness.resources import check_resources, step_bytes
+from harness.resources import check_resources
 from harness.schema import ConfigError, check_known_keys, validate
 from harness.tracking.sweep import (
     FAILED_JOBS_FILE,
@@ -166,31 +165,6 @@ def test_known_keys_pass_and_hydra_is_not_checked(make_cfg: Callable[..., DictCo
         validate(cfg)
 
 
-def test_step_bytes_formula() -> None:
-    # activations 2 * 10 * 4 * (4 + 1) * 4 B, twice for backprop; data 2 * 10 * (3 + 5) * 4 B;
-    # parameters 4 * 4 * (3 + 4 + 2) + 5 * (4 + 1) = 169, 4 B each, 4 copies when training
-    assert resources.parameter_count(4, 4, 3, 5) == 169
-    assert step_bytes(2, 10, 4, 4, 3, 5) == 2 * 10 * 4 * 5 * 4 * 2 + 2 * 10 * 8 * 4 + 169 * 16
-    assert step_bytes(2, 10, 4, 4, 3, 5, backprop=False) == \
-        2 * 10 * 4 * 5 * 4 + 2 * 10 * 8 * 4 + 169 * 4
-    params = resources.parameter_count(4, 1, 3, 5, layers=2, directions=2)
-    assert step_bytes(2, 10, 4, 1, 3, 5, layers=2, directions=2) == \
-        2 * 10 * 4 * 2 * 2 * 2 * 4 * 2 + 2 * 10 * 8 * 4 + params * 16
-
-
-@pytest.mark.parametrize(("cell", "activation", "layers", "bidirectional"), [
-    ("rnn", "tanh", 1, False), ("lstm", "tanh", 2, False), ("gru", "tanh", 2, True),
-    ("rnn", "modrelu", 2, True), ("orth_rnn", "tanh", 1, False)])
-def test_parameter_count_is_the_models(cell: str, activation: str, layers: int,
-                                       bidirectional: bool) -> None:
-    model = RecurrentModel(cell, 7, 5, 6, num_layers=layers, activation=activation,
-                           bidirectional=bidirectional)
-    expected = sum(p.numel() for p in model.parameters())
-    assert resources.parameter_count(6, GATES[cell], 7, 5, layers=layers,
-                                     directions=2 if bidirectional else 1,
-                                     modrelu=activation == "modrelu") == expected
-
-
 def test_a_model_too_big_for_memory_is_refused(tmp_path: Path, cli_env: dict[str, str]) -> None:
     """10^6 hidden units: 4 TB of weights, whatever the batch; the key named is the model's."""
     line = assert_refused(harness_train(tmp_path, cli_env, "model=rnn",
@@ -203,7 +177,7 @@ def test_memory_check_names_the_biggest_batch(make_cfg: Callable[..., DictConfig
     spec = validate(make_cfg("task=copy", "train.eval_batch_size=32"))
     check_resources(spec, 120, 10, 9, memory=2 ** 40)
     hidden = spec.model.hidden_size
-    weights = resources.parameter_bytes(hidden, GATES[spec.model.name.value], 10, 9)
+    weights = resources.parameter_bytes(resources.shape_of(spec.model, 10, 9))
     with pytest.raises(ConfigError, match=r"^task.gap: .* train.eval_batch_size=32 needs about"):
         check_resources(spec, 120, 10, 9, memory=weights + 1)  # the weights fit, a step not
     with pytest.raises(ConfigError, match=rf"^model.hidden_size: {hidden} gives "):

@@ -69,7 +69,7 @@ def run_name(spec: Config, params: dict[str, str]) -> str:
     """`adding_mean-lstm-tanh-noclip-gap100-s0`: the task option's name, as in the report."""
     model = spec.model
     task = params.get(names.TASK_LABEL) or names.task_label(spec.task.name.value, params)
-    return names.run_name(task, model.name.value, model.activation.value,
+    return names.run_name(task, model.name, model.activation.value,
                           spec.clip.mode.value, spec.clip.threshold, spec.task.gap, spec.seed,
                           init=model.init.value, chrono=model.chrono,
                           num_layers=model.num_layers, bidirectional=model.bidirectional)
@@ -98,7 +98,7 @@ def member_jobs(cfg: DictConfig, choices: dict[str, str] | None = None) -> list[
     if not spec.batched_seeds:
         raise ConfigError("batched_seeds: null; list the seeds to batch, e.g. [0,1,2,3]")
     model = spec.model
-    reason = unbatchable(model.name.value, model.activation.value, model.bidirectional)
+    reason = unbatchable(model.name, model.activation.value, model.bidirectional)
     if reason is not None:
         raise ConfigError(f"batched_seeds: {reason}; train these seeds as separate jobs "
                           "(seed=...)")

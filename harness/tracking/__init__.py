@@ -6,6 +6,7 @@
 - `sweep`: a multirun's parent run and its lists of unfinished jobs;
 - `liveness`: which RUNNING runs and sweeps still have a live process (file locks), and
   closing the others;
+- `links`: the UI's links to an experiment's runs table and to a run;
 - `internals`: every reach past MLflow's public API (a SQLite store's tables read and written
   directly, the store behind a client, the server's bulk history endpoint), in one place and
   checked against the installed MLflow by tests/test_mlflow_internals.py.

@@ -1,0 +1,29 @@
+"""Where the MLflow UI shows an experiment's runs and one run: the one spelling of those links,
+for the sweep's closing lines, `harness-train`'s last lines and the report.
+
+MLflow 3's UI opens a bare experiment link (`#/experiments/<id>`) on its GenAI overview in a
+fresh browser; `#/experiments/<id>/runs` always shows the runs table. A store served by
+`make ui` (`mlflow ui` on the SQLite file) is at UI_URL; a tracking server is its own UI.
+"""
+
+from __future__ import annotations
+
+UI_HOST, UI_PORT = "127.0.0.1", 5000  # `make ui` serves the project's store here
+UI_URL = f"http://{UI_HOST}:{UI_PORT}"
+
+
+def ui_url(tracking_uri: str) -> str:
+    """The UI that shows the store at `tracking_uri`: the server itself, or `make ui`'s."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri.rstrip("/")
+    return UI_URL
+
+
+def experiment_url(tracking_uri: str, experiment_id: str) -> str:
+    """The experiment's runs table."""
+    return f"{ui_url(tracking_uri)}/#/experiments/{experiment_id}/runs"
+
+
+def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """One run's page."""
+    return f"{ui_url(tracking_uri)}/#/experiments/{experiment_id}/runs/{run_id}"
