@@ -49,6 +49,7 @@ from torch import Tensor, nn
 
 from harness.batched_kernels import ACTIVATION_CODES, BACKENDS, CELL_CODES, SequenceLayer, kernels
 from harness.cells import CELLS
+from harness.cells.ops import Context, expand_state, linear
 from harness.clipping import MODES, TOLERANCE, ClipResult
 from harness.loop import StepAudit, clone_state
 from harness.models import ACTIVATIONS, RecurrentModel
@@ -59,10 +60,12 @@ from tasks import Batch, Task
 
 def unbatchable(cell: str, activation: str, bidirectional: bool) -> str | None:
     """Why a model cannot be trained as a batched member (None: it can)."""
+    if cell not in CELLS:
+        return f"model {cell!r} is not a registered cell"
     if not CELLS[cell].batched:
         batched = ", ".join(name for name, spec in CELLS.items() if spec.batched)
         return f"model {cell!r} is not batched (only {batched})"
-    if activation not in ACTIVATIONS:
+    if CELLS[cell].vanilla and activation not in ACTIVATIONS:
         return f"activation {activation!r} has learned parameters; not batched"
     if bidirectional:
         return "bidirectional models are not batched"
@@ -86,10 +89,12 @@ class BatchedModel(nn.Module):
     """K recurrent models of one cell and shape with stacked weights:
     [K, B, L, D] (and per-member start [K]) -> [K, B, L, O].
 
-    Members share cell, hidden size, layers and readout shape; a vanilla RNN's members may
-    each have their own activation among `ACTIVATIONS`. `backend`: `cpp` (the C++ recurrence,
-    harness/batched_kernels.py), `eager` (the same as autograd ops per time step), `auto`
-    (`cpp` where it builds and the tensors are on the CPU, else `eager`)."""
+    Members share cell, hidden size, layers, readout shape, the cell's options, learned
+    initial states and `clip.mode=backprop`'s threshold; a vanilla RNN's members may each
+    have their own activation among `ACTIVATIONS`. `backend`: `cpp` (the C++ recurrence,
+    harness/batched_kernels.py, for the cells it computes), `eager` (the cell's own step with
+    a leading member axis), `auto` (`cpp` where it builds, the tensors are on the CPU and the
+    cell has a kernel, else `eager`)."""
 
     def __init__(self, members: Sequence[RecurrentModel], backend: str = "auto") -> None:
         super().__init__()
@@ -98,32 +103,41 @@ class BatchedModel(nn.Module):
         if backend not in BACKENDS:
             raise ValueError(f"batched: unknown backend {backend!r}; choose {BACKENDS}")
         first = members[0]
-        shape = (first.cell, first.hidden_size, first.num_layers, first.readout.weight.shape)
+        def shape_of(m: RecurrentModel) -> tuple[Any, ...]:
+            return (m.cell, m.hidden_size, m.num_layers, m.readout.weight.shape,
+                    m.spec.structure(m.options), m.learn_init_state, m.clip)
+
+        shape = shape_of(first)
         for member in members:
-            if (member.cell, member.hidden_size, member.num_layers,
-                    member.readout.weight.shape) != shape:
+            if shape_of(member) != shape:
                 raise ValueError(f"batched: members differ in shape {shape}")
-            if not CELLS[member.cell].batched or member.activation not in ACTIVATIONS:
-                raise ValueError(f"batched: {member.cell} with activation "
-                                 f"{member.activation!r} is not batched")
-            if member.bidirectional:
-                raise ValueError("batched: bidirectional models are not batched")
-        self.cell = first.cell
+            reason = unbatchable(member.cell, member.activation, member.bidirectional)
+            if reason is not None:
+                raise ValueError(f"batched: {reason}")
+        self.spec, self.cell = first.spec, first.cell
         self.activations = tuple(m.activation for m in members)
         # The common activation (as BatchedModel.activation), None for a mixed batch.
         self.activation = first.activation if len(set(self.activations)) == 1 else None
         self.hidden_size, self.num_layers = first.hidden_size, first.num_layers
+        self.options = self.spec.structure(first.options)
+        self.learn_init_state, self.clip = first.learn_init_state, first.clip
         self.members = len(members)
-        self.input_size = first.rnn.input_size
+        self.input_size = first.weights(0)["weight_ih"].shape[1]
         self.output_size = first.readout.out_features
+        self.paths = [first.weight_names(layer) for layer in range(self.num_layers)]
         self.register_buffer("activation_codes", torch.tensor(
-            [ACTIVATION_CODES[a] for a in self.activations], dtype=torch.long),
+            [ACTIVATION_CODES.get(a, -1) for a in self.activations], dtype=torch.long),
             persistent=False)
         self._held: dict[tuple[tuple[int, ...], str], Tensor] = {}  # `_active`'s masks
         self.ops = kernels() if backend in ("auto", "cpp") else None
-        if backend == "cpp" and self.ops is None:
+        kernel = self.spec.kernel is not None and not self.learn_init_state and self.clip is None
+        if backend == "cpp" and (self.ops is None or not kernel):
             raise RuntimeError("batched: backend 'cpp' requested but the C++ cell could "
-                               "not be built (see the log)")
+                               "not be built (see the log)" if self.ops is None else
+                               f"batched: backend 'cpp' has no kernel for {self.cell} with "
+                               "these options")
+        if not kernel:
+            self.ops = None
         self.backend = "cpp" if self.ops is not None else "eager"
         with torch.no_grad():
             # As BatchedModel: ParameterDict keys may not contain "."; a list of pairs keeps
@@ -133,11 +147,25 @@ class BatchedModel(nn.Module):
                 (stacked_key(key), nn.Parameter(torch.stack([dict(m.named_parameters())[key]
                                                              for m in members])))
                 for key, _ in first.named_parameters()])
+            for key, _ in first.named_buffers():
+                self.register_buffer(stacked_key(key), torch.stack(
+                    [dict(m.named_buffers())[key] for m in members]))
+
+    def layer_weights(self, layer: int, broadcast: bool = True) -> dict[str, Tensor]:
+        """Layer `layer`'s stacked weights, the member axis first: matrices [K, out, in];
+        vectors [K, 1, n] as the cell's step reads them (`broadcast`, over the batch), or the
+        parameters themselves, [K, n]."""
+        weights = {}
+        for key, path in self.paths[layer].items():
+            name = stacked_key(path)
+            value = self.stacked[name] if name in self.stacked else getattr(self, name)
+            weights[key] = value.unsqueeze(1) if broadcast and value.dim() == 2 else value
+        return weights
 
     def forward(self, inputs: Tensor, start: Sequence[int] | Tensor | None = None) -> Tensor:
         """inputs [K, B, L, D] -> outputs [K, B, L, O]. `start[k]`: member k's first real
         step (its inputs left-padded); its outputs before it are the readout of the held
-        zero state and belong to no separate run (slice `[:, start[k]:]`)."""
+        initial state and belong to no separate run (slice `[:, start[k]:]`)."""
         k, batch, length, _ = inputs.shape
         if start is not None:
             start = starts(start)
@@ -148,68 +176,63 @@ class BatchedModel(nn.Module):
                 start = None
         # Time-major inside each member: a time step of a member is one contiguous block.
         layer_input = inputs.transpose(1, 2).reshape(k, length * batch, -1)
+        width = self.spec.width * self.hidden_size
         for layer in range(self.num_layers):
-            w_ih, w_hh, b_ih, b_hh = (self.stacked[f"rnn__{name}_l{layer}"]
-                                      for name in ("weight_ih", "weight_hh", "bias_ih",
-                                                   "bias_hh"))
             if self.ops is not None and inputs.device.type == "cpu":  # the ops are CPU code
-                hidden = self._layer_cpp(layer_input, w_ih, w_hh, b_ih, b_hh, start, length)
+                # The parameters themselves: through views, b_ih + b_hh's one gradient would
+                # reach both biases as views of one tensor, which autograd then hands to both
+                # as their .grad (one storage: clipping in place would scale it twice).
+                hidden = self._layer_cpp(layer_input, self.layer_weights(layer, False), start,
+                                         length)
             else:
-                hidden = self._layer_eager(layer_input, w_ih, w_hh, b_ih, b_hh, start, length)
-            layer_input = hidden.reshape(k, length * batch, self.hidden_size)
+                hidden = self._layer_eager(layer_input, self.layer_weights(layer), start, length)
+            layer_input = hidden.reshape(k, length * batch, width)
         weight, bias = self.stacked["readout__weight"], self.stacked["readout__bias"]
         outputs = torch.baddbmm(bias.unsqueeze(1), layer_input, weight.transpose(1, 2))
         return outputs.view(k, length, batch, -1).transpose(1, 2)
 
-    def _layer_cpp(self, layer_input: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor,
-                   b_hh: Tensor, start: tuple[int, ...] | None, length: int) -> Tensor:
+    def _layer_cpp(self, layer_input: Tensor, weights: dict[str, Tensor],
+                   start: tuple[int, ...] | None, length: int) -> Tensor:
         """One layer through the C++ ops: [K, L·B, D] -> h [K, L, B, H]."""
         k = layer_input.shape[0]
         # The GRU keeps b_hh apart (it sits inside r * (W_hn h + b_hn)); the other cells
         # only ever use b_ih + b_hh.
         gru = self.cell == "gru"
+        b_ih, b_hh = weights["bias_ih"], weights["bias_hh"]
         bias = b_ih if gru else b_ih + b_hh
         starts_ = torch.tensor(start if start is not None else [0] * k, dtype=torch.long)
-        return SequenceLayer.apply(layer_input, w_ih, w_hh, bias, b_hh if gru else bias,
-                                   CELL_CODES[self.cell], starts_, self.activation_codes,
-                                   length, self.ops)
+        return SequenceLayer.apply(layer_input, weights["weight_ih"], weights["weight_hh"],
+                                   bias, b_hh if gru else bias, CELL_CODES[self.spec.kernel],
+                                   starts_, self.activation_codes, length, self.ops)
 
-    def _layer_eager(self, layer_input: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor,
-                     b_hh: Tensor, start: tuple[int, ...] | None, length: int) -> Tensor:
-        """One layer as autograd ops per time step: [K, L·B, D] -> h [K, L, B, H]."""
-        k, hidden = layer_input.shape[0], self.hidden_size
-        bias = b_ih if self.cell == "gru" else b_ih + b_hh
-        projected = torch.baddbmm(bias.unsqueeze(1), layer_input, w_ih.transpose(1, 2))
+    def _layer_eager(self, layer_input: Tensor, weights: dict[str, Tensor],
+                     start: tuple[int, ...] | None, length: int) -> Tensor:
+        """One layer as the cell's step per time step, member axis first:
+        [K, L·B, D] -> h [K, L, B, width · H]."""
+        k = layer_input.shape[0]
+        projected = linear(layer_input, weights["weight_ih"], weights.get("bias_ih"))
         steps = projected.view(k, length, -1, projected.shape[-1]).unbind(dim=1)
-        batch = steps[0].shape[1]
-        w_hh_t = w_hh.transpose(1, 2)
-        b_hh_ = b_hh.unsqueeze(1)
-        activate = self._activate()
-        h = layer_input.new_zeros(k, batch, hidden)
-        c = h
+        context = Context(self.hidden_size, self._activate() if self.spec.vanilla else None,
+                          self.clip, self.options)
+        state = self._initial_state(weights, steps[0])
         # Steps where some member is still held: active[t] is [K, 1, 1].
         held = max(start) if start is not None else 0
         active = self._active(start, layer_input.device) if start is not None else None
         states = []
         for t, x_t in enumerate(steps):
-            if self.cell == "rnn":
-                h_new, c_new = activate(torch.baddbmm(x_t, h, w_hh_t)), c
-            elif self.cell == "lstm":
-                i, f, g, o = torch.baddbmm(x_t, h, w_hh_t).chunk(4, dim=-1)
-                c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-                h_new = torch.sigmoid(o) * torch.tanh(c_new)
-            else:
-                h_proj = torch.baddbmm(b_hh_, h, w_hh_t)
-                r, z = torch.sigmoid(x_t[..., :2 * hidden] + h_proj[..., :2 * hidden]).chunk(
-                    2, dim=-1)
-                n = torch.tanh(torch.addcmul(x_t[..., 2 * hidden:], r, h_proj[..., 2 * hidden:]))
-                h_new, c_new = torch.lerp(n, h, z), c  # (1 - z) n + z h
+            new, _ = self.spec.step(weights, x_t, state, context)
             if active is not None and t < held:
-                h_new = torch.where(active[t], h_new, h)
-                c_new = torch.where(active[t], c_new, c) if self.cell == "lstm" else c_new
-            h, c = h_new, c_new
-            states.append(h)
+                new = tuple(torch.where(active[t], n, s) for n, s in zip(new, state, strict=True))
+            state = new
+            states.append(state[0])
         return torch.stack(states, dim=1)
+
+    def _initial_state(self, weights: dict[str, Tensor], like: Tensor) -> tuple[Tensor, ...]:
+        """Each member's state before its first step ([K, B, width · H] each): learned or
+        zero."""
+        shape = (*like.shape[:-1], self.spec.width * self.hidden_size)
+        return tuple(expand_state(weights[f"{state}0"], like) if f"{state}0" in weights
+                     else like.new_zeros(shape) for state in self.spec.state)
 
     def _active(self, start: tuple[int, ...], device: torch.device) -> Tensor:
         """[max(start), K, 1, 1] bool: whether member k has begun at step t. Made once per
@@ -239,12 +262,15 @@ class BatchedModel(nn.Module):
 
     @torch.no_grad()
     def member(self, k: int) -> RecurrentModel:
-        """A fused `RecurrentModel` holding a copy of member k's current weights."""
+        """A `RecurrentModel` holding a copy of member k's current weights."""
         model = RecurrentModel(self.cell, self.input_size, self.output_size, self.hidden_size,
-                               self.num_layers, self.activations[k])
+                               self.num_layers, self.activations[k], options=self.options,
+                               learn_init_state=self.learn_init_state, clip=self.clip)
         model.to(self.stacked["readout__weight"].dtype)
         for key, value in model.named_parameters():
             value.copy_(self.stacked[stacked_key(key)][k])
+        for key, value in model.named_buffers():
+            value.copy_(getattr(self, stacked_key(key))[k])
         return model
 
 

@@ -4,7 +4,9 @@
    the batch spread, and ‖h_t‖; summarized on the last layer as a decay rate (slope of
    ln‖∂L/∂h_t‖ against lag, with R² and half-life) and a reach (Pascanu et al. 2013).
 2. Recurrent dynamics: spectral radius and largest singular value of every gate block of
-   W_hh; the LSTM forget gate's and the GRU update gate's mean and saturated share.
+   W_hh (the cell's `recurrent_matrix`: for the uRNN, its unitary W as a real matrix); the
+   mean and saturated share of each gate the cell's spec names (`Cell.gate_metrics`: the
+   LSTM forget gate, the GRU update gate, the uRNN's modReLU scale).
 
 The profile runs the model's exact unrolled twin (same weights as the fused module) in
 float64 on a fixed evaluation batch. float64 because at default init the norm shrinks by a
@@ -192,8 +194,8 @@ def spectral_metrics(model: RecurrentModel) -> dict[str, float]:
     blocks = CELLS[model.cell].blocks
     with torch.no_grad():
         for layer, reverse, w_hh in model.recurrent_matrices():
-            for block, matrix in zip(blocks, w_hh.double().split(model.hidden_size, dim=0),
-                                     strict=True):
+            rows = w_hh.shape[0] // len(blocks)
+            for block, matrix in zip(blocks, w_hh.double().split(rows, dim=0), strict=True):
                 radius = torch.linalg.eigvals(matrix).abs().max()
                 singular = torch.linalg.matrix_norm(matrix, ord=2)
                 for metric, value in ((names.SPECTRAL_RADIUS, radius),
@@ -202,11 +204,16 @@ def spectral_metrics(model: RecurrentModel) -> dict[str, float]:
     return metrics
 
 
-def gate_metrics(cell: str, gates: list[Tensor]) -> dict[str, float]:
-    """Mean and saturated share (< 0.05 or > 0.95) of the LSTM forget / GRU update gate."""
-    if not gates:
-        return {}
-    values = torch.stack([g.detach() for g in gates])
-    saturated = ((values < SATURATED_LOW) | (values > SATURATED_HIGH)).double().mean()
-    metric = CELLS[cell].gate_metrics[0]
-    return {metric.mean: float(values.mean()), metric.saturated: float(saturated)}
+def gate_metrics(cell: str, gates: list[dict[str, Tensor]]) -> dict[str, float]:
+    """Each of the cell's gate metrics (`Cell.gate_metrics`: the LSTM's forget gate, the
+    GRU's update gate, the uRNN's modReLU scale): mean and saturated share (< 0.05 or > 0.95)
+    over the batch, units and time steps."""
+    metrics = {}
+    for metric in CELLS[cell].gate_metrics:
+        if not gates:
+            continue
+        values = torch.stack([g[metric.gate].detach() for g in gates])
+        saturated = ((values < SATURATED_LOW) | (values > SATURATED_HIGH)).double().mean()
+        metrics[metric.mean] = float(values.mean())
+        metrics[metric.saturated] = float(saturated)
+    return metrics

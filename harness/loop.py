@@ -89,6 +89,7 @@ class RunResult:
     eval_history: list[tuple[int, float]] = field(default_factory=list)
     end_state: str = ""  # one of names.END_STATES, set when the run finishes
     success_criterion: str = ""  # the task's rule for solved, e.g. `eval accuracy >= 0.99`
+    parameter_count: int = 0  # the model's, set when the run finishes
 
     def summary_metrics(self) -> dict[str, float]:
         """The single-point metrics logged at the end of a run."""
@@ -101,6 +102,7 @@ class RunResult:
             names.GRAD_NORM_PRE_CLIP_MAX: self.grad_norm_pre_clip_max,
             names.GRAD_NORM_POST_CLIP_MAX: self.grad_norm_post_clip_max,
             names.CLIP_RATE_TOTAL: self.clip_rate_total,
+            names.PARAMETER_COUNT: float(self.parameter_count),
         }
         if self.steps_to_solve is not None:
             metrics[names.STEPS_TO_SOLVE] = float(self.steps_to_solve)
@@ -305,6 +307,7 @@ class RunRecord:
         if self.task.variable_gap:
             result.eval_by_gap = self.evaluate.by_gap(model)
         result.steps_run = step
+        result.parameter_count = sum(p.numel() for p in model.parameters())
         result.clip_rate_total = self.fired_total / step if step else 0.0
         result.wall_time_s = self.elapsed + self.seconds
         result.end_state = end_state(result.status, result.eval_history)

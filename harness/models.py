@@ -1,34 +1,37 @@
-"""Recurrent models: fused torch RNN/LSTM/GRU for training, and an exact unrolled twin.
+"""Recurrent models: a stack of layers of one cell (harness/cells/) with a per-time-step readout.
 
-`RecurrentModel.forward` runs the fast fused `nn.RNN` / `nn.LSTM` / `nn.GRU` (batch first)
-and a linear readout at every time step. `RecurrentModel.unrolled` recomputes the same
-function one time step at a time from the *same* weight tensors, returning every hidden
-state h_t as a node of the autograd graph, so ∂L/∂h_t (through the readout and all later
-time steps) can be taken exactly. Tests check that both paths give the same outputs.
+`RecurrentModel.unrolled` runs the cell's own step (its one definition, `Cell.step`) one time
+step at a time for every layer and direction, returning every hidden state h_t as a node of
+the autograd graph, so ∂L/∂h_t (through the readout and all later time steps) can be taken
+exactly. `RecurrentModel.forward` trains through torch's fused `nn.RNN` / `nn.LSTM` / `nn.GRU`
+(batch first) where the cell's spec says that module computes it (`Cell.fused`), the fast
+path, and through the unrolled pass otherwise (a cell torch does not have, an activation
+nn.RNN lacks, `clip.mode=backprop`). Tests check the fast path against the step.
 
-Cells: `rnn` (vanilla), `orth_rnn` (vanilla RNN whose W_hh is constrained orthogonal by
-`torch.nn.utils.parametrizations.orthogonal`, the simplest member of the uRNN/expRNN
-family), `lstm`, `gru`. Every cell can be stacked (`num_layers`) and bidirectional: layer
-k > 0 reads the concatenation [h→_t ; h←_t] of both directions of layer k-1 (torch's fused
-layout, the deep bidirectional RNN of the textbooks), and the readout reads that of the last
-layer.
+Every cell can be stacked (`num_layers`) and bidirectional: layer k > 0 reads the
+concatenation [h→_t ; h←_t] of both directions of layer k-1 (torch's fused layout, the deep
+bidirectional RNN of the textbooks), and the readout reads that of the last layer.
 
-The vanilla cells take any activation of `ACTIVATIONS`. torch's fused nn.RNN only has tanh
-and ReLU; with any other activation `forward` runs the unrolled pass (in the model's dtype,
-float32 for training) instead, so training and diagnostics compute the same function.
+Where a cell's weights live: the four matrices and biases of torch's module (`Cell.holder`,
+names `rnn.weight_ih_l0` ...) where it has one, the cell's own parameters (`Cell.extra`: the
+LSTM's peepholes, the uRNN's phases and reflections) and learned initial states (`h0`, `c0`)
+in `cell_params` (`peephole_i_l0`, `h0_l1_reverse`, ...), fixed tensors in buffers
+(`permutation_l0`). `weights(layer, reverse)` gathers one layer and direction's under the
+names the step reads.
 
-The cell equations are torch's own (see the nn.RNN/LSTM/GRU docs); gate order in the
-stacked weights is (i, f, g, o) for LSTM and (r, z, n) for GRU. torch's GRU computes
-h_t = (1 - z_t) * n_t + z_t * h_{t-1}: z is the share of the old state that is kept, so it
-plays the LSTM forget gate's role.
+Initializations (`Inits`, from the config's `model.init*` keys): the recurrent matrix W_hh
+per gate block (default, orthogonal, identity, glorot_uniform, normal, sparse), W_ih per gate
+block and the readout (default, glorot_uniform, normal), zero biases, the LSTM forget bias,
+chrono (Tallec & Ollivier 2018). All draw from torch's global RNG, seeded per run.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -36,14 +39,15 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import orthogonal
 
 from harness.cells import CELLS
+from harness.cells.ops import Context, expand_state, linear
 
 if TYPE_CHECKING:
-    from harness.schema import ModelConfig  # schema imports this module's names
-    from tasks import Task
+    from harness.schema import ClipConfig, ModelConfig  # schema imports this module's names
 
 FUSED_ACTIVATIONS = ("tanh", "relu")  # what nn.RNN's `nonlinearity` offers
 LEAKY_SLOPE = 0.01  # torch's default negative slope
 MODRELU_BIAS_INIT = 0.01  # modReLU bias ~ U(-0.01, 0.01), as in expRNN (Lezcano-Casado 2019)
+HOLDER_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")  # a torch module's, per layer
 
 
 def modrelu(pre: Tensor, bias: Tensor) -> Tensor:
@@ -58,7 +62,29 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "hard_tanh": F.hardtanh,  # clamp to [-1, 1]
 }
 ACTIVATION_NAMES = (*ACTIVATIONS, "modrelu")
-INITS = ("default", "orthogonal", "identity")
+RECURRENT_INITS = ("default", "orthogonal", "identity", "glorot_uniform", "normal", "sparse")
+INPUT_INITS = ("default", "glorot_uniform", "normal")
+
+
+@dataclass(frozen=True)
+class Inits:
+    """How the weights start (the config's `model.init*` and `model.zero_bias` keys)."""
+
+    recurrent: str = "default"  # W_hh, each gate block: one of RECURRENT_INITS
+    std: float = 0.1  # recurrent=normal
+    nonzero: int = 15  # recurrent=sparse: non-zeros per row
+    radius: float = 0.95  # recurrent=sparse: spectral radius of each block
+    input: str = "default"  # W_ih, each gate block: one of INPUT_INITS
+    input_std: float = 0.1
+    readout: str = "default"  # the readout's weight: one of INPUT_INITS
+    readout_std: float = 0.1
+    zero_bias: bool = False  # every affine map's bias starts at 0 (not modReLU's)
+
+    @classmethod
+    def of(cls, model: ModelConfig) -> Inits:
+        return cls(model.init.value, model.init_std, model.init_nonzero, model.init_radius,
+                   model.init_input.value, model.init_input_std, model.init_readout.value,
+                   model.init_readout_std, model.zero_bias)
 
 
 @dataclass
@@ -72,11 +98,10 @@ class Unrolled:
     """
 
     outputs: Tensor  # [B, L, output_size]
-    hidden: list[list[Tensor]]  # hidden[layer][t]: h_t [B, H]
-    gates: list[list[Tensor]]  # gates[layer][t]: LSTM forget gate f_t or GRU update gate z_t
-    # (empty lists for the vanilla RNNs)
+    hidden: list[list[Tensor]]  # hidden[layer][t]: h_t [B, width * H]
+    gates: list[list[dict[str, Tensor]]]  # gates[layer][t]: the step's gates ({} if none)
     hidden_reverse: list[list[Tensor]] = field(default_factory=list)  # [] if unidirectional
-    gates_reverse: list[list[Tensor]] = field(default_factory=list)
+    gates_reverse: list[list[dict[str, Tensor]]] = field(default_factory=list)
 
     def states(self, layer: int) -> list[list[Tensor]]:
         """One list of h_t per direction of `layer`: [forward] or [forward, backward]."""
@@ -85,76 +110,154 @@ class Unrolled:
         return [self.hidden[layer], self.hidden_reverse[layer]]
 
 
+def suffix(layer: int, reverse: bool) -> str:
+    """torch's per-layer suffix: `_l0`, or `_l0_reverse` for the backward direction."""
+    return f"_l{layer}{'_reverse' if reverse else ''}"
+
+
 class RecurrentModel(nn.Module):
-    """A stack of recurrent layers with a per-time-step linear readout."""
+    """A stack of recurrent layers of one cell with a per-time-step linear readout."""
 
     def __init__(self, cell: str, input_size: int, output_size: int, hidden_size: int,
-                 num_layers: int = 1, activation: str = "tanh", init: str = "default",
-                 forget_bias: float = 1.0, *, bidirectional: bool = False,
-                 chrono_t_max: int | None = None) -> None:
-        """`chrono_t_max`: chrono-initialize the gate biases for dependencies up to that many
-        steps (LSTM, GRU; Tallec & Ollivier 2018); the caller takes it from the task."""
+                 num_layers: int = 1, activation: str = "tanh", init: str | Inits = "default",
+                 forget_bias: float | None = None, *, bidirectional: bool = False,
+                 chrono_t_max: int | None = None, options: Mapping[str, Any] | None = None,
+                 learn_init_state: bool = False, clip: float | None = None) -> None:
+        """`options`: the cell's own options (`Cell.options`; `forget_bias`, where given,
+        is one of them); `chrono_t_max`: chrono-initialize the keep gate's biases for
+        dependencies up to that many steps (the caller takes it from the task);
+        `learn_init_state`: h0 (and c0) are parameters; `clip`: `clip.mode=backprop`'s
+        threshold (the step clamps the gradient reaching its pre-activations)."""
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"model.name: unknown cell {cell!r}; choose one of {list(CELLS)}")
-        if activation not in ACTIVATION_NAMES or activation not in CELLS[cell].activations:
+        spec = CELLS[cell]
+        if activation not in ACTIVATION_NAMES or activation not in spec.activations:
             raise ValueError(f"model.activation: {activation!r} is not available for {cell}")
-        self.cell = cell
-        self.activation = activation
-        self.hidden_size = hidden_size
-        self.num_layers = num_layers
+        inits = init if isinstance(init, Inits) else Inits(recurrent=init)
+        self.spec, self.cell, self.activation = spec, cell, activation
+        given = dict(options or {})
+        if forget_bias is not None:
+            given["forget_bias"] = forget_bias
+        self.options = spec.resolved(given)
+        self.hidden_size, self.num_layers = hidden_size, num_layers
         self.bidirectional = bidirectional
         self.directions = (False, True) if bidirectional else (False,)
-        # Non-fused activations keep nn.RNN as the holder of the weights (same names, same
-        # init); its own tanh is then never used.
-        vanilla = CELLS[cell].vanilla
-        self.fused = not vanilla or activation in FUSED_ACTIVATIONS
-        extra = {"nonlinearity": activation if self.fused else "tanh"} if vanilla else {}
-        fused = getattr(nn, CELLS[cell].holder)
-        self.rnn = fused(input_size, hidden_size, num_layers, batch_first=True,
-                         bidirectional=bidirectional, **extra)
-        if activation == "modrelu":
+        self.learn_init_state, self.clip = learn_init_state, clip
+        self.width = spec.width * hidden_size  # what h_t holds, per direction
+        # torch's fused module computes the cell: the training fast path
+        self.fused = spec.fused and (not spec.vanilla or activation in FUSED_ACTIVATIONS) and \
+            clip is None
+        if spec.holder is not None:
+            # An activation nn.RNN lacks keeps nn.RNN as the holder of the weights (same
+            # names, same init); its own tanh is then never used.
+            extra = {"nonlinearity": activation if activation in FUSED_ACTIVATIONS else "tanh"} \
+                if spec.holder == "RNN" else {}
+            self.rnn = getattr(nn, spec.holder)(input_size, hidden_size, num_layers,
+                                                batch_first=True, bidirectional=bidirectional,
+                                                **extra)
+        if activation == "modrelu" and spec.vanilla:
             self.modrelu_bias = nn.ParameterList(
                 nn.Parameter(torch.empty(hidden_size).uniform_(-MODRELU_BIAS_INIT,
                                                                MODRELU_BIAS_INIT))
                 for _ in range(num_layers * len(self.directions)))
-        self.readout = nn.Linear(hidden_size * len(self.directions), output_size)
-        initialize(self, init, forget_bias)
+        self.cell_params = nn.ParameterDict()
+        # (layer, reverse) -> {the step's name of a weight: the model's attribute path}
+        self._paths: dict[tuple[int, bool], dict[str, str]] = {}
+        for layer in range(num_layers):
+            inputs = input_size if layer == 0 else self.width * len(self.directions)
+            own = {key: shape for key, shape in spec.shapes(inputs, hidden_size,
+                                                            self.options).items()
+                   if spec.holder is None or key not in HOLDER_WEIGHTS}
+            if learn_init_state:
+                own |= {f"{state}0": (self.width,) for state in spec.state}
+            for reverse in self.directions:
+                end = suffix(layer, reverse)
+                paths = {key: f"rnn.{key}{end}" for key in HOLDER_WEIGHTS} \
+                    if spec.holder is not None else {}
+                params = {key: nn.Parameter(torch.zeros(shape)) for key, shape in own.items()}
+                buffers = spec.setup(params, hidden_size, self.options) if spec.setup else {}
+                for key, param in params.items():
+                    self.cell_params[key + end] = param
+                    paths[key] = f"cell_params.{key}{end}"
+                for key, buffer in buffers.items():
+                    self.register_buffer(key + end, buffer)
+                    paths[key] = key + end
+                self._paths[layer, reverse] = paths
+        self.readout = nn.Linear(self.width * len(self.directions), output_size)
+        initialize(self, inits)
         if chrono_t_max is not None:
             chrono_initialize(self, chrono_t_max)
-        if cell == "orth_rnn":
+        if spec.orthogonal:
             # W_hh = base · exp(A), A skew-symmetric: orthogonal after every optimizer step.
             for layer in range(num_layers):
                 for reverse in self.directions:
-                    orthogonal(self.rnn, _weight_name("weight_hh", layer, reverse))
+                    orthogonal(self.rnn, f"weight_hh{suffix(layer, reverse)}")
 
     def clone(self) -> RecurrentModel:
         """A deep copy. After a forward pass, orth_rnn's nn.RNN caches its parametrized W_hh
         with that pass's graph, which deepcopy refuses: cached again without one first (the
         fused forward recomputes it each time anyway)."""
-        if self.cell == "orth_rnn":
+        if self.spec.orthogonal:
             with torch.no_grad():
                 self.rnn._init_flat_weights()
         return copy.deepcopy(self)
 
-    def forward(self, inputs: Tensor) -> Tensor:
-        """inputs [B, L, D] -> outputs [B, L, output_size]: the fused module when torch has
-        this cell, else the unrolled pass."""
-        if not self.fused:
-            return self.unrolled(inputs).outputs
-        hidden, _ = self.rnn(inputs)
-        return self.readout(hidden)
+    def weight_names(self, layer: int, reverse: bool = False) -> dict[str, str]:
+        """Where the step's weights of one layer and direction live: {its name for the step:
+        the model's attribute path (a parameter or a buffer)}."""
+        return dict(self._paths[layer, reverse])
+
+    def weights(self, layer: int, reverse: bool = False) -> dict[str, Tensor]:
+        """One layer and direction's weights under the names its cell's step reads."""
+        return {key: _attribute(self, path) for key, path in self._paths[layer, reverse].items()}
 
     def layer_weights(self, layer: int,
                       reverse: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(W_ih, W_hh, b_ih, b_hh) of one layer and direction: the fused module's own
-        parameters (for orth_rnn, W_hh is the parametrization's orthogonal matrix)."""
-        w_ih, w_hh, b_ih, b_hh = (getattr(self.rnn, _weight_name(kind, layer, reverse))
-                                  for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
-        return w_ih, w_hh, b_ih, b_hh
+        """(W_ih, W_hh, b_ih, b_hh) of one layer and direction of a cell held by a torch
+        module (for orth_rnn, W_hh is the parametrization's orthogonal matrix)."""
+        weights = self.weights(layer, reverse)
+        return tuple(weights[key] for key in HOLDER_WEIGHTS)  # type: ignore[return-value]
+
+    def context(self, layer: int, reverse: bool) -> Context:
+        """What the step of one layer and direction needs besides weights and state."""
+        activate = None
+        if self.spec.vanilla:
+            if self.activation == "modrelu":
+                bias = self.modrelu_bias[layer * len(self.directions) + int(reverse)]
+                activate = lambda pre: modrelu(pre, bias)  # noqa: E731
+            else:
+                activate = ACTIVATIONS[self.activation]
+        return Context(self.hidden_size, activate, self.clip, self.options)
+
+    def initial_state(self, weights: Mapping[str, Tensor], like: Tensor) -> tuple[Tensor, ...]:
+        """The state before the first step, for the batch of `like` ([B, ·]): learned (`h0`,
+        `c0` in `weights`) or zero."""
+        shape = (*like.shape[:-1], self.width)
+        return tuple(expand_state(weights[f"{state}0"], like) if f"{state}0" in weights
+                     else like.new_zeros(shape) for state in self.spec.state)
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        """inputs [B, L, D] -> outputs [B, L, output_size]: torch's fused module where it
+        computes this cell, else the unrolled pass."""
+        if not self.fused:
+            return self.unrolled(inputs).outputs
+        return self.readout(self.fused_hidden(inputs))
+
+    def fused_hidden(self, inputs: Tensor) -> Tensor:
+        """The last layer's h_t of every step (both directions) from torch's fused module,
+        started from the model's initial states: [B, L, H * directions]."""
+        if not self.learn_init_state:
+            return self.rnn(inputs)[0]
+        first = inputs[:, 0]
+        initial = [self.initial_state(self.weights(layer, reverse), first)
+                   for layer in range(self.num_layers) for reverse in self.directions]
+        # torch wants each state as [layers * directions, B, H]
+        states = [torch.stack(parts) for parts in zip(*initial, strict=True)]
+        return self.rnn(inputs, states[0] if len(states) == 1 else tuple(states))[0]
 
     def unrolled(self, inputs: Tensor) -> Unrolled:
-        """Step-by-step forward pass with the fused module's weights.
+        """Step-by-step forward pass through the cell's step, with the model's weights.
 
         Every hidden state h_t of every layer and direction is a node of the graph, so
         `torch.autograd.grad(loss, result.hidden[layer])` gives the total derivative ∂L/∂h_t.
@@ -174,96 +277,137 @@ class RecurrentModel(nn.Module):
         return Unrolled(self.readout(layer_input), states[0], gates[0], states[1], gates[1])
 
     def _direction(self, layer_input: Tensor, layer: int,
-                   reverse: bool) -> tuple[list[Tensor], list[Tensor]]:
-        """h_t (and the keep gate) of one layer and direction, in time order t = 0 .. L-1."""
-        w_ih, w_hh, b_ih, b_hh = self.layer_weights(layer, reverse)
+                   reverse: bool) -> tuple[list[Tensor], list[dict[str, Tensor]]]:
+        """h_t (and the step's gates) of one layer and direction, in time order t = 0 .. L-1."""
+        weights = self.weights(layer, reverse)
         # The input projection has no recurrence: one matmul for all time steps. unbind,
         # not projected[:, t]: each indexing op's backward writes a zero tensor of the whole
         # sequence's size, which makes the backward pass quadratic in the length.
-        projected: Sequence[Tensor] = F.linear(layer_input, w_ih, b_ih).unbind(dim=1)
+        projected: Sequence[Tensor] = linear(layer_input, weights["weight_ih"],
+                                             weights.get("bias_ih")).unbind(dim=1)
         if reverse:
             projected = projected[::-1]
-        activate = self._activation(layer, reverse)
-        h = layer_input.new_zeros(layer_input.shape[0], self.hidden_size)
-        c = torch.zeros_like(h)
+        context = self.context(layer, reverse)
+        state = self.initial_state(weights, layer_input[:, 0])
         states: list[Tensor] = []
-        gates: list[Tensor] = []
+        gates: list[dict[str, Tensor]] = []
         for x_t in projected:
-            h, c, gate = self._step(x_t, h, c, w_hh, b_hh, activate)
-            states.append(h)
-            if gate is not None:
-                gates.append(gate)
+            state, gate = self.spec.step(weights, x_t, state, context)
+            states.append(state[0])
+            gates.append(gate)
         if reverse:
             states.reverse()
             gates.reverse()
         return states, gates
 
-    def _activation(self, layer: int, reverse: bool) -> Callable[[Tensor], Tensor]:
-        if self.activation != "modrelu":
-            return ACTIVATIONS[self.activation]
-        bias = self.modrelu_bias[layer * len(self.directions) + int(reverse)]
-        return lambda pre: modrelu(pre, bias)
-
-    def _step(self, x_proj: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, b_hh: Tensor,
-              activate: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor, Tensor | None]:
-        """One time step: (h_t, c_t, the gate that decides what is kept, or None)."""
-        h_proj = F.linear(h, w_hh, b_hh)
-        if CELLS[self.cell].vanilla:
-            return activate(x_proj + h_proj), c, None
-        if self.cell == "lstm":
-            i, f, g, o = (x_proj + h_proj).chunk(4, dim=1)
-            forget = torch.sigmoid(f)
-            c = forget * c + torch.sigmoid(i) * torch.tanh(g)
-            return torch.sigmoid(o) * torch.tanh(c), c, forget
-        x_r, x_z, x_n = x_proj.chunk(3, dim=1)
-        h_r, h_z, h_n = h_proj.chunk(3, dim=1)
-        r = torch.sigmoid(x_r + h_r)
-        z = torch.sigmoid(x_z + h_z)
-        n = torch.tanh(x_n + r * h_n)
-        return (1 - z) * n + z * h, c, z
-
     def recurrent_matrices(self) -> list[tuple[int, bool, Tensor]]:
         """(layer, reverse, W_hh) of every layer and direction (gate blocks stacked)."""
-        return [(layer, reverse, self.layer_weights(layer, reverse)[1])
+        return [(layer, reverse,
+                 self.spec.recurrent_matrix(self.weights(layer, reverse), self.hidden_size))
                 for layer in range(self.num_layers) for reverse in self.directions]
 
 
-def _weight_name(kind: str, layer: int, reverse: bool) -> str:
-    """torch's parameter name: weight_hh_l0, or weight_hh_l0_reverse for the backward one."""
-    return f"{kind}_l{layer}{'_reverse' if reverse else ''}"
+def _attribute(module: nn.Module, path: str) -> Tensor:
+    """`module.<path>` (`rnn.weight_hh_l0` goes through a parametrization, as torch reads it)."""
+    owner, _, name = path.rpartition(".")
+    return getattr(module.get_submodule(owner) if owner else module, name)
+
+
+def parameter_count(model: RecurrentModel) -> int:
+    return sum(p.numel() for p in model.parameters())
 
 
 @torch.no_grad()
-def initialize(model: RecurrentModel, init: str, forget_bias: float) -> None:
-    """Apply the named initialization to the recurrent weights, then the LSTM forget bias.
+def initialize(model: RecurrentModel, inits: Inits) -> None:
+    """Apply `inits` to every layer and direction, then the keep gate's `forget_bias`.
 
-    - default: PyTorch's U(-1/sqrt(H), 1/sqrt(H)) for every weight and bias.
-    - orthogonal: each H x H gate block of W_hh orthogonal (Saxe et al. 2014).
-    - identity: IRNN (Le, Jaitly & Hinton 2015): W_hh = I and zero biases, for ReLU RNNs.
+    - recurrent (W_hh, each H x H gate block): default (torch's U(-1/sqrt(H), 1/sqrt(H)));
+      orthogonal (Saxe et al. 2014); identity (IRNN, Le, Jaitly & Hinton 2015: W_hh = I and
+      zero biases); glorot_uniform (U(±sqrt(6 / 2H))); normal (N(0, std²)); sparse (`nonzero`
+      entries per row from N(0, 1) at random columns, the rest 0, the block then scaled to
+      spectral radius `radius`: Pascanu et al. 2013's "smart tanh", after Sutskever et al.
+      2013).
+    - input (W_ih, each gate block's rows) and readout (its weight): default, glorot_uniform
+      (U(±sqrt(6 / (fan_in + fan_out)))), normal (N(0, std²)).
+    - zero_bias: b_ih, b_hh and the readout's bias 0.
 
-    Every layer and direction alike. For orth_rnn this sets the starting point of the
-    orthogonal parametrization, which then projects it to the nearest orthogonal matrix.
+    For orth_rnn this sets the starting point of the orthogonal parametrization, which then
+    projects it to the nearest orthogonal matrix. A cell without a plain W_hh (the uRNN)
+    keeps its own init (the config refuses another).
     """
-    if init not in INITS:
-        raise ValueError(f"model.init: unknown {init!r}; choose {'|'.join(INITS)}")
-    if init == "identity" and not CELLS[model.cell].vanilla:
-        raise ValueError("model.init: identity (IRNN) applies to model=rnn or orth_rnn only")
-    hidden, spec = model.hidden_size, CELLS[model.cell]
+    spec, hidden = model.spec, model.hidden_size
+    if inits.recurrent not in RECURRENT_INITS:
+        raise ValueError(f"model.init: unknown {inits.recurrent!r}; choose "
+                         f"{'|'.join(RECURRENT_INITS)}")
+    if inits.recurrent == "identity" and not spec.vanilla:
+        raise ValueError("model.init: identity (IRNN) applies to the vanilla cells only")
+    if inits.recurrent != "default" and not spec.matrix_init:
+        raise ValueError(f"model.init: {model.cell} keeps its own init of its recurrence")
+    for kind in (inits.input, inits.readout):
+        if kind not in INPUT_INITS:
+            raise ValueError(f"model.init_input: unknown {kind!r}; choose {'|'.join(INPUT_INITS)}")
+    rows = len(spec.gates)
     for layer in range(model.num_layers):
         for reverse in model.directions:
-            _, w_hh, b_ih, b_hh = model.layer_weights(layer, reverse)
-            if init == "orthogonal":
-                for block in w_hh.split(hidden, dim=0):
-                    nn.init.orthogonal_(block)
-            elif init == "identity":
-                w_hh.copy_(torch.eye(hidden))
-                b_ih.zero_()
-                b_hh.zero_()
-            if "forget_bias" in spec.options:
+            weights = model.weights(layer, reverse)
+            if "weight_hh" in weights:
+                for block in weights["weight_hh"].split(hidden, dim=0):
+                    init_recurrent(block, inits)
+            weight_ih = weights["weight_ih"]
+            for block in weight_ih.split(weight_ih.shape[0] // rows, dim=0):
+                init_matrix(block, inits.input, inits.input_std)
+            biases = [weights[key] for key in ("bias_ih", "bias_hh") if key in weights]
+            if inits.zero_bias or inits.recurrent == "identity":
+                for bias in biases:
+                    bias.zero_()
+            if "forget_bias" in spec.options and spec.keep_gate is not None:
                 # torch adds b_ih and b_hh; put the whole forget bias in one of them.
-                keep = spec.block(spec.keep_gate)  # type: ignore[arg-type]
-                b_ih[keep * hidden:(keep + 1) * hidden] = forget_bias
-                b_hh[keep * hidden:(keep + 1) * hidden] = 0.0
+                keep = spec.block(spec.keep_gate)
+                weights["bias_ih"][keep * hidden:(keep + 1) * hidden] = \
+                    model.options["forget_bias"]
+                weights["bias_hh"][keep * hidden:(keep + 1) * hidden] = 0.0
+    init_matrix(model.readout.weight, inits.readout, inits.readout_std)
+    if inits.zero_bias:
+        model.readout.bias.zero_()
+
+
+def init_recurrent(block: Tensor, inits: Inits) -> None:
+    """One H x H block of W_hh, in place (`initialize`)."""
+    kind = inits.recurrent
+    if kind == "orthogonal":
+        nn.init.orthogonal_(block)
+    elif kind == "identity":
+        block.copy_(torch.eye(block.shape[0]))
+    elif kind == "sparse":
+        sparse_(block, inits.nonzero, inits.radius)
+    else:
+        init_matrix(block, kind, inits.std)
+
+
+def init_matrix(weight: Tensor, kind: str, std: float) -> None:
+    """default (leave torch's), glorot_uniform or normal, in place."""
+    if kind == "glorot_uniform":
+        bound = math.sqrt(6.0 / (weight.shape[0] + weight.shape[1]))
+        weight.uniform_(-bound, bound)
+    elif kind == "normal":
+        weight.normal_(0.0, std)
+
+
+def sparse_(block: Tensor, nonzero: int, radius: float) -> None:
+    """`nonzero` entries per row from N(0, 1) at distinct random columns, the rest 0, then the
+    whole block scaled to spectral radius `radius`."""
+    rows, columns = block.shape
+    if not 1 <= nonzero <= columns:
+        raise ValueError(f"model.init_nonzero: must be in [1, {columns}], got {nonzero}")
+    if radius <= 0:
+        raise ValueError(f"model.init_radius: must be > 0, got {radius}")
+    values = torch.zeros(rows, columns, dtype=torch.float64)
+    for row in range(rows):
+        values[row, torch.randperm(columns)[:nonzero]] = torch.randn(nonzero, dtype=torch.float64)
+    current = float(torch.linalg.eigvals(values).abs().max())
+    if current > 0:  # a nilpotent draw (every eigenvalue 0) cannot be scaled
+        values *= radius / current
+    block.copy_(values)
 
 
 @torch.no_grad()
@@ -276,8 +420,8 @@ def chrono_initialize(model: RecurrentModel, t_max: int) -> None:
     (the paper writes the GRU with z and 1 - z the other way round, hence its minus sign).
     Draws from torch's global RNG, seeded per run. The whole bias goes into b_ih.
     """
-    spec = CELLS[model.cell]
-    if spec.keep_gate is None:
+    spec = model.spec
+    if spec.keep_gate is None or spec.holder is None:
         raise ValueError(f"model.chrono: applies to gated cells (a keep gate), not {model.cell}")
     if t_max < 3:
         raise ValueError(f"model.chrono: needs T_max >= 3 (u ~ U(1, T_max - 1)), got {t_max}")
@@ -296,11 +440,14 @@ def chrono_initialize(model: RecurrentModel, t_max: int) -> None:
                 b_hh[opposite * hidden:(opposite + 1) * hidden] = 0.0
 
 
-def build_model(model: ModelConfig, task: Task) -> RecurrentModel:
-    """The model of a `model` config for `task`; chrono's T_max defaults to the task's sequence
-    length. Initialized from torch's global RNG (the caller seeds it)."""
+def build_model(model: ModelConfig, task: Any, clip: ClipConfig | None = None) -> RecurrentModel:
+    """The model of a `model` config for `task` (its input and output sizes; chrono's T_max
+    defaults to its sequence length), with `clip.mode=backprop`'s threshold where `clip` asks
+    for it. Initialized from torch's global RNG (the caller seeds it)."""
     t_max = (model.chrono_t_max or task.seq_len) if model.chrono else None
-    return RecurrentModel(model.name, task.input_size, task.output_size,
-                          model.hidden_size, model.num_layers, model.activation.value,
-                          model.init.value, model.cell_options().get("forget_bias", 1.0),
-                          bidirectional=model.bidirectional, chrono_t_max=t_max)
+    backprop = clip is not None and str(getattr(clip.mode, "value", clip.mode)) == "backprop"
+    return RecurrentModel(model.name, task.input_size, task.output_size, model.hidden_size,
+                          model.num_layers, model.activation.value, Inits.of(model),
+                          bidirectional=model.bidirectional, chrono_t_max=t_max,
+                          options=model.cell_options(), learn_init_state=model.learn_init_state,
+                          clip=clip.threshold if backprop else None)

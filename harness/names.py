@@ -110,6 +110,12 @@ FORGET_GATE_MEAN = "forget_gate_mean"  # LSTM, last layer, mean over batch, unit
 FORGET_GATE_SATURATED = "forget_gate_saturated"  # share of activations < 0.05 or > 0.95
 UPDATE_GATE_MEAN = "update_gate_mean"  # GRU, likewise for the update gate z
 UPDATE_GATE_SATURATED = "update_gate_saturated"
+# uRNN: modReLU's rescale max(|z| + b, 0) / |z| per complex unit, likewise (near 0: the unit is
+# zeroed; near 1: passed on unchanged)
+MODRELU_SCALE_MEAN = "modrelu_scale_mean"
+MODRELU_SCALE_SATURATED = "modrelu_scale_saturated"
+# The model's parameter count (summary metric; the memory check counts the same from the spec)
+PARAMETER_COUNT = "parameter_count"
 DIVERGED_STEP = "diverged_step"  # summary: the step at which a run diverged
 
 # --- a sweep's parent run ----------------------------------------------------------------

@@ -19,6 +19,7 @@ import torch
 from harness import batched_kernels
 from harness.batched import BatchedModel, stack_batches
 from harness.batched_kernels import STALE_LOCK_S, clear_stale_lock, kernels
+from harness.cells import CELLS as REGISTRY
 from harness.models import RecurrentModel
 from harness.optimizers import StackedOptimizer
 from harness.schema import OptimConfig
@@ -28,32 +29,47 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 D, OUT, H, B, L = 5, 3, 7, 4, 9
 TOL = {"rtol": 1e-10, "atol": 1e-12}
-CELLS = {  # name: (cell, the members' activations)
-    "lstm": ("lstm", ("tanh",) * 3),
-    "gru": ("gru", ("tanh",) * 3),
-    "rnn": ("rnn", ("tanh",) * 3),
-    "rnn_mixed": ("rnn", ("tanh", "relu", "leaky_relu", "hard_tanh")),
-}
+# name: (cell, the members' activations, learned initial state): every cell that can be
+# batched, from the registry, with its first activation; a vanilla cell with mixed ones too.
+CELLS = {name: (name, (spec.activations[0],) * 3, False)
+         for name, spec in REGISTRY.items() if spec.batched}
+CELLS["rnn_mixed"] = ("rnn", ("tanh", "relu", "leaky_relu", "hard_tanh"), False)
+CELLS |= {f"{name}_h0": (name, (spec.activations[0],) * 2, True)
+          for name, spec in REGISTRY.items() if spec.batched}
+# The C++ recurrence serves the cells whose spec names a kernel (zero initial state).
+KERNEL_CELLS = [name for name, (cell, _, learned) in CELLS.items()
+                if REGISTRY[cell].kernel is not None and not learned]
 HAVE_COMPILER = shutil.which("c++") is not None and shutil.which("ninja") is not None
-BACKENDS = [pytest.param("cpp", marks=pytest.mark.skipif(
-    not HAVE_COMPILER, reason="no C++ compiler or ninja: the eager cell is the one in use")),
-    "eager"]
+CPP = pytest.mark.skipif(not HAVE_COMPILER,
+                         reason="no C++ compiler or ninja: the eager cell is the one in use")
+BACKENDS = [pytest.param("cpp", marks=CPP), "eager"]
+# (cell, backend): the eager step for every cell, the C++ kernel where a cell has one
+PATHS = [pytest.param(name, "cpp", marks=CPP) for name in KERNEL_CELLS] + \
+    [(name, "eager") for name in CELLS]
 
 
 def members(cell: str, activations: tuple[str, ...], layers: int,
-            dtype: torch.dtype = torch.float64) -> list[RecurrentModel]:
-    """Seeds 0.., as separate runs build them; biases made non-trivial, so that a step on a
-    padded (held) position would change the state if it were computed."""
+            dtype: torch.dtype = torch.float64, learn_init_state: bool = False
+            ) -> list[RecurrentModel]:
+    """Seeds 0.., as separate runs build them; biases (and learned initial states) made
+    non-trivial, so that a step on a padded (held) position would change the state if it
+    were computed."""
     models = []
     for seed, activation in enumerate(activations):
         torch.manual_seed(seed)
-        model = RecurrentModel(cell, D, OUT, H, layers, activation).to(dtype)
+        model = RecurrentModel(cell, D, OUT, H, layers, activation,
+                               learn_init_state=learn_init_state).to(dtype)
         with torch.no_grad():
             for name, value in model.named_parameters():
-                if "bias" in name:
+                if "bias" in name or name.startswith("cell_params.h0"):
                     value.uniform_(-0.5, 0.5)
         models.append(model)
     return models
+
+
+def of(name: str, layers: int, dtype: torch.dtype = torch.float64) -> list[RecurrentModel]:
+    cell, activations, learned = CELLS[name]
+    return members(cell, activations, layers, dtype, learned)
 
 
 def grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -81,44 +97,42 @@ def check_against_separate(model: BatchedModel, separate: list[RecurrentModel],
             torch.testing.assert_close(stacked[m], grad, **tol, msg=f"member {m} {name}")
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("layers", [1, 2])
-@pytest.mark.parametrize("name", list(CELLS))
+@pytest.mark.parametrize(("name", "backend"), PATHS)
 def test_equals_separate_models(name: str, layers: int, backend: str) -> None:
-    cell, activations = CELLS[name]
-    separate = members(cell, activations, layers)
+    """The batched eager path (the cell's step with a member axis) and the C++ kernel equal
+    each member's own model (torch's fused module, or the step)."""
+    separate = of(name, layers)
     model = BatchedModel(copy.deepcopy(separate), backend)
     assert model.backend == backend
     inputs = torch.randn(len(separate), B, L, D, dtype=torch.float64)
     check_against_separate(model, separate, inputs, None, TOL)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("layers", [1, 2])
-@pytest.mark.parametrize("name", list(CELLS))
+@pytest.mark.parametrize(("name", "backend"), PATHS)
 def test_per_member_start(name: str, layers: int, backend: str) -> None:
     """Left-padded members: from start[k] on, the separate run on the unpadded sequence. The
     padding holds random values (not zeros): the held steps must not read them."""
-    cell, activations = CELLS[name]
-    separate = members(cell, activations, layers)
+    separate = of(name, layers)
     model = BatchedModel(copy.deepcopy(separate), backend)
     start = [0, 3, 8, 1][:len(separate)]
     inputs = torch.randn(len(separate), B, L, D, dtype=torch.float64)
     check_against_separate(model, separate, inputs, start, TOL)
-    # The held state: the outputs before start[k] are the readout of h = 0 (its bias).
+    # The held state: the outputs before start[k] are the readout of the initial state.
     outputs = model(inputs, start).detach()
     for m, first in enumerate(start):
-        bias = model.stacked["readout__bias"][m].detach()
-        torch.testing.assert_close(outputs[m, :, :first], bias.expand(B, first, OUT), **TOL)
+        held = separate[m].readout(separate[m].initial_state(
+            separate[m].weights(separate[m].num_layers - 1), inputs[m, :, 0])[0]).detach()
+        torch.testing.assert_close(outputs[m, :, :first],
+                                   held[:, None].expand(B, first, OUT), **TOL)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("name", ["lstm", "gru", "rnn_mixed"])
+@pytest.mark.parametrize(("name", "backend"), PATHS)
 def test_float32_close_to_separate(name: str, backend: str) -> None:
     """The training dtype (the C++ ops' float kernels, vectorized exp and tanh): float32
     rounding only."""
-    cell, activations = CELLS[name]
-    separate = members(cell, activations, 2, torch.float32)
+    separate = of(name, 2, torch.float32)
     model = BatchedModel(copy.deepcopy(separate), backend)
     inputs = torch.randn(len(separate), B, L, D)
     check_against_separate(model, separate, inputs, [0, 2, 5, 0][:len(separate)],
@@ -144,7 +158,7 @@ def test_a_diverged_member_leaves_the_others_alone(backend: str) -> None:
 def test_member_round_trip(backend: str) -> None:
     """member(k) is member k (weights, activation); the members stack back to the same
     parameters in the same order (so optimizer state index i means the same tensor)."""
-    separate = members("rnn", CELLS["rnn_mixed"][1], 2)
+    separate = of("rnn_mixed", 2)
     model = BatchedModel(separate, backend)
     with torch.no_grad():
         for p in model.parameters():

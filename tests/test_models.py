@@ -14,8 +14,9 @@ from harness.batched import unbatchable
 from harness.models import RecurrentModel
 from harness.schema import PROJECT_ROOT
 
-CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh"),
-         ("orth_rnn", "tanh"), ("orth_rnn", "relu")]
+# Every cell torch's fused module computes, with each activation it runs fused.
+CELLS = [(name, activation) for name, spec in cells.CELLS.items() if spec.fused
+         for activation in spec.activations if not spec.vanilla or activation in ("tanh", "relu")]
 # activations torch's nn.RNN does not have: the model trains through its unrolled pass
 UNFUSED = ["leaky_relu", "hard_tanh", "modrelu"]
 
@@ -23,12 +24,18 @@ UNFUSED = ["leaky_relu", "hard_tanh", "modrelu"]
 @pytest.mark.parametrize(("cell", "activation"), CELLS)
 @pytest.mark.parametrize("num_layers", [1, 2])
 @pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("learn_init_state", [False, True])
 def test_unrolled_equals_fused(cell: str, activation: str, num_layers: int,
-                               bidirectional: bool) -> None:
+                               bidirectional: bool, learn_init_state: bool) -> None:
+    """torch's fused module (the fast path) computes the cell's own step, learned initial
+    states included."""
     torch.manual_seed(0)
-    model = RecurrentModel(cell, 5, 3, 7, num_layers, activation,
-                           bidirectional=bidirectional).double()
+    model = RecurrentModel(cell, 5, 3, 7, num_layers, activation, bidirectional=bidirectional,
+                           learn_init_state=learn_init_state).double()
     assert model.fused
+    with torch.no_grad():
+        for param in model.cell_params.values():  # learned h0 (c0): not the zeros they start at
+            param.normal_()
     inputs = torch.randn(4, 13, 5, dtype=torch.float64)
     fused = model(inputs)
     result = model.unrolled(inputs)
@@ -38,11 +45,12 @@ def test_unrolled_equals_fused(cell: str, activation: str, num_layers: int,
     directions = 2 if bidirectional else 1
     assert len(result.gates) == num_layers
     assert len(result.hidden_reverse) == len(result.gates_reverse) == num_layers * (directions - 1)
+    gate_keys = {metric.gate for metric in cells.CELLS[cell].gate_metrics}
     for gates in result.gates + result.gates_reverse:
-        assert len(gates) == (0 if cell in ("rnn", "orth_rnn") else 13)
+        assert len(gates) == 13 and all(set(step) == gate_keys for step in gates)
     assert len(hidden) == num_layers and all(len(layer) == 13 for layer in hidden)
     # the last layer's states (both directions, forward first) are what the readout sees
-    fused_hidden, _ = model.rnn(inputs)
+    fused_hidden = model.fused_hidden(inputs)
     ours = torch.cat([torch.stack(s, dim=1) for s in result.states(num_layers - 1)], dim=2)
     torch.testing.assert_close(ours, fused_hidden)
 
@@ -193,24 +201,26 @@ def test_bad_model_arguments_raise(cell: str, activation: str, init: str, extra:
 
 @pytest.mark.parametrize("name", list(cells.CELLS))
 def test_a_cell_is_one_spec_that_the_rest_derives_from(name: str) -> None:
-    """The config's choices, the weight layout, the keep gate the diagnostics read and the
-    batched path all follow harness/cells.py."""
+    """The config's choices, the weight layout, the gates the diagnostics read and the
+    batched path all follow the cell's spec (harness/cells/)."""
     spec = cells.CELLS[name]
     assert {p.stem for p in (PROJECT_ROOT / "conf" / "model").glob("*.yaml")
             if OmegaConf.load(p).get("name", name) == name}, f"no conf/model option uses {name}"
     torch.manual_seed(0)
-    model = RecurrentModel(name, 3, 2, 5)
-    assert isinstance(model.rnn, getattr(torch.nn, spec.holder))
-    assert model.layer_weights(0)[1].shape == (len(spec.gates) * 5, 5)
-    if spec.keep_gate is None:
-        assert "forget_bias" not in spec.options and not spec.gate_metrics and not model.unrolled(
-            torch.randn(2, 4, 3)).gates[0]
-    else:  # the gate the model reports is the keep gate: at t = 0 (h = 0) sigmoid of its
-        # block of W_ih x + b_ih + b_hh
+    model = RecurrentModel(name, 3, 2, 5, activation=spec.activations[0])
+    if spec.holder is not None:
+        assert isinstance(model.rnn, getattr(torch.nn, spec.holder))
+    rows = spec.width * 5
+    assert model.recurrent_matrices()[0][2].shape == (len(spec.gates) * rows, rows)
+    gates = model.unrolled(torch.randn(2, 4, 3)).gates[0]
+    assert all(set(g) == {m.gate for m in spec.gate_metrics} for g in gates)
+    if spec.keep_gate is not None:  # the keep gate the model reports: at t = 0 (h = 0, c = 0)
+        # sigmoid of its block of W_ih x + b_ih + b_hh
         x = torch.randn(1, 1, 3)
         w_ih, w_hh, b_ih, b_hh = model.layer_weights(0)
         k = spec.block(spec.keep_gate)
         pre = (x[0, 0] @ w_ih.T + b_ih + b_hh)[k * 5:(k + 1) * 5]
         unrolled = model.unrolled(x)
-        assert torch.allclose(unrolled.gates[0][0], torch.sigmoid(pre)[None], atol=1e-6)
-    assert (unbatchable(name, "tanh", False) is None) == spec.batched
+        assert torch.allclose(unrolled.gates[0][0][spec.keep_gate], torch.sigmoid(pre)[None],
+                              atol=1e-6)
+    assert (unbatchable(name, spec.activations[0], False) is None) == spec.batched

@@ -1,22 +1,47 @@
-"""The recurrent cells, each defined once: its gates and what they mean, its parameters, which
+"""The recurrent cells, each defined once, in one module of this package: its step (the one
+definition of its math), its gates and what they mean, its parameters and their init, which
 of the config's options it reads, and which fast paths compute it.
 
-This package imports no torch, so the config's checks (harness/schema.py), the memory
-estimate (harness/resources.py) and the report read it cheaply. Everything else derives from
-`CELLS`: the `model.name` choices and their checks, the model and its initializations
-(harness/models.py), the batched model (harness/batched.py), the diagnostics' per-block and
-gate metrics (harness/diagnostics.py), the memory estimate and the report's block labels.
+Everything else derives from `CELLS`: the `model.name` choices and their checks
+(harness/schema.py), the model, which runs the step for every layer, direction and time step
+(harness/models.py), the batched model, which runs the same step with a leading member axis
+(harness/batched.py), the diagnostics' per-block and gate metrics (harness/diagnostics.py),
+the memory estimate (harness/resources.py) and the report's block labels. The fast paths
+(torch's fused modules; the C++ recurrence of harness/batched_kernels.cpp) serve the cells
+whose spec names them and are tested against the step, never the other way round.
+
+Adding a cell is one module that calls `register` (see rnn.py, lstm.py, gru.py, urnn.py),
+listed in `BUILT_IN` below, plus a `conf/model/<name>.yaml` option; the tests read the
+registry, so it is tested the moment it is registered (tests/test_cells.py).
+
+This package imports no torch at import time (the steps import it when they run), so the
+config's checks and the memory estimate read it before torch is loaded.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness import names
 
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from harness.cells.ops import Context
+
+# A step: (this layer and direction's weights, the input projection x_t of this time step,
+# the state) -> (the new state, {gate name: its activations}). The input projection is
+# weights["weight_ih"] x_t + weights["bias_ih"] (where there is one), made for all steps at
+# once by the caller; the state is `Cell.state`'s tensors, h first.
+Step = Callable[["Mapping[str, Tensor]", "Tensor", "tuple[Tensor, ...]", "Context"],
+                "tuple[tuple[Tensor, ...], dict[str, Tensor]]"]
+
+# Cell options that only set initial values (members of a stacked model may differ in them).
+INIT_OPTIONS = ("forget_bias",)
 # Every activation a vanilla cell may take (harness/models.ACTIVATIONS, plus modReLU, which
 # has a learned bias); the schema's `Activation` enum lists the same names.
 VANILLA_ACTIVATIONS = ("tanh", "relu", "leaky_relu", "hard_tanh", "modrelu")
@@ -45,13 +70,14 @@ class Cell:
     name: str  # the `model.name` value
     summary: str  # one line: what the cell computes
     gates: tuple[Gate, ...]  # W_hh's row blocks in the weights' order
+    step: Step  # the cell's math, for one model ([B, ·]) and for K stacked members ([K, B, ·])
     # The torch.nn module (RNN, LSTM, GRU) that holds W_ih, W_hh, b_ih and b_hh, None where
     # the cell holds all its parameters itself (`extra`); `fused`: the module's own forward
     # computes this cell (torch's fused kernel, the training fast path).
     holder: str | None = None
     fused: bool = False
     kernel: str | None = None  # its code in harness/batched_kernels.cpp (the batched fast path)
-    batched: bool = False  # may train as a member of a stacked model (harness/batched.py)
+    batched: bool = True  # may train as a member of a stacked model (harness/batched.py)
     # The recurrent state's tensors, each `width` * hidden_size wide; the first is h: what
     # the readout and the layer above read, and what ∂L/∂h_t is taken with respect to.
     state: tuple[str, ...] = ("h",)
@@ -64,6 +90,14 @@ class Cell:
     # Parameters of one layer and direction beyond the holder's: (input size, hidden size,
     # resolved options) -> {name: shape}.
     extra: Callable[[int, int, Mapping[str, Any]], dict[str, tuple[int, ...]]] | None = None
+    # torch-side: initialize one layer and direction's `extra` parameters in place (from
+    # torch's global RNG, seeded per run), given (parameters, hidden size, resolved options);
+    # return its buffers (fixed tensors, e.g. the uRNN's permutation). None: nothing to do.
+    setup: Callable[[dict[str, Tensor], int, Mapping[str, Any]], dict[str, Tensor]] | None = None
+    # W_hh as one matrix, rows in `gates` order, from a layer's weights (the spectral
+    # metrics); None: weights["weight_hh"].
+    recurrent: Callable[[Mapping[str, Tensor], int], Tensor] | None = None
+    orthogonal: bool = False  # W_hh kept orthogonal by torch's parametrization (orth_rnn)
     # The gate that decides what the state keeps (LSTM forget f, GRU update z): chrono init
     # sets its bias; `chrono_opposite` is set to minus it (LSTM input gate i).
     keep_gate: str | None = None
@@ -89,6 +123,10 @@ class Cell:
         return {key: default if config.get(key) is None else config[key]
                 for key, default in self.options.items()}
 
+    def structure(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The resolved options that shape the cell's weights or its step (not INIT_OPTIONS)."""
+        return {k: v for k, v in self.resolved(options).items() if k not in INIT_OPTIONS}
+
     def shapes(self, input_size: int, hidden: int,
                options: Mapping[str, Any] | None = None) -> dict[str, tuple[int, ...]]:
         """Parameter shapes of one layer and direction (without the initial state)."""
@@ -103,6 +141,10 @@ class Cell:
 
     def kept_per_step(self) -> int:
         return self.kept or self.width * (len(self.gates) + 1)
+
+    def recurrent_matrix(self, weights: Mapping[str, Tensor], hidden: int) -> Tensor:
+        """W_hh of one layer and direction, as the spectral metrics read it."""
+        return weights["weight_hh"] if self.recurrent is None else self.recurrent(weights, hidden)
 
 
 def parameter_count(cell: Cell, input_size: int, hidden: int, output_size: int, layers: int = 1,
@@ -155,26 +197,16 @@ class _Derived(Mapping[str, Any]):
 
 GATE_BLOCKS: Mapping[str, tuple[str, ...]] = _Derived(lambda cell: cell.blocks)
 
-_VANILLA = (Gate("hh", "recurrent matrix"),)
 FORGET = GateMetric("f", names.FORGET_GATE_MEAN, names.FORGET_GATE_SATURATED)
 UPDATE = GateMetric("z", names.UPDATE_GATE_MEAN, names.UPDATE_GATE_SATURATED)
 
-for _cell in (
-    Cell("rnn", "h' = act(W_ih x + b_ih + W_hh h + b_hh)", _VANILLA, holder="RNN", fused=True,
-         kernel="rnn", batched=True, activations=VANILLA_ACTIVATIONS, vanilla=True),
-    # W_hh constrained orthogonal by torch's parametrization (the uRNN/expRNN family)
-    Cell("orth_rnn", "the vanilla RNN with W_hh kept orthogonal (W = base · exp(A))",
-         (Gate("hh", "orthogonal recurrent matrix"),), holder="RNN", fused=True,
-         activations=VANILLA_ACTIVATIONS, vanilla=True),
-    Cell("lstm", "torch's LSTM (gates i, f, g, o)",
-         (Gate("i", "input gate"), Gate("f", "forget gate"), Gate("g", "cell candidate"),
-          Gate("o", "output gate")), holder="LSTM", fused=True, kernel="lstm", batched=True,
-         state=("h", "c"), options={"forget_bias": 1.0}, keep_gate="f", chrono_opposite="i",
-         gate_metrics=(FORGET,)),
-    # torch's GRU keeps the share z of the old state: h' = (1 - z) n + z h
-    Cell("gru", "torch's GRU (gates r, z, n): h' = (1 - z) n + z h",
-         (Gate("r", "reset gate"), Gate("z", "update gate"), Gate("n", "candidate")),
-         holder="GRU", fused=True, kernel="gru", batched=True, keep_gate="z",
-         gate_metrics=(UPDATE,)),
-):
-    register(_cell)
+BUILT_IN = ("rnn", "lstm", "gru", "urnn")  # the modules of this package that register cells
+
+
+def load_built_in() -> None:
+    """Import the built-in cell modules (each registers its cells)."""
+    for module in BUILT_IN:
+        importlib.import_module(f"{__name__}.{module}")
+
+
+load_built_in()
