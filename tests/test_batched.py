@@ -12,6 +12,7 @@ from helpers.batched import CLIP, TASK, Spec
 import tasks
 from harness import names
 from harness.batched import BatchedModel, BatchedStepper, build_member, clip_members
+from harness.cells import CELLS as REGISTRY
 from harness.clipping import Clipper
 from harness.loop import (
     Checkpointing,
@@ -26,7 +27,10 @@ from harness.models import RecurrentModel
 from harness.optimizers import make_optimizer
 from harness.schema import ClipConfig, ClipMode, OptimConfig, OptimName, TrainConfig
 
-CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("rnn", "hard_tanh"), ("lstm", "tanh"), ("gru", "tanh")]
+# Every cell that can be batched (the registry's), with its first activation; the vanilla RNN
+# with two more.
+CELLS = [(name, spec.activations[0]) for name, spec in REGISTRY.items() if spec.batched] + \
+    [("rnn", "relu"), ("rnn", "hard_tanh")]
 SEEDS = [0, 1, 2]
 # Full budget (threshold above 1), evaluation and diagnostics at 0, 10, 20, 30; every step logged.
 CFG = TrainConfig(steps=30, batch_size=16, log_every=1, eval_every=10, eval_batch_size=64,

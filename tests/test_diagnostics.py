@@ -14,6 +14,7 @@ from torch import nn
 
 import tasks
 from harness import names
+from harness.cells import CELLS as REGISTRY
 from harness.cells import GATE_BLOCKS
 from harness.diagnostics import (
     batch_as,
@@ -22,6 +23,7 @@ from harness.diagnostics import (
     gate_metrics,
     grad_reach,
     hidden_grad_norms,
+    layer_grads,
     spectral_metrics,
 )
 from harness.models import RecurrentModel
@@ -300,3 +302,27 @@ def test_gate_metrics_cover_both_directions() -> None:
     metrics = diagnose(model, task, batch, step=0).metrics
     assert metrics[names.FORGET_GATE_MEAN] == pytest.approx(0.5, abs=1e-6)
     assert metrics[names.FORGET_GATE_SATURATED] == 1
+
+
+@pytest.mark.parametrize("cell", list(REGISTRY))
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_every_cell_is_profiled_causally(cell: str, bidirectional: bool) -> None:
+    """For every registered cell, stacked: every layer has a finite profile of one row per
+    time step, the last layer's forward gradient is exactly 0 after the last scored position
+    (the loss cannot reach back from there), and nonzero before it."""
+    task = tasks.make_task("delayed_recall", gap=5)
+    spec = REGISTRY[cell]
+    torch.manual_seed(4)
+    model = RecurrentModel(cell, task.input_size, task.output_size, 4, 2, spec.activations[0],
+                           bidirectional=bidirectional)
+    batch = task.sample(3, torch.Generator().manual_seed(0))
+    batch = tasks.Batch(batch.inputs[:, :-2], batch.targets[:, :-2], batch.mask[:, :-2])
+    batch.mask[:, -3] = True  # the last scored position: two steps before the end
+    diagnosis = diagnose(model, task, batch, 0)
+    assert [p.layer for p in diagnosis.profiles] == [0, 1]
+    for profile in diagnosis.profiles:
+        assert len(profile.grad_norm) == task.seq_len - 2
+        assert bool(torch.isfinite(profile.grad_norm).all())
+    _, grads = layer_grads(model, task, batch)
+    forward = torch.stack([g[:, :model.width].norm(dim=1) for g in grads[-1]], dim=1)
+    assert bool((forward[:, -2:] == 0).all()) and bool((forward[:, :-2] > 0).all())
