@@ -215,6 +215,7 @@ class BatchedModel(nn.Module):
         context = Context(self.hidden_size, self._activate() if self.spec.vanilla else None,
                           self.clip, self.options)
         state = self._initial_state(weights, steps[0])
+        weights = self.spec.prepared(weights, self.hidden_size)
         # Steps where some member is still held: active[t] is [K, 1, 1].
         held = max(start) if start is not None else 0
         active = self._active(start, layer_input.device) if start is not None else None

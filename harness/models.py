@@ -289,6 +289,7 @@ class RecurrentModel(nn.Module):
             projected = projected[::-1]
         context = self.context(layer, reverse)
         state = self.initial_state(weights, layer_input[:, 0])
+        weights = self.spec.prepared(weights, self.hidden_size)
         states: list[Tensor] = []
         gates: list[dict[str, Tensor]] = []
         for x_t in projected:

@@ -94,6 +94,9 @@ class Cell:
     # torch's global RNG, seeded per run), given (parameters, hidden size, resolved options);
     # return its buffers (fixed tensors, e.g. the uRNN's permutation). None: nothing to do.
     setup: Callable[[dict[str, Tensor], int, Mapping[str, Any]], dict[str, Tensor]] | None = None
+    # Once per sequence, before the first step: weights derived from the parameters that
+    # every step reads (the uRNN's W composed from its factors), given (weights, hidden size).
+    prepare: Callable[[Mapping[str, Tensor], int], dict[str, Tensor]] | None = None
     # W_hh as one matrix, rows in `gates` order, from a layer's weights (the spectral
     # metrics); None: weights["weight_hh"].
     recurrent: Callable[[Mapping[str, Tensor], int], Tensor] | None = None
@@ -141,6 +144,10 @@ class Cell:
 
     def kept_per_step(self) -> int:
         return self.kept or self.width * (len(self.gates) + 1)
+
+    def prepared(self, weights: dict[str, Tensor], hidden: int) -> dict[str, Tensor]:
+        """A layer's weights with what `prepare` derives from them, for its steps."""
+        return weights if self.prepare is None else weights | self.prepare(weights, hidden)
 
     def recurrent_matrix(self, weights: Mapping[str, Tensor], hidden: int) -> Tensor:
         """W_hh of one layer and direction, as the spectral metrics read it."""
