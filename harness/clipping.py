@@ -109,7 +109,10 @@ class Clipper:
             fired = largest(grads) > self.threshold
             nn.utils.clip_grad_value_(params, self.threshold)
             failed = largest(grads) > bound
-        guarded = guard(params, pre, recurrent) if self.nan_guard else never
+        guarded = never
+        if self.nan_guard:
+            guarded = untrusted(pre)
+            guard(params, guarded, recurrent)
         changed = self.mode in ("norm", "value") or self.nan_guard
         post = nn.utils.get_total_norm(grads) if changed else pre
         if self.mode == "norm":
@@ -122,11 +125,17 @@ def largest(grads: list[Tensor]) -> Tensor:
     return torch.stack([g.detach().abs().max() for g in grads]).max()
 
 
-def guard(params: list[nn.Parameter], pre: Tensor, recurrent: Iterable[Tensor]) -> Tensor:
-    """Pascanu et al. 2013's guard on the gradients of `params` (each has one), `pre` their
-    norm before clipping: where it is NaN, inf or above `GUARD_LIMIT`, the gradient of each
-    recurrent matrix becomes `GUARD_SHRINK` times the matrix, every other gradient 0. Decided
-    on the device (`torch.where`), so no step waits for a read; returns whether it fired."""
+def untrusted(pre: Tensor) -> Tensor:
+    """Where the NaN guard fires: a pre-clip norm that is NaN, inf or above `GUARD_LIMIT`."""
+    return ~(pre <= GUARD_LIMIT)  # NaN compares false
+
+
+def guard(params: list[nn.Parameter], guarded: Tensor, recurrent: Iterable[Tensor]) -> None:
+    """Pascanu et al. 2013's guard on the gradients of `params` (each has one): where
+    `guarded`, the gradient of each recurrent matrix becomes `GUARD_SHRINK` times the matrix,
+    every other gradient 0. `guarded` is a 0-dim bool, or [K] for parameters stacked over K
+    members (harness/batched.py: member k's slices where guarded[k]). Decided on the device
+    (`torch.where`), so no step waits for a read."""
     matrices = {id(p) for p in recurrent}
     if not matrices:
         raise ValueError("clip.nan_guard: no recurrent matrix named (recurrent=...): the guard "
@@ -134,10 +143,9 @@ def guard(params: list[nn.Parameter], pre: Tensor, recurrent: Iterable[Tensor]) 
     if not matrices <= {id(p) for p in params}:
         raise ValueError("clip.nan_guard: a recurrent matrix named is not among the parameters "
                          "with a gradient")
-    guarded = ~(pre <= GUARD_LIMIT)  # NaN compares false
     for param in params:
+        where = guarded.view(-1, *([1] * (param.dim() - 1))) if guarded.dim() else guarded
         if id(param) in matrices:
-            param.grad.copy_(torch.where(guarded, param.detach() * GUARD_SHRINK, param.grad))
+            param.grad.copy_(torch.where(where, param.detach() * GUARD_SHRINK, param.grad))
         else:
-            param.grad.masked_fill_(guarded, 0.0)
-    return guarded
+            param.grad.masked_fill_(where, 0.0)

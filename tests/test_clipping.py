@@ -9,7 +9,7 @@ import torch
 from helpers.host_reads import HostReads
 from torch import nn
 
-from harness.clipping import GUARD_SHRINK, Clipper, ClippingError
+from harness.clipping import GUARD_SHRINK, Clipper, ClippingError, guard, untrusted
 from harness.schema import ClipConfig, ClipMode
 
 
@@ -166,6 +166,22 @@ def test_the_guard_is_the_configs_and_reads_nothing_back() -> None:
         audit = clipper(params, recurrent=[w])
     assert reads.events == []
     assert bool(audit.guarded)
+
+
+def test_the_guard_replaces_only_the_guarded_members_of_stacked_parameters() -> None:
+    """For parameters stacked over K members (harness/batched.py), member k's slices are
+    replaced where its own norm is untrustworthy, the others' left alone."""
+    torch.manual_seed(0)
+    w, u = nn.Parameter(torch.randn(3, 4, 4)), nn.Parameter(torch.randn(3, 4))
+    for p in (w, u):
+        p.grad = torch.randn_like(p)
+    grads = [w.grad.clone(), u.grad.clone()]
+    guarded = untrusted(torch.tensor([math.nan, 1.0, 1e11]))
+    guard([w, u], guarded, recurrent=[w])
+    for k in (0, 2):
+        assert torch.equal(w.grad[k], GUARD_SHRINK * w.detach()[k])
+        assert torch.equal(u.grad[k], torch.zeros(4))
+    assert torch.equal(w.grad[1], grads[0][1]) and torch.equal(u.grad[1], grads[1][1])
 
 
 def test_the_guard_needs_its_recurrent_matrices() -> None:
