@@ -104,7 +104,9 @@ class Clipper:
         else:
             pre = nn.utils.get_total_norm(grads)
         never = torch.zeros((), dtype=torch.bool, device=pre.device)
-        fired, failed = (pre > self.threshold if self.mode == "norm" else never), never
+        fired = failed = never
+        if self.mode == "norm":
+            fired = pre > self.threshold
         if self.mode == "value":
             fired = largest(grads) > self.threshold
             nn.utils.clip_grad_value_(params, self.threshold)
