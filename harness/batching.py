@@ -8,8 +8,11 @@ alike), jobs that may train as members of one stacked model (harness/batched.py)
   `MEMBER_KEYS` (seed, learning rate, clipping mode and threshold, the vanilla RNN's
   activation, init, forget bias, chrono, and the gap), on a cell the batched model computes
   (`batched.unbatchable`: rnn, lstm, gru; not orth_rnn, modReLU or bidirectional), without
-  `batched_seeds`. Everything else (task and its knobs, hidden size, layers, optimizer kind,
-  momentum, weight decay, training budget and cadence, store, experiment) is the group key.
+  `batched_seeds`. Everything else (task and its knobs, hidden size, layers, every optimizer
+  setting but the lr: kind, momentum, weight decay, RMSprop's alpha and initial accumulator,
+  eps, the lr decay; training budget and cadence, store, experiment) is the group key. A job
+  whose clipping the stacked model does not honour runs alone (`unbatchable_clip`:
+  `clip.mode=backprop`, `clip.nan_guard`).
 - **How many.** At most `train.batch_max` members per batch; members are taken in order of
   sequence length, and a member joins a batch only while the batch's longest sequence is at
   most `PADDING` times its own: a shorter member is left-padded to the longest, and the
@@ -44,6 +47,7 @@ MEMBER_KEYS = (names.SEED, names.LR, names.CLIP_MODE, names.CLIP_THRESHOLD, name
 # Keys that never separate batches: the option names a job was composed from (the flattened
 # config beside them decides).
 IGNORED_KEYS = names.CHOICE_PARAMS
+NAN_GUARD = "clip.nan_guard"
 PADDING = 1.25  # a batch's longest sequence is at most this many times a member's own
 BATCHES_DIR = "batches"  # in the sweep folder: one JSON file per batched job
 
@@ -59,8 +63,22 @@ class Candidate:
     limit: int  # train.batch_max
 
 
-def group_key(params: dict[str, str]) -> tuple[tuple[str, str], ...]:
-    """What members of one batch share: every param but the member keys."""
+def unbatchable_clip(params: dict[str, str]) -> str | None:
+    """Why a job's clipping keeps it out of a batch (None: it may join one). The stacked
+    model's `MemberClipper` (harness/batched.py) clips the parameter gradients only: it has
+    no NaN guard, and its cells do not clamp inside backprop."""
+    if params.get(names.CLIP_MODE) == "backprop":
+        return "clip.mode=backprop: the batched cells do not clamp the gradient inside backprop"
+    if params.get(NAN_GUARD) == "True":
+        return "clip.nan_guard: batched members have no NaN guard"
+    return None
+
+
+def group_key(params: dict[str, str]) -> tuple[tuple[str, str], ...] | None:
+    """What members of one batch share: every param but the member keys; None when the job
+    runs alone (`unbatchable_clip`)."""
+    if unbatchable_clip(params) is not None:
+        return None
     return tuple(sorted((k, v) for k, v in params.items()
                         if k not in MEMBER_KEYS and k not in IGNORED_KEYS))
 

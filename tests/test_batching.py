@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from harness.batching import Candidate, group_key, plan
+import pytest
+
+from harness.batching import Candidate, group_key, plan, unbatchable_clip
 
 PARAMS = {"task.name": "delayed_recall", "model.name": "rnn", "model.hidden_size": "64",
           "train.steps": "2000", "optim.name": "adam", "seed": "0", "optim.lr": "0.001",
-          "clip.mode": "none", "clip.threshold": "1.0", "model.activation": "tanh",
-          "task.gap": "10", "model": "rnn", "clip": "none"}
+          "optim.alpha": "0.99", "optim.eps": "1e-08", "optim.initial_accumulator": "0.0",
+          "optim.lr_decay_every": "0", "optim.lr_decay_factor": "0.1",
+          "clip.mode": "none", "clip.threshold": "1.0", "clip.nan_guard": "False",
+          "model.activation": "tanh", "task.gap": "10", "model": "rnn", "clip": "none"}
 
 
 def candidate(length: int = 12, limit: int = 8, **changes: str) -> Candidate:
@@ -25,8 +29,31 @@ def test_jobs_that_differ_only_in_member_keys_share_a_batch() -> None:
 def test_jobs_that_differ_in_anything_else_do_not() -> None:
     others = [candidate(model__hidden_size="32"), candidate(model__name="gru"),
               candidate(train__steps="500"), candidate(task__name="adding"),
-              candidate(optim__name="sgd")]
-    assert plan([candidate(), *others]) == [[0], [1], [2], [3], [4], [5]]
+              candidate(optim__name="sgd"), candidate(optim__alpha="0.9"),
+              candidate(optim__eps="0.0"), candidate(optim__initial_accumulator="0.001"),
+              candidate(optim__lr_decay_every="20100"), candidate(optim__lr_decay_factor="0.5")]
+    assert plan([candidate(), *others]) == [[i] for i in range(len(others) + 1)]
+
+
+def test_jobs_that_share_the_new_optimizer_settings_share_a_batch() -> None:
+    authors = {"optim__name": "rmsprop", "optim__alpha": "0.9", "optim__eps": "0.0",
+               "optim__initial_accumulator": "0.001", "optim__lr_decay_every": "100"}
+    assert plan([candidate(**authors), candidate(seed="1", **authors),
+                 candidate(optim__lr="0.003", **authors)]) == [[0, 1, 2]]
+
+
+@pytest.mark.parametrize(("changes", "reason"), [
+    ({"clip__mode": "backprop", "clip": "backprop"}, "clip.mode=backprop: the batched cells"),
+    ({"clip__nan_guard": "True"}, "clip.nan_guard: batched members have no NaN guard"),
+])
+def test_clipping_the_stacked_model_does_not_honour_runs_alone(changes: dict[str, str],
+                                                                reason: str) -> None:
+    """Two jobs that differ only in the seed, each alone; without that clipping, together."""
+    assert unbatchable_clip({**PARAMS, **{k.replace("__", "."): v
+                                          for k, v in changes.items()}}).startswith(reason)
+    assert plan([candidate(**changes), candidate(seed="1", **changes), candidate(),
+                 candidate(seed="1")]) == [[2, 3], [0], [1]]
+    assert unbatchable_clip(PARAMS) is None
 
 
 def test_a_job_that_cannot_be_batched_runs_alone() -> None:
