@@ -334,6 +334,9 @@ class MemberClipper:
         for mode in self.modes:
             if mode not in MODES:
                 raise ValueError(f"clip.mode: unknown {mode!r}; choose one of {list(MODES)}")
+        # harness/batching.unbatchable_clip keeps such jobs out of batches
+        if "backprop" in self.modes or any(c.nan_guard for c in clips):
+            raise ValueError("batched: clip.mode=backprop and clip.nan_guard are not batched")
         self.thresholds = [float(c.threshold) for c in clips]
         self.norm, self.value = "norm" in self.modes, "value" in self.modes
         self._constants: dict[tuple[str, torch.dtype], tuple[Tensor, ...]] = {}
@@ -356,8 +359,8 @@ class MemberClipper:
             raise RuntimeError("clipping found no gradients: call it after loss.backward()")
         pre = member_norms(grads)
         threshold, norm, value, bound = self.constants(pre)
-        fired = torch.zeros_like(pre, dtype=torch.bool)
-        failed = fired
+        never = torch.zeros_like(pre, dtype=torch.bool)
+        fired = failed = never
         if self.norm:
             scale = torch.where(norm, (threshold / (pre + 1e-6)).clamp(max=1.0),
                                 torch.ones_like(pre))
@@ -371,10 +374,10 @@ class MemberClipper:
                 torch.clamp(g, -limit, limit, out=g)
             failed = value & (member_largest(grads) > threshold * (1 + TOLERANCE))
         if not (self.norm or self.value):
-            return ClipResult(pre, pre, fired, failed)
+            return ClipResult(pre, pre, fired, failed, never)
         post = member_norms(grads)
         failed = failed | (norm & (post > threshold * (1 + TOLERANCE)))
-        return ClipResult(pre, post, fired, failed)
+        return ClipResult(pre, post, fired, failed, never)
 
 
 def member_largest(grads: Sequence[Tensor]) -> Tensor:

@@ -261,10 +261,12 @@ class RunRecord:
             return True
         return False
 
-    def diverges(self, step: int, loss: float, pre: float, post: float) -> bool:
+    def diverges(self, step: int, loss: float, pre: float, post: float,
+                 guarded: bool = False) -> bool:
         """After backward and clipping, before the update: True (and the run diverged) when
-        the loss or the gradient norm is non-finite or the applied norm is too large."""
-        if not (math.isfinite(loss) and math.isfinite(pre)):
+        the loss or the gradient norm is non-finite or the applied norm is too large. A
+        non-finite gradient the NaN guard replaced (`guarded`) is what the guard is for."""
+        if not (math.isfinite(loss) and (guarded or math.isfinite(pre))):
             self.diverge(step, "non-finite " + ("loss" if not math.isfinite(loss)
                                                 else "gradient norm"))
             return True
@@ -340,6 +342,7 @@ class StepAudit(NamedTuple):
     post: Tensor  # ... after clipping (what the optimizer would apply)
     fired: Tensor  # bool: clipping changed the gradient
     failed: Tensor  # bool: clipping left the gradient above its threshold (ClippingError)
+    guarded: Tensor  # bool: the NaN guard replaced the gradient (clip.nan_guard)
 
 
 class Stepper(Protocol):
@@ -381,6 +384,8 @@ class FusedStepper:
                  clipper: Clipper, task: Task) -> None:
         self.net, self.optimizer, self.clipper, self.task = model, optimizer, clipper, task
         self.params = [p for p in model.parameters() if p.requires_grad]
+        # what the NaN guard replaces by 0.02 W (harness/clipping.py)
+        self.recurrent = model.recurrent_parameters()
 
     def model(self, k: int) -> RecurrentModel:
         return self.net
@@ -390,7 +395,7 @@ class FusedStepper:
         loss = self.task.loss(self.net(batch.inputs), batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        clip = self.clipper(self.params)
+        clip = self.clipper(self.params, recurrent=self.recurrent)
         return StepAudit(loss.detach().reshape(1), *(t.reshape(1) for t in clip))
 
     def update(self) -> None:
@@ -447,14 +452,14 @@ class Pending:
         self.audits.append(audit)
         self.batches.append(batches)
 
-    def rows(self) -> list[list[tuple[float, float, float, bool, bool]]]:
-        """Per step, per run: (loss, pre, post, fired, failed) as Python numbers; the one
-        host read of these steps."""
+    def rows(self) -> list[list[tuple[float, float, float, bool, bool, bool]]]:
+        """Per step, per run: (loss, pre, post, fired, failed, guarded) as Python numbers;
+        the one host read of these steps."""
         fields = [torch.stack(field).double() for field in zip(*self.audits, strict=True)]
-        loss, pre, post, fired, failed = torch.stack(fields).tolist()  # each [steps][K]
-        return [[(values[0], values[1], values[2], bool(values[3]), bool(values[4]))
-                 for values in zip(*row, strict=True)]
-                for row in zip(loss, pre, post, fired, failed, strict=True)]
+        loss, pre, post, fired, failed, guarded = torch.stack(fields).tolist()  # [steps][K]
+        return [[(values[0], values[1], values[2], bool(values[3]), bool(values[4]),
+                  bool(values[5])) for values in zip(*row, strict=True)]
+                for row in zip(loss, pre, post, fired, failed, guarded, strict=True)]
 
     def replay(self, stepper: Stepper, wanted: dict[int, int],
                runs: int) -> dict[int, RecurrentModel]:
@@ -519,13 +524,13 @@ def drive(stepper: Stepper, records: Sequence[RunRecord], cfg: TrainConfig,
         diverged: dict[int, int] = {}
         for offset, row in enumerate(pending.rows()):
             at = pending.first + offset
-            for k, (record, (loss, pre, post, fired, failed)) in enumerate(
+            for k, (record, (loss, pre, post, fired, failed, guarded)) in enumerate(
                     zip(active, row, strict=True)):
                 if record.stopped:
                     continue
                 if failed:
                     raise ClippingError(f"{record.name}, step {at}: " + failure(pre, post))
-                if record.diverges(at, loss, pre, post):
+                if record.diverges(at, loss, pre, post, guarded):
                     diverged[k] = at
                 else:
                     record.end_step(at + 1, loss, pre, post, fired)

@@ -301,6 +301,15 @@ class RecurrentModel(nn.Module):
             gates.reverse()
         return states, gates
 
+    def recurrent_parameters(self) -> list[Tensor]:
+        """The W_hh parameters of every layer and direction, where W_hh is a plain matrix
+        parameter (what Pascanu's NaN guard shrinks); [] for the uRNN's product and
+        orth_rnn's parametrized matrix."""
+        if not self.spec.matrix_init or self.spec.orthogonal:
+            return []
+        return [self.weights(layer, reverse)["weight_hh"]
+                for layer in range(self.num_layers) for reverse in self.directions]
+
     def recurrent_matrices(self) -> list[tuple[int, bool, Tensor]]:
         """(layer, reverse, W_hh) of every layer and direction (gate blocks stacked)."""
         return [(layer, reverse,

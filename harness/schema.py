@@ -384,6 +384,10 @@ def validate(cfg: DictConfig) -> Config:
             getattr(spec, group).validate()
         except ConfigError as err:
             raise ConfigError(f"{group}.{err}") from None
+    cell = CELLS[spec.model.name]
+    _check(not spec.clip.nan_guard or (cell.matrix_init and not cell.orthogonal),
+           "clip.nan_guard", f"shrinks a plain recurrent matrix W_hh, which {cell.name} does "
+           "not have")
     return spec
 
 

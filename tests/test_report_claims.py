@@ -8,6 +8,10 @@ Experiment `claims-test`, task copy, horizon of the runs 2,000 steps:
 - gap 200: lstm seeds 0-2 end at eval loss 0.0946, 0.0948, 0.0950 (chance 10 ln 8 / 220 =
   0.0945); the tanh RNN's lowest eval loss is 0.05 at step 1,000 in seed 0 (it then rose),
   0.0947 in seeds 1 and 2; orth_rnn reaches 0.01 in seed 0 and ends at 0.09 in seeds 1, 2.
+- gap 300 and 400, a clipping comparison (the tanh RNN, clip.mode none against norm, seeds
+  0-2, 2,000 steps, unsolved at chance): at gap 300 the arms of seeds 0 and 1 have the same
+  training loss at every logged step, seed 2's part at step 500; at gap 400 every seed's arms
+  are the same (clipping never fired).
 Nothing ran at gap 500 nor on the adding task.
 """
 
@@ -57,6 +61,10 @@ RUNS = [
     *[(("orth_rnn", "modrelu", "orthogonal"), 200, s, names.UNSOLVED, names.CHANCE, 2000,
        [(0, 0.096), (2000, 0.09)]) for s in (1, 2)],
 ]
+# gap, seed -> the training loss of (clip none, clip norm) at steps 0, 500, 1000, 2000
+CLIPPED = {(300, 0): ([2.0, 1.5, 1.4, 1.39],) * 2, (300, 1): ([2.1, 1.6, 1.45, 1.39],) * 2,
+           (300, 2): ([2.0, 1.5, 1.4, 1.39], [2.0, 1.2, 1.1, 1.0]),
+           **{(400, s): ([2.0, 1.5, 1.4, 1.39],) * 2 for s in (0, 1, 2)}}
 ORTH, LSTM = {"model.name": "orth_rnn"}, {"model.name": "lstm"}
 RNN = {"model.name": "rnn", "model.activation": "tanh"}
 
@@ -67,17 +75,23 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     uri = f"sqlite:///{root}/mlflow.db"
     client = MlflowClient(tracking_uri=uri)
     exp_id = client.create_experiment(EXPERIMENT, artifact_location=(root / "a").as_uri())
-    for (model, activation, init), gap, seed, status, end_state, steps, history in RUNS:
-        name = names.run_name("copy", model, activation, "norm", 1.0, gap, seed, init=init)
+    clipping = [(("rnn", "tanh", "default"), gap, seed, names.UNSOLVED, names.CHANCE, 2000,
+                 [(0, 0.2), (2000, 0.2)], mode, losses[mode == "norm"])
+                for (gap, seed), losses in CLIPPED.items() for mode in ("none", "norm")]
+    for (model, activation, init), gap, seed, status, end_state, steps, history, mode, \
+            train_loss in [(*run, "norm", []) for run in RUNS] + clipping:
+        name = names.run_name("copy", model, activation, mode, 1.0, gap, seed, init=init)
         tags = {names.STATUS: status}
         if end_state is not None:
             tags[names.END_STATE] = end_state
         run_id = client.create_run(exp_id, run_name=name, tags=tags).info.run_id
         params = {names.TASK: "copy", names.GAP: gap, names.MODEL: model,
-                  names.ACTIVATION: activation, names.INIT: init, names.CLIP_MODE: "norm",
+                  names.ACTIVATION: activation, names.INIT: init, names.CLIP_MODE: mode,
                   names.CLIP_THRESHOLD: 1.0, names.SEED: seed, names.LR: 0.001}
         client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
         metrics = [Metric(names.EVAL_LOSS, v, 0, s) for s, v in history]
+        metrics += [Metric(names.TRAIN_LOSS, v, 0, s)
+                    for s, v in zip((0, 500, 1000, 2000), train_loss, strict=False)]
         if steps is not None:
             metrics.append(Metric(names.STEPS_RUN, float(steps), 0, steps))
             metrics.append(Metric(names.FINAL_EVAL_LOSS, history[-1][1], 0, steps))
@@ -272,10 +286,10 @@ PAPER = PROJECT_ROOT / "conf" / "experiment" / "paper"
 def test_every_paper_preset_has_its_claims_file_mapped_by_experiment_name() -> None:
     presets = sorted(p.stem for p in PAPER.glob("*.yaml"))
     files = sorted(claims.CLAIMS_DIR.glob("*.yaml"))
-    assert [f.stem for f in files] == [p for p in presets if not p.endswith("_reduced")]
+    assert [f.stem for f in files] == [p for p in presets if not p.endswith("_decisive")]
     for path in files:
         found = claims.read_claims(path)
-        assert found.experiments == (f"paper_{path.stem}", f"paper_{path.stem}_reduced")
+        assert found.experiments == (f"paper_{path.stem}", f"paper_{path.stem}_decisive")
         for experiment in found.experiments:
             assert claims.claims_for(experiment) == found
         for claim in found.claims:
@@ -311,3 +325,70 @@ def test_scorecard_csv_columns(store: str, tmp_path: Path) -> None:
                   {"kind": "solved", "gap": 100, "where": ORTH, "at_least": 2, "of": 3})
     assert list(rows[0]) == list(claims.COLUMNS)
     assert pd.Series([r["verdict"] for r in rows]).isin(claims.VERDICTS).all()
+
+
+CLIP_ARMS = {"a": {"clip.mode": "norm"}, "b": {"clip.mode": "none"}}
+
+
+def test_a_comparison_whose_arms_ran_the_same_steps_is_not_exercised(store: str,
+                                                                      tmp_path: Path) -> None:
+    """Clipped and unclipped runs with the same training loss at every step, seed by seed,
+    compared by their solve counts or their losses: "not exercised", never ✗; where one seed
+    parted, the comparison is scored as usual."""
+    rows = _score(store, tmp_path,
+                  {"kind": "compare", "gap": 400, **CLIP_ARMS, "metric": "solved",
+                   "relation": ">", "of": 3},
+                  {"kind": "compare", "gap": 400, **CLIP_ARMS, "metric": names.EVAL_LOSS,
+                   "relation": "<", "of": 3},
+                  {"kind": "compare", "gap": 300, **CLIP_ARMS, "metric": "solved",
+                   "relation": ">", "of": 3})
+    assert _verdicts(rows) == [claims.NOT_EXERCISED, claims.NOT_EXERCISED, claims.FAILS]
+    assert rows[0]["mark"] == "not exercised"
+    assert rows[0]["evidence"].startswith("a and b ran identical steps")
+
+
+def test_arms_part_per_seed(store: str, tmp_path: Path) -> None:
+    rows = _score(store, tmp_path,
+                  {"kind": "part", "gap": 300, **CLIP_ARMS, "metric": names.TRAIN_LOSS,
+                   "at_least": 1, "of": 3},
+                  {"kind": "part", "gap": 300, **CLIP_ARMS, "metric": names.TRAIN_LOSS,
+                   "at_least": 2, "of": 3},
+                  {"kind": "part", "gap": 400, **CLIP_ARMS, "metric": names.TRAIN_LOSS,
+                   "at_least": 1, "of": 3},
+                  {"kind": "part", "gap": 300, **CLIP_ARMS, "metric": names.TRAIN_LOSS,
+                   "at_least": 1, "of": 3, "steps": 400})
+    assert _verdicts(rows) == [claims.HOLDS, claims.FAILS, claims.FAILS, claims.FAILS]
+    assert (rows[0]["seeds_yes"], rows[0]["seeds_no"]) == (1, 2)
+    assert "s2 parted at step 500" in str(rows[0]["evidence"])
+    assert "the same train_loss at all 4 points" in str(rows[2]["evidence"])
+
+
+def test_a_claim_beyond_the_budget_needs_the_full_budget(store: str, tmp_path: Path) -> None:
+    """full_budget: an undecided or unrun claim says why; one the runs decide anyway (a
+    lowest loss already past its bound) keeps its verdict."""
+    rows = _score(store, tmp_path,
+                  {"kind": "solved", "gap": 100, "where": LSTM, "at_least": 2, "of": 3,
+                   "steps": 50000, "full_budget": True},
+                  {"kind": "solved", "gap": 500, "where": LSTM, "at_least": 2, "of": 3,
+                   "full_budget": True},
+                  {"kind": "interval", "gap": 200, "where": RNN, "metric": names.EVAL_LOSS,
+                   "statistic": "min", "low": 0.09, "at_least": 3, "of": 3, "steps": 50000,
+                   "full_budget": True},
+                  {"kind": "solved", "gap": 100, "where": LSTM, "at_least": 2, "of": 3,
+                   "steps": 50000})
+    assert _verdicts(rows) == [claims.NEEDS_FULL_BUDGET, claims.NEEDS_FULL_BUDGET,
+                               claims.FAILS, claims.UNDECIDED]
+    assert str(rows[0]["evidence"]).startswith("its horizon, 50,000 steps, is the full")
+
+
+def test_a_horizon_of_0_reads_the_value_at_init(store: str, tmp_path: Path) -> None:
+    (row,) = _score(store, tmp_path, {"kind": "interval", "gap": 200, "where": LSTM,
+                                      "metric": names.EVAL_LOSS, "low": 0.095, "at_least": 3,
+                                      "of": 3, "steps": 0})
+    assert row["verdict"] == claims.HOLDS and "0.096" in str(row["evidence"])
+
+
+def test_full_budget_must_be_a_boolean(tmp_path: Path) -> None:
+    with pytest.raises(ReportError, match="full_budget must be true or false"):
+        _file(tmp_path, {"kind": "solved", "gap": 100, "where": LSTM, "at_least": 1,
+                         "of": 3, "full_budget": "yes"})

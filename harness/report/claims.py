@@ -20,6 +20,9 @@ to; the file's `steps` unless the claim sets its own). Kinds:
 - `compare`: configuration `a` against configuration `b` (two `where`s, same task and gap):
   with `metric: solved`, a solved more (`>`) or fewer (`<`) of its seeds than b; with a metric,
   every seed of a lies below (`<`) or above (`>`) every seed of b.
+- `part`: the runs of `a` and `b` with the same seed computed different training steps: their
+  `metric` histories (`train_loss`) differ at some step up to the horizon, in at least
+  `at_least` of the `of` seeds (a mechanism: whether clipping changed anything at all).
 
 A metric is read from the run's history (`eval_loss`, `eval_accuracy`, ...), as its value at
 the last evaluation at or before the horizon (`statistic: last`), or the lowest (`min`) or
@@ -38,7 +41,12 @@ What decides a run (the rule the scorecard states):
 
 Verdicts: `holds` (✓) when enough seeds say yes, `fails` (✗) when too many say no for the
 claim to still hold, `undecided` when the undecided and missing seeds could tip it either way,
-and `not run` when no run of the experiment matches.
+and `not run` when no run of the experiment matches. Two more say why a claim is not decided:
+- `not exercised`: a comparison whose two arms ran identical steps (the same training-loss
+  history, seed by seed: e.g. a clipping threshold never reached, so clipped and unclipped are
+  one run twice) says nothing about what separates them; it is never scored ✗;
+- `needs the full budget`: a claim marked `full_budget: true` (its horizon is beyond what the
+  2-core CPU part of the preset trains) that its runs leave undecided or did not run.
 """
 
 from __future__ import annotations
@@ -61,14 +69,18 @@ from harness.schema import PROJECT_ROOT
 CLAIMS_DIR = PROJECT_ROOT / "conf" / "experiment" / "paper" / "claims"
 SCORECARD_CSV = "scorecard.csv"
 
-SOLVED_KIND, WITHIN, INTERVAL, COMPARE = "solved", "within", "interval", "compare"
-KINDS = (SOLVED_KIND, WITHIN, INTERVAL, COMPARE)
+SOLVED_KIND, WITHIN, INTERVAL, COMPARE, PART = "solved", "within", "interval", "compare", "part"
+KINDS = (SOLVED_KIND, WITHIN, INTERVAL, COMPARE, PART)
+PAIRED = (COMPARE, PART)  # the kinds with two arms, a and b, paired by seed
 LAST, MIN, MAX = "last", "min", "max"
 STATISTICS = (LAST, MIN, MAX)
 SURENESS = ("read", "recalled", "measured", "derived")
 HOLDS, FAILS, UNDECIDED, NOT_RUN = "holds", "fails", "undecided", "not run"
-VERDICTS = (HOLDS, FAILS, UNDECIDED, NOT_RUN)
-MARKS = {HOLDS: "✓", FAILS: "✗", UNDECIDED: "undecided", NOT_RUN: "not run"}
+NOT_EXERCISED, NEEDS_FULL_BUDGET = "not exercised", "needs the full budget"
+VERDICTS = (HOLDS, FAILS, UNDECIDED, NOT_EXERCISED, NEEDS_FULL_BUDGET, NOT_RUN)
+MARKS = {HOLDS: "✓", FAILS: "✗", UNDECIDED: "undecided", NOT_EXERCISED: "not exercised",
+         NEEDS_FULL_BUDGET: "needs the full budget", NOT_RUN: "not run"}
+IDENTITY_METRIC = names.TRAIN_LOSS  # arms with the same history of it ran the same steps
 SOLVED_METRIC = "solved"  # compare's metric for solve counts
 RELATIONS = ("<", ">")
 RULE_TEXT = (
@@ -79,15 +91,19 @@ RULE_TEXT = (
     "not evidence of failure); before the horizon only a lowest or highest value that is "
     "already past a bound decides. Failed, killed and unfinished runs decide nothing. ✓: "
     "enough seeds say yes; ✗: too many say no for the claim to hold; undecided: the "
-    "undecided or missing seeds could tip it either way; not run: no run matches.")
+    "undecided or missing seeds could tip it either way; not exercised: a comparison whose "
+    "arms ran identical steps (the same training loss, seed by seed), never ✗; needs the "
+    "full budget: a claim whose horizon the 2-core part of the preset does not reach, left "
+    "undecided by its runs; not run: no run matches.")
 
 _FILE_KEYS = {"source", "experiments", "steps", "claims"}
-_COMMON_KEYS = {"id", "text", "sureness", "kind", "task", "gap", "steps"}
+_COMMON_KEYS = {"id", "text", "sureness", "kind", "task", "gap", "steps", "full_budget"}
 _KIND_KEYS = {
     SOLVED_KIND: {"where", "at_least", "at_most", "of"},
     WITHIN: {"where", "metric", "statistic", "value", "tolerance", "at_least", "of"},
     INTERVAL: {"where", "metric", "statistic", "low", "high", "at_least", "of"},
     COMPARE: {"a", "b", "metric", "statistic", "relation", "of"},
+    PART: {"a", "b", "metric", "at_least", "of"},
 }
 # Columns of scorecard.csv, one row per claim.
 COLUMNS = ("claim", "verdict", "mark", "sureness", "kind", "task", "gap", "selects", "steps",
@@ -119,6 +135,7 @@ class Claim:
     a: dict[str, object] = field(default_factory=dict)
     b: dict[str, object] = field(default_factory=dict)
     relation: str = "<"
+    full_budget: bool = False  # the horizon is beyond the preset's 2-core part
 
     def bounds(self) -> tuple[float | None, float | None]:
         """[low, high] of an interval or within claim (a within claim's at this gap)."""
@@ -228,8 +245,11 @@ def _claim(raw: object, steps: object, index: int) -> Claim:
     if raw["sureness"] not in SURENESS:
         raise ValueError(f"claim {ident!r}: sureness must be one of {SURENESS}")
     horizon = _count(raw.get("steps", steps), f"claim {ident!r}: steps")
-    if not horizon:
+    if horizon is None:  # 0 is a horizon: the value at step 0, at init
         raise ValueError(f"claim {ident!r}: no steps (the horizon), in the claim or the file")
+    full_budget = raw.get("full_budget", False)
+    if not isinstance(full_budget, bool):
+        raise ValueError(f"claim {ident!r}: full_budget must be true or false")
     statistic = raw.get("statistic", LAST)
     if statistic not in STATISTICS:
         raise ValueError(f"claim {ident!r}: statistic must be one of {STATISTICS}")
@@ -246,7 +266,7 @@ def _claim(raw: object, steps: object, index: int) -> Claim:
         high=_number(raw.get("high"), f"claim {ident!r}: high"),
         a=_selector(raw.get("a"), f"claim {ident!r}: a"),
         b=_selector(raw.get("b"), f"claim {ident!r}: b"),
-        relation=str(raw.get("relation", "<")))
+        relation=str(raw.get("relation", "<")), full_budget=full_budget)
     _check(claim)
     return claim
 
@@ -264,11 +284,11 @@ def _check(claim: Claim) -> None:
         return
     if not claim.metric:
         raise ValueError(f"{where}: needs a metric")
+    if claim.kind in PAIRED and (not claim.a or not claim.b):
+        raise ValueError(f"{where}: {claim.kind} needs both a and b")
     if claim.kind == COMPARE:
         if claim.relation not in RELATIONS:
             raise ValueError(f"{where}: relation must be one of {RELATIONS}")
-        if not claim.a or not claim.b:
-            raise ValueError(f"{where}: compare needs both a and b")
         return
     if claim.at_least is None or not 1 <= claim.at_least <= claim.of:
         raise ValueError(f"{where}: at_least must be between 1 and of = {claim.of}")
@@ -278,7 +298,7 @@ def _check(claim: Claim) -> None:
         if claim.tolerance is None or claim.tolerance < 0 or claim.value is None:
             raise ValueError(f"{where}: within needs a value and a tolerance >= 0")
         formula_value(claim.value, claim.gap)
-    elif claim.low is None and claim.high is None:
+    elif claim.kind == INTERVAL and claim.low is None and claim.high is None:
         raise ValueError(f"{where}: interval needs low, high or both")
 
 
@@ -530,9 +550,9 @@ def _quantified(claim: Claim, side: _Side) -> tuple[str, dict[str, int], str]:
     counted = f"seeds {', '.join(map(str, side.seeds))}" if side.seeds else "no seed"
     if side.n_seeds > len(side.seeds):
         counted += f" (the first {claim.of} of {side.n_seeds})"
-    word = "solved" if claim.kind == SOLVED_KIND else "in range"
+    word = {SOLVED_KIND: "solved", PART: "parted"}.get(claim.kind, "in range")
     evidence = f"{yes} of {claim.of} {word}"
-    if claim.kind != SOLVED_KIND:
+    if claim.kind not in (SOLVED_KIND, PART):
         low, high = claim.bounds()
         evidence += f" [{_bound(low)}, {_bound(high)}]"
     if open_ > missing:  # e.g. a value inside the bounds before the horizon: not yet a yes
@@ -595,10 +615,68 @@ def _compare(claim: Claim, a: _Side, b: _Side) -> tuple[str, dict[str, int], str
     return verdict, counts, evidence
 
 
+def _pairs(sweep: Sweep, claim: Claim) -> list[tuple[int, dict, dict]]:
+    """(seed, run of a, run of b) for the first `of` seeds that ran in both arms."""
+    a, b = (select(sweep, claim.task, claim.gap, w) for w in (claim.a, claim.b))
+    seeds = sorted(set(a[names.SEED].dropna().astype(int))
+                   & set(b[names.SEED].dropna().astype(int)))
+    return [(seed, a[a[names.SEED] == seed].iloc[0].to_dict(),
+             b[b[names.SEED] == seed].iloc[0].to_dict()) for seed in seeds[:claim.of]]
+
+
+def _history(histories: pd.DataFrame, run: Mapping[str, object], metric: str,
+             horizon: int) -> list[tuple[int, float]]:
+    points = histories[(histories[RUN_ID] == run[RUN_ID]) & (histories["key"] == metric)
+                       & (histories["step"] <= horizon)]
+    return [(int(step), float(value))
+            for step, value in points.sort_values("step")[["step", "value"]].itertuples(
+                index=False)]
+
+
+def _identical(sweep: Sweep, claim: Claim, histories: pd.DataFrame) -> bool:
+    """Whether the two arms ran the same steps: for every seed both ran (at least one), the
+    same training-loss history, point for point, up to the horizon."""
+    pairs = _pairs(sweep, claim)
+    return bool(pairs) and all(
+        (mine := _history(histories, a, IDENTITY_METRIC, claim.steps))
+        and mine == _history(histories, b, IDENTITY_METRIC, claim.steps)
+        for _, a, b in pairs)
+
+
+def _part(sweep: Sweep, claim: Claim,
+          histories: pd.DataFrame) -> tuple[str, dict[str, int], str, list[str]]:
+    """Verdict, counts, evidence and runs of a part claim: per seed, yes where the arms'
+    `metric` histories differ up to the horizon; no where they are the same and both ran to
+    it (or stopped solved or diverged); undecided otherwise."""
+    calls, used = [], []
+    for seed, a, b in _pairs(sweep, claim):
+        used += [str(a[RUN_NAME]), str(b[RUN_NAME])]
+        first, second = (_history(histories, run, claim.metric, claim.steps) for run in (a, b))
+        done = all(str(run[names.STATUS]) in (names.SOLVED, names.DIVERGED)
+                   or (_steps(run[names.STEPS_RUN]) or 0) >= claim.steps for run in (a, b))
+        if not all(str(run[names.STATUS]) in RESULTS for run in (a, b)):
+            calls.append(RunCall(seed, OPEN, None, "not a result"))
+            continue
+        differ = next((step for (step, x), (other, y) in zip(first, second, strict=False)
+                       if step != other or x != y), None)
+        if differ is not None:
+            calls.append(RunCall(seed, YES, None, f"parted at step {differ:,}"))
+        elif len(first) != len(second):
+            calls.append(RunCall(seed, YES, None, "one arm stopped earlier"))
+        elif done:
+            calls.append(RunCall(seed, NO, None, f"the same {claim.metric} at all "
+                                 f"{len(first)} points up to step {claim.steps:,}"))
+        else:
+            calls.append(RunCall(seed, OPEN, None, "the same so far, before the horizon"))
+    side = _Side(calls, [c.seed for c in calls], len(calls), used)
+    verdict, counts, evidence = _quantified(claim, side)
+    return verdict, counts, evidence, used
+
+
 def _selects(claim: Claim) -> str:
     def text(where: Mapping[str, object]) -> str:
         return ", ".join(f"{k}={v}" for k, v in where.items()) or "every run"
-    if claim.kind == COMPARE:
+    if claim.kind in PAIRED:
         return f"a: {text(claim.a)} | b: {text(claim.b)}"
     return text(claim.where)
 
@@ -607,11 +685,13 @@ def _history_plan(sweep: Sweep, claims: Sequence[Claim]) -> dict[str, list[str]]
     """{run_id: metric keys} the value claims read from the runs' histories."""
     plan: dict[str, set[str]] = {}
     for claim in claims:
-        if claim.kind == SOLVED_KIND or claim.metric == SOLVED_METRIC:
-            continue
-        for where in ((claim.a, claim.b) if claim.kind == COMPARE else (claim.where,)):
+        keys = set() if claim.kind == SOLVED_KIND or claim.metric == SOLVED_METRIC \
+            else {claim.metric}
+        if claim.kind in PAIRED:
+            keys.add(IDENTITY_METRIC)  # whether the arms ran the same steps
+        for where in ((claim.a, claim.b) if claim.kind in PAIRED else (claim.where,)):
             for rid in select(sweep, claim.task, claim.gap, where)[RUN_ID]:
-                plan.setdefault(str(rid), set()).add(claim.metric)
+                plan.setdefault(str(rid), set()).update(keys)
     return {rid: sorted(keys) for rid, keys in sorted(plan.items())}
 
 
@@ -620,12 +700,19 @@ def evaluate(claims_file: ClaimsFile, sweep: Sweep, histories: pd.DataFrame) -> 
     of `load_metric_histories` holding at least `history_plan`'s metrics)."""
     rows = []
     for claim in claims_file.claims:
-        if claim.kind == COMPARE:
+        if claim.kind == PART:
+            verdict, counts, evidence, used = _part(sweep, claim, histories)
+            ran, counted = bool(used), len(used) // 2
+        elif claim.kind == COMPARE:
             a, b = (_side(sweep, claim, w, histories) for w in (claim.a, claim.b))
             ran = bool(a.calls) and bool(b.calls)
             verdict, counts, evidence = _compare(claim, a, b)
             used = [*a.names, *b.names]
             counted = len(a.seeds)
+            if ran and _identical(sweep, claim, histories):
+                verdict = NOT_EXERCISED
+                evidence = ("a and b ran identical steps (the same training loss at every "
+                            "logged step, seed by seed): nothing separated them. " + evidence)
         else:
             side = _side(sweep, claim, claim.where, histories)
             ran = bool(side.calls)
@@ -634,6 +721,9 @@ def evaluate(claims_file: ClaimsFile, sweep: Sweep, histories: pd.DataFrame) -> 
             counted = len(side.seeds)
         if not ran:
             verdict, evidence = NOT_RUN, "no run of this experiment matches"
+        if claim.full_budget and verdict in (UNDECIDED, NOT_RUN):
+            verdict = NEEDS_FULL_BUDGET
+            evidence = f"its horizon, {claim.steps:,} steps, is the full preset's. {evidence}"
         rows.append({
             "claim": claim.id, "verdict": verdict, "mark": MARKS[verdict],
             "sureness": claim.sureness, "kind": claim.kind, "task": claim.task,
