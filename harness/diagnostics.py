@@ -50,7 +50,7 @@ from torch import Tensor
 
 from harness import names
 from harness.cells import CELLS
-from harness.models import RecurrentModel, Unrolled
+from harness.models import RecurrentModel, Unrolled, suffix
 from tasks import Batch, Task
 
 SATURATED_LOW, SATURATED_HIGH = 0.05, 0.95
@@ -143,7 +143,7 @@ def diagnose(model: RecurrentModel, task: Task, batch: Batch, step: int) -> Diag
     before_answer = last.lag > int(scored.max() - scored.min())
     metrics = decay_metrics(last.lag[before_answer], last.grad_norm[before_answer])
     metrics[names.GRAD_REACH] = float(grad_reach(last.lag, last.grad_norm))
-    metrics.update(spectral_metrics(model))
+    metrics.update(dynamics_metrics(model))
     reverse_gates = unrolled.gates_reverse[-1] if unrolled.gates_reverse else []
     metrics.update(gate_metrics(model.cell, unrolled.gates[-1] + reverse_gates))
     return Diagnosis(profiles, metrics)
@@ -185,6 +185,22 @@ def grad_reach(lag: Tensor, norm: Tensor) -> int:
     if peak <= 0:
         return 0
     return int(lag[finite >= names.REACH_FRACTION * peak].max())
+
+
+def dynamics_metrics(model: RecurrentModel) -> dict[str, float]:
+    """The recurrence's metrics: the cell's own (`Cell.dynamics`, e.g. the LRU's eigenvalue
+    moduli) for every layer and direction, else `spectral_metrics`."""
+    spec = CELLS[model.cell]
+    if spec.dynamics is None:
+        return spectral_metrics(model)
+    metrics = {}
+    with torch.no_grad():
+        for layer in range(model.num_layers):
+            for reverse in model.directions:
+                for key, value in spec.dynamics(model.weights(layer, reverse),
+                                                model.hidden_size).items():
+                    metrics[key + suffix(layer, reverse)] = float(value)
+    return metrics
 
 
 def spectral_metrics(model: RecurrentModel) -> dict[str, float]:

@@ -130,6 +130,8 @@ class ModelConfig:
     # value on a cell that does not read the key is refused.
     forget_bias: float | None = None  # LSTMs: the forget gate's initial bias (b_ih + b_hh)
     peephole: Peephole | None = None  # lstm_peephole: which peepholes
+    r_min: float | None = None  # lru: the eigenvalues' moduli start uniform on a ring
+    r_max: float | None = None  # between r_min and r_max (Orvieto et al. 2023)
 
     def validate(self) -> None:
         _check(self.name in CELLS, "name",
@@ -162,6 +164,9 @@ class ModelConfig:
             _check(getattr(self, key) is None or key in cell.options, key,
                    f"is not read by {self.name} (only by {', '.join(readers) or 'no cell'}); "
                    "leave it null")
+        refused = cell.check(self.cell_options()) if cell.check is not None else None
+        if refused is not None:
+            _check(False, *refused)
 
     def cell_options(self) -> dict[str, Any]:
         """The cell's own options, resolved (the config's value or the cell's default)."""
@@ -169,7 +174,7 @@ class ModelConfig:
 
 
 # The ModelConfig keys that only some cells read (harness/cells.Cell.options).
-CELL_OPTIONS = ("forget_bias", "peephole")
+CELL_OPTIONS = ("forget_bias", "peephole", "r_min", "r_max")
 
 
 @dataclass

@@ -101,6 +101,14 @@ class Cell:
     # metrics); None: weights["weight_hh"].
     recurrent: Callable[[Mapping[str, Tensor], int], Tensor] | None = None
     orthogonal: bool = False  # W_hh kept orthogonal by torch's parametrization (orth_rnn)
+    # The cell's own check of its resolved options: (key, message) of the first one it
+    # refuses (the config reports `model.<key>: <message>`), or None.
+    check: Callable[[Mapping[str, Any]], tuple[str, str] | None] | None = None
+    # Metrics of the recurrence that replace the spectral radius per gate block, for a cell
+    # whose recurrence is not a matrix one would read that way (the LRU's eigenvalue moduli):
+    # (a layer's weights, hidden size) -> {metric name: value}; the diagnostics add the
+    # layer's suffix (`_l0`, `_l0_reverse`).
+    dynamics: Callable[[Mapping[str, Tensor], int], dict[str, float]] | None = None
     # The gate that decides what the state keeps (LSTM forget f, GRU update z): chrono init
     # sets its bias; `chrono_opposite` is set to minus it (LSTM input gate i).
     keep_gate: str | None = None
