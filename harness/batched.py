@@ -313,9 +313,14 @@ def member_losses(tasks: Sequence[Task], outputs: Tensor, batches: Sequence[Batc
 
 
 def member_norms(grads: Sequence[Tensor]) -> Tensor:
-    """Global L2 norm of each member's gradient: [K] (the norm over slice k of every tensor)."""
-    return torch.linalg.vector_norm(
-        torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads]), dim=0)
+    """Global L2 norm of each member's gradient: [K] (the norm over slice k of every tensor).
+
+    Each member's norm is a reduction along a contiguous row of its own ([K, tensors]), so
+    its rounding does not depend on K or on the other members (a reduction across rows,
+    [tensors, K] along dim 0, accumulates in another order at K = 1 than at K > 1)."""
+    per_tensor = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads],
+                             dim=1)
+    return torch.linalg.vector_norm(per_tensor, dim=1)
 
 
 class MemberClipper:

@@ -13,10 +13,14 @@ alike), jobs that may train as members of one stacked model (harness/batched.py)
   eps, the lr decay; training budget and cadence, store, experiment) is the group key. A job
   whose clipping the stacked model does not honour runs alone (`unbatchable_clip`:
   `clip.mode=backprop`, `clip.nan_guard`).
-- **How many.** At most `train.batch_max` members per batch; members are taken in order of
-  sequence length, and a member joins a batch only while the batch's longest sequence is at
-  most `PADDING` times its own: a shorter member is left-padded to the longest, and the
-  padding is computed for nothing.
+- **Only what is bit-identical.** Members of a batch have the same sequence length. A member
+  of a stacked model computes exactly what it computes alone (K = 1), whatever the other
+  members and its place among them (tests/test_batched.py), so a run's result does not
+  depend on what it was batched with. Left-padding a shorter member would change that: the
+  weight gradients and the readout sum over every time step of the batch's longest
+  sequence, in blocks that depend on its length, so the rounding changes (measured:
+  1e-7 to 2e-5 in the weights after 30 steps; docs/benchmark.md).
+- **How many.** At most `train.batch_max` members per batch.
 - **What the launcher sees.** One ordinary job per batch: the first member's overrides plus
   `batch_file=<sweep folder>/batches/<n>.json`, the file listing every member's overrides.
   The job composes each member's config from them (as the member's own job would be
@@ -48,7 +52,6 @@ MEMBER_KEYS = (names.SEED, names.LR, names.CLIP_MODE, names.CLIP_THRESHOLD, name
 # config beside them decides).
 IGNORED_KEYS = names.CHOICE_PARAMS
 NAN_GUARD = "clip.nan_guard"
-PADDING = 1.25  # a batch's longest sequence is at most this many times a member's own
 BATCHES_DIR = "batches"  # in the sweep folder: one JSON file per batched job
 
 
@@ -89,27 +92,15 @@ def plan(candidates: Sequence[Candidate]) -> list[list[int]]:
     their first job): on a few workers the last job launched sets the sweep's tail, so it
     should be short. Otherwise in the jobs' own order."""
     groups: dict[Any, list[int]] = {}
-    singles: list[list[int]] = []
+    batches: list[list[int]] = []
     for index, candidate in enumerate(candidates):
         if candidate.key is None:
-            singles.append([index])
-        else:
-            groups.setdefault(candidate.key, []).append(index)
-    batches = list(singles)
+            batches.append([index])
+        else:  # one sequence length per batch: only what is bit-identical
+            groups.setdefault((candidate.key, candidate.length), []).append(index)
     for members in groups.values():
-        members = sorted(members, key=lambda i: (candidates[i].length, i))
-        current: list[int] = []
-        for index in members:
-            candidate = candidates[index]
-            longest = max((candidates[i].length for i in current), default=0)
-            if current and (len(current) >= candidate.limit
-                            or max(longest, candidate.length) >
-                            PADDING * min(candidates[i].length for i in current)):
-                batches.append(current)
-                current = []
-            current.append(index)
-        if current:
-            batches.append(current)
+        limit = candidates[members[0]].limit
+        batches += [members[i:i + limit] for i in range(0, len(members), limit)]
     batches = sorted((sorted(batch) for batch in batches), key=lambda batch: batch[0])
     if all(len(batch) == 1 for batch in batches):
         return batches

@@ -10,7 +10,7 @@ import torch
 from helpers.batched import CLIP, TASK, Spec
 
 import tasks
-from harness import names
+from harness import loop, names
 from harness.batched import BatchedModel, BatchedStepper, build_member, clip_members
 from harness.cells import CELLS as REGISTRY
 from harness.clipping import Clipper
@@ -425,3 +425,44 @@ def test_members_must_share_a_shape() -> None:
                      [ClipConfig("global", 1.0)])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="only the learning rate"):
         stepper_of([Spec(0), Spec(1, optim=OptimConfig(OptimName.sgd, 1e-3))])
+
+
+def member_after(cell: str, backend: str, seeds: list[int], lrs: list[float],
+                 steps: int = 8) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Member seed 0's losses and weights after `steps` steps in a batch of `seeds` (one
+    sequence length), with norm clipping that fires."""
+    models, generators = [], []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        models.append(RecurrentModel(cell, TASK.input_size, TASK.output_size, 16,
+                                     activation=REGISTRY[cell].activations[0]))
+        generators.append(loop.data_generators(seed)[0])
+    stepper = BatchedStepper(models, [TASK] * len(seeds),
+                             [OptimConfig(OptimName.adam, lr) for lr in lrs],
+                             [ClipConfig(ClipMode.norm, 0.05)] * len(seeds), backend=backend)
+    losses = []
+    for _ in range(steps):
+        audit = stepper.backward([TASK.sample(8, g) for g in generators])
+        stepper.update()
+        losses.append(audit.loss.clone())
+    k = seeds.index(0)
+    return (torch.stack(losses)[:, k],
+            {key: value[k].detach().clone() for key, value in stepper.net.stacked.items()})
+
+
+BIT_PATHS = [(name, "eager") for name, spec in REGISTRY.items() if spec.batched] + \
+    [(name, "cpp") for name, spec in REGISTRY.items() if spec.kernel is not None]
+
+
+@pytest.mark.parametrize(("cell", "backend"), BIT_PATHS)
+def test_a_member_is_bit_identical_whatever_it_is_batched_with(cell: str, backend: str) -> None:
+    """A run's result does not depend on its batch: member seed 0 alone (K = 1), among 2 and
+    among 8 members, first or last, beside other learning rates, ends with the same losses
+    and weights, bit for bit (one sequence length: harness/batching.py batches only that)."""
+    alone_losses, alone = member_after(cell, backend, [0], [1e-2])
+    for seeds, lrs in (([0, 1], [1e-2, 3e-3]), ([3, 2, 1, 0], [1e-3, 1e-2, 3e-3, 1e-2]),
+                       (list(range(8)), [1e-2] * 8)):
+        losses, weights = member_after(cell, backend, seeds, lrs)
+        assert torch.equal(losses, alone_losses), (seeds, lrs)
+        for key, value in weights.items():
+            assert torch.equal(value, alone[key]), (seeds, key)

@@ -61,11 +61,12 @@ def test_a_job_that_cannot_be_batched_runs_alone() -> None:
     assert plan([candidate(), alone, candidate(seed="1")]) == [[0, 2], [1]]
 
 
-def test_padding_is_bounded_and_batches_are_capped() -> None:
-    """Sequences of 10 and 12 share (12 <= 1.25 x 10); 40 does not join them; at most
-    `limit` members per batch."""
-    lengths = [40, 10, 12, 41]
-    assert plan([candidate(n, seed=str(i)) for i, n in enumerate(lengths)]) == [[0, 3], [1, 2]]
+def test_only_sequences_of_one_length_share_a_batch_and_batches_are_capped() -> None:
+    """Left-padding would change a member's rounding: 10 and 12 do not share; at most `limit`
+    members per batch."""
+    lengths = [40, 10, 12, 41, 10, 40]
+    assert plan([candidate(n, seed=str(i)) for i, n in enumerate(lengths)]) == \
+        [[0, 5], [3], [1, 4], [2]]  # costliest first: 80, 41, 20, 12
     capped = [candidate(12, limit=4, seed=str(i)) for i in range(10)]
     assert plan(capped) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
 
