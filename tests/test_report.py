@@ -22,6 +22,7 @@ import base64
 import csv
 import math
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -60,11 +61,12 @@ from harness import names
 from harness.cells import GATE_BLOCKS
 from harness.report import ReportError, build_report, load
 from harness.report.cli import main as cli_main
-from harness.report.figures import label_colors, label_markers
 from harness.report.gradients import HEATMAP_COLUMNS, grad_norm_plan, spectral_plan
 from harness.report.load import RUN_COLUMNS, load_metric_histories, load_sweep
+from harness.report.plotting import label_colors, label_markers
 from harness.report.tables import markdown_table
 from harness.tracking import internals
+from harness.tracking.links import UI_URL
 
 REPO = Path(__file__).resolve().parents[1]
 NEW_CSVS = ("grad_heatmap.csv", "grad_decay_vs_gap.csv", "grad_norm_over_training.csv",
@@ -162,7 +164,10 @@ def test_index_html_is_self_contained_and_escaped(report: Path) -> None:
     assert report.name == "index.html" and report.is_file()
     html = report.read_text()
     assert html.count('src="data:image/png;base64,') == len(list(report.parent.glob("*.png")))
-    assert 'src="http' not in html and 'href="http' not in html
+    assert 'src="http' not in html
+    # the only links out of the page lead to the MLflow UI (its runs table and each run)
+    outside = re.findall(r'href="(http[^"]*)"', html)
+    assert outside and all(u.startswith(f"{UI_URL}/#/experiments/") for u in outside)
     # The one script is inline: the browser check (templates/browser_check.html).
     assert "<link" not in html and html.count("<script") == 1 and "<script>" in html
     assert "&lt;script&gt;" in html
@@ -245,7 +250,7 @@ def test_task_variants_are_reported_as_their_own_tasks() -> None:
         "params.task.name": ["adding", "adding", "adding", "copy"],
         "params.task.variant": ["sum", "mean", "hochreiter1997", None],
     })
-    runs = load._typed_runs(raw)
+    runs = load.typed_runs(raw)
     assert dict(zip(runs[load.RUN_ID], runs[names.TASK_LABEL], strict=True)) == {
         "a": "adding", "b": "adding_mean", "c": "adding_hochreiter1997", "d": "copy"}
     assert set(runs[names.TASK]) == {"adding", "copy"}
@@ -514,7 +519,7 @@ def test_histories_are_fetched_only_for_top_gap_runs(report_store: str) -> None:
 
 
 def test_labels_include_every_swept_axis_that_would_be_pooled() -> None:
-    from harness.report.overview import label_axes, label_part
+    from harness.report.axes import label_axes, label_part
 
     rows = [("copy", "lstm", lr, hidden, "0.01" if task == "copy" else "0.1", task)
             for task in ("copy", "adding") for lr in ("0.001", "0.003") for hidden in ("64",)
@@ -531,13 +536,13 @@ def test_labels_include_every_swept_axis_that_would_be_pooled() -> None:
         f"params.{names.GAP}": "10",
         f"params.{names.SEED}": [str(i % 2) for i in range(len(rows))],
     })
-    base = load._typed_runs(raw)
-    params = load._params(raw, base.index)
+    base = load.typed_runs(raw)
+    params = load.params_of(raw, base.index)
     # lr splits each (task, label): it joins the label; weight decay only differs between
     # tasks and hidden_size never varies, so neither is pooled over and neither is added
     extra = label_axes(params, base[names.TASK_LABEL], base[load.LABEL])
     assert extra == [names.LR]
-    runs = load._typed_runs(raw, extra)
+    runs = load.typed_runs(raw, extra)
     assert sorted(set(runs[load.LABEL])) == ["lstm-tanh-noclip-lr=0.001",
                                              "lstm-tanh-noclip-lr=0.003"]
     assert label_part(names.HIDDEN_SIZE, "128.0") == "hidden_size=128"
@@ -547,7 +552,7 @@ def test_labels_include_every_swept_axis_that_would_be_pooled() -> None:
 def test_task_column_reads_the_chosen_option_when_logged() -> None:
     """A run that logged the task option it was given (param `task`, from Hydra's choices)
     is reported under it; a run from before, under the label rebuilt from its params."""
-    from harness.report.overview import swept_axes
+    from harness.report.axes import swept_axes
 
     raw = pd.DataFrame({
         "run_id": ["r0", "r1", "r2"],
@@ -559,11 +564,11 @@ def test_task_column_reads_the_chosen_option_when_logged() -> None:
         f"params.{names.GAP}": "10",
         f"params.{names.SEED}": "0",
     })
-    runs = load._typed_runs(raw).set_index(load.RUN_ID)
+    runs = load.typed_runs(raw).set_index(load.RUN_ID)
     assert runs.loc[["r0", "r1", "r2"], names.TASK_LABEL].tolist() == [
         "adding_mean", "adding_mean", "delayed_recall_noise"]
     # the chosen options restate their groups' keys: never a swept axis of their own
-    axes = set(swept_axes(load._params(raw, load._typed_runs(raw).index))["axis"])
+    axes = set(swept_axes(load.params_of(raw, load.typed_runs(raw).index))["axis"])
     assert names.MODEL in axes and not axes & set(names.CHOICE_PARAMS)
 
 
