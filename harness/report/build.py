@@ -16,13 +16,21 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.report import claims, headline, inputs, overview, page, tables, variable_gap
+from harness.report import (
+    claims,
+    headline,
+    inputs,
+    overview,
+    page,
+    sections,
+    tables,
+    variable_gap,
+)
 from harness.report import findings as findings_
 from harness.report import frontier as frontier_
 from harness.report.inputs import Inputs
 from harness.report.load import RUN_COLUMNS
-from harness.report.registry import Figure, Plot, Section, Shown
-from harness.report.sections import FIGURES, SECTIONS
+from harness.report.registry import Figure, Plot, Section, Shown, figure_ids
 from harness.tracking.links import experiment_url
 
 LARGEST_SOLVED_GAP_CSV = "largest_solved_gap.csv"
@@ -89,11 +97,17 @@ class Stopwatch:
         return {**out, "total": total}
 
 
-def _stale_files() -> list[str]:
+def _registered() -> list[Figure]:
+    """Every figure of the sections registered now (`sections.SECTIONS`), in page order."""
+    figure_ids(sections.SECTIONS)  # none registered twice or in another section
+    return [fig for section in sections.SECTIONS for fig in section.figures]
+
+
+def _stale_files(figures: Sequence[Figure]) -> list[str]:
     """Every file a build may write beside the tables always written: a rebuild removes them
     first, so one written from older data (or by an older version) cannot stay behind."""
     files = [claims.SCORECARD_CSV, variable_gap.VARIABLE_GAP_CSV, frontier_.FORMER_CSV]
-    for fig in FIGURES:
+    for fig in figures:
         files += [fig.png, *fig.csvs]
     return files
 
@@ -134,18 +148,18 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
     """Write the report of `experiment` to `out_root/<experiment>/`; return its index.html.
 
     Path separators in the experiment name become '_' in the folder name. The folder holds
-    index.html (self-contained), summary.md, every figure as PNG with its data as CSV,
-    runs.csv, findings.csv and the tables. The page's sections and their figures are those
-    of `harness.report.sections` (`SECTIONS`), in that order; each figure is computed from
-    the report's `inputs.Inputs` and drawn by `workers` processes (default: the usable
-    cores, at most MAX_WORKERS; 1 draws in this process). The scorecard checks the claims
+    index.html (self-contained), summary.md, every figure as PNG with its data as CSV, runs.csv,
+    findings.csv and the tables. The page's sections and their figures are those of
+    `harness.report.sections` (`SECTIONS`, read at each build), in that order; each figure is
+    computed from the report's `inputs.Inputs` and drawn by `workers` processes (default: the
+    usable cores, at most MAX_WORKERS; 1 draws in this process). The scorecard checks the claims
     of `claims_path`, else of the paper preset's claims file that names the experiment
-    (`claims.claims_for`); without either there is none. `pool` names swept params to pool
-    over on purpose (`load.check_pool`): they stay out of the labels, and the page and
-    summary.md open by saying so. Raises `ReportError` (a ValueError) if the store does not
-    exist, the experiment is missing or has no runs, a claims file is malformed or `pool`
-    names a param that cannot be pooled. `timings`, when given, receives the seconds spent
-    reading the store, computing frames, drawing and writing (`Stopwatch.split`).
+    (`claims.claims_for`); without either there is none. `pool` names swept params to pool over
+    on purpose (`load.check_pool`): they stay out of the labels, and the page and summary.md
+    open by saying so. Raises `ReportError` (a ValueError) if the store does not exist, the
+    experiment is missing or has no runs, a claims file is malformed or `pool` names a param
+    that cannot be pooled. `timings`, when given, receives the seconds spent reading the store,
+    computing frames, drawing and writing (`Stopwatch.split`).
     """
     watch = Stopwatch()
     workers = _workers() if workers is None else workers
@@ -156,7 +170,8 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
 
     out = Path(out_root) / page.experiment_folder(experiment)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in _stale_files():
+    figures = _registered()
+    for stale in _stale_files(figures):
         (out / stale).unlink(missing_ok=True)
     written: list[str] = []
 
@@ -175,12 +190,12 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
     if not r.vgaps.empty:
         csv(r.vgaps.table, variable_gap.VARIABLE_GAP_CSV)
 
-    plots = {fig.id: fig.data(r) for fig in FIGURES}
+    plots = {fig.id: fig.data(r) for fig in figures}
     for plot in plots.values():
         for name, frame in plot.csvs:
             csv(frame, name)
     # Heaviest first, so the workers finish together; each job draws one figure's PNG.
-    jobs = sorted((fig for fig in FIGURES if plots[fig.id].drawn), key=lambda f: -f.weight)
+    jobs = sorted((fig for fig in figures if plots[fig.id].drawn), key=lambda f: -f.weight)
     with watch("drawing"):
         drawn = _draw([(fig.draw, (*plots[fig.id].args, out / fig.png)) for fig in jobs],
                       workers)
@@ -190,15 +205,16 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
             assert isinstance(frame, pd.DataFrame), fig.id
             csv(frame, name)
     pngs = [fig.png for fig in jobs]
-    shown = {fig.id: _shown(fig, plots[fig.id], r, out) for fig in FIGURES}
+    shown = {fig.id: _shown(fig, plots[fig.id], r, out) for fig in figures}
 
-    present = [s for s in SECTIONS if s.present(r)]
-    sections = _page_sections(present, r, shown)
+    present = [s for s in sections.SECTIONS if s.present(r)]
+    page_sections = _page_sections(present, r, shown)
     runs_url = experiment_url(tracking_uri, r.experiment_id)
     banner = overview.pool_banner(r.view)
     summary = page.summary_markdown(
         experiment, tracking_uri, runs_url, banner, headline.markdown(r.lead),
-        [page.section_markdown(str(s["heading"]), s["blocks"]) for s in sections])  # type: ignore[arg-type]
+        [page.section_markdown(str(s["heading"]), s["blocks"])  # type: ignore[arg-type]
+         for s in page_sections])
     with watch("writing"):
         (out / SUMMARY_MD).write_text(summary, encoding="utf-8", newline="\n")
     written.append(SUMMARY_MD)
@@ -212,7 +228,7 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
             "pool_banner": banner.replace("`", ""),
             "headline": r.lead,
             "scorecard_summary": "" if r.card is None else claims.summary_text(r.card),
-            "sections": sections,
+            "sections": page_sections,
             "files": sorted([*written, *pngs]),
         }, INDEX_HTML)
         index = out / INDEX_HTML

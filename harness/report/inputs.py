@@ -107,7 +107,7 @@ class Inputs:
     # --- results -------------------------------------------------------------------------
     @cached_property
     def view(self) -> overview.Overview:
-        return overview.overview(self.sweep, self.tracking_uri)
+        return overview.overview(self.sweep)
 
     @cached_property
     def counts(self) -> pd.DataFrame:

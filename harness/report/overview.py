@@ -40,7 +40,6 @@ class Overview:
     n_timed: int  # runs that logged wall_time_s
     sweeps: list[SweepInfo]
     n_outside: int  # runs that belong to no sweep parent run of this experiment
-    tracking_uri: str
 
 
 def _space_text(space: object) -> str:
@@ -72,7 +71,7 @@ def sweep_infos(sweep: Sweep) -> list[SweepInfo]:
     return infos
 
 
-def overview(sweep: Sweep, tracking_uri: str) -> Overview:
+def overview(sweep: Sweep) -> Overview:
     runs = sweep.runs
     axes = swept_axes(sweep.params)
     wall = runs[names.WALL_TIME_S].astype(float)
@@ -89,7 +88,6 @@ def overview(sweep: Sweep, tracking_uri: str) -> Overview:
         n_timed=len(timed),
         sweeps=sweep_infos(sweep),
         n_outside=outside,
-        tracking_uri=tracking_uri,
     )
 
 
