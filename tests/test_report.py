@@ -27,6 +27,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,6 +57,7 @@ from helpers.report_store import (
     reach,
     spectral,
 )
+from mlflow.tracking import MlflowClient
 
 from harness import names
 from harness.cells import GATE_BLOCKS
@@ -66,7 +68,7 @@ from harness.report.load import RUN_COLUMNS, load_metric_histories, load_sweep
 from harness.report.plotting import label_colors, label_markers
 from harness.report.tables import markdown_table
 from harness.tracking import internals
-from harness.tracking.links import UI_URL
+from harness.tracking.links import UI_URL, experiment_url
 
 REPO = Path(__file__).resolve().parents[1]
 NEW_CSVS = ("grad_heatmap.csv", "grad_decay_vs_gap.csv", "grad_norm_over_training.csv",
@@ -222,6 +224,47 @@ def test_cli_missing_experiment_exits_2_with_one_line(report_store: str, tmp_pat
     assert len(errors) == 1 and "no-such-sweep" in errors[0] and "Traceback" not in proc.stderr
 
 
+HEAVY = ("torch", "mlflow", "pandas", "matplotlib")
+
+
+def test_cli_refuses_a_missing_experiment_before_loading_the_report(report_store: str,
+                                                                     tmp_path: Path) -> None:
+    """A SQLite store without the experiment is refused from its experiments table alone: in a
+    fresh interpreter nothing heavy is imported, and the whole command takes less time than
+    Python takes to import hydra."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    code = ("import sys\nfrom harness.report.cli import main\n"
+            f"rc = main(['--experiment', 'no-such-sweep', '--tracking-uri', {report_store!r}])\n"
+            f"print(rc, sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120)
+    assert done.stdout.splitlines()[-1] == "2 []", done.stderr[-2000:]
+    assert f"'{EXPERIMENT}'" in done.stderr  # the experiments it could have meant
+
+    def best(command: list[str]) -> float:
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            subprocess.run(command, capture_output=True, env=env, cwd=tmp_path, timeout=120)
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    refuse = best([str(Path(sys.executable).parent / "harness-report"), "--experiment",
+                   "no-such-sweep", "--tracking-uri", report_store])
+    assert refuse < best([sys.executable, "-c", "import hydra"])
+
+
+def test_the_preflight_reads_stores_as_the_tracking_code_does() -> None:
+    from harness.report import cli, preflight
+    from harness.schema import PROJECT_ROOT
+    from harness.tracking.store import sqlite_path
+
+    for uri in ("sqlite:///mlflow.db", "sqlite:////abs/x.db?timeout=5", "sqlite:///:memory:",
+                "sqlite:///", "http://127.0.0.1:5000", "file:///tmp/mlruns"):
+        assert preflight.sqlite_file(uri) == sqlite_path(uri), uri
+    assert cli.PROJECT_ROOT == PROJECT_ROOT
+
+
 def test_cli_default_uri_without_db_exits_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     # The default store is the project's mlflow.db (harness-train's default): point the
@@ -241,7 +284,9 @@ def test_cli_success_prints_index_and_ui_command(report_store: str, tmp_path: Pa
     out = capsys.readouterr().out
     index = tmp_path / EXPERIMENT / "index.html"
     assert str(index) in out and index.is_file()
-    assert f"mlflow ui --backend-store-uri {report_store}" in out
+    experiment = MlflowClient(report_store).get_experiment_by_name(EXPERIMENT).experiment_id
+    assert f"{EXPERIMENT} in the MLflow UI: {experiment_url(report_store, experiment)}" in out
+    assert f"mlflow ui --backend-store-uri {report_store} --host" in out
 
 
 def test_task_variants_are_reported_as_their_own_tasks() -> None:

@@ -33,6 +33,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from harness import names
+from harness.report import preflight
 from harness.report.axes import LABEL_KEYS, label_axes, label_part, swept_axes
 from harness.report.columns import (
     ARTIFACT_URI,
@@ -121,7 +122,7 @@ def check_store(tracking_uri: str) -> None:
     """
     path = sqlite_path(tracking_uri)
     if path is not None and not path.is_file():
-        raise ReportError(f"no MLflow store at {tracking_uri}: file {path} does not exist")
+        raise ReportError(preflight.no_store(tracking_uri))
 
 
 @contextmanager
@@ -144,16 +145,9 @@ def _tracking_uri(uri: str) -> Iterator[None]:
             os.environ["MLFLOW_TRACKING_URI"] = env_before
 
 
-def _experiment_names(client: MlflowClient) -> list[str]:
-    return sorted(e.name for e in client.search_experiments())
-
-
 def _not_found(experiment: str, tracking_uri: str, client: MlflowClient, why: str) -> ReportError:
-    known = _experiment_names(client)
-    listing = ", ".join(repr(n) for n in known) if known else "(none)"
-    return ReportError(
-        f"experiment {experiment!r} {why} in {tracking_uri}; experiments in this store: {listing}"
-    )
+    known = [e.name for e in client.search_experiments()]
+    return ReportError(preflight.not_found(experiment, tracking_uri, known, why))
 
 
 def _column(frame: pd.DataFrame, key: str) -> pd.Series:
