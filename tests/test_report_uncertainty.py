@@ -27,7 +27,7 @@ def test_wilson_interval_known_values(k: int, n: int, low: float, high: float) -
 
 
 def test_wilson_interval_rejects_impossible_counts() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="4 successes out of 3 trials"):
         tables.wilson_interval(4, 3)
 
 
