@@ -68,7 +68,7 @@ from harness.report.load import RUN_COLUMNS, load_metric_histories, load_sweep
 from harness.report.plotting import label_colors, label_markers
 from harness.report.tables import markdown_table
 from harness.tracking import internals
-from harness.tracking.links import UI_URL, experiment_url
+from harness.tracking.links import UI_HOST, UI_PORT, UI_URL, experiment_url
 
 REPO = Path(__file__).resolve().parents[1]
 NEW_CSVS = ("grad_heatmap.csv", "grad_decay_vs_gap.csv", "grad_norm_over_training.csv",
@@ -252,6 +252,25 @@ def test_cli_refuses_a_missing_experiment_before_loading_the_report(report_store
     refuse = best([str(Path(sys.executable).parent / "harness-report"), "--experiment",
                    "no-such-sweep", "--tracking-uri", report_store])
     assert refuse < best([sys.executable, "-c", "import hydra"])
+
+
+def test_make_ui_prints_each_experiments_runs_url(report_store: str) -> None:
+    """`make ui` serves the project's store where the report's links point, after one line
+    per experiment with its runs URL (read without MLflow)."""
+    from harness.report import ui
+
+    lines = ui.runs_lines(report_store)
+    experiments = MlflowClient(report_store).search_experiments()
+    assert len(lines) == 1 + len(experiments)
+    for experiment in experiments:
+        url = experiment_url(report_store, experiment.experiment_id)
+        assert f"  {experiment.name}: {url}" in lines and url.startswith(UI_URL)
+    assert ui.ui_command(report_store) == (f"mlflow ui --backend-store-uri {report_store} "
+                                           f"--host {UI_HOST} --port {UI_PORT}")
+    assert ui.ui_command("http://127.0.0.1:5001/") == ""  # a server is its own UI
+    makefile = (REPO / "Makefile").read_text()
+    recipe = makefile[makefile.index("\nui: setup\n"):].split("\n\n")[0]
+    assert "$(BIN)/python -m harness.report.ui sqlite:///$(CURDIR)/mlflow.db" in recipe
 
 
 def test_the_preflight_reads_stores_as_the_tracking_code_does() -> None:

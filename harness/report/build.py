@@ -31,6 +31,7 @@ from harness.report import frontier as frontier_
 from harness.report.inputs import Inputs
 from harness.report.load import RUN_COLUMNS
 from harness.report.registry import Figure, Plot, Section, Shown, figure_ids
+from harness.report.ui import ui_command
 from harness.tracking.links import experiment_url
 
 LARGEST_SOLVED_GAP_CSV = "largest_solved_gap.csv"
@@ -224,7 +225,7 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
             "experiment": experiment,
             "tracking_uri": tracking_uri,
             "runs_url": runs_url,
-            "ui_command": page.ui_command(tracking_uri),
+            "ui_command": ui_command(tracking_uri),
             "pool_banner": banner.replace("`", ""),
             "headline": r.lead,
             "scorecard_summary": "" if r.card is None else claims.summary_text(r.card),

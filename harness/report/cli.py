@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.report import preflight
+from harness.report.ui import ui_command
 
 # harness.schema.PROJECT_ROOT, which cannot be imported here: harness.schema loads torch
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -80,7 +81,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     # loading pandas, MLflow and matplotlib.
     from harness.report import ReportError, build_report
     from harness.report.compare import build_comparison
-    from harness.report.page import ui_command
 
     try:
         if args.compare is not None:

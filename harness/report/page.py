@@ -12,7 +12,7 @@ from pathlib import Path
 import jinja2
 
 from harness.report.registry import Block
-from harness.tracking.links import UI_HOST, UI_PORT, ui_url
+from harness.report.ui import ui_command
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -38,14 +38,6 @@ def experiment_folder(experiment: str) -> str:
     """The experiment name as one safe path component: a '/' must not nest or escape out_root."""
     name = experiment.replace("/", "_").replace("\\", "_")
     return f"_{name}" if name in ("", ".", "..") else name
-
-
-def ui_command(tracking_uri: str) -> str:
-    """The command that serves a store's MLflow UI where `links.ui_url` points; "" for a
-    tracking server, which is its own UI (`make ui` is this command for the project's store)."""
-    if ui_url(tracking_uri) == tracking_uri.rstrip("/"):
-        return ""
-    return f"mlflow ui --backend-store-uri {tracking_uri} --host {UI_HOST} --port {UI_PORT}"
 
 
 def ui_markdown(runs_url: str, tracking_uri: str) -> str:

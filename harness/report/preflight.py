@@ -40,6 +40,26 @@ def not_found(experiment: str, tracking_uri: str, known: Sequence[str], why: str
             f"{listing}")
 
 
+def _experiment_rows(path: Path) -> list[tuple[str, str, str]] | None:
+    """(id, name, lifecycle stage) of every experiment in the SQLite file, in id order; None
+    when it cannot be read as an MLflow store."""
+    try:
+        with sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True) as db:
+            rows = db.execute("SELECT experiment_id, name, lifecycle_stage FROM experiments "
+                              "ORDER BY experiment_id").fetchall()
+    except sqlite3.Error:
+        return None
+    return [(str(eid), str(name), str(stage)) for eid, name, stage in rows]
+
+
+def experiments(tracking_uri: str) -> list[tuple[str, str]]:
+    """(id, name) of each experiment that is not deleted, of a SQLite store that exists; []
+    for any other store."""
+    path = sqlite_file(tracking_uri)
+    rows = _experiment_rows(path) if path is not None and path.is_file() else None
+    return [(eid, name) for eid, name, stage in rows or [] if stage == ACTIVE]
+
+
 def refusal(experiment: str, tracking_uri: str) -> str | None:
     """The one-line reason to refuse at once, or None when this module cannot tell (a server,
     an unreadable file) or the experiment is there."""
@@ -48,12 +68,8 @@ def refusal(experiment: str, tracking_uri: str) -> str | None:
         return None
     if not path.is_file():
         return no_store(tracking_uri)
-    try:
-        with sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True) as db:
-            rows = db.execute("SELECT name, lifecycle_stage FROM experiments").fetchall()
-    except sqlite3.Error:
-        return None
-    if any(name == experiment for name, _ in rows):
+    rows = _experiment_rows(path)
+    if rows is None or any(name == experiment for _, name, _ in rows):
         return None
     return not_found(experiment, tracking_uri,
-                     [name for name, stage in rows if stage == ACTIVE], "not found")
+                     [name for _, name, stage in rows if stage == ACTIVE], "not found")
