@@ -123,11 +123,7 @@ def _accuracy_figure(acc: pd.DataFrame, runs: dict[str, pd.DataFrame], colors: d
             plotting.draw_chance(ax, at_exp[at_exp[names.TASK_LABEL] == task])
         plotting.gap_axis(ax, acc.loc[acc[names.TASK_LABEL] == task, names.GAP].astype(float)
                           .to_numpy())
-        ax.set_title(f"task: {task}")
-        ax.set_xlabel("gap (time steps)")
-        ax.set_ylabel(plotting.ACCURACY_AXIS)
-        ax.set_ylim(-0.03, 1.03)
-        ax.grid(True, alpha=0.3)
+        plotting.share_panel(ax, task, "gap (time steps)", plotting.ACCURACY_AXIS)
     if not tasks:
         plotting.empty_panel(axes[0], "no runs with a task")
     fig.suptitle(f"{title}: final eval accuracy vs gap\n{plotting.CI_TEXT}")

@@ -110,6 +110,7 @@ def log_y(ax: Axes) -> None:
 
 
 def empty_panel(ax: Axes, message: str) -> None:
+    """A panel with nothing to draw: `message` in its middle, no ticks."""
     ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="0.4")
     ax.set_xticks([])
     ax.set_yticks([])
@@ -215,6 +216,16 @@ def ci_lines(ax: Axes, table: pd.DataFrame, x: str, colors: dict[str, str],
                            dots[value].to_numpy(dtype=float), color=colors[label],
                            marker=markers[label], s=12, alpha=0.55, lw=0, zorder=2)
     return labels
+
+
+def share_panel(ax: Axes, task: str, xlabel: str, ylabel: str) -> None:
+    """A task's panel whose y axis is a share in [0, 1] (accuracy, solve rate): its range with
+    a margin, title, axis labels and grid."""
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_title(f"task: {task}")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
 
 
 def draw_chance(ax: Axes, runs: pd.DataFrame, key: str = names.CHANCE_ACCURACY) -> None:

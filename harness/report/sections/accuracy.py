@@ -30,6 +30,7 @@ from harness.report.plotting import (
     grid,
     log_y,
     save_png,
+    share_panel,
     task_panels,
 )
 from harness.report.registry import Block, Figure, Heading, Plot, Section, Table, not_drawn
@@ -72,11 +73,7 @@ def accuracy_vs_gap(runs: pd.DataFrame, table: pd.DataFrame, colors: dict[str, s
         else:
             seen.update(accuracy_panel(ax, at_task, runs, task, colors, markers,
                                        n="n_seeds"))
-        ax.set_title(f"task: {task}")
-        ax.set_xlabel("gap (time steps)")
-        ax.set_ylabel(ACCURACY_AXIS)
-        ax.set_ylim(-0.03, 1.03)
-        ax.grid(True, alpha=0.3)
+        share_panel(ax, task, "gap (time steps)", ACCURACY_AXIS)
     if not tasks:
         empty_panel(axes[0], "no runs with a task")
     fig.suptitle(f"{experiment}: final eval accuracy vs gap\n{CI_TEXT}")
@@ -207,11 +204,8 @@ def eval_by_gap(table: pd.DataFrame, by_gap: pd.DataFrame, runs: pd.DataFrame,
         chance = runs.loc[runs[names.TASK_LABEL] == task, names.CHANCE_ACCURACY].dropna()
         if len(chance):
             ax.axhline(float(chance.mean()), **CHANCE_STYLE)
-        ax.set_ylim(-0.03, 1.03)
-        ax.set_title(f"task: {task}")
-        ax.set_xlabel("gap of the sequence (time steps)")
-        ax.set_ylabel("eval accuracy at the final evaluation")
-        ax.grid(True, alpha=0.3)
+        share_panel(ax, task, "gap of the sequence (time steps)",
+                    "eval accuracy at the final evaluation")
     for ax in axes[len(tasks):]:
         ax.set_visible(False)
     fig.suptitle(f"{experiment}: accuracy by gap within variable-gap runs\n"

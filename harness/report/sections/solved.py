@@ -21,6 +21,7 @@ from harness.report.plotting import (
     empty_panel,
     gap_axis,
     save_png,
+    share_panel,
     task_panels,
 )
 from harness.report.registry import Block, Figure, Plot, Section, Table, Text
@@ -100,11 +101,7 @@ def solve_rate_vs_gap(runs: pd.DataFrame, colors: dict[str, str], markers: dict[
                         ms=5, lw=1.4, capsize=3, elinewidth=1.0)
             seen.add(str(label))
         gap_axis(ax, panel[names.GAP].astype(float).to_numpy())
-        ax.set_ylim(-0.03, 1.03)
-        ax.set_title(f"task: {task}")
-        ax.set_xlabel("gap (time steps)")
-        ax.set_ylabel("solve rate (share of result runs solved)")
-        ax.grid(True, alpha=0.3)
+        share_panel(ax, task, "gap (time steps)", "solve rate (share of result runs solved)")
     for ax in axes[len(tasks):]:
         ax.set_visible(False)
     if not tasks:
