@@ -44,9 +44,10 @@ bench-quick: setup
 lint: setup
 	$(BIN)/ruff check harness tasks tests hydra_plugins benchmarks
 
-## MLflow UI on the project's store: http://127.0.0.1:5000
+## MLflow UI on the project's store at http://127.0.0.1:5000; first prints each experiment's
+## runs URL (a bare experiment link opens MLflow 3's GenAI overview, not the runs)
 ui: setup
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+	$(BIN)/python -m harness.report.ui sqlite:///$(CURDIR)/mlflow.db
 
 clean:
 	rm -rf $(VENV) outputs reports/*/ mlflow.db mlflow.db.lock mlartifacts checkpoints

@@ -246,7 +246,7 @@ def _cpu_seconds() -> float:
 
 def time_report(uri: str, out_root: Path) -> tuple[float, float, dict[str, float]]:
     """Wall-clock and CPU seconds of `build_report` on the synthetic store, and its split
-    into reads, frames, drawing and writing (`harness.report.Stopwatch`)."""
+    into reads, frames, drawing and writing (`harness.report.build.Stopwatch`)."""
     from harness.report import build_report
 
     split: dict[str, float] = {}

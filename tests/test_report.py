@@ -22,10 +22,12 @@ import base64
 import csv
 import math
 import os
+import re
 import shutil
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -55,16 +57,18 @@ from helpers.report_store import (
     reach,
     spectral,
 )
+from mlflow.tracking import MlflowClient
 
 from harness import names
 from harness.cells import GATE_BLOCKS
 from harness.report import ReportError, build_report, load
 from harness.report.cli import main as cli_main
-from harness.report.figures import label_colors, label_markers
 from harness.report.gradients import HEATMAP_COLUMNS, grad_norm_plan, spectral_plan
 from harness.report.load import RUN_COLUMNS, load_metric_histories, load_sweep
+from harness.report.plotting import label_colors, label_markers
 from harness.report.tables import markdown_table
 from harness.tracking import internals
+from harness.tracking.links import UI_HOST, UI_PORT, UI_URL, experiment_url
 
 REPO = Path(__file__).resolve().parents[1]
 NEW_CSVS = ("grad_heatmap.csv", "grad_decay_vs_gap.csv", "grad_norm_over_training.csv",
@@ -162,7 +166,10 @@ def test_index_html_is_self_contained_and_escaped(report: Path) -> None:
     assert report.name == "index.html" and report.is_file()
     html = report.read_text()
     assert html.count('src="data:image/png;base64,') == len(list(report.parent.glob("*.png")))
-    assert 'src="http' not in html and 'href="http' not in html
+    assert 'src="http' not in html
+    # the only links out of the page lead to the MLflow UI (its runs table and each run)
+    outside = re.findall(r'href="(http[^"]*)"', html)
+    assert outside and all(u.startswith(f"{UI_URL}/#/experiments/") for u in outside)
     # The one script is inline: the browser check (templates/browser_check.html).
     assert "<link" not in html and html.count("<script") == 1 and "<script>" in html
     assert "&lt;script&gt;" in html
@@ -217,6 +224,66 @@ def test_cli_missing_experiment_exits_2_with_one_line(report_store: str, tmp_pat
     assert len(errors) == 1 and "no-such-sweep" in errors[0] and "Traceback" not in proc.stderr
 
 
+HEAVY = ("torch", "mlflow", "pandas", "matplotlib")
+
+
+def test_cli_refuses_a_missing_experiment_before_loading_the_report(report_store: str,
+                                                                     tmp_path: Path) -> None:
+    """A SQLite store without the experiment is refused from its experiments table alone: in a
+    fresh interpreter nothing heavy is imported, and the whole command takes less time than
+    Python takes to import hydra."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    code = ("import sys\nfrom harness.report.cli import main\n"
+            f"rc = main(['--experiment', 'no-such-sweep', '--tracking-uri', {report_store!r}])\n"
+            f"print(rc, sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120)
+    assert done.stdout.splitlines()[-1] == "2 []", done.stderr[-2000:]
+    assert f"'{EXPERIMENT}'" in done.stderr  # the experiments it could have meant
+
+    def best(command: list[str]) -> float:
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            subprocess.run(command, capture_output=True, env=env, cwd=tmp_path, timeout=120)
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    refuse = best([str(Path(sys.executable).parent / "harness-report"), "--experiment",
+                   "no-such-sweep", "--tracking-uri", report_store])
+    assert refuse < best([sys.executable, "-c", "import hydra"])
+
+
+def test_make_ui_prints_each_experiments_runs_url(report_store: str) -> None:
+    """`make ui` serves the project's store where the report's links point, after one line
+    per experiment with its runs URL (read without MLflow)."""
+    from harness.report import ui
+
+    lines = ui.runs_lines(report_store)
+    experiments = MlflowClient(report_store).search_experiments()
+    assert len(lines) == 1 + len(experiments)
+    for experiment in experiments:
+        url = experiment_url(report_store, experiment.experiment_id)
+        assert f"  {experiment.name}: {url}" in lines and url.startswith(UI_URL)
+    assert ui.ui_command(report_store) == (f"mlflow ui --backend-store-uri {report_store} "
+                                           f"--host {UI_HOST} --port {UI_PORT}")
+    assert ui.ui_command("http://127.0.0.1:5001/") == ""  # a server is its own UI
+    makefile = (REPO / "Makefile").read_text()
+    recipe = makefile[makefile.index("\nui: setup\n"):].split("\n\n")[0]
+    assert "$(BIN)/python -m harness.report.ui sqlite:///$(CURDIR)/mlflow.db" in recipe
+
+
+def test_the_preflight_reads_stores_as_the_tracking_code_does() -> None:
+    from harness.report import cli, preflight
+    from harness.schema import PROJECT_ROOT
+    from harness.tracking.store import sqlite_path
+
+    for uri in ("sqlite:///mlflow.db", "sqlite:////abs/x.db?timeout=5", "sqlite:///:memory:",
+                "sqlite:///", "http://127.0.0.1:5000", "file:///tmp/mlruns"):
+        assert preflight.sqlite_file(uri) == sqlite_path(uri), uri
+    assert cli.PROJECT_ROOT == PROJECT_ROOT
+
+
 def test_cli_default_uri_without_db_exits_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     # The default store is the project's mlflow.db (harness-train's default): point the
@@ -236,7 +303,9 @@ def test_cli_success_prints_index_and_ui_command(report_store: str, tmp_path: Pa
     out = capsys.readouterr().out
     index = tmp_path / EXPERIMENT / "index.html"
     assert str(index) in out and index.is_file()
-    assert f"mlflow ui --backend-store-uri {report_store}" in out
+    experiment = MlflowClient(report_store).get_experiment_by_name(EXPERIMENT).experiment_id
+    assert f"{EXPERIMENT} in the MLflow UI: {experiment_url(report_store, experiment)}" in out
+    assert f"mlflow ui --backend-store-uri {report_store} --host" in out
 
 
 def test_task_variants_are_reported_as_their_own_tasks() -> None:
@@ -245,7 +314,7 @@ def test_task_variants_are_reported_as_their_own_tasks() -> None:
         "params.task.name": ["adding", "adding", "adding", "copy"],
         "params.task.variant": ["sum", "mean", "hochreiter1997", None],
     })
-    runs = load._typed_runs(raw)
+    runs = load.typed_runs(raw)
     assert dict(zip(runs[load.RUN_ID], runs[names.TASK_LABEL], strict=True)) == {
         "a": "adding", "b": "adding_mean", "c": "adding_hochreiter1997", "d": "copy"}
     assert set(runs[names.TASK]) == {"adding", "copy"}
@@ -514,7 +583,7 @@ def test_histories_are_fetched_only_for_top_gap_runs(report_store: str) -> None:
 
 
 def test_labels_include_every_swept_axis_that_would_be_pooled() -> None:
-    from harness.report.overview import label_axes, label_part
+    from harness.report.axes import label_axes, label_part
 
     rows = [("copy", "lstm", lr, hidden, "0.01" if task == "copy" else "0.1", task)
             for task in ("copy", "adding") for lr in ("0.001", "0.003") for hidden in ("64",)
@@ -531,13 +600,13 @@ def test_labels_include_every_swept_axis_that_would_be_pooled() -> None:
         f"params.{names.GAP}": "10",
         f"params.{names.SEED}": [str(i % 2) for i in range(len(rows))],
     })
-    base = load._typed_runs(raw)
-    params = load._params(raw, base.index)
+    base = load.typed_runs(raw)
+    params = load.params_of(raw, base.index)
     # lr splits each (task, label): it joins the label; weight decay only differs between
     # tasks and hidden_size never varies, so neither is pooled over and neither is added
     extra = label_axes(params, base[names.TASK_LABEL], base[load.LABEL])
     assert extra == [names.LR]
-    runs = load._typed_runs(raw, extra)
+    runs = load.typed_runs(raw, extra)
     assert sorted(set(runs[load.LABEL])) == ["lstm-tanh-noclip-lr=0.001",
                                              "lstm-tanh-noclip-lr=0.003"]
     assert label_part(names.HIDDEN_SIZE, "128.0") == "hidden_size=128"
@@ -547,7 +616,7 @@ def test_labels_include_every_swept_axis_that_would_be_pooled() -> None:
 def test_task_column_reads_the_chosen_option_when_logged() -> None:
     """A run that logged the task option it was given (param `task`, from Hydra's choices)
     is reported under it; a run from before, under the label rebuilt from its params."""
-    from harness.report.overview import swept_axes
+    from harness.report.axes import swept_axes
 
     raw = pd.DataFrame({
         "run_id": ["r0", "r1", "r2"],
@@ -559,11 +628,11 @@ def test_task_column_reads_the_chosen_option_when_logged() -> None:
         f"params.{names.GAP}": "10",
         f"params.{names.SEED}": "0",
     })
-    runs = load._typed_runs(raw).set_index(load.RUN_ID)
+    runs = load.typed_runs(raw).set_index(load.RUN_ID)
     assert runs.loc[["r0", "r1", "r2"], names.TASK_LABEL].tolist() == [
         "adding_mean", "adding_mean", "delayed_recall_noise"]
     # the chosen options restate their groups' keys: never a swept axis of their own
-    axes = set(swept_axes(load._params(raw, load._typed_runs(raw).index))["axis"])
+    axes = set(swept_axes(load.params_of(raw, load.typed_runs(raw).index))["axis"])
     assert names.MODEL in axes and not axes & set(names.CHOICE_PARAMS)
 
 

@@ -23,12 +23,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from helpers.findings_store import BY_GAP_ROWS, COPY, DR, SWEEP_A, SWEEP_B, TUNING, A, B
+from mlflow.tracking import MlflowClient
 
 from harness import names
-from harness.report import build_report, headline, run_link
+from harness.report import build_report, headline
 from harness.report import findings as findings_
 from harness.report.cli import main as cli_main
 from harness.report.load import LABEL
+from harness.tracking.links import experiment_url, run_url
 
 
 @pytest.fixture(scope="module")
@@ -193,10 +195,21 @@ def test_comparison_side_by_side(findings_store: str, tmp_path: Path,
     assert {f.name: f.read_bytes() for f in folder.iterdir()} == first
 
 
-def test_run_links_only_for_a_tracking_server() -> None:
-    assert run_link("sqlite:///x.db", "3", "abc") == ""
-    assert run_link("http://127.0.0.1:5000/", "3", "abc") == \
-        "http://127.0.0.1:5000/#/experiments/3/runs/abc"
+def test_every_run_and_the_header_link_into_the_mlflow_ui(findings_store: str,
+                                                         report_a: Path) -> None:
+    """Each run's name links to its MLflow page and the header to the experiment's runs
+    table, in the page and in summary.md (a SQLite store: where `make ui` serves it)."""
+    html = report_a.read_text()
+    summary = (report_a.parent / "summary.md").read_text()
+    experiment = MlflowClient(findings_store).get_experiment_by_name(A).experiment_id
+    runs = _rows(report_a.parent / "runs.csv")
+    for run in runs:
+        url = run_url(findings_store, experiment, run["run_id"])
+        assert f'<a href="{url}">{run["run_name"]}</a>' in html
+    runs_url = experiment_url(findings_store, experiment)
+    assert runs_url.endswith(f"/#/experiments/{experiment}/runs")
+    assert f'<a href="{runs_url}">' in html and f"[{runs_url}]({runs_url})" in summary
+    assert f"mlflow ui --backend-store-uri {findings_store} --host" in summary
 
 
 # --- the headline (harness/report/headline.py), on small synthetic runs frames ---

@@ -37,8 +37,10 @@ from harness import names
 from harness.report import build_report, frontier_grads
 from harness.report import frontier as frontier_
 from harness.report import headline as headline_
-from harness.report.figures import DPI, save_png
 from harness.report.load import LABEL
+from harness.report.plotting import DPI, save_png
+from harness.report.sections import frontier as frontier_section
+from harness.tracking.links import run_url
 from harness.tracking.run import csv_text
 
 EXP, PLAIN, BEYOND, GRADS = "frontier-exp", "plain-exp", "beyond-exp", "frontier-grads-exp"
@@ -250,7 +252,7 @@ def test_frontier_table_has_the_known_answers(report: Path) -> None:
     assert rows["lstm-tanh-noclip"]["probes"] == "5:SS 10:SSS 20:SUF"
 
 
-def test_frontier_section_figure_and_summary(report: Path) -> None:
+def test_frontier_section_figure_and_summary(store: str, report: Path) -> None:
     folder = report.parent
     assert (folder / frontier_.FRONTIER_PNG).read_bytes().startswith(b"\x89PNG")
     html = report.read_text()
@@ -262,7 +264,12 @@ def test_frontier_section_figure_and_summary(report: Path) -> None:
     assert "Combined from 2 of 2 frontier sweeps (frontier-old, frontier-new)" in html
     assert "<td>80 (3/3 seeds)</td><td>160 failed</td>" in html
     assert "<td>20 censored (still improving at the budget&#39;s end)</td>" in html
-    assert "<td>10 of 18</td><td>frontier-new</td>" in html
+    # each row's sweep links to that sweep's run in the MLflow UI
+    (row,) = [r for r in _rows(folder / frontier_.FRONTIER_CSV) if r[LABEL] == "gru-tanh-noclip"]
+    experiment = MlflowClient(store).get_experiment_by_name(EXP).experiment_id
+    sweep = run_url(store, experiment, row[frontier_.SWEEP_RUN_ID])
+    assert f'<td>10 of 18</td><td><a href="{sweep}">frontier-new</a></td>' in html
+    assert f"| 10 of 18 | [frontier-new]({sweep}) |" in (folder / "summary.md").read_text()
     # both sweeps' rules, since they differ, under the figure
     assert str(escape(f"Decision rules: frontier-old: {OLD_RULE}; frontier-new: {RULE}.")) \
         in html
@@ -273,7 +280,7 @@ def test_frontier_section_figure_and_summary(report: Path) -> None:
     assert summary.index("## Overview") < summary.index("## Frontier") < summary.index(
         "## Findings")
     assert (f"| {LABEL_TASK} | gru-tanh-noclip | model=gru | 0.01 | 80 (3/3 seeds) | 160 failed "
-            "| - | 113 (90.5-141) | 10 of 18 | frontier-new |") in summary
+            f"| - | 113 (90.5-141) | 10 of 18 | [frontier-new]({sweep}) |") in summary
     assert (f"| {LABEL_TASK} | rnn-tanh-noclip | model=rnn | 0.01 | 10 (3/3 seeds) | 20 failed "
             "| - | - |") in summary  # no fit: blank in the sweeper's table
     assert f"![Gap frontier per configuration]({frontier_.FRONTIER_PNG})" in summary
@@ -421,8 +428,9 @@ def test_long_configuration_labels_fit_in_the_figure(tmp_path: Path,
         save_png(fig, path)
         saved.append(fig)
 
-    monkeypatch.setattr(frontier_, "save_png", keep)
-    frontier_.frontier_figure(table, levels, {}, "exp", tmp_path / frontier_.FRONTIER_PNG)
+    monkeypatch.setattr(frontier_section, "save_png", keep)
+    frontier_section.frontier_figure(table, levels, {}, "exp",
+                                     tmp_path / frontier_.FRONTIER_PNG)
     (fig,) = saved
     fig.set_dpi(DPI)  # lay it out again at the resolution it was saved with
     fig.canvas.draw()
@@ -536,7 +544,8 @@ def test_frontier_gradients_without_profiles_say_so_in_one_line(report: Path) ->
              "(grad_profile.csv): there is no profile to show."]
     summary = (folder / "summary.md").read_text()
     part = summary[summary.index(f"### {g.TITLE}"):summary.index("## Findings")]
-    assert part == f"### {g.TITLE}\n\n" + "\n".join(notes) + "\n\n"  # no table of dashes
+    # no table of dashes; the notes in italics, as the page greys them
+    assert part == f"### {g.TITLE}\n\n" + "\n\n".join(f"*{n}*" for n in notes) + "\n\n"
     html = report.read_text()
     for note in notes:
         assert f'<p class="none">{escape(note)}</p>' in html

@@ -99,6 +99,6 @@ def test_pool_refuses_what_cannot_be_pooled(store: str, tmp_path: Path,
                      str(tmp_path), "--pool", f" {names.LR} "])
     assert code == 0
     assert "Pooled on purpose" in (tmp_path / EXPERIMENT / "summary.md").read_text()
-    with pytest.raises(SystemExit) as exit_:
+    with pytest.raises(SystemExit, match="^2$") as exit_:
         cli_main(["--experiment", EXPERIMENT, "--compare", EXPERIMENT, "--pool", names.LR])
     assert exit_.value.code == 2

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import base64
 import html as html_
+import importlib
 import pkgutil
 import re
+from collections import Counter
+from csv import DictReader
 from pathlib import Path
 
 import pytest
-from helpers.report_store import EXPERIMENT
+from helpers.report_store import EXPERIMENT, fake_runs
 
 from harness import names
 from harness.report import build_report, sections
@@ -39,7 +42,8 @@ def test_one_module_per_section_in_page_order() -> None:
 
 def test_every_figure_is_registered_once() -> None:
     ids = figure_ids(SECTIONS)
-    assert len(ids) == len(set(ids)) == len(FIGURES) == 14
+    assert len(ids) == len(set(ids)) == len(FIGURES) == sum(len(s.figures) for s in SECTIONS)
+    assert ids == [fig.id for fig in FIGURES]  # in page order
     fig = FIGURES[0]
     twice = Section(id=fig.section, heading="x", toc="x", figures=(fig, fig),
                     blocks=lambda r: [])
@@ -121,3 +125,80 @@ def test_no_figure_draws_a_band_over_two_seeds(report_store: str, tmp_path: Path
                 spans = [s for c in ax.collections if isinstance(c, LineCollection)
                          for s in c.get_segments() if len(s) and abs(s[0][1] - s[-1][1]) > 0]
                 assert not spans, fig.id
+
+
+def test_summary_md_renders_every_section_of_the_page(report: Path) -> None:
+    """summary.md comes from the same registry as the page: each section the page shows, in
+    its order, with each drawn figure (as an image) and each figure's data files."""
+    page = report.read_text()
+    summary = (report.parent / "summary.md").read_text()
+    shown = re.findall(r'<h2 id="([a-z]+)">', page)
+    headings = re.findall(r"^## (.+)$", summary, flags=re.MULTILINE)
+    by_id = {s.id: s for s in SECTIONS}
+    assert headings == [by_id[sid].heading for sid in shown]
+    for fig in FIGURES:
+        if (report.parent / fig.png).is_file():
+            at = summary.index(f"![{fig.title}]({fig.png})")
+            heading = re.findall(r"^## (.+)$", summary[:at], flags=re.MULTILINE)[-1]
+            assert heading == by_id[fig.section].heading, fig.id
+            assert all(f"`{csv}`" in summary[at:] for csv in fig.csvs), fig.id
+
+
+TOY_SECTION = '''"""A section edit, as a contributor would make it: the accuracy section with one
+more figure (how many runs each gap has), its data and its drawing beside it."""
+
+import dataclasses
+
+from matplotlib.figure import Figure as MplFigure
+
+from harness import names
+from harness.report.plotting import save_png
+from harness.report.registry import Figure, Plot
+from harness.report.sections import accuracy
+
+TOY_CSV = "toy_runs_per_gap.csv"
+
+
+def toy_data(r):
+    table = r.runs.groupby(names.GAP).size().rename("runs").reset_index()
+    return Plot(args=(table,), csvs=((TOY_CSV, table),))
+
+
+def draw_toy(table, path):
+    fig = MplFigure(figsize=(4, 3))
+    fig.subplots().bar(table[names.GAP].astype(str), table["runs"])
+    save_png(fig, path)
+
+
+TOY = Figure(id="toy_runs_per_gap", section="accuracy", title="Runs per gap (toy)",
+             caption="How many runs each gap has.", csvs=(TOY_CSV,), data=toy_data,
+             draw=draw_toy)
+SECTION = dataclasses.replace(accuracy.SECTION, figures=(*accuracy.SECTION.figures, TOY),
+                              blocks=lambda r: [*accuracy.SECTION.blocks(r), TOY])
+'''
+
+
+def test_a_figure_added_in_its_section_reaches_the_page_and_summary_md(
+        report_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adding a figure is one section edit: a module that registers one more figure in its
+    section (written here to a temporary module) gets its PNG, its CSV, its place on the
+    page and in summary.md, with nothing else changed."""
+    (tmp_path / "toy_section.py").write_text(TOY_SECTION)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    toy = importlib.import_module("toy_section")
+    monkeypatch.setattr(sections, "SECTIONS", tuple(
+        toy.SECTION if s.id == toy.SECTION.id else s for s in SECTIONS))
+    index = build_report(EXPERIMENT, report_store, tmp_path / "reports", workers=1)
+    folder = index.parent
+    assert (folder / "toy_runs_per_gap.png").read_bytes().startswith(b"\x89PNG")
+    with (folder / toy.TOY_CSV).open() as f:
+        counts = {row[names.GAP]: int(row["runs"]) for row in DictReader(f)}
+    assert counts == dict(Counter(str(run.gap) for run in fake_runs()))
+    page = index.read_text()
+    at = page.index('alt="Runs per gap (toy)"')
+    assert re.findall(r'<h2 id="([a-z]+)">', page[:at])[-1] == "accuracy"
+    assert "<h3>Runs per gap (toy)</h3>" in page and f"<code>{toy.TOY_CSV}</code>" in page
+    summary = (folder / "summary.md").read_text()
+    at = summary.index("![Runs per gap (toy)](toy_runs_per_gap.png)")
+    assert re.findall(r"^## (.+)$", summary[:at], flags=re.MULTILINE)[-1] == "Accuracy vs gap"
+    assert f"How many runs each gap has. Data: `{toy.TOY_CSV}`." in summary

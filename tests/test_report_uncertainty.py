@@ -9,8 +9,8 @@ from matplotlib.figure import Figure
 
 from harness import names
 from harness.report import tables
-from harness.report.figures import SEED_POINTS_MAX, ci_lines
 from harness.report.load import LABEL, RUN_ID
+from harness.report.plotting import SEED_POINTS_MAX, ci_lines
 
 
 @pytest.mark.parametrize(("k", "n", "low", "high"), [
@@ -27,7 +27,7 @@ def test_wilson_interval_known_values(k: int, n: int, low: float, high: float) -
 
 
 def test_wilson_interval_rejects_impossible_counts() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="4 successes out of 3 trials"):
         tables.wilson_interval(4, 3)
 
 
@@ -69,7 +69,7 @@ def test_many_seeds_get_a_band_without_dots() -> None:
 def test_heatmap_panel_range_is_robust_and_never_empty() -> None:
     import numpy as np
 
-    from harness.report.grad_figures import panel_range
+    from harness.report.sections.gradients import panel_range
 
     values = np.concatenate([np.linspace(-5.0, -1.0, 100), [-300.0, np.nan, -np.inf]])
     low, high = panel_range(values)
@@ -82,7 +82,7 @@ def test_solve_rate_figure_draws_the_wilson_interval(tmp_path, monkeypatch) -> N
     """The figure's error bars are the CSV's Wilson bounds; failed jobs are not trials."""
     from matplotlib.collections import LineCollection
 
-    from harness.report import gap_figures
+    from harness.report.sections import solved
 
     statuses = {("a", 10): [names.SOLVED] * 3, ("a", 20): [names.SOLVED, names.UNSOLVED,
                                                             names.DIVERGED, names.FAILED],
@@ -91,9 +91,9 @@ def test_solve_rate_figure_draws_the_wilson_interval(tmp_path, monkeypatch) -> N
                           names.STATUS: status}
                          for (label, gap), listed in statuses.items() for status in listed])
     drawn: list[Figure] = []
-    monkeypatch.setattr(gap_figures, "save_png", lambda fig, path: drawn.append(fig))
-    table = gap_figures.solve_rate_vs_gap(runs, {"a": "red", "b": "blue"}, {"a": "o", "b": "s"},
-                                          "x", tmp_path / "rate.png")
+    monkeypatch.setattr(solved, "save_png", lambda fig, path: drawn.append(fig))
+    table = solved.solve_rate_vs_gap(runs, {"a": "red", "b": "blue"}, {"a": "o", "b": "s"},
+                                     "x", tmp_path / "rate.png")
     rows = {(r[LABEL], r[names.GAP]): r for r in table.to_dict("records")}
     assert [(rows[k][tables.N_SOLVED], rows[k][tables.N_RUNS]) for k in sorted(rows)] == [
         (3, 3), (1, 3), (0, 3), (0, 1)]
@@ -131,18 +131,18 @@ def _bands(fig: Figure) -> int:
 
 def test_variable_gap_accuracy_has_no_band_with_two_runs(tmp_path, monkeypatch) -> None:
     """Two runs per gap bin: every run's accuracy a dot, no t band (one was drawn at every n)."""
-    from harness.report import gap_figures
+    from harness.report.sections import accuracy
 
     runs = pd.DataFrame({RUN_ID: ["r0", "r1"], names.TASK_LABEL: ["copy"] * 2,
                          LABEL: ["a"] * 2, names.CHANCE_ACCURACY: [0.1] * 2})
     raw = pd.DataFrame({RUN_ID: ["r0", "r0", "r1", "r1"], "gap": [10, 20, 10, 20],
                         "eval_accuracy": [1.0, 0.5, 0.8, 0.1],
-                        gap_figures.SEQUENCES: [50, 50, 50, 50]})
-    table = gap_figures.eval_by_gap_table(runs, raw)
+                        accuracy.SEQUENCES: [50, 50, 50, 50]})
+    table = accuracy.eval_by_gap_table(runs, raw)
     assert table[tables.N].tolist() == [2, 2]
     drawn: list[Figure] = []
-    monkeypatch.setattr(gap_figures, "save_png", lambda fig, path: drawn.append(fig))
-    gap_figures.eval_by_gap(table, raw, runs, {"a": "red"}, {"a": "o"}, "x", tmp_path / "v.png")
+    monkeypatch.setattr(accuracy, "save_png", lambda fig, path: drawn.append(fig))
+    accuracy.eval_by_gap(table, raw, runs, {"a": "red"}, {"a": "o"}, "x", tmp_path / "v.png")
     assert _bands(drawn[0]) == 0
     (ax,) = [a for a in drawn[0].axes if a.get_visible()]
     dots = sorted(tuple(map(float, p)) for c in ax.collections

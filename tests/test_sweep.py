@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -10,15 +11,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import OOM_HIDDEN, OOM_LIMIT, address_space_limit
+from conftest import BIN, OOM_HIDDEN, OOM_LIMIT, address_space_limit
+from helpers.chromium import chromium, dom
 from helpers.cli import TINY, TRAIN, jobs_and_sweeps
-from helpers.servers import get_json, mlflow_server
+from helpers.servers import mlflow_server
 from mlflow.tracking import MlflowClient
 
 from harness import names
 from harness.tracking.sweep import FAILED_JOBS_FILE
 
 pytestmark = pytest.mark.slow
+# virtual time for the MLflow UI's scripts to fetch and draw the runs (about 10 s of it)
+BUDGET_MS = 20000
 
 def job_logs(tmp_path: Path) -> str:
     """Every job log under tmp_path (Hydra appends a rerun's lines to the same job's log)."""
@@ -112,40 +116,40 @@ def test_demo_preset_searches_every_configuration(tmp_path: Path,
         assert (report / name).exists(), name
 
 
-def test_mlflow_ui_serves_the_sweep_runs(tmp_path: Path, cli_env: dict[str, str]) -> None:
-    """A real `mlflow server` on the sweep's store shows its runs, params, tags, metrics and
-    artifacts over the same REST API the UI uses."""
+def test_the_printed_runs_url_opens_the_sweeps_runs_in_a_fresh_browser(
+        tmp_path: Path, cli_env: dict[str, str]) -> None:
+    """A real sweep's store under a real `mlflow server`: the runs URL `harness-report` prints
+    opens, in headless Chromium with a fresh profile, on the runs table with the sweep's runs
+    (the bare experiment link shows MLflow 3's GenAI overview instead), and a run's link in
+    the report opens that run's page."""
+    browser = chromium()
     multirun(tmp_path, cli_env, "experiment_name=ui", "task=adding", "task.gap=4,8",
              "model=gru", "seed=0", "report.on_multirun_end=false")
     with mlflow_server(tmp_path / "server", cli_env,
                        f"sqlite:///{tmp_path}/store/mlflow.db") as base:
-        experiment = get_json(f"{base}/api/2.0/mlflow/experiments/get-by-name"
-                              "?experiment_name=ui")["experiment"]
-        # MLflow 3's UI opens a training experiment on its runs table only with this tag
-        assert {"key": names.EXPERIMENT_KIND, "value": names.TRAINING_EXPERIMENT} in \
-            experiment["tags"]
-        runs = get_json(f"{base}/api/2.0/mlflow/runs/search",
-                        {"experiment_ids": [experiment["experiment_id"]]})["runs"]
-        sweeps = [r for r in runs if any(t["key"] == names.RUN_KIND for t in r["data"]["tags"])]
-        runs = [r for r in runs if r not in sweeps]
-        assert len(sweeps) == 1  # the UI shows the jobs nested under their sweep
-        assert all({"key": names.PARENT_RUN_ID, "value": sweeps[0]["info"]["run_id"]}
-                   in r["data"]["tags"] for r in runs)
-        assert sorted(r["info"]["run_name"] for r in runs) == [
-            "adding-gru-tanh-noclip-gap4-s0", "adding-gru-tanh-noclip-gap8-s0"]
-        for run in runs:
-            params = {p["key"]: p["value"] for p in run["data"]["params"]}
-            tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
-            metrics = {m["key"] for m in run["data"]["metrics"]}
-            assert params[names.MODEL] == "gru" and params[names.TASK] == "adding"
-            assert tags[names.STATUS] in names.STATUSES and names.CONFIG_HASH in tags
-            assert tags[names.SOURCE_NAME] == "harness-train" and tags[names.GIT_COMMIT]
-            assert params["model"] == "gru" and params[names.TASK_LABEL] == "adding"
-            assert {names.EVAL_ACCURACY, names.TRAIN_LOSS, names.GRAD_NORM_PRE_CLIP} <= metrics
-            listed = get_json(f"{base}/api/2.0/mlflow/artifacts/list"
-                              f"?run_id={run['info']['run_id']}")
-            assert {f["path"] for f in listed["files"]} >= {names.GRAD_PROFILE_ARTIFACT,
-                                                             names.CONFIG_ARTIFACT}
+        done = subprocess.run([str(BIN / "harness-report"), "--experiment", "ui",
+                               "--tracking-uri", base, "--out", str(tmp_path / "reports")],
+                              cwd=tmp_path, env=cli_env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        (url,) = re.findall(r"^ui in the MLflow UI: (\S+)$", done.stdout, flags=re.MULTILINE)
+        runs, (sweep,) = jobs_and_sweeps(MlflowClient(base), "ui")
+        assert url == f"{base}/#/experiments/{sweep.info.experiment_id}/runs"
+
+        table = dom(browser, url, tmp_path / "profile-runs", BUDGET_MS)
+        assert "<title>Runs - Experiment" in table
+        assert f"<strong>{len(runs) + 1}</strong> matching runs" in table  # jobs and sweep
+        assert f">{sweep.info.run_name}</span></a>" in table  # the jobs nest under it
+        bare = dom(browser, url.removesuffix("/runs"), tmp_path / "profile-bare", BUDGET_MS)
+        assert "<title>Overview - Experiment" in bare and "matching runs" not in bare
+
+        page = (tmp_path / "reports" / "ui" / "index.html").read_text()
+        run = runs[0]
+        link = f"{base}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+        assert f'<a href="{link}">{run.info.run_name}</a>' in page
+        shown = dom(browser, link, tmp_path / "profile-run", BUDGET_MS)
+        assert f"<title>Run {run.info.run_id} - MLflow" in shown
+        assert run.info.run_name in shown
 
 
 def test_parallel_sweep_into_a_tracking_server_loses_nothing(tmp_path: Path,

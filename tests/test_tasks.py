@@ -669,6 +669,7 @@ def test_each_seed_gives_the_data_it_always_gave(name: str, params: dict, digest
         batch = task.sample(16, generator(3), split)
         for tensor in (batch.inputs, batch.targets, batch.mask, batch.gaps):
             sha.update(tensor.contiguous().numpy().tobytes())
+    assert sha.hexdigest()[:16] == digest
 
 
 # --- loss and accuracy ----------------------------------------------------------------------

@@ -772,13 +772,3 @@ def source_text(card: Scorecard) -> str:
     return f"Claims from `{where}`" + (f" ({card.source})" if card.source else "") + "."
 
 
-def markdown(card: Scorecard | None) -> str:
-    """The scorecard section of summary.md ("" without claims)."""
-    if card is None:
-        return ""
-    from harness.report.tables import markdown_table
-
-    return "\n".join([
-        "## Scorecard", "", summary_text(card), "", source_text(card), "", RULE_TEXT, "",
-        markdown_table(list(DISPLAY_HEADER), display_rows(card)), "",
-        f"Data: `{SCORECARD_CSV}`.", ""])

@@ -2,7 +2,9 @@
 [--claims FILE] [--pool AXIS[,AXIS]] [--tracking-uri URI] [--out DIR]`.
 
 Also runnable as `python -m harness.report.cli`. Exit code 0 on success, 2 when the store or
-experiment cannot be reported on (one-line message on stderr, no traceback).
+experiment cannot be reported on (one-line message on stderr, no traceback). A missing SQLite
+store or experiment is refused before the report's modules (pandas, MLflow, matplotlib) are
+imported (`preflight`), so the answer comes at once; nothing here imports them before that.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.schema import PROJECT_ROOT
+from harness.report import preflight
+from harness.report.ui import ui_command
 
+# harness.schema.PROJECT_ROOT, which cannot be imported here: harness.schema loads torch
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PROG = "harness-report"
 EXIT_USAGE = 2  # same code argparse uses for bad arguments: "you asked for something absent"
 
@@ -68,7 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.compare is not None and (args.pool or args.claims is not None):
         parser.error("--pool and --claims apply to one experiment's report, not to --compare")
     tracking_uri = args.tracking_uri or default_tracking_uri()
-    # Imported here so `--help` and argument errors answer without loading mlflow/matplotlib.
+    for experiment in filter(None, (args.experiment, args.compare)):
+        refused = preflight.refusal(experiment, tracking_uri)
+        if refused:
+            return _refuse(refused)
+    # Imported here so `--help`, argument errors and the refusals above answer without
+    # loading pandas, MLflow and matplotlib.
     from harness.report import ReportError, build_report
     from harness.report.compare import build_comparison
 
@@ -80,13 +90,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             index = build_report(args.experiment, tracking_uri, args.out,
                                  claims_path=args.claims, pool=pool)
     except ReportError as err:
-        # One line, whatever the message holds, so scripts can grep or log it as a unit.
-        message = " ".join(str(err).splitlines())
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        return EXIT_USAGE
+        return _refuse(str(err))
     print(f"report written: {index.resolve()}")
-    print(f"MLflow UI on the same store: mlflow ui --backend-store-uri {tracking_uri}")
+    for experiment in filter(None, (args.experiment, args.compare)):
+        print(f"{experiment} in the MLflow UI: {_runs_url(experiment, tracking_uri)}")
+    if ui_command(tracking_uri):
+        print(f"start the UI on this store first: {ui_command(tracking_uri)}")
     return 0
+
+
+def _runs_url(experiment: str, tracking_uri: str) -> str:
+    """The experiment's runs table in the MLflow UI (`links.experiment_url`)."""
+    from mlflow.tracking import MlflowClient
+
+    from harness.tracking.links import experiment_url
+
+    found = MlflowClient(tracking_uri).get_experiment_by_name(experiment)
+    assert found is not None  # the report was just built from it
+    return experiment_url(tracking_uri, found.experiment_id)
+
+
+def _refuse(message: str) -> int:
+    """Say why in one line, whatever the message holds, so scripts can grep or log it."""
+    print(f"{PROG}: error: {' '.join(message.splitlines())}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from harness import names
-from harness.report import figures, findings, tables
+from harness.report import findings, page, plotting, tables
 from harness.report.load import LABEL, load_sweep
 
 EXPERIMENT = "experiment"
@@ -28,9 +28,7 @@ LINESTYLES = ("-", "--")  # A solid, B dashed
 
 
 def folder_name(a: str, b: str) -> str:
-    from harness.report import _folder_name
-
-    return f"{_folder_name(a)}_vs_{_folder_name(b)}"
+    return f"{page.experiment_folder(a)}_vs_{page.experiment_folder(b)}"
 
 
 def _counts(a: pd.DataFrame, b: pd.DataFrame, name_a: str, name_b: str) -> pd.DataFrame:
@@ -120,24 +118,20 @@ def _accuracy_figure(acc: pd.DataFrame, runs: dict[str, pd.DataFrame], colors: d
         for style, (name, at_exp) in zip(LINESTYLES, runs.items(), strict=False):
             panel = acc[(acc[names.TASK_LABEL] == task) & (acc[EXPERIMENT] == name)
                         & acc[mean].notna()]
-            seen.update(figures.ci_lines(ax, panel, names.GAP, colors, markers, mean=mean,
+            seen.update(plotting.ci_lines(ax, panel, names.GAP, colors, markers, mean=mean,
                                          linestyle=style))
-            figures.draw_chance(ax, at_exp[at_exp[names.TASK_LABEL] == task])
-        figures._gap_axis(ax, acc.loc[acc[names.TASK_LABEL] == task, names.GAP].astype(float)
+            plotting.draw_chance(ax, at_exp[at_exp[names.TASK_LABEL] == task])
+        plotting.gap_axis(ax, acc.loc[acc[names.TASK_LABEL] == task, names.GAP].astype(float)
                           .to_numpy())
-        ax.set_title(f"task: {task}")
-        ax.set_xlabel("gap (time steps)")
-        ax.set_ylabel(figures.ACCURACY_AXIS)
-        ax.set_ylim(-0.03, 1.03)
-        ax.grid(True, alpha=0.3)
+        plotting.share_panel(ax, task, "gap (time steps)", plotting.ACCURACY_AXIS)
     if not tasks:
-        figures._empty(axes[0], "no runs with a task")
-    fig.suptitle(f"{title}: final eval accuracy vs gap\n{figures.CI_TEXT}")
+        plotting.empty_panel(axes[0], "no runs with a task")
+    fig.suptitle(f"{title}: final eval accuracy vs gap\n{plotting.CI_TEXT}")
     extra = [Line2D([], [], color="0.3", ls=style, label=f"experiment {name}")
              for style, name in zip(LINESTYLES, runs, strict=False)]
-    extra.append(Line2D([], [], **figures.CHANCE_STYLE, label=figures.CHANCE_HANDLE_LABEL))
-    figures._legend(fig, sorted(seen), colors, markers, extra)
-    figures.save_png(fig, path)
+    extra.append(Line2D([], [], **plotting.CHANCE_STYLE, label=plotting.CHANCE_HANDLE_LABEL))
+    plotting.add_legend(fig, sorted(seen), colors, markers, extra)
+    plotting.save_png(fig, path)
 
 
 def build_comparison(a: str, b: str, tracking_uri: str, out_root: Path = Path("reports")) -> Path:
@@ -145,14 +139,12 @@ def build_comparison(a: str, b: str, tracking_uri: str, out_root: Path = Path("r
 
     Raises `ReportError` if the store or either experiment cannot be reported on.
     """
-    from harness.report import _data_uri, _render_html
-
     sweep_a, sweep_b = load_sweep(a, tracking_uri), load_sweep(b, tracking_uri)
     runs = {a: sweep_a.runs, b: sweep_b.runs}
     out = Path(out_root) / folder_name(a, b)
     out.mkdir(parents=True, exist_ok=True)
     both = pd.concat([sweep_a.runs, sweep_b.runs], ignore_index=True)
-    colors, markers = figures.label_colors(both), figures.label_markers(both)
+    colors, markers = plotting.label_colors(both), plotting.label_markers(both)
 
     counts = _counts(sweep_a.runs, sweep_b.runs, a, b)
     acc = pd.concat([tables.accuracy_by_gap(r).assign(**{EXPERIMENT: name})
@@ -176,10 +168,10 @@ def build_comparison(a: str, b: str, tracking_uri: str, out_root: Path = Path("r
         tables.markdown_table(list(solved.columns), tables.display_rows(solved)), "",
     ])
     (out / SUMMARY_MD).write_text(summary, encoding="utf-8", newline="\n")
-    html = _render_html({
+    html = page.render_html({
         "a": a, "b": b, "tracking_uri": tracking_uri,
         "counts_header": list(counts.columns), "counts_rows": tables.display_rows(counts),
-        "findings": changed, "accuracy_png": _data_uri(out / ACCURACY_PNG),
+        "findings": changed, "accuracy_png": page.data_uri(out / ACCURACY_PNG),
         "solved_header": list(solved.columns), "solved_rows": tables.display_rows(solved),
         "files": [ACCURACY_CSV, ACCURACY_PNG, COUNTS_CSV, FINDINGS_CSV, SOLVED_CSV,
                   SUMMARY_MD],

@@ -329,8 +329,3 @@ def frame(items: Sequence[Finding]) -> pd.DataFrame:
     return pd.DataFrame([(f.kind, f.task, f.text) for f in items], columns=list(FINDING_COLUMNS))
 
 
-def markdown(items: Sequence[Finding]) -> str:
-    lines = ["## Findings", "", "Computed from the runs; \"solved at a gap\" means every seed "
-             "of the configuration ended solved there.", ""]
-    lines += [f"- {f.text}" for f in items]
-    return "\n".join([*lines, ""])

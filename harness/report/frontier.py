@@ -18,28 +18,19 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
-from matplotlib.ticker import NullFormatter, NullLocator, ScalarFormatter
 
 from harness import names
 from harness.report import tables
-from harness.report.figures import save_png
 from harness.report.load import (
     LABEL,
     RUN_ID,
     RUN_NAME,
     Sweep,
-    _artifact_csvs,
+    artifact_csvs,
 )
 
 # in the report folder: the merged table below (not frontier.csv: that is the sweep artifact,
@@ -50,8 +41,8 @@ FRONTIER_PNG = "frontier.png"
 
 # The artifact's columns (names.FRONTIER_COLUMNS), read by name.
 _CONFIGURATION, _TASK, _LR = "configuration", "task", "lr"
-_GAP_HELD, _HELD_SOLVED, _HELD_SEEDS = "gap_held", "held_solved", "held_seeds"
-_GAP_FAILED, _CENSORED_GAPS, _PROBES = "gap_failed", "censored_gaps", "probes"
+GAP_HELD, HELD_SOLVED, HELD_SEEDS = "gap_held", "held_solved", "held_seeds"
+GAP_FAILED, _CENSORED_GAPS, _PROBES = "gap_failed", "censored_gaps", "probes"
 _RUNS, _GRID_RUNS = "runs", "grid_runs"
 # The fit of P(solved) on ln gap (harness.frontier.solve_curve); absent from older tables.
 _P50_GAP, _P50_LOW, _P50_HIGH = "p50_gap", "p50_low", "p50_high"
@@ -60,7 +51,7 @@ REQUIRED = tuple(c for c in names.FRONTIER_COLUMNS if c not in OPTIONAL)
 # The probes artifact's columns (names.FRONTIER_PROBE_COLUMNS) this module reads.
 _P_GAP, _P_SEED, _P_STATUS, _P_END_STATE, _P_OUTCOME, _P_RUN_ID = (
     "gap", "seed", "status", "end_state", "outcome", "run_id")
-for _column in (_CONFIGURATION, _TASK, _LR, _GAP_HELD, _HELD_SOLVED, _HELD_SEEDS, _GAP_FAILED,
+for _column in (_CONFIGURATION, _TASK, _LR, GAP_HELD, HELD_SOLVED, HELD_SEEDS, GAP_FAILED,
                 _CENSORED_GAPS, _PROBES, _RUNS, _GRID_RUNS, *OPTIONAL):
     if _column not in names.FRONTIER_COLUMNS:
         raise ImportError(f"{names.FRONTIER_ARTIFACT} has no column {_column!r}")
@@ -84,8 +75,8 @@ ABOVE = "above"  # ABOVE_FAILED / ABOVE_CENSORED / ABOVE_BEYOND
 CENSORED_WHY = "censored_why"  # why gap_failed is censored ("" unless it is)
 SWEEP = "sweep"  # the run name of the parent run the row came from
 SWEEP_RUN_ID = "sweep_run_id"
-COLUMNS = (names.TASK_LABEL, LABEL, OVERRIDES, _LR, _GAP_HELD, _HELD_SOLVED, _HELD_SEEDS,
-           _GAP_FAILED, ABOVE, CENSORED_WHY, _CENSORED_GAPS, _PROBES, _RUNS, _GRID_RUNS,
+COLUMNS = (names.TASK_LABEL, LABEL, OVERRIDES, _LR, GAP_HELD, HELD_SOLVED, HELD_SEEDS,
+           GAP_FAILED, ABOVE, CENSORED_WHY, _CENSORED_GAPS, _PROBES, _RUNS, _GRID_RUNS,
            _P50_GAP, _P50_LOW, _P50_HIGH, SWEEP, SWEEP_RUN_ID)
 # One row per probed (row, gap, seed) at the row's lr, from `probes`: what the figure draws.
 SEED = "seed"
@@ -126,13 +117,15 @@ def missing(value: object) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float) and value != value)
 
 
-def _number(value: object) -> float | None:
+def as_number(value: object) -> float | None:
+    """A cell read back from a CSV as a float; None when it is empty or not a number."""
     number = pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0]
     return None if pd.isna(number) else float(number)
 
 
-def _int(value: object) -> int | None:
-    number = _number(value)
+def as_int(value: object) -> int | None:
+    """A cell as a whole number (a gap, a count), rounded; None when empty or not finite."""
+    number = as_number(value)
     return None if number is None or not math.isfinite(number) else int(round(number))
 
 
@@ -143,7 +136,7 @@ def _text(value: object) -> str:
 def _gap_list(value: object) -> list[int]:
     """`censored_gaps` as ints: "20 40" -> [20, 40]; a lone "20" reads back as 20 or 20.0."""
     text = _text(value)
-    gaps = (_int(part) for part in text.split())
+    gaps = (as_int(part) for part in text.split())
     return [g for g in gaps if g is not None]
 
 
@@ -152,7 +145,7 @@ def parse_probes(text: object) -> list[tuple[int, int, str]]:
     out = []
     for token in _text(text).split():
         gap_text, _, letters = token.partition(":")
-        gap = _int(gap_text)
+        gap = as_int(gap_text)
         if gap is None:
             continue
         out += [(gap, seed, LETTERS[letter]) for seed, letter in enumerate(letters)
@@ -167,7 +160,8 @@ def _same_lr(values: pd.Series, lr: float | None) -> pd.Series:
     return pd.Series(np.isclose(numbers.to_numpy(), lr, rtol=1e-9, atol=0.0), index=values.index)
 
 
-def _most_common(values: pd.Series) -> str | None:
+def most_common(values: pd.Series) -> str | None:
+    """The most frequent value as text (the first in sort order on a tie); None if none."""
     counts = Counter(str(v) for v in values.dropna())
     if not counts:
         return None
@@ -194,7 +188,7 @@ def _probe_list(mine: pd.DataFrame | None) -> list[Probe]:
         return []
     out = []
     for record in mine.to_dict("records"):
-        gap, seed = _int(record[_P_GAP]), _int(record[_P_SEED])
+        gap, seed = as_int(record[_P_GAP]), as_int(record[_P_SEED])
         if gap is not None and seed is not None and not missing(record[_P_RUN_ID]):
             out.append((gap, seed, _text(record[_P_OUTCOME]), str(record[_P_RUN_ID])))
     return out
@@ -206,7 +200,7 @@ def _rows(frontier: pd.DataFrame, probes: pd.DataFrame | None, runs: pd.DataFram
     rows = []
     for record in frontier.to_dict("records"):
         overrides = _text(record[_CONFIGURATION])
-        lr = _number(record[_LR])
+        lr = as_number(record[_LR])
         mine = None
         if probes is not None:
             mine = probes[(probes[_CONFIGURATION].astype(str) == overrides)
@@ -214,9 +208,9 @@ def _rows(frontier: pd.DataFrame, probes: pd.DataFrame | None, runs: pd.DataFram
         # the report's task label and configuration label of the runs this row's probes made
         ids = set() if mine is None else {str(r) for r in mine[_P_RUN_ID].dropna()}
         matched = runs[runs[RUN_ID].isin(ids)]
-        task = _most_common(matched[names.TASK_LABEL]) or _text(record[_TASK])
-        label = _most_common(matched[LABEL]) or overrides
-        held, failed = _int(record[_GAP_HELD]), _int(record[_GAP_FAILED])
+        task = most_common(matched[names.TASK_LABEL]) or _text(record[_TASK])
+        label = most_common(matched[LABEL]) or overrides
+        held, failed = as_int(record[GAP_HELD]), as_int(record[GAP_FAILED])
         censored = _gap_list(record[_CENSORED_GAPS])
         if failed is None:
             above = ABOVE_BEYOND
@@ -224,12 +218,12 @@ def _rows(frontier: pd.DataFrame, probes: pd.DataFrame | None, runs: pd.DataFram
             above = ABOVE_CENSORED if failed in censored else ABOVE_FAILED
         rows.append(({
             names.TASK_LABEL: task, LABEL: label, OVERRIDES: overrides, _LR: lr,
-            _GAP_HELD: held, _HELD_SOLVED: _int(record[_HELD_SOLVED]),
-            _HELD_SEEDS: _int(record[_HELD_SEEDS]), _GAP_FAILED: failed, ABOVE: above,
+            GAP_HELD: held, HELD_SOLVED: as_int(record[HELD_SOLVED]),
+            HELD_SEEDS: as_int(record[HELD_SEEDS]), GAP_FAILED: failed, ABOVE: above,
             CENSORED_WHY: _censored_why(mine, failed) if above == ABOVE_CENSORED else "",
             _CENSORED_GAPS: " ".join(map(str, censored)), _PROBES: _text(record[_PROBES]),
-            _RUNS: _int(record[_RUNS]), _GRID_RUNS: _int(record[_GRID_RUNS]),
-            **{c: _number(record.get(c)) for c in OPTIONAL},
+            _RUNS: as_int(record[_RUNS]), _GRID_RUNS: as_int(record[_GRID_RUNS]),
+            **{c: as_number(record.get(c)) for c in OPTIONAL},
             SWEEP: str(parent[RUN_NAME]), SWEEP_RUN_ID: str(parent[RUN_ID]),
         }, _probe_list(mine)))
     return rows
@@ -246,13 +240,13 @@ def load_frontiers(sweep: Sweep, tracking_uri: str) -> Frontiers:
     if parents.empty:
         return _empty_frontiers()
     found = [(rid, frame) for rid, frame in
-             _artifact_csvs(parents, names.FRONTIER_ARTIFACT, tracking_uri)
+             artifact_csvs(parents, names.FRONTIER_ARTIFACT, tracking_uri)
              if set(REQUIRED) <= set(frame.columns)]
     if not found:
         return _empty_frontiers()
     with_table = parents[parents[RUN_ID].isin({rid for rid, _ in found})]
     probes = {rid: frame for rid, frame in
-              _artifact_csvs(with_table, names.FRONTIER_PROBES_ARTIFACT, tracking_uri)
+              artifact_csvs(with_table, names.FRONTIER_PROBES_ARTIFACT, tracking_uri)
               if set(names.FRONTIER_PROBE_COLUMNS) <= set(frame.columns)}
     by_id = {str(p[RUN_ID]): p for p in with_table.to_dict("records")}
     # `sweeps` is oldest first (start time, name, id): a later row replaces an earlier one.
@@ -275,7 +269,7 @@ def load_frontiers(sweep: Sweep, tracking_uri: str) -> Frontiers:
     probe_runs = probe_runs.sort_values(list(PROBE_RUN_COLUMNS), kind="mergesort")
     table = table.sort_values([names.TASK_LABEL, LABEL, OVERRIDES], kind="mergesort")
     table = table.reset_index(drop=True)
-    for column in (_GAP_HELD, _HELD_SOLVED, _HELD_SEEDS, _GAP_FAILED, _RUNS, _GRID_RUNS):
+    for column in (GAP_HELD, HELD_SOLVED, HELD_SEEDS, GAP_FAILED, _RUNS, _GRID_RUNS):
         table[column] = table[column].astype("Int64")
     levels = pd.DataFrame(
         [(row[names.TASK_LABEL], row[LABEL], gap, seed, outcome)
@@ -292,17 +286,17 @@ def load_frontiers(sweep: Sweep, tracking_uri: str) -> Frontiers:
 
 def held_text(row: dict[str, object]) -> str:
     """`80 (3/3 seeds)`, or `none` when not even the lowest rung held."""
-    held = row[_GAP_HELD]
+    held = row[GAP_HELD]
     if missing(held):
         return tables.NONE
-    return f"{int(held):,} ({row[_HELD_SOLVED]}/{row[_HELD_SEEDS]} seeds)"  # type: ignore[arg-type]
+    return f"{int(held):,} ({row[HELD_SOLVED]}/{row[HELD_SEEDS]} seeds)"  # type: ignore[arg-type]
 
 
 def above_text(row: dict[str, object]) -> str:
     """`160 failed`, `20 censored (still improving at the budget's end)`, `beyond the ladder`."""
     if row[ABOVE] == ABOVE_BEYOND:
         return f"{ABOVE_BEYOND} (its top gap held)"
-    text = f"{int(row[_GAP_FAILED]):,} {row[ABOVE]}"  # type: ignore[arg-type]
+    text = f"{int(row[GAP_FAILED]):,} {row[ABOVE]}"  # type: ignore[arg-type]
     return f"{text} ({row[CENSORED_WHY]})" if row[CENSORED_WHY] else text
 
 
@@ -376,108 +370,3 @@ MEANING = (
     "(the search adds seeds only while a level is undecided).")
 
 
-def markdown(frontiers: Frontiers) -> str:
-    """The frontier section of summary.md ("" when the experiment has no frontier)."""
-    if frontiers.empty:
-        return ""
-    return "\n".join([
-        "## Frontier", "", source_text(frontiers), "", MEANING, "",
-        tables.markdown_table(list(DISPLAY_HEADER), display_rows(frontiers)), "",
-        f"![{FIGURE_TITLE}]({FRONTIER_PNG})", "",
-        f"{FIGURE_SENTENCE} {rule_text(frontiers)} Data: `{FRONTIER_CSV}`.", ""])
-
-
-# --- the figure ----------------------------------------------------------------------------
-
-OUTCOME_STYLE = {  # distinct shapes, so the figure reads without colour too
-    SOLVED: {"marker": "o", "color": "#029e73", "facecolor": "#029e73", "label": "solved"},
-    FAILED: {"marker": "X", "color": "0.1", "facecolor": "0.1", "label": "failed"},
-    UNDECIDED: {"marker": "s", "color": "0.25", "facecolor": "none",
-                "label": "undecided (censored: still improving, or job failed)"},
-}
-_ROW_IN = 0.62  # inches per configuration row
-_SEED_SPREAD = 0.44  # the seeds of a probed gap span this much of a row, top to bottom
-_WIDTH_IN = 11.0  # the figure's width when its labels leave the gap axis room enough
-_AXIS_IN = 5.5  # inches kept for the gap axis itself, however long the labels
-_PAD_IN = 0.6  # around the labels, the right-hand text and the panel's edges
-
-
-def _short_above(row: dict[str, object]) -> str:
-    if row[ABOVE] == ABOVE_BEYOND:
-        return "top of the ladder held"
-    return f"{int(row[_GAP_FAILED]):,} {row[ABOVE]}"  # type: ignore[arg-type]
-
-
-def _fit_width(fig: Figure, axes: Sequence[Axes]) -> None:
-    """Widen the figure so the longest configuration label (left) and result text (right)
-    leave the gap axis `_AXIS_IN` inches: constrained layout cannot shrink the axis below
-    nothing, and where it gives up the labels run off the figure's left edge."""
-    renderer = FigureCanvasAgg(fig).get_renderer()
-    labels = [t for ax in axes for t in ax.get_yticklabels()]
-    texts = [t for ax in axes for t in ax.texts]
-    left, right = (max((t.get_window_extent(renderer).width for t in group), default=0.0)
-                   / fig.dpi for group in (labels, texts))
-    fig.set_figwidth(max(_WIDTH_IN, left + _AXIS_IN + right + 2 * _PAD_IN))
-
-
-def frontier_figure(table: pd.DataFrame, levels: pd.DataFrame, colors: dict[str, str],
-                    experiment: str, path: Path) -> None:
-    """One panel per task, one row per configuration: probed gaps with per-seed outcomes and a
-    bar up to the largest gap held (log-x gap axis). The figure is as wide as its longest
-    labels need (`_fit_width`)."""
-    tasks = sorted(table[names.TASK_LABEL].astype(str).unique())
-    counts = [int((table[names.TASK_LABEL] == t).sum()) for t in tasks]
-    height = sum(_ROW_IN * n + 1.1 for n in counts) + 1.2
-    fig = Figure(figsize=(_WIDTH_IN, height), layout="constrained")
-    axes = fig.subplots(len(tasks), 1, squeeze=False,
-                        gridspec_kw={"height_ratios": [n + 1.2 for n in counts]})[:, 0]
-    for ax, task in zip(axes, tasks, strict=True):
-        rows = table[table[names.TASK_LABEL] == task].to_dict("records")
-        at_task = levels[levels[names.TASK_LABEL] == task]
-        gaps = sorted({int(g) for g in at_task[GAP]}
-                      | {int(r[_GAP_HELD]) for r in rows if not missing(r[_GAP_HELD])}
-                      | {int(r[_GAP_FAILED]) for r in rows if not missing(r[_GAP_FAILED])})
-        low, high = (min(gaps) / 1.5, max(gaps) * 1.5) if gaps else (1.0, 10.0)
-        n_seeds = max([int(s) + 1 for s in at_task[SEED]] or [1])
-        offsets = (np.linspace(-_SEED_SPREAD / 2, _SEED_SPREAD / 2, n_seeds) if n_seeds > 1
-                   else np.zeros(1))
-        for y, row in enumerate(rows):
-            color = colors.get(str(row[LABEL]), "0.55")
-            if not missing(row[_GAP_HELD]):
-                held = float(row[_GAP_HELD])  # type: ignore[arg-type]
-                ax.barh(y, held - low, left=low, height=0.72, color=color, alpha=0.28, lw=0,
-                        zorder=1)
-                ax.plot([held, held], [y - 0.36, y + 0.36], color=color, lw=2.4, zorder=2)
-            mine = at_task[at_task[LABEL] == row[LABEL]]
-            for outcome, style in OUTCOME_STYLE.items():
-                dots = mine[mine[OUTCOME] == outcome]
-                if dots.empty:
-                    continue
-                ax.scatter(dots[GAP].astype(float).to_numpy(),
-                           y + offsets[dots[SEED].astype(int).to_numpy()],
-                           marker=style["marker"], s=34, edgecolors=style["color"],
-                           facecolors=style["facecolor"], linewidths=1.2, zorder=3)
-            ax.annotate(f"held {held_text(row)}; {_short_above(row)}",
-                        xy=(1.01, y), xycoords=("axes fraction", "data"), va="center",
-                        ha="left", fontsize=8.5, annotation_clip=False)
-        ax.set_xscale("log")
-        ax.set_xlim(low, high)
-        if gaps:
-            ax.set_xticks(gaps)
-        ax.xaxis.set_major_formatter(ScalarFormatter())
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_yticks(range(len(rows)), [str(r[LABEL]) for r in rows])
-        ax.set_ylim(len(rows) - 0.5, -0.5)  # first configuration on top
-        ax.set_title(f"task: {task}")
-        ax.set_xlabel("gap (time steps, log scale)")
-        ax.grid(True, axis="x", alpha=0.3)
-    handles = [Line2D([], [], ls="", marker=s["marker"], markeredgecolor=s["color"],
-                      markerfacecolor=s["facecolor"], markersize=7, label=s["label"])
-               for s in OUTCOME_STYLE.values()]
-    handles.append(Patch(facecolor="0.55", alpha=0.28, label="held: up to the largest gap held"))
-    fig.legend(handles=handles, loc="outside lower center", ncols=2,
-               title="probe outcome (per seed)")
-    fig.suptitle(f"{experiment}: gap frontier, each probed gap's seeds (seed 0 on top)")
-    _fit_width(fig, axes)
-    save_png(fig, path)

@@ -4,8 +4,8 @@ the first gap it did not hold, and what clipping changed.
 For each row of the frontier table (`harness.report.frontier`) whose sweep logged its probes
 artifact (which names every probe's run), the probe runs at the largest gap held and at the
 first gap not held are taken, at the row's lr. A run's profile is its last layer at its last
-profiled step (`figures.run_profiles`, the "final" curve of grad_profile.png); a level's curve
-is the mean over its runs (`figures.pool_runs`). The table reads that curve at lag = gap (the
+profiled step (`gradients.run_profiles`, the "final" curve of grad_profile.png); a level's curve
+is the mean over its runs (`gradients.pool_runs`). The table reads that curve at lag = gap (the
 distance from the loss the task asks the model to bridge) and at lag 0 (the loss itself),
 gives their ratio and the runs' spread at lag = gap, and the mean of the runs' final
 `grad_decay_rate`. Only measured values are used: a level whose runs logged no profile has
@@ -20,17 +20,12 @@ value and the final decay rate.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.lines import Line2D
 
 from harness import names
-from harness.report import figures, frontier
-from harness.report.figures import GRAD_SYMBOL, _empty, _legend, log_y, save_png
-from harness.report.grad_figures import _grid, _hide_rest
-from harness.report.gradients import decay_points
+from harness.report import frontier, gradients
 from harness.report.load import (
     CLIP_SETTING,
     LABEL,
@@ -50,7 +45,6 @@ FRONTIER_GRAD_CURVES_CSV = "frontier_gradients_by_lag.csv"  # the figure's curve
 # The two levels of a frontier row whose runs are compared.
 LEVEL = "level"
 HELD, NOT_HELD = "held", "first not held"
-LEVEL_STYLE = {HELD: "-", NOT_HELD: "--"}
 TASK, GAP = names.TASK_LABEL, frontier.GAP
 LEVEL_RUN_COLUMNS = (TASK, LABEL, LEVEL, GAP, frontier.SEED, frontier.OUTCOME, RUN_ID)
 # Columns of the table (FRONTIER_GRAD_CSV).
@@ -63,7 +57,7 @@ RATIO = "ratio_gap_to_lag0"  # AT_GAP / AT_LOSS
 DECAY_MEAN, DECAY_N = f"{names.GRAD_DECAY_RATE}_mean", f"{names.GRAD_DECAY_RATE}_n"
 TABLE_COLUMNS = (TASK, LABEL, LEVEL, GAP, N_PROBES, N_SOLVED, N_PROFILED, STEP_MIN, STEP_MAX,
                  AT_GAP, AT_GAP_MIN, AT_GAP_MAX, AT_LOSS, RATIO, DECAY_MEAN, DECAY_N)
-N_RUNS = figures.N_RUNS
+N_RUNS = gradients.N_RUNS
 CURVE_COLUMNS = (TASK, LABEL, LEVEL, GAP, P_LAYER, P_LAG, P_GRAD_NORM, N_RUNS)
 
 
@@ -84,8 +78,8 @@ def level_runs(fronts: frontier.Frontiers) -> pd.DataFrame:
     probes = fronts.probe_runs
     for row in fronts.table.to_dict("records"):
         mine = probes[(probes[TASK] == row[TASK]) & (probes[LABEL] == row[LABEL])]
-        for level, column in ((HELD, frontier._GAP_HELD), (NOT_HELD, frontier._GAP_FAILED)):
-            gap = frontier._int(row[column])
+        for level, column in ((HELD, frontier.GAP_HELD), (NOT_HELD, frontier.GAP_FAILED)):
+            gap = frontier.as_int(row[column])
             if gap is None:
                 continue
             at = mine[mine[GAP] == gap]
@@ -98,8 +92,8 @@ def _final_profiles(levels: pd.DataFrame, runs: pd.DataFrame,
                     profiles: pd.DataFrame) -> pd.DataFrame:
     """Each level run's final profile (one row per lag), keyed by the frontier row and level."""
     mine = runs[runs[RUN_ID].isin(set(levels[RUN_ID]))]
-    per_run = figures.run_profiles(mine, profiles)
-    per_run = per_run[per_run[figures.PHASE] == figures.FINAL]
+    per_run = gradients.run_profiles(mine, profiles)
+    per_run = per_run[per_run[gradients.PHASE] == gradients.FINAL]
     return levels.merge(per_run[[RUN_ID, P_LAYER, P_LAG, P_GRAD_NORM, P_STEP]], on=RUN_ID,
                         how="inner")
 
@@ -149,9 +143,9 @@ def frontier_gradients(fronts: frontier.Frontiers, runs: pd.DataFrame, finals: p
     if per_run.empty:
         pooled = pd.DataFrame(columns=list(CURVE_COLUMNS))
     else:
-        pooled = figures.pool_runs(per_run, [TASK, LABEL, LEVEL, GAP, P_LAG])
+        pooled = gradients.pool_runs(per_run, [TASK, LABEL, LEVEL, GAP, P_LAG])
     # in the frontier table's order (task, label), the gap held before the first not held
-    table = _table(levels, per_run, pooled, decay_points(runs, finals))
+    table = _table(levels, per_run, pooled, gradients.decay_points(runs, finals))
     # the log axis cannot draw zeros (underflow); the table keeps them
     curves = pooled[pooled[P_GRAD_NORM].astype(float) > 0].reindex(columns=list(CURVE_COLUMNS))
     curves = curves.sort_values([TASK, LABEL, GAP, P_LAG], kind="mergesort")
@@ -205,11 +199,11 @@ def _gradient_words(level: dict[str, object] | None) -> tuple[str, str]:
 
 
 def _change(base: dict[str, object], clipped: dict[str, object]) -> str:
-    b, a = (frontier._int(r[frontier._GAP_HELD]) or -1 for r in (base, clipped))
+    b, a = (frontier.as_int(r[frontier.GAP_HELD]) or -1 for r in (base, clipped))
     if a == b and a < 0:
         return "left it holding no gap"
     if a == b:
-        seeds = [f"{r[frontier._HELD_SOLVED]}/{r[frontier._HELD_SEEDS]}" for r in (clipped, base)]
+        seeds = [f"{r[frontier.HELD_SOLVED]}/{r[frontier.HELD_SEEDS]}" for r in (clipped, base)]
         return f"left the gap held at {a:,} ({seeds[0]} seeds with, {seeds[1]} without)"
     verb = "raised" if a > b else "lowered"
     return f"{verb} the gap held from {frontier.held_text(base)} to {frontier.held_text(clipped)}"
@@ -225,8 +219,8 @@ def _clipping(fronts: frontier.Frontiers, table: pd.DataFrame, runs: pd.DataFram
         ids = [i for i in ids if i in by_run.index]
         if not ids:
             continue
-        variant = frontier._most_common(by_run.loc[ids, MODEL_VARIANT])
-        setting = frontier._most_common(by_run.loc[ids, CLIP_SETTING])
+        variant = frontier.most_common(by_run.loc[ids, MODEL_VARIANT])
+        setting = frontier.most_common(by_run.loc[ids, CLIP_SETTING])
         described.append((row[TASK], variant, setting, row))
     lines = []
     for task, variant in sorted({(t, v) for t, v, _, _ in described}):
@@ -292,72 +286,3 @@ def profiled(section: FrontierGradients) -> bool:
     return bool((section.table[N_PROFILED] > 0).any())
 
 
-def markdown(section: FrontierGradients, drawn: bool) -> str:
-    """The section's part of summary.md, under the frontier's."""
-    from harness.report.tables import markdown_table
-
-    parts = [f"### {TITLE}", ""]
-    parts += [*section.notes, ""] if section.notes else []
-    if drawn:
-        parts += [f"![{FIGURE_TITLE}]({FRONTIER_GRAD_PNG})", "",
-                  f"{SENTENCE} Data: `{FRONTIER_GRAD_CURVES_CSV}`, `{FRONTIER_GRAD_CSV}`.", ""]
-    if profiled(section):
-        parts += [markdown_table(list(DISPLAY_HEADER), display_rows(section.table)), ""]
-    if section.clipping:
-        parts += ["What clipping changed:", "", *(f"- {line}" for line in section.clipping), ""]
-    return "\n".join(parts)
-
-
-# --- the figure ----------------------------------------------------------------------------
-
-
-def frontier_gradient_figure(curves: pd.DataFrame, table: pd.DataFrame, colors: dict[str, str],
-                             markers: dict[str, str], experiment: str, path: Path) -> None:
-    """One panel per frontier configuration with runs: its mean profile at the gap held and at
-    the first gap not held, the mean and min-max of the runs at lag = gap."""
-    panels = list(dict.fromkeys(zip(table[TASK], table[LABEL], strict=True)))
-    fig, axes = _grid(len(panels))
-    labels = sorted({str(label) for _, label in panels})
-    colors = {lab: colors.get(lab, "0.55") for lab in labels}
-    markers = {lab: markers.get(lab, "o") for lab in labels}
-    for ax, (task, label) in zip(axes, panels, strict=False):
-        color, marker = colors[str(label)], markers[str(label)]
-        rows = table[(table[TASK] == task) & (table[LABEL] == label)].to_dict("records")
-        drew = False
-        for row in rows:
-            line = curves[(curves[TASK] == task) & (curves[LABEL] == label)
-                          & (curves[LEVEL] == row[LEVEL])]
-            style = LEVEL_STYLE[str(row[LEVEL])]
-            gap = int(row[GAP])
-            ax.axvline(gap, color=color, ls=":", lw=1.0, alpha=0.8)
-            if line.empty:
-                continue
-            drew = True
-            ax.plot(line[P_LAG], line[P_GRAD_NORM], color=color, ls=style, lw=1.5,
-                    marker=marker, ms=3, markevery=max(len(line) // 8, 1))
-            mean, low, high = (frontier._number(row[c]) for c in (AT_GAP, AT_GAP_MIN, AT_GAP_MAX))
-            if mean is not None and low is not None and high is not None and mean > 0:
-                ax.errorbar([gap], [mean], yerr=[[max(mean - low, 0.0)], [max(high - mean, 0.0)]],
-                            color=color, marker=marker, ms=7, capsize=4, lw=1.4, zorder=4,
-                            markeredgecolor="0.15")
-        levels = ", ".join(f"{r[LEVEL]} {r[GAP]}: {r[N_PROFILED]}/{r[N_PROBES]} runs profiled"
-                           for r in rows)
-        ax.set_title(f"{task} · {label}\n{levels}", fontsize=9)
-        if drew:
-            log_y(ax)
-            ax.grid(True, which="major", alpha=0.3)
-        else:
-            _empty(ax, "its runs at these gaps logged no profile")
-        ax.set_xlabel("lag: distance from the loss (time steps)")
-        ax.set_ylabel(f"{GRAD_SYMBOL} (last profiled step)")
-    _hide_rest(axes, len(panels), "no frontier configuration with known runs")
-    fig.suptitle(f"{experiment}: {GRAD_SYMBOL} vs lag at the gap held (solid) and the first gap "
-                 "not held (dashed)\nlast layer, mean over the probe runs; at lag = gap: mean "
-                 "and min-max over runs")
-    extra = [Line2D([], [], color="0.3", ls=LEVEL_STYLE[HELD], label="at the gap held"),
-             Line2D([], [], color="0.3", ls=LEVEL_STYLE[NOT_HELD],
-                    label="at the first gap not held"),
-             Line2D([], [], color="0.3", ls=":", label="lag = gap")]
-    if panels:
-        _legend(fig, labels, colors, markers, extra)
-    save_png(fig, path)

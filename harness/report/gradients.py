@@ -32,7 +32,7 @@ from harness.report.load import (
     STEP,
     VALUE,
 )
-from harness.report.tables import N_SEEDS, format_cell, markdown_table
+from harness.report.tables import N_SEEDS, format_cell
 
 LAYER, LAG = P_LAYER, P_LAG  # same names as in grad_profile.csv
 BLOCK = "block"
@@ -71,6 +71,95 @@ def finite(values: pd.Series) -> pd.Series:
 def _sorted(frame: pd.DataFrame, columns: Sequence[str], by: Sequence[str]) -> pd.DataFrame:
     frame = frame.reindex(columns=list(columns))
     return frame.sort_values(list(by), kind="mergesort").reset_index(drop=True)
+
+
+# --- each run's profile by lag, and its mean over runs -----------------------------------
+
+INIT, MIDDLE, FINAL = "init", "middle", "final"  # a run's profiled steps: first, middle, last
+PANEL_MODEL = "panel_model"
+PHASE = "phase"
+POOLED_COLUMNS = [names.TASK_LABEL, PANEL_MODEL, names.GAP, LABEL, PHASE, P_LAYER, P_LAG,
+                  P_GRAD_NORM, N_RUNS]
+RUN_PROFILE_COLUMNS = [RUN_ID, names.TASK_LABEL, PANEL_MODEL, names.GAP, LABEL, PHASE, P_LAG,
+                       P_GRAD_NORM, P_LAYER, P_STEP]
+_PHASE_ORDER = sorted((INIT, MIDDLE, FINAL))  # the order a groupby on the names gives
+
+
+def run_profiles(runs: pd.DataFrame, profiles: pd.DataFrame) -> pd.DataFrame:
+    """Each run's own ‖∂L/∂h_t‖ by lag at init, mid-training and at the end, last layer.
+
+    One row per (run, phase, lag), columns `RUN_PROFILE_COLUMNS`: the run's mean over its
+    positions at that lag, and the step it was profiled at. Only each run's last layer (the
+    one next to the readout) is used. "final" is each run's own last profiled step, since runs
+    stop at different steps; a run profiled only at step 0 has no final curve. "middle" is the
+    run's profiled step nearest half its last one (not step 0 nor the last). Non-finite values
+    (diverged runs) are dropped. Rows are ordered by task, panel model, gap, label, phase, lag
+    and run id. The work is done on integer run codes (`run_codes`): a large
+    sweep's profiles are millions of rows.
+    """
+    if profiles.empty:
+        return pd.DataFrame(columns=RUN_PROFILE_COLUMNS)
+    codes, ids = run_codes(profiles)
+    meta = run_meta(runs, ids, [names.TASK_LABEL, names.GAP, names.MODEL, names.ACTIVATION,
+                                LABEL])
+    meta[PANEL_MODEL] = (meta[names.MODEL].astype(str) + "-"
+                         + meta[names.ACTIVATION].astype(str))
+    group = [names.TASK_LABEL, PANEL_MODEL, names.GAP, LABEL]
+    known = (meta["present"] & meta[group].notna().all(axis=1)).to_numpy()
+    step = profiles[P_STEP].to_numpy(dtype=float)
+    rows = (last_layer_rows(profiles, codes) & known[codes]
+            & np.isfinite(profiles[P_GRAD_NORM].to_numpy(dtype=float))
+            & ~np.isnan(profiles[P_LAG].to_numpy(dtype=float)) & ~np.isnan(step))
+    if not rows.any():
+        return pd.DataFrame(columns=RUN_PROFILE_COLUMNS)
+    run, step = codes[rows], step[rows]
+    last = pd.Series(step).groupby(run).transform("max").to_numpy()
+    # the middle step: each run's profiled step nearest half its last (ties: the earlier)
+    steps = pd.DataFrame({"_run": run, P_STEP: step, "last": last}).drop_duplicates(
+        ["_run", P_STEP])
+    inner = steps[(steps[P_STEP] > 0) & (steps[P_STEP] < steps["last"])]
+    inner = inner.assign(distance=(inner[P_STEP] - inner["last"] / 2).abs())
+    middle = inner.sort_values(["_run", "distance", P_STEP]).drop_duplicates("_run")
+    middle_step = np.full(len(ids), np.nan)
+    middle_step[middle["_run"].to_numpy()] = middle[P_STEP].to_numpy()
+    data = pd.DataFrame({"_run": run, P_LAG: profiles[P_LAG].to_numpy()[rows],
+                         P_GRAD_NORM: profiles[P_GRAD_NORM].to_numpy()[rows],
+                         P_LAYER: profiles[P_LAYER].to_numpy()[rows],
+                         P_STEP: profiles[P_STEP].to_numpy()[rows]})
+    phases = [(INIT, step == 0), (MIDDLE, step == middle_step[run]),
+              (FINAL, (step == last) & (last > 0))]
+    parts = [data[mask].assign(_phase=_PHASE_ORDER.index(phase)) for phase, mask in phases]
+    both = pd.concat(parts, ignore_index=True)
+    # average within a run first, so a run scoring many positions per lag is not overweighted
+    per_run = both.groupby(["_run", "_phase", P_LAG], sort=True).agg(
+        **{P_GRAD_NORM: (P_GRAD_NORM, "mean"), P_LAYER: (P_LAYER, "max"),
+           P_STEP: (P_STEP, "max")}).reset_index()
+    # order: the run's configuration (task, panel model, gap, label), phase, lag, run id
+    configs = meta[group].reset_index(drop=True)
+    config_rank = np.full(len(ids), -1)
+    ranked = configs[known].sort_values(group, kind="mergesort").drop_duplicates()
+    position = pd.MultiIndex.from_frame(ranked).get_indexer(pd.MultiIndex.from_frame(configs))
+    config_rank[known] = position[known]
+    order = np.lexsort((per_run["_run"].to_numpy(), per_run[P_LAG].to_numpy(),
+                        per_run["_phase"].to_numpy(), config_rank[per_run["_run"].to_numpy()]))
+    per_run = per_run.iloc[order].reset_index(drop=True)
+    keys = configs.iloc[per_run["_run"].to_numpy()].reset_index(drop=True)
+    out = pd.concat([keys, per_run], axis=1)
+    out[RUN_ID] = np.asarray(ids)[per_run["_run"].to_numpy()]
+    out[PHASE] = np.asarray(_PHASE_ORDER)[per_run["_phase"].to_numpy()]
+    return out[RUN_PROFILE_COLUMNS]
+
+
+def pool_runs(per_run: pd.DataFrame, group: list[str]) -> pd.DataFrame:
+    """The mean over runs of `run_profiles` rows per `group` (which ends with the lag), with
+    the runs counted in `N_RUNS`; layers and lags as ints."""
+    pooled = per_run.groupby(group, sort=True).agg(
+        **{P_GRAD_NORM: (P_GRAD_NORM, "mean"), N_RUNS: (RUN_ID, "count"),
+           P_LAYER: (P_LAYER, "max")}
+    ).reset_index()
+    pooled[P_LAYER] = pooled[P_LAYER].round().astype(int)
+    pooled[P_LAG] = pooled[P_LAG].round().astype(int)
+    return pooled
 
 
 # --- gradient-norm heatmap --------------------------------------------------------------------
@@ -409,21 +498,3 @@ DECAY_SENTENCE = (
 )
 
 
-def gradients_markdown(table: pd.DataFrame, figures: Sequence[tuple[str, str, str]]) -> str:
-    """The summary.md Gradients section: one line per figure, then the decay table.
-
-    `figures` holds (file, one-sentence explanation, note on missing data or "").
-    """
-    parts = ["## Gradients", ""]
-    for file, sentence, note in figures:
-        line = f"- [`{file}`]({file}): {sentence}"
-        if note:
-            line += f" *{note}.*"
-        parts.append(line)
-    parts += ["", "### Final gradient decay by gap", "", DECAY_SENTENCE, ""]
-    if table.empty:
-        parts += [f"No run in this experiment logged `{names.GRAD_DECAY_RATE}`, "
-                  f"`{names.GRAD_HALF_LIFE}` or `{names.GRAD_REACH}`.", ""]
-    else:
-        parts += [markdown_table(DECAY_HEADER, decay_display(table)), ""]
-    return "\n".join(parts)

@@ -14,11 +14,10 @@ import pandas as pd
 from harness import names
 from harness.report import (
     claims,
-    figures,
     frontier_grads,
-    gap_figures,
     gradients,
     overview,
+    plotting,
     tables,
     variable_gap,
 )
@@ -26,6 +25,7 @@ from harness.report import findings as findings_
 from harness.report import frontier as frontier_
 from harness.report import headline as headline_
 from harness.report.load import (
+    EXPERIMENT_ID,
     RUN_ID,
     Sweep,
     artifact_runs,
@@ -87,15 +87,17 @@ class Inputs:
         self.fronts = reads.fronts
         self.profiles = reads.profiles
         self.card = reads.card
+        # every run of one experiment carries its id: the MLflow UI's links need it
+        self.experiment_id = str(self.runs[EXPERIMENT_ID].iloc[0])
 
     # --- style: the same colour and marker for a configuration in every figure -------------
     @cached_property
     def colors(self) -> dict[str, str]:
-        return figures.label_colors(self.runs)
+        return plotting.label_colors(self.runs)
 
     @cached_property
     def markers(self) -> dict[str, str]:
-        return figures.label_markers(self.runs)
+        return plotting.label_markers(self.runs)
 
     @property
     def style(self) -> tuple[dict[str, str], dict[str, str], str]:
@@ -105,7 +107,7 @@ class Inputs:
     # --- results -------------------------------------------------------------------------
     @cached_property
     def view(self) -> overview.Overview:
-        return overview.overview(self.sweep, self.tracking_uri)
+        return overview.overview(self.sweep)
 
     @cached_property
     def counts(self) -> pd.DataFrame:
@@ -137,12 +139,8 @@ class Inputs:
              for task in vgaps.table[names.TASK_LABEL].unique()})
 
     @cached_property
-    def by_gap(self) -> pd.DataFrame:
-        return gap_figures.eval_by_gap_table(self.runs, self.reads.by_gap_raw)
-
-    @cached_property
     def n_clip_settings(self) -> int:
-        return len(gap_figures.clip_settings(self.runs))
+        return len(tables.clip_settings(self.runs))
 
     @cached_property
     def front_grads(self) -> frontier_grads.FrontierGradients | None:

@@ -33,25 +33,27 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from harness import names
+from harness.report import preflight
+from harness.report.axes import LABEL_KEYS, label_axes, label_part, swept_axes
+from harness.report.columns import (
+    ARTIFACT_URI,
+    CLIP_SETTING,
+    EXPERIMENT_ID,
+    FINAL_NORMALIZED_LOSS,
+    KEY,
+    LABEL,
+    MODEL_VARIANT,
+    NO_CLIP_SETTING,
+    RUN_ID,
+    RUN_NAME,
+    START_TIME,
+    STEP,
+    VALUE,
+)
 from harness.tracking import internals
 from harness.tracking.store import sqlite_path
 
-RUN_ID = "run_id"
-RUN_NAME = "run_name"
-LABEL = "label"
-EXPERIMENT_ID = "experiment_id"
-ARTIFACT_URI = "artifact_uri"
-START_TIME = "start_time"
-# final eval loss / chance loss, per run: what `eval_normalized_loss` is at the last evaluation
-FINAL_NORMALIZED_LOSS = f"final_{names.EVAL_NORMALIZED_LOSS}"
-# What a figure colours by and what it facets by: the model variant (model-activation, plus
-# the init when it is not the default: `rnn-relu-identity` is the IRNN) and the clip setting.
-MODEL_VARIANT = "model_variant"
-CLIP_SETTING = "clip_setting"
-NO_CLIP_SETTING = "none"
 _DEFAULT_INIT = "default"
-# Columns of the long history frame of `load_metric_histories`.
-KEY, STEP, VALUE = "key", "step", "value"
 
 
 def _profile_column(name: str) -> str:
@@ -120,7 +122,7 @@ def check_store(tracking_uri: str) -> None:
     """
     path = sqlite_path(tracking_uri)
     if path is not None and not path.is_file():
-        raise ReportError(f"no MLflow store at {tracking_uri}: file {path} does not exist")
+        raise ReportError(preflight.no_store(tracking_uri))
 
 
 @contextmanager
@@ -143,16 +145,9 @@ def _tracking_uri(uri: str) -> Iterator[None]:
             os.environ["MLFLOW_TRACKING_URI"] = env_before
 
 
-def _experiment_names(client: MlflowClient) -> list[str]:
-    return sorted(e.name for e in client.search_experiments())
-
-
 def _not_found(experiment: str, tracking_uri: str, client: MlflowClient, why: str) -> ReportError:
-    known = _experiment_names(client)
-    listing = ", ".join(repr(n) for n in known) if known else "(none)"
-    return ReportError(
-        f"experiment {experiment!r} {why} in {tracking_uri}; experiments in this store: {listing}"
-    )
+    known = [e.name for e in client.search_experiments()]
+    return ReportError(preflight.not_found(experiment, tracking_uri, known, why))
 
 
 def _column(frame: pd.DataFrame, key: str) -> pd.Series:
@@ -178,7 +173,7 @@ class Sweep:
     finals: pd.DataFrame
     params: pd.DataFrame
     sweeps: pd.DataFrame
-    # swept params added to the label (`overview.label_axes`): `-lr=0.001` in every label
+    # swept params added to the label (`axes.label_axes`): `-lr=0.001` in every label
     label_axes: tuple[str, ...] = ()
     # swept params pooled over on purpose (`harness-report --pool`): left out of the label
     pooled: tuple[str, ...] = ()
@@ -232,7 +227,9 @@ def clip_setting(mode: object, threshold: object) -> str:
     return f"{mode_text} {float(value):g}" if value == value else mode_text
 
 
-def _typed_runs(raw: pd.DataFrame, label_axes: Sequence[str] = ()) -> pd.DataFrame:
+def typed_runs(raw: pd.DataFrame, extra_axes: Sequence[str] = ()) -> pd.DataFrame:
+    """One typed row per run of the search frame `raw` (`RUN_COLUMNS` + `LOCATION_COLUMNS`),
+    sorted on content; `extra_axes` (from `axes.label_axes`) join the configuration label."""
     runs = pd.DataFrame(index=raw.index)
     runs[RUN_ID] = raw["run_id"].astype(str)
     runs[RUN_NAME] = _column(raw, f"tags.{_RUN_NAME_TAG}").fillna("").astype(str)
@@ -269,11 +266,9 @@ def _typed_runs(raw: pd.DataFrame, label_axes: Sequence[str] = ()) -> pd.DataFra
             strict=True,
         )
     ]
-    if label_axes:  # swept axes the config label lacks: `lstm-tanh-noclip-lr=0.001`
-        from harness.report.overview import label_part
-
+    if extra_axes:  # swept axes the config label lacks: `lstm-tanh-noclip-lr=0.001`
         extra = [[label_part(key, v) for v in _column(raw, f"params.{key}")]
-                 for key in label_axes]
+                 for key in extra_axes]
         runs[LABEL] = ["-".join([label, *parts])
                        for label, *parts in zip(runs[LABEL], *extra, strict=True)]
     runs[MODEL_VARIANT] = [model_variant(m, a, i) for m, a, i in zip(
@@ -311,7 +306,9 @@ def _finals(raw: pd.DataFrame, order: pd.Index) -> pd.DataFrame:
                      lambda c: pd.to_numeric(c, errors="coerce").astype(float))
 
 
-def _params(raw: pd.DataFrame, order: pd.Index) -> pd.DataFrame:
+def params_of(raw: pd.DataFrame, order: pd.Index) -> pd.DataFrame:
+    """Every param of the search frame `raw` as a string column (None where a run lacks it),
+    with `run_id`, rows in `order` (`Sweep.params`)."""
     return _prefixed(raw, order, "params.", lambda c: c.astype(object).where(c.notna(), None))
 
 
@@ -340,19 +337,17 @@ def load_sweep(experiment: str, tracking_uri: str, pool: Sequence[str] = ()) -> 
     (a ValueError) if the store, the experiment or its runs are missing, or `pool` names a
     param that cannot be pooled.
     """
-    from harness.report.overview import label_axes  # overview imports this module
-
     raw, parents = _search(experiment, tracking_uri)
-    runs = _typed_runs(raw)
-    params = _params(raw, runs.index)
+    runs = typed_runs(raw)
+    params = params_of(raw, runs.index)
     pooled = check_pool(pool, params)
     # Swept axes the config label lacks and that would be pooled join the label, unless the
     # user pools over them.
     extra = [a for a in label_axes(params, runs[names.TASK_LABEL], runs[LABEL])
              if a not in pooled]
     if extra:
-        runs = _typed_runs(raw, extra)  # new labels, so maybe a new row order
-        params = _params(raw, runs.index)
+        runs = typed_runs(raw, extra)  # new labels, so maybe a new row order
+        params = params_of(raw, runs.index)
     finals = _finals(raw, runs.index)
     return Sweep(runs.reset_index(drop=True), finals, params, _sweeps(parents), tuple(extra),
                  pooled)
@@ -361,8 +356,6 @@ def load_sweep(experiment: str, tracking_uri: str, pool: Sequence[str] = ()) -> 
 def check_pool(pool: Sequence[str], params: pd.DataFrame) -> tuple[str, ...]:
     """The axes of `pool` in key order, if each is a swept param outside the configuration
     label; else a ReportError naming the ones that can be pooled."""
-    from harness.report.overview import LABEL_KEYS, swept_axes
-
     if not pool:
         return ()
     swept = [str(a) for a in swept_axes(params)["axis"]]
@@ -488,7 +481,7 @@ def _read_artifact_csv(run_id: str, artifact_uri: str, artifact: str, tracking_u
         return None
 
 
-def _artifact_csvs(runs: pd.DataFrame, artifact: str,
+def artifact_csvs(runs: pd.DataFrame, artifact: str,
                    tracking_uri: str) -> list[tuple[str, pd.DataFrame]]:
     """(run_id, frame) of every run in `runs` that has a readable `artifact`, in row order."""
     ids = runs[RUN_ID].astype(str).tolist()
@@ -522,7 +515,7 @@ def _profile_tables(runs: pd.DataFrame, tracking_uri: str) -> list[tuple[str, pd
     """(run_id, numeric profile in PROFILE_COLUMNS) of every run of `runs` with a usable
     `grad_profile.csv`, in row order (`load_grad_profiles` says which are skipped)."""
     out = []
-    for run_id, profile in _artifact_csvs(runs, names.GRAD_PROFILE_ARTIFACT, tracking_uri):
+    for run_id, profile in artifact_csvs(runs, names.GRAD_PROFILE_ARTIFACT, tracking_uri):
         if not set(_REQUIRED_PROFILE_COLUMNS) <= set(profile.columns) or profile.empty:
             continue
         for column in names.PROFILE_COLUMNS:
@@ -634,7 +627,7 @@ def load_eval_by_gap(runs: pd.DataFrame, tracking_uri: str) -> pd.DataFrame:
     """
     columns = [RUN_ID, *names.EVAL_BY_GAP_COLUMNS]
     frames = []
-    for run_id, table in _artifact_csvs(runs, names.EVAL_BY_GAP_ARTIFACT, tracking_uri):
+    for run_id, table in artifact_csvs(runs, names.EVAL_BY_GAP_ARTIFACT, tracking_uri):
         if not set(names.EVAL_BY_GAP_COLUMNS) <= set(table.columns) or table.empty:
             continue
         table = _numeric(table[list(names.EVAL_BY_GAP_COLUMNS)])

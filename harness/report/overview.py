@@ -7,25 +7,16 @@ the commands are rebuilt from each sweep parent run's `sweep_overrides` param.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 
 import pandas as pd
 
 from harness import names
-from harness.report.load import LABEL, RUN_ID, RUN_NAME, Sweep
+from harness.report.axes import AXIS, LABEL_KEYS, VALUES, swept_axes
+from harness.report.load import LABEL, NO_STATUS, RUN_ID, RUN_NAME, Sweep
+from harness.report.tables import RUNS, display_rows, markdown_table
 
-# Keys the configuration label is built from (harness.names.config_label) plus the axes every
-# figure has anyway: an axis outside these is pooled over by the tables and findings.
-LABEL_KEYS = (names.TASK, names.GAP, names.SEED, names.MODEL, names.ACTIVATION, names.INIT,
-              names.CLIP_MODE, names.CLIP_THRESHOLD, names.CHRONO, names.NUM_LAYERS,
-              names.BIDIRECTIONAL,
-              *(key for key, _ in names.TASK_VARIANTS.values()))  # they make the task label
-# An axis with more values than this (a tuning sweep's continuous learning rate) is not put
-# into the label: every run would be its own configuration. It stays listed as pooled.
-MAX_LABEL_AXIS_VALUES = 16
 TRAIN_COMMAND = "harness-train -m"
-AXIS, VALUES, N_VALUES = "axis", "values", "n_values"
 
 
 @dataclass(frozen=True)
@@ -49,87 +40,6 @@ class Overview:
     n_timed: int  # runs that logged wall_time_s
     sweeps: list[SweepInfo]
     n_outside: int  # runs that belong to no sweep parent run of this experiment
-    tracking_uri: str
-
-
-def _sort_key(value: str) -> tuple[int, float, str]:
-    """Numbers in numeric order before text in text order."""
-    try:
-        number = float(value)
-    except ValueError:
-        return (1, 0.0, value)
-    return (0, number if math.isfinite(number) else math.inf, value)
-
-
-# A `task.*` or `model.*` param that never varies within one task (model) comes with the
-# choice of task (model), like copy's `task.n_symbols`: it is not an axis of its own.
-_CHOICES = {"task.": names.TASK, "model.": names.MODEL}
-
-
-def _follows_choice(params: pd.DataFrame, key: str) -> bool:
-    for prefix, choice in _CHOICES.items():
-        if key.startswith(prefix) and key != choice and choice in params.columns:
-            values = params[[choice, key]].astype(str)  # None -> "None": unset is a value
-            if (values.groupby(choice)[key].nunique() <= 1).all():
-                return True
-    return False
-
-
-def swept_axes(params: pd.DataFrame) -> pd.DataFrame:
-    """Every semantic param with more than one value across the runs, and its values.
-
-    Left out: where or how fast a run executed (`names.NON_SEMANTIC_PREFIXES`), the options
-    chosen for the config groups (`names.CHOICE_PARAMS`: their groups' keys say what they set),
-    and task or model params that are constant within each task or model (they follow from
-    that choice).
-    """
-    rows = []
-    for key in sorted(c for c in params.columns if c != RUN_ID):
-        if (key.startswith(names.NON_SEMANTIC_PREFIXES) or key == "experiment_name"
-                or key in names.CHOICE_PARAMS
-                or (key not in LABEL_KEYS and _follows_choice(params, key))):
-            continue
-        values = sorted({str(v) for v in params[key] if v is not None}, key=_sort_key)
-        if params[key].isna().any():
-            values.append("(unset)")
-        if len(values) > 1:
-            rows.append({AXIS: key, VALUES: ", ".join(values), N_VALUES: len(values)})
-    return pd.DataFrame(rows, columns=[AXIS, VALUES, N_VALUES])
-
-
-def label_axes(params: pd.DataFrame, task: pd.Series, label: pd.Series) -> list[str]:
-    """The swept axes that `names.config_label` leaves out and that the report's label adds
-    (`-lr=0.001`, `-hidden_size=128`), so that no table pools over a swept axis.
-
-    `params` (one row per run, as `Sweep.params`) and the runs' task label and config label
-    (same row order). An axis is added when it has more than one value within some (task,
-    label) group, i.e. the tables would pool over it, and has at most MAX_LABEL_AXIS_VALUES
-    values; one that only varies between tasks or configurations (a per-task learning rate)
-    splits nothing and is left out. In key order.
-    """
-    axes = swept_axes(params)
-    keys = pd.DataFrame({"_task": task.astype(str).to_numpy(),
-                         "_label": label.astype(str).to_numpy()})
-    out = []
-    for axis, n in zip(axes[AXIS], axes[N_VALUES], strict=True):
-        if axis in LABEL_KEYS or n > MAX_LABEL_AXIS_VALUES:
-            continue
-        values = keys.assign(_v=params[axis].astype(str).to_numpy())
-        if (values.groupby(["_task", "_label"])["_v"].nunique() > 1).any():
-            out.append(str(axis))
-    return out
-
-
-def label_part(key: str, value: object) -> str:
-    """One axis as a label part: the key's last component and the value, `lr=0.001`."""
-    if value is None or value is pd.NA or value != value:
-        text = "unset"
-    else:
-        try:
-            text = f"{float(str(value)):g}"
-        except ValueError:
-            text = str(value)
-    return f"{key.rsplit('.', 1)[-1]}={text}"
 
 
 def _space_text(space: object) -> str:
@@ -161,7 +71,7 @@ def sweep_infos(sweep: Sweep) -> list[SweepInfo]:
     return infos
 
 
-def overview(sweep: Sweep, tracking_uri: str) -> Overview:
+def overview(sweep: Sweep) -> Overview:
     runs = sweep.runs
     axes = swept_axes(sweep.params)
     wall = runs[names.WALL_TIME_S].astype(float)
@@ -178,7 +88,6 @@ def overview(sweep: Sweep, tracking_uri: str) -> Overview:
         n_timed=len(timed),
         sweeps=sweep_infos(sweep),
         n_outside=outside,
-        tracking_uri=tracking_uri,
     )
 
 
@@ -225,12 +134,14 @@ def pool_banner(view: Overview) -> str:
 
 
 def markdown(view: Overview, counts: pd.DataFrame) -> str:
-    from harness.report.tables import RUNS, display_rows, markdown_table
-
-    parts = ["## Overview", "", f"- store: `{view.tracking_uri}`", f"- runs: {view.n_runs}",
-             f"- compute: {compute_text(view)}", "", "### Runs by status", "",
-             markdown_table([names.STATUS, RUNS], display_rows(counts)), "",
-             "### What was swept", ""]
+    """The Overview section's body in summary.md (the page's: templates/sections/overview.html)."""
+    parts = [f"- runs: {view.n_runs}", f"- compute: {compute_text(view)}", "",
+             "### Runs by status", "", markdown_table([names.STATUS, RUNS], display_rows(counts)),
+             ""]
+    if NO_STATUS in set(counts[names.STATUS]):
+        parts += [f"`{NO_STATUS}`: the run has no `{names.STATUS}` tag (still running, or killed "
+                  "before it could tag itself).", ""]
+    parts += ["### What was swept", ""]
     if view.axes.empty:
         parts += ["Every run has the same params: nothing was swept.", ""]
     else:
@@ -250,4 +161,4 @@ def markdown(view: Overview, counts: pd.DataFrame) -> str:
                      "is missing); their params are in `runs.csv` and MLflow.")
     if not view.sweeps and not view.n_outside:
         parts.append("- no sweep parent run in this experiment.")
-    return "\n".join([*parts, ""])
+    return "\n".join(parts)

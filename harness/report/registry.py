@@ -6,17 +6,21 @@ a `Plot`) and `draw` (a module-level function, so figures can be drawn in worker
 A `Section` (one module per section in `harness.report.sections`) lists its figures and says
 what the page shows in order (`blocks`): figures, headings, paragraphs, lists and tables.
 `templates/index.html` loops over the sections and their blocks; it has no code of its own
-for any one figure.
+for any one figure. summary.md is the same blocks as Markdown: each block's `markdown()`.
 """
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Union
 
 import pandas as pd
 from markupsafe import Markup
+
+from harness.report.tables import markdown_table
 
 if TYPE_CHECKING:
     from harness.report.inputs import Inputs
@@ -84,6 +88,15 @@ class Shown:
     uri: str = ""  # the PNG as a data: URI; "" when it was not drawn
     kind: str = "figure"
 
+    def markdown(self) -> str:
+        """Its heading, the PNG beside summary.md and the caption; or why it is not drawn."""
+        if not self.uri:
+            return f"### {self.title}\n\n*{self.note}.*"
+        note = f" *{self.note}.*" if self.note else ""
+        data = ", ".join(f"`{name}`" for name in self.csvs)
+        return (f"### {self.title}\n\n![{self.title}]({self.png})\n\n"
+                f"{self.sentence}{note} Data: {data}.")
+
 
 # --- the other blocks of a section ---------------------------------------------------------
 
@@ -92,6 +105,16 @@ class Shown:
 class Heading:
     text: str
     kind: str = "heading"
+
+    def markdown(self) -> str:
+        return f"### {self.text}"
+
+
+def _plain(text: str | Markup) -> str:
+    """Markup as Markdown text: `<code>` becomes backticks, other tags are dropped."""
+    if not isinstance(text, Markup):
+        return text
+    return html.unescape(re.sub(r"<[^>]+>", "", re.sub(r"</?code>", "`", str(text))))
 
 
 @dataclass(frozen=True)
@@ -103,6 +126,10 @@ class Text:
     cls: str = ""
     kind: str = "text"
 
+    def markdown(self) -> str:
+        text = _plain(self.text)
+        return f"*{text}*" if self.cls == "none" else text  # the page greys these out
+
 
 @dataclass(frozen=True)
 class Items:
@@ -111,27 +138,44 @@ class Items:
     lines: Sequence[str]
     kind: str = "items"
 
+    def markdown(self) -> str:
+        return "\n".join(f"- {line}" for line in self.lines)
+
 
 @dataclass(frozen=True)
 class Table:
     """A table in a scrolling box; cells equal to `none_marker` are greyed, `row_classes`
-    (one per row, or empty) classes each row, `cls` the table."""
+    (one per row, or empty) classes each row, `cls` the table. `links` (one URL per row, ""
+    for none, or empty) makes each row's cell in `link_column` a link."""
 
     header: Sequence[str]
     rows: Sequence[Sequence[str]]
     none_marker: str | None = None
     row_classes: Sequence[str] = ()
     cls: str = ""
+    links: Sequence[str] = ()
+    link_column: int = 0
     kind: str = "table"
+
+    def markdown(self) -> str:
+        rows = [[f"[{cell}]({self.links[i]})" if self.links and self.links[i]
+                 and j == self.link_column else cell for j, cell in enumerate(row)]
+                for i, row in enumerate(self.rows)]
+        return markdown_table(self.header, rows)
 
 
 @dataclass(frozen=True)
 class Partial:
-    """A block with markup of its own (`templates/sections/<template>`), given `values`."""
+    """A block with markup of its own (`templates/sections/<template>`), given `values`;
+    `text` is the same content as Markdown."""
 
     template: str
     values: Mapping[str, object] = field(default_factory=dict)
+    text: str = ""
     kind: str = "partial"
+
+    def markdown(self) -> str:
+        return self.text
 
 
 Block = Union[Figure, Shown, Heading, Text, Items, Table, Partial]  # noqa: UP007

@@ -15,8 +15,15 @@ import pandas as pd
 from scipy import stats
 
 from harness import names
-from harness.report.load import FINAL_NORMALIZED_LOSS, LABEL, NO_STATUS, RUN_NAME
+from harness.report.load import (
+    CLIP_SETTING,
+    FINAL_NORMALIZED_LOSS,
+    LABEL,
+    NO_CLIP_SETTING,
+    RUN_NAME,
+)
 
+RUNS_CSV = "runs.csv"  # every run, every column of `load.RUN_COLUMNS`
 NONE = "none"  # shown where a configuration solved no gap at all, so it cannot read as gap 0
 LARGEST_SOLVED_GAP = "largest_solved_gap"
 LARGEST_SOLVED_GAP_PER_SEED = "largest_solved_gap_per_seed"
@@ -262,57 +269,11 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join([line(header), line(["---"] * len(header)), *(line(r) for r in rows)])
 
 
-def summary_markdown(
-    experiment: str,
-    tracking_uri: str,
-    counts: pd.DataFrame,
-    solved: pd.DataFrame,
-    accuracy: pd.DataFrame,
-    overview_md: str,
-    findings_md: str,
-    headline_md: str = "",
-    frontier_md: str = "",
-    banner_md: str = "",
-) -> str:
-    """The text of summary.md: nothing time-dependent, so a rebuild gives the same bytes.
-
-    `headline_md` (a few computed sentences per task) opens it, under the title; then
-    `overview_md` (which holds the counts by status), `frontier_md` (the frontier section,
-    "" without a frontier sweep) and `findings_md`. `banner_md` (a warning, such as runs
-    pooled on purpose) comes first of all, as a quote.
-    """
-    acc_header, acc_rows = accuracy_display(accuracy)
-    parts = [
-        f"# Report: {experiment}",
-        "",
-        *([f"> **{banner_md}**", ""] if banner_md else []),
-        *([headline_md.rstrip("\n"), ""] if headline_md else []),
-        f"- experiment: `{experiment}`",
-        f"- MLflow UI: `mlflow ui --backend-store-uri {tracking_uri}`",
-        "",
-        overview_md,
-    ]
-    if NO_STATUS in set(counts[names.STATUS]):
-        parts += [
-            f"`{NO_STATUS}`: the run has no `{names.STATUS}` tag "
-            "(still running, or killed before it could tag itself).",
-            "",
-        ]
-    if frontier_md:
-        parts += [frontier_md]
-    parts += [
-        findings_md,
-        "## Largest solved gap",
-        "",
-        f"`{LARGEST_SOLVED_GAP}`: the largest gap at which every seed ended `{names.SOLVED}`; "
-        f"`{NONE}` if there is no such gap. `{LARGEST_SOLVED_GAP_PER_SEED}` follows the order "
-        f"of `{SEEDS}`.",
-        "",
-        markdown_table(list(solved.columns), display_rows(solved)),
-        "",
-        "## Final eval accuracy by gap",
-        "",
-        markdown_table(acc_header, acc_rows),
-        "",
-    ]
-    return "\n".join(parts)
+def clip_settings(runs: pd.DataFrame) -> list[str]:
+    """The clip settings of the experiment, `none` first, then by mode and threshold."""
+    keyed = runs[[CLIP_SETTING, names.CLIP_MODE, names.CLIP_THRESHOLD]].drop_duplicates(
+        CLIP_SETTING)
+    keyed = keyed.assign(_none=keyed[CLIP_SETTING] != NO_CLIP_SETTING)
+    keyed = keyed.sort_values(["_none", names.CLIP_MODE, names.CLIP_THRESHOLD, CLIP_SETTING],
+                              na_position="last")
+    return keyed[CLIP_SETTING].astype(str).tolist()

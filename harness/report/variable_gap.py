@@ -232,13 +232,3 @@ def note(found: VariableGaps) -> str:
             "left out.")
 
 
-def markdown(found: VariableGaps) -> str:
-    if found.empty:
-        return ""
-    tasks = sorted(found.table[names.TASK_LABEL].astype(str).unique())
-    lines = ["### Variable-gap runs: held up to which gap", "", MEANING, "",
-             *(sentence(t, found) for t in tasks), "",
-             tables.markdown_table(list(DISPLAY_HEADER), display_rows(found)), ""]
-    if note(found):
-        lines += [note(found), ""]
-    return "\n".join([*lines, f"Data: `{VARIABLE_GAP_CSV}`.", ""])

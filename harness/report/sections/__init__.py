@@ -1,8 +1,9 @@
 """The report's sections, one module each, in page order (`SECTIONS`).
 
 Each module defines `SECTION` (a `registry.Section`): its heading, its figures (each a
-`registry.Figure`: id, caption, data, draw) and its blocks in page order. The page
-(`templates/index.html`) and the build (`harness.report.build_report`) loop over `SECTIONS`.
+`registry.Figure`: id, caption, data, draw, with the figure's data and drawing functions in
+the same module) and its blocks in page order. The page (`templates/index.html`), summary.md
+and the build (`harness.report.build.build_report`) loop over `SECTIONS`.
 """
 
 from __future__ import annotations

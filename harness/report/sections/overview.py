@@ -18,7 +18,7 @@ def blocks(r: Inputs) -> list[Block]:
         "pooled_text": overview.pooled_text(view).replace("`", ""),
         "sweeps": view.sweeps,
         "n_outside": view.n_outside,
-    })]
+    }, overview.markdown(view, r.counts))]
 
 
 SECTION = Section(id="overview", heading="Overview", toc="Overview", figures=(),
