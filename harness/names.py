@@ -48,8 +48,10 @@ CONFIG_HASH = "config_hash"
 GIT_COMMIT = "mlflow.source.git.commit"  # the commit, `-dirty` when tracked files changed
 SOURCE_NAME = "mlflow.source.name"  # the entry point: `harness-train`
 SOURCE_TYPE = "mlflow.source.type"  # `LOCAL`
-# MLflow 3's UI opens an experiment on its runs table only for this kind (otherwise on an empty
-# GenAI traces overview): the experiment tag `mlflow.experimentKind`.
+# MLflow 3's experiment kind (experiment tag `mlflow.experimentKind`): the harness marks its
+# experiments as model training. It does not make a bare experiment link open on the runs
+# table in a fresh browser (the UI keeps its GenAI/training switch in the browser; measured
+# with MLflow 3.17): the links the harness prints end in `/runs` (harness/tracking/links.py).
 EXPERIMENT_KIND = "mlflow.experimentKind"
 TRAINING_EXPERIMENT = "custom_model_development"
 TORCH_THREADS = "torch_threads"  # the torch threads the job used (train.threads, SLURM, cores)
