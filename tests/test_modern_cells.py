@@ -263,3 +263,21 @@ def test_shrunken_preset_runs_end_to_end(tmp_path: Path, cli_env: dict[str, str]
     assert all(r.data.metrics[names.PARAMETER_COUNT] > 0 for r in runs)
     assert "Frontier (" in done.stdout
     assert (tmp_path / "reports" / PRESET / "index.html").exists()
+
+
+def test_cell_benchmark_times_every_cell_at_matched_counts() -> None:
+    """benchmarks.cells on a tiny gap: one row per (comparison, cell), the matched counts
+    within 10% of the GRU's at hidden 64, every time positive, the GRU the ratios' unit."""
+    from benchmarks.cells import MODELS, matched_hidden, measure
+
+    rows = measure(gap=2, batch_size=2, steps=1, rounds=1)
+    assert [(r["comparison"], r[names.MODEL]) for r in rows] == \
+        [(c, m) for c in ("parameters", "hidden") for m in MODELS]
+    matched = [r for r in rows if r["comparison"] == "parameters"]
+    gru = next(int(r[names.PARAMETER_COUNT]) for r in matched if r[names.MODEL] == "gru")
+    assert all(abs(int(r[names.PARAMETER_COUNT]) - gru) <= 0.1 * gru for r in matched)
+    assert {r[names.HIDDEN_SIZE] for r in rows if r["comparison"] == "hidden"} == {64}
+    assert all(float(r["seconds_per_step"]) > 0 for r in rows)
+    assert {r["ratio_to_gru"] for r in rows if r[names.MODEL] == "gru"} == {1.0}
+    task = tasks.make_task("delayed_recall", gap=20)
+    assert matched_hidden("mingru", 16648, task.input_size, task.output_size) == 362
