@@ -40,8 +40,14 @@ def model_of(cell: str, seed: int, **kwargs: object) -> RecurrentModel:
     return model
 
 
-def hidden_states(model: RecurrentModel, inputs: torch.Tensor) -> torch.Tensor:
-    return torch.stack(model.unrolled(inputs).hidden[0], dim=1)
+def assert_unrolled(model: RecurrentModel, inputs: torch.Tensor, states: list[torch.Tensor],
+                    gate: str, gates: list[torch.Tensor]) -> None:
+    """The model's h_t and its step's gate `gate` at every t are the reference's."""
+    unrolled = model.unrolled(inputs)
+    torch.testing.assert_close(torch.stack(unrolled.hidden[0], 1), torch.stack(states, 1),
+                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(torch.stack([g[gate] for g in unrolled.gates[0]]),
+                               torch.stack(gates), rtol=1e-12, atol=1e-12)
 
 
 def test_mingru_step_is_the_paper() -> None:
@@ -57,11 +63,7 @@ def test_mingru_step_is_the_paper() -> None:
         h = (1 - z) * h + z * candidate
         expected.append(h)
         gates.append(z)
-    unrolled = model.unrolled(inputs)
-    torch.testing.assert_close(hidden_states(model, inputs), torch.stack(expected, 1),
-                               rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(torch.stack([g["z"] for g in unrolled.gates[0]]),
-                               torch.stack(gates), rtol=1e-12, atol=1e-12)
+    assert_unrolled(model, inputs, expected, "z", gates)
 
 
 def test_minlstm_step_is_the_paper() -> None:
@@ -83,11 +85,7 @@ def test_minlstm_step_is_the_paper() -> None:
         h = f_prime * h + i_prime * linear(inputs[:, t], 2)
         expected.append(h)
         forgets.append(f_prime)
-    unrolled = model.unrolled(inputs)
-    torch.testing.assert_close(hidden_states(model, inputs), torch.stack(expected, 1),
-                               rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(torch.stack([g["f"] for g in unrolled.gates[0]]),
-                               torch.stack(forgets), rtol=1e-12, atol=1e-12)
+    assert_unrolled(model, inputs, expected, "f", forgets)
 
 
 def test_lru_step_and_readout_are_the_paper() -> None:
