@@ -1,7 +1,8 @@
 """The minimal GRU and LSTM of Feng, Tung, Ahmed, Bengio & Hajimirsadeghi 2024, "Were RNNs All
 We Needed?" (arXiv 2410.01201, section 3): gated cells whose gates read the input only, so
 that the recurrence is linear in the state and a parallel scan can train it. Their sequential
-mode (the paper's reference form, which this step is):
+mode (the paper's reference form, which this step is; recalled from the paper, and checked
+against lucidrains/minGRU-pytorch and the Edifice library's MinLSTM documentation, read):
 
     minGRU:   z = σ(Linear_z(x))      h̃ = Linear_h(x)      h' = (1 − z) ⊙ h + z ⊙ h̃
     minLSTM:  f = σ(Linear_f(x))      i = σ(Linear_i(x))      h̃ = Linear_h(x)
