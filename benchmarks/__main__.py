@@ -15,6 +15,7 @@ BENCHMARKS = {
     "frontier": "benchmarks.frontier",
     "profile": "benchmarks.profile",
     "report": "benchmarks.report",
+    "cells": "benchmarks.cells",
 }
 
 

@@ -116,6 +116,18 @@ UPDATE_GATE_SATURATED = "update_gate_saturated"
 # zeroed; near 1: passed on unchanged)
 MODRELU_SCALE_MEAN = "modrelu_scale_mean"
 MODRELU_SCALE_SATURATED = "modrelu_scale_saturated"
+# minGRU: its update gate z, the share of the candidate written (the paper's convention; the
+# GRU's update gate is the share kept); minLSTM: its normalized forget gate f' = f / (f + i),
+# the share kept (i' = 1 - f'). Likewise mean and saturated share.
+MINGRU_UPDATE_GATE_MEAN = "mingru_update_gate_mean"
+MINGRU_UPDATE_GATE_SATURATED = "mingru_update_gate_saturated"
+MINLSTM_FORGET_GATE_MEAN = "minlstm_forget_gate_mean"
+MINLSTM_FORGET_GATE_SATURATED = "minlstm_forget_gate_saturated"
+# LRU: the moduli |λ| of its diagonal recurrence's eigenvalues over the units, per layer, in
+# place of the spectral radius: lambda_modulus_min_l0, ...
+LAMBDA_MODULUS_MIN = "lambda_modulus_min"
+LAMBDA_MODULUS_MEDIAN = "lambda_modulus_median"
+LAMBDA_MODULUS_MAX = "lambda_modulus_max"
 # The model's parameter count (summary metric; the memory check counts the same from the spec)
 PARAMETER_COUNT = "parameter_count"
 DIVERGED_STEP = "diverged_step"  # summary: the step at which a run diverged

@@ -215,7 +215,8 @@ GATE_BLOCKS: Mapping[str, tuple[str, ...]] = _Derived(lambda cell: cell.blocks)
 FORGET = GateMetric("f", names.FORGET_GATE_MEAN, names.FORGET_GATE_SATURATED)
 UPDATE = GateMetric("z", names.UPDATE_GATE_MEAN, names.UPDATE_GATE_SATURATED)
 
-BUILT_IN = ("rnn", "lstm", "gru", "urnn")  # the modules of this package that register cells
+BUILT_IN = ("rnn", "lstm", "gru", "urnn",  # the modules of this package that register cells
+            "minimal", "lru")
 
 
 def load_built_in() -> None:
