@@ -62,7 +62,7 @@ def measure(gap: int, batch_size: int, steps: int, rounds: int,
     task = tasks.make_task("delayed_recall", gap=gap)
     rows = []
     for comparison, hidden in sizes(task, models).items():
-        built = {cell: build(cell, "tanh", task, hidden[cell]) for cell in models}
+        built = {cell: build(cell, None, task, hidden[cell]) for cell in models}
         for model, optimizer in built.values():
             bare_loop(task, model, optimizer, 1, batch_size)  # warm-up
         seconds: dict[str, list[float]] = {cell: [] for cell in models}

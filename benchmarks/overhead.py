@@ -49,7 +49,7 @@ VARIANTS = ("bare", "harness", "no_tracking", "no_diagnostics")
 MODELS = (("rnn", "tanh"), ("lstm", "tanh"), ("gru", "tanh"))
 
 
-def build(cell: str, activation: str, task: tasks.Task, hidden: int,
+def build(cell: str, activation: str | None, task: tasks.Task, hidden: int,
           seed: int = 0) -> tuple[RecurrentModel, torch.optim.Optimizer]:
     torch.manual_seed(seed)
     model = RecurrentModel(cell, task.input_size, task.output_size, hidden, activation=activation)

@@ -61,7 +61,7 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "leaky_relu": lambda pre: F.leaky_relu(pre, LEAKY_SLOPE),
     "hard_tanh": F.hardtanh,  # clamp to [-1, 1]
 }
-ACTIVATION_NAMES = (*ACTIVATIONS, "modrelu")
+ACTIVATION_NAMES = (*ACTIVATIONS, "modrelu", "identity")  # identity: a cell's own (no choice)
 RECURRENT_INITS = ("default", "orthogonal", "identity", "glorot_uniform", "normal", "sparse")
 INPUT_INITS = ("default", "glorot_uniform", "normal")
 
@@ -119,7 +119,8 @@ class RecurrentModel(nn.Module):
     """A stack of recurrent layers of one cell with a per-time-step linear readout."""
 
     def __init__(self, cell: str, input_size: int, output_size: int, hidden_size: int,
-                 num_layers: int = 1, activation: str = "tanh", init: str | Inits = "default",
+                 num_layers: int = 1, activation: str | None = None,
+                 init: str | Inits = "default",
                  forget_bias: float | None = None, *, bidirectional: bool = False,
                  chrono_t_max: int | None = None, options: Mapping[str, Any] | None = None,
                  learn_init_state: bool = False, clip: float | None = None) -> None:
@@ -132,6 +133,7 @@ class RecurrentModel(nn.Module):
         if cell not in CELLS:
             raise ValueError(f"model.name: unknown cell {cell!r}; choose one of {list(CELLS)}")
         spec = CELLS[cell]
+        activation = activation or spec.activations[0]  # None: the cell's first (tanh, ...)
         if activation not in ACTIVATION_NAMES or activation not in spec.activations:
             raise ValueError(f"model.activation: {activation!r} is not available for {cell}")
         inits = init if isinstance(init, Inits) else Inits(recurrent=init)

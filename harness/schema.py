@@ -43,6 +43,7 @@ class Activation(StrEnum):
     leaky_relu = "leaky_relu"
     hard_tanh = "hard_tanh"
     modrelu = "modrelu"  # sign(z) relu(|z| + b), learned b (uRNN, expRNN)
+    identity = "identity"  # none: the linear recurrences (LRU) and the minimal cells' candidate
 
 
 class Init(StrEnum):

@@ -241,7 +241,8 @@ def test_every_cell_trains_and_is_diagnosed(name: str) -> None:
         4, torch.Generator().manual_seed(0), split="eval"), 5)
     (profile,) = diagnosis.profiles
     assert len(profile.grad_norm) == task.seq_len and bool((profile.grad_norm > 0).any())
-    expected = {names.block_key(names.SPECTRAL_RADIUS, 0, b) for b in spec.blocks}
+    expected = {names.block_key(names.SPECTRAL_RADIUS, 0, b) for b in spec.blocks} \
+        if spec.dynamics is None else {key + "_l0" for key in spec.dynamics(model.weights(0), 8)}
     expected |= {key for m in spec.gate_metrics for key in (m.mean, m.saturated)}
     assert expected <= set(diagnosis.metrics)
     assert expected <= set(tracker.history)  # logged at the profile steps

@@ -177,7 +177,7 @@ def test_minimal_cells_report_their_gates_not_a_spectrum(cell: str, gate: str, m
 
 
 BAD_OPTIONS = [
-    (("model=lru", "model.activation=relu"), r"^model.activation: lru takes tanh, got relu$"),
+    (("model=lru", "model.activation=relu"), r"^model.activation: lru takes identity, got relu$"),
     (("model=mingru", "model.forget_bias=1"), r"^model.forget_bias: is not read by mingru"),
     (("model=lru", "model.r_min=0.9", "model.r_max=0.5"),
      r"^model.r_min: must be < model.r_max=0.5, got 0.9$"),

@@ -41,7 +41,7 @@ Step = Callable[["Mapping[str, Tensor]", "Tensor", "tuple[Tensor, ...]", "Contex
                 "tuple[tuple[Tensor, ...], dict[str, Tensor]]"]
 
 # Cell options that only set initial values (members of a stacked model may differ in them).
-INIT_OPTIONS = ("forget_bias",)
+INIT_OPTIONS = ("forget_bias", "r_min", "r_max")
 # Every activation a vanilla cell may take (harness/models.ACTIVATIONS, plus modReLU, which
 # has a learned bias); the schema's `Activation` enum lists the same names.
 VANILLA_ACTIVATIONS = ("tanh", "relu", "leaky_relu", "hard_tanh", "modrelu")

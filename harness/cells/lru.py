@@ -136,6 +136,7 @@ def setup(params: dict[str, Tensor], hidden: int, options: Mapping[str, Any]) ->
 register(Cell("lru", "the LRU (Orvieto et al. 2023): x' = Λ x + γ ⊙ B u, Λ diagonal complex, "
                      "|λ| ring-initialized in [r_min, r_max]",
               (Gate("lambda", "diagonal complex recurrence Λ"),), step, width=2,
-              matrix_init=False, options={"r_min": R_MIN, "r_max": R_MAX}, extra=shapes,
+              activations=("identity",), matrix_init=False,
+              options={"r_min": R_MIN, "r_max": R_MAX}, extra=shapes,
               setup=setup, prepare=prepare, recurrent=recurrent, check=check,
               dynamics=dynamics))

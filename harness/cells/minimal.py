@@ -104,13 +104,15 @@ def no_dynamics(w: Mapping[str, Tensor], hidden: int) -> dict[str, float]:
 
 register(Cell("mingru", "minGRU (Feng et al. 2024): z = σ(W_z x + b_z), "
                         "h' = (1 − z) h + z (W_h x + b_h)",
-              MINGRU_GATES, mingru_step, matrix_init=False, extra=linear_shapes(2),
+              MINGRU_GATES, mingru_step, activations=("identity",), matrix_init=False,
+              extra=linear_shapes(2),
               setup=linear_init, recurrent=zero_recurrence, dynamics=no_dynamics,
               gate_metrics=(GateMetric("z", names.MINGRU_UPDATE_GATE_MEAN,
                                        names.MINGRU_UPDATE_GATE_SATURATED),)))
 register(Cell("minlstm", "minLSTM (Feng et al. 2024): f' = f / (f + i), "
                          "h' = f' h + (1 − f') (W_h x + b_h), gates of x only",
-              MINLSTM_GATES, minlstm_step, matrix_init=False, extra=linear_shapes(3),
+              MINLSTM_GATES, minlstm_step, activations=("identity",), matrix_init=False,
+              extra=linear_shapes(3),
               setup=linear_init, recurrent=zero_recurrence, dynamics=no_dynamics,
               gate_metrics=(GateMetric("f", names.MINLSTM_FORGET_GATE_MEAN,
                                        names.MINLSTM_FORGET_GATE_SATURATED),),
