@@ -35,12 +35,11 @@ COLUMNS = (names.TASK_LABEL, LABEL, configs.NAME, configs.BARE_NAME, CLIP_SETTIN
            held.GAP_HELD, held.HELD_SOLVED, held.HELD_SEEDS, held.RULE, HELD_WITHOUT)
 # MLflow's SQL store saves +-inf as +-float max: such a norm overflowed.
 _FLOAT_MAX = float(np.finfo(float).max)
-RESULT_STATUSES = held.RESULT_STATUSES
 
 
 def _stats(runs: pd.DataFrame) -> dict[str, object]:
     """The clip rate, pre-clip norm and divergence columns of one configuration's runs."""
-    results = runs[runs[names.STATUS].isin(RESULT_STATUSES)]
+    results = runs[runs[names.STATUS].isin(tables.RESULT_STATUSES)]
     rate = pd.to_numeric(results[names.CLIP_RATE_TOTAL], errors="coerce").dropna()
     norm = pd.to_numeric(results[names.GRAD_NORM_PRE_CLIP_MAX], errors="coerce").dropna()
     finite = norm[np.isfinite(norm) & (norm.abs() < _FLOAT_MAX)]
@@ -176,8 +175,7 @@ def sentences(table: pd.DataFrame) -> list[str]:
             text += f"; {diverged_text(row)} runs diverged"
             if without is not None:
                 text += f" (without clipping {diverged_text(without)})"
-                a, b = (-1 if held.count(r[held.GAP_HELD]) is None else held.count(
-                    r[held.GAP_HELD]) for r in (without, row))
+                a, b = held.gap_rank(without), held.gap_rank(row)
                 change = ("rose" if b > a else "fell" if b < a else "stayed") + (
                     f" from {held.held_text(without)} to" if a != b else " at")
                 text += (f"; the gap held {change} {held.held_text(row)} (rule: "

@@ -4,9 +4,9 @@ and pace (hidden size, parameter count, learning rate).
 
 A plain name is built from one mapping per part of the label (`harness.names.config_label`):
 the cell (`CELL_NAMES`, one entry for every cell of `harness.cells.CELLS`), the activation of
-a cell that takes several (`ACTIVATION_NAMES`), an init that is not the cell's own, chrono
-init, layers and direction, then the clipping (`clip_name`), then any other swept axis the
-label carries. The learning rate and the hidden size are columns of their own, shown where
+a cell whose spec takes several (`ACTIVATION_NAMES`), an init that is not the cell's own,
+chrono init, layers and direction, then the clipping (`clip_name`), then any other swept axis
+the label carries. The learning rate and the hidden size are columns of their own, shown where
 they vary. Within a task an unclipped configuration whose model is also run clipped reads
 `ReLU RNN, no clipping`, so that no name leaves its clipping to be guessed.
 """
@@ -18,6 +18,7 @@ import math
 import pandas as pd
 
 from harness import names
+from harness.cells import CELLS
 from harness.report.columns import CLIP_SETTING, LABEL, NO_CLIP_SETTING
 from harness.report.frontier import LR as ROW_LR  # the lr column of the rows `named` is given
 
@@ -30,9 +31,9 @@ NAMED = {("rnn", "relu", "identity"): "IRNN"}  # Le, Jaitly & Hinton 2015
 ACTIVATION_NAMES = {"tanh": "tanh", "relu": "ReLU", "leaky_relu": "leaky-ReLU",
                     "hard_tanh": "hard-tanh", "modrelu": "modReLU"}
 DEFAULT_INIT = "default"
-# A cell's own activation and init (its conf/model option's): left unsaid in its name.
-OWN = {"orth_rnn": ("modrelu", "orthogonal"), "urnn": ("modrelu", DEFAULT_INIT)}
-GATED = ("lstm", "lstm_peephole", "gru")  # no activation choice: theirs is always tanh
+# A cell's own activation and init (its conf/model option's): left unsaid in its name. A cell
+# that takes one activation (the gated cells, the uRNN) never has it said.
+OWN = {"orth_rnn": ("modrelu", "orthogonal")}
 NO_CLIPPING = "no clipping"
 
 # Columns of `configurations`, one row per (task, label).
@@ -56,18 +57,14 @@ def model_name(model: str, activation: str, init: str = DEFAULT_INIT, chrono: bo
     base = NAMED.get((model, activation, init))
     if base is None:
         base = CELL_NAMES.get(model, model)
-        if model not in GATED and activation != own_activation:
+        cell = CELLS.get(model)
+        if (cell is None or len(cell.activations) > 1) and activation != own_activation:
             base = f"{ACTIVATION_NAMES.get(activation, activation)} {base}"
         if init not in (DEFAULT_INIT, own_init):
             base += f", {init} init"
-    parts = [base]
-    if chrono:
-        parts.append("chrono init")
-    if num_layers != 1:
-        parts.append(f"{num_layers} layers")
-    if bidirectional:
-        parts.append("bidirectional")
-    return ", ".join(parts)
+    variants = ((chrono, "chrono init"), (num_layers != 1, f"{num_layers} layers"),
+                (bidirectional, "bidirectional"))
+    return ", ".join([base, *(text for on, text in variants if on)])
 
 
 def clip_name(mode: object, threshold: object) -> str:

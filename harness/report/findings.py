@@ -183,8 +183,7 @@ def _best_worst(t: Task) -> Finding | None:
 
     def rank(row: dict[str, object]) -> tuple[int, int, float]:
         value, _ = t.mean(row[LABEL])
-        gap, k = held.count(row[held.GAP_HELD]), held.count(row[held.HELD_SOLVED])
-        return (-1 if gap is None else gap, k or 0,
+        return (held.gap_rank(row), held.count(row[held.HELD_SOLVED]) or 0,
                 float("-inf") if value is None else sign * value)
 
     ordered = sorted(rows.to_dict("records"), key=lambda r: (rank(r), str(r[configs.NAME])),
@@ -243,8 +242,7 @@ def _clipping(t: Task) -> list[Finding]:
             continue
         without = base[0]
         for clipped in at[at[CLIP_SETTING] != NO_CLIP_SETTING].to_dict("records"):
-            a, b = (-1 if held.count(r[held.GAP_HELD]) is None else held.count(r[held.GAP_HELD])
-                    for r in (without, clipped))
+            a, b = held.gap_rank(without), held.gap_rank(clipped)
             change = (f"from {held.held_text(without)} to {held.held_text(clipped)}"
                       if a != b else f"at {held.held_text(clipped)}")
             verb = "raised" if b > a else "lowered" if b < a else "left"

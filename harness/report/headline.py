@@ -15,7 +15,7 @@ as a guess.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -23,12 +23,9 @@ import pandas as pd
 from harness import names
 from harness.report import configs, held, tables
 from harness.report.load import LABEL
-from harness.report.tables import markdown_table
 
 UNKNOWN = "unknown"
 MAX_SENTENCES = 3
-# The runs that are results (a failed or killed job, or one without a status, is not one).
-RESULT_STATUSES = held.RESULT_STATUSES
 LIMIT_ORDER = (names.CHANCE, names.IMPROVING, names.PLATEAU, names.DIVERGED, UNKNOWN)
 # after "<count> "; "were" becomes "was" for a count of 1
 LIMIT_TEXT = {
@@ -68,7 +65,7 @@ class Lead:
     def markdown(self) -> str:
         parts = [f"**{self.task}**"]
         if self.rows:
-            parts.append(markdown_table(self.header, self.rows))
+            parts.append(tables.markdown_table(self.header, self.rows))
         if self.sentences:
             parts.append(" ".join(self.sentences))
         return "\n\n".join(parts)
@@ -83,7 +80,7 @@ def _end_state(status: object, tag: object) -> str:
 
 def outcomes(runs: pd.DataFrame, task: str) -> list[Outcome]:
     """One `Outcome` per configuration label of `task`, in label order."""
-    data = runs[(runs[names.TASK_LABEL] == task) & runs[names.STATUS].isin(RESULT_STATUSES)]
+    data = runs[(runs[names.TASK_LABEL] == task) & runs[names.STATUS].isin(tables.RESULT_STATUSES)]
     data = data.dropna(subset=[names.GAP, names.SEED])
     end_tags = (data[names.END_STATE] if names.END_STATE in data.columns
                 else pd.Series(pd.NA, index=data.index))
@@ -151,8 +148,6 @@ def _criterion_sentence(runs: pd.DataFrame) -> str:
     return f"Solved means: {'; '.join(rules)}." if rules else ""
 
 
-
-
 def _rule_sentence(rows: pd.DataFrame, rules: Mapping[str, str]) -> str:
     """`Gap held: <rule> (frontier sweep <name>).`; with several rules, each after its mark
     in the rows' rule column."""
@@ -183,12 +178,13 @@ def rows_of(ordered: pd.DataFrame, rules: Mapping[str, str]) -> tuple[
     headline's header and rows: lr and units only where they vary among the rows, parameters
     where any run logged its count, the rule (`held.rule_mark`) where the rows' rules
     differ."""
-    columns: list[tuple[str, object]] = [(NAME, lambda r: str(r[configs.SHORT_NAME]))]
+    Cell = Callable[[dict[str, object]], str]
+    columns: list[tuple[str, Cell]] = [(NAME, lambda r: str(r[configs.SHORT_NAME]))]
     if ordered[held.LR].nunique() > 1:
         columns.append((LR, lambda r: configs.lr_text(r[held.LR])))
     if ordered[names.HIDDEN_SIZE].nunique() > 1:
-        columns.append((UNITS, lambda r: "" if pd.isna(r[names.HIDDEN_SIZE])
-                        else f"{int(r[names.HIDDEN_SIZE])}"))
+        columns.append((UNITS, lambda r: "" if held.count(r[names.HIDDEN_SIZE]) is None
+                        else str(held.count(r[names.HIDDEN_SIZE]))))
     if ordered[names.PARAMETER_COUNT].notna().any():
         columns.append((PARAMETERS, lambda r: configs.size_text(r[names.PARAMETER_COUNT])))
     columns += [(GAP_HELD, _held_cell), (STOPPED, held.stopped_text)]
@@ -197,7 +193,7 @@ def rows_of(ordered: pd.DataFrame, rules: Mapping[str, str]) -> tuple[
         columns.append((RULE, lambda r: held.rule_mark(r, rules)))
     records = ordered.to_dict("records")
     return (tuple(name for name, _ in columns),
-            [tuple(str(text(r)) for _, text in columns) for r in records])  # type: ignore[operator]
+            [tuple(text(r) for _, text in columns) for r in records])
 
 
 def headline(runs: pd.DataFrame, answers: pd.DataFrame, rules: Mapping[str, str],
@@ -228,7 +224,7 @@ def headline(runs: pd.DataFrame, answers: pd.DataFrame, rules: Mapping[str, str]
             header, rows = rows_of(mine, rules)
             first = _rule_sentence(mine, rules)
         found = outcomes(runs, task)
-        unsolved = at_task[at_task[names.STATUS].isin(RESULT_STATUSES)
+        unsolved = at_task[at_task[names.STATUS].isin(tables.RESULT_STATUSES)
                            & (at_task[names.STATUS] != names.SOLVED)]
         labels = {label: name for (t, label), name in name_of.items() if t == task}
         sentences = [first or f"{task}: no finished run to report on.",

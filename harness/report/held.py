@@ -44,8 +44,6 @@ SWEEP = frontier_.SWEEP  # the frontier sweep that answered ("" for the every-se
 COLUMNS = (names.TASK_LABEL, LABEL, RULE, LR, GAP_HELD, HELD_SOLVED, HELD_SEEDS, STOPPED,
            GAP_STOPPED, STOPPED_SOLVED, STOPPED_SEEDS, STOPPED_WHY, SWEEP)
 _COUNTS = (GAP_HELD, HELD_SOLVED, HELD_SEEDS, GAP_STOPPED, STOPPED_SOLVED, STOPPED_SEEDS)
-# The runs that are results: a failed or killed job, or one without a status, is undecided.
-RESULT_STATUSES = (names.SOLVED, names.UNSOLVED, names.DIVERGED)
 
 
 def _diverged_why(runs: pd.DataFrame) -> str:
@@ -65,7 +63,7 @@ def _kind(unsolved: pd.DataFrame) -> tuple[str, str]:
     end = (unsolved[names.END_STATE].astype("string").fillna("") if names.END_STATE
            in unsolved.columns else pd.Series("", index=unsolved.index))
     diverged = status == names.DIVERGED
-    undecided = ~status.isin(RESULT_STATUSES) | ((status == names.UNSOLVED)
+    undecided = ~status.isin(tables.RESULT_STATUSES) | ((status == names.UNSOLVED)
                                                  & (end == names.IMPROVING))
     if len(unsolved) and diverged.all():
         return DIVERGED, _diverged_why(unsolved)
@@ -193,11 +191,16 @@ def held_text(row: dict[str, object]) -> str:
     return tables.NONE if gap is None else f"{gap:,} ({seeds_text(row)})"
 
 
+def gap_rank(row: dict[str, object]) -> int:
+    """The gap held as a number to compare: -1 where none held."""
+    gap = count(row[GAP_HELD])
+    return -1 if gap is None else gap
+
+
 def ranked(answers: pd.DataFrame) -> pd.DataFrame:
     """Answers largest gap held first, then most seeds solving it, then by label (so that a
     model's unclipped configuration comes before its thresholds, in order)."""
-    keys = answers.assign(_gap=[-1 if count(g) is None else count(g)
-                                for g in answers[GAP_HELD]],
+    keys = answers.assign(_gap=[gap_rank(r) for r in answers.to_dict("records")],
                           _k=[count(k) or 0 for k in answers[HELD_SOLVED]])
     keys = keys.sort_values(["_gap", "_k", LABEL], ascending=[False, False, True],
                             kind="mergesort")
