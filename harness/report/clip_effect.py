@@ -25,15 +25,16 @@ CLIPPING_CSV = "clipping.csv"
 RUNS = "runs"  # result runs
 RATE_MEAN, RATE_MIN, RATE_MAX, RATE_N = (f"{names.CLIP_RATE_TOTAL}_{s}"
                                          for s in ("mean", "min", "max", "n"))
+# over the runs that did not diverge: a run that diverges stops before its diverging step's
+# norm enters its maximum (harness/loop.py), so its maximum says nothing of the explosion
 NORM_MIN, NORM_MAX, NORM_N = (f"{names.GRAD_NORM_PRE_CLIP_MAX}_{s}" for s in ("min", "max", "n"))
-NORM_NOT_FINITE = f"{names.GRAD_NORM_PRE_CLIP_MAX}_not_finite"  # runs whose norm overflowed
 DIVERGED, DIVERGED_STEP_MIN = "diverged", f"{names.DIVERGED_STEP}_min"
 HELD_WITHOUT = "gap_held_without_clipping"
 COLUMNS = (names.TASK_LABEL, LABEL, configs.NAME, configs.BARE_NAME, CLIP_SETTING,
            names.CLIP_MODE, names.CLIP_THRESHOLD, RUNS, RATE_MEAN, RATE_MIN, RATE_MAX, RATE_N,
-           NORM_MIN, NORM_MAX, NORM_N, NORM_NOT_FINITE, DIVERGED, DIVERGED_STEP_MIN,
+           NORM_MIN, NORM_MAX, NORM_N, DIVERGED, DIVERGED_STEP_MIN,
            held.GAP_HELD, held.HELD_SOLVED, held.HELD_SEEDS, held.RULE, HELD_WITHOUT)
-# MLflow's SQL store saves +-inf as +-float max: such a norm overflowed.
+# MLflow's SQL store saves +-inf as +-float max: such a norm is not a measurement.
 _FLOAT_MAX = float(np.finfo(float).max)
 
 
@@ -41,9 +42,10 @@ def _stats(runs: pd.DataFrame) -> dict[str, object]:
     """The clip rate, pre-clip norm and divergence columns of one configuration's runs."""
     results = runs[runs[names.STATUS].isin(tables.RESULT_STATUSES)]
     rate = pd.to_numeric(results[names.CLIP_RATE_TOTAL], errors="coerce").dropna()
-    norm = pd.to_numeric(results[names.GRAD_NORM_PRE_CLIP_MAX], errors="coerce").dropna()
-    finite = norm[np.isfinite(norm) & (norm.abs() < _FLOAT_MAX)]
     diverged = results[results[names.STATUS] == names.DIVERGED]
+    norm = pd.to_numeric(results.loc[results[names.STATUS] != names.DIVERGED,
+                                     names.GRAD_NORM_PRE_CLIP_MAX], errors="coerce").dropna()
+    finite = norm[np.isfinite(norm) & (norm.abs() < _FLOAT_MAX)]
     steps = pd.to_numeric(diverged[names.DIVERGED_STEP], errors="coerce").dropna()
     return {RUNS: len(results),
             RATE_MEAN: rate.mean() if len(rate) else None,
@@ -51,7 +53,7 @@ def _stats(runs: pd.DataFrame) -> dict[str, object]:
             RATE_MAX: rate.max() if len(rate) else None, RATE_N: len(rate),
             NORM_MIN: finite.min() if len(finite) else None,
             NORM_MAX: finite.max() if len(finite) else None, NORM_N: len(finite),
-            NORM_NOT_FINITE: len(norm) - len(finite), DIVERGED: len(diverged),
+            DIVERGED: len(diverged),
             DIVERGED_STEP_MIN: int(steps.min()) if len(steps) else None}
 
 
@@ -97,8 +99,8 @@ def clipping_table(runs: pd.DataFrame, answers: pd.DataFrame,
 # --- words -------------------------------------------------------------------------------
 
 DISPLAY_HEADER = ("task", "model", "clipping", "runs", "clip rate: mean (range over runs)",
-                  "largest pre-clip norm (range over runs)", "diverged", "gap held (seeds)",
-                  "rule", "gap held without clipping")
+                  "largest pre-clip norm (range over the runs that did not diverge)",
+                  "diverged", "gap held (seeds)", "rule", "gap held without clipping")
 
 
 def _number(value: float) -> str:
@@ -122,15 +124,11 @@ def rate_text(row: dict[str, object]) -> str:
 
 
 def norm_text(row: dict[str, object]) -> str:
-    """`50-3,200`, `0.3`, with `not finite in 3 runs` where a norm overflowed; `–` if none."""
-    parts = []
-    if row[NORM_N]:
-        low, high = float(row[NORM_MIN]), float(row[NORM_MAX])  # type: ignore[arg-type]
-        parts.append(_number(high) if low == high else f"{_number(low)}-{_number(high)}")
-    if row[NORM_NOT_FINITE]:
-        parts.append(f"not finite in {row[NORM_NOT_FINITE]} run"
-                     f"{'s' if row[NORM_NOT_FINITE] != 1 else ''}")
-    return "; ".join(parts) or "–"
+    """`50-3,200`, `0.3`; `–` where no run that did not diverge logged it."""
+    if not row[NORM_N]:
+        return "–"
+    low, high = float(row[NORM_MIN]), float(row[NORM_MAX])  # type: ignore[arg-type]
+    return _number(high) if low == high else f"{_number(low)}-{_number(high)}"
 
 
 def diverged_text(row: dict[str, object]) -> str:
@@ -155,12 +153,13 @@ def _acted(row: dict[str, object]) -> str:
         return "no run logged its clip rate"
     if row[RATE_MAX] == 0:
         below = ""
-        if row[NORM_N] and not row[NORM_NOT_FINITE]:
-            below = (f": the largest pre-clip norm, {_number(float(row[NORM_MAX]))}, stayed "  # type: ignore[arg-type]
-                     f"below the threshold {float(row[names.CLIP_THRESHOLD]):g}")  # type: ignore[arg-type]
+        if row[NORM_N] and not row[DIVERGED]:
+            high, threshold = float(row[NORM_MAX]), float(row[names.CLIP_THRESHOLD])  # type: ignore[arg-type]
+            below = (f": the largest pre-clip norm, {_number(high)}, stayed below the "
+                     f"threshold {threshold:g}")
         return f"clipping never fired (clip rate 0 in all {row[RATE_N]} runs{below})"
-    return (f"clipping fired on {rate_text(row)} of training steps; the runs' largest "
-            f"pre-clip norms: {norm_text(row)}")
+    return (f"clipping fired on {rate_text(row)} of training steps; the largest pre-clip "
+            f"norms of the runs that did not diverge: {norm_text(row)}")
 
 
 def sentences(table: pd.DataFrame) -> list[str]:
