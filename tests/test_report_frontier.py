@@ -404,13 +404,13 @@ def test_what_stopped_each_configuration_in_words() -> None:
                 held.HELD_SEEDS: 3, held.STOPPED: stopped, held.GAP_STOPPED: gap,
                 held.STOPPED_SOLVED: k, held.STOPPED_SEEDS: 3, held.STOPPED_WHY: why}
 
-    assert held.held_text(row(640, held.TOP)) == "640 (2/3 seeds)"
+    assert frontier_.held_text(row(640, held.TOP)) == "640 (2/3 seeds)"
     assert held.stopped_text(row(640, held.TOP)) == (
         "the top of the ladder: the frontier lies beyond it")
     assert held.stopped_text(row(40, held.CENSORED, 80, 1, frontier_.JOB_FAILED_TEXT)) == (
         "gap 80 censored: job failed (1/3 seeds solved)")
     assert held.stopped_text(row(40, held.FAILED, 80)) == "gap 80 failed (0/3 seeds solved)"
-    assert held.held_text(row(None, held.FAILED, 5)) == "none"
+    assert frontier_.held_text(row(None, held.FAILED, 5)) == "none"
     assert held.stopped_text(row(None, held.FAILED, 5)) == (
         "gap 5 failed (0/3 seeds solved), the lowest gap")
     assert held.stopped_text(row(None, held.DIVERGED, 5, 0, "at step 1")) == (

@@ -18,6 +18,7 @@ import pandas as pd
 
 from harness import names
 from harness.report import configs, held, tables
+from harness.report import frontier as frontier_
 from harness.report.columns import CLIP_SETTING, LABEL, NO_CLIP_SETTING
 
 CLIPPING_CSV = "clipping.csv"
@@ -77,7 +78,7 @@ def clipping_table(runs: pd.DataFrame, answers: pd.DataFrame,
         if (group[CLIP_SETTING] == NO_CLIP_SETTING).all():
             continue
         base = group[group[CLIP_SETTING] == NO_CLIP_SETTING].to_dict("records")
-        without = held.held_text(base[0]) if len(base) == 1 else ""
+        without = frontier_.held_text(base[0]) if len(base) == 1 else ""
         group = group.assign(_order=group[CLIP_SETTING].map(order)).sort_values(
             ["_order", configs.NAME], kind="mergesort")
         for row in group.to_dict("records"):
@@ -143,7 +144,7 @@ def display_rows(table: pd.DataFrame) -> list[list[str]]:
     return [[str(r[names.TASK_LABEL]), str(r[configs.BARE_NAME]),
              "no clipping" if r[CLIP_SETTING] == NO_CLIP_SETTING else str(r[CLIP_SETTING]),
              str(r[RUNS]), rate_text(r), norm_text(r), diverged_text(r),
-             held.held_text(r), str(r[held.RULE]), str(r[HELD_WITHOUT]) or "–"]
+             frontier_.held_text(r), str(r[held.RULE]), str(r[HELD_WITHOUT]) or "–"]
             for r in table.to_dict("records")]
 
 
@@ -176,8 +177,8 @@ def sentences(table: pd.DataFrame) -> list[str]:
                 text += f" (without clipping {diverged_text(without)})"
                 a, b = held.gap_rank(without), held.gap_rank(row)
                 change = ("rose" if b > a else "fell" if b < a else "stayed") + (
-                    f" from {held.held_text(without)} to" if a != b else " at")
-                text += (f"; the gap held {change} {held.held_text(row)} (rule: "
+                    f" from {frontier_.held_text(without)} to" if a != b else " at")
+                text += (f"; the gap held {change} {frontier_.held_text(row)} (rule: "
                          f"{row[held.RULE]})")
             out.append(text + ".")
     return out

@@ -20,6 +20,7 @@ import pandas as pd
 
 from harness import names
 from harness.report import configs, criteria, held
+from harness.report import frontier as frontier_
 from harness.report.criteria import Measure
 from harness.report.load import CLIP_SETTING, LABEL, NO_CLIP_SETTING, NO_STATUS
 
@@ -160,7 +161,7 @@ def held_sentences(t: Task) -> list[str]:
     solved). Rule: a gap holds when >= 2 of 3 seeds solve it.`"""
     groups: dict[tuple[int | None, str, str, str], list[str]] = {}
     for row in held.ranked(t.answers).to_dict("records"):
-        key = (held.count(row[held.GAP_HELD]), held.seeds_text(row),
+        key = (held.count(row[held.GAP_HELD]), frontier_.seeds_text(row),
                held.stopped_text(row) + _below(t, row), held.rule_text(row, t.rules))
         groups.setdefault(key, []).append(str(row[configs.NAME]))
     out = []
@@ -191,7 +192,7 @@ def _best_worst(t: Task) -> Finding | None:
     best, worst = ordered[0], ordered[-1]
 
     def said(row: dict[str, object]) -> str:
-        return f"gap held {held.held_text(row)}, {t.mean_text(row[LABEL])}"
+        return f"gap held {frontier_.held_text(row)}, {t.mean_text(row[LABEL])}"
 
     if rank(best) == rank(worst):
         return Finding(BEST_WORST, t.name, f"On {t.name}, all {len(rows)} configurations tied "
@@ -213,7 +214,7 @@ def _gap_and_seeds(row: dict[str, object]) -> str:
     """`80 (3/3 seeds` or `none (`, to be closed by the caller."""
     gap = held.count(row[held.GAP_HELD])
     return f"none ({held.stopped_text(row)}" if gap is None else \
-        f"{gap:,} ({held.seeds_text(row)}"
+        f"{gap:,} ({frontier_.seeds_text(row)}"
 
 
 def _models(t: Task, n_settings: int) -> list[Finding]:
@@ -243,8 +244,8 @@ def _clipping(t: Task) -> list[Finding]:
         without = base[0]
         for clipped in at[at[CLIP_SETTING] != NO_CLIP_SETTING].to_dict("records"):
             a, b = held.gap_rank(without), held.gap_rank(clipped)
-            change = (f"from {held.held_text(without)} to {held.held_text(clipped)}"
-                      if a != b else f"at {held.held_text(clipped)}")
+            change = (f"from {frontier_.held_text(without)} to {frontier_.held_text(clipped)}"
+                      if a != b else f"at {frontier_.held_text(clipped)}")
             verb = "raised" if b > a else "lowered" if b < a else "left"
             text = (f"On {t.name}, clipping ({clipped[CLIP_SETTING]}) {verb} the gap {bare} "
                     f"held {change}")

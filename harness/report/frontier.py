@@ -285,12 +285,19 @@ def load_frontiers(sweep: Sweep, tracking_uri: str) -> Frontiers:
 # --- words ---------------------------------------------------------------------------------
 
 
+def seeds_text(row: dict[str, object]) -> str:
+    """`2/3 seeds`: the seeds that solved the gap held, of those that ran there."""
+    n = row[HELD_SEEDS]
+    return f"{row[HELD_SOLVED]}/{n} seed{'' if not missing(n) and n == 1 else 's'}"
+
+
 def held_text(row: dict[str, object]) -> str:
-    """`80 (3/3 seeds)`, or `none` when not even the lowest rung held."""
+    """`80 (3/3 seeds)`, or `none` when not even the lowest rung held (the frontier table's
+    columns, and those of every answer of `harness.report.held`)."""
     held = row[GAP_HELD]
     if missing(held):
         return tables.NONE
-    return f"{int(held):,} ({row[HELD_SOLVED]}/{row[HELD_SEEDS]} seeds)"  # type: ignore[arg-type]
+    return f"{int(held):,} ({seeds_text(row)})"  # type: ignore[call-overload]
 
 
 def above_text(row: dict[str, object]) -> str:

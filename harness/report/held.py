@@ -180,17 +180,6 @@ def count(value: object) -> int | None:
     return None if frontier_.missing(value) else int(value)  # type: ignore[call-overload]
 
 
-def seeds_text(row: dict[str, object]) -> str:
-    """`2/3 seeds`: the seeds that solved the gap held, of those that ran there."""
-    return f"{row[HELD_SOLVED]}/{row[HELD_SEEDS]} seed{'' if count(row[HELD_SEEDS]) == 1 else 's'}"
-
-
-def held_text(row: dict[str, object]) -> str:
-    """`80 (2/3 seeds)`, or `none` when not even the lowest gap held."""
-    gap = count(row[GAP_HELD])
-    return tables.NONE if gap is None else f"{gap:,} ({seeds_text(row)})"
-
-
 def gap_rank(row: dict[str, object]) -> int:
     """The gap held as a number to compare: -1 where none held."""
     gap = count(row[GAP_HELD])

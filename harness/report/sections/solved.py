@@ -12,7 +12,7 @@ from markupsafe import Markup
 from harness import names
 from harness.report import held, tables
 from harness.report.configs import NAME
-from harness.report.frontier import missing
+from harness.report.frontier import held_text, missing
 from harness.report.inputs import Inputs
 from harness.report.load import LABEL
 from harness.report.plotting import (
@@ -149,7 +149,7 @@ def _rows(table: pd.DataFrame) -> list[list[str]]:
     for row in table.to_dict("records"):
         answered = not missing(row[held.RULE])
         out.append([str(row[names.TASK_LABEL]), str(row[NAME]) if answered else "–",
-                    str(row[LABEL]), held.held_text(row) if answered else "–",
+                    str(row[LABEL]), held_text(row) if answered else "–",
                     str(row[held.RULE]) if answered else "–",
                     *(tables.format_cell(row[c]) for c in (
                         tables.LARGEST_SOLVED_GAP, tables.SEEDS,
