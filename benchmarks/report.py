@@ -45,7 +45,9 @@ STEPS = 2000
 LOG_EVERY, EVAL_EVERY = 10, 100
 # Largest gap each model solves (before clipping's help) in the synthetic sweep.
 _CAPACITY = {("rnn", "tanh"): 20, ("rnn", "relu"): 10, ("lstm", "tanh"): 80, ("gru", "tanh"): 160}
-_SCHEMA_VERSION = 2  # bump when the synthetic runs change, so a stale cache is not reused
+# Parameters of each cell at hidden 64 and one input (what a real run logs as parameter_count).
+_PARAMETERS = {"rnn": 4_353, "lstm": 17_217, "gru": 12_993}
+_SCHEMA_VERSION = 3  # bump when the synthetic runs change, so a stale cache is not reused
 Cell = tuple[int, str, tuple[str, str], tuple[str, float], int]  # seed, task, model, clip, gap
 
 
@@ -125,7 +127,8 @@ def _metrics(model: tuple[str, str], status: str, steps_run: int, gap: int,
                names.FINAL_EVAL_LOSS: 2.0 - final_acc, names.STEPS_RUN: float(steps_run),
                names.WALL_TIME_S: 0.02 * steps_run * (1 + gap / 50),
                names.GRAD_NORM_PRE_CLIP_MAX: 12.0, names.CLIP_RATE_TOTAL: 0.3,
-               names.GRAD_NORM_POST_CLIP_MAX: 1.0}
+               names.GRAD_NORM_POST_CLIP_MAX: 1.0,
+               names.PARAMETER_COUNT: float(_PARAMETERS[model[0]])}
     if status == names.SOLVED:
         summary[names.STEPS_TO_SOLVE] = float(steps_run)
     if status == names.DIVERGED:

@@ -157,8 +157,12 @@ def test_summary_counts_and_tables(report: Path) -> None:
     assert "| diverged | 1 |" in text
     assert "| failed | 1 |" in text
     assert "- runs: 14" in text
-    assert f"| copy | {LABEL_B} | none | [0, 1] | [none, none] | 2 |" in text
-    assert f"| copy | {LABEL_A} | 20 | [0, 1] | [40, 20] | 2 |" in text
+    # the gap held by its rule (here, with no frontier sweep, every seed), then the every-seed
+    # view: the same answer
+    assert (f"| copy | tanh RNN | {LABEL_B} | none | every seed | none | [0, 1] | "
+            "[none, none] |") in text
+    assert (f"| copy | LSTM clipped at 1 | {LABEL_A} | 20 (2/2 seeds) | every seed | 20 | "
+            "[0, 1] | [40, 20] |") in text
     assert "±" in text
 
 

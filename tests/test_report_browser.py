@@ -1,6 +1,7 @@
 """The report in a real browser: headless Chromium opens index.html from disk (offline),
 takes a screenshot, and the page's own check (templates/browser_check.html) reports that
-every image decoded and no script error occurred.
+every image decoded, no script error occurred, and which parts scroll sideways: at 1,400 px the
+headline (a frontier's rows beside its figure) and every table but the runs table fit.
 
 Chromium comes from the system's packages (tests/helpers/chromium.py; .ci/run installs it);
 without it the test is skipped, saying how to install it.
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from helpers.chromium import chromium, dom, headless
-from helpers.findings_store import A
+from helpers.findings_store import A, C
 
 from harness.report import build_report
 from harness.report.sections import FIGURES, SECTIONS
@@ -60,10 +61,32 @@ def test_report_renders_in_chromium(findings_store: str, tmp_path: Path) -> None
     assert attrs["images-broken"] == "1" and attrs["script-errors"] == "1"
 
 
-def _checked(browser: str, url: str, profile: Path) -> tuple[dict[str, str], str]:
-    """The data-* attributes the page's load check wrote on <body>, read from Chromium's DOM,
-    and that DOM."""
-    built = dom(browser, url, profile)
+@pytest.mark.slow
+def test_the_headline_reads_at_1400_px_without_sideways_scroll(findings_store: str,
+                                                                tmp_path: Path) -> None:
+    browser = chromium()
+    index = build_report(C, findings_store, tmp_path / "reports", workers=2)
+    attrs, built = _checked(browser, index.resolve().as_uri(), tmp_path / "profile-1", 1400)
+    assert attrs["page-wider-than-window"] == "false"
+    # only the runs table scrolls, inside its own box; the headline and the frontier fit
+    assert attrs["scrolls-sideways"].split() == ["runs"]
+    lead = built[built.index('<section class="headline with-figure">'):]
+    lead = lead[:lead.index("</section>")]
+    assert lead.count('<table class="lead">') == 2  # adding and delayed recall
+    assert 'alt="Gap frontier per configuration"' in lead  # the figure beside the rows
+    # The check can fail: the same page with something too wide in the headline.
+    wide = index.parent / "wide.html"
+    wide.write_text(index.read_text().replace(
+        '<div class="lead-rows">', '<div class="lead-rows"><div style="width:3000px">x</div>'))
+    attrs, _ = _checked(browser, wide.resolve().as_uri(), tmp_path / "profile-2", 1400)
+    assert "headline" in attrs["scrolls-sideways"].split()
+
+
+def _checked(browser: str, url: str, profile: Path,
+             width: int = 1280) -> tuple[dict[str, str], str]:
+    """The data-* attributes the page's load check wrote on <body>, read from Chromium's DOM
+    in a window `width` px wide, and that DOM."""
+    built = dom(browser, url, profile, width=width)
     body = re.search(r"<body([^>]*)>", built)
     assert body is not None, built[:500]
     attrs = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', body.group(1)))

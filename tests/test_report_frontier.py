@@ -34,9 +34,8 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from harness import names
-from harness.report import build_report, frontier_grads
+from harness.report import build_report, frontier_grads, held
 from harness.report import frontier as frontier_
-from harness.report import headline as headline_
 from harness.report.load import LABEL
 from harness.report.plotting import DPI, save_png
 from harness.report.sections import frontier as frontier_section
@@ -72,11 +71,21 @@ PROFILE_STEP = 500
 GRID = 18  # 6 rungs x 3 seeds
 P50 = {"model=gru": ("113.1", "90.52", "141.2")}  # the sweeper's fitted P(solved) = 0.5 gap
 OUTCOME = {"S": "solved", "F": "failed", "U": "undecided"}
+# The headline's rows: largest gap held first, plain names, each row's rule (the two sweeps'
+# rules differ): the frontier's answers, never the every-seed rule's.
 HEADLINE = (
-    f"On {LABEL_TASK}, gru-tanh-noclip held gap 80 (3/3 seeds; gap 160 failed); model=gru "
-    "clip=norm held gap 40 (2/3 seeds; gap 80 failed); lstm-tanh-noclip held gap 10 (3/3 "
-    "seeds; gap 20 censored: still improving at the budget's end); rnn-relu-noclip and "
-    "rnn-tanh-noclip held gap 10 (3/3 seeds each; gap 20 failed).")
+    f"**{LABEL_TASK}**\n\n"
+    "| configuration | gap held (seeds) | what stopped it | rule |\n"
+    "| --- | --- | --- | --- |\n"
+    "| GRU | 80 (3/3) | gap 160 failed (0/3 seeds solved) | 2 of 3 seeds |\n"
+    "| model=gru clip=norm | 40 (2/3) | gap 80 failed (0/3 seeds solved) | 1 of 1 seed |\n"
+    "| LSTM | 10 (3/3) | gap 20 censored: still improving at the budget's end (1/3 seeds "
+    "solved) | 2 of 3 seeds |\n"
+    "| ReLU RNN | 10 (3/3) | gap 20 failed (0/3 seeds solved) | 2 of 3 seeds |\n"
+    "| tanh RNN | 10 (3/3) | gap 20 failed (0/3 seeds solved) | 2 of 3 seeds |\n\n"
+    "Gap held: 2 of 3 seeds: a gap holds when >= 2 of 3 seeds solve it (seeds added only while "
+    "undecided) (frontier sweep frontier-new); 1 of 1 seed: a gap holds when >= 1 of 1 seeds "
+    "solve it (frontier sweep frontier-old).")
 
 
 def _probe_run(client: MlflowClient, exp_id: str, parent: str, config: tuple, gap: int,
@@ -118,7 +127,7 @@ def _frontier_sweep(client: MlflowClient, exp_id: str, name: str, start: int,
     `profile(run_id, configuration key, gap, seed)` logs what else a probe run should carry."""
     parent = _parent(client, exp_id, name, start)
     rows, probe_rows = [], []
-    for key, (config, levels, held, k, n, failed, censored) in configs.items():
+    for key, (config, levels, gap_held, k, n, failed, censored) in configs.items():
         runs = 0
         for level in levels.split():
             gap, letters = level.split(":")
@@ -131,7 +140,7 @@ def _frontier_sweep(client: MlflowClient, exp_id: str, name: str, start: int,
                                    names.SOLVED if letter == "S" else names.UNSOLVED,
                                    end_state, OUTCOME[letter], run_id))
                 runs += 1
-        rows.append((key, TASK, LR, held, k, n, failed, censored, levels, runs, GRID,
+        rows.append((key, TASK, LR, gap_held, k, n, failed, censored, levels, runs, GRID,
                      *P50.get(key, ("", "", ""))))
     client.log_text(parent, csv_text(names.FRONTIER_COLUMNS, rows), names.FRONTIER_ARTIFACT)
     client.log_text(parent, csv_text(names.FRONTIER_PROBE_COLUMNS, probe_rows),
@@ -258,7 +267,7 @@ def test_frontier_section_figure_and_summary(store: str, report: Path) -> None:
     html = report.read_text()
     assert '<h2 id="frontier">2 Frontier</h2>' in html
     for section in ("1 Overview", "3 Findings", "4 Accuracy vs gap", "5 Largest solved gap",
-                    "6 Gradients", "7 Clipping × activation", "8 All runs"):
+                    "6 Gradients", "7 Clipping", "8 All runs"):
         assert f">{section}</h2>" in html  # the others numbered after it
     assert '<a href="#frontier">2 Frontier</a>' in html
     assert "Combined from 2 of 2 frontier sweeps (frontier-old, frontier-new)" in html
@@ -270,10 +279,14 @@ def test_frontier_section_figure_and_summary(store: str, report: Path) -> None:
     sweep = run_url(store, experiment, row[frontier_.SWEEP_RUN_ID])
     assert f'<td>10 of 18</td><td><a href="{sweep}">frontier-new</a></td>' in html
     assert f"| 10 of 18 | [frontier-new]({sweep}) |" in (folder / "summary.md").read_text()
-    # both sweeps' rules, since they differ, under the figure
+    # both sweeps' rules, since they differ, in the section
+    section = html[html.index('<h2 id="frontier">'):html.index('<h2 id="findings">')]
     assert str(escape(f"Decision rules: frontier-old: {OLD_RULE}; frontier-new: {RULE}.")) \
-        in html
-    assert 'alt="Gap frontier per configuration"' in html
+        in section
+    # the figure stands beside the headline's rows, not in the section
+    lead = html[html.index('<section class="headline with-figure">'):html.index("</section>")]
+    assert 'alt="Gap frontier per configuration"' in lead
+    assert html.count('alt="Gap frontier per configuration"') == 1
     assert frontier_.FRONTIER_PNG in html and frontier_.FRONTIER_CSV in html  # files list
     summary = (folder / "summary.md").read_text()
     assert "## Frontier" in summary
@@ -290,14 +303,13 @@ def test_frontier_section_figure_and_summary(store: str, report: Path) -> None:
 def test_headline_says_each_configurations_frontier(report: Path) -> None:
     html = report.read_text()
     summary = (report.parent / "summary.md").read_text()
-    assert str(escape(HEADLINE)) in html
-    paragraph = summary.split("\n\n")[1]  # under the title
-    assert paragraph.startswith(HEADLINE + " Of the 11 runs that did not solve within 500 steps")
-    assert paragraph.count(". ") + 1 <= headline_.MAX_SENTENCES
-    # sentence 1 replaced the largest-gap-solved sentence; sentence 2 is still there
-    assert "the largest gap solved by every seed" not in paragraph
-    assert ("1 was still improving at the end of the budget (improving): lstm-tanh-noclip 1 of "
-            "2") in paragraph
+    assert summary.startswith(f"# Report: {EXP}\n\n{HEADLINE} Of the 11 runs that did not "
+                              "solve within 500 steps")
+    assert ("1 was still improving at the end of the budget (improving): LSTM 1 of 2") \
+        in summary.split("## Overview")[0]
+    # on the page: each row's label beside its plain name
+    assert ('<tr><td title="gru-tanh-noclip">GRU</td><td>80 (3/3)</td><td>gap 160 failed (0/3 '
+            "seeds solved)</td><td>2 of 3 seeds</td></tr>") in html
 
 
 def test_other_sections_survive_uneven_seeds(report: Path) -> None:
@@ -320,10 +332,12 @@ def test_other_sections_survive_uneven_seeds(report: Path) -> None:
                 "normalized_loss_vs_gap.png", "steps_to_solve_vs_gap.png", "grad_profile.png"):
         assert (folder / png).read_bytes().startswith(b"\x89PNG")
     assert len(_rows(folder / "runs.csv")) == 10 + 8 + 8 + 8  # every probe run, no parent
-    # gaps 5 and 20 ran with two of the three seeds, both solved: not "not in every seed"
-    assert ("gru-tanh-noclip solved delayed_recall_noise in every seed (3/3) up to gap 80; not "
-            "every seed ran at gap 5, 20 (each one that ran solved it).") in \
-        [r["text"] for r in _rows(folder / "findings.csv")]
+    # the frontier's answer, by its rule, not the every-seed rule's
+    assert (f"GRU held gap 80 on {LABEL_TASK} (3/3 seeds); above it: gap 160 failed (0/3 seeds "
+            "solved). Rule: a gap holds when >= 2 of 3 seeds solve it (seeds added only while "
+            "undecided).") in [r["text"] for r in _rows(folder / "findings.csv")]
+    assert (solved["gru-tanh-noclip"]["gap_held"], solved["gru-tanh-noclip"]["rule"]) == (
+        "80", "2 of 3 seeds")
 
 
 def test_rebuild_is_byte_identical_and_drops_nothing(store: str, report: Path,
@@ -342,10 +356,12 @@ def test_no_frontier_no_section(store: str, tmp_path: Path) -> None:
     assert "Frontier" not in html and 'id="frontier"' not in html
     for section in ("1 Overview", "2 Findings", "7 All runs"):
         assert f">{section}</h2>" in html
+    assert '<section class="headline">' in html  # no figure beside the rows
     summary = (folder / "summary.md").read_text()
     assert "## Frontier" not in summary
-    assert (f"{LABEL_TASK}: the largest gap solved by every seed was 20 for gru-tanh-noclip "
-            "(2 of 2 seeds); 10 for rnn-tanh-noclip (2 of 2 seeds).") in summary
+    assert ("| GRU | 20 (2/2) | the largest gap run: what lies beyond is untested |\n"
+            "| tanh RNN | 10 (2/2) | gap 20 failed (0/2 seeds solved) |\n\n"
+            f"Gap held: {held.EVERY_SEED_TEXT}.") in summary
 
 
 def test_a_stale_frontier_is_removed_on_rebuild(store: str, tmp_path: Path) -> None:
@@ -380,29 +396,27 @@ def _table(rows: list[tuple]) -> pd.DataFrame:
     return frame.assign(**{names.TASK_LABEL: "copy"})
 
 
-def test_frontier_sentence_groups_and_words_every_case() -> None:
-    table = _table([
-        ("a", 640, 2, 3, None, frontier_.ABOVE_BEYOND, ""),
-        ("b", 40, 2, 3, 80, frontier_.ABOVE_CENSORED, frontier_.JOB_FAILED_TEXT),
-        ("c", 40, 2, 3, 80, frontier_.ABOVE_CENSORED, frontier_.JOB_FAILED_TEXT),
-        ("d", None, None, None, 5, frontier_.ABOVE_FAILED, ""),
-        ("e", 40, 3, 3, 80, frontier_.ABOVE_FAILED, ""),
-    ])
-    assert headline_.frontier_sentence("copy", table) == (
-        "On copy, a held gap 640 (2/3 seeds; the top of the ladder: the frontier lies beyond "
-        "it); b and c held gap 40 (2/3 seeds each; gap 80 censored: job failed); e held gap 40 "
-        "(3/3 seeds; gap 80 failed); d held no gap (gap 5 failed, the lowest gap).")
+def test_what_stopped_each_configuration_in_words() -> None:
+    """Every way a frontier row can end, as the headline and the findings say it."""
+    def row(gap_held: int | None, stopped: str, gap: int | None = None, k: int = 0,
+            why: str = "") -> dict[str, object]:
+        return {held.RULE: held.RULE_FRONTIER, held.GAP_HELD: gap_held, held.HELD_SOLVED: 2,
+                held.HELD_SEEDS: 3, held.STOPPED: stopped, held.GAP_STOPPED: gap,
+                held.STOPPED_SOLVED: k, held.STOPPED_SEEDS: 3, held.STOPPED_WHY: why}
 
-
-def test_headline_without_frontier_is_unchanged() -> None:
-    runs = pd.DataFrame({
-        names.TASK_LABEL: ["copy"] * 2, LABEL: ["a", "a"], names.GAP: [10, 20],
-        names.SEED: [0, 0], names.STATUS: [names.SOLVED, names.UNSOLVED],
-        names.END_STATE: [names.SOLVED, names.CHANCE], names.STEPS_RUN: [100.0, 100.0]})
-    assert headline_.headline(runs) == headline_.headline(runs, None)
-    framed = headline_.headline(runs, _table([("a", 10, 1, 1, 20, frontier_.ABOVE_FAILED, "")]))
-    assert framed[0][1][0] == "On copy, a held gap 10 (1/1 seeds; gap 20 failed)."
-    assert framed[0][1][1:] == headline_.headline(runs)[0][1][1:]
+    assert frontier_.held_text(row(640, held.TOP)) == "640 (2/3 seeds)"
+    assert held.stopped_text(row(640, held.TOP)) == (
+        "the top of the ladder: the frontier lies beyond it")
+    assert held.stopped_text(row(40, held.CENSORED, 80, 1, frontier_.JOB_FAILED_TEXT)) == (
+        "gap 80 censored: job failed (1/3 seeds solved)")
+    assert held.stopped_text(row(40, held.FAILED, 80)) == "gap 80 failed (0/3 seeds solved)"
+    assert frontier_.held_text(row(None, held.FAILED, 5)) == "none"
+    assert held.stopped_text(row(None, held.FAILED, 5)) == (
+        "gap 5 failed (0/3 seeds solved), the lowest gap")
+    assert held.stopped_text(row(None, held.DIVERGED, 5, 0, "at step 1")) == (
+        "gap 5 diverged (3/3 seeds, at step 1), the lowest gap")
+    assert held.rule_mark(row(40, held.TOP) | {held.SWEEP: "s"}, {"s": RULE}) == "2 of 3 seeds"
+    assert held.rule_mark(row(40, held.TOP) | {held.SWEEP: "s"}, {}) == "sweep s"
 
 
 def test_probes_text_parses_into_seed_outcomes() -> None:
@@ -414,8 +428,8 @@ def test_probes_text_parses_into_seed_outcomes() -> None:
 
 def test_long_configuration_labels_fit_in_the_figure(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """A label as long as the overrides of a clipped ReLU RNN (twice over) and the text at the
-    right stay inside the saved figure: constrained layout alone gave up and cut them."""
+    """A label as long as the overrides of a clipped ReLU RNN (twice over) stays inside the
+    saved figure: constrained layout alone gave up and cut it."""
     long = "model=rnn model.activation=relu clip=norm clip.threshold=10.0 " * 2
     table = _table([(long.strip(), 10, 3, 3, 20, frontier_.ABOVE_FAILED, ""),
                     ("gru-tanh-noclip", 10, 3, 3, 20, frontier_.ABOVE_FAILED, "")])
@@ -429,7 +443,7 @@ def test_long_configuration_labels_fit_in_the_figure(tmp_path: Path,
         saved.append(fig)
 
     monkeypatch.setattr(frontier_section, "save_png", keep)
-    frontier_section.frontier_figure(table, levels, {}, "exp",
+    frontier_section.frontier_figure(table, levels, {}, {}, "exp",
                                      tmp_path / frontier_.FRONTIER_PNG)
     (fig,) = saved
     fig.set_dpi(DPI)  # lay it out again at the resolution it was saved with
@@ -438,8 +452,8 @@ def test_long_configuration_labels_fit_in_the_figure(tmp_path: Path,
     width = fig.bbox.width
     tight = fig.get_tightbbox(renderer)  # in inches
     assert 0 <= tight.x0 and tight.x1 <= fig.get_figwidth()
-    texts = [t for ax in fig.axes for t in [*ax.get_yticklabels(), *ax.texts]]
-    assert len(texts) == 4
+    texts = [t for ax in fig.axes for t in ax.get_yticklabels()]
+    assert len(texts) == 2
     for text in texts:
         box = text.get_window_extent(renderer)
         assert 0 <= box.x0 and box.x1 <= width, text.get_text()

@@ -18,6 +18,7 @@ import pandas as pd
 
 from harness.report import (
     claims,
+    clip_effect,
     headline,
     inputs,
     overview,
@@ -186,6 +187,7 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
     csv(r.view.axes, AXES_CSV)
     csv(findings_.frame(r.found), FINDINGS_CSV)
     csv(r.solved, LARGEST_SOLVED_GAP_CSV)
+    csv(r.clipping, clip_effect.CLIPPING_CSV)
     if r.card is not None:
         csv(r.card.table, SCORECARD_CSV)
     if not r.vgaps.empty:
@@ -210,10 +212,14 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
 
     present = [s for s in sections.SECTIONS if s.present(r)]
     page_sections = _page_sections(present, r, shown)
+    lead_figures = [drawn for fig in figures if fig.lead
+                    and (drawn := shown[fig.id]) is not None and drawn.uri]
     runs_url = experiment_url(tracking_uri, r.experiment_id)
     banner = overview.pool_banner(r.view)
     summary = page.summary_markdown(
-        experiment, tracking_uri, runs_url, banner, headline.markdown(r.lead),
+        experiment, tracking_uri, runs_url, banner,
+        "\n\n".join([headline.markdown(r.lead).rstrip("\n"),
+                      *(f.markdown() for f in lead_figures)]).strip("\n"),
         [page.section_markdown(str(s["heading"]), s["blocks"])  # type: ignore[arg-type]
          for s in page_sections])
     with watch("writing"):
@@ -228,6 +234,7 @@ def build_report(experiment: str, tracking_uri: str, out_root: Path = Path("repo
             "ui_command": ui_command(tracking_uri),
             "pool_banner": banner.replace("`", ""),
             "headline": r.lead,
+            "lead_figures": lead_figures,
             "scorecard_summary": "" if r.card is None else claims.summary_text(r.card),
             "sections": page_sections,
             "files": sorted([*written, *pngs]),

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from harness import names
-from harness.report import findings, page, plotting, tables
+from harness.report import criteria, findings, page, plotting, tables
 from harness.report.load import LABEL, load_sweep
 
 EXPERIMENT = "experiment"
@@ -90,15 +90,17 @@ def _changed(a: pd.DataFrame, b: pd.DataFrame, name_a: str, name_b: str,
                 out.append(findings.Finding("only_one", task, f"{label} ran on {task} only in "
                                                               f"{where}."))
                 continue
-            xa, xb = findings.result(ra, label), findings.result(rb, label)
+            # the task's own criterion: accuracy, or normalized MSE for a regression task
+            measure = criteria.measure(pd.concat([at_a, at_b]))
+            xa, xb = (findings.result(r, label, measure) for r in (ra, rb))
             text = (f"{label} on {task}: largest gap solved in every seed "
                     f"{findings.gap_text(xa.largest)} in {name_a}, "
                     f"{findings.gap_text(xb.largest)} in {name_b}")
             means = findings.shared_means(xa, xb)
             if means:
                 n, ma, mb = means
-                text += (f"; mean final accuracy over the {n} shared gap(s) "
-                         f"{findings.acc_text(ma)} → {findings.acc_text(mb)} ({mb - ma:+.3f})")
+                text += (f"; mean {measure.name} over the {n} shared gap(s) "
+                         f"{measure.text(ma)} → {measure.text(mb)} ({mb - ma:+.3f})")
             if xa.diverged or xb.diverged:
                 text += f"; diverged runs {xa.diverged} → {xb.diverged}"
             kind = "changed" if (xa.largest != xb.largest) else "unchanged"

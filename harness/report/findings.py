@@ -1,21 +1,30 @@
-"""Findings: short sentences computed from the runs, each with the numbers behind it.
+"""Findings: short sentences computed from the runs, each with the numbers behind it and the
+rule it rests on.
 
-Nothing here is written by hand about a particular sweep: every sentence is a template
-filled from the runs frame of `load.load_sweep`. "Solved at a gap" means what the largest
-solved gap table means: every seed the configuration ran with ended `solved` at that gap.
+Nothing here is written by hand about a particular sweep: every sentence is a template filled
+from the runs frame of `load.load_sweep` and the answers of `harness.report.held` (which gap
+each configuration holds: the frontier's m-of-n rule where a frontier sweep ran, else the
+every-seed rule), so a finding never gives another answer than the headline, and every
+sentence about a gap held names the rule it was decided by. Configurations are named by their
+plain names (`harness.report.configs`). A task is summarized in its own criterion
+(`harness.report.criteria`): final accuracy for classification, normalized MSE for a
+regression task such as adding.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
 
 from harness import names
-from harness.report.load import CLIP_SETTING, LABEL, MODEL_VARIANT, NO_CLIP_SETTING, NO_STATUS
+from harness.report import configs, criteria, held
+from harness.report import frontier as frontier_
+from harness.report.criteria import Measure
+from harness.report.load import CLIP_SETTING, LABEL, NO_CLIP_SETTING, NO_STATUS
 
-SOLVED_GAP = "solved_gap"  # kinds of finding, the `kind` column of findings.csv
+GAP_HELD = "gap_held"  # kinds of finding, the `kind` column of findings.csv
 BEST_WORST = "best_worst"
 CLIPPING = "clipping"
 MODEL = "model"
@@ -35,34 +44,26 @@ class Finding:
 
 @dataclass(frozen=True)
 class Result:
-    """How one group of runs (a configuration, or a model at one clip setting) did on a task."""
+    """How one group of runs (a configuration on a task) did: its solved gaps by the every-seed
+    rule, and its mean `Measure` value (`harness.report.compare` compares two of them)."""
 
     name: str
     seeds: tuple[int, ...]
     solved_at: dict[int, tuple[int, int]]  # gap -> (seeds solved, seeds run)
     largest: int | None  # the largest gap every seed solved
-    mean_accuracy: float | None  # over the runs with a final accuracy
-    n_accuracy: int
-    accuracy_at: dict[int, float]  # gap -> mean final accuracy
+    mean_value: float | None  # of the measure, over the runs that logged it
+    n_values: int
+    value_at: dict[int, float]  # gap -> mean of the measure
     diverged: int
     n_runs: int
-
-    @property
-    def rank(self) -> tuple[int, float]:
-        return (-1 if self.largest is None else self.largest,
-                -1.0 if self.mean_accuracy is None else self.mean_accuracy)
 
 
 def gap_text(value: int | None) -> str:
     return NONE_TEXT if value is None else str(value)
 
 
-def acc_text(value: float | None) -> str:
-    return "–" if value is None else f"{value:.3f}"
-
-
-def result(runs: pd.DataFrame, name: str) -> Result:
-    """The solved gaps and accuracy of `runs` (one task), pooled under `name`."""
+def result(runs: pd.DataFrame, name: str, measure: Measure = criteria.FINAL_ACCURACY) -> Result:
+    """The solved gaps and mean `measure` of `runs` (one task), pooled under `name`."""
     keyed = runs.dropna(subset=[names.GAP, names.SEED])
     seeds = tuple(sorted(int(s) for s in keyed[names.SEED].unique()))
     solved = (keyed[names.STATUS] == names.SOLVED).groupby(
@@ -71,57 +72,26 @@ def result(runs: pd.DataFrame, name: str) -> Result:
     for gap, at_gap in solved.groupby(level=0, sort=True):
         solved_at[int(gap)] = (int(at_gap.sum()), len(at_gap))
     everywhere = [g for g, (k, n) in solved_at.items() if k == n == len(seeds)]
-    accuracy = keyed.dropna(subset=[names.FINAL_EVAL_ACCURACY])
-    by_gap = accuracy.groupby(names.GAP)[names.FINAL_EVAL_ACCURACY].mean()
+    scored = keyed.dropna(subset=[measure.column])
+    by_gap = scored.groupby(names.GAP)[measure.column].mean()
     return Result(
         name=name, seeds=seeds, solved_at=solved_at,
         largest=max(everywhere) if everywhere else None,
-        mean_accuracy=(float(accuracy[names.FINAL_EVAL_ACCURACY].mean())
-                       if len(accuracy) else None),
-        n_accuracy=len(accuracy),
-        accuracy_at={int(g): float(v) for g, v in by_gap.items()},
+        mean_value=float(scored[measure.column].mean()) if len(scored) else None,
+        n_values=len(scored),
+        value_at={int(g): float(v) for g, v in by_gap.items()},
         diverged=int((keyed[names.STATUS] == names.DIVERGED).sum()),
         n_runs=len(keyed),
     )
 
 
 def shared_means(a: Result, b: Result) -> tuple[int, float, float] | None:
-    """Over the gaps both results have: how many, and each one's mean final accuracy."""
-    shared = sorted(set(a.accuracy_at) & set(b.accuracy_at))
+    """Over the gaps both results have: how many, and each one's mean of the measure."""
+    shared = sorted(set(a.value_at) & set(b.value_at))
     if not shared:
         return None
-    return (len(shared), sum(a.accuracy_at[g] for g in shared) / len(shared),
-            sum(b.accuracy_at[g] for g in shared) / len(shared))
-
-
-def _solved_sentence(task: str, r: Result) -> str:
-    n = len(r.seeds)
-    if r.largest is not None:
-        text = f"{r.name} solved {task} in every seed ({n}/{n}) up to gap {r.largest}"
-        below = [(g, k, m) for g, (k, m) in r.solved_at.items()
-                 if g < r.largest and not k == m == n]
-        # a seed that failed, versus a seed that never ran there (a frontier search adds
-        # seeds only while a gap is undecided): only the first is evidence against the gap
-        failed = [g for g, k, m in below if k < m]
-        unrun = [g for g, k, m in below if k == m]
-        if failed:
-            text += f", but not in every seed at gap {', '.join(map(str, failed))}"
-        if unrun:
-            text += (f"; not every seed ran at gap {', '.join(map(str, unrun))} (each one "
-                     "that ran solved it)")
-        above = [(g, k, m) for g, (k, m) in r.solved_at.items() if g > r.largest and k > 0]
-        if above:
-            text += "; beyond it: " + ", ".join(f"{k}/{m} seeds at gap {g}" for g, k, m in above)
-        return text + "."
-    partial = [(g, k, m) for g, (k, m) in r.solved_at.items() if k > 0]
-    if partial:
-        listed = ", ".join(f"{k}/{m} seeds at gap {g}" for g, k, m in partial)
-        return f"{r.name} solved {task} at no gap in every seed; it solved {listed}."
-    best = max(r.accuracy_at.items(), key=lambda item: (item[1], -item[0]), default=None)
-    text = f"{r.name} solved {task} at no gap (0 of {r.n_runs} runs)"
-    if best is not None:
-        text += f"; its best mean final accuracy was {acc_text(best[1])} at gap {best[0]}"
-    return text + "."
+    return (len(shared), sum(a.value_at[g] for g in shared) / len(shared),
+            sum(b.value_at[g] for g in shared) / len(shared))
 
 
 def join(items: Sequence[str]) -> str:
@@ -130,126 +100,171 @@ def join(items: Sequence[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def _best_text(r: Result) -> str:
-    best = max(r.accuracy_at.items(), key=lambda item: (item[1], -item[0]), default=None)
-    return "" if best is None else f"best mean final accuracy {acc_text(best[1])} at gap {best[0]}"
+# --- the answers, one rule each --------------------------------------------------------------
 
 
-def solved_sentences(task: str, ordered: Sequence[Result]) -> list[str]:
-    """The solved-gap sentences of one task, one per kind of result rather than per
-    configuration: configurations with the same numbers share a sentence (`a and b solved
-    copy in every seed (3/3 each) up to gap 100.`); those that solved no gap in every seed
-    share one sentence each kind, with every configuration's own numbers in it."""
-    out: list[str] = []
-    full: dict[str, list[Result]] = {}
-    for r in ordered:
-        if r.largest is not None:
-            full.setdefault(_solved_sentence(task, r)[len(r.name):], []).append(r)
-    for tail, group in full.items():
-        if len(group) > 1:
-            n = len(group[0].seeds)
-            tail = tail.replace(f"({n}/{n})", f"({n}/{n} each)", 1)
-        out.append(join([r.name for r in group]) + tail)
-    partial = [r for r in ordered if r.largest is None
-               and any(k > 0 for k, _ in r.solved_at.values())]
-    if partial:
-        items = "; ".join(
-            f"{r.name} " + ", ".join(f"{k}/{m} seeds at gap {g}"
-                                     for g, (k, m) in r.solved_at.items() if k > 0)
-            for r in partial)
-        out.append(f"Solved {task} at no gap in every seed, but in some seeds: {items}.")
-    nothing = [r for r in ordered if r.largest is None and r not in partial]
-    if nothing:
-        if len(nothing) == 1:
-            r = nothing[0]
-            text = f"{r.name} solved {task} at no gap (0 of {r.n_runs} runs)"
-            text += f"; its {_best_text(r)}" if _best_text(r) else ""
-            out.append(text + ".")
-        elif not any(_best_text(r) for r in nothing):
-            by_runs: dict[int, list[str]] = {}
-            for r in nothing:
-                by_runs.setdefault(r.n_runs, []).append(r.name)
-            counts = "; ".join(f"{join(group)} (0 of {n} runs{' each' if len(group) > 1 else ''})"
-                               for n, group in by_runs.items())
-            out.append(f"Solved {task} at no gap: {counts}.")
+@dataclass(frozen=True)
+class Task:
+    """What every finding of one task reads: its runs, its measure, its answers (`held`),
+    each answer's rule in words and each (task, label)'s plain name."""
+
+    name: str
+    runs: pd.DataFrame
+    measure: Measure
+    answers: pd.DataFrame
+    rules: Mapping[str, str]
+    name_of: Mapping[tuple[str, str], str]
+
+    def rule(self, rows: pd.DataFrame) -> str:
+        """`rule: <the rule>` of `rows`, each rule once."""
+        texts = sorted({held.rule_text(r, self.rules) for r in rows.to_dict("records")})
+        return "rule: " + "; ".join(texts) if texts else ""
+
+    def label_name(self, label: object) -> str:
+        return self.name_of.get((self.name, str(label)), str(label))
+
+    def mean(self, label: object) -> tuple[float | None, int]:
+        """The measure's mean over the configuration's runs that logged it, and how many."""
+        values = self.runs.loc[self.runs[LABEL] == label, self.measure.column].dropna()
+        return (float(values.mean()) if len(values) else None), len(values)
+
+    def mean_text(self, label: object, runs: bool = True) -> str:
+        value, n = self.mean(label)
+        if not n:
+            return f"no run logged a {self.measure.name}"
+        return (f"mean {self.measure.name} {self.measure.text(value)}"
+                + (f" over {n} run{'s' if n != 1 else ''}" if runs else ""))
+
+    @property
+    def meaning(self) -> str:
+        """`; normalized MSE: final eval MSE / ...` where the measure needs saying."""
+        m = self.measure
+        return f"; {m.name}: {m.meaning}" if m.meaning else ""
+
+
+def _below(t: Task, row: dict[str, object]) -> str:
+    """Under the every-seed rule: the gaps below the one held that not every seed solved."""
+    top = held.count(row[held.GAP_HELD])
+    if row[held.RULE] != held.RULE_EVERY_SEED or top is None:
+        return ""
+    runs = t.runs[(t.runs[LABEL] == row[LABEL])].dropna(subset=[names.GAP, names.SEED])
+    solved = (runs[names.STATUS] == names.SOLVED).groupby(
+        [runs[names.GAP].astype(int), runs[names.SEED].astype(int)]).all()
+    gaps = [int(g) for g, ok in solved.groupby(level=0).all().items()
+            if g < top and not ok]
+    return f"; below it, not every seed solved gap {', '.join(map(str, gaps))}" if gaps else ""
+
+
+def held_sentences(t: Task) -> list[str]:
+    """One sentence per answer, configurations with the same answer sharing it, largest gap
+    held first: `GRU held gap 80 on adding (2/3 seeds); above it: gap 160 failed (0/3 seeds
+    solved). Rule: a gap holds when >= 2 of 3 seeds solve it.`"""
+    groups: dict[tuple[int | None, str, str, str], list[str]] = {}
+    for row in held.ranked(t.answers).to_dict("records"):
+        key = (held.count(row[held.GAP_HELD]), frontier_.seeds_text(row),
+               held.stopped_text(row) + _below(t, row), held.rule_text(row, t.rules))
+        groups.setdefault(key, []).append(str(row[configs.NAME]))
+    out = []
+    for (gap, seeds, stopped, rule), group in groups.items():
+        each = " each" if len(group) > 1 else ""
+        if gap is None:
+            text = f"{join(group)} held no gap on {t.name}: {stopped}"
         else:
-            items = [f"{r.name} (0 of {r.n_runs} runs" + (f"; {_best_text(r)})" if _best_text(r)
-                                                         else ")") for r in nothing]
-            out.append(f"Solved {task} at no gap: {join(items)}.")
+            text = (f"{join(group)} held gap {gap:,} on {t.name} ({seeds}{each}); "
+                    f"above it: {stopped}")
+        out.append(f"{text}. Rule: {rule}.")
     return out
 
 
-def _results(runs: pd.DataFrame, key: str) -> dict[str, Result]:
-    return {str(name): result(group, str(name))
-            for name, group in runs.groupby(key, sort=True)}
-
-
-def _best_worst(task: str, results: Sequence[Result]) -> Finding | None:
-    if len(results) < 2:
+def _best_worst(t: Task) -> Finding | None:
+    rows = t.answers
+    if len(rows) < 2:
         return None
-    ordered = sorted(results, key=lambda r: (r.rank, r.name), reverse=True)
+    sign = 1.0 if t.measure.higher_is_better else -1.0
+
+    def rank(row: dict[str, object]) -> tuple[int, int, float]:
+        value, _ = t.mean(row[LABEL])
+        return (held.gap_rank(row), held.count(row[held.HELD_SOLVED]) or 0,
+                float("-inf") if value is None else sign * value)
+
+    ordered = sorted(rows.to_dict("records"), key=lambda r: (rank(r), str(r[configs.NAME])),
+                     reverse=True)
     best, worst = ordered[0], ordered[-1]
 
-    def said(r: Result) -> str:
-        return (f"largest gap solved in every seed {gap_text(r.largest)}, mean final accuracy "
-                f"{acc_text(r.mean_accuracy)} over {r.n_accuracy} runs")
+    def said(row: dict[str, object]) -> str:
+        return f"gap held {frontier_.held_text(row)}, {t.mean_text(row[LABEL])}"
 
-    if best.rank == worst.rank:
-        return Finding(BEST_WORST, task, f"On {task}, all {len(results)} configurations tied "
-                                         f"({said(best)} each).")
-    return Finding(BEST_WORST, task, f"On {task}, the best configuration was {best.name} "
-                                     f"({said(best)}) and the worst {worst.name} ({said(worst)}).")
+    if rank(best) == rank(worst):
+        return Finding(BEST_WORST, t.name, f"On {t.name}, all {len(rows)} configurations tied "
+                                           f"({said(best)} each; {t.rule(rows)}{t.meaning}).")
+    return Finding(BEST_WORST, t.name, f"On {t.name}, the best configuration was "
+                                       f"{best[configs.NAME]} ({said(best)}) and the worst "
+                                       f"{worst[configs.NAME]} ({said(worst)}); "
+                                       f"{t.rule(rows)}{t.meaning}.")
 
 
-def _clipping(task: str, runs: pd.DataFrame) -> list[Finding]:
+def _with_setting(t: Task) -> pd.DataFrame:
+    """The answers with their configuration's clip setting (none known: left out)."""
+    settings = t.runs.drop_duplicates(LABEL).set_index(LABEL)[CLIP_SETTING]
+    rows = t.answers.assign(**{CLIP_SETTING: t.answers[LABEL].map(settings)})
+    return rows.dropna(subset=[CLIP_SETTING])
+
+
+def _gap_and_seeds(row: dict[str, object]) -> str:
+    """`80 (3/3 seeds` or `none (`, to be closed by the caller."""
+    gap = held.count(row[held.GAP_HELD])
+    return f"none ({held.stopped_text(row)}" if gap is None else \
+        f"{gap:,} ({frontier_.seeds_text(row)}"
+
+
+def _models(t: Task, n_settings: int) -> list[Finding]:
     out = []
-    for variant, at_variant in runs.groupby(MODEL_VARIANT, sort=True):
-        by_setting = _results(at_variant, CLIP_SETTING)
-        base = by_setting.get(NO_CLIP_SETTING)
-        if base is None:
+    rows = _with_setting(t)
+    for setting, at in rows.groupby(CLIP_SETTING, sort=True):
+        if len(at) < 2:
             continue
-        for setting, clipped in by_setting.items():
-            if setting == NO_CLIP_SETTING:
-                continue
-            if clipped.rank[0] > base.rank[0]:
-                verb = f"raised the largest gap {variant} solved in every seed from " \
-                       f"{gap_text(base.largest)} to {gap_text(clipped.largest)}"
-            elif clipped.rank[0] < base.rank[0]:
-                verb = f"lowered the largest gap {variant} solved in every seed from " \
-                       f"{gap_text(base.largest)} to {gap_text(clipped.largest)}"
-            else:
-                verb = f"left the largest gap {variant} solved in every seed at " \
-                       f"{gap_text(base.largest)}"
-            text = f"On {task}, clipping ({setting}) {verb}"
-            means = shared_means(base, clipped)
-            if means:
-                n, a0, a1 = means
-                text += (f" (mean final accuracy over the {n} shared gap(s): "
-                         f"{acc_text(a0)} without, {acc_text(a1)} with clipping)")
-            if base.diverged or clipped.diverged:
-                text += (f"; diverged runs: {base.diverged} of {base.n_runs} without, "
-                         f"{clipped.diverged} of {clipped.n_runs} with clipping")
-            out.append(Finding(CLIPPING, task, text + "."))
-    return out
-
-
-def _models(task: str, runs: pd.DataFrame, n_settings: int) -> list[Finding]:
-    out = []
-    for setting, at_setting in runs.groupby(CLIP_SETTING, sort=True):
-        results = list(_results(at_setting, MODEL_VARIANT).values())
-        if len(results) < 2:
-            continue
-        ordered = sorted(results, key=lambda r: (r.rank, r.name), reverse=True)
-        listed = ", ".join(f"{r.name} {gap_text(r.largest)} (mean final accuracy "
-                           f"{acc_text(r.mean_accuracy)})" for r in ordered)
+        listed = ", ".join(f"{r[configs.BARE_NAME]} {_gap_and_seeds(r)}; "
+                           f"{t.mean_text(r[LABEL], runs=False)})"
+                           for r in held.ranked(at).to_dict("records"))
         where = f" with clipping {setting}" if n_settings > 1 or setting != NO_CLIP_SETTING \
             else ""
-        out.append(Finding(MODEL, task, f"On {task}{where}, the largest gap solved in every "
-                                        f"seed, by model: {listed}."))
+        out.append(Finding(MODEL, t.name, f"On {t.name}{where}, the gap held by model: "
+                                          f"{listed}; {t.rule(at)}."))
     return out
 
 
-def _divergence(runs: pd.DataFrame) -> list[Finding]:
+def _clipping(t: Task) -> list[Finding]:
+    """Each clipped configuration against the same one without clipping."""
+    out = []
+    rows = _with_setting(t)
+    for bare, at in rows.groupby(configs.BARE_NAME, sort=True):
+        base = at[at[CLIP_SETTING] == NO_CLIP_SETTING].to_dict("records")
+        if len(base) != 1:
+            continue
+        without = base[0]
+        for clipped in at[at[CLIP_SETTING] != NO_CLIP_SETTING].to_dict("records"):
+            a, b = held.gap_rank(without), held.gap_rank(clipped)
+            change = (f"from {frontier_.held_text(without)} to {frontier_.held_text(clipped)}"
+                      if a != b else f"at {frontier_.held_text(clipped)}")
+            verb = "raised" if b > a else "lowered" if b < a else "left"
+            text = (f"On {t.name}, clipping ({clipped[CLIP_SETTING]}) {verb} the gap {bare} "
+                    f"held {change}")
+            ra = result(t.runs[t.runs[LABEL] == without[LABEL]], "", t.measure)
+            rb = result(t.runs[t.runs[LABEL] == clipped[LABEL]], "", t.measure)
+            means = shared_means(ra, rb)
+            if means:
+                n, m0, m1 = means
+                text += (f" (mean {t.measure.name} over the {n} shared gap(s): "
+                         f"{t.measure.text(m0)} without, {t.measure.text(m1)} with clipping)")
+            if ra.diverged or rb.diverged:
+                text += (f"; diverged runs: {ra.diverged} of {ra.n_runs} without, "
+                         f"{rb.diverged} of {rb.n_runs} with clipping")
+            both = pd.DataFrame([without, clipped])
+            out.append(Finding(CLIPPING, t.name, f"{text}; {t.rule(both)}."))
+    return out
+
+
+def _divergence(runs: pd.DataFrame, name_of: Mapping[tuple[str, str], str]) -> list[Finding]:
     diverged = runs[runs[names.STATUS] == names.DIVERGED]
     if diverged.empty:
         return [Finding(DIVERGENCE, "", f"No run diverged (0 of {len(runs)}).")]
@@ -263,28 +278,35 @@ def _divergence(runs: pd.DataFrame) -> list[Finding]:
             if step is not None and step == step:
                 text += f" at step {int(step)}"
             where.append(text)
-        out.append(Finding(DIVERGENCE, str(task), f"{label} diverged on {task} in "
+        name = name_of.get((str(task), str(label)), str(label))
+        out.append(Finding(DIVERGENCE, str(task), f"{name} diverged on {task} in "
                                                   f"{len(group)} of {total} runs: "
                                                   f"{'; '.join(where)}."))
     return out
 
 
-def _nothing_solved(task: str, runs: pd.DataFrame) -> Finding | None:
+def _nothing_solved(t: Task) -> Finding | None:
+    runs = t.runs
     if (runs[names.STATUS] == names.SOLVED).any():
         return None
-    scored = runs.dropna(subset=[names.FINAL_EVAL_ACCURACY])
+    m = t.measure
+    scored = runs.dropna(subset=[m.column])
     if scored.empty:
-        return Finding(NOTHING_SOLVED, task, f"No run solved {task}, and none logged a final "
-                                             "accuracy.")
-    top = scored.sort_values([names.FINAL_EVAL_ACCURACY, names.GAP, LABEL],
-                             ascending=[False, True, True], kind="mergesort").iloc[0]
-    chance = scored[names.CHANCE_ACCURACY].dropna()
-    text = (f"No run solved {task} ({len(runs)} runs): the best final accuracy was "
-            f"{acc_text(float(top[names.FINAL_EVAL_ACCURACY]))} ({top[LABEL]}, gap "
+        return Finding(NOTHING_SOLVED, t.name, f"No run solved {t.name}, and none logged a "
+                                               f"final {m.name}.")
+    top = scored.sort_values([m.column, names.GAP, LABEL],
+                             ascending=[not m.higher_is_better, True, True],
+                             kind="mergesort").iloc[0]
+    text = (f"No run solved {t.name} ({len(runs)} runs): the best {m.name} was "
+            f"{m.text(float(top[m.column]))} ({t.label_name(top[LABEL])}, gap "
             f"{top[names.GAP]}, seed {top[names.SEED]})")
-    if len(chance):
-        text += f", against a chance accuracy of {acc_text(float(chance.mean()))}"
-    return Finding(NOTHING_SOLVED, task, text + ".")
+    if m is criteria.FINAL_ACCURACY:
+        chance = scored[names.CHANCE_ACCURACY].dropna()
+        if len(chance):
+            text += f", against a chance accuracy of {m.text(float(chance.mean()))}"
+    else:
+        text += f", against 1.000 for the memoryless predictor{t.meaning}"
+    return Finding(NOTHING_SOLVED, t.name, text + ".")
 
 
 def _not_results(runs: pd.DataFrame) -> Finding | None:
@@ -294,31 +316,35 @@ def _not_results(runs: pd.DataFrame) -> Finding | None:
     if not parts:
         return None
     return Finding(NOT_RESULTS, "", f"Not results: {', '.join(parts)} run(s); at their gap and "
-                                    "seed they count as not solved, and they add no accuracy.")
+                                    "seed they count as not solved, and they add no "
+                                    "accuracy or loss.")
 
 
-def findings(runs: pd.DataFrame) -> list[Finding]:
-    """Every finding of one experiment, task by task, then across tasks."""
+def findings(runs: pd.DataFrame, answers: pd.DataFrame, rules: Mapping[str, str],
+             name_of: Mapping[tuple[str, str], str]) -> list[Finding]:
+    """Every finding of one experiment, task by task, then across tasks. `answers`: the
+    `configs.named` rows of `held.held_table`; `rules`: each frontier sweep's `frontier_rule`
+    tag by its run name; `name_of`: each (task, label)'s plain name."""
     out: list[Finding] = []
     keyed = runs.dropna(subset=[names.TASK_LABEL])
     n_settings = keyed[CLIP_SETTING].nunique()
     tasks = sorted(keyed[names.TASK_LABEL].unique())
     for task in tasks:
         at_task = keyed[keyed[names.TASK_LABEL] == task]
-        nothing = _nothing_solved(task, at_task)
+        mine = answers[answers[names.TASK_LABEL] == task]
+        t = Task(str(task), at_task, criteria.measure(at_task), mine, rules, name_of)
+        nothing = _nothing_solved(t)
         if nothing is not None:
             out.append(nothing)
-        results = _results(at_task, LABEL)
-        ordered = sorted(results.values(), key=lambda r: (r.rank, r.name), reverse=True)
-        out += [Finding(SOLVED_GAP, task, text) for text in solved_sentences(task, ordered)]
-        best_worst = _best_worst(task, ordered)
+        out += [Finding(GAP_HELD, t.name, text) for text in held_sentences(t)]
+        best_worst = _best_worst(t)
         if best_worst is not None:
             out.append(best_worst)
-        out += _models(task, at_task, n_settings)
-        out += _clipping(task, at_task)
+        out += _models(t, n_settings)
+        out += _clipping(t)
     if len(tasks) > 1 and not (keyed[names.STATUS] == names.SOLVED).any():
         out.append(Finding(NOTHING_SOLVED, "", f"No run solved any of the {len(tasks)} tasks."))
-    out += _divergence(keyed)
+    out += _divergence(keyed, name_of)
     extra = _not_results(keyed)
     if extra is not None:
         out.append(extra)
@@ -327,5 +353,3 @@ def findings(runs: pd.DataFrame) -> list[Finding]:
 
 def frame(items: Sequence[Finding]) -> pd.DataFrame:
     return pd.DataFrame([(f.kind, f.task, f.text) for f in items], columns=list(FINDING_COLUMNS))
-
-

@@ -40,7 +40,7 @@ FORMER_CSV = "frontier.csv"  # FRONTIER_CSV's name until 2026-12: a rebuild remo
 FRONTIER_PNG = "frontier.png"
 
 # The artifact's columns (names.FRONTIER_COLUMNS), read by name.
-_CONFIGURATION, _TASK, _LR = "configuration", "task", "lr"
+_CONFIGURATION, _TASK, LR = "configuration", "task", "lr"
 GAP_HELD, HELD_SOLVED, HELD_SEEDS = "gap_held", "held_solved", "held_seeds"
 GAP_FAILED, _CENSORED_GAPS, _PROBES = "gap_failed", "censored_gaps", "probes"
 _RUNS, _GRID_RUNS = "runs", "grid_runs"
@@ -51,11 +51,11 @@ REQUIRED = tuple(c for c in names.FRONTIER_COLUMNS if c not in OPTIONAL)
 # The probes artifact's columns (names.FRONTIER_PROBE_COLUMNS) this module reads.
 _P_GAP, _P_SEED, _P_STATUS, _P_END_STATE, _P_OUTCOME, _P_RUN_ID = (
     "gap", "seed", "status", "end_state", "outcome", "run_id")
-for _column in (_CONFIGURATION, _TASK, _LR, GAP_HELD, HELD_SOLVED, HELD_SEEDS, GAP_FAILED,
+for _column in (_CONFIGURATION, _TASK, LR, GAP_HELD, HELD_SOLVED, HELD_SEEDS, GAP_FAILED,
                 _CENSORED_GAPS, _PROBES, _RUNS, _GRID_RUNS, *OPTIONAL):
     if _column not in names.FRONTIER_COLUMNS:
         raise ImportError(f"{names.FRONTIER_ARTIFACT} has no column {_column!r}")
-for _column in (_CONFIGURATION, _LR, _P_GAP, _P_SEED, _P_STATUS, _P_END_STATE, _P_OUTCOME,
+for _column in (_CONFIGURATION, LR, _P_GAP, _P_SEED, _P_STATUS, _P_END_STATE, _P_OUTCOME,
                 _P_RUN_ID):
     if _column not in names.FRONTIER_PROBE_COLUMNS:
         raise ImportError(f"{names.FRONTIER_PROBES_ARTIFACT} has no column {_column!r}")
@@ -75,7 +75,7 @@ ABOVE = "above"  # ABOVE_FAILED / ABOVE_CENSORED / ABOVE_BEYOND
 CENSORED_WHY = "censored_why"  # why gap_failed is censored ("" unless it is)
 SWEEP = "sweep"  # the run name of the parent run the row came from
 SWEEP_RUN_ID = "sweep_run_id"
-COLUMNS = (names.TASK_LABEL, LABEL, OVERRIDES, _LR, GAP_HELD, HELD_SOLVED, HELD_SEEDS,
+COLUMNS = (names.TASK_LABEL, LABEL, OVERRIDES, LR, GAP_HELD, HELD_SOLVED, HELD_SEEDS,
            GAP_FAILED, ABOVE, CENSORED_WHY, _CENSORED_GAPS, _PROBES, _RUNS, _GRID_RUNS,
            _P50_GAP, _P50_LOW, _P50_HIGH, SWEEP, SWEEP_RUN_ID)
 # One row per probed (row, gap, seed) at the row's lr, from `probes`: what the figure draws.
@@ -105,9 +105,10 @@ class Frontiers:
         return self.table.empty
 
 
-def _empty_frontiers(n_sweeps: int = 0) -> Frontiers:
+def no_frontiers() -> Frontiers:
+    """An experiment without a frontier sweep: empty tables."""
     return Frontiers(pd.DataFrame(columns=list(COLUMNS)),
-                     pd.DataFrame(columns=list(LEVEL_COLUMNS)), (), n_sweeps,
+                     pd.DataFrame(columns=list(LEVEL_COLUMNS)), (), 0,
                      pd.DataFrame(columns=list(PROBE_RUN_COLUMNS)))
 
 
@@ -200,11 +201,11 @@ def _rows(frontier: pd.DataFrame, probes: pd.DataFrame | None, runs: pd.DataFram
     rows = []
     for record in frontier.to_dict("records"):
         overrides = _text(record[_CONFIGURATION])
-        lr = as_number(record[_LR])
+        lr = as_number(record[LR])
         mine = None
         if probes is not None:
             mine = probes[(probes[_CONFIGURATION].astype(str) == overrides)
-                          & _same_lr(probes[_LR], lr)]
+                          & _same_lr(probes[LR], lr)]
         # the report's task label and configuration label of the runs this row's probes made
         ids = set() if mine is None else {str(r) for r in mine[_P_RUN_ID].dropna()}
         matched = runs[runs[RUN_ID].isin(ids)]
@@ -217,7 +218,7 @@ def _rows(frontier: pd.DataFrame, probes: pd.DataFrame | None, runs: pd.DataFram
         else:
             above = ABOVE_CENSORED if failed in censored else ABOVE_FAILED
         rows.append(({
-            names.TASK_LABEL: task, LABEL: label, OVERRIDES: overrides, _LR: lr,
+            names.TASK_LABEL: task, LABEL: label, OVERRIDES: overrides, LR: lr,
             GAP_HELD: held, HELD_SOLVED: as_int(record[HELD_SOLVED]),
             HELD_SEEDS: as_int(record[HELD_SEEDS]), GAP_FAILED: failed, ABOVE: above,
             CENSORED_WHY: _censored_why(mine, failed) if above == ABOVE_CENSORED else "",
@@ -238,12 +239,12 @@ def load_frontiers(sweep: Sweep, tracking_uri: str) -> Frontiers:
     parent run has a readable frontier.csv with the expected columns."""
     parents = sweep.sweeps
     if parents.empty:
-        return _empty_frontiers()
+        return no_frontiers()
     found = [(rid, frame) for rid, frame in
              artifact_csvs(parents, names.FRONTIER_ARTIFACT, tracking_uri)
              if set(REQUIRED) <= set(frame.columns)]
     if not found:
-        return _empty_frontiers()
+        return no_frontiers()
     with_table = parents[parents[RUN_ID].isin({rid for rid, _ in found})]
     probes = {rid: frame for rid, frame in
               artifact_csvs(with_table, names.FRONTIER_PROBES_ARTIFACT, tracking_uri)
@@ -254,14 +255,14 @@ def load_frontiers(sweep: Sweep, tracking_uri: str) -> Frontiers:
     newest: dict[tuple[str, str, str], tuple[dict[str, object], list[Probe]]] = {}
     for rid, frame in sorted(found, key=lambda pair: order[pair[0]]):
         for row, row_probes in _rows(frame, probes.get(rid), sweep.runs, by_id[rid]):
-            key = (str(row[names.TASK_LABEL]), str(row[OVERRIDES]), _lr_key(row[_LR]))
+            key = (str(row[names.TASK_LABEL]), str(row[OVERRIDES]), _lr_key(row[LR]))
             newest[key] = (row, row_probes)
     table = pd.DataFrame([row for row, _ in newest.values()], columns=list(COLUMNS))
     # the same label twice on a task (e.g. two lrs the label does not name): say the lr
     twice = table.duplicated([names.TASK_LABEL, LABEL], keep=False)
     table.loc[twice, LABEL] = [f"{lab} (lr {lr:g})" if lr == lr and lr is not None else lab
                                for lab, lr in zip(table.loc[twice, LABEL],
-                                                  table.loc[twice, _LR], strict=True)]
+                                                  table.loc[twice, LR], strict=True)]
     probe_runs = pd.DataFrame(
         [(task, label, *probe) for task, label, (_, row_probes) in
          zip(table[names.TASK_LABEL], table[LABEL], newest.values(), strict=True)
@@ -284,12 +285,19 @@ def load_frontiers(sweep: Sweep, tracking_uri: str) -> Frontiers:
 # --- words ---------------------------------------------------------------------------------
 
 
+def seeds_text(row: dict[str, object]) -> str:
+    """`2/3 seeds`: the seeds that solved the gap held, of those that ran there."""
+    n = row[HELD_SEEDS]
+    return f"{row[HELD_SOLVED]}/{n} seed{'' if not missing(n) and n == 1 else 's'}"
+
+
 def held_text(row: dict[str, object]) -> str:
-    """`80 (3/3 seeds)`, or `none` when not even the lowest rung held."""
+    """`80 (3/3 seeds)`, or `none` when not even the lowest rung held (the frontier table's
+    columns, and those of every answer of `harness.report.held`)."""
     held = row[GAP_HELD]
     if missing(held):
         return tables.NONE
-    return f"{int(held):,} ({row[HELD_SOLVED]}/{row[HELD_SEEDS]} seeds)"  # type: ignore[arg-type]
+    return f"{int(held):,} ({seeds_text(row)})"  # type: ignore[call-overload]
 
 
 def above_text(row: dict[str, object]) -> str:
@@ -319,7 +327,7 @@ def display_rows(frontiers: Frontiers) -> list[list[str]]:
     """The frontier table as display strings, in the order of DISPLAY_HEADER."""
     out = []
     for row in frontiers.table.to_dict("records"):
-        lr = row[_LR]
+        lr = row[LR]
         runs, grid = row[_RUNS], row[_GRID_RUNS]
         out.append([
             str(row[names.TASK_LABEL]), str(row[LABEL]), str(row[OVERRIDES]),
@@ -357,13 +365,14 @@ def rule_text(frontiers: Frontiers) -> str:
 
 FIGURE_TITLE = "Gap frontier per configuration"
 FIGURE_SENTENCE = (
-    "One row per configuration, one panel per task, gap on a log axis: every probed gap with "
-    "its seeds' outcomes at the configuration's lr (seed 0 on top; filled circle: solved; "
-    "cross: failed; hollow square: undecided, i.e. censored: still improving at the budget's "
-    "end, or the job failed); the bar runs up to the largest gap held, and the text at the "
-    "right gives it with k/n seeds and the first gap not held.")
+    "One row per configuration (as the rows beside it), one panel per task, gap on a log "
+    "axis: every probed gap with its seeds' outcomes at the configuration's lr (seed 0 on "
+    "top; filled circle: solved; cross: failed; hollow square: undecided, i.e. censored: "
+    "still improving at the budget's end, or the job failed); the bar runs up to the largest "
+    "gap held.")
 MEANING = (
-    "A gap is *held* when enough seeds solved it under the decision rule below; *censored* "
+    "A gap is *held* when enough seeds solved it under the sweep's decision rule (below); "
+    "*censored* "
     "levels hinge on undecided runs (a budget limit, not evidence of failure); *beyond the "
     "ladder*: the top gap of the ladder held, so the frontier lies above it. The probes are "
     "ordinary runs: they also appear in every other section, with uneven seed counts per gap "

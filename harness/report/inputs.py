@@ -14,8 +14,11 @@ import pandas as pd
 from harness import names
 from harness.report import (
     claims,
+    clip_effect,
+    configs,
     frontier_grads,
     gradients,
+    held,
     overview,
     plotting,
     tables,
@@ -26,6 +29,7 @@ from harness.report import frontier as frontier_
 from harness.report import headline as headline_
 from harness.report.load import (
     EXPERIMENT_ID,
+    LABEL,
     RUN_ID,
     Sweep,
     artifact_runs,
@@ -114,12 +118,42 @@ class Inputs:
         return tables.status_counts(self.runs)
 
     @cached_property
+    def configs(self) -> pd.DataFrame:
+        """One row per (task, label): plain name, lr, hidden size, parameter count."""
+        return configs.configurations(self.runs, self.sweep.params, self.sweep.label_axes)
+
+    @cached_property
+    def answers(self) -> pd.DataFrame:
+        """Which gap each configuration holds, by one rule (`held`), with its plain name."""
+        return configs.named(held.held_table(self.runs, self.fronts), self.configs)
+
+    @cached_property
+    def name_of(self) -> dict[tuple[str, str], str]:
+        """Each (task, label)'s plain name: its answer's, else (the learning-rate choice's
+        probes at a rate it did not choose) its short name and lr."""
+        out = {(str(c[names.TASK_LABEL]), str(c[LABEL])):
+               f"{c[configs.SHORT_NAME]}, lr {configs.lr_text(c[names.LR])}"
+               if configs.lr_text(c[names.LR]) else str(c[configs.SHORT_NAME])
+               for c in self.configs.to_dict("records")}
+        out.update({(str(a[names.TASK_LABEL]), str(a[LABEL])): str(a[configs.NAME])
+                    for a in self.answers.to_dict("records")})
+        return out
+
+    @cached_property
+    def rules(self) -> dict[str, str]:
+        """Each frontier sweep's `frontier_rule` tag, by the sweep's run name."""
+        return dict(self.fronts.rules)
+
+    @cached_property
     def found(self) -> list[findings_.Finding]:
-        return findings_.findings(self.runs)
+        return findings_.findings(self.runs, self.answers, self.rules, self.name_of)
 
     @cached_property
     def solved(self) -> pd.DataFrame:
-        return tables.largest_solved_gap(self.runs)
+        """Per (task, label): the gap held by the rule it was decided by (`answers`), then the
+        every-seed view (`tables.largest_solved_gap`), labelled as such on the page."""
+        return held.with_every_seed(self.answers, tables.largest_solved_gap(self.runs),
+                                    self.rules)
 
     @cached_property
     def accuracy(self) -> pd.DataFrame:
@@ -131,12 +165,17 @@ class Inputs:
                                                   self.reads.by_gap_raw)
 
     @cached_property
-    def lead(self) -> list[tuple[str, list[str]]]:
+    def lead(self) -> list[headline_.Lead]:
         vgaps = self.vgaps
         return headline_.headline(
-            self.runs, None if self.fronts.empty else self.fronts.table,
+            self.runs, self.answers, self.rules, self.name_of,
             {str(task): variable_gap.sentence(str(task), vgaps)
              for task in vgaps.table[names.TASK_LABEL].unique()})
+
+    @cached_property
+    def clipping(self) -> pd.DataFrame:
+        """What clipping did, per (configuration, threshold) (`clip_effect`)."""
+        return clip_effect.clipping_table(self.runs, self.answers, self.rules)
 
     @cached_property
     def n_clip_settings(self) -> int:

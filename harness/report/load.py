@@ -79,7 +79,7 @@ _ARTIFACT_THREADS = 8
 _FLOAT_MAX = float(np.finfo(float).max)
 
 _STR_PARAMS = (names.TASK, names.MODEL, names.ACTIVATION, names.INIT, names.CLIP_MODE)
-_INT_PARAMS = (names.GAP, names.SEED)
+_INT_PARAMS = (names.GAP, names.SEED, names.HIDDEN_SIZE)
 _FLOAT_PARAMS = (names.CLIP_THRESHOLD,)
 _TAGS = (names.STATUS, names.STATUS_REASON, names.END_STATE, names.SUCCESS_CRITERION,
          names.SWEEP_ID)  # end_state and success_criterion: missing in older stores
@@ -95,11 +95,12 @@ _METRICS = (
     names.GRAD_NORM_PRE_CLIP_MAX,
     names.CLIP_RATE_TOTAL,
     names.DIVERGED_STEP,
+    names.PARAMETER_COUNT,
 )
 # One row per run: identity, grouping keys, outcome, cost. Order is the runs.csv column order.
 RUN_COLUMNS: tuple[str, ...] = (
     RUN_ID, RUN_NAME, names.TASK_LABEL, names.TASK, names.GAP, names.MODEL, names.ACTIVATION,
-    names.INIT, names.CLIP_MODE,
+    names.INIT, names.HIDDEN_SIZE, names.CLIP_MODE,
     names.CLIP_THRESHOLD, names.SEED, LABEL, MODEL_VARIANT, CLIP_SETTING, *_TAGS, *_METRICS,
     FINAL_NORMALIZED_LOSS,
 )
@@ -280,6 +281,8 @@ def typed_runs(raw: pd.DataFrame, extra_axes: Sequence[str] = ()) -> pd.DataFram
     runs[names.STATUS] = runs[names.STATUS].fillna(NO_STATUS)
     for key in _METRICS:
         runs[key] = pd.to_numeric(_column(raw, f"metrics.{key}"), errors="coerce").astype(float)
+    # a count, logged as a metric (a float): a whole number in runs.csv
+    runs[names.PARAMETER_COUNT] = runs[names.PARAMETER_COUNT].round().astype("Int64")
     chance = runs[names.CHANCE_LOSS].where(runs[names.CHANCE_LOSS] > 0)
     runs[FINAL_NORMALIZED_LOSS] = runs[names.FINAL_EVAL_LOSS] / chance
     runs[EXPERIMENT_ID] = _column(raw, "experiment_id").astype(str)

@@ -56,6 +56,8 @@ class Figure:
     `caption` says what the figure shows and the rule behind its lines, bands or colours
     (a function of the inputs where it depends on them); the page adds its data files.
     `weight` orders the drawing jobs (heaviest first, so parallel workers finish together).
+    `lead`: the page shows it beside the headline, at the top, rather than among its
+    section's blocks (its section still holds its data and drawing).
     """
 
     id: str
@@ -66,6 +68,7 @@ class Figure:
     data: Callable[[Inputs], Plot]
     draw: Callable[..., pd.DataFrame | None]
     weight: int = 1
+    lead: bool = False
 
     @property
     def png(self) -> str:

@@ -46,6 +46,7 @@ RUN_TABLE_COLUMNS: tuple[str, ...] = (
     names.STEPS_TO_SOLVE,
     names.STEPS_RUN,
     names.GRAD_NORM_PRE_CLIP_MAX,
+    names.PARAMETER_COUNT,
     names.WALL_TIME_S,
 )
 
@@ -249,8 +250,8 @@ def accuracy_display(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
 def run_display(runs: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """The per-run table of the HTML page: header and rows of strings."""
     frame = runs.copy()
-    # Steps are counts: show them without a decimal part even though metrics are floats.
-    for key in (names.STEPS_TO_SOLVE, names.STEPS_RUN):
+    # Steps and parameters are counts: no decimal part, though metrics are floats.
+    for key in (names.STEPS_TO_SOLVE, names.STEPS_RUN, names.PARAMETER_COUNT):
         frame[key] = frame[key].round().astype("Int64").astype(object)
     frame[names.WALL_TIME_S] = pd.Series(
         [None if _is_missing(v) else f"{float(v):.1f}" for v in frame[names.WALL_TIME_S]],

@@ -23,16 +23,17 @@ def chromium() -> str:
     pytest.skip(f"chromium is not installed: {INSTALL} (as root; .ci/run does)")
 
 
-def headless(browser: str, profile: Path, budget_ms: int = 15000) -> list[str]:
-    """Chromium headless with a fresh profile in `profile`, nothing fetched but the page, and
-    `budget_ms` of virtual time for the page's scripts to run."""
+def headless(browser: str, profile: Path, budget_ms: int = 15000,
+             width: int = 1280) -> list[str]:
+    """Chromium headless with a fresh profile in `profile`, nothing fetched but the page,
+    `budget_ms` of virtual time for the page's scripts to run, in a window `width` px wide."""
     return [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
             "--no-first-run", "--disable-background-networking", "--disable-component-update",
             "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
-            f"--virtual-time-budget={budget_ms}", "--window-size=1280,2000"]
+            f"--virtual-time-budget={budget_ms}", f"--window-size={width},2000"]
 
 
-def dom(browser: str, url: str, profile: Path, budget_ms: int = 15000) -> str:
-    """The page's DOM as Chromium built it, scripts run."""
-    return subprocess.run([*headless(browser, profile, budget_ms), "--dump-dom", url],
+def dom(browser: str, url: str, profile: Path, budget_ms: int = 15000, width: int = 1280) -> str:
+    """The page's DOM as Chromium built it, scripts run, in a window `width` px wide."""
+    return subprocess.run([*headless(browser, profile, budget_ms, width), "--dump-dom", url],
                           capture_output=True, text=True, timeout=180, check=True).stdout

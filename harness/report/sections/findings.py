@@ -11,8 +11,10 @@ from harness.report.registry import Block, Items, Section, Text
 
 def blocks(r: Inputs) -> list[Block]:
     return [
-        Text(Markup('Computed from the runs; "solved at a gap" means every seed of the '
-                    "configuration ended <code>{}</code> there.").format(names.SOLVED), "meta"),
+        Text(Markup("Computed from the runs. A run is solved when its <code>{}</code> tag says "
+                    "<code>{}</code> (the task's own criterion); which gap a configuration "
+                    "holds is decided by the rule each finding names, the same as the "
+                    "headline's.").format(names.STATUS, names.SOLVED), "meta"),
         Items([f.text for f in r.found]),
     ]
 

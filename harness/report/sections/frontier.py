@@ -20,10 +20,8 @@ from matplotlib.ticker import NullFormatter, NullLocator, ScalarFormatter
 from harness import names
 from harness.report import frontier as frontier_
 from harness.report import frontier_grads as fg
-from harness.report import tables, variable_gap
+from harness.report import held, tables, variable_gap
 from harness.report.frontier import (
-    ABOVE,
-    ABOVE_BEYOND,
     FAILED,
     GAP,
     GAP_FAILED,
@@ -32,7 +30,6 @@ from harness.report.frontier import (
     SEED,
     SOLVED,
     UNDECIDED,
-    held_text,
     missing,
 )
 from harness.report.inputs import Inputs
@@ -65,7 +62,7 @@ OUTCOME_STYLE = {  # distinct shapes, so the figure reads without colour too
     SOLVED: {"marker": "o", "color": "#029e73", "facecolor": "#029e73", "label": "solved"},
     FAILED: {"marker": "X", "color": "0.1", "facecolor": "0.1", "label": "failed"},
     UNDECIDED: {"marker": "s", "color": "0.25", "facecolor": "none",
-                "label": "undecided (censored: still improving, or job failed)"},
+                "label": "undecided (censored)"},
 }
 
 
@@ -75,41 +72,35 @@ _ROW_IN = 0.62  # inches per configuration row
 _SEED_SPREAD = 0.44  # the seeds of a probed gap span this much of a row, top to bottom
 
 
-_WIDTH_IN = 11.0  # the figure's width when its labels leave the gap axis room enough
+_WIDTH_IN = 5.4  # the figure's width when its labels leave the gap axis room enough: it
+# stands beside the headline's rows
 
 
-_AXIS_IN = 5.5  # inches kept for the gap axis itself, however long the labels
+_AXIS_IN = 3.3  # inches kept for the gap axis itself, however long the labels
 
 
-_PAD_IN = 0.6  # around the labels, the right-hand text and the panel's edges
-
-
-def _short_above(row: dict[str, object]) -> str:
-    if row[ABOVE] == ABOVE_BEYOND:
-        return "top of the ladder held"
-    return f"{int(row[GAP_FAILED]):,} {row[ABOVE]}"  # type: ignore[arg-type]
+_PAD_IN = 0.4  # around the labels and the panel's edges
 
 
 def _fit_width(fig: MplFigure, axes: Sequence[Axes]) -> None:
-    """Widen the figure so the longest configuration label (left) and result text (right)
-    leave the gap axis `_AXIS_IN` inches: constrained layout cannot shrink the axis below
-    nothing, and where it gives up the labels run off the figure's left edge."""
+    """Widen the figure so the longest configuration name leaves the gap axis `_AXIS_IN`
+    inches: constrained layout cannot shrink the axis below nothing, and where it gives up
+    the names run off the figure's left edge."""
     renderer = FigureCanvasAgg(fig).get_renderer()
     labels = [t for ax in axes for t in ax.get_yticklabels()]
-    texts = [t for ax in axes for t in ax.texts]
-    left, right = (max((t.get_window_extent(renderer).width for t in group), default=0.0)
-                   / fig.dpi for group in (labels, texts))
-    fig.set_figwidth(max(_WIDTH_IN, left + _AXIS_IN + right + 2 * _PAD_IN))
+    left = max((t.get_window_extent(renderer).width for t in labels), default=0.0) / fig.dpi
+    fig.set_figwidth(max(_WIDTH_IN, left + _AXIS_IN + 2 * _PAD_IN))
 
 
 def frontier_figure(table: pd.DataFrame, levels: pd.DataFrame, colors: dict[str, str],
-                    experiment: str, path: Path) -> None:
-    """One panel per task, one row per configuration: probed gaps with per-seed outcomes and a
-    bar up to the largest gap held (log-x gap axis). The figure is as wide as its longest
-    labels need (`_fit_width`)."""
+                    names_of: dict[tuple[str, str], str], experiment: str, path: Path) -> None:
+    """One panel per task, one row per configuration (in `table`'s order, named by
+    `names_of`, the headline's plain names): probed gaps with per-seed outcomes and a bar up
+    to the largest gap held (log-x gap axis). The figure is as wide as its names need
+    (`_fit_width`)."""
     tasks = sorted(table[names.TASK_LABEL].astype(str).unique())
     counts = [int((table[names.TASK_LABEL] == t).sum()) for t in tasks]
-    height = sum(_ROW_IN * n + 1.1 for n in counts) + 1.2
+    height = sum(_ROW_IN * n + 1.1 for n in counts) + 1.6
     fig = MplFigure(figsize=(_WIDTH_IN, height), layout="constrained")
     axes = fig.subplots(len(tasks), 1, squeeze=False,
                         gridspec_kw={"height_ratios": [n + 1.2 for n in counts]})[:, 0]
@@ -137,11 +128,8 @@ def frontier_figure(table: pd.DataFrame, levels: pd.DataFrame, colors: dict[str,
                     continue
                 ax.scatter(dots[GAP].astype(float).to_numpy(),
                            y + offsets[dots[SEED].astype(int).to_numpy()],
-                           marker=style["marker"], s=34, edgecolors=style["color"],
+                           marker=style["marker"], s=30, edgecolors=style["color"],
                            facecolors=style["facecolor"], linewidths=1.2, zorder=3)
-            ax.annotate(f"held {held_text(row)}; {_short_above(row)}",
-                        xy=(1.01, y), xycoords=("axes fraction", "data"), va="center",
-                        ha="left", fontsize=8.5, annotation_clip=False)
         ax.set_xscale("log")
         ax.set_xlim(low, high)
         if gaps:
@@ -149,18 +137,20 @@ def frontier_figure(table: pd.DataFrame, levels: pd.DataFrame, colors: dict[str,
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_yticks(range(len(rows)), [str(r[LABEL]) for r in rows])
+        ax.set_yticks(range(len(rows)), [names_of.get((task, str(r[LABEL])), str(r[LABEL]))
+                                         for r in rows])
         ax.set_ylim(len(rows) - 0.5, -0.5)  # first configuration on top
-        ax.set_title(f"task: {task}")
-        ax.set_xlabel("gap (time steps, log scale)")
+        ax.tick_params(labelsize=10)
+        ax.set_title(f"task: {task}", fontsize=11)
+        ax.set_xlabel("gap (time steps, log scale)", fontsize=10)
         ax.grid(True, axis="x", alpha=0.3)
     handles = [Line2D([], [], ls="", marker=s["marker"], markeredgecolor=s["color"],
                       markerfacecolor=s["facecolor"], markersize=7, label=s["label"])
                for s in OUTCOME_STYLE.values()]
-    handles.append(Patch(facecolor="0.55", alpha=0.28, label="held: up to the largest gap held"))
+    handles.append(Patch(facecolor="0.55", alpha=0.28, label="bar: up to the gap held"))
     fig.legend(handles=handles, loc="outside lower center", ncols=2,
-               title="probe outcome (per seed)")
-    fig.suptitle(f"{experiment}: gap frontier, each probed gap's seeds (seed 0 on top)")
+               title="each probed gap's seeds, seed 0 on top", fontsize=9, title_fontsize=9)
+    fig.suptitle(f"{experiment}: gap frontier", fontsize=12)
     _fit_width(fig, axes)
     save_png(fig, path)
 
@@ -228,15 +218,20 @@ def frontier_gradient_figure(curves: pd.DataFrame, table: pd.DataFrame, colors: 
 def _frontier_data(r: Inputs) -> Plot:
     if r.fronts.empty:
         return not_drawn()
-    return Plot(args=(r.fronts.table, r.fronts.levels, r.colors, r.experiment),
+    # in the headline's order and names, which it stands beside
+    order = held.ranked(r.answers[r.answers[held.RULE] == held.RULE_FRONTIER])
+    keys = list(zip(order[names.TASK_LABEL], order[LABEL], strict=True))
+    table = r.fronts.table.set_index([names.TASK_LABEL, LABEL], drop=False).loc[keys]
+    return Plot(args=(table.reset_index(drop=True), r.fronts.levels, r.colors,
+                      {key: r.name_of[key] for key in keys}, r.experiment),
                 csvs=((frontier_.FRONTIER_CSV, r.fronts.table),))
 
 
 FRONTIER = Figure(
     id=frontier_.FRONTIER_PNG.removesuffix(".png"), section="frontier",
     title=frontier_.FIGURE_TITLE,
-    caption=lambda r: f"{frontier_.FIGURE_SENTENCE} {frontier_.rule_text(r.fronts)}",
-    csvs=(frontier_.FRONTIER_CSV,), data=_frontier_data, draw=frontier_figure)
+    caption=frontier_.FIGURE_SENTENCE,
+    csvs=(frontier_.FRONTIER_CSV,), data=_frontier_data, draw=frontier_figure, lead=True)
 
 
 def _gradients_data(r: Inputs) -> Plot:
@@ -261,12 +256,14 @@ def _frontier_blocks(r: Inputs) -> list[Block]:
     fronts, found = r.fronts, r.front_grads
     assert found is not None
     out: list[Block] = [
-        Text(f"{frontier_.source_text(fronts)} {frontier_.MEANING.replace('*', '')}"),
+        Text(f"{frontier_.source_text(fronts)} {frontier_.MEANING.replace('*', '')} "
+             f"{frontier_.rule_text(fronts)}"),
         Table(list(frontier_.DISPLAY_HEADER), frontier_.display_rows(fronts),
               links=[run_url(r.tracking_uri, r.experiment_id, str(sweep))
                      for sweep in fronts.table[frontier_.SWEEP_RUN_ID]],
-              link_column=frontier_.DISPLAY_HEADER.index("sweep")),
-        FRONTIER,
+              link_column=frontier_.DISPLAY_HEADER.index("sweep"), cls="wrap"),
+        Text(f"The figure of these rows, {frontier_.FIGURE_TITLE.lower()}, opens the page "
+             "beside the headline.", "meta"),
         Heading(fg.TITLE),
         *(Text(note, "none") for note in found.notes),
         GRADIENTS,
