@@ -85,6 +85,7 @@ class ActiveSweep:
     sweep_dir = Path()
     config: DictConfig | None = None
     started = False  # this sweep's parent run exists
+    predecessor: str | None = None  # the parent run an earlier sweep left in this folder
 
     @classmethod
     def close_interrupted(cls) -> None:
@@ -133,7 +134,8 @@ def start_parent_run() -> str:
                          list(config.hydra.overrides.task), space,  # type: ignore[arg-type]
                          {names.SWEEP_TUNING: rule} if rule else None)
     ActiveSweep.started = True
-    for sweep in close_dead_sweeps(config.tracking.uri, config.experiment_name):
+    for sweep in close_dead_sweeps(config.tracking.uri, config.experiment_name,
+                                   ActiveSweep.predecessor):
         log.info("sweep run %s had no live launching process: marked killed", sweep)
     return run_id
 
@@ -148,7 +150,9 @@ class SweepCallback(Callback):
         ActiveSweep.config, ActiveSweep.started = config, False
         ActiveSweep.held.enter_context(liveness.hold(ActiveSweep.sweep_dir / SWEEP_LOCK_FILE))
         # A parent-run file, or lists of unfinished jobs, left by an earlier sweep in the same
-        # folder are not this sweep's.
+        # folder are not this sweep's; that sweep's run, if still RUNNING (its launcher was
+        # killed), is closed with the dead sweeps once this one's jobs passed their checks.
+        ActiveSweep.predecessor = sweep_run_id(ActiveSweep.sweep_dir)
         for stale in (PARENT_RUN_FILE, *(file_name for file_name, _ in UNFINISHED)):
             (ActiveSweep.sweep_dir / stale).unlink(missing_ok=True)
         if not lazy_start(config):

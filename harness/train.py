@@ -167,7 +167,7 @@ def record_unfinished(err: Exception, cfg: DictConfig) -> None:
         log.error("job stopped, %s; once it is back, the same command resumes it", message)
     record_job(Path(HydraConfig.get().sweep.dir), err, kind,
                message if kind in (FULL_DISK_JOBS_FILE, UNREACHABLE_JOBS_FILE) else None)
-    did_not_finish(message)
+    did_not_finish(cfg, message)
 
 
 def exit_with(err: Exception, cfg: DictConfig) -> None:

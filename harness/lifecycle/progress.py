@@ -22,7 +22,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf
 
 from harness import names
-from harness.lifecycle.identity import in_sweep
+from harness.lifecycle.identity import choices_of, hydra_choices, in_sweep, job_of
 
 if TYPE_CHECKING:
     from harness.lifecycle.identity import Job
@@ -117,12 +117,19 @@ def ran(name: str, result: RunResult) -> None:
         ENDED.append(run_line(name, result.status, result.steps_run, result.wall_time_s))
 
 
-def did_not_finish(message: str) -> None:
-    """This process's job ended without a result (`message`: why, one line; the sweep's
-    closing lines list it with the others of its kind)."""
-    if in_sweep():
-        overrides = " ".join(HydraConfig.get().overrides.task)
-        ENDED.append(f"({overrides}) did not finish: {message}"[:300])
+def did_not_finish(cfg: DictConfig, message: str) -> None:
+    """This process's job, of config `cfg`, ended without a result (`message`: why, one line;
+    the sweep's closing lines list it with the others of its kind). Named by its run where
+    its config names one, else by its overrides."""
+    if not in_sweep():
+        return
+    who = f"({' '.join(HydraConfig.get().overrides.task)})"
+    if not (cfg.get("batched_seeds") or cfg.get("batch_file")):  # one run: its name
+        try:
+            who = job_of(cfg, hydra_choices()).name
+        except Exception:  # an invalid config names no run
+            pass
+    ENDED.append(f"{who} did not finish: {message}"[:300])
 
 
 def job_finished(config: DictConfig, result: JobReturn) -> None:
@@ -172,8 +179,6 @@ def job_summary(result: JobReturn, job: Job | list[Job] | None = None) -> str:
         return f"({overrides}) ended: its seeds' runs are in the store"
     if job is None:
         try:
-            from harness.lifecycle.identity import choices_of, job_of
-
             job = job_of(cfg, choices_of(result.hydra_cfg.hydra if result.hydra_cfg else None))
         except Exception:  # a config that no longer composes as it did (should not happen)
             return f"({overrides}) ended"

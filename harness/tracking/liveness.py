@@ -98,9 +98,13 @@ def running_runs(mlflow_client: MlflowClient, experiment_id: str,
 def dead_runs_of_config(runs: list[Run], checkpoint_dir: str) -> list[Run]:
     """The RUNNING ones among `runs` (a config's, `harness.tracking.run.config_runs`) whose
     process is gone: the caller holds the config's lock, so no live process runs those that
-    lock the same file (same `train.checkpoint_dir`)."""
+    lock the same file (same `train.checkpoint_dir`). A run without that param was left by a
+    process killed between creating it and logging its params, milliseconds into its life:
+    it counts as this lock's (another process would have to start the same config under
+    another checkpoint folder in those same milliseconds)."""
+    mine = str(checkpoint_dir)
     return [run for run in runs if run.info.status == "RUNNING"
-            and run.data.params.get(names.CHECKPOINT_DIR) == str(checkpoint_dir)]
+            and run.data.params.get(names.CHECKPOINT_DIR, mine) == mine]
 
 
 def close_dead(uri: str, runs: list[Run]) -> list[str]:
@@ -143,9 +147,13 @@ def close_dead_jobs(uri: str, sweep_id: str, wait_s: float) -> tuple[list[str], 
         time.sleep(0.5)
 
 
-def close_dead_sweeps(uri: str, experiment: str) -> list[str]:
+def close_dead_sweeps(uri: str, experiment: str, predecessor: str | None = None) -> list[str]:
     """End `killed` the RUNNING sweep runs of this experiment whose launching process is gone
-    (their folder's lock is free), with their dead jobs. Returns their ids."""
+    (their folder's lock is free), with their dead jobs. Returns their ids.
+
+    `predecessor`: the parent run that an earlier sweep left in the caller's own folder; the
+    caller holds that folder's lock, so its launcher is gone (the lock cannot tell, being the
+    caller's)."""
     found = existing_experiment(uri, experiment)
     if found is None:
         return []
@@ -156,8 +164,8 @@ def close_dead_sweeps(uri: str, experiment: str) -> list[str]:
         if folder is None:
             continue
         with if_dead(Path(folder) / SWEEP_LOCK_FILE) as dead:
-            if dead:
+            if dead or sweep.info.run_id == predecessor:
                 close_dead_jobs(uri, sweep.info.run_id, wait_s=0.0)
-                end_sweep(uri, Path(folder), None, killed=True)
+                end_sweep(uri, Path(folder), None, killed=True, run_id=sweep.info.run_id)
                 closed.append(sweep.info.run_id)
     return closed

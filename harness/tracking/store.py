@@ -75,6 +75,9 @@ def client(uri: str) -> MlflowClient:
     if is_server(uri):
         for key, value in HTTP_RETRIES.items():
             os.environ.setdefault(key, value)  # a user's own setting wins
+        # a warning per retried request (with the whole connection error) while the server
+        # is down: the harness says so itself, once per wait (`wait_for_server`)
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     return MlflowClient(uri)
 
 

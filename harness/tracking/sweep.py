@@ -67,12 +67,13 @@ def sweep_run_id(sweep_dir: Path) -> str | None:
 
 
 def end_sweep(uri: str, sweep_dir: Path, report_dir: Path | None,
-              killed: bool = False) -> dict[str, int]:
-    """Close the parent run with its jobs' counts by status and attach the sweep's report;
-    `killed`: the sweep was interrupted (MLflow status KILLED)."""
+              killed: bool = False, run_id: str | None = None) -> dict[str, int]:
+    """Close the parent run (`run_id`, by default the one the sweep's folder names) with its
+    jobs' counts by status and attach the sweep's report; `killed`: the sweep was
+    interrupted (MLflow status KILLED)."""
     from mlflow.entities import Metric
 
-    run_id = sweep_run_id(sweep_dir)
+    run_id = run_id or sweep_run_id(sweep_dir)
     if run_id is None:
         return {}
     mlflow_client = client(uri)
