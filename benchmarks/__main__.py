@@ -15,6 +15,8 @@ BENCHMARKS = {
     "frontier": "benchmarks.frontier",
     "profile": "benchmarks.profile",
     "report": "benchmarks.report",
+    "refusal": "benchmarks.refusal",
+    "fixed_cost": "benchmarks.fixed_cost",
 }
 
 
