@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from helpers.cli import TRAIN
+from helpers.cli import TRAIN, wait_for_first_job
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -295,12 +294,7 @@ def test_a_disk_that_fills_up_mid_sweep(tmp_path: Path, cli_env: dict[str, str])
                    "hydra.launcher.n_jobs=1", "experiment_name=full", "seed=0,1,2"]
         sweep = subprocess.Popen(command, cwd=tmp_path, env=cli_env, text=True,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        count = tmp_path / "sweep" / ".progress" / "count"
-        deadline = time.monotonic() + 240
-        while not (count.exists() and count.read_text().strip() not in ("", "0")):
-            assert sweep.poll() is None, sweep.communicate()[1][-3000:]
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_for_first_job(sweep, tmp_path / "sweep")
         fill(disk / "filler")
         out, err = sweep.communicate(timeout=240)
         assert sweep.returncode == 1, err[-3000:]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import OOM_HIDDEN, OOM_LIMIT, address_space_limit
-from helpers.cli import TINY, TRAIN, jobs_and_sweeps
+from helpers.cli import TINY, TRAIN, jobs_and_sweeps, wait_for_first_job
 from helpers.servers import get_json, mlflow_server, served
 from mlflow.tracking import MlflowClient
 
@@ -410,12 +410,7 @@ def test_a_tracking_server_outage_longer_than_the_wait_is_a_transient_fault(
                    "seed=" + ",".join(str(seed) for seed in range(configs))]
         sweep = subprocess.Popen(command, cwd=tmp_path, env=cli_env, text=True,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        count = tmp_path / "sweep" / ".progress" / "count"
-        deadline = time.monotonic() + 300
-        while not (count.exists() and count.read_text().strip() not in ("", "0")):
-            assert sweep.poll() is None, sweep.communicate()[1][-3000:]
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_for_first_job(sweep, tmp_path / "sweep", timeout=300)
         server.stop()  # after the first job ended: the others meet the outage
         time.sleep(15)  # tracking.wait_s and MLflow's own retries of a call, well past
         server.start()
