@@ -11,6 +11,7 @@ import math
 import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
+from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -151,13 +152,14 @@ def finished_result(job: Job, runs: list[Run]) -> RunResult | None:
                      wall_time_s=metrics.get(names.WALL_TIME_S, 0.0))
 
 
+@dataclass
 class Start:
     """Where a job's run starts: from a checkpoint (`state`, the loop's state of a run killed
     part-way, continued in the same MLflow run), in a run of its config that logged nothing
     (`reuse`: its process was killed before its first write), or afresh (neither)."""
 
-    def __init__(self, state: dict[str, Any] | None = None, reuse: str | None = None) -> None:
-        self.state, self.reuse = state, reuse
+    state: dict[str, Any] | None = None
+    reuse: str | None = None
 
 
 def start_of(job: Job, runs: list[Run]) -> Start:
