@@ -27,7 +27,12 @@ from harness.lifecycle.signals import StopRequest
 from harness.tracking import liveness
 from harness.tracking.liveness import close_dead_jobs, close_dead_sweeps, run_lock_path
 from harness.tracking.run import RunStopped
-from harness.tracking.store import StoreError, TrackingUnreachable, ensure_store
+from harness.tracking.store import (
+    StoreError,
+    TrackingUnreachable,
+    ensure_store,
+    experiment_id,
+)
 from harness.tracking.sweep import SWEEP_LOCK_FILE, start_sweep
 from harness.train import train
 
@@ -67,7 +72,7 @@ def test_a_run_killed_before_it_logged_anything_is_taken_over(
     job = job_of(cfg)
     client = MlflowClient(store_uri)
     ensure_store(store_uri)
-    experiment = client.create_experiment("stub")
+    experiment = experiment_id(store_uri, "stub")  # its artifacts beside the store
     stub = client.create_run(experiment, run_name=job.name,
                              tags={names.CONFIG_HASH: job.hash_}).info.run_id
     client.log_param(stub, names.CHECKPOINT_DIR, str(tmp_path / "checkpoints"))  # killed here
