@@ -13,6 +13,8 @@ Run them from the checkout (they write their results there):
     python -m benchmarks.profile              # where a run's wall time goes
     python -m benchmarks report               # the report on a synthetic store (report.bench)
     python -m benchmarks.cells                # minGRU, minLSTM, LRU step time vs LSTM, GRU
+    python -m benchmarks refusal              # how fast harness-train refuses bad input
+    python -m benchmarks fixed_cost           # a one-step run's wall time: the fixed cost
 
 What each measures, and what the results say: docs/benchmark.md.
 """

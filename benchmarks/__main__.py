@@ -16,6 +16,8 @@ BENCHMARKS = {
     "profile": "benchmarks.profile",
     "report": "benchmarks.report",
     "cells": "benchmarks.cells",
+    "refusal": "benchmarks.refusal",
+    "fixed_cost": "benchmarks.fixed_cost",
 }
 
 

@@ -25,10 +25,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from harness import names
+from harness.lifecycle.progress import job_finished, job_started
 from harness.schema import register
 from harness.tracking import liveness
+from harness.tracking.links import ui_lines
 from harness.tracking.liveness import close_dead_jobs, close_dead_sweeps
-from harness.tracking.store import disk_full
+from harness.tracking.store import disk_full, existing_experiment, unreachable
 from harness.tracking.sweep import (
     FAILED_JOBS_FILE,
     FULL_DISK_JOBS_FILE,
@@ -36,6 +38,7 @@ from harness.tracking.sweep import (
     KILLED_JOBS_FILE,
     PARENT_RUN_FILE,
     SWEEP_LOCK_FILE,
+    UNREACHABLE_JOBS_FILE,
     end_sweep,
     log_tuning_summary,
     start_sweep,
@@ -82,6 +85,7 @@ class ActiveSweep:
     sweep_dir = Path()
     config: DictConfig | None = None
     started = False  # this sweep's parent run exists
+    predecessor: str | None = None  # the parent run an earlier sweep left in this folder
 
     @classmethod
     def close_interrupted(cls) -> None:
@@ -130,7 +134,8 @@ def start_parent_run() -> str:
                          list(config.hydra.overrides.task), space,  # type: ignore[arg-type]
                          {names.SWEEP_TUNING: rule} if rule else None)
     ActiveSweep.started = True
-    for sweep in close_dead_sweeps(config.tracking.uri, config.experiment_name):
+    for sweep in close_dead_sweeps(config.tracking.uri, config.experiment_name,
+                                   ActiveSweep.predecessor):
         log.info("sweep run %s had no live launching process: marked killed", sweep)
     return run_id
 
@@ -145,7 +150,9 @@ class SweepCallback(Callback):
         ActiveSweep.config, ActiveSweep.started = config, False
         ActiveSweep.held.enter_context(liveness.hold(ActiveSweep.sweep_dir / SWEEP_LOCK_FILE))
         # A parent-run file, or lists of unfinished jobs, left by an earlier sweep in the same
-        # folder are not this sweep's.
+        # folder are not this sweep's; that sweep's run, if still RUNNING (its launcher was
+        # killed), is closed with the dead sweeps once this one's jobs passed their checks.
+        ActiveSweep.predecessor = sweep_run_id(ActiveSweep.sweep_dir)
         for stale in (PARENT_RUN_FILE, *(file_name for file_name, _ in UNFINISHED)):
             (ActiveSweep.sweep_dir / stale).unlink(missing_ok=True)
         if not lazy_start(config):
@@ -156,32 +163,32 @@ class SweepCallback(Callback):
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         """In the job's process: its INFO lines go to its log file, not the shared terminal."""
         if OmegaConf.select(config, "hydra.mode", default=None) == RunMode.MULTIRUN:
-            # Imported here: harness.sweeping subclasses Hydra's BasicSweeper, whose module
-            # Hydra's plugin scan executes anew; importing it before the scan splits the class.
-            from harness.sweeping import quiet_job_console
-
-            quiet_job_console(config)
+            job_started(config)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         """In the job's process: one progress line, `[23/64] <run> solved at step 300 ...`."""
         if OmegaConf.select(config, "hydra.mode", default=None) == RunMode.MULTIRUN:
-            from harness.sweeping import job_finished
-
             job_finished(config, job_return)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         uri = config.tracking.uri
         sweep_dir = Path(config.hydra.sweep.dir)
-        index, counts, full = None, None, None
+        index, counts, closed = None, None, True
         try:
             index, counts = close_sweep(config, sweep_dir)
         except Exception as err:
+            closed = False
             full = disk_full(err, uri, config.train.checkpoint_dir)
-            if full is None:
+            if full is not None:
+                print(f"harness-train: disk full: {full}: the sweep's report and summary were "
+                      "not written; free space there, then the same command finishes the "
+                      "sweep", file=sys.stderr)
+            elif unreachable(uri) is not None:
+                print(f"harness-train: tracking server {uri} unreachable: the sweep's report "
+                      "and summary were not written; once it is back, the same command "
+                      "finishes the sweep", file=sys.stderr)
+            else:
                 raise
-            print(f"harness-train: disk full: {full}: the sweep's report and summary were not "
-                  "written; free space there, then the same command finishes the sweep",
-                  file=sys.stderr)
         atexit.unregister(ActiveSweep.close_interrupted)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         ActiveSweep.held.close()
@@ -192,8 +199,9 @@ class SweepCallback(Callback):
         if index is not None:
             print(f"Report: {index}\n"
                   f"Open it: xdg-open {index}   (or any browser)")
-        print(f"MLflow UI on the same store: mlflow ui --backend-store-uri {uri}")
-        if report_unfinished(sweep_dir) or full is not None:
+        if closed:
+            print("\n".join(ui_lines(uri, existing_experiment(uri, config.experiment_name))))
+        if report_unfinished(sweep_dir) or not closed:
             # Hydra turns a callback's exceptions into warnings; SystemExit sets the status.
             raise SystemExit(1)
 
@@ -226,6 +234,10 @@ UNFINISHED = (
                        "last checkpoint"),
     (FULL_DISK_JOBS_FILE, "stopped on a full disk (the runs that finished are intact); free "
                           "space there, then the same command runs or resumes them"),
+    (UNREACHABLE_JOBS_FILE, "stopped because the tracking server did not answer within "
+                            "tracking.wait_s (a transient fault; their checkpoints keep their "
+                            "training); once the server is back, the same command resumes "
+                            "them"),
 )
 
 

@@ -35,6 +35,7 @@ import copy
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
@@ -134,6 +135,28 @@ def data_generators(seed: int) -> tuple[torch.Generator, torch.Generator]:
     return train, evaluation
 
 
+# How many evaluation sets a process keeps (`evaluation_set`): a sweep's worker runs config
+# after config of a few tasks and seeds; at gap 640 one set of the copy task is 7 MB.
+EVALUATION_SETS_KEPT = 8
+_evaluation_sets: OrderedDict[tuple[Any, ...], Batch] = OrderedDict()
+
+
+def evaluation_set(task: Task, size: int, seed: int) -> Batch:
+    """A run's held-out batch: the first `size` sequences of its evaluation stream (seed +
+    offset, `data_generators`), on the CPU. Built once per task config, size and seed in a
+    process (the runs of a sweep that differ in model, learning rate or clipping share it)
+    and never changed by its users; the last EVALUATION_SETS_KEPT are kept."""
+    key = (task.name, tuple(sorted(task.config.params().items())), size, seed)
+    if key in _evaluation_sets:
+        _evaluation_sets.move_to_end(key)
+        return _evaluation_sets[key]
+    _, evaluation = data_generators(seed)
+    batch = _evaluation_sets[key] = task.sample(size, evaluation, split="eval")
+    while len(_evaluation_sets) > EVALUATION_SETS_KEPT:
+        _evaluation_sets.popitem(last=False)
+    return batch
+
+
 class Evaluator:
     """Loss and accuracy on a fixed held-out batch, normalized by the task's chance loss."""
 
@@ -187,8 +210,8 @@ class RunRecord:
         self.task, self.cfg, self.tracker, self.name = task, cfg, tracker, name
         self.checkpointing = checkpointing
         self.device = torch.device(device)
-        self.train_gen, eval_gen = data_generators(seed)
-        eval_batch = task.sample(cfg.eval_batch_size, eval_gen, split="eval")
+        self.train_gen, _ = data_generators(seed)
+        eval_batch = evaluation_set(task, cfg.eval_batch_size, seed)
         self.evaluate = Evaluator(task, eval_batch.to(self.device))
         self.profile_batch = Batch(*(t[: cfg.profile_batch_size] for t in (
             eval_batch.inputs, eval_batch.targets, eval_batch.mask))).to(self.device)

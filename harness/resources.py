@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from harness.cells import CELLS, parameter_count
 from harness.schema import Activation, Config, ConfigError, ModelConfig
+
+# torch is imported where a job is placed (`placement_of`), not for the memory check: a config
+# that cannot fit is refused before torch loads.
+if TYPE_CHECKING:
+    import torch
 
 
 def cpu_count() -> int:
@@ -61,6 +65,8 @@ def configure_torch(threads: int) -> None:
     step at gap 300 (measured when it was added; README, Benchmark); only values below
     1.2e-38 (float32) change.
     """
+    import torch
+
     torch.set_num_threads(threads)
     torch.set_flush_denormal(True)
 
@@ -68,6 +74,8 @@ def configure_torch(threads: int) -> None:
 def resolve_device(device: str) -> torch.device:
     """`train.device`: auto (cuda when torch sees a GPU, else cpu), cpu or cuda; ValueError for
     cuda where torch sees none (a CPU build of torch, or no GPU on this node)."""
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():

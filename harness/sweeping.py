@@ -18,8 +18,6 @@ and hands back one JobReturn per original job (harness/batching.py).
 from __future__ import annotations
 
 import copy
-import fcntl
-import json
 import logging
 import sys
 import time
@@ -36,10 +34,11 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from harness import batching
+from harness.callbacks import start_parent_run
+from harness.lifecycle.progress import Progress, eta, job_summary, prints_from_jobs, progress_line
+from harness.tracking.store import StoreError, disk_full
 
 log = logging.getLogger(__name__)
-
-PROGRESS_DIR = ".progress"  # in the sweep folder: the finished-job counter and the plan
 
 
 @dataclass
@@ -114,9 +113,6 @@ class HarnessSweeper(BasicSweeper):
 
     def start_parent_run(self) -> None:
         """The sweep's parent MLflow run (once): after the checks, before the first launch."""
-        from harness.callbacks import start_parent_run
-        from harness.tracking.store import StoreError, disk_full
-
         try:
             start_parent_run()
         except StoreError as err:
@@ -168,7 +164,8 @@ class HarnessSweeper(BasicSweeper):
         plan = self.plan(len(results))
         plan["batch_first"] = self.finished_jobs - len(results) + 1
         for n, result in enumerate(results, start=plan["batch_first"]):
-            print(f"{progress_line(n, plan)} {job_summary(result)}{eta(n, plan)}", flush=True)
+            summary = job_summary(result, self.checked.get(tuple(result.overrides or ())))
+            print(f"{progress_line(n, plan)} {summary}{eta(n, plan)}", flush=True)
 
     def launch_batch(self, batch: Sequence[Sequence[str]],
                      initial_job_idx: int) -> Sequence[JobReturn]:
@@ -191,13 +188,13 @@ class HarnessSweeper(BasicSweeper):
 
     def group(self, batch: Sequence[Sequence[str]]) -> list[list[int]]:
         """`harness.batching.plan` over the batch's jobs (each its own with batching off)."""
-        from harness.batched import unbatchable
-
         candidates = []
         for overrides in batch:
             job = self.checked[tuple(overrides)]
             key = None
             if not isinstance(job, list) and job.spec.train.batch_members.value == "auto":
+                from harness.batched import unbatchable  # torch: only where batching is on
+
                 model = job.spec.model
                 if unbatchable(model.name, model.activation.value,
                                model.bidirectional) is None:
@@ -259,147 +256,3 @@ class BatchLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]],
                initial_job_idx: int) -> Sequence[JobReturn]:
         return self.sweeper.launch_batch(job_overrides, initial_job_idx)
-
-
-class Progress:
-    """Finished jobs counted across processes: a counter file in the sweep folder, updated
-    under an OS lock by each job as it ends, and the sweeper's plan (total, current batch)."""
-
-    def __init__(self, sweep_dir: Path) -> None:
-        self.dir = sweep_dir / PROGRESS_DIR
-
-    def plan(self, plan: dict[str, Any]) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "plan.json").write_text(json.dumps(plan))
-        if plan["batch"] == 1:
-            (self.dir / "count").write_text("0")
-
-    def in_sweep(self) -> bool:
-        return (self.dir / "plan.json").exists()
-
-    def finished(self, summary: str) -> None:
-        """Count one more finished job and print its line, under the lock, so that the lines
-        of jobs ending at once reach the terminal in their numbers' order (only `in_sweep`)."""
-        with open(self.dir / "lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            count_file = self.dir / "count"
-            n = int(count_file.read_text() or 0) + 1 if count_file.exists() else 1
-            count_file.write_text(str(n))
-            plan = json.loads((self.dir / "plan.json").read_text())
-            print(f"{progress_line(n, plan)} {summary}{eta(n, plan)}", flush=True)
-
-
-def progress_line(n: int, plan: dict[str, Any]) -> str:
-    """`[23/64] ...` and, after the summary, ` · 41 left, about 4 min` (known total), or
-    `[23] (batch 3: 5 of 12)` for an adaptive sweep, whose total is not known in advance."""
-    total = plan.get("total")
-    if total is None:
-        size = plan.get("batch_size")
-        within = n - int(plan.get("batch_first", 1)) + 1
-        return f"[{n}] (batch {plan.get('batch')}: {within} of {size})"
-    return f"[{n}/{total}]"
-
-
-def eta(n: int, plan: dict[str, Any]) -> str:
-    total = plan.get("total")
-    if total is None:
-        return ""
-    left = int(total) - n
-    if left <= 0:
-        return " · done"
-    per_job = (time.time() - float(plan["started_at"])) / max(n, 1)
-    return f" · {left} left, about {format_duration(per_job * left)}"
-
-
-def prints_from_jobs(config: DictConfig) -> bool:
-    """Whether the jobs' output shares the launching terminal (joblib, the basic launcher)."""
-    target = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
-    return target.endswith(("JoblibLauncher", "BasicLauncher"))
-
-
-def job_finished(config: DictConfig, result: JobReturn) -> None:
-    """In the job's process, as it ends: its progress line, when its output is the terminal."""
-    if not prints_from_jobs(config):
-        return
-    progress = Progress(Path(config.hydra.sweep.dir))
-    if progress.in_sweep():
-        for summary in job_summaries(result):  # the store is read before the lock is taken
-            progress.finished(summary)
-
-
-def quiet_job_console(config: DictConfig) -> None:
-    """In the job's process, as it starts: its console log lines at WARNING where they share
-    the terminal with other jobs (its log file keeps every INFO line); `hydra.verbose=true`
-    keeps them."""
-    if not prints_from_jobs(config) or OmegaConf.select(config, "hydra.verbose"):
-        return
-    for handler in logging.getLogger().handlers:
-        if type(handler) is logging.StreamHandler:  # not FileHandler, a subclass
-            handler.setLevel(logging.WARNING)
-
-
-def format_duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def job_summaries(result: JobReturn) -> list[str]:
-    """One summary per run the job trained: a batched job's members (its return value lists
-    their names and config hashes), else the job's own."""
-    if result.status == JobStatus.COMPLETED and result.cfg is not None and \
-            result.cfg.get("batch_file"):
-        return [run_summary(result.cfg, member.name, member.hash_)
-                for member in result._return_value]
-    return [job_summary(result)]
-
-
-def job_summary(result: JobReturn) -> str:
-    """The job's run name and how it ended, from its config and the store (or its error)."""
-    overrides = " ".join(result.overrides or [])
-    if result.status == JobStatus.FAILED:
-        return f"({overrides}) failed: {result._return_value!r}"[:300]
-    cfg = result.cfg
-    if cfg.get("batched_seeds"):
-        return f"({overrides}) ended: its seeds' runs are in the store"
-    try:
-        from harness.lifecycle.identity import choices_of, job_of
-
-        job = job_of(cfg, choices_of(result.hydra_cfg.hydra if result.hydra_cfg else None))
-    except Exception:  # a config that no longer composes as it did (should not happen)
-        return f"({overrides}) ended"
-    return run_summary(cfg, job.name, job.hash_)
-
-
-def run_summary(cfg: DictConfig, name: str, hash_: str) -> str:
-    """`<run name> solved at step 300  4.1 s`, from the store."""
-    run = latest_run(cfg.tracking.uri, cfg.experiment_name, hash_)
-    if run is None:
-        return f"{name} no result (see the sweep's invalid/failed/killed jobs)"
-    from harness import names
-
-    status = run.data.tags.get(names.STATUS, run.info.status.lower())
-    steps = run.data.metrics.get(names.STEPS_RUN)
-    wall = run.data.metrics.get(names.WALL_TIME_S)
-    text = f"{name} {status}" + (f" at step {steps:.0f}" if steps is not None else "")
-    if wall is not None:
-        text += f"  {wall:.1f} s"
-    return text
-
-
-def latest_run(uri: str, experiment: str, hash_: str) -> Any:
-    """The newest run of this config in the experiment (None: none)."""
-    from mlflow.tracking import MlflowClient
-
-    from harness import names
-
-    client = MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        return None
-    runs = client.search_runs([found.experiment_id],
-                              filter_string=f"tags.{names.CONFIG_HASH} = '{hash_}'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
-    return runs[0] if runs else None

@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -25,29 +26,42 @@ from hydra.errors import (
     ConfigCompositionException,
     OverrideParseException,
 )
-from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from harness.lifecycle.identity import hydra_choices, job_of
-from harness.lifecycle.runs import run_config, running_elsewhere, train_batch_file, train_batched
+from harness.lifecycle.identity import hydra_choices, in_sweep, job_of
+from harness.lifecycle.progress import did_not_finish, ran
 from harness.lifecycle.signals import StopRequest
-from harness.loop import RunResult
 from harness.resources import placement_of
 from harness.schema import PROJECT_ROOT, ConfigError, composition_error, register
 from harness.tracking import liveness
+from harness.tracking.links import ui_lines
 from harness.tracking.run import RunStopped
-from harness.tracking.store import StoreError, disk_full, ensure_store
+from harness.tracking.store import StoreError, TrackingUnreachable, disk_full, unreachable
 from harness.tracking.sweep import (
     FAILED_JOBS_FILE,
     FULL_DISK_JOBS_FILE,
     INVALID_JOBS_FILE,
     KILLED_JOBS_FILE,
+    UNREACHABLE_JOBS_FILE,
     record_job,
 )
 
+if TYPE_CHECKING:
+    from harness.lifecycle.identity import MemberOutcome
+    from harness.loop import RunResult
+
+# Nothing imported above loads torch or MLflow (3 s together): a config is composed and
+# validated (schemas, `+key` typos, the memory check) without them, so bad input is refused
+# in well under a second; they load once a job is valid (`train`).
+
 log = logging.getLogger(__name__)
 register()
+
+# `harness-train`'s exit status for a run that ended because the tracking server did not
+# answer within tracking.wait_s: EX_TEMPFAIL, a transient failure that the same command, run
+# again later, resumes.
+EXIT_UNREACHABLE = 75
 
 
 def train(cfg: DictConfig) -> RunResult:
@@ -58,14 +72,33 @@ def train(cfg: DictConfig) -> RunResult:
     RUNNING runs of this config that no process holds are marked killed.
     """
     job = job_of(cfg, hydra_choices())
+    from harness.lifecycle.runs import preflight, run_config, running_elsewhere
+
     place = placement_of(job.spec)
-    ensure_store(job.spec.tracking.uri)
+    preflight(job.spec)
     try:
         with liveness.hold(job.lock), \
                 StopRequest(job.spec.train.checkpoint_requeue).installed() as stop:
-            return run_config(job, place, stop)
+            result = run_config(job, place, stop)
     except liveness.Busy:
-        return running_elsewhere(job)
+        result = running_elsewhere(job)
+    ran(job.name, result)
+    return result
+
+
+def train_batched(cfg: DictConfig) -> list[RunResult]:
+    """`batched_seeds=[0,1,2,3]`: these seeds trained as one batched model, each logged as its
+    own run (harness/lifecycle/runs.py, imported once the job is known to need it)."""
+    from harness.lifecycle.runs import train_batched as batched
+
+    return batched(cfg)
+
+
+def train_batch_file(cfg: DictConfig) -> list[MemberOutcome]:
+    """A sweep's batched job (`train.batch_members=auto`, harness/lifecycle/runs.py)."""
+    from harness.lifecycle.runs import train_batch_file as batch_file
+
+    return batch_file(cfg)
 
 
 @hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="config")
@@ -74,60 +107,91 @@ def main(cfg: DictConfig) -> float:
     sweep minimizes; with `batched_seeds`, the members' mean; NaN when the job created no
     result).
 
-    In a multirun a failing job does not stop the others: its error is logged, written to
-    the sweep folder's `failed_jobs.txt` (which the sweep's summary and exit status report),
-    and the job returns NaN; a job stopped by SIGTERM/SIGUSR2 likewise goes to
-    `killed_jobs.txt`. A single run exits non-zero: 2, with one line, for an invalid config
-    or an unusable store; 143 (128 + SIGTERM) when a stop signal ended it.
+    In a multirun a job that does not finish does not stop the others: it is logged, listed in
+    its kind's file in the sweep folder (`record_job`: failed, invalid, killed, stopped by a
+    full disk or an unreachable tracking server), which the sweep's summary and exit status
+    report, and returns NaN. A single run exits non-zero: 2, with one line, for an invalid
+    config or an unusable store; 143 (128 + SIGTERM) when a stop signal ended it; 75
+    (EX_TEMPFAIL) when the tracking server stayed unreachable; 1 on a full disk.
     """
-    in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         if cfg.get("batch_file"):
             return train_batch_file(cfg)  # type: ignore[return-value]  # a batched job's
         results = train_batched(cfg) if cfg.get("batched_seeds") else [train(cfg)]
     except Exception as err:
-        stopped = isinstance(err, RunStopped)
-        invalid = isinstance(err, (ConfigError, StoreError))
-        full = None if stopped or invalid else \
-            disk_full(err, cfg.tracking.uri, cfg.train.checkpoint_dir)
-        if full is not None:
-            message = (f"disk full: {full}: {type(err).__name__}: "
-                       f"{' '.join(str(err).split())[:200]}")
-            if in_sweep:
-                log.error("job stopped, %s; free space, then the same command resumes it",
-                          message)
-                record_job(Path(HydraConfig.get().sweep.dir), err, FULL_DISK_JOBS_FILE,
-                           message)
-                return math.nan
-            print(f"harness-train: {message}; free space there, then the same command "
-                  "resumes the run", file=sys.stderr)
-            sys.exit(1)
-        if in_sweep:
-            if stopped:
-                log.warning("job killed: %s; the same command resumes it", err)
-            elif invalid:
-                log.error("job invalid: %s", err)
-            else:
-                log.error("job failed: %s: %s", type(err).__name__, err, exc_info=True)
-            record_job(Path(HydraConfig.get().sweep.dir), err,
-                       KILLED_JOBS_FILE if stopped else
-                       INVALID_JOBS_FILE if invalid else FAILED_JOBS_FILE)
-            return math.nan
-        if stopped:
-            print(f"harness-train: {err}; the same command resumes the run", file=sys.stderr)
-            sys.exit(128 + signal.SIGTERM)
-        if isinstance(err, ConfigError):
-            print(f"harness-train: invalid config: {err}", file=sys.stderr)
-            sys.exit(2)
-        if isinstance(err, StoreError):
-            print(f"harness-train: {err}", file=sys.stderr)
-            sys.exit(2)
-        raise
-    if not in_sweep:
-        print(f"MLflow store: {cfg.tracking.uri}\n"
-              f"Open the UI:  mlflow ui --backend-store-uri {cfg.tracking.uri}")
+        if not in_sweep():
+            exit_with(err, cfg)
+        record_unfinished(err, cfg)
+        return math.nan
+    if not in_sweep():
+        from harness.tracking.store import existing_experiment
+
+        print("\n".join(ui_lines(cfg.tracking.uri,
+                                 existing_experiment(cfg.tracking.uri, cfg.experiment_name))))
     losses = [r.final_eval_loss for r in results if not math.isnan(r.final_eval_loss)]
     return sum(losses) / len(losses) if losses else math.nan
+
+
+def unfinished(err: Exception, cfg: DictConfig) -> tuple[str, str]:
+    """What kind of unfinished job `err` makes (its sweep folder file) and its one line."""
+    if isinstance(err, RunStopped):
+        return KILLED_JOBS_FILE, f"{err}"
+    if isinstance(err, (ConfigError, StoreError)):
+        return INVALID_JOBS_FILE, f"{err}"
+    if isinstance(err, TrackingUnreachable):
+        return UNREACHABLE_JOBS_FILE, f"{err}"
+    down = unreachable(cfg.tracking.uri)  # a call that did not wait, during an outage
+    if down is not None:
+        return UNREACHABLE_JOBS_FILE, (f"tracking server {cfg.tracking.uri} unreachable "
+                                       f"({down}): {type(err).__name__}")
+    full = disk_full(err, cfg.tracking.uri, cfg.train.checkpoint_dir)
+    if full is not None:
+        return FULL_DISK_JOBS_FILE, (f"disk full: {full}: {type(err).__name__}: "
+                                     f"{' '.join(str(err).split())[:200]}")
+    return FAILED_JOBS_FILE, f"{type(err).__name__}: {err}"
+
+
+def record_unfinished(err: Exception, cfg: DictConfig) -> None:
+    """A job of a sweep that did not finish: its log line (a traceback only for a failure,
+    a bug or out of memory) and its line in its kind's file in the sweep folder."""
+    kind, message = unfinished(err, cfg)
+    if kind == FAILED_JOBS_FILE:
+        log.error("job failed: %s", message, exc_info=True)
+    elif kind == INVALID_JOBS_FILE:
+        log.error("job invalid: %s", message)
+    elif kind == KILLED_JOBS_FILE:
+        log.warning("job killed: %s; the same command resumes it", message)
+    elif kind == FULL_DISK_JOBS_FILE:
+        log.error("job stopped, %s; free space, then the same command resumes it", message)
+    else:
+        log.error("job stopped, %s; once it is back, the same command resumes it", message)
+    record_job(Path(HydraConfig.get().sweep.dir), err, kind,
+               message if kind in (FULL_DISK_JOBS_FILE, UNREACHABLE_JOBS_FILE) else None)
+    did_not_finish(cfg, message)
+
+
+def exit_with(err: Exception, cfg: DictConfig) -> None:
+    """A single run that did not finish: one line on stderr and its exit status (a failure,
+    a bug or out of memory, is raised with its traceback)."""
+    kind, message = unfinished(err, cfg)
+    if kind == KILLED_JOBS_FILE:
+        print(f"harness-train: {message}; the same command resumes the run", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
+    if isinstance(err, ConfigError):
+        print(f"harness-train: invalid config: {message}", file=sys.stderr)
+        sys.exit(2)
+    if kind == INVALID_JOBS_FILE:
+        print(f"harness-train: {message}", file=sys.stderr)
+        sys.exit(2)
+    if kind == UNREACHABLE_JOBS_FILE:
+        print(f"harness-train: {message}; once it is back, the same command resumes the run",
+              file=sys.stderr)
+        sys.exit(EXIT_UNREACHABLE)
+    if kind == FULL_DISK_JOBS_FILE:
+        print(f"harness-train: {message}; free space there, then the same command resumes "
+              "the run", file=sys.stderr)
+        sys.exit(1)
+    raise err
 
 
 def cli() -> None:

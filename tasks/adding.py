@@ -77,9 +77,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import ClassVar
-
-import torch
+from typing import TYPE_CHECKING, ClassVar
 
 from tasks.base import (
     Batch,
@@ -90,6 +88,9 @@ from tasks.base import (
     masked_within,
     randint_rows,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 TOLERANCE = 0.04
 
@@ -154,6 +155,7 @@ class AddingTask(Task):
         }[self.variant]
 
     def _generate(self, batch_size: int, generator: torch.Generator, split: str) -> Batch:
+        import torch
         if self.variant == "hochreiter1997":
             return self._generate_hochreiter1997(batch_size, generator)
         length = self.seq_len
@@ -172,6 +174,7 @@ class AddingTask(Task):
         return self._batch(values, markers, marked.squeeze(1), gaps)
 
     def _generate_hochreiter1997(self, batch_size: int, generator: torch.Generator) -> Batch:
+        import torch
         length, half = self.seq_len, self.gap // 2
         values = torch.rand((batch_size, length), generator=generator, dtype=torch.float32)
         values = 2 * values - 1
@@ -198,6 +201,7 @@ class AddingTask(Task):
 
     def _batch(self, values: torch.Tensor, markers: torch.Tensor, target: torch.Tensor,
                gaps: torch.Tensor) -> Batch:
+        import torch
         targets = torch.zeros_like(values)
         targets[:, -1] = target
         mask = torch.zeros(values.shape, dtype=torch.bool)

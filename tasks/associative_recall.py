@@ -52,8 +52,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from tasks.base import (
     Batch,
@@ -62,6 +61,9 @@ from tasks.base import (
     TaskConfig,
     one_hot,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -84,6 +86,7 @@ class AssociativeRecallConfig(TaskConfig):
 def random_subsets(batch_size: int, population: int, size: int,
                    generator: torch.Generator) -> torch.Tensor:
     """`size` distinct integers from [0, population) per row, in uniformly random order."""
+    import torch
     keys = torch.rand((batch_size, population), generator=generator, dtype=torch.float64)
     return keys.argsort(dim=1)[:, :size]
 
@@ -107,6 +110,7 @@ class AssociativeRecallTask(ClassificationTask):
         self.chance = Chance(loss=math.log(self.half), accuracy=1.0 / self.half)
 
     def _generate(self, batch_size: int, generator: torch.Generator, split: str) -> Batch:
+        import torch
         k, shape = self.n_pairs, (batch_size, self.seq_len)
         keys = random_subsets(batch_size, self.half, k, generator)
         values = random_subsets(batch_size, self.half, k, generator)  # class ids

@@ -50,10 +50,13 @@ import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
-import torch
-import torch.nn.functional as F
+# torch (1.6 s to import) is imported inside the functions that generate or score data, so a
+# config is validated and its task built (sizes, chance levels) without it: a bad input is
+# refused before torch loads (harness/train.py).
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class Batch:
         on the CPU; to a GPU the copy is asynchronous, from pinned memory: the host goes on
         to the next step without waiting for the GPU's queue (a blocking copy would
         synchronize with it)."""
+        import torch
         device = torch.device(device)
         pinned = device.type == "cuda"
 
@@ -357,6 +361,7 @@ class Task(ABC):
         (the harness keeps them apart with disjoint seeds); a task built on a fixed data set
         (sequential_digits) samples its training or its test part.
         """
+        import torch
         if not is_value_of(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size of task {self.name!r} must be an integer >= 1, "
                              f"got {batch_size!r}")
@@ -376,6 +381,7 @@ class Task(ABC):
 
     def draw_gaps(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         """Each sequence's gap, uniform in [gap_min, gap_max]; no draw when they are equal."""
+        import torch
         low = torch.full((batch_size,), self.gap_min, dtype=torch.int64)
         if not self.variable_gap:
             return low
@@ -442,6 +448,7 @@ def randint_rows(low: torch.Tensor, high: torch.Tensor,
     same numbers as before per-row ranges existed). Otherwise floor(U * span) with U uniform
     in [0, 1) in float64, exact for spans far beyond any sequence length.
     """
+    import torch
     span = high - low
     if not bool(torch.all(span >= 1)):
         raise ValueError("randint_rows needs high > low in every row")
@@ -454,6 +461,8 @@ def randint_rows(low: torch.Tensor, high: torch.Tensor,
 
 def one_hot(tokens: torch.Tensor, num_tokens: int) -> torch.Tensor:
     """float32 one-hot encoding of int64 `tokens` [B, L] -> [B, L, num_tokens]."""
+    import torch
+
     # Scattering into float32 directly is ~3x faster than F.one_hot, which builds int64 first.
     encoded = torch.zeros((*tokens.shape, num_tokens), dtype=torch.float32)
     return encoded.scatter_(-1, tokens.unsqueeze(-1), 1.0)
@@ -473,6 +482,7 @@ def sequence_cross_entropy(
     The mean runs over the scored positions (`Batch.positions`), or over every position and
     the batch when `positions` is None.
     """
+    import torch.nn.functional as F
     if positions is None:
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
     return F.cross_entropy(scored(logits, positions), scored(targets, positions))
@@ -482,6 +492,7 @@ def masked_accuracy(
     logits: torch.Tensor, targets: torch.Tensor, positions: torch.Tensor
 ) -> torch.Tensor:
     """Share of scored positions whose argmax over logits [B, L, C] equals the target."""
+    import torch
     hits = scored(logits, positions).argmax(dim=-1) == scored(targets, positions)
     return hits.to(torch.float32).mean()
 
@@ -490,6 +501,7 @@ def masked_mse(
     predictions: torch.Tensor, targets: torch.Tensor, positions: torch.Tensor
 ) -> torch.Tensor:
     """Mean squared error of predictions [B, L] over the scored positions."""
+    import torch.nn.functional as F
     return F.mse_loss(scored(predictions, positions), scored(targets, positions))
 
 
@@ -497,5 +509,6 @@ def masked_within(
     predictions: torch.Tensor, targets: torch.Tensor, positions: torch.Tensor, tolerance: float
 ) -> torch.Tensor:
     """Share of scored positions where |prediction - target| < tolerance (strictly)."""
+    import torch
     hits = (scored(predictions, positions) - scored(targets, positions)).abs() < tolerance
     return hits.to(torch.float32).mean()

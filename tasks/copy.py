@@ -48,8 +48,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from tasks.base import (
     Batch,
@@ -59,6 +58,9 @@ from tasks.base import (
     one_hot,
     sequence_cross_entropy,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -97,6 +99,7 @@ class CopyTask(ClassificationTask):
         )
 
     def _generate(self, batch_size: int, generator: torch.Generator, split: str) -> Batch:
+        import torch
         shape = (batch_size, self.seq_len)
         symbols = torch.randint(
             self.n_symbols, (batch_size, self.n_recall), generator=generator, dtype=torch.int64

@@ -49,8 +49,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import StrEnum
-
-import torch
+from typing import TYPE_CHECKING
 
 from tasks.base import (
     Batch,
@@ -59,6 +58,9 @@ from tasks.base import (
     TaskConfig,
     one_hot,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Filler(StrEnum):
@@ -102,6 +104,7 @@ class DelayedRecallTask(ClassificationTask):
         self.chance = Chance(loss=math.log(self.vocab), accuracy=1.0 / self.vocab)
 
     def _generate(self, batch_size: int, generator: torch.Generator, split: str) -> Batch:
+        import torch
         shape = (batch_size, self.seq_len)
         first = torch.randint(self.vocab, (batch_size,), generator=generator, dtype=torch.int64)
         tokens = torch.full(shape, self.blank, dtype=torch.int64)

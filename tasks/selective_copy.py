@@ -48,8 +48,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from tasks.base import (
     Batch,
@@ -58,6 +57,9 @@ from tasks.base import (
     TaskConfig,
     one_hot,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -93,6 +95,7 @@ class SelectiveCopyTask(ClassificationTask):
         self.chance = Chance(loss=math.log(self.vocab), accuracy=1.0 / self.vocab)
 
     def _generate(self, batch_size: int, generator: torch.Generator, split: str) -> Batch:
+        import torch
         shape = (batch_size, self.seq_len)
         symbols = torch.randint(self.vocab, (batch_size, self.n_tokens), generator=generator,
                                 dtype=torch.int64)

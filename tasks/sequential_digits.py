@@ -39,10 +39,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-
-import torch
+from typing import TYPE_CHECKING
 
 from tasks.base import Batch, Chance, ClassificationTask, TaskConfig
+
+if TYPE_CHECKING:
+    import torch
 
 N_PIXELS = 64
 N_CLASSES = 10
@@ -52,6 +54,7 @@ TEST_SHARE = 0.2
 @cache
 def load_digits_tensors() -> tuple[torch.Tensor, torch.Tensor]:
     """The scikit-learn digits: pixels float32 [1797, 64] in [0, 1] and labels int64 [1797]."""
+    import torch
     from sklearn.datasets import load_digits  # imported here: scikit-learn takes ~1 s to load
 
     digits = load_digits()
@@ -61,6 +64,7 @@ def load_digits_tensors() -> tuple[torch.Tensor, torch.Tensor]:
 
 def stratified_split(labels: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices of the training and test parts: round(20%) of each class to test."""
+    import torch
     generator = torch.Generator().manual_seed(seed)
     train, test = [], []
     for digit in range(N_CLASSES):  # ten classes: a loop over classes, not over samples
@@ -102,6 +106,7 @@ class SequentialDigitsTask(ClassificationTask):
     split_seed: int
 
     def __init__(self, config: SequentialDigitsConfig) -> None:
+        import torch
         super().__init__(config)
         pixels, self.labels = load_digits_tensors()
         self.order = torch.arange(N_PIXELS)
@@ -119,6 +124,7 @@ class SequentialDigitsTask(ClassificationTask):
         self.chance = Chance(loss=entropy, accuracy=float(prior.max()))
 
     def _generate(self, batch_size: int, generator: torch.Generator, split: str) -> Batch:
+        import torch
         indices = self.split_indices[split]
         chosen = indices[torch.randint(len(indices), (batch_size,), generator=generator)]
         shape = (batch_size, self.seq_len)

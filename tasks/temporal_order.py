@@ -50,9 +50,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
-
-import torch
+from typing import TYPE_CHECKING, ClassVar
 
 from tasks.base import (
     Batch,
@@ -62,6 +60,9 @@ from tasks.base import (
     one_hot,
     randint_rows,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 WINDOW_STARTS = {2: (10, 50), 3: (10, 33, 66)}  # percent of the sequence length
 N_DISTRACTORS = 4
@@ -97,6 +98,7 @@ class TemporalOrderTask(ClassificationTask):
         self.chance = Chance(loss=math.log(self.output_size), accuracy=1.0 / self.output_size)
 
     def _generate(self, batch_size: int, generator: torch.Generator, split: str) -> Batch:
+        import torch
         shape = (batch_size, self.seq_len)
         tokens = torch.randint(2, 2 + N_DISTRACTORS, shape, generator=generator,
                                dtype=torch.int64)

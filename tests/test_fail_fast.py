@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from helpers.cli import TRAIN
+from helpers.cli import TRAIN, wait_for_first_job
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -128,6 +127,55 @@ def test_chrono_on_a_two_step_sequence_is_refused(tmp_path: Path,
                                                   cli_env: dict[str, str]) -> None:
     assert_refused(harness_train(tmp_path, cli_env, "model=lstm_chrono", "task=adding",
                                  "task.gap=2"), tmp_path, "model.chrono: needs a sequence")
+
+
+# `harness-train ARGS` in a fresh interpreter that reports, after it exits, which of the heavy
+# libraries it imported on the way and its exit status.
+IMPORTS_PROBE = """
+import sys
+from harness.train import cli
+sys.argv = ["harness-train", *sys.argv[1:]]
+try:
+    cli()
+    status = 0
+except SystemExit as done:
+    status = done.code
+heavy = [name for name in ("torch", "mlflow", "optuna", "pandas") if name in sys.modules]
+print(f"probe: status {status} imported {','.join(heavy) or 'none'}", file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("overrides", [
+    ["task.gap=0"],
+    ["+trian.steps=5"],
+    ["model=rnn", "model.hidden_size=1000000"],  # the memory check
+    ["-m", "model.hidden_size=0", "seed=0,1"],  # a sweep's checks
+])
+def test_bad_input_is_refused_before_torch_or_mlflow_is_imported(
+        tmp_path: Path, cli_env: dict[str, str], overrides: list[str]) -> None:
+    """Composing, the schemas, the `+key` check and the memory check need neither torch nor
+    MLflow (3 s to import): a refusal comes before either is imported (docs/running.md)."""
+    multirun = overrides[:1] == ["-m"]
+    command = [*TRAIN[:1], "-c", IMPORTS_PROBE, *overrides[:multirun], *TINY,
+               f"tracking.uri=sqlite:///{tmp_path}/store/mlflow.db", "experiment_name=ff",
+               f"hydra.sweep.dir={tmp_path}/sweep", f"hydra.run.dir={tmp_path}/run",
+               *overrides[multirun:]]
+    done = subprocess.run(command, cwd=tmp_path, env=cli_env, capture_output=True, text=True,
+                          timeout=120)
+    *refusal, probe = done.stderr.strip().splitlines()
+    assert probe == "probe: status 2 imported none", done.stderr[-3000:]
+    assert len(refusal) == 1 and refusal[0].startswith("harness-train: invalid "), refusal
+    assert runs_in_store(tmp_path) == 0
+
+
+@pytest.mark.parametrize("argument", ["--help", "--cfg=job"])
+def test_help_and_the_composed_config_import_neither_torch_nor_mlflow(
+        tmp_path: Path, cli_env: dict[str, str], argument: str) -> None:
+    done = subprocess.run([*TRAIN[:1], "-c", IMPORTS_PROBE, argument], cwd=tmp_path,
+                          env=cli_env, capture_output=True, text=True, timeout=120)
+    assert done.stderr.strip().splitlines()[-1] == "probe: status 0 imported none", \
+        done.stderr[-3000:]
+    assert "model:" in done.stdout and "hidden_size: 64" in done.stdout
 
 
 def test_a_sweep_prints_one_progress_line_per_job_and_keeps_job_lines_in_job_logs(
@@ -246,12 +294,7 @@ def test_a_disk_that_fills_up_mid_sweep(tmp_path: Path, cli_env: dict[str, str])
                    "hydra.launcher.n_jobs=1", "experiment_name=full", "seed=0,1,2"]
         sweep = subprocess.Popen(command, cwd=tmp_path, env=cli_env, text=True,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        count = tmp_path / "sweep" / ".progress" / "count"
-        deadline = time.monotonic() + 240
-        while not (count.exists() and count.read_text().strip() not in ("", "0")):
-            assert sweep.poll() is None, sweep.communicate()[1][-3000:]
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_for_first_job(sweep, tmp_path / "sweep")
         fill(disk / "filler")
         out, err = sweep.communicate(timeout=240)
         assert sweep.returncode == 1, err[-3000:]

@@ -1,24 +1,38 @@
 """Runs left RUNNING by a dead process are marked killed, and only those: a run whose
-process is alive (it holds its lock) is never touched."""
+process is alive (it holds its lock) is never touched; a run killed before it logged anything
+is taken over by its config's next run; a tracking server that does not answer is waited for,
+then named as what it is (docs/faults.md)."""
 
 from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from helpers.servers import free_port
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from harness import names
 from harness.callbacks import interrupt as launcher_interrupt
+from harness.lifecycle.identity import job_of
 from harness.lifecycle.runs import RUNNING_ELSEWHERE
 from harness.lifecycle.signals import StopRequest
 from harness.tracking import liveness
 from harness.tracking.liveness import close_dead_jobs, close_dead_sweeps, run_lock_path
 from harness.tracking.run import RunStopped
+from harness.tracking.store import (
+    StoreError,
+    TrackingUnreachable,
+    ensure_store,
+    experiment_id,
+)
 from harness.tracking.sweep import SWEEP_LOCK_FILE, start_sweep
 from harness.train import train
 
@@ -46,6 +60,87 @@ def test_rerunning_a_config_closes_its_dead_running_run(
     assert runs[dead.info.run_id].data.tags[names.STATUS] == names.KILLED
     (new,) = [r for r in runs.values() if r.info.run_id != dead.info.run_id]
     assert new.info.status == "FINISHED" and new.data.tags[names.STATUS] in names.STATUSES
+
+
+@pytest.mark.parametrize("status", ["RUNNING", "KILLED"])
+def test_a_run_killed_before_it_logged_anything_is_taken_over(
+        make_cfg: Callable[..., DictConfig], store_uri: str, tmp_path: Path, status: str) -> None:
+    """A job killed between creating its run and its first write leaves a run with no metric:
+    RUNNING (its process died), or KILLED (a later sweep closed it). The config's next run
+    takes it over as if it had never started, so the config has one run in the store."""
+    cfg = make_cfg("task.gap=4", "experiment_name=stub")
+    job = job_of(cfg)
+    client = MlflowClient(store_uri)
+    ensure_store(store_uri)
+    experiment = experiment_id(store_uri, "stub")  # its artifacts beside the store
+    stub = client.create_run(experiment, run_name=job.name,
+                             tags={names.CONFIG_HASH: job.hash_}).info.run_id
+    client.log_param(stub, names.CHECKPOINT_DIR, str(tmp_path / "checkpoints"))  # killed here
+    if status == "KILLED":
+        client.set_terminated(stub, "KILLED")
+    result = train(cfg)
+    (run,) = client.search_runs([experiment])
+    assert run.info.run_id == stub and run.info.status == "FINISHED"
+    assert run.data.tags[names.STATUS] == result.status
+    assert run.data.params[names.GAP] == "4" and run.data.tags[names.GIT_COMMIT]
+    assert run.data.metrics[names.STEPS_RUN] == result.steps_run
+    assert [m.step for m in client.get_metric_history(stub, names.EVAL_LOSS)] == [0, 10, 20]
+    assert names.CONFIG_ARTIFACT in {a.path for a in client.list_artifacts(stub)}
+
+
+class Health(BaseHTTPRequestHandler):
+    """A tracking server's health endpoint and nothing else."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        self.send_response(200 if self.path == "/health" else 404)
+        self.end_headers()
+        self.wfile.write(b"OK")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def answering(port: int, after_s: float) -> Iterator[None]:
+    """An HTTP server on 127.0.0.1:`port` that starts answering /health `after_s` from now
+    (stopped when the block ends, once it has started)."""
+    servers: list[ThreadingHTTPServer] = []
+    started = threading.Event()
+
+    def serve() -> None:
+        time.sleep(after_s)
+        servers.append(ThreadingHTTPServer(("127.0.0.1", port), Health))
+        started.set()
+        servers[0].serve_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        started.wait(timeout=30)
+        servers[0].shutdown()
+        servers[0].server_close()
+        thread.join()
+
+
+def test_an_unreachable_tracking_server_is_waited_for_then_named_as_an_outage() -> None:
+    """Without a wait (a single run's check before it starts) an unreachable server is refused
+    at once; with one (a job of a sweep whose server answered when the sweep began), it is
+    waited for: a server back within the wait is used, one that is not ends the wait as
+    TrackingUnreachable, never as an invalid config (StoreError)."""
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(StoreError, match=rf"^tracking.uri: MLflow server {url} unreachable"):
+        ensure_store(url)
+    start = time.monotonic()
+    with pytest.raises(TrackingUnreachable,
+                       match=rf"^tracking server {url} unreachable for 1 s \(tracking.wait_s"):
+        ensure_store(url, wait_s=1.0)
+    assert 1.0 <= time.monotonic() - start < 10
+    start = time.monotonic()
+    with answering(int(url.rsplit(":", 1)[1]), after_s=1.5):
+        ensure_store(url, wait_s=30.0)
+    assert 1.5 <= time.monotonic() - start < 10
 
 
 def test_a_config_another_live_process_runs_is_skipped(
@@ -109,7 +204,8 @@ def test_a_stop_signal_waits_for_the_step_when_checkpointing() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
     assert signal.getsignal(signal.SIGTERM) is not stop.handle  # restored
     stop = StopRequest()
-    with pytest.raises(RunStopped), stop.installed():
+    with pytest.raises(RunStopped, match="as the checkpoint's save raises it"), \
+            stop.installed():
         stop.deferred = True
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop.requested() and stop.signal == "SIGTERM"
@@ -132,7 +228,8 @@ def test_a_stop_signal_is_passed_on_to_the_launching_process_handler() -> None:
         seen = []
         signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
         stop = StopRequest()
-        with pytest.raises(RunStopped), stop.installed():
+        with pytest.raises(RunStopped, match="as the checkpoint's save raises it"), \
+                stop.installed():
             stop.deferred = True
             os.kill(os.getpid(), signal.SIGTERM)
             raise RunStopped("as the checkpoint's save raises it")

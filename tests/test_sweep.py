@@ -7,18 +7,24 @@ import re
 import signal
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import BIN, OOM_HIDDEN, OOM_LIMIT, address_space_limit
 from helpers.chromium import chromium, dom
-from helpers.cli import TINY, TRAIN, jobs_and_sweeps
-from helpers.servers import mlflow_server
+from helpers.cli import TINY, TRAIN, jobs_and_sweeps, wait_for_first_job
+from helpers.servers import mlflow_server, served
 from mlflow.tracking import MlflowClient
 
 from harness import names
-from harness.tracking.sweep import FAILED_JOBS_FILE
+from harness.tracking.sweep import (
+    FAILED_JOBS_FILE,
+    INVALID_JOBS_FILE,
+    PARENT_RUN_FILE,
+    UNREACHABLE_JOBS_FILE,
+)
 
 pytestmark = pytest.mark.slow
 # virtual time for the MLflow UI's scripts to fetch and draw the runs (about 10 s of it)
@@ -71,7 +77,9 @@ def test_parallel_sweep_from_a_new_store_loses_nothing(tmp_path: Path,
     index = tmp_path / "reports" / "par" / "index.html"
     assert index.exists()
     assert f"Report: {index}" in done.stdout
-    assert "mlflow ui --backend-store-uri" in done.stdout
+    experiment = client.get_experiment_by_name("par").experiment_id
+    assert f"MLflow runs: http://127.0.0.1:5000/#/experiments/{experiment}/runs" in done.stdout
+    assert "mlflow ui --backend-store-uri" in done.stdout  # what serves the SQLite store there
     # the same sweep again: every job already finished, so nothing new is created
     multirun(tmp_path, cli_env, "experiment_name=par", "hydra.launcher.n_jobs=8",
                      "task=delayed_recall,adding", "task.gap=3,6", "model=rnn,lstm", "seed=0")
@@ -202,10 +210,24 @@ def test_a_job_that_raises_fails_alone_and_the_sweep_says_so(tmp_path: Path,
     assert (tmp_path / "reports" / "oom" / "index.html").exists()
 
 
+def first_run(client: MlflowClient, experiment: str, process: subprocess.Popen) -> None:
+    """Wait until `process` has created its run in `experiment` (and is still running)."""
+    deadline = time.monotonic() + 120
+    while True:
+        found = client.get_experiment_by_name(experiment)
+        if found is not None and client.search_runs([found.experiment_id]):
+            return
+        assert process.poll() is None, "the run ended before it was seen"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
 def test_a_killed_run_resumes_bit_for_bit(tmp_path: Path, cli_env: dict[str, str]) -> None:
     """SIGKILL a run after its first checkpoint, or SIGTERM it between checkpoints (it saves
     one at the end of that step and ends `killed`); start it again: it continues in the same
-    MLflow run and ends with exactly the metrics of an uninterrupted run."""
+    MLflow run and ends with exactly the metrics of an uninterrupted run. SIGKILL it after it
+    created its run but before its first write (its first checkpoint): the same command takes
+    that run over, so the config still has one run."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
 
     def command(experiment: str) -> list[str]:
@@ -232,6 +254,15 @@ def test_a_killed_run_resumes_bit_for_bit(tmp_path: Path, cli_env: dict[str, str
     (killed,) = client.search_runs([client.get_experiment_by_name("killed").experiment_id])
     assert killed.info.status == "RUNNING" and names.STATUS not in killed.data.tags
 
+    victim = subprocess.Popen(command("stub"), cwd=tmp_path, env=cli_env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first_run(client, "stub", victim)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    (stub,) = client.search_runs([client.get_experiment_by_name("stub").experiment_id])
+    assert stub.info.status == "RUNNING" and not stub.data.metrics
+    assert not list((tmp_path / "ckpt" / "stub").glob("*.pt"))  # inside the window
+
     # SIGTERM (kill, scancel, a SLURM time limit) after the evaluation at step 200, with no
     # periodic checkpoint before the end (checkpoint_every does not change the config)
     victim = subprocess.Popen(command("term") + ["train.checkpoint_every=1000"], cwd=tmp_path,
@@ -253,11 +284,12 @@ def test_a_killed_run_resumes_bit_for_bit(tmp_path: Path, cli_env: dict[str, str
     assert 200 <= stopped_at < 1000  # saved when the signal came, not at a periodic step
 
     (reference,) = client.search_runs([client.get_experiment_by_name("clean").experiment_id])
-    for experiment, before in (("killed", killed), ("term", termed)):
+    for experiment, before in (("killed", killed), ("term", termed), ("stub", stub)):
         resumed = subprocess.run(command(experiment), cwd=tmp_path, env=cli_env,
                                  capture_output=True, text=True, timeout=600)
         assert resumed.returncode == 0, resumed.stderr[-2000:]
-        assert "resuming run" in resumed.stdout + resumed.stderr
+        assert ("takes it over" if experiment == "stub" else "resuming run") in \
+            resumed.stdout + resumed.stderr
         if experiment == "term":
             assert f"resumed from its checkpoint at step {stopped_at}" in resumed.stdout
         (after,) = client.search_runs([before.info.experiment_id])  # the same run, not a new one
@@ -318,3 +350,97 @@ def test_ctrl_c_mid_sweep_then_rerun_resumes_every_job(tmp_path: Path,
         assert run.info.status == "FINISHED" and run.data.tags[names.STATUS] in names.STATUSES
         steps = [m.step for m in client.get_metric_history(run.info.run_id, names.TRAIN_LOSS)]
         assert steps == sorted(set(steps)) == list(range(10, 1001, 10))
+
+
+def test_kill_9_of_a_sweep_before_its_jobs_wrote_leaves_one_run_per_config(
+        tmp_path: Path, cli_env: dict[str, str]) -> None:
+    """SIGKILL to the whole sweep (launcher and workers) once both jobs have created their runs
+    and before either wrote anything (with checkpoints every 1,000 steps, a 1,000-step run
+    writes its metrics only as it ends). The same command closes the dead sweep and its jobs'
+    runs, then each job takes its config's empty run over: one run per config, none beside."""
+    uri = f"sqlite:///{tmp_path}/store/mlflow.db"
+    command = [*TRAIN, "-m", f"tracking.uri={uri}", f"report.out_dir={tmp_path}/reports",
+               f"hydra.sweep.dir={tmp_path}/sweep", f"train.checkpoint_dir={tmp_path}/ckpt",
+               "experiment_name=stubs", "task=copy", "task.gap=20", "model=lstm",
+               "model.hidden_size=16", "train.steps=1000", "train.eval_every=100",
+               "train.checkpoint_every=1000", "train.log_every=10", "hydra.launcher.n_jobs=2",
+               "report.on_multirun_end=false", "seed=0,1"]
+    sweep = subprocess.Popen(command, cwd=tmp_path, env=cli_env, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not (tmp_path / "sweep" / PARENT_RUN_FILE).exists():  # the store exists from here
+        assert sweep.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    client = MlflowClient(uri)  # not before: opening a store creates it, racing the sweep
+    while True:
+        if len(jobs_and_sweeps(client, "stubs")[0]) == 2:
+            break
+        assert sweep.poll() is None, "the sweep ended before both jobs created their runs"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(sweep.pid, signal.SIGKILL)
+    sweep.wait()
+    stubs, _ = jobs_and_sweeps(client, "stubs")
+    assert all(r.info.status == "RUNNING" and not r.data.metrics for r in stubs), \
+        [(r.info.status, sorted(r.data.metrics)) for r in stubs]  # killed inside the window
+    done = subprocess.run(command, cwd=tmp_path, env=cli_env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs, sweeps = jobs_and_sweeps(client, "stubs")
+    assert {r.info.run_id for r in runs} == {r.info.run_id for r in stubs}
+    assert sorted(s.info.status for s in sweeps) == ["FINISHED", "KILLED"]
+    for run in runs:
+        assert run.info.status == "FINISHED" and run.data.tags[names.STATUS] in names.STATUSES
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, names.TRAIN_LOSS)]
+        assert steps == list(range(10, int(run.data.metrics[names.STEPS_RUN]) + 1, 10))
+
+
+def test_a_tracking_server_outage_longer_than_the_wait_is_a_transient_fault(
+        tmp_path: Path, cli_env: dict[str, str]) -> None:
+    """A real `mlflow server` stopped mid-sweep for longer than tracking.wait_s (2 s), then
+    started again on the same port and store. The jobs that met the outage end as "tracking
+    server unreachable", one line each, no traceback, listed as such (not as invalid or failed
+    jobs); the sweep exits 1 saying a rerun resumes them; the same command then finishes every
+    config, each in exactly one run, with no metric point twice."""
+    configs = 6
+    with served(tmp_path / "server", cli_env, f"sqlite:///{tmp_path}/server/server.db") as server:
+        command = [*TRAIN, "-m", "tracking=server", f"tracking.uri={server.url}",
+                   "tracking.wait_s=2", f"hydra.sweep.dir={tmp_path}/sweep",
+                   f"train.checkpoint_dir={tmp_path}/ckpt", "experiment_name=outage",
+                   "report.on_multirun_end=false", "hydra.launcher.n_jobs=2",
+                   "model.hidden_size=8", "train.batch_size=8", "train.eval_batch_size=32",
+                   "train.profile_batch_size=4", "train.steps=400", "train.eval_every=100",
+                   "train.log_every=10", "train.checkpoint_every=50", "train.threads=1",
+                   "seed=" + ",".join(str(seed) for seed in range(configs))]
+        sweep = subprocess.Popen(command, cwd=tmp_path, env=cli_env, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        wait_for_first_job(sweep, tmp_path / "sweep", timeout=300)
+        server.stop()  # after the first job ended: the others meet the outage
+        time.sleep(15)  # tracking.wait_s and MLflow's own retries of a call, well past
+        server.start()
+        out, err = sweep.communicate(timeout=600)
+        assert sweep.returncode == 1, err[-3000:]
+        assert "Traceback" not in out + err, (out + err)[-3000:]
+        stopped = [line for line in out.splitlines()
+                   if "job stopped, tracking server" in line and "unreachable" in line]
+        assert stopped, out[-3000:]
+        listed = (tmp_path / "sweep" / UNREACHABLE_JOBS_FILE).read_text().splitlines()
+        assert len(listed) == len(stopped), listed
+        assert not (tmp_path / "sweep" / INVALID_JOBS_FILE).exists()
+        assert not (tmp_path / "sweep" / FAILED_JOBS_FILE).exists()
+        assert f"{len(listed)} job(s) stopped because the tracking server did not answer " \
+               "within tracking.wait_s" in err
+        assert "once the server is back, the same command resumes them" in err
+
+        again = subprocess.run(command, cwd=tmp_path, env=cli_env, capture_output=True,
+                               text=True, timeout=600)
+        assert again.returncode == 0, again.stderr[-3000:]
+        client = MlflowClient(server.url)
+        runs, _ = jobs_and_sweeps(client, "outage")
+        assert sorted(Counter(r.data.tags[names.CONFIG_HASH] for r in runs).values()) == \
+            [1] * configs
+        for run in runs:
+            assert run.info.status == "FINISHED" and run.data.tags[names.STATUS] in names.STATUSES
+            steps = [m.step for m in client.get_metric_history(run.info.run_id,
+                                                               names.TRAIN_LOSS)]
+            assert steps == list(range(10, int(run.data.metrics[names.STEPS_RUN]) + 1, 10))

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from harness import names
-from harness.batched import unbatchable
 from harness.batching import read_batch, unbatchable_clip
 from harness.resources import check_resources
 from harness.schema import Config, ConfigError, validate
@@ -86,6 +86,11 @@ def choices_of(hydra_cfg: Any) -> dict[str, str]:
             if found.get(group) is not None}
 
 
+def in_sweep() -> bool:
+    """Whether this job is one of a multirun's (Hydra's job context says so)."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def hydra_choices() -> dict[str, str]:
     """This job's choices (`choices_of`), inside a Hydra run or job; {} outside Hydra."""
     return choices_of(HydraConfig.get()) if HydraConfig.initialized() else {}
@@ -97,6 +102,8 @@ def member_jobs(cfg: DictConfig, choices: dict[str, str] | None = None) -> list[
     spec = validate(cfg)
     if not spec.batched_seeds:
         raise ConfigError("batched_seeds: null; list the seeds to batch, e.g. [0,1,2,3]")
+    from harness.batched import unbatchable  # it imports torch: only for a valid config
+
     model = spec.model
     reason = unbatchable(model.name, model.activation.value, model.bidirectional)
     if reason is not None:

@@ -11,13 +11,13 @@ import math
 import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
+from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from harness import names
@@ -28,34 +28,57 @@ from harness.lifecycle.identity import (
     MemberOutcome,
     batch_file_jobs,
     hydra_choices,
+    in_sweep,
     member_jobs,
 )
+from harness.lifecycle.progress import RUNNING_ELSEWHERE, ran
 from harness.lifecycle.signals import StopRequest
 from harness.loop import Checkpointing, FusedStepper, RunRecord, RunResult, drive, resume
 from harness.models import RecurrentModel, build_model
 from harness.optimizers import make_optimizer
 from harness.resources import Placement, placement_of
-from harness.schema import ConfigError
+from harness.schema import Config, ConfigError
 from harness.tracking import liveness
-from harness.tracking.liveness import close_orphans_of_config
-from harness.tracking.run import MlflowTracker, RunStopped, csv_text, finished_run, mlflow_run
-from harness.tracking.store import ensure_store
+from harness.tracking.liveness import close_dead, dead_runs_of_config
+from harness.tracking.run import (
+    MlflowTracker,
+    RunStopped,
+    config_runs,
+    csv_text,
+    finished_of,
+    logged_nothing,
+    mlflow_run,
+)
+from harness.tracking.store import TrackingUnreachable, ensure_store
 from harness.tracking.sweep import sweep_run_id
 from tasks import Task
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
 
 log = logging.getLogger(__name__)
 
 
 def saver(tracker: MlflowTracker, path: Path) -> Callable[[dict[str, Any]], None]:
     """Write the metrics so far, then the loop's state (atomically, so a kill mid-write
-    leaves the previous checkpoint)."""
+    leaves the previous checkpoint). When the tracking server stays unreachable the state is
+    saved all the same, with the points the store lacks (`unflushed`, written first when the
+    run resumes): the training done so far survives the outage."""
 
-    def save(state: dict[str, Any]) -> None:
-        tracker.flush()
+    def write(state: dict[str, Any]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".partial")
-        torch.save({**state, "run_id": tracker.run_id}, partial)
+        torch.save({**state, "run_id": tracker.run_id, "unflushed": tracker.unflushed()},
+                   partial)
         os.replace(partial, path)
+
+    def save(state: dict[str, Any]) -> None:
+        try:
+            tracker.flush()
+        except TrackingUnreachable:
+            write(state)
+            raise
+        write(state)
 
     return save
 
@@ -86,12 +109,17 @@ def checkpointing_of(job: Job, tracker: MlflowTracker,
 
 def sweep_parent() -> str | None:
     """In a multirun, the parent run its callback opened (found in the sweep's folder)."""
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+    if not in_sweep():
         return None
     return sweep_run_id(Path(HydraConfig.get().sweep.dir))
 
 
-RUNNING_ELSEWHERE = "running elsewhere"  # not a run status: the job created no run
+def preflight(spec: Config) -> None:
+    """The job's store made ready before it trains. A single run refuses a server that does
+    not answer at once (a wrong URL shows in seconds, StoreError); a job of a sweep, whose
+    server answered when the sweep began, waits for it within `tracking.wait_s` (an outage:
+    TrackingUnreachable)."""
+    ensure_store(spec.tracking.uri, spec.tracking.wait_s if in_sweep() else None)
 
 
 def running_elsewhere(job: Job) -> RunResult:
@@ -100,11 +128,17 @@ def running_elsewhere(job: Job) -> RunResult:
     return RunResult(status=RUNNING_ELSEWHERE, reason=f"{job.lock} is held")
 
 
-def finished_result(job: Job) -> RunResult | None:
-    """The result of this config's finished run in the experiment (None: none, or force)."""
+def runs_of(job: Job) -> list[Run]:
+    """Every run of the job's config in its experiment: the one search a job makes, read
+    under the config's lock (what it skips, resumes, takes over and closes)."""
     spec = job.spec
-    done = None if spec.force else finished_run(spec.tracking.uri, spec.experiment_name,
-                                                job.hash_)
+    return config_runs(spec.tracking.uri, spec.experiment_name, job.hash_,
+                       spec.tracking.wait_s)
+
+
+def finished_result(job: Job, runs: list[Run]) -> RunResult | None:
+    """The result of this config's finished run among `runs` (None: none, or force)."""
+    done = None if job.spec.force else finished_of(runs)
     if done is None:
         return None
     status = done.data.tags[names.STATUS]
@@ -114,35 +148,60 @@ def finished_result(job: Job) -> RunResult | None:
     return RunResult(status=status, reason=f"already finished as run {done.info.run_id}",
                      steps_run=int(metrics.get(names.STEPS_RUN, 0)),
                      final_eval_accuracy=metrics.get(names.FINAL_EVAL_ACCURACY, math.nan),
-                     final_eval_loss=metrics.get(names.FINAL_EVAL_LOSS, math.nan))
+                     final_eval_loss=metrics.get(names.FINAL_EVAL_LOSS, math.nan),
+                     wall_time_s=metrics.get(names.WALL_TIME_S, 0.0))
 
 
-def resume_state(job: Job) -> dict[str, Any] | None:
-    """The checkpoint of a run of this config killed part-way (None: start afresh); RUNNING
-    runs of this config that no process holds, other than that one, are marked killed."""
+@dataclass
+class Start:
+    """Where a job's run starts: from a checkpoint (`state`, the loop's state of a run killed
+    part-way, continued in the same MLflow run), in a run of its config that logged nothing
+    (`reuse`: its process was killed before its first write), or afresh (neither)."""
+
+    state: dict[str, Any] | None = None
+    reuse: str | None = None
+
+
+def start_of(job: Job, runs: list[Run]) -> Start:
+    """Where the job's run starts (`Start`), from its checkpoint and its config's `runs`; the
+    RUNNING runs of this config that no process holds, other than the one it continues or
+    takes over, are marked killed."""
     spec = job.spec
-    state = None
+    start = Start()
     if job.checkpoint.exists() and not spec.force:
         # A run of this config was killed part-way: continue it, in the same MLflow run.
         # on the CPU: the run may resume on another device than it was saved on
-        state = torch.load(job.checkpoint, weights_only=False, map_location="cpu")
-        log.info("%s: resuming run %s from step %d", job.name, state["run_id"], state["step"])
-    for orphan in close_orphans_of_config(spec.tracking.uri, spec.experiment_name, job.hash_,
-                                          spec.train.checkpoint_dir,
-                                          keep=state["run_id"] if state else None):
+        start.state = torch.load(job.checkpoint, weights_only=False, map_location="cpu")
+        log.info("%s: resuming run %s from step %d", job.name, start.state["run_id"],
+                 start.state["step"])
+    dead = dead_runs_of_config(runs, spec.train.checkpoint_dir)
+    stubs = [run for run in runs if logged_nothing(run)
+             and (run.info.status == "KILLED" or run in dead)]
+    if start.state is None and stubs:
+        start.reuse = max(stubs, key=lambda run: run.info.start_time).info.run_id
+        log.info("%s: run %s of this config was killed before it logged anything: this run "
+                 "takes it over", job.name, start.reuse)
+    keep = (start.state["run_id"] if start.state else None, start.reuse)
+    for orphan in close_dead(spec.tracking.uri, [r for r in dead if r.info.run_id not in keep]):
         log.info("%s: run %s of this config had no live process: marked killed", job.name,
                  orphan)
-    return state
+    return start
 
 
-def job_run(job: Job, state: dict[str, Any] | None,
+def job_run(job: Job, place: Placement, start: Start,
             tags: dict[str, str] | None = None) -> AbstractContextManager[MlflowTracker]:
-    """The job's MLflow run: opened (or reopened from the checkpoint's run), closed FINISHED,
-    or FAILED/KILLED by an exception."""
+    """The job's MLflow run: opened (or reopened from the checkpoint's run, or taken over from
+    a run that logged nothing), closed FINISHED, or FAILED/KILLED by an exception; tagged
+    with where it trains."""
+    state = start.state
     return mlflow_run(job.spec.tracking.uri, job.spec.experiment_name, job.name, job.params,
-                      {names.CONFIG_HASH: job.hash_, **(tags or {})},
+                      {names.CONFIG_HASH: job.hash_, names.TORCH_THREADS: str(place.threads),
+                       names.DEVICE: str(place.device), **(tags or {})},
                       parent_run_id=sweep_parent(),
-                      resume_run_id=state["run_id"] if state else None)
+                      resume_run_id=state["run_id"] if state else None,
+                      reuse_run_id=start.reuse,
+                      unflushed=state.get("unflushed", ()) if state else (),
+                      wait_s=job.spec.tracking.wait_s)
 
 
 def start_run(job: Job, tracker: MlflowTracker, place: Placement,
@@ -150,7 +209,6 @@ def start_run(job: Job, tracker: MlflowTracker, place: Placement,
     """Inside the job's run: build its task; a fresh run logs its config and chance level."""
     spec = job.spec
     threads, device = place.threads, place.device
-    tracker.set_tags({names.TORCH_THREADS: str(threads), names.DEVICE: str(device)})
     task = spec.task.build()
     log.info("%s: %d steps, sequence length %d, chance accuracy %.3f, loss %.4f, "
              "%d torch thread(s), %s", job.name, spec.train.steps, task.seq_len,
@@ -170,15 +228,16 @@ def job_model(job: Job, task: Task, device: torch.device) -> RecurrentModel:
 
 
 def close_run(tracker: MlflowTracker, result: RunResult) -> None:
-    """Log how the run ended: summary metrics, gradient profiles, evaluation per gap, status."""
-    tracker.log_metrics(result.summary_metrics(), result.steps_run)
+    """Log how the run ended: gradient profiles, evaluation per gap, then the summary metrics
+    with the status tags (one write, with the points still buffered)."""
     tracker.log_profiles(result.profiles)
     if result.eval_by_gap:
         tracker.log_text(csv_text(names.EVAL_BY_GAP_COLUMNS, result.eval_by_gap),
                          names.EVAL_BY_GAP_ARTIFACT)
-    tracker.set_tags({names.STATUS: result.status, names.STATUS_REASON: result.reason,
-                      names.END_STATE: result.end_state,
-                      names.SUCCESS_CRITERION: result.success_criterion})
+    tracker.log_metrics(result.summary_metrics(), result.steps_run)
+    tracker.flush({names.STATUS: result.status, names.STATUS_REASON: result.reason,
+                   names.END_STATE: result.end_state,
+                   names.SUCCESS_CRITERION: result.success_criterion})
 
 
 def ended(job: Job, result: RunResult) -> None:
@@ -190,14 +249,16 @@ def ended(job: Job, result: RunResult) -> None:
 
 def run_config(job: Job, place: Placement, stop: StopRequest) -> RunResult:
     """The body of `train`, under the config's lock: skip, resume or start the run."""
-    done = finished_result(job)
+    runs = runs_of(job)
+    done = finished_result(job, runs)
     if done is not None:
         return done
-    state = resume_state(job)
+    start = start_of(job, runs)
+    state = start.state
     spec = job.spec
     # Everything that can fail (out of memory building a model, a bug) happens inside the
     # run, which then ends `failed` with the traceback as an artifact.
-    with job_run(job, state) as tracker:
+    with job_run(job, place, start) as tracker:
         task = start_run(job, tracker, place, state)
         model = job_model(job, task, place.device)
         record = RunRecord(task, spec.train, tracker, spec.seed, job.name,
@@ -220,44 +281,48 @@ def train_jobs(jobs: list[Job], tag: dict[str, str]) -> list[RunResult]:
     train in one batch per step."""
     spec = jobs[0].spec
     place = placement_of(spec)
-    ensure_store(spec.tracking.uri)
+    preflight(spec)
     results: dict[int, RunResult] = {}
     with ExitStack() as held, \
             StopRequest(spec.train.checkpoint_requeue).installed() as stop:
-        waiting: list[tuple[int, Job, dict[str, Any] | None]] = []
+        waiting: list[tuple[int, Job, Start]] = []
         for index, job in enumerate(jobs):
             try:
                 held.enter_context(liveness.hold(job.lock))
             except liveness.Busy:
                 results[index] = running_elsewhere(job)
                 continue
-            done = finished_result(job)
+            runs = runs_of(job)
+            done = finished_result(job, runs)
             if done is not None:
                 results[index] = done
                 continue
-            waiting.append((index, job, resume_state(job)))
+            waiting.append((index, job, start_of(job, runs)))
         for _, group in groupby(sorted(waiting, key=start_step), key=start_step):
             members = list(group)
-            outcomes = train_batch([(job, state) for _, job, state in members], place, stop,
+            outcomes = train_batch([(job, start) for _, job, start in members], place, stop,
                                    tag)
             for (index, _, _), result in zip(members, outcomes, strict=True):
                 results[index] = result
+    for index, job in enumerate(jobs):
+        ran(job.name, results[index])
     return [results[index] for index in range(len(jobs))]
 
 
-def start_step(member: tuple[int, Job, dict[str, Any] | None]) -> int:
-    state = member[2]
+def start_step(member: tuple[int, Job, Start]) -> int:
+    state = member[2].state
     return state["step"] if state else 0
 
 
-def train_batch(members: list[tuple[Job, dict[str, Any] | None]], place: Placement,
+def train_batch(members: list[tuple[Job, Start]], place: Placement,
                 stop: StopRequest, tags: dict[str, str]) -> list[RunResult]:
     """Members starting at one step: their K runs open together, train as one batch, and
     close each with its own result (an exception ends all K failed, or killed)."""
     with ExitStack() as runs:
         models, records, states = [], [], []
-        for job, state in members:
-            tracker = runs.enter_context(job_run(job, state, tags))
+        for job, start in members:
+            state = start.state
+            tracker = runs.enter_context(job_run(job, place, start, tags))
             task = start_run(job, tracker, place, state)
             model = job_model(job, task, place.device)
             record = RunRecord(task, job.spec.train, tracker, job.spec.seed, job.name,

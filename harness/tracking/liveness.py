@@ -21,13 +21,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-from mlflow.entities import Run, RunStatus
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING
 
 from harness import names
 from harness.tracking.run import mark_killed
+from harness.tracking.store import client, existing_experiment
 from harness.tracking.sweep import SWEEP_LOCK_FILE, end_sweep
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -85,26 +88,30 @@ def run_lock_path(checkpoint_dir: str | Path, experiment: str, hash_: str) -> Pa
     return Path(checkpoint_dir) / experiment / f"{hash_}.lock"
 
 
-def running_runs(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Run]:
-    running = f"attributes.status = '{RunStatus.to_string(RunStatus.RUNNING)}'"
-    return client.search_runs([experiment_id], filter_string=f"{filter_string} and {running}")
+def running_runs(mlflow_client: MlflowClient, experiment_id: str,
+                 filter_string: str) -> list[Run]:
+    return mlflow_client.search_runs([experiment_id],
+                                     filter_string=f"{filter_string} and attributes.status = "
+                                                   "'RUNNING'")
 
 
-def close_orphans_of_config(uri: str, experiment: str, hash_: str, checkpoint_dir: str,
-                            keep: str | None) -> list[str]:
-    """Mark killed the RUNNING runs of this config (except `keep`): the caller holds the
-    config's lock, so no live process runs them. Returns their ids."""
-    client = MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        return []
-    closed = []
-    for run in running_runs(client, found.experiment_id, f"tags.{names.CONFIG_HASH} = '{hash_}'"):
-        same_lock = run.data.params.get(names.CHECKPOINT_DIR) == str(checkpoint_dir)
-        if run.info.run_id != keep and same_lock:
-            mark_killed(client, run.info.run_id, ORPHAN_REASON)
-            closed.append(run.info.run_id)
-    return closed
+def dead_runs_of_config(runs: list[Run], checkpoint_dir: str) -> list[Run]:
+    """The RUNNING ones among `runs` (a config's, `harness.tracking.run.config_runs`) whose
+    process is gone: the caller holds the config's lock, so no live process runs those that
+    lock the same file (same `train.checkpoint_dir`). A run without that param was left by a
+    process killed between creating it and logging its params, milliseconds into its life:
+    it counts as this lock's (another process would have to start the same config under
+    another checkpoint folder in those same milliseconds)."""
+    mine = str(checkpoint_dir)
+    return [run for run in runs if run.info.status == "RUNNING"
+            and run.data.params.get(names.CHECKPOINT_DIR, mine) == mine]
+
+
+def close_dead(uri: str, runs: list[Run]) -> list[str]:
+    """Mark `runs` (dead: `dead_runs_of_config`) killed. Returns their ids."""
+    for run in runs:
+        mark_killed(client(uri), run.info.run_id, ORPHAN_REASON)
+    return [run.info.run_id for run in runs]
 
 
 def close_dead_jobs(uri: str, sweep_id: str, wait_s: float) -> tuple[list[str], list[str]]:
@@ -114,9 +121,9 @@ def close_dead_jobs(uri: str, sweep_id: str, wait_s: float) -> tuple[list[str], 
     interrupt closes its own run. Returns (closed, still running) run ids; a job whose
     liveness cannot be told (lock file not visible here) counts as still running.
     """
-    client = MlflowClient(uri)
-    parent = client.get_run(sweep_id)
-    pending = running_runs(client, parent.info.experiment_id,
+    mlflow_client = client(uri)
+    parent = mlflow_client.get_run(sweep_id)
+    pending = running_runs(mlflow_client, parent.info.experiment_id,
                            f"tags.{names.SWEEP_ID} = '{sweep_id}'")
     closed: list[str] = []
     deadline = time.monotonic() + wait_s
@@ -131,8 +138,8 @@ def close_dead_jobs(uri: str, sweep_id: str, wait_s: float) -> tuple[list[str], 
                 if not dead:
                     held.append(run)
                 # read again under the lock: it may have closed itself meanwhile
-                elif client.get_run(run.info.run_id).info.status == "RUNNING":
-                    mark_killed(client, run.info.run_id, ORPHAN_REASON)
+                elif mlflow_client.get_run(run.info.run_id).info.status == "RUNNING":
+                    mark_killed(mlflow_client, run.info.run_id, ORPHAN_REASON)
                     closed.append(run.info.run_id)
         pending = held
         if not pending or time.monotonic() >= deadline:
@@ -140,22 +147,25 @@ def close_dead_jobs(uri: str, sweep_id: str, wait_s: float) -> tuple[list[str], 
         time.sleep(0.5)
 
 
-def close_dead_sweeps(uri: str, experiment: str) -> list[str]:
+def close_dead_sweeps(uri: str, experiment: str, predecessor: str | None = None) -> list[str]:
     """End `killed` the RUNNING sweep runs of this experiment whose launching process is gone
-    (their folder's lock is free), with their dead jobs. Returns their ids."""
-    client = MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment)
+    (their folder's lock is free), with their dead jobs. Returns their ids.
+
+    `predecessor`: the parent run that an earlier sweep left in the caller's own folder; the
+    caller holds that folder's lock, so its launcher is gone (the lock cannot tell, being the
+    caller's)."""
+    found = existing_experiment(uri, experiment)
     if found is None:
         return []
     closed = []
-    for sweep in running_runs(client, found.experiment_id,
+    for sweep in running_runs(client(uri), found,
                               f"tags.{names.RUN_KIND} = '{names.SWEEP_KIND}'"):
         folder = sweep.data.tags.get(names.SWEEP_DIR)
         if folder is None:
             continue
         with if_dead(Path(folder) / SWEEP_LOCK_FILE) as dead:
-            if dead:
+            if dead or sweep.info.run_id == predecessor:
                 close_dead_jobs(uri, sweep.info.run_id, wait_s=0.0)
-                end_sweep(uri, Path(folder), None, killed=True)
+                end_sweep(uri, Path(folder), None, killed=True, run_id=sweep.info.run_id)
                 closed.append(sweep.info.run_id)
     return closed

@@ -3,7 +3,11 @@ and the buffered writer of its metrics, params, tags and artifacts.
 
 - Identity: params are the flattened resolved config; `config_hash` hashes it without the
   keys that do not change the result (where things are written, thread count, device).
-- Speed: metrics are buffered and written with `log_batch`, a few hundred points a call.
+- Speed: metrics are buffered and written with `log_batch`, a few hundred points a call; the
+  runs of a config are found with one search (`config_runs`), and the store's client is the
+  process's one (`harness.tracking.store.client`).
+- Outages: every write waits out a tracking server's outage within `tracking.wait_s`
+  (`harness.tracking.store.patiently`).
 """
 
 from __future__ import annotations
@@ -16,17 +20,27 @@ import logging
 import subprocess
 import time
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
-
-from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
-from mlflow.tracking import MlflowClient
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from harness import names
-from harness.diagnostics import GradProfile
 from harness.schema import PROJECT_ROOT
-from harness.tracking.store import ensure_store, experiment_id
+from harness.tracking.store import (
+    TrackingUnreachable,
+    client,
+    ensure_store,
+    existing_experiment,
+    experiment_id,
+    patiently,
+)
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
+
+    from harness.diagnostics import GradProfile
 
 log = logging.getLogger(__name__)
 # MLflow's SQL store logs every database error with its traceback, then raises it; the harness
@@ -66,8 +80,11 @@ def config_hash(flat: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(semantic, sort_keys=True).encode()).hexdigest()[:12]
 
 
+@cache
 def git_commit() -> str:
-    """The current commit, with `-dirty` if tracked files changed; `unknown` outside git."""
+    """The current commit, with `-dirty` if tracked files changed; `unknown` outside git. Read
+    once per process (two `git` subprocesses): the code a process runs is the code it imported
+    when it started."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, check=True,
                                 capture_output=True, text=True, timeout=10).stdout.strip()
@@ -90,65 +107,121 @@ class RunStopped(Exception):
     limit); it saved a checkpoint first. The run ends `killed` and rerunning resumes it."""
 
 
-def finished_run(uri: str, experiment: str, hash_: str) -> Run | None:
-    """The run of this experiment with this config hash that already ended with a result.
+def config_runs(uri: str, experiment: str, hash_: str, wait_s: float = 0.0) -> list[Run]:
+    """Every run of this experiment with this config hash, in one search (none while the
+    experiment does not exist); a server's outage is waited out within `wait_s`."""
+
+    def search() -> list[Run]:
+        found = existing_experiment(uri, experiment)
+        if found is None:
+            return []
+        return client(uri).search_runs([found],
+                                       filter_string=f"tags.{names.CONFIG_HASH} = '{hash_}'")
+
+    return patiently(uri, wait_s, search)
+
+
+def finished_of(runs: Sequence[Run]) -> Run | None:
+    """The run among `runs` that already ended with a result.
 
     Runs that failed or were killed (no result status) do not count: they are run again,
     from their checkpoint if they left one.
     """
-    client = MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        return None
-    runs = client.search_runs([found.experiment_id],
-                              filter_string=f"tags.{names.CONFIG_HASH} = '{hash_}'")
     for run in runs:
-        if (run.info.status == RunStatus.to_string(RunStatus.FINISHED)
-                and run.data.tags.get(names.STATUS) in RESULT_STATUSES):
+        if run.info.status == "FINISHED" and run.data.tags.get(names.STATUS) in RESULT_STATUSES:
             return run
     return None
 
 
-class MlflowTracker:
-    """One MLflow run: buffered metric writes, params, tags and artifacts."""
+def finished_run(uri: str, experiment: str, hash_: str) -> Run | None:
+    """The run of this experiment with this config hash that already ended with a result."""
+    return finished_of(config_runs(uri, experiment, hash_))
 
-    def __init__(self, client: MlflowClient, run_id: str) -> None:
-        self.client = client
+
+def logged_nothing(run: Run) -> bool:
+    """Whether `run` ended, or was left by a dead process, before it wrote any metric point
+    (the process was killed between creating the run and its first write): a stub that the
+    config's next run takes over as if it had never started, rather than leave it beside
+    (`mlflow_run`'s `reuse_run_id`). A failed run keeps its traceback: never a stub."""
+    return not run.data.metrics and run.info.status in ("RUNNING", "KILLED")
+
+
+# A metric point as the tracker buffers it, and a checkpoint keeps the points the store lacks:
+# (key, value, timestamp in ms, step), the fields of mlflow.entities.Metric.
+Point = tuple[str, float, int, int]
+
+
+class MlflowTracker:
+    """One MLflow run: buffered metric writes, params, tags and artifacts. Every write waits
+    out a tracking server's outage, at most `wait_s` (then TrackingUnreachable)."""
+
+    def __init__(self, mlflow_client: MlflowClient, run_id: str, wait_s: float = 0.0) -> None:
+        self.client = mlflow_client
         self.run_id = run_id
+        self.wait_s = wait_s
         # With checkpoints, metrics are written only at checkpoints (and the end): then the
         # store never holds points past the last checkpoint, and a resumed run adds no
         # duplicates.
         self.auto_flush = True
-        self._buffer: list[Metric] = []
+        self._buffer: list[Point] = []
         self._last_flush = time.monotonic()
+
+    def write(self, call: Any) -> Any:
+        """`call()` on the store, an outage waited out (`patiently`)."""
+        return patiently(self.client.tracking_uri, self.wait_s, call)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         now = int(time.time() * 1000)
-        self._buffer.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
+        self._buffer.extend((k, float(v), now, step) for k, v in metrics.items())
         if self.auto_flush and (len(self._buffer) >= FLUSH_POINTS
                                 or time.monotonic() - self._last_flush > FLUSH_SECONDS):
             self.flush()
 
-    def flush(self) -> None:
-        for chunk in chunks(self._buffer, METRIC_BATCH):
-            self.client.log_batch(self.run_id, metrics=chunk)
-        self._buffer = []
+    def flush(self, tags: dict[str, str] | None = None) -> None:
+        """Write the buffered points, with `tags` in the same call. A chunk leaves the buffer
+        once written, so after a failure the buffer holds exactly what the store lacks."""
+        from mlflow.entities import Metric, RunTag
+
+        tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        while self._buffer or tag_list:
+            chunk = [Metric(*point) for point in self._buffer[:METRIC_BATCH]]
+            self.write(lambda chunk=chunk, tag_list=tag_list: self.client.log_batch(
+                self.run_id, metrics=chunk, tags=tag_list))
+            del self._buffer[:len(chunk)]
+            tag_list = []
         self._last_flush = time.monotonic()
 
+    def unflushed(self) -> list[Point]:
+        """The points logged but not yet written (what a checkpoint keeps for the store)."""
+        return list(self._buffer)
+
+    def restore(self, points: Iterable[Point]) -> None:
+        """Points a checkpoint kept (`unflushed`), written before anything logged later."""
+        self._buffer[:0] = [tuple(point) for point in points]  # type: ignore[misc]
+
     def log_params(self, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
         for chunk in chunks([Param(k, v) for k, v in params.items()], PARAM_BATCH):
-            self.client.log_batch(self.run_id, params=chunk)
+            self.write(lambda chunk=chunk: self.client.log_batch(self.run_id, params=chunk))
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        from mlflow.entities import RunTag
+
+        listed = [RunTag(k, str(v)) for k, v in tags.items()]
+        self.write(lambda: self.client.log_batch(self.run_id, tags=listed))
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_file)
+        self.write(lambda: self.client.log_text(self.run_id, text, artifact_file))
 
     def log_profiles(self, profiles: list[GradProfile]) -> None:
         """Write the gradient-by-lag profiles as one CSV artifact (long format)."""
         rows = [row for profile in profiles for row in profile.rows()]
         self.log_text(csv_text(names.PROFILE_COLUMNS, rows), names.GRAD_PROFILE_ARTIFACT)
+
+    def terminate(self, status: str) -> None:
+        """End the run with MLflow status `status` (FINISHED, FAILED, KILLED)."""
+        self.write(lambda: self.client.set_terminated(self.run_id, status))
 
 
 def csv_text(columns: tuple[str, ...], rows: list[tuple]) -> str:
@@ -168,32 +241,48 @@ def chunks(items: list, size: int) -> Iterable[list]:
 @contextmanager
 def mlflow_run(uri: str, experiment: str, run_name: str, params: dict[str, str],
                tags: dict[str, str], parent_run_id: str | None = None,
-               resume_run_id: str | None = None) -> Iterator[MlflowTracker]:
-    """Open a run (or reopen `resume_run_id`), yield its tracker, and close it FINISHED, or
-    FAILED with the traceback.
+               resume_run_id: str | None = None, *, reuse_run_id: str | None = None,
+               unflushed: Iterable[Point] = (), wait_s: float = 0.0) -> Iterator[MlflowTracker]:
+    """Open a run, yield its tracker, and close it FINISHED, or FAILED with the traceback.
+
+    `resume_run_id`: reopen that run, killed part-way, to continue it from its checkpoint
+    (whose `unflushed` points are written first). `reuse_run_id`: take over a run of this
+    config that logged nothing (`logged_nothing`), tagged and given its params as a new run
+    would be. `wait_s`: how long each write waits for a tracking server that does not answer;
+    when it is still down, TrackingUnreachable, and the run is left as it is (RUNNING, its
+    lock free: the next run of its config takes it over or resumes it).
 
     Uses MlflowClient rather than the fluent API, so a stray `MLFLOW_RUN_ID` in the
     environment or another active run cannot capture this one.
     """
-    ensure_store(uri)
-    client = MlflowClient(uri)
+    ensure_store(uri, wait_s)
     if parent_run_id is not None:  # a job of a multirun: nest it under its sweep
         tags = {**tags, names.PARENT_RUN_ID: parent_run_id, names.SWEEP_ID: parent_run_id}
+    mlflow_client = client(uri)
     if resume_run_id is not None:
-        run = client.get_run(resume_run_id)
-        client.update_run(resume_run_id, status=RunStatus.to_string(RunStatus.RUNNING))
-        tracker = MlflowTracker(client, resume_run_id)
+        tracker = MlflowTracker(mlflow_client, resume_run_id, wait_s)
+        tracker.write(lambda: mlflow_client.update_run(resume_run_id, status="RUNNING"))
         if parent_run_id is not None:  # it now belongs to the sweep that finishes it
             tracker.set_tags({names.PARENT_RUN_ID: parent_run_id, names.SWEEP_ID: parent_run_id})
+        params = {}
+    elif reuse_run_id is not None:
+        tracker = MlflowTracker(mlflow_client, reuse_run_id, wait_s)
+        logged = tracker.write(lambda: mlflow_client.get_run(reuse_run_id)).data.params
+        tracker.write(lambda: mlflow_client.update_run(reuse_run_id, status="RUNNING"))
+        tracker.set_tags({**tags, **source_tags()})
+        params = {k: v for k, v in params.items() if k not in logged}  # killed mid-way
     else:
-        run = client.create_run(experiment_id(client, experiment), run_name=run_name,
-                                tags={**tags, **source_tags()})
-        tracker = MlflowTracker(client, run.info.run_id)
+        run = patiently(uri, wait_s, lambda: mlflow_client.create_run(
+            experiment_id(uri, experiment), run_name=run_name, tags={**tags, **source_tags()}))
+        tracker = MlflowTracker(mlflow_client, run.info.run_id, wait_s)
     try:
-        if resume_run_id is None:
+        if params:
             tracker.log_params(params)
+        tracker.restore(unflushed)
         yield tracker
         tracker.flush()
+    except TrackingUnreachable:
+        raise  # nothing more can be written; the run's lock frees as the job ends
     except BaseException as err:
         # Ctrl-C (SIGINT) or a stop signal: killed, resumable from the last checkpoint.
         killed = isinstance(err, (KeyboardInterrupt, RunStopped))
@@ -205,14 +294,15 @@ def mlflow_run(uri: str, experiment: str, run_name: str, params: dict[str, str],
             if not killed:
                 tracker.log_text(traceback.format_exc(), "traceback.txt")
         finally:
-            client.set_terminated(run.info.run_id, RunStatus.to_string(
-                RunStatus.KILLED if killed else RunStatus.FAILED))
+            tracker.terminate("KILLED" if killed else "FAILED")
         raise
-    client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FINISHED))
+    tracker.terminate("FINISHED")
 
 
-def mark_killed(client: MlflowClient, run_id: str, reason: str) -> None:
+def mark_killed(mlflow_client: MlflowClient, run_id: str, reason: str) -> None:
     """End a run `killed` (MLflow status KILLED): not a result, so rerunning resumes it."""
-    client.log_batch(run_id, tags=[RunTag(names.STATUS, names.KILLED),
-                                   RunTag(names.STATUS_REASON, reason[:500])])
-    client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+    from mlflow.entities import RunTag
+
+    mlflow_client.log_batch(run_id, tags=[RunTag(names.STATUS, names.KILLED),
+                                          RunTag(names.STATUS_REASON, reason[:500])])
+    mlflow_client.set_terminated(run_id, "KILLED")

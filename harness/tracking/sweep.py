@@ -13,12 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from mlflow.entities import Metric, Param, RunStatus, RunTag
-from mlflow.tracking import MlflowClient
 
 from harness import names
 from harness.tracking.run import mark_killed, source_tags
-from harness.tracking.store import ensure_store, experiment_id
+from harness.tracking.store import client, ensure_store, experiment_id
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +32,9 @@ INVALID_JOBS_FILE = "invalid_jobs.txt"  # in the sweep's folder: one line per in
 
 FULL_DISK_JOBS_FILE = "full_disk_jobs.txt"  # in the sweep's folder: jobs a full disk stopped
 
+# in the sweep's folder: jobs that ended because the tracking server did not answer
+UNREACHABLE_JOBS_FILE = "unreachable_jobs.txt"
+
 
 def start_sweep(uri: str, experiment: str, sweep_dir: Path, overrides: list[str],
                 space: dict[str, Any], tags: dict[str, str] | None = None) -> str:
@@ -43,12 +44,15 @@ def start_sweep(uri: str, experiment: str, sweep_dir: Path, overrides: list[str]
     (joblib workers, SLURM nodes sharing the folder), and a stray MLFLOW_RUN_ID cannot
     interfere.
     """
+    from mlflow.entities import Param
+
     ensure_store(uri)
-    client = MlflowClient(uri)
-    run = client.create_run(experiment_id(client, experiment), run_name=f"sweep-{sweep_dir.name}",
-                            tags={names.RUN_KIND: names.SWEEP_KIND, **source_tags(),
-                                  names.SWEEP_DIR: str(sweep_dir.resolve()), **(tags or {})})
-    client.log_batch(run.info.run_id, params=[
+    mlflow_client = client(uri)
+    run = mlflow_client.create_run(
+        experiment_id(uri, experiment), run_name=f"sweep-{sweep_dir.name}",
+        tags={names.RUN_KIND: names.SWEEP_KIND, **source_tags(),
+              names.SWEEP_DIR: str(sweep_dir.resolve()), **(tags or {})})
+    mlflow_client.log_batch(run.info.run_id, params=[
         Param(names.SWEEP_OVERRIDES, " ".join(overrides)[:6000]),
         Param(names.SWEEP_SPACE, json.dumps(space, sort_keys=True)[:6000])])
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -63,16 +67,19 @@ def sweep_run_id(sweep_dir: Path) -> str | None:
 
 
 def end_sweep(uri: str, sweep_dir: Path, report_dir: Path | None,
-              killed: bool = False) -> dict[str, int]:
-    """Close the parent run with its jobs' counts by status and attach the sweep's report;
-    `killed`: the sweep was interrupted (MLflow status KILLED)."""
-    run_id = sweep_run_id(sweep_dir)
+              killed: bool = False, run_id: str | None = None) -> dict[str, int]:
+    """Close the parent run (`run_id`, by default the one the sweep's folder names) with its
+    jobs' counts by status and attach the sweep's report; `killed`: the sweep was
+    interrupted (MLflow status KILLED)."""
+    from mlflow.entities import Metric
+
+    run_id = run_id or sweep_run_id(sweep_dir)
     if run_id is None:
         return {}
-    client = MlflowClient(uri)
-    parent = client.get_run(run_id)
-    jobs = client.search_runs([parent.info.experiment_id],
-                              filter_string=f"tags.{names.SWEEP_ID} = '{run_id}'")
+    mlflow_client = client(uri)
+    parent = mlflow_client.get_run(run_id)
+    jobs = mlflow_client.search_runs([parent.info.experiment_id],
+                                     filter_string=f"tags.{names.SWEEP_ID} = '{run_id}'")
     counts = {status: 0 for status in names.STATUSES}
     for job in jobs:
         # no status yet: still running (an interrupted sweep's job alive elsewhere), or crashed
@@ -80,26 +87,28 @@ def end_sweep(uri: str, sweep_dir: Path, report_dir: Path | None,
         status = job.data.tags.get(names.STATUS, fallback)
         counts[status] = counts.get(status, 0) + 1
     now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(names.JOBS, len(jobs), now, 0)] + [
+    mlflow_client.log_batch(run_id, metrics=[Metric(names.JOBS, len(jobs), now, 0)] + [
         Metric(f"{names.JOBS}_{status}", n, now, 0) for status, n in counts.items()])
     if report_dir is not None and report_dir.is_dir():
-        client.log_artifacts(run_id, str(report_dir), "report")
+        mlflow_client.log_artifacts(run_id, str(report_dir), "report")
     if killed:
-        mark_killed(client, run_id, "the sweep was interrupted before all its jobs ended")
+        mark_killed(mlflow_client, run_id, "the sweep was interrupted before all its jobs ended")
     else:
-        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+        mlflow_client.set_terminated(run_id, "FINISHED")
     return counts
 
 
 def log_tuning_summary(uri: str, sweep_dir: Path, tuned: list[str]) -> dict[str, float]:
     """On a tuning sweep's parent run: the best and the median objective over the trials it
     created (finite objective only), their count, and the best trial's tuned values."""
+    from mlflow.entities import Metric, RunTag
+
     run_id = sweep_run_id(sweep_dir)
     if run_id is None:
         return {}
-    client = MlflowClient(uri)
-    parent = client.get_run(run_id)
-    trials = [run for run in client.search_runs(
+    mlflow_client = client(uri)
+    parent = mlflow_client.get_run(run_id)
+    trials = [run for run in mlflow_client.search_runs(
                   [parent.info.experiment_id], filter_string=f"tags.{names.SWEEP_ID} = '{run_id}'")
               if math.isfinite(run.data.metrics.get(names.TUNING_OBJECTIVE, math.nan))]
     if not trials:
@@ -112,9 +121,9 @@ def log_tuning_summary(uri: str, sweep_dir: Path, tuned: list[str]) -> dict[str,
                names.TUNING_TRIALS: float(len(trials))}
     now = int(time.time() * 1000)
     best_params = " ".join(f"{key}={best.data.params.get(key)}" for key in tuned)
-    client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in summary.items()],
-                     tags=[RunTag(names.TUNING_BEST_PARAMS, best_params),
-                           RunTag(names.TUNING_BEST_RUN, best.info.run_id)])
+    mlflow_client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in summary.items()],
+                            tags=[RunTag(names.TUNING_BEST_PARAMS, best_params),
+                                  RunTag(names.TUNING_BEST_RUN, best.info.run_id)])
     return summary
 
 

@@ -5,7 +5,6 @@ only after the first batch passed, and each trial prints its progress line."""
 
 from dataclasses import dataclass
 
-import optuna
 from hydra.core.config_store import ConfigStore
 from hydra.types import HydraContext, TaskFunction
 from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
@@ -22,6 +21,10 @@ class HarnessOptunaSweeper(OptunaSweeper):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
+        # Imported here, not with this module: Hydra imports every plugin module at each start,
+        # and optuna takes 2 s to import (a bad single run would wait for it).
+        import optuna
+
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         if not OmegaConf.select(config, "hydra.verbose"):  # its "A new study created" on stderr
             optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
@@ -29,3 +30,14 @@ def jobs_and_sweeps(client: MlflowClient, experiment: str) -> tuple[list, list]:
     everything = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
     sweeps = [r for r in everything if r.data.tags.get(names.RUN_KIND) == names.SWEEP_KIND]
     return [r for r in everything if r not in sweeps], sweeps
+
+
+def wait_for_first_job(sweep: subprocess.Popen, sweep_dir: Path, timeout: float = 240) -> None:
+    """Wait until the first job of the running `sweep` has ended (its progress count, in
+    `sweep_dir`, is past 0); fail if the sweep ends first or `timeout` passes."""
+    count = sweep_dir / ".progress" / "count"
+    deadline = time.monotonic() + timeout
+    while not (count.exists() and count.read_text().strip() not in ("", "0")):
+        assert sweep.poll() is None, sweep.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"no job of the sweep ended in {timeout:.0f} s"
+        time.sleep(0.02)
