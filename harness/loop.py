@@ -288,7 +288,14 @@ class RunRecord:
                  guarded: bool = False) -> bool:
         """After backward and clipping, before the update: True (and the run diverged) when
         the loss or the gradient norm is non-finite or the applied norm is too large. A
-        non-finite gradient the NaN guard replaced (`guarded`) is what the guard is for."""
+        non-finite gradient the NaN guard replaced (`guarded`) is what the guard is for. The
+        diverging step's norms count in the run's maxima (an inf stays inf; a NaN adds
+        nothing)."""
+        result = self.result
+        if not math.isnan(pre):
+            result.grad_norm_pre_clip_max = max(result.grad_norm_pre_clip_max, pre)
+        if not math.isnan(post):
+            result.grad_norm_post_clip_max = max(result.grad_norm_post_clip_max, post)
         if not (math.isfinite(loss) and (guarded or math.isfinite(pre))):
             self.diverge(step, "non-finite " + ("loss" if not math.isfinite(loss)
                                                 else "gradient norm"))

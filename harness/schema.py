@@ -238,9 +238,10 @@ class TrainConfig:
     # At a SLURM time limit (submitit's SIGUSR2 before it): checkpoint, then submitit requeues
     # the job, which resumes into the same MLflow run; false: the run ends killed.
     checkpoint_requeue: bool = True
-    # In a sweep, group jobs that differ only in seed, lr, clipping, activation, init, forget
-    # bias or gap into batched jobs of at most batch_max members (harness/batching.py).
-    batch_members: BatchMembers = BatchMembers.off
+    # In a sweep on the CPU, group jobs of one sequence length that differ only in seed, lr,
+    # clipping, activation, init or forget bias into batched jobs of at most batch_max
+    # members: bit for bit what each would compute alone (harness/batching.py).
+    batch_members: BatchMembers = BatchMembers.auto
     batch_max: int = 8
     # Where the models train (data is generated on the CPU from the run's seeds, then moved:
     # a seed means the same data on every device). Not part of the config hash.

@@ -46,10 +46,19 @@ class HarnessSweeperConf:
     _target_: str = "hydra_plugins.harness_sweeper.harness_sweeper.HarnessBasicSweeper"
     max_batch_size: int | None = None
     params: dict[str, str] | None = None
+    # Explicit override sets, each crossed with `params` (`HarnessSweeper.configuration_sets`)
+    configurations: list[str] | None = None
 
 
 def refuse(overrides: Sequence[str], message: str) -> None:
     print(f"harness-train: invalid job ({' '.join(overrides)}): {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def refuse_configurations(message: str) -> None:
+    """One line, exit 2: `hydra.sweeper.configurations` that no sweep can take."""
+    print(f"harness-train: invalid config: hydra.sweeper.configurations: {message}",
+          file=sys.stderr)
     sys.exit(2)
 
 
@@ -60,8 +69,10 @@ class HarnessSweeper(BasicSweeper):
     opens_parent_run = True  # harness.callbacks.lazy_start: the checks come first
 
     def __init__(self, max_batch_size: int | None = None,
-                 params: dict[str, str] | None = None) -> None:
+                 params: dict[str, str] | None = None,
+                 configurations: Sequence[str] | None = None) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
+        self.sets = [str(c) for c in configurations or []]
         self.checked: dict[tuple[str, ...], Any] = {}  # overrides -> the job's identity
         self.batch_files = 0
         self.finished_jobs = 0
@@ -127,14 +138,54 @@ class HarnessSweeper(BasicSweeper):
                   "created; free space there, then run the same command", file=sys.stderr)
             sys.exit(1)
 
+    def fixed_by_sweeper(self, key: str) -> bool:
+        """Whether `key` may not vary by configuration (the frontier sweeper sets its own)."""
+        return key == "batched_seeds"
+
+    def configuration_sets(self, swept: Sequence[str] = ()) -> list[list[str]]:
+        """`hydra.sweeper.configurations`: explicit override sets, each crossed with the swept
+        axes, for designs that are not a full product (a model's own hidden size and clipping,
+        clipping thresholds for the vanilla RNNs only). A set holds single values only, and
+        no key both a set and the axes (`swept`: their keys) give. None: one empty set.
+        (The basic sweeper passes no `swept`: a set's own value replaces the preset's axis of
+        that key, and the command line wins over both.)"""
+        if not self.sets:
+            return [[]]
+        assert self.hydra_context is not None
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        out = []
+        for text in self.sets:
+            overrides = parser.parse_overrides(text.split())
+            if not overrides:
+                refuse_configurations(f"an empty configuration ({text!r})")
+            for override in overrides:
+                key = override.get_key_element()
+                if override.is_sweep_override():
+                    refuse_configurations(f"{override.input_line} is a sweep; each "
+                                          "configuration is a set of single values")
+                if self.fixed_by_sweeper(key):
+                    refuse_configurations(f"{key} cannot vary by configuration ({text!r})")
+                if key.lstrip("+~") in swept:
+                    refuse_configurations(f"{key}: both swept and set by a configuration "
+                                          f"({text!r})")
+            out.append([o.input_line for o in overrides])
+        return out
+
     def sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None and self.hydra_context is not None
-        params_conf = self._parse_config()
-        params_conf.extend(arguments)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        self.overrides = self.split_arguments(parser.parse_overrides(params_conf),
-                                              self.max_batch_size)
-        every_job = [job for batch in self.overrides for job in batch]
+        axes = parser.parse_overrides(self._parse_config())
+        every_job = []
+        for chosen in self.configuration_sets():
+            # A configuration's own value replaces the preset's axis of that key (a decisive
+            # preset's sets may give each model its own gap where the full preset swept the
+            # gaps); the command line, last, still wins over both.
+            own = {o.partition("=")[0].lstrip("+~") for o in chosen}
+            kept = [o.input_line for o in axes if o.get_key_element().lstrip("+~") not in own]
+            every_job += [job for batch in self.split_arguments(
+                parser.parse_overrides([*kept, *chosen, *arguments]), None) for job in batch]
+        size = self.max_batch_size or len(every_job) or 1
+        self.overrides = [every_job[i:i + size] for i in range(0, len(every_job), size)]
         self.total_jobs = len(every_job)
         self.check_jobs(every_job)  # all of them, before any starts
 
@@ -194,10 +245,14 @@ class HarnessSweeper(BasicSweeper):
             key = None
             if not isinstance(job, list) and job.spec.train.batch_members.value == "auto":
                 from harness.batched import unbatchable  # torch: only where batching is on
+                from harness.resources import resolve_device
 
                 model = job.spec.model
-                if unbatchable(model.name, model.activation.value,
-                               model.bidirectional) is None:
+                # On a GPU a single run trains through torch's fused module, which a member
+                # of a stacked model does not compute bit for bit: no batches there.
+                cpu = resolve_device(job.spec.train.device.value).type == "cpu"
+                if cpu and unbatchable(model.name, model.activation.value,
+                                       model.bidirectional) is None:
                     key = batching.group_key(job.params)
             candidates.append(batching.Candidate(
                 tuple(overrides), key, 0 if isinstance(job, list) else job.seq_len,

@@ -1,5 +1,5 @@
 """The paper presets (conf/experiment/paper/): every one composes, every combination of its
-sweep space validates, each names its source and command, and each reduced one runs end to end."""
+sweep space validates, each names its source and command, and each decisive one runs end to end."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from harness.schema import PROJECT_ROOT, register, validate
 
 PAPER = PROJECT_ROOT / "conf" / "experiment" / "paper"
 PRESETS = sorted(p.stem for p in PAPER.glob("*.yaml"))
-FULL = [p for p in PRESETS if not p.endswith("_reduced")]
-REDUCED = [p for p in PRESETS if p.endswith("_reduced")]
+FULL = [p for p in PRESETS if not p.endswith("_decisive")]
+DECISIVE = [p for p in PRESETS if p.endswith("_decisive")]
 
 
 def compose_preset(preset: str, *overrides: str) -> DictConfig:
@@ -44,8 +44,8 @@ def sweep_space(cfg: DictConfig) -> dict[str, list[str]]:
     return {key: str(value).split(",") for key, value in params.items()}
 
 
-def test_every_full_preset_has_a_reduced_one() -> None:
-    assert FULL and sorted(f"{p}_reduced" for p in FULL) == REDUCED
+def test_every_full_preset_has_a_decisive_one() -> None:
+    assert FULL and sorted(f"{p}_decisive" for p in FULL) == DECISIVE
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -53,35 +53,49 @@ def test_header_cites_the_source_outcome_and_command(preset: str) -> None:
     header = (PAPER / f"{preset}.yaml").read_text().split("\ndefaults:")[0]
     assert header.startswith("# @package _global_\n")
     assert f"# Run: harness-train -m experiment=paper/{preset}" in header.splitlines()
-    full = (PAPER / f"{preset.removesuffix('_reduced')}.yaml").read_text()
+    full = (PAPER / f"{preset.removesuffix('_decisive')}.yaml").read_text()
     assert re.search(r"\b(19|20)\d\d\b", full) and "Published outcome" in full
-    if preset.endswith("_reduced"):
+    if preset.endswith("_decisive"):
         assert "Estimated wall time on 2 cores" in header
         assert "can show" in header and "cannot show" in header
 
 
+def configurations(cfg: DictConfig) -> list[list[str]]:
+    """The preset's `hydra.sweeper.configurations` (each crossed with its params), or one
+    empty set."""
+    return [str(c).split() for c in cfg.hydra.sweeper.get("configurations") or []] or [[]]
+
+
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_combination_of_the_sweep_space_validates(preset: str) -> None:
+    """Every configuration with every combination of the axes it does not set itself (each
+    gap once, with the other axes' first values)."""
     cfg = compose_preset(preset)
     assert cfg.experiment_name == f"paper_{preset}"
-    space = sweep_space(cfg)
-    space.pop(names.SEED, None)  # seeds do not change validity
-    gaps = space.pop(names.GAP)  # every gap once, with the other axes' first values
-    combos = [[f"{k}={v}" for k, v in zip(space, values, strict=True)]
-              for values in itertools.product(*space.values())]
-    combos += [[f"{names.GAP}={gap}", *combos[0]] for gap in gaps]
-    for overrides in combos:
-        spec = validate(job_config(compose_preset(preset, *overrides)))
-        assert spec.experiment_name == f"paper_{preset}", overrides
+    for chosen in configurations(cfg):
+        own = {o.partition("=")[0] for o in chosen}
+        space = {k: v for k, v in sweep_space(cfg).items() if k not in own}
+        space.pop(names.SEED, None)  # seeds do not change validity
+        gaps = space.pop(names.GAP, [])  # every gap once, with the other axes' first values
+        combos = [[f"{k}={v}" for k, v in zip(space, values, strict=True)]
+                  for values in itertools.product(*space.values())]
+        combos += [[f"{names.GAP}={gap}", *combos[0]] for gap in gaps]
+        for overrides in combos:
+            spec = validate(job_config(compose_preset(preset, *chosen, *overrides)))
+            assert spec.experiment_name == f"paper_{preset}", overrides
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", REDUCED)
-def test_reduced_preset_runs_end_to_end(preset: str, tmp_path: Path,
+@pytest.mark.parametrize("preset", DECISIVE)
+def test_decisive_preset_runs_end_to_end(preset: str, tmp_path: Path,
                                         cli_env: dict[str, str]) -> None:
-    """Every model and setting of the reduced sweep, cut to a few steps, one gap, one seed."""
-    space = sweep_space(compose_preset(preset))
-    gap = min(int(g) for g in space[names.GAP])
+    """Every model and setting of the decisive sweep, cut to a few steps, one gap, one seed
+    (the command line wins over the preset's configurations)."""
+    cfg = compose_preset(preset)
+    space = sweep_space(cfg)
+    gaps = [o.partition("=")[2] for chosen in configurations(cfg) for o in chosen
+            if o.startswith(f"{names.GAP}=")] + space.get(names.GAP, [])
+    gap = min(int(g) for g in gaps)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     command = [*TRAIN, "-m", f"experiment=paper/{preset}",
                f"task.gap={gap}", "seed=0", "train.steps=3", "train.eval_every=3",
@@ -97,6 +111,8 @@ def test_reduced_preset_runs_end_to_end(preset: str, tmp_path: Path,
     runs = [r for r in client.search_runs([experiment.experiment_id])
             if r.data.tags.get(names.RUN_KIND) != names.SWEEP_KIND]
     others = {k: v for k, v in space.items() if k not in (names.GAP, names.SEED)}
-    assert len(runs) == max(1, len(list(itertools.product(*others.values()))))
+    distinct = {tuple(o for o in chosen if not o.startswith(("task.gap=", "train.steps=")))
+                for chosen in configurations(cfg)}
+    assert len(runs) == len(distinct) * max(1, len(list(itertools.product(*others.values()))))
     assert {r.data.tags[names.STATUS] for r in runs} <= {names.SOLVED, names.UNSOLVED}
     assert (tmp_path / "reports" / f"paper_{preset}" / "index.html").exists()

@@ -21,7 +21,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from harness import names
-from harness.batched import BatchedStepper
+from harness.batched import BatchedStepper, unbatchable
+from harness.batching import unbatchable_clip
 from harness.clipping import Clipper
 from harness.lifecycle.identity import (
     Job,
@@ -33,7 +34,15 @@ from harness.lifecycle.identity import (
 )
 from harness.lifecycle.progress import RUNNING_ELSEWHERE, ran
 from harness.lifecycle.signals import StopRequest
-from harness.loop import Checkpointing, FusedStepper, RunRecord, RunResult, drive, resume
+from harness.loop import (
+    Checkpointing,
+    FusedStepper,
+    RunRecord,
+    RunResult,
+    Stepper,
+    drive,
+    resume,
+)
 from harness.models import RecurrentModel, build_model
 from harness.optimizers import make_optimizer
 from harness.resources import Placement, placement_of
@@ -224,7 +233,27 @@ def job_model(job: Job, task: Task, device: torch.device) -> RecurrentModel:
     """The run's model, initialized on the CPU from its seed (the same weights on every
     device), then moved to `device`."""
     torch.manual_seed(job.spec.seed)  # model initialization; data uses its own generators
-    return build_model(job.spec.model, task).to(device)
+    return build_model(job.spec.model, task, job.spec.clip).to(device)
+
+
+def job_stepper(job: Job, model: RecurrentModel, task: Task, device: torch.device,
+                state: dict[str, Any] | None) -> Stepper:
+    """What takes a run's steps. On the CPU a run that could be a batched member is one,
+    alone (K = 1): a member computes bit for bit what it computes in any batch of its
+    sequence length (harness/batching.py), so a result never depends on whether the sweep
+    batched it, and the C++ kernel at K = 1 is as fast as torch's fused module or faster
+    (docs/benchmark.md). Elsewhere (a GPU, or a run the stacked model cannot take) torch's
+    fused module or the cell's unrolled step (`FusedStepper`)."""
+    spec = job.spec
+    member = unbatchable(spec.model.name, spec.model.activation.value,
+                         spec.model.bidirectional) is None and unbatchable_clip(job.params) is None
+    if device.type == "cpu" and member:
+        return BatchedStepper([model], [task], [spec.optim], [spec.clip],
+                              [state["optimizer"] if state else None])
+    optimizer = make_optimizer(model, spec.optim)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    return FusedStepper(model, optimizer, Clipper.of(spec.clip), task)
 
 
 def close_run(tracker: MlflowTracker, result: RunResult) -> None:
@@ -264,10 +293,7 @@ def run_config(job: Job, place: Placement, stop: StopRequest) -> RunResult:
         record = RunRecord(task, spec.train, tracker, spec.seed, job.name,
                            checkpointing_of(job, tracker, stop), place.device)
         resume(record, model, state)
-        optimizer = make_optimizer(model, spec.optim)
-        if state is not None:
-            optimizer.load_state_dict(state["optimizer"])
-        stepper = FusedStepper(model, optimizer, Clipper.of(spec.clip), task)
+        stepper = job_stepper(job, model, task, place.device, state)
         (result,) = drive(stepper, [record], spec.train, stop_after_save(stop))
         close_run(tracker, result)
     ended(job, result)

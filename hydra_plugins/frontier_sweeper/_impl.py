@@ -105,35 +105,11 @@ class FrontierSweeperImpl(HarnessSweeper):
     """Checks, the sweep's parent run and per-job progress lines come from HarnessSweeper;
     the search decides which jobs each batch holds."""
 
-    def __init__(self, max_batch_size: int | None = None,
-                 params: dict[str, str] | None = None,
-                 configurations: Sequence[str] | None = None) -> None:
-        super().__init__(max_batch_size=max_batch_size, params=dict(params or {}))
-        self.sets = [str(c) for c in configurations or []]
-
-    def configuration_sets(self) -> list[list[str]]:
-        """`configurations`: explicit override sets (each crossed with the swept axes), for
-        designs that are not a full product, e.g. clipping thresholds for the vanilla RNNs
-        only. Each set is checked as the axes are; none: one empty set."""
-        if not self.sets:
-            return [[]]
-        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        out = []
-        for text in self.sets:
-            overrides = parser.parse_overrides(text.split())
-            if not overrides:
-                refuse(f"hydra.sweeper.configurations: an empty configuration ({text!r})")
-            for override in overrides:
-                key = override.get_key_element()
-                if override.is_sweep_override():
-                    refuse(f"hydra.sweeper.configurations: {override.input_line} is a sweep; "
-                           "each configuration is a set of single values")
-                if key in OWNED or key == "batched_seeds" or key.startswith("frontier.") or (
-                        key == "optim.lr" and self.settings.lrs):
-                    refuse(f"hydra.sweeper.configurations: {key} cannot vary by "
-                           f"configuration ({text!r})")
-            out.append([o.input_line for o in overrides])
-        return out
+    def fixed_by_sweeper(self, key: str) -> bool:
+        """The probes' own keys (gap, seed), the frontier's settings, and the lr where the
+        sweeper chooses it."""
+        return super().fixed_by_sweeper(key) or key in OWNED or key.startswith("frontier.") \
+            or (key == "optim.lr" and bool(self.settings.lrs))
 
     # --- the configurations ---
 
@@ -191,13 +167,8 @@ class FrontierSweeperImpl(HarnessSweeper):
             refuse("batched_seeds: the frontier sweeper adds seeds one job at a time, only "
                    "where outcomes disagree; use a preset or overrides without batched_seeds")
         swept, fixed = self.axes(arguments)
-        sets = self.configuration_sets()
-        axis_keys = {axis[0].partition("=")[0].lstrip("+~") for axis in swept}
-        for chosen in sets:
-            both = axis_keys & {o.partition("=")[0].lstrip("+~") for o in chosen}
-            if both:
-                refuse(f"{', '.join(sorted(both))}: both swept and set by "
-                       f"hydra.sweeper.configurations ({' '.join(chosen)!r})")
+        sets = self.configuration_sets([axis[0].partition("=")[0].lstrip("+~")
+                                        for axis in swept])
         combos = [[*chosen, *c] for chosen in sets
                   for c in (itertools.product(*swept) if swept else [()])]
         self.configurations = {" ".join(c) or "(defaults)": [*fixed, *c] for c in combos}
