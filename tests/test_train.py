@@ -13,7 +13,7 @@ from omegaconf import DictConfig, open_dict
 
 from harness import names
 from harness.cells import GATE_BLOCKS
-from harness.lifecycle.identity import Job, choices_of, job_of
+from harness.lifecycle.identity import Job, choices_of, job_of, run_name, varying_keys
 from harness.schema import PROJECT_ROOT, register
 from harness.train import train
 
@@ -115,3 +115,37 @@ def test_the_options_a_job_was_composed_from_are_params_outside_its_hash(tmp_pat
     assert by_option.name == "adding_mean-rnn-relu-identity-norm1-gap7-s0"
     assert {k: v for k, v in by_option.params.items() if k not in names.CHOICE_PARAMS} == \
         {k: v for k, v in by_keys.params.items() if k not in names.CHOICE_PARAMS}
+
+
+def composed_job(*overrides: str, axes: tuple[str, ...] = ()) -> Job:
+    """The job of these overrides as a sweep's check composes it (no store, no training)."""
+    register()
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+    choices = choices_of(cfg.hydra)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return job_of(cfg, choices, axes)
+
+
+def test_a_run_name_shows_its_gap_range_and_its_sweeps_varying_keys() -> None:
+    """`task.gap_min=1 task.gap=60` is `gap1-60`, not a fixed gap of 60; the keys a sweep
+    varies (lr, hidden size) appear in the name unless it shows them already (the clip
+    threshold, the model); keys only another task or cell has are not axes."""
+    assert composed_job("task.gap_min=1", "task.gap=60", "model=gru").name == \
+        "delayed_recall-gru-tanh-noclip-gap1-60-s0"
+    grid = [composed_job(f"optim.lr={lr}", f"seed={seed}", "model.hidden_size=16",
+                         f"model={model}", "clip=norm", f"clip.threshold={threshold}")
+            for lr in (3e-3, 0.01) for seed in (0, 1) for model in ("rnn", "lstm")
+            for threshold in (1, 10)]
+    axes = varying_keys(grid)
+    assert axes == [names.CLIP_THRESHOLD, names.LR, names.SEED]  # the cell: per task and cell
+    named = [run_name(job.spec, job.params, axes) for job in grid]
+    assert len(set(named)) == len(grid)
+    assert "delayed_recall-rnn-tanh-norm10-lr1e-2-gap20-s1" in named
+    # across tasks their own settings differ (adding has no filler), yet only the lr is shown
+    mixed = [composed_job(f"task={task}", f"optim.lr={lr}") for task in ("adding",
+             "delayed_recall") for lr in (1e-3, 2.5e-4)]
+    assert varying_keys(mixed) == [names.LR]
+    assert run_name(mixed[1].spec, mixed[1].params, varying_keys(mixed)) == \
+        "adding-lstm-tanh-noclip-lr2.5e-4-gap100-s0"

@@ -218,6 +218,7 @@ def start_run(job: Job, tracker: MlflowTracker, place: Placement,
     """Inside the job's run: build its task; a fresh run logs its config and chance level."""
     spec = job.spec
     threads, device = place.threads, place.device
+    job.name = tracker.run_name  # its name in the store (`free_name`): the progress lines'
     task = spec.task.build()
     log.info("%s: %d steps, sequence length %d, chance accuracy %.3f, loss %.4f, "
              "%d torch thread(s), %s", job.name, spec.train.steps, task.seq_len,
