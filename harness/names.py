@@ -24,6 +24,7 @@ CLIP_THRESHOLD = "clip.threshold"
 LR = "optim.lr"
 OPTIMIZER = "optim.name"
 SEED = "seed"
+TRAIN_STEPS = "train.steps"  # the step budget a run was started with
 TASK_LABEL = "task"  # param and report column: the task option, e.g. `adding_mean`
 GAP_MIN = "task.gap_min"  # variable gaps: each sequence's gap uniform in [gap_min, gap]
 # The config groups whose chosen option (`hydra.runtime.choices`) is logged as a param of that
@@ -74,6 +75,9 @@ END_STATE = "end_state"  # tag
 IMPROVING, CHANCE, PLATEAU = "improving", "chance", "plateau"
 END_STATES = (SOLVED, DIVERGED, IMPROVING, CHANCE, PLATEAU)
 SUCCESS_CRITERION = "success_criterion"  # tag: the task's rule for `solved`, with its threshold
+# tag on a run continued past its `train.steps` (a param, immutable): the step budget it was
+# trained to (frontier.continue_to; harness/lifecycle/runs.py). Absent: train.steps.
+STEPS_BUDGET = "steps_budget"
 RUNNING = "running"  # a sweep's count of jobs without a status yet (`jobs_running`)
 
 # --- metrics logged with a step (one point per log/eval step) ----------------------------
