@@ -16,9 +16,12 @@ The rule (`frontier.*` in the config):
   could still decide it. With m=2, n=3 a third seed runs only where the first two disagree.
 - **Undecided runs.** A run that ended unsolved but still improving (end state `improving`,
   harness/outcome.py) or whose job failed is *undecided*: neither a success nor a failure.
-  A level whose verdict hinges on undecided runs once all n seeds ran is *censored*: the
-  budget, not the model, decided it. It stops the upward search like a failure, but is
-  reported as censored, never as failed.
+  When a level's verdict hinges on undecided runs once all n seeds ran, the ones that can go
+  on (`Result.can_continue`: still improving below the budget cap, with their checkpoints)
+  are continued (`plan` asks for them again), and the level is decided by how they end. A
+  level still hinging on undecided runs after that is *censored*: the budget, not the model,
+  decided it. It stops the upward search like a failure, but is reported as censored, never
+  as failed.
 - **Bracket, then bisect.** From the lowest rung, go up `stride` rungs at a time while the
   level holds; then bisect (in ladder index, i.e. in log gap) between the last level held and
   the first not held.
@@ -26,7 +29,9 @@ The rule (`frontier.*` in the config):
   seeds, so the reported k/n at the boundary always has n seeds behind it.
 - **Learning rates.** With `lrs`, every rate runs the first `m` seeds at the lowest rung; the
   best (most seeds solved, then fewest mean steps to solve, then lowest mean final loss) is
-  carried up the ladder. Without `lrs`, the configuration's own `optim.lr` is used.
+  carried up the ladder. With `every_level`, every rate runs at every probed level instead,
+  each with its own seeds, and a level holds when it holds at some rate (the best of them,
+  ranked as above, is the level's rate). Without `lrs`, the configuration's own `optim.lr`.
 - **Quantile.** A level holds with probability P(Binomial(n, p) >= m) when each seed
   solves it with probability p. The reported gap is where that probability crosses 1/2:
   per-seed success rate `target_quantile(m, n)` (0.5 for 2 of 3, 0.21 for 1 of 3).
@@ -104,11 +109,13 @@ class Probe:
 
 @dataclass(frozen=True)
 class Result:
-    """A probe's outcome: SOLVED, FAILED or UNDECIDED, with what ranks learning rates."""
+    """A probe's outcome: SOLVED, FAILED or UNDECIDED, with what ranks learning rates, and
+    whether an undecided run can be continued to a larger budget (`can_continue`)."""
 
     outcome: str
     steps_to_solve: float | None = None
     final_loss: float | None = None
+    can_continue: bool = False
 
 
 def verdict(outcomes: Sequence[str | None], rule: Rule, full: bool = False
@@ -151,18 +158,23 @@ class Frontier:
     censored_gaps: list[int] = field(default_factory=list)
     anomalies: list[str] = field(default_factory=list)
     probes: list[Probe] = field(default_factory=list)  # every probe the search used
+    # per probed level, the rate its verdict is read at (`Search.every_level`: the best there;
+    # else the configuration's one rate)
+    level_lrs: dict[int, float | None] = field(default_factory=dict)
 
 
 class Search:
     """The search over every configuration. `plan()` gives the probes still needed (mixed
-    across configurations, so a batch keeps every worker busy); `tell()` records outcomes."""
+    across configurations, so a batch keeps every worker busy): new ones, and known undecided
+    ones to continue; `tell()` records outcomes (a continued probe's replace its earlier)."""
 
     def __init__(self, keys: Iterable[str], gaps: Sequence[int], rule: Rule,
-                 lrs: Sequence[float] | None = None):
+                 lrs: Sequence[float] | None = None, every_level: bool = False):
         self.keys = list(keys)
         self.gaps = list(gaps)
         self.rule = rule
         self.lrs = list(lrs) if lrs else [None]
+        self.every_level = every_level and len(self.lrs) > 1
         self.results: dict[Probe, Result] = {}
 
     def tell(self, probe: Probe, result: Result) -> None:
@@ -192,15 +204,40 @@ class Search:
         found = [self.results.get(Probe(key, lr, gap, seed)) for seed in range(self.rule.n)]
         return [r.outcome if r else None for r in found]
 
+    def level(self, key: str, lr: float | None, gap: int, full: bool = False
+              ) -> tuple[str, list[Probe]]:
+        """A level's verdict at `lr` (with `every_level`: at its best rate) and the probes it
+        still needs (`full`: all n seeds where it holds, at the rate it holds at; where it
+        does not, at every rate): new seeds while it is OPEN, and where it is CENSORED the
+        undecided runs that can be continued."""
+        rates = self.lrs if self.every_level else [lr]
+        found = {rate: verdict(self.outcomes(key, rate, gap), self.rule) for rate in rates}
+        held = [rate for rate, (state, _) in found.items() if state == HELD]
+        if held:
+            best = self.best_lr(key, gap, held) if full else held[0]
+            seeds = verdict(self.outcomes(key, best, gap), self.rule, full)[1] if full else []
+            return HELD, [Probe(key, best, gap, seed) for seed in seeds]
+        missing = [Probe(key, rate, gap, seed) for rate, (state, seeds) in found.items()
+                   if state == OPEN for seed in seeds]
+        if full and not missing:
+            missing = [Probe(key, rate, gap, seed) for rate in rates
+                       for seed in verdict(self.outcomes(key, rate, gap), self.rule, True)[1]]
+        if missing:
+            return OPEN, missing
+        if all(state == NOT_HELD for state, _ in found.values()):
+            return NOT_HELD, []
+        go_on = [probe for rate, (state, _) in found.items() if state == CENSORED
+                 for probe in (Probe(key, rate, gap, seed) for seed in range(self.rule.n))
+                 if probe in self.results and self.results[probe].can_continue]
+        return CENSORED, go_on
+
     def frontier(self, key: str) -> tuple[Frontier, list[Probe]]:
-        lr, missing = self.choose_lr(key)
+        lr, missing = (None, []) if self.every_level else self.choose_lr(key)
         if missing:
             return Frontier(key, None, False), missing
 
         def level(index: int, full: bool = False) -> tuple[str, list[Probe]]:
-            gap = self.gaps[index]
-            state, seeds = verdict(self.outcomes(key, lr, gap), self.rule, full)
-            return state, [Probe(key, lr, gap, seed) for seed in seeds]
+            return self.level(key, lr, self.gaps[index], full)
 
         lo, hi, index, last = None, None, 0, len(self.gaps) - 1
         while True:  # bracket upward
@@ -236,19 +273,48 @@ class Search:
                         return Frontier(key, lr, False), missing
         used = sorted((p for p in self.results if p.key == key),
                       key=lambda p: (self.lrs.index(p.lr), p.gap, p.seed))
-        out = Frontier(key, lr, True, probes=used)
+        probed = sorted({p.gap for p in used if p.lr == lr or self.every_level})
+        level_lrs = {gap: self.level_lr(key, lr, gap) for gap in probed}
+        held_lr = level_lrs[self.gaps[lo]] if lo is not None else \
+            level_lrs.get(self.gaps[0], lr)
+        out = Frontier(key, held_lr, True, probes=used, level_lrs=level_lrs)
         if lo is not None:
-            outcomes = self.outcomes(key, lr, self.gaps[lo])
+            outcomes = self.outcomes(key, held_lr, self.gaps[lo])
             out.gap_held = self.gaps[lo]
             out.held_solved = outcomes.count(SOLVED)
             out.held_seeds = sum(o is not None for o in outcomes)
         if hi is not None:
             out.gap_failed = self.gaps[hi]
             out.failed_censored = level(hi)[0] == CENSORED
-        out.censored_gaps = [g for g in self.gaps
-                             if verdict(self.outcomes(key, lr, g), self.rule)[0] == CENSORED]
+        out.censored_gaps = [g for g in probed if self.level(key, lr, g)[0] == CENSORED]
         out.anomalies = self.anomalies(key, lr)
         return out, []
+
+    def level_lr(self, key: str, lr: float | None, gap: int) -> float | None:
+        """The rate a level's verdict is read at: `lr`, or with `every_level` the best rate
+        among those it holds at (all rates where it holds at none)."""
+        if not self.every_level:
+            return lr
+        held = [rate for rate in self.lrs
+                if verdict(self.outcomes(key, rate, gap), self.rule)[0] == HELD]
+        return self.best_lr(key, gap, held or self.lrs)
+
+    def rank(self, key: str, lr: float | None, gap: int, seeds: Iterable[int]) -> tuple:
+        """How a rate did at a level's seeds: most solved, then the fewest mean steps to
+        solve, then the lowest mean final loss (lower ranks first)."""
+        found = [r for r in (self.results.get(Probe(key, lr, gap, s)) for s in seeds) if r]
+        solved = [r for r in found if r.outcome == SOLVED]
+        steps = [r.steps_to_solve for r in solved if r.steps_to_solve is not None]
+        losses = [r.final_loss for r in found if r.final_loss is not None]
+        return (-len(solved), sum(steps) / len(steps) if steps else float("inf"),
+                sum(losses) / len(losses) if losses else float("inf"))
+
+    def best_lr(self, key: str, gap: int, rates: Sequence[float | None]) -> float | None:
+        """The best of `rates` at a level, over the seeds they all ran (`rank`)."""
+        ran = [{p.seed for p in self.results if (p.key, p.lr, p.gap) == (key, rate, gap)}
+               for rate in rates]
+        common = set.intersection(*ran) if ran else set()
+        return min(rates, key=lambda rate: self.rank(key, rate, gap, common))
 
     def choose_lr(self, key: str) -> tuple[float | None, list[Probe]]:
         """The learning rate carried up the ladder (module docstring), or the probes needed
@@ -260,31 +326,26 @@ class Search:
                    if Probe(key, lr, gap, s) not in self.results]
         if missing:
             return None, missing
-
-        def rank(lr: float) -> tuple:
-            found = [self.results[Probe(key, lr, gap, s)] for s in seeds]
-            solved = [r for r in found if r.outcome == SOLVED]
-            steps = [r.steps_to_solve for r in solved if r.steps_to_solve is not None]
-            losses = [r.final_loss for r in found if r.final_loss is not None]
-            return (-len(solved), sum(steps) / len(steps) if steps else float("inf"),
-                    sum(losses) / len(losses) if losses else float("inf"))
-        return min(self.lrs, key=rank), []
+        return min(self.lrs, key=lambda lr: self.rank(key, lr, gap, seeds)), []
 
     def anomalies(self, key: str, lr: float | None) -> list[str]:
-        """Evidence against a monotone boundary in this configuration's outcomes."""
+        """Evidence against a monotone boundary in this configuration's outcomes (with
+        `every_level`, levels by their verdict over the rates, seeds per rate)."""
         notes = []
-        states = {g: verdict(self.outcomes(key, lr, g), self.rule)[0] for g in self.gaps}
+        states = {g: self.level(key, lr, g)[0] for g in self.gaps}
         held = [g for g, s in states.items() if s == HELD]
         for g, s in states.items():
             if s == NOT_HELD and held and g < max(held):
                 notes.append(f"gap {g} not held below gap {max(held)} held")
-        for seed in range(self.rule.n):
-            per_gap = {g: self.results.get(Probe(key, lr, g, seed)) for g in self.gaps}
-            failed = [g for g, r in per_gap.items() if r and r.outcome == FAILED]
-            solved = [g for g, r in per_gap.items() if r and r.outcome == SOLVED]
-            if failed and solved and min(failed) < max(solved):
-                notes.append(f"seed {seed} failed gap {min(failed)} but solved gap "
-                             f"{max(solved)}")
+        for rate in self.lrs if self.every_level else [lr]:
+            at = f" at lr {rate:g}" if self.every_level and rate is not None else ""
+            for seed in range(self.rule.n):
+                per_gap = {g: self.results.get(Probe(key, rate, g, seed)) for g in self.gaps}
+                failed = [g for g, r in per_gap.items() if r and r.outcome == FAILED]
+                solved = [g for g, r in per_gap.items() if r and r.outcome == SOLVED]
+                if failed and solved and min(failed) < max(solved):
+                    notes.append(f"seed {seed}{at} failed gap {min(failed)} but solved gap "
+                                 f"{max(solved)}")
         return notes
 
 

@@ -23,6 +23,11 @@ norm becomes non-finite, or when the gradient the optimizer would apply (after c
 has a norm above `max_grad_norm`. The bound is on the applied gradient, not the pre-clip
 one: taming a huge pre-clip norm is exactly what clipping is for.
 
+A run that reaches the end of its budget unsolved keeps its state there, after that step's
+evaluation (`RunRecord.at_budget`): a run still improving is continued from it to a larger
+budget (harness/lifecycle/runs.py), stepping on exactly as a run given that budget from the
+start would, without evaluating its last step again.
+
 Between boundaries (the steps that log, evaluate, run the diagnostics or checkpoint, and the
 last) the driver reads nothing back from the device: on a GPU a read waits for its queue to
 drain. The steps' audits are read together at the boundary and decided there in order, as
@@ -220,7 +225,11 @@ class RunRecord:
         self.window = self.empty_window()
         self.fired_total = 0
         self.step = 0
+        self.begun: int | None = None  # the step whose evaluation and diagnostics have run
         self.stopped = False  # solved or diverged: no more steps
+        # Its state at the end of its budget, once its evaluation there ran and before `finish`
+        # (None: it stopped before): what a continuation to a larger budget resumes from.
+        self.at_budget: dict[str, Any] | None = None
         self.final_model: RecurrentModel | None = None  # the model `finish` ended it with
         self.elapsed = 0.0  # seconds spent on this run before this process (a resumed run's)
         self.seconds = 0.0  # seconds spent on it in this process (its share of a batch's)
@@ -240,11 +249,15 @@ class RunRecord:
             step % self.cfg.eval_every == 0
 
     def begin_step(self, model: RecurrentModel, step: int) -> bool:
-        """Diagnostics and evaluation due at `step`; True when the evaluation ends the run."""
+        """Diagnostics and evaluation due at `step`; True when the evaluation ends the run.
+        Once per step: a run continued from the end of its budget (`at_budget`) has had them."""
+        if self.begun == step:
+            return self.stopped
         if self.profile_every > 0 and step % self.profile_every == 0:
             self.diagnose(model, step)
         if step % self.cfg.eval_every == 0 and self.run_eval(model, step):
             self.stopped = True
+        self.begun = step
         return self.stopped
 
     def diagnose(self, model: RecurrentModel, step: int) -> None:
@@ -347,18 +360,21 @@ class RunRecord:
 
     def snapshot(self, model_state: dict[str, Any],
                  optimizer_state: dict[str, Any]) -> dict[str, Any]:
-        """The checkpoint of this run after `self.step` steps (Checkpointing's format)."""
+        """The checkpoint of this run after `self.step` steps (Checkpointing's format), with
+        the budget it trains to and the last step whose evaluation ran (`begin_step`)."""
         return {"step": self.step, "result": copy.deepcopy(self.result),
                 "window": dict(self.window), "fired_total": self.fired_total,
                 "model": copy.deepcopy(model_state), "optimizer": copy.deepcopy(optimizer_state),
                 "train_gen": self.train_gen.get_state(),
-                "elapsed": self.elapsed + self.seconds}
+                "elapsed": self.elapsed + self.seconds, "budget": self.cfg.steps,
+                "begun": self.begun}
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from a checkpoint (the caller loads its model and optimizer states, e.g.
         with `resume`)."""
         self.step, self.result, self.window = state["step"], state["result"], state["window"]
         self.fired_total, self.elapsed = state["fired_total"], state["elapsed"]
+        self.begun = state.get("begun")  # absent from checkpoints older than continuations
         self.train_gen.set_state(state["train_gen"])
         log.info("%s  resumed from its checkpoint at step %d", self.name, self.step)
 
@@ -572,10 +588,14 @@ def drive(stepper: Stepper, records: Sequence[RunRecord], cfg: TrainConfig,
     pending: Pending | None = None
     while active:
         tick = time.perf_counter()
+        states = None
         for k, record in enumerate(active):
             if record.due(step) or step == cfg.steps:
                 model = stepper.model(k)
-                if record.begin_step(model, step) or step == cfg.steps:
+                if not record.begin_step(model, step) and step == cfg.steps:
+                    states = states or stepper.states()
+                    record.at_budget = record.snapshot(*states[k])
+                if record.stopped or step == cfg.steps:
                     finish(k, model, step, tick)
         if step == cfg.steps:
             share(active, time.perf_counter() - tick)

@@ -24,6 +24,7 @@ CLIP_THRESHOLD = "clip.threshold"
 LR = "optim.lr"
 OPTIMIZER = "optim.name"
 SEED = "seed"
+TRAIN_STEPS = "train.steps"  # the step budget a run was started with
 TASK_LABEL = "task"  # param and report column: the task option, e.g. `adding_mean`
 GAP_MIN = "task.gap_min"  # variable gaps: each sequence's gap uniform in [gap_min, gap]
 # The config groups whose chosen option (`hydra.runtime.choices`) is logged as a param of that
@@ -74,6 +75,9 @@ END_STATE = "end_state"  # tag
 IMPROVING, CHANCE, PLATEAU = "improving", "chance", "plateau"
 END_STATES = (SOLVED, DIVERGED, IMPROVING, CHANCE, PLATEAU)
 SUCCESS_CRITERION = "success_criterion"  # tag: the task's rule for `solved`, with its threshold
+# tag on a run continued past its `train.steps` (a param, immutable): the step budget it was
+# trained to (frontier.continue_to; harness/lifecycle/runs.py). Absent: train.steps.
+STEPS_BUDGET = "steps_budget"
 RUNNING = "running"  # a sweep's count of jobs without a status yet (`jobs_running`)
 
 # --- metrics logged with a step (one point per log/eval step) ----------------------------
@@ -221,8 +225,51 @@ def config_label(model: str, activation: str, clip_mode: str, clip_threshold: fl
 
 def run_name(task: str, model: str, activation: str, clip_mode: str, clip_threshold: float,
              gap: int, seed: int, *, init: str = "default", chrono: bool = False,
-             num_layers: int = 1, bidirectional: bool = False) -> str:
-    """MLflow run name of one job: `copy-lstm-tanh-norm1-gap100-s0`."""
+             num_layers: int = 1, bidirectional: bool = False, gap_min: int | None = None,
+             axes: Mapping[str, object] | None = None) -> str:
+    """MLflow run name of one job: `copy-lstm-tanh-norm1-gap100-s0`.
+
+    A variable-gap run shows its range (`gap1-60`: gaps drawn from 1 to 60). `axes`: the
+    values of the sweep's varying keys that the rest of the name does not show (`NAMED_KEYS`),
+    each as `axis_part` spells it, before the gap: `delayed_recall-lstm-tanh-noclip-lr3e-3-
+    gap20-s0`."""
     label = config_label(model, activation, clip_mode, clip_threshold, init=init, chrono=chrono,
                          num_layers=num_layers, bidirectional=bidirectional)
-    return f"{task}-{label}-gap{gap}-s{seed}"
+    extra = "".join(f"-{axis_part(key, value)}" for key, value in (axes or {}).items())
+    span = f"{gap_min}-{gap}" if gap_min is not None and gap_min < gap else f"{gap}"
+    return f"{task}-{label}{extra}-gap{span}-s{seed}"
+
+
+# The keys a run name shows without help (task option, cell, activation, init, chrono, layers,
+# direction, clipping, gap range, seed): a sweep's varying key among them adds nothing to it.
+# The clip threshold counts as shown: without clipping it does not act.
+NAMED_KEYS = frozenset({TASK, TASK_LABEL, *(key for key, _ in TASK_VARIANTS.values()), MODEL,
+                        MODEL_CHOICE, ACTIVATION, INIT, CHRONO, NUM_LAYERS, BIDIRECTIONAL,
+                        CLIP_MODE, CLIP_CHOICE, CLIP_THRESHOLD, GAP, GAP_MIN, "task.gap_max",
+                        SEED})
+# How a varying key is spelled in a run name: `lr3e-3`, `h64`; the option alone for the
+# optimizer (`sgd`); any other key by its last part (`momentum0.9`).
+AXIS_PREFIXES = {LR: "lr", HIDDEN_SIZE: "h", OPTIMIZER: "", OPTIM_CHOICE: ""}
+
+
+def axis_part(key: str, value: object) -> str:
+    """One varying key of a run name: its prefix (`AXIS_PREFIXES`) and its value, numbers
+    written short (`lr3e-3`, `h64`, `steps2000`, `sgd`)."""
+    prefix = AXIS_PREFIXES.get(key, key.rpartition(".")[2])
+    return f"{prefix}{short_number(value)}"
+
+
+def short_number(value: object) -> str:
+    """A number as a name shows it: below 0.1 in short scientific notation (`3e-3`, `2.5e-4`),
+    else as `g` formats it (`0.5`, `64`); anything else as its text."""
+    text = str(value)
+    if text in ("True", "False"):
+        return text.lower()
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    if number != 0 and abs(number) < 0.1:
+        mantissa, _, exponent = f"{number:.3e}".partition("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+    return f"{number:g}"

@@ -289,7 +289,8 @@ class ReportConfig:
 class FrontierConfig:
     """The frontier sweeper's settings (`harness-train -m hydra/sweeper=frontier ...`; the
     rule is in harness/frontier.py). A sweep setting, never a run's: it is not logged with
-    the runs and not part of their config hash."""
+    the runs and not part of their config hash (`continue_to`, which the sweeper sets on a
+    job, extends a run's budget without changing what the run is)."""
 
     gap_min: int = 5  # lowest rung of the gap ladder
     gap_max: int = 640  # highest rung
@@ -299,6 +300,13 @@ class FrontierConfig:
     n: int = 3
     confirm: bool = True  # run all n seeds at the largest gap held and the first one failed
     lrs: list[float] | None = None  # learning rates tried at the lowest rung; best carried up
+    # A level whose verdict hinges on runs still improving at train.steps continues them, from
+    # their checkpoints, in their own runs, up to this many steps; censored only there.
+    # None: 2 x train.steps; 0: never (the level is reported censored at train.steps).
+    max_steps: int | None = None
+    # Set by the sweeper on a continuation's job: continue the config's finished run, still
+    # improving at its budget, to this many steps (0: a plain job). Usable by hand too.
+    continue_to: int = 0
 
     def validate(self) -> None:
         _check(self.gap_min >= 1, "gap_min", f"must be >= 1, got {self.gap_min}")
@@ -309,6 +317,9 @@ class FrontierConfig:
         _check(self.n >= 1, "n", f"must be >= 1, got {self.n}")
         _check(1 <= self.m <= self.n, "m",
                f"must be in [1, frontier.n={self.n}] (m of n seeds), got {self.m}")
+        _check(self.max_steps is None or self.max_steps >= 0, "max_steps",
+               f"must be null (2 x train.steps), 0 (never continue) or > 0, got {self.max_steps}")
+        _check(self.continue_to >= 0, "continue_to", f"must be >= 0, got {self.continue_to}")
         if self.lrs is not None:
             _check(len(self.lrs) > 0, "lrs", "must list at least one learning rate, or be null")
             for lr in self.lrs:

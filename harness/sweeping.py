@@ -21,7 +21,7 @@ import copy
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,6 +79,7 @@ class HarnessSweeper(BasicSweeper):
         self.total_jobs: int | None = None  # None: unknown in advance (adaptive sweeps)
         self.started_at_wall = time.time()
         self.batches = 0
+        self.name_axes: list[str] | None = None  # the keys its run names show (`declare_axes`)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
@@ -111,16 +112,36 @@ class HarnessSweeper(BasicSweeper):
         from harness.lifecycle.identity import job_of, member_jobs
         from harness.schema import ConfigError
 
+        axes = self.name_axes or []
         try:
             cfg, choices = self.job_config(overrides)
-            job = member_jobs(cfg, choices) if cfg.get("batched_seeds") else \
-                job_of(cfg, choices)
+            job = member_jobs(cfg, choices, axes) if cfg.get("batched_seeds") else \
+                job_of(cfg, choices, axes)
         except ConfigError as err:
             refuse(overrides, str(err))
         except Exception as err:  # composition errors, a task's own ValueError
             refuse(overrides, f"{type(err).__name__}: {' '.join(str(err).split())}")
         self.checked[tuple(overrides)] = job
         return job
+
+    def declare_axes(self, keys: Iterable[str]) -> None:
+        """The keys that vary within this sweep, which every run name shows (`...-lr3e-3-
+        gap20-s0`): left in the sweep folder for its jobs (`identity.sweep_axes`), before any
+        starts, and the names of the jobs checked so far made to show them."""
+        from harness.lifecycle.identity import run_name
+        from harness.tracking.sweep import write_name_axes
+
+        assert self.config is not None
+        self.name_axes = sorted(set(keys))
+        write_name_axes(Path(self.config.hydra.sweep.dir), self.name_axes)
+        for job in self.checked.values():
+            for member in job if isinstance(job, list) else [job]:
+                member.name = run_name(member.spec, member.params, self.name_axes)
+
+    def checked_runs(self) -> list[Any]:
+        """Every run of the jobs checked so far (a batched_seeds job's members, each)."""
+        return [member for job in self.checked.values()
+                for member in (job if isinstance(job, list) else [job])]
 
     def start_parent_run(self) -> None:
         """The sweep's parent MLflow run (once): after the checks, before the first launch."""
@@ -188,6 +209,9 @@ class HarnessSweeper(BasicSweeper):
         self.overrides = [every_job[i:i + size] for i in range(0, len(every_job), size)]
         self.total_jobs = len(every_job)
         self.check_jobs(every_job)  # all of them, before any starts
+        from harness.lifecycle.identity import varying_keys
+
+        self.declare_axes(varying_keys(self.checked_runs()))
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -225,6 +249,11 @@ class HarnessSweeper(BasicSweeper):
         job of `batch`, in its order."""
         assert self.launcher is not None and self.config is not None
         self.check_jobs(batch)
+        if self.name_axes is None:  # Optuna's trials: its search space and the first batch
+            from harness.lifecycle.identity import varying_keys
+
+            space = OmegaConf.select(self.config, "hydra.sweeper.params") or {}
+            self.declare_axes([*map(str, space), *varying_keys(self.checked_runs())])
         self.start_parent_run()
         self.batches += 1
         Progress(Path(self.config.hydra.sweep.dir)).plan(self.plan(len(batch)))

@@ -8,6 +8,7 @@ import os
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from harness import names, resources
 from harness.callbacks import report_unfinished
 from harness.resources import check_resources
-from harness.schema import Activation, ConfigError, check_known_keys, validate
+from harness.schema import (
+    Activation,
+    ConfigError,
+    FrontierConfig,
+    check_known_keys,
+    validate,
+)
 from harness.tracking.sweep import (
     FAILED_JOBS_FILE,
     FULL_DISK_JOBS_FILE,
@@ -79,8 +86,8 @@ def test_multirun_with_one_invalid_job_starts_none(tmp_path: Path,
     # the frontier issue's bad input: an unknown frontier.* key (Hydra itself would print
     # five lines and exit 1)
     (["-m", "hydra/sweeper=frontier", "frontier.foo=1", "model=rnn,lstm"],
-     "frontier.foo: no such key in frontier; valid keys: gap_min, gap_max, ratio, stride, "
-     "m, n, confirm, lrs"),
+     "frontier.foo: no such key in frontier; valid keys: "
+     f"{', '.join(key.name for key in fields(FrontierConfig))}"),
     # Hydra's list of the conf/model options, and the schema's of the activations
     (["model=transformer"], "model=transformer: no such option; available options in "
      f"'model': {', '.join(MODEL_OPTIONS)}"),

@@ -162,6 +162,48 @@ def test_still_improving_runs_censor_a_level_instead_of_failing_it():
     assert front.failed_censored and front.censored_gaps == [40]
 
 
+def test_a_censored_level_continues_its_improving_runs_and_is_decided_by_them():
+    """Gap 40: seed 0 solves, seeds 1 and 2 are still improving at the budget. The search
+    asks for those two again (continuations), once each; seed 1 then solves, so 40 holds.
+    Gap 80: every seed still improving even at the cap: censored there, never failed."""
+    asked: list = []
+
+    def call(p):
+        asked.append(p)
+        again = asked.count(p) > 1  # a continuation of a run that ran before
+        if p.gap <= 20 or (p.gap == 40 and (p.seed == 0 or (p.seed == 1 and again))):
+            return Result(SOLVED)
+        if p.gap in (40, 80):
+            return Result(UNDECIDED, can_continue=not again)
+        return Result(FAILED)
+    search = Search(["cfg"], GAPS, Rule(2, 3, stride=1))
+    (front,) = run_search(search, call)
+    assert (front.gap_held, front.held_solved, front.held_seeds) == (40, 2, 3)
+    assert front.gap_failed == 80 and front.failed_censored and front.censored_gaps == [80]
+    continued = [p for p in set(asked) if asked.count(p) > 1]
+    assert sorted((p.gap, p.seed) for p in continued) == [(40, 1), (40, 2), (80, 0), (80, 1),
+                                                          (80, 2)]
+    assert all(asked.count(p) == 2 for p in continued)  # each continued once: then capped
+
+
+def test_every_level_tries_every_rate_and_reports_which_won():
+    """Rate 1e-2 holds up to 20 and fast; 1e-3 holds up to 80, slowly. At every level both
+    run; a level holds at the rate that holds it, the faster where both do."""
+    def call(p):
+        if p.lr == 1e-2:
+            return Result(SOLVED if p.gap <= 20 else FAILED, steps_to_solve=100)
+        return Result(SOLVED if p.gap <= 80 else FAILED, steps_to_solve=700)
+    search = Search(["cfg"], GAPS, Rule(2, 3), lrs=[1e-3, 1e-2], every_level=True)
+    (front,) = run_search(search, call)
+    assert (front.gap_held, front.gap_failed, front.lr) == (80, 160, 1e-3)
+    assert front.level_lrs[5] == front.level_lrs[20] == 1e-2
+    assert front.level_lrs[80] == 1e-3
+    assert {(p.gap, p.lr) for p in front.probes} >= {(g, lr) for g in (5, 20, 80, 160)
+                                                     for lr in (1e-3, 1e-2)}
+    (lowest,) = run_search(Search(["cfg"], GAPS, Rule(2, 3), lrs=[1e-3, 1e-2]), call)
+    assert (lowest.gap_held, lowest.lr) == (20, 1e-2)  # chosen at gap 5, carried up: 20
+
+
 def test_learning_rate_rule_carries_the_best_up_the_ladder():
     def call(p):
         if p.lr == 1e-2:  # solves only the lowest rung, slowly

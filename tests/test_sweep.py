@@ -90,6 +90,33 @@ def test_parallel_sweep_from_a_new_store_loses_nothing(tmp_path: Path,
     assert job_logs(tmp_path).count("skipped, this config already finished") == 8
 
 
+def test_runs_of_an_lr_by_seed_sweep_have_unique_names_showing_the_lr(
+        tmp_path: Path, cli_env: dict[str, str]) -> None:
+    """A sweep over lr x seed names each run with its lr (`...-lr3e-3-gap4-s0`), in the store
+    and in the progress lines; a later run of another config that the sweep's naming would
+    call by a taken name gets its config hash's first digits."""
+    done = multirun(tmp_path, cli_env, "experiment_name=names", "task.gap=4",
+                    "optim.lr=0.003,0.01", "seed=0,1", "report.on_multirun_end=false")
+    client = MlflowClient(f"sqlite:///{tmp_path}/store/mlflow.db")
+    runs, _ = jobs_and_sweeps(client, "names")
+    expected = {f"delayed_recall-lstm-tanh-noclip-lr{lr}-gap4-s{seed}"
+                for lr in ("3e-3", "1e-2") for seed in (0, 1)}
+    assert {r.info.run_name for r in runs} == expected
+    printed = set(re.findall(r"^\[\d/4\] (\S+) ", done.stdout, re.MULTILINE))
+    assert printed == expected
+    store = [f"tracking.uri=sqlite:///{tmp_path}/store/mlflow.db", "experiment_name=names",
+             f"train.checkpoint_dir={tmp_path}/checkpoints", "task.gap=4", *TINY]
+    for lr in (0.02, 0.05):  # single runs: nothing varies, so neither name shows its lr
+        single = subprocess.run([*TRAIN, *store, f"optim.lr={lr}"], cwd=tmp_path, env=cli_env,
+                                capture_output=True, text=True, timeout=300)
+        assert single.returncode == 0, single.stderr[-2000:]
+    runs, _ = jobs_and_sweeps(client, "names")
+    singles = {r.data.params[names.LR]: r for r in runs if r.info.run_name not in expected}
+    assert singles["0.02"].info.run_name == "delayed_recall-lstm-tanh-noclip-gap4-s0"
+    assert singles["0.05"].info.run_name == "delayed_recall-lstm-tanh-noclip-gap4-s0-" + \
+        singles["0.05"].data.tags[names.CONFIG_HASH][:6]
+
+
 def test_demo_preset_searches_every_configuration(tmp_path: Path,
                                                   cli_env: dict[str, str]) -> None:
     """The demo preset's frontier search over its nine configurations, cut down on the command

@@ -3,6 +3,7 @@ options it was composed from (`hydra.runtime.choices`); the members of a batched
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from harness.resources import check_resources
 from harness.schema import Config, ConfigError, validate
 from harness.tracking.liveness import run_lock_path
 from harness.tracking.run import config_hash, flatten
+from harness.tracking.sweep import read_name_axes
 
 # Config keys of the sweep or the job, not of its run (popped before params and hash).
 SWEEP_KEYS = ("frontier", "batch_file", "train.batch_members", "train.batch_max")
@@ -46,12 +48,15 @@ class Job:
             f"{self.hash_}.pt"
 
 
-def job_of(cfg: DictConfig, choices: dict[str, str] | None = None) -> Job:
+def job_of(cfg: DictConfig, choices: dict[str, str] | None = None,
+           axes: Sequence[str] | None = None) -> Job:
     """Validate `cfg` (ConfigError before any run exists: ranges, unknown keys, chrono on a
     too-short sequence, a step too big for this machine's memory) and name its run.
 
     `choices`: the options it was composed from (`choices_of`), logged as params beside the
-    flattened config (`model=irnn` beside `model.name=rnn`), outside the config hash."""
+    flattened config (`model=irnn` beside `model.name=rnn`), outside the config hash.
+    `axes`: the keys that vary within its sweep, which its name shows (None: those its
+    sweeper left in the sweep folder, `sweep_axes`)."""
     spec = validate(cfg)
     task = spec.task.build()  # validate() ran the task's own checks
     check_resources(spec, task.seq_len, task.input_size, task.output_size)
@@ -61,18 +66,50 @@ def job_of(cfg: DictConfig, choices: dict[str, str] | None = None) -> Job:
         group, _, name = key.rpartition(".")
         (resolved[group] if group else resolved).pop(name, None)  # type: ignore[index,union-attr]
     params = {**flatten(resolved), **(choices or {})}  # type: ignore[arg-type]
-    return Job(spec, resolved, params, run_name(spec, params), config_hash(params),
-               task.seq_len, cfg, dict(choices or {}))
+    name = run_name(spec, params, sweep_axes() if axes is None else axes)
+    return Job(spec, resolved, params, name, config_hash(params), task.seq_len, cfg,
+               dict(choices or {}))
 
 
-def run_name(spec: Config, params: dict[str, str]) -> str:
-    """`adding_mean-lstm-tanh-noclip-gap100-s0`: the task option's name, as in the report."""
+def run_name(spec: Config, params: dict[str, str], axes: Sequence[str] = ()) -> str:
+    """`adding_mean-lstm-tanh-noclip-gap100-s0`: the task option's name, as in the report;
+    with the values of `axes` (the keys that vary within its sweep) that the name does not
+    show otherwise (`names.NAMED_KEYS`): `...-noclip-lr3e-3-gap100-s0`."""
     model = spec.model
     task = params.get(names.TASK_LABEL) or names.task_label(spec.task.name.value, params)
+    shown = {key: params[key] for key in axes if key in params and key not in names.NAMED_KEYS}
     return names.run_name(task, model.name, model.activation.value,
                           spec.clip.mode.value, spec.clip.threshold, spec.task.gap, spec.seed,
                           init=model.init.value, chrono=model.chrono,
-                          num_layers=model.num_layers, bidirectional=model.bidirectional)
+                          num_layers=model.num_layers, bidirectional=model.bidirectional,
+                          gap_min=spec.task.gap_min, axes=shown)
+
+
+def varying_keys(jobs: Iterable[Job]) -> list[str]:
+    """A sweep's axes as its run names show them: the params whose values differ among
+    `jobs` of one task option and cell (a key some of them lack counts), sorted. Across task
+    options or cells the keys of their own settings differ too (a task's vocabulary, a cell's
+    forget bias), but the name's task and cell already tell those runs apart. Where and how
+    fast a run executes (`names.NON_SEMANTIC_PREFIXES`) is not an axis."""
+    groups: dict[tuple[str | None, str | None], list[Job]] = {}
+    for job in jobs:
+        key = (job.params.get(names.TASK_LABEL, job.params.get(names.TASK)),
+               job.params.get(names.MODEL))
+        groups.setdefault(key, []).append(job)
+    found: set[str] = set()
+    for members in groups.values():
+        for key in {key for job in members for key in job.params}:
+            if len({job.params.get(key) for job in members}) > 1:
+                found.add(key)
+    return sorted(key for key in found if not key.startswith(names.NON_SEMANTIC_PREFIXES))
+
+
+def sweep_axes() -> list[str]:
+    """In a sweep's job, the keys its sweeper found varying (the sweep folder's file,
+    `harness.tracking.sweep.write_name_axes`); [] outside a sweep."""
+    if not in_sweep():
+        return []
+    return read_name_axes(Path(HydraConfig.get().sweep.dir))
 
 
 def choices_of(hydra_cfg: Any) -> dict[str, str]:
@@ -96,9 +133,11 @@ def hydra_choices() -> dict[str, str]:
     return choices_of(HydraConfig.get()) if HydraConfig.initialized() else {}
 
 
-def member_jobs(cfg: DictConfig, choices: dict[str, str] | None = None) -> list[Job]:
+def member_jobs(cfg: DictConfig, choices: dict[str, str] | None = None,
+                axes: Sequence[str] | None = None) -> list[Job]:
     """One job per seed of `batched_seeds`: the config of the separate run with that seed
-    (`seed` set, `batched_seeds` null), so its params and config hash are that run's."""
+    (`seed` set, `batched_seeds` null), so its params and config hash are that run's (`axes`:
+    as `job_of` takes them)."""
     spec = validate(cfg)
     if not spec.batched_seeds:
         raise ConfigError("batched_seeds: null; list the seeds to batch, e.g. [0,1,2,3]")
@@ -113,7 +152,7 @@ def member_jobs(cfg: DictConfig, choices: dict[str, str] | None = None) -> list[
     for seed in spec.batched_seeds:
         member = cfg.copy()
         member.seed, member.batched_seeds = seed, None
-        jobs.append(job_of(member, choices))
+        jobs.append(job_of(member, choices, axes))
     return jobs
 
 

@@ -11,7 +11,7 @@ import math
 import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import groupby
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -74,11 +74,8 @@ def saver(tracker: MlflowTracker, path: Path) -> Callable[[dict[str, Any]], None
     run resumes): the training done so far survives the outage."""
 
     def write(state: dict[str, Any]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial")
-        torch.save({**state, "run_id": tracker.run_id, "unflushed": tracker.unflushed()},
-                   partial)
-        os.replace(partial, path)
+        write_checkpoint(path, {**state, "run_id": tracker.run_id,
+                                "unflushed": tracker.unflushed()})
 
     def save(state: dict[str, Any]) -> None:
         try:
@@ -89,6 +86,14 @@ def saver(tracker: MlflowTracker, path: Path) -> Callable[[dict[str, Any]], None
         write(state)
 
     return save
+
+
+def write_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Save a checkpoint atomically: a kill mid-write leaves the previous one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    torch.save(state, partial)
+    os.replace(partial, path)
 
 
 def stop_after_save(stop: StopRequest) -> Callable[[int], None]:
@@ -163,11 +168,48 @@ def finished_result(job: Job, runs: list[Run]) -> RunResult | None:
 @dataclass
 class Start:
     """Where a job's run starts: from a checkpoint (`state`, the loop's state of a run killed
-    part-way, continued in the same MLflow run), in a run of its config that logged nothing
-    (`reuse`: its process was killed before its first write), or afresh (neither)."""
+    part-way, or of a finished run still improving at its budget, continued in the same MLflow
+    run), in a run of its config that logged nothing (`reuse`: its process was killed before
+    its first write), or afresh (neither); and the step budget it trains to (`budget`; None:
+    `train.steps`)."""
 
     state: dict[str, Any] | None = None
     reuse: str | None = None
+    budget: int | None = None
+
+
+def budget_of(job: Job, start: Start) -> int:
+    """The steps the job's run trains to: `train.steps`, or the larger budget it is being
+    continued to (`continuation_of`)."""
+    return start.budget or job.spec.train.steps
+
+
+def continuation_of(job: Job, runs: list[Run]) -> Start | None:
+    """With `frontier.continue_to`: the config's finished run, unsolved and still improving
+    at a budget below it, continued from the checkpoint it kept at that budget (`ended`), in
+    the same MLflow run, up to `continue_to` steps. None when there is nothing to continue:
+    no such run, its budget already reached, or no checkpoint (a run from before
+    continuations, or one rerun with force=true)."""
+    target = job.spec.frontier.continue_to
+    done = finished_of(runs) if target and not job.spec.force else None
+    if done is None or done.data.tags.get(names.END_STATE) != names.IMPROVING:
+        return None
+    if budget_reached(done) >= target:
+        return None
+    if not job.checkpoint.exists():
+        log.warning("%s: run %s is still improving at %d steps but kept no checkpoint: it "
+                    "cannot be continued", job.name, done.info.run_id, budget_reached(done))
+        return None
+    state = torch.load(job.checkpoint, weights_only=False, map_location="cpu")
+    log.info("%s: continuing run %s from step %d to %d steps", job.name, state["run_id"],
+             state["step"], target)
+    return Start(state=state, budget=target)
+
+
+def budget_reached(run: Run) -> int:
+    """The step budget a finished run was trained to: its tag `steps_budget` where it was
+    continued, else its param `train.steps`."""
+    return int(run.data.tags.get(names.STEPS_BUDGET) or run.data.params[names.TRAIN_STEPS])
 
 
 def start_of(job: Job, runs: list[Run]) -> Start:
@@ -177,9 +219,11 @@ def start_of(job: Job, runs: list[Run]) -> Start:
     spec = job.spec
     start = Start()
     if job.checkpoint.exists() and not spec.force:
-        # A run of this config was killed part-way: continue it, in the same MLflow run.
+        # A run of this config was killed part-way: continue it, in the same MLflow run, to
+        # the budget it was training to (a continuation's is larger than train.steps).
         # on the CPU: the run may resume on another device than it was saved on
         start.state = torch.load(job.checkpoint, weights_only=False, map_location="cpu")
+        start.budget = start.state.get("budget")
         log.info("%s: resuming run %s from step %d", job.name, start.state["run_id"],
                  start.state["step"])
     dead = dead_runs_of_config(runs, spec.train.checkpoint_dir)
@@ -217,6 +261,7 @@ def start_run(job: Job, tracker: MlflowTracker, place: Placement,
     """Inside the job's run: build its task; a fresh run logs its config and chance level."""
     spec = job.spec
     threads, device = place.threads, place.device
+    job.name = tracker.run_name  # its name in the store (`free_name`): the progress lines'
     task = spec.task.build()
     log.info("%s: %d steps, sequence length %d, chance accuracy %.3f, loss %.4f, "
              "%d torch thread(s), %s", job.name, spec.train.steps, task.seq_len,
@@ -255,22 +300,30 @@ def job_stepper(job: Job, model: RecurrentModel, task: Task, device: torch.devic
     return FusedStepper(model, optimizer, Clipper.of(spec.clip), task)
 
 
-def close_run(tracker: MlflowTracker, result: RunResult) -> None:
+def close_run(tracker: MlflowTracker, result: RunResult, job: Job, budget: int) -> None:
     """Log how the run ended: gradient profiles, evaluation per gap, then the summary metrics
-    with the status tags (one write, with the points still buffered)."""
+    with the status tags (one write, with the points still buffered); a run continued past
+    `train.steps` (an immutable param) is tagged with the budget it was trained to."""
     tracker.log_profiles(result.profiles)
     if result.eval_by_gap:
         tracker.log_text(csv_text(names.EVAL_BY_GAP_COLUMNS, result.eval_by_gap),
                          names.EVAL_BY_GAP_ARTIFACT)
     tracker.log_metrics(result.summary_metrics(), result.steps_run)
+    extended = {names.STEPS_BUDGET: str(budget)} if budget > job.spec.train.steps else {}
     tracker.flush({names.STATUS: result.status, names.STATUS_REASON: result.reason,
                    names.END_STATE: result.end_state,
-                   names.SUCCESS_CRITERION: result.success_criterion})
+                   names.SUCCESS_CRITERION: result.success_criterion, **extended})
 
 
-def ended(job: Job, result: RunResult) -> None:
-    """After the run closed: its checkpoint goes (nothing left to resume)."""
-    job.checkpoint.unlink(missing_ok=True)
+def ended(job: Job, result: RunResult, at_budget: dict[str, Any] | None, run_id: str) -> None:
+    """After run `run_id` closed: its checkpoint goes (nothing left to resume), unless the run
+    is still improving at the end of its budget: then its state there (`at_budget`,
+    `RunRecord.at_budget`) is kept, from which a larger budget continues it
+    (`continuation_of`); every point it logged is in the store."""
+    if result.end_state == names.IMPROVING and at_budget is not None:
+        write_checkpoint(job.checkpoint, {**at_budget, "unflushed": [], "run_id": run_id})
+    else:
+        job.checkpoint.unlink(missing_ok=True)
     log.info("%s: %s after %d steps (%s), %.1f s", job.name, result.status, result.steps_run,
              result.reason or "step budget used", result.wall_time_s)
 
@@ -278,24 +331,27 @@ def ended(job: Job, result: RunResult) -> None:
 def run_config(job: Job, place: Placement, stop: StopRequest) -> RunResult:
     """The body of `train`, under the config's lock: skip, resume or start the run."""
     runs = runs_of(job)
-    done = finished_result(job, runs)
-    if done is not None:
-        return done
-    start = start_of(job, runs)
+    start = continuation_of(job, runs)
+    if start is None:
+        done = finished_result(job, runs)
+        if done is not None:
+            return done
+        start = start_of(job, runs)
     state = start.state
     spec = job.spec
+    train = replace(spec.train, steps=budget_of(job, start))
     # Everything that can fail (out of memory building a model, a bug) happens inside the
     # run, which then ends `failed` with the traceback as an artifact.
     with job_run(job, place, start) as tracker:
         task = start_run(job, tracker, place, state)
         model = job_model(job, task, place.device)
-        record = RunRecord(task, spec.train, tracker, spec.seed, job.name,
+        record = RunRecord(task, train, tracker, spec.seed, job.name,
                            checkpointing_of(job, tracker, stop), place.device)
         resume(record, model, state)
         stepper = job_stepper(job, model, task, place.device, state)
-        (result,) = drive(stepper, [record], spec.train, stop_after_save(stop))
-        close_run(tracker, result)
-    ended(job, result)
+        (result,) = drive(stepper, [record], train, stop_after_save(stop))
+        close_run(tracker, result, job, train.steps)
+    ended(job, result, record.at_budget, tracker.run_id)
     return result
 
 
@@ -318,11 +374,14 @@ def train_jobs(jobs: list[Job], tag: dict[str, str]) -> list[RunResult]:
                 results[index] = running_elsewhere(job)
                 continue
             runs = runs_of(job)
-            done = finished_result(job, runs)
-            if done is not None:
-                results[index] = done
-                continue
-            waiting.append((index, job, start_of(job, runs)))
+            start = continuation_of(job, runs)
+            if start is None:
+                done = finished_result(job, runs)
+                if done is not None:
+                    results[index] = done
+                    continue
+                start = start_of(job, runs)
+            waiting.append((index, job, start))
         for _, group in groupby(sorted(waiting, key=start_step), key=start_step):
             members = list(group)
             outcomes = train_batch([(job, start) for _, job, start in members], place, stop,
@@ -334,15 +393,17 @@ def train_jobs(jobs: list[Job], tag: dict[str, str]) -> list[RunResult]:
     return [results[index] for index in range(len(jobs))]
 
 
-def start_step(member: tuple[int, Job, Start]) -> int:
-    state = member[2].state
-    return state["step"] if state else 0
+def start_step(member: tuple[int, Job, Start]) -> tuple[int, int]:
+    """What members trained together share: the step they start at and their budget."""
+    _, job, start = member
+    return (start.state["step"] if start.state else 0, budget_of(job, start))
 
 
 def train_batch(members: list[tuple[Job, Start]], place: Placement,
                 stop: StopRequest, tags: dict[str, str]) -> list[RunResult]:
     """Members starting at one step: their K runs open together, train as one batch, and
     close each with its own result (an exception ends all K failed, or killed)."""
+    train = replace(members[0][0].spec.train, steps=budget_of(*members[0]))
     with ExitStack() as runs:
         models, records, states = [], [], []
         for job, start in members:
@@ -350,7 +411,7 @@ def train_batch(members: list[tuple[Job, Start]], place: Placement,
             tracker = runs.enter_context(job_run(job, place, start, tags))
             task = start_run(job, tracker, place, state)
             model = job_model(job, task, place.device)
-            record = RunRecord(task, job.spec.train, tracker, job.spec.seed, job.name,
+            record = RunRecord(task, train, tracker, job.spec.seed, job.name,
                                checkpointing_of(job, tracker, stop), place.device)
             resume(record, model, state)
             models.append(model)
@@ -361,11 +422,11 @@ def train_batch(members: list[tuple[Job, Start]], place: Placement,
                  records[0].step)
         stepper = BatchedStepper(models, [r.task for r in records], [s.optim for s in specs],
                                  [s.clip for s in specs], states)
-        results = drive(stepper, records, specs[0].train, stop_after_save(stop))
-        for record, result in zip(records, results, strict=True):
-            close_run(record.tracker, result)  # type: ignore[arg-type]
-    for (job, _), result in zip(members, results, strict=True):
-        ended(job, result)
+        results = drive(stepper, records, train, stop_after_save(stop))
+        for record, result, (job, _) in zip(records, results, members, strict=True):
+            close_run(record.tracker, result, job, train.steps)  # type: ignore[arg-type]
+    for (job, _), record, result in zip(members, records, results, strict=True):
+        ended(job, result, record.at_budget, record.tracker.run_id)  # type: ignore[attr-defined]
     return results
 
 

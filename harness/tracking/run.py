@@ -163,6 +163,7 @@ class MlflowTracker:
         # store never holds points past the last checkpoint, and a resumed run adds no
         # duplicates.
         self.auto_flush = True
+        self.run_name = ""  # the name the run has in the store (`mlflow_run` sets it)
         self._buffer: list[Point] = []
         self._last_flush = time.monotonic()
 
@@ -259,22 +260,29 @@ def mlflow_run(uri: str, experiment: str, run_name: str, params: dict[str, str],
     if parent_run_id is not None:  # a job of a multirun: nest it under its sweep
         tags = {**tags, names.PARENT_RUN_ID: parent_run_id, names.SWEEP_ID: parent_run_id}
     mlflow_client = client(uri)
+    exp_id = patiently(uri, wait_s, lambda: experiment_id(uri, experiment))
+    name = patiently(uri, wait_s, lambda: free_name(mlflow_client, exp_id, run_name,
+                                                    tags.get(names.CONFIG_HASH, "")))
     if resume_run_id is not None:
         tracker = MlflowTracker(mlflow_client, resume_run_id, wait_s)
-        tracker.write(lambda: mlflow_client.update_run(resume_run_id, status="RUNNING"))
+        # named as its sweep names it now (a run keeps its config: only the name may change)
+        tracker.write(lambda: mlflow_client.update_run(resume_run_id, status="RUNNING",
+                                                       name=name))
         if parent_run_id is not None:  # it now belongs to the sweep that finishes it
             tracker.set_tags({names.PARENT_RUN_ID: parent_run_id, names.SWEEP_ID: parent_run_id})
         params = {}
     elif reuse_run_id is not None:
         tracker = MlflowTracker(mlflow_client, reuse_run_id, wait_s)
         logged = tracker.write(lambda: mlflow_client.get_run(reuse_run_id)).data.params
-        tracker.write(lambda: mlflow_client.update_run(reuse_run_id, status="RUNNING"))
+        tracker.write(lambda: mlflow_client.update_run(reuse_run_id, status="RUNNING",
+                                                       name=name))
         tracker.set_tags({**tags, **source_tags()})
         params = {k: v for k, v in params.items() if k not in logged}  # killed mid-way
     else:
         run = patiently(uri, wait_s, lambda: mlflow_client.create_run(
-            experiment_id(uri, experiment), run_name=run_name, tags={**tags, **source_tags()}))
+            exp_id, run_name=name, tags={**tags, **source_tags()}))
         tracker = MlflowTracker(mlflow_client, run.info.run_id, wait_s)
+    tracker.run_name = name
     try:
         if params:
             tracker.log_params(params)
@@ -297,6 +305,19 @@ def mlflow_run(uri: str, experiment: str, run_name: str, params: dict[str, str],
             tracker.terminate("KILLED" if killed else "FAILED")
         raise
     tracker.terminate("FINISHED")
+
+
+def free_name(mlflow_client: MlflowClient, exp_id: str, name: str, hash_: str) -> str:
+    """`name`, unless a run of another config in the experiment has it: then `name` with the
+    first 6 digits of the config hash (`...-gap20-s0-3fa9c1`), so two runs of one experiment
+    never share a name. (A sweep's names differ by construction, showing every key that
+    varies within it; two sweeps of one experiment may vary different keys.)"""
+    if "'" in name:  # not expressible in a filter string; the harness's names have none
+        return name
+    taken = mlflow_client.search_runs([exp_id], filter_string=f"attributes.run_name = '{name}'")
+    if any(run.data.tags.get(names.CONFIG_HASH) != hash_ for run in taken):
+        return f"{name}-{hash_[:6]}"
+    return name
 
 
 def mark_killed(mlflow_client: MlflowClient, run_id: str, reason: str) -> None:

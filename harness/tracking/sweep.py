@@ -35,6 +35,21 @@ FULL_DISK_JOBS_FILE = "full_disk_jobs.txt"  # in the sweep's folder: jobs a full
 # in the sweep's folder: jobs that ended because the tracking server did not answer
 UNREACHABLE_JOBS_FILE = "unreachable_jobs.txt"
 
+# in the sweep's folder: the keys that vary among its jobs, which every run name shows
+NAME_AXES_FILE = "name_axes.json"
+
+
+def write_name_axes(sweep_dir: Path, keys: list[str]) -> None:
+    """Leave the sweep's varying keys for its jobs (`read_name_axes`), before any job starts."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / NAME_AXES_FILE).write_text(json.dumps(keys))
+
+
+def read_name_axes(sweep_dir: Path) -> list[str]:
+    """The varying keys the sweep's sweeper left in its folder ([] where it left none)."""
+    path = sweep_dir / NAME_AXES_FILE
+    return json.loads(path.read_text()) if path.exists() else []
+
 
 def start_sweep(uri: str, experiment: str, sweep_dir: Path, overrides: list[str],
                 space: dict[str, Any], tags: dict[str, str] | None = None) -> str:
