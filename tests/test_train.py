@@ -150,6 +150,16 @@ def test_a_run_name_shows_its_gap_range_and_its_sweeps_varying_keys() -> None:
     assert varying_keys(mixed) == [names.LR]
     assert run_name(mixed[1].spec, mixed[1].params, varying_keys(mixed)) == \
         "adding-lstm-tanh-noclip-lr2.5e-4-gap100-s0"
+    # an IRNN with SGD beside a tanh RNN with Adam: activation and init tell them apart, so
+    # the optimizer and its momentum stay out of the names; two SGD rates bring the lr in
+    demo = [composed_job("task=adding", "model=rnn", "optim.lr=3e-3"),
+            *(composed_job("task=adding", "model=irnn", "optim=sgd", f"optim.lr={lr}")
+              for lr in (0.01, 0.05))]
+    axes = varying_keys(demo)
+    assert [run_name(job.spec, job.params, axes) for job in demo] == [
+        "adding-rnn-tanh-noclip-lr3e-3-gap100-s0",
+        "adding-rnn-relu-identity-noclip-lr1e-2-gap100-s0",
+        "adding-rnn-relu-identity-noclip-lr5e-2-gap100-s0"]
 
 
 # Adding with a GRU at lr 0.03 is still learning at 40 steps and at 80 (end state improving):

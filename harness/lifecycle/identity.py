@@ -86,22 +86,42 @@ def run_name(spec: Config, params: dict[str, str], axes: Sequence[str] = ()) -> 
 
 
 def varying_keys(jobs: Iterable[Job]) -> list[str]:
-    """A sweep's axes as its run names show them: the params whose values differ among
-    `jobs` of one task option and cell (a key some of them lack counts), sorted. Across task
-    options or cells the keys of their own settings differ too (a task's vocabulary, a cell's
-    forget bias), but the name's task and cell already tell those runs apart. Where and how
-    fast a run executes (`names.NON_SEMANTIC_PREFIXES`) is not an axis."""
+    """A sweep's axes as its run names show them, sorted: within `jobs` of one task option and
+    cell, the params a name needs besides what it shows anyway (`names.NAMED_KEYS`: cell,
+    activation, init, clipping, gap, seed, ...) to tell their configurations apart. A key
+    joins when two of them agree on every key taken so far and differ in it (a key some lack
+    counts), the optimizer first, then the learning rate, the hidden size, then the rest by
+    name: an lr sweep shows `lr3e-3`, while an IRNN with SGD beside a tanh RNN with Adam needs
+    neither (activation and init tell them apart). Across task options or cells the keys of
+    their own settings differ too, but the name's task and cell tell those runs apart already.
+    Where and how fast a run executes (`names.NON_SEMANTIC_PREFIXES`) is not an axis. The
+    named keys that vary are listed too (the name shows them in its own way)."""
     groups: dict[tuple[str | None, str | None], list[Job]] = {}
     for job in jobs:
         key = (job.params.get(names.TASK_LABEL, job.params.get(names.TASK)),
                job.params.get(names.MODEL))
         groups.setdefault(key, []).append(job)
+    first = (names.OPTIM_CHOICE, names.OPTIMIZER, names.LR, names.HIDDEN_SIZE)
     found: set[str] = set()
     for members in groups.values():
-        for key in {key for job in members for key in job.params}:
-            if len({job.params.get(key) for job in members}) > 1:
+        shown = sorted(names.NAMED_KEYS - {names.SEED})
+        keys = {key for job in members for key in job.params}
+        found.update(key for key in keys & names.NAMED_KEYS  # shown by the name anyway
+                     if len({job.params.get(key) for job in members}) > 1)
+        candidates = keys - names.NAMED_KEYS
+        order = [*(key for key in first if key in candidates),
+                 *sorted(candidates - set(first))]
+        for key in order:
+            if key.startswith(names.NON_SEMANTIC_PREFIXES):
+                continue
+            values: dict[tuple[object, ...], set[object]] = {}
+            for job in members:
+                values.setdefault(tuple(job.params.get(k) for k in shown),
+                                  set()).add(job.params.get(key))
+            if any(len(seen) > 1 for seen in values.values()):
+                shown.append(key)
                 found.add(key)
-    return sorted(key for key in found if not key.startswith(names.NON_SEMANTIC_PREFIXES))
+    return sorted(found)
 
 
 def sweep_axes() -> list[str]:
