@@ -531,3 +531,15 @@ def test_plain_names_of_every_cell_and_clipping() -> None:
             configs.clip_name("none", 1.0)) == ("clipped at 1", "value-clipped at 0.5", "")
     assert [configs.size_text(n) for n in (135, 4_353, 10_400, 1_234_567)] == [
         "135", "4.35k", "10.4k", "1.23M"]
+
+
+def test_a_clip_that_fired_rarely_never_reads_zero() -> None:
+    """A threshold that fired on 1 step of 2,000 in one run of 8 reads `0.0063%`, not `0%`."""
+    from harness.report.clip_effect import RATE_MAX, RATE_MEAN, RATE_MIN, RATE_N, rate_text
+    from harness.report.columns import CLIP_SETTING
+
+    row = {CLIP_SETTING: "norm 10", RATE_N: 8, RATE_MIN: 0.0, RATE_MAX: 0.0005,
+           RATE_MEAN: 0.0005 / 8}
+    assert rate_text(row) == "0.0063% (0-0.05%)"
+    assert rate_text({**row, RATE_MAX: 0.0, RATE_MEAN: 0.0}) == "0% in all 8 runs"
+    assert rate_text({**row, RATE_MIN: 0.4, RATE_MAX: 0.9, RATE_MEAN: 0.62}) == "62% (40-90%)"

@@ -110,7 +110,9 @@ def _number(value: float) -> str:
 
 
 def _percent(value: object) -> str:
-    return f"{100 * float(value):.0f}%"  # type: ignore[arg-type]
+    """`48%`; below 1% two significant digits (`0.05%`), so a clip that fired never reads 0%."""
+    share = 100 * float(value)  # type: ignore[arg-type]
+    return f"{share:.2g}%" if 0 < share < 1 else f"{share:.0f}%"
 
 
 def rate_text(row: dict[str, object]) -> str:
