@@ -8,7 +8,7 @@ from the config), with two options torch's optimizers lack:
   instead of 0. With `optim.alpha=0.9 optim.eps=0 optim.initial_accumulator=1e-3` the update
   is the uRNN authors' RMSProp (amarshah/complex_RNN, `optimizations.py` lines 26-34: the
   average starts at 1e-3; each step r = 0.9 r + 0.1 g², p -= lr g / sqrt(r), the new r, no
-  epsilon).
+  epsilon; an eps of 0 is the smallest normal float, `denominator_eps`).
 - a step decay of the lr (`optim.lr_decay_every`, `optim.lr_decay_factor`): the update taken
   after s updates uses lr × factor^(s // every) (`lr_scale`). The IndRNN authors' Adam decays
   ×0.1 after every 20,100 updates (Sunnydreamrain/IndRNN_Theano_Lasagne, `adding/adding.py`
@@ -138,6 +138,16 @@ class SGD(Scheduled, torch.optim.SGD):
         return loss
 
 
+def denominator_eps(cfg: OptimConfig) -> float:
+    """The eps Adam and RMSprop add to their denominator: `optim.eps`, or for 0 the smallest
+    normal float32 (1.2e-38). Jobs flush denormal floats to zero (`resources.configure_torch`),
+    so the uRNN authors' RMSprop (eps 0, average started at 1e-3, decay 0.9) would average a
+    parameter that never gets a gradient down to exactly 0 after 764 updates, and update it by
+    0 / 0 = NaN (their Theano code kept the denormal, and 0). Added to the square root of any
+    average a float32 holds as a normal number, the tiny eps changes no bit of it."""
+    return cfg.eps if cfg.eps > 0 else float(torch.finfo(torch.float32).tiny)
+
+
 def make_optimizer(params: Iterable[nn.Parameter] | nn.Module,
                    cfg: OptimConfig) -> torch.optim.Optimizer:
     """adam | sgd | rmsprop over one model's parameters, as `cfg` (an `OptimConfig`) says."""
@@ -145,12 +155,13 @@ def make_optimizer(params: Iterable[nn.Parameter] | nn.Module,
         params = params.parameters()
     name = optim_name(cfg)
     if name == "adam":
-        return Adam(params, cfg, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay)
+        return Adam(params, cfg, lr=cfg.lr, eps=denominator_eps(cfg),
+                    weight_decay=cfg.weight_decay)
     if name == "sgd":
         return SGD(params, cfg, lr=cfg.lr, momentum=cfg.momentum,
                    weight_decay=cfg.weight_decay)
     if name == "rmsprop":
-        return RMSprop(params, cfg, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps,
+        return RMSprop(params, cfg, lr=cfg.lr, alpha=cfg.alpha, eps=denominator_eps(cfg),
                        momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     raise ValueError(f"optim.name: unknown {name!r}; choose adam|sgd|rmsprop")
 
@@ -219,7 +230,7 @@ class StackedOptimizer:
         state["exp_avg"].lerp_(grad, 1 - beta1)
         state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         bias_correction2_sqrt = (1 - beta2**step) ** 0.5
-        denom = (state["exp_avg_sq"].sqrt() / bias_correction2_sqrt).add_(self.cfg.eps)
+        denom = (state["exp_avg_sq"].sqrt() / bias_correction2_sqrt).add_(denominator_eps(self.cfg))
         # torch: param.addcdiv_(exp_avg, denom, value=-lr / bias_correction1)
         param.addcdiv_(state["exp_avg"] * self._lr(param, scale / (1 - beta1**step)), denom)
 
@@ -239,7 +250,7 @@ class StackedOptimizer:
         state["step"] += 1
         square_avg = state["square_avg"]
         square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
-        avg = square_avg.sqrt().add_(self.cfg.eps)
+        avg = square_avg.sqrt().add_(denominator_eps(self.cfg))
         if self.cfg.momentum > 0:
             buffer = state["momentum_buffer"]
             buffer.mul_(self.cfg.momentum).addcdiv_(grad, avg)

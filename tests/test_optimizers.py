@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -91,6 +91,38 @@ def test_rmsprop_is_the_authors_loop_for_each_stacked_member() -> None:
     for k, (member, lr) in enumerate(zip(members, LRS, strict=True)):
         expected = authors_rmsprop(member.detach().clone(), [g[k] for g in grads], lr)
         torch.testing.assert_close(p.detach()[k], expected, rtol=1e-12, atol=0)
+
+
+@pytest.fixture
+def flushed_denormals() -> Iterator[None]:
+    """Denormal floats flushed to zero, as every job runs (`resources.configure_torch`)."""
+    torch.set_flush_denormal(True)
+    yield
+    torch.set_flush_denormal(False)
+
+
+@pytest.mark.usefixtures("flushed_denormals")
+def test_the_authors_rmsprop_survives_a_parameter_without_gradient() -> None:
+    """With eps 0 and denormals flushed, a float32 parameter whose gradient is always 0 had
+    its average decay from 1e-3 to exactly 0 at update 764, and became 0 / 0 = NaN (the uRNN
+    preset's LSTMs, all seeds at step 764). It stays put now, alone and stacked, and a
+    parameter with a gradient takes the authors' update, bit for bit as with eps 0."""
+    still, moving = torch.zeros(3), torch.tensor([0.5, -1.0, 2.0])
+    grads = [torch.stack([torch.zeros(3), torch.full((3,), 0.01)]) for _ in range(1000)]
+    alone = nn.Parameter(torch.stack([still, moving]))
+    run(make_optimizer([alone], AUTHORS), alone, grads)
+    members = nn.Parameter(torch.stack([torch.stack([still, moving])] * 2))
+    run(StackedOptimizer([members], [AUTHORS] * 2), members, [torch.stack([g] * 2)
+                                                            for g in grads])
+    for result in (alone.detach(), *members.detach()):
+        assert torch.equal(result[0], still)
+    torch.set_flush_denormal(False)
+    reference = nn.Parameter(moving.clone())
+    plain = torch.optim.RMSprop([reference], lr=AUTHORS.lr, alpha=AUTHORS.alpha, eps=0.0)
+    plain.state[reference]["square_avg"] = torch.full((3,), AUTHORS.initial_accumulator)
+    plain.state[reference]["step"] = torch.tensor(0.0)
+    run(plain, reference, [g[1] for g in grads])
+    assert torch.equal(alone.detach()[1], reference.detach())
 
 
 def test_rmsprop_member_states_round_trip_through_separate_runs() -> None:

@@ -392,3 +392,35 @@ def test_full_budget_must_be_a_boolean(tmp_path: Path) -> None:
     with pytest.raises(ReportError, match="full_budget must be true or false"):
         _file(tmp_path, {"kind": "solved", "gap": 100, "where": LSTM, "at_least": 1,
                          "of": 3, "full_budget": "yes"})
+
+
+def test_a_config_run_again_with_force_counts_once(tmp_path: Path) -> None:
+    """`force=true` reran a config (same config hash): its latest run supersedes the earlier
+    one in the report, so a seed counts once, and an arm whose earlier run took another
+    numerical path no longer parts from the other arm."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    exp_id = client.create_experiment(EXPERIMENT, artifact_location=(tmp_path / "a").as_uri())
+    same, parted = [2.0, 1.5, 1.4, 1.39], [2.0, 1.2, 1.1, 1.0]
+    for mode, losses, start in (("norm", parted, 1000), ("none", same, 2000),
+                                ("norm", same, 3000)):  # the norm arm's rerun, last
+        name = names.run_name("copy", "rnn", "tanh", mode, 1.0, 400, 0)
+        run_id = client.create_run(exp_id, run_name=name, start_time=start, tags={
+            names.STATUS: names.UNSOLVED, names.CONFIG_HASH: f"hash-{mode}"}).info.run_id
+        params = {names.TASK: "copy", names.GAP: 400, names.MODEL: "rnn",
+                  names.ACTIVATION: "tanh", names.INIT: "default", names.CLIP_MODE: mode,
+                  names.CLIP_THRESHOLD: 1.0, names.SEED: 0, names.LR: 0.001}
+        client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()],
+                         metrics=[Metric(names.STEPS_RUN, 2000.0, 0, 2000),
+                                  *(Metric(names.TRAIN_LOSS, v, 0, s) for s, v in
+                                    zip((0, 500, 1000, 2000), losses, strict=True))])
+        client.set_terminated(run_id)
+    sweep = load_sweep(EXPERIMENT, uri)
+    assert sorted(sweep.runs[names.CLIP_MODE]) == ["none", "norm"]
+    card = claims.scorecard(EXPERIMENT, sweep, uri, _file(
+        tmp_path, {"kind": "part", "gap": 400, **CLIP_ARMS, "metric": names.TRAIN_LOSS,
+                   "at_least": 1, "of": 1}).path)
+    assert card is not None
+    row = card.table.to_dict("records")[0]
+    assert row["verdict"] == claims.FAILS
+    assert "the same train_loss at all 4 points" in str(row["evidence"])

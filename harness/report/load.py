@@ -201,9 +201,21 @@ def _search(experiment: str, tracking_uri: str) -> tuple[pd.DataFrame, pd.DataFr
     # A multirun's parent run holds the sweep, not a result: it is not a row of the report.
     is_sweep = _column(raw, f"tags.{names.RUN_KIND}").fillna("") == names.SWEEP_KIND
     runs, parents = raw[~is_sweep], raw[is_sweep]
+    runs = latest_of_each_config(runs)
     if runs.empty:
         raise _not_found(experiment, tracking_uri, client, "has no runs")
     return runs, parents
+
+
+def latest_of_each_config(runs: pd.DataFrame) -> pd.DataFrame:
+    """A config is its hash: where `force=true` ran one again, its latest run (by start time)
+    supersedes the earlier ones, so a seed counts once. Runs without the tag all stay."""
+    hashes = _column(runs, f"tags.{names.CONFIG_HASH}")
+    if runs.empty or not hashes.notna().any():
+        return runs
+    order = runs.assign(_hash=hashes).sort_values("start_time", kind="mergesort")
+    keep = order["_hash"].isna() | ~order.duplicated("_hash", keep="last")
+    return runs.loc[order.index[keep.to_numpy()]].sort_index()
 
 
 def _text(value: object) -> str | None:
