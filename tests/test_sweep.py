@@ -119,31 +119,41 @@ def test_runs_of_an_lr_by_seed_sweep_have_unique_names_showing_the_lr(
 
 def test_demo_preset_searches_every_configuration(tmp_path: Path,
                                                   cli_env: dict[str, str]) -> None:
-    """The demo preset's frontier search over its nine configurations, cut down on the command
-    line to one rung and one seed (the real demo: README, "The demo")."""
+    """The demo preset's frontier search over its thirteen configurations (copy, adding with
+    the IRNN clipped and not, delayed recall on variable gaps), cut down on the command line to
+    one rung and one seed (the real demo: README, "The demo")."""
     done = multirun(tmp_path, cli_env, "experiment=demo", "frontier.gap_min=3",
                     "frontier.gap_max=3", "frontier.m=1", "frontier.n=1", "frontier.lrs=null")
     client = MlflowClient(f"sqlite:///{tmp_path}/store/mlflow.db")
     runs, sweeps = jobs_and_sweeps(client, "demo")
     combos = {(r.data.params[names.TASK], r.data.params[names.MODEL],
-               r.data.params[names.ACTIVATION], r.data.params[names.CLIP_MODE],
-               float(r.data.params[names.CLIP_THRESHOLD])) for r in runs}
-    recall = "delayed_recall"  # the task's name; its noise filler is a task param
-    assert combos == {(recall, "rnn", "tanh", "none", 1.0), (recall, "rnn", "relu", "none", 1.0),
-                      (recall, "rnn", "relu", "norm", 1.0), (recall, "rnn", "relu", "norm", 10.0),
-                      (recall, "lstm", "tanh", "none", 1.0), (recall, "gru", "tanh", "none", 1.0),
-                      *(("adding", model, "tanh", "none", 1.0) for model in ("rnn", "lstm", "gru"))}
-    assert len(runs) == 9 and {r.data.params[names.GAP] for r in runs} == {"3"}
+               r.data.params[names.ACTIVATION], r.data.params[names.INIT],
+               r.data.params[names.CLIP_MODE], float(r.data.params[names.CLIP_THRESHOLD]),
+               r.data.params[names.OPTIMIZER]) for r in runs}
+    plain = ("default", "none", 1.0, "adam")
+    irnn = [("adding", "rnn", "relu", "identity", mode, threshold, "sgd")
+            for mode, threshold in (("none", 1.0), ("norm", 1.0), ("norm", 10.0))]
+    assert combos == {("copy", "urnn", "modrelu", *plain),
+                      *(("copy", model, "tanh", *plain) for model in ("lstm", "rnn")),
+                      *(("adding", model, "tanh", *plain) for model in ("rnn", "lstm", "gru")),
+                      *irnn, ("delayed_recall", "rnn", "relu", *plain),
+                      *(("delayed_recall", model, "tanh", *plain)
+                        for model in ("rnn", "lstm", "gru"))}
+    assert len(runs) == 13 and {r.data.params[names.GAP] for r in runs} == {"3"}
+    # delayed recall draws each sequence's gap from 1 up to the rung: its names say so
+    recall = sorted(r.info.run_name for r in runs if r.data.params[names.TASK] == "delayed_recall")
+    assert all("-gap1-3-" in name for name in recall), recall
     # the options each job was composed from, as typed in the preset (hydra.runtime.choices)
     assert sorted((r.data.params[names.TASK_LABEL], r.data.params["model"],
                    r.data.params["clip"]) for r in runs) == sorted([
-        *(("delayed_recall_noise", model, "none") for model in ("rnn", "rnn_relu", "lstm", "gru")),
-        ("delayed_recall_noise", "rnn_relu", "norm"), ("delayed_recall_noise", "rnn_relu", "norm"),
-        *(("adding", model, "none") for model in ("rnn", "lstm", "gru"))])
+        *(("copy", model, "none") for model in ("urnn", "lstm", "rnn")),
+        *(("adding", model, "none") for model in ("rnn", "lstm", "gru", "irnn")),
+        ("adding", "irnn", "norm"), ("adding", "irnn", "norm"),
+        *(("delayed_recall", model, "none") for model in ("rnn", "rnn_relu", "lstm", "gru"))])
     assert {r.data.params["experiment"] for r in runs} == {"demo"}
     assert len(sweeps) == 1
     table = (tmp_path / "sweep" / "frontier.csv").read_text().splitlines()
-    assert len(table) == 1 + 9, table
+    assert len(table) == 1 + 13, table
     assert "Frontier (" in done.stdout
     report = tmp_path / "reports" / "demo"
     for name in ("index.html", "summary.md", "runs.csv", "accuracy_vs_gap.png",
