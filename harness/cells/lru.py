@@ -59,7 +59,7 @@ R_MIN, R_MAX = 0.9, 0.999
 
 def eigenvalues(w: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
     """(Re λ, Im λ) of every unit, from ν and θ."""
-    modulus = (-w["nu_log"].detach().exp()).exp()
+    modulus = (-w["nu_log"].exp()).exp()
     phase = w["theta_log"].exp()
     return modulus * phase.cos(), modulus * phase.sin()
 
