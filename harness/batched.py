@@ -50,7 +50,7 @@ from torch import Tensor, nn
 from harness.batched_kernels import ACTIVATION_CODES, BACKENDS, CELL_CODES, SequenceLayer, kernels
 from harness.cells import CELLS
 from harness.cells.ops import Context, expand_state, linear
-from harness.clipping import MODES, TOLERANCE, ClipResult
+from harness.clipping import MODES, TOLERANCE, ClipResult, guard, untrusted
 from harness.loop import StepAudit, clone_state
 from harness.models import ACTIVATIONS, RecurrentModel
 from harness.optimizers import StackedOptimizer
@@ -150,6 +150,14 @@ class BatchedModel(nn.Module):
             for key, _ in first.named_buffers():
                 self.register_buffer(stacked_key(key), torch.stack(
                     [dict(m.named_buffers())[key] for m in members]))
+
+    def recurrent_parameters(self) -> list[Tensor]:
+        """The stacked W_hh parameters of every layer, where W_hh is a plain matrix
+        parameter (`RecurrentModel.recurrent_parameters`)."""
+        if not self.spec.matrix_init or self.spec.orthogonal:
+            return []
+        return [self.stacked[stacked_key(paths["weight_hh"])] for paths in self.paths
+                if "weight_hh" in paths]
 
     def layer_weights(self, layer: int, broadcast: bool = True) -> dict[str, Tensor]:
         """Layer `layer`'s stacked weights, the member axis first: matrices [K, out, in];
@@ -324,14 +332,16 @@ def member_norms(grads: Sequence[Tensor]) -> Tensor:
 
 
 class MemberClipper:
-    """`Clipper`'s semantics for each member on its own, member k by clips[k] (mode and
-    threshold): the audit's pre, post, fired and failed are [K] tensors.
+    """`Clipper`'s semantics for each member on its own, member k by clips[k] (mode,
+    threshold, NaN guard): the audit's pre, post, fired, failed and guarded are [K] tensors.
 
     `norm` rescales member k by threshold / (pre_k + 1e-6) when that is below 1 (the formula
-    of `clip_grad_norm_`); `value` clamps member k's elements to +-its threshold; `none`
-    leaves it as it is. The modes are host facts and the thresholds are made once per device,
-    so a step reads nothing back from the device (the audit's `failed` is checked with the
-    driver's reads).
+    of `clip_grad_norm_`); `value` clamps member k's elements to +-its threshold; `none` and
+    `backprop` (whose clamp the cells apply inside backprop) leave it as it is. Then, for the
+    members with `clip.nan_guard`, Pascanu's guard (harness/clipping.guard) where member k's
+    pre-clip norm is untrusted. The modes are host facts and the constants are made once per
+    device, so a step reads nothing back from the device (the audit's `failed` is checked
+    with the driver's reads).
     """
 
     def __init__(self, clips: Sequence[ClipConfig]) -> None:
@@ -339,31 +349,33 @@ class MemberClipper:
         for mode in self.modes:
             if mode not in MODES:
                 raise ValueError(f"clip.mode: unknown {mode!r}; choose one of {list(MODES)}")
-        # harness/batching.unbatchable_clip keeps such jobs out of batches
-        if "backprop" in self.modes or any(c.nan_guard for c in clips):
-            raise ValueError("batched: clip.mode=backprop and clip.nan_guard are not batched")
         self.thresholds = [float(c.threshold) for c in clips]
+        self.guards = [bool(c.nan_guard) for c in clips]
         self.norm, self.value = "norm" in self.modes, "value" in self.modes
         self._constants: dict[tuple[str, torch.dtype], tuple[Tensor, ...]] = {}
 
     def constants(self, like: Tensor) -> tuple[Tensor, ...]:
-        """threshold, norm mask, value mask, value bound ([K] each) on `like`'s device."""
+        """threshold, norm mask, value mask, value bound, guard mask ([K] each) on `like`'s
+        device."""
         key = (str(like.device), like.dtype)
         if key not in self._constants:
             threshold = torch.tensor(self.thresholds, dtype=like.dtype)
             norm = torch.tensor([m == "norm" for m in self.modes])
             value = torch.tensor([m == "value" for m in self.modes])
             bound = torch.where(value, threshold, torch.full_like(threshold, torch.inf))
-            self._constants[key] = tuple(t.to(like.device) for t in (threshold, norm, value,
-                                                                      bound))
+            self._constants[key] = tuple(t.to(like.device) for t in (
+                threshold, norm, value, bound, torch.tensor(self.guards)))
         return self._constants[key]
 
-    def __call__(self, parameters: Sequence[nn.Parameter]) -> ClipResult:
-        grads = [p.grad for p in parameters if p.grad is not None]
+    def __call__(self, parameters: Sequence[nn.Parameter],
+                 recurrent: Sequence[Tensor] = ()) -> ClipResult:
+        """Clip in place; `recurrent`: the stacked recurrent matrices (the NaN guard's)."""
+        params = [p for p in parameters if p.grad is not None]
+        grads = [p.grad for p in params]
         if not grads:
             raise RuntimeError("clipping found no gradients: call it after loss.backward()")
         pre = member_norms(grads)
-        threshold, norm, value, bound = self.constants(pre)
+        threshold, norm, value, bound, guards = self.constants(pre)
         never = torch.zeros_like(pre, dtype=torch.bool)
         fired = failed = never
         if self.norm:
@@ -378,11 +390,15 @@ class MemberClipper:
                 limit = bound.view(-1, *([1] * (g.dim() - 1)))
                 torch.clamp(g, -limit, limit, out=g)
             failed = value & (member_largest(grads) > threshold * (1 + TOLERANCE))
-        if not (self.norm or self.value):
+        guarded = never
+        if any(self.guards):
+            guarded = untrusted(pre) & guards
+            guard(params, guarded, recurrent)
+        if not (self.norm or self.value or any(self.guards)):
             return ClipResult(pre, pre, fired, failed, never)
         post = member_norms(grads)
-        failed = failed | (norm & (post > threshold * (1 + TOLERANCE)))
-        return ClipResult(pre, post, fired, failed, never)
+        failed = (failed | (norm & (post > threshold * (1 + TOLERANCE)))) & ~guarded
+        return ClipResult(pre, post, fired, failed, guarded)
 
 
 def member_largest(grads: Sequence[Tensor]) -> Tensor:
@@ -412,6 +428,7 @@ class BatchedStepper:
         self.clipper = MemberClipper(self.clips)
         self.net = BatchedModel(models, backend)
         self.params = list(self.net.parameters())
+        self.recurrent = self.net.recurrent_parameters()  # what the NaN guard shrinks
         self.optimizer = StackedOptimizer(self.params, self.optims)
         if optimizer_states is not None and any(s is not None for s in optimizer_states):
             if any(s is None for s in optimizer_states):
@@ -428,7 +445,7 @@ class BatchedStepper:
         losses = member_losses(self.tasks, self.net(inputs, start), batches, start)
         self.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
-        clip = self.clipper(self.params)
+        clip = self.clipper(self.params, self.recurrent)
         return StepAudit(losses.detach(), *clip)
 
     def update(self) -> None:

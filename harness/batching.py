@@ -10,9 +10,8 @@ alike), jobs that may train as members of one stacked model (harness/batched.py)
   (`batched.unbatchable`: rnn, lstm, gru; not orth_rnn, modReLU or bidirectional), without
   `batched_seeds`. Everything else (task and its knobs, hidden size, layers, every optimizer
   setting but the lr: kind, momentum, weight decay, RMSprop's alpha and initial accumulator,
-  eps, the lr decay; training budget and cadence, store, experiment) is the group key. A job
-  whose clipping the stacked model does not honour runs alone (`unbatchable_clip`:
-  `clip.mode=backprop`, `clip.nan_guard`).
+  eps, the lr decay; the NaN guard; training budget and cadence, store, experiment) is the
+  group key; with `clip.mode=backprop` its threshold too (one clamp for the stacked cells).
 - **Only what is bit-identical.** Members of a batch have the same sequence length. A member
   of a stacked model computes exactly what it computes alone (K = 1), whatever the other
   members and its place among them (tests/test_batched.py), so a run's result does not
@@ -51,7 +50,6 @@ MEMBER_KEYS = (names.SEED, names.LR, names.CLIP_MODE, names.CLIP_THRESHOLD, name
 # Keys that never separate batches: the option names a job was composed from (the flattened
 # config beside them decides).
 IGNORED_KEYS = names.CHOICE_PARAMS
-NAN_GUARD = "clip.nan_guard"
 BATCHES_DIR = "batches"  # in the sweep folder: one JSON file per batched job
 
 
@@ -66,24 +64,14 @@ class Candidate:
     limit: int  # train.batch_max
 
 
-def unbatchable_clip(params: dict[str, str]) -> str | None:
-    """Why a job's clipping keeps it out of a batch (None: it may join one). The stacked
-    model's `MemberClipper` (harness/batched.py) clips the parameter gradients only: it has
-    no NaN guard, and its cells do not clamp inside backprop."""
-    if params.get(names.CLIP_MODE) == "backprop":
-        return "clip.mode=backprop: the batched cells do not clamp the gradient inside backprop"
-    if params.get(NAN_GUARD) == "True":
-        return "clip.nan_guard: batched members have no NaN guard"
-    return None
-
-
-def group_key(params: dict[str, str]) -> tuple[tuple[str, str], ...] | None:
-    """What members of one batch share: every param but the member keys; None when the job
-    runs alone (`unbatchable_clip`)."""
-    if unbatchable_clip(params) is not None:
-        return None
+def group_key(params: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """What members of one batch share: every param but the member keys, and with
+    `clip.mode=backprop` its threshold too (the stacked cells apply one clamp inside backprop
+    for all members; the other modes clip each member's gradient on its own)."""
+    shared = MEMBER_KEYS if params.get(names.CLIP_MODE) != "backprop" else \
+        tuple(k for k in MEMBER_KEYS if k not in (names.CLIP_MODE, names.CLIP_THRESHOLD))
     return tuple(sorted((k, v) for k, v in params.items()
-                        if k not in MEMBER_KEYS and k not in IGNORED_KEYS))
+                        if k not in shared and k not in IGNORED_KEYS))
 
 
 def plan(candidates: Sequence[Candidate]) -> list[list[int]]:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
-
-from harness.batching import Candidate, group_key, plan, unbatchable_clip
+from harness.batching import Candidate, group_key, plan
 
 PARAMS = {"task.name": "delayed_recall", "model.name": "rnn", "model.hidden_size": "64",
           "train.steps": "2000", "optim.name": "adam", "seed": "0", "optim.lr": "0.001",
@@ -42,18 +40,19 @@ def test_jobs_that_share_the_new_optimizer_settings_share_a_batch() -> None:
                  candidate(optim__lr="0.003", **authors)]) == [[0, 1, 2]]
 
 
-@pytest.mark.parametrize(("changes", "reason"), [
-    ({"clip__mode": "backprop", "clip": "backprop"}, "clip.mode=backprop: the batched cells"),
-    ({"clip__nan_guard": "True"}, "clip.nan_guard: batched members have no NaN guard"),
-])
-def test_clipping_the_stacked_model_does_not_honour_runs_alone(changes: dict[str, str],
-                                                                reason: str) -> None:
-    """Two jobs that differ only in the seed, each alone; without that clipping, together."""
-    assert unbatchable_clip({**PARAMS, **{k.replace("__", "."): v
-                                          for k, v in changes.items()}}).startswith(reason)
-    assert plan([candidate(**changes), candidate(seed="1", **changes), candidate(),
-                 candidate(seed="1")]) == [[2, 3], [0], [1]]
-    assert unbatchable_clip(PARAMS) is None
+def test_the_guard_batches_and_backprop_clipping_shares_its_threshold() -> None:
+    """The stacked clipper guards each member on its own: guarded jobs batch (with each
+    other, not with unguarded ones: a setting, not a member key). The stacked cells apply one
+    backprop clamp: such jobs batch only at the same threshold, never with other modes."""
+    guarded = {"clip__nan_guard": "True"}
+    assert plan([candidate(**guarded), candidate(seed="1", **guarded), candidate()]) == \
+        [[0, 1], [2]]
+    backprop = {"clip__mode": "backprop", "clip": "backprop"}
+    assert plan([candidate(**backprop), candidate(seed="1", **backprop),
+                 candidate(clip__threshold="10.0", **backprop), candidate(),
+                 candidate(clip__mode="norm", seed="1")]) == [[0, 1], [3, 4], [2]]
+    assert group_key({**PARAMS, "clip.mode": "backprop"}) != \
+        group_key({**PARAMS, "clip.mode": "backprop", "clip.threshold": "10.0"})
 
 
 def test_a_job_that_cannot_be_batched_runs_alone() -> None:

@@ -8,6 +8,7 @@ import os
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from harness import names, resources
 from harness.callbacks import report_unfinished
 from harness.resources import check_resources
-from harness.schema import ConfigError, check_known_keys, validate
+from harness.schema import (
+    Activation,
+    ConfigError,
+    FrontierConfig,
+    check_known_keys,
+    validate,
+)
 from harness.tracking.sweep import (
     FAILED_JOBS_FILE,
     FULL_DISK_JOBS_FILE,
@@ -27,6 +34,8 @@ from harness.tracking.sweep import (
     PARENT_RUN_FILE,
 )
 
+MODEL_OPTIONS = sorted(path.stem for path in
+                       (Path(__file__).parents[1] / "conf" / "model").glob("*.yaml"))
 TINY = ["model.hidden_size=8", "train.steps=5", "train.batch_size=4", "train.eval_every=5",
         "train.log_every=5", "train.eval_batch_size=8", "train.profile_batch_size=4",
         "train.threads=1"]
@@ -77,12 +86,13 @@ def test_multirun_with_one_invalid_job_starts_none(tmp_path: Path,
     # the frontier issue's bad input: an unknown frontier.* key (Hydra itself would print
     # five lines and exit 1)
     (["-m", "hydra/sweeper=frontier", "frontier.foo=1", "model=rnn,lstm"],
-     "frontier.foo: no such key in frontier; valid keys: gap_min, gap_max, ratio, stride, "
-     "m, n, confirm, lrs"),
+     "frontier.foo: no such key in frontier; valid keys: "
+     f"{', '.join(key.name for key in fields(FrontierConfig))}"),
+    # Hydra's list of the conf/model options, and the schema's of the activations
     (["model=transformer"], "model=transformer: no such option; available options in "
-     "'model': gru, gru_chrono, irnn, lstm, lstm_chrono, orth_rnn, rnn, rnn_relu"),
+     f"'model': {', '.join(MODEL_OPTIONS)}"),
     (["model.activation=sigmoid"], "model.activation: Invalid value 'sigmoid', expected one "
-     "of [tanh, relu, leaky_relu, hard_tanh, modrelu]"),
+     f"of [{', '.join(a.value for a in Activation)}]"),
 ])
 def test_a_config_that_does_not_compose_is_one_line(
         tmp_path: Path, cli_env: dict[str, str], overrides: list[str], line: str) -> None:
@@ -195,8 +205,9 @@ def test_a_sweep_prints_one_progress_line_per_job_and_keeps_job_lines_in_job_log
     assert all(" at step 5" in line for line in progress), progress
     assert progress[-1].endswith("· done")
     assert "harness.loop" not in done.stdout + done.stderr  # no per-job eval lines
+    # whole-sweep batching (the default) trains each cell's two seeds as one job: two job logs
     logs = list((tmp_path / "sweep").glob("*/train.log"))
-    assert len(logs) == 4 and all("harness.loop" in log.read_text() for log in logs)
+    assert len(logs) == 2 and all("harness.loop" in log.read_text() for log in logs)
 
 
 # --- in-process checks of the same rules -------------------------------------------------
@@ -291,7 +302,8 @@ def test_a_disk_that_fills_up_mid_sweep(tmp_path: Path, cli_env: dict[str, str])
                    "train.eval_every=100", "train.log_every=5", "train.checkpoint_every=50",
                    f"tracking.uri={uri}", f"train.checkpoint_dir={disk}/ck",
                    f"hydra.sweep.dir={tmp_path}/sweep", "report.on_multirun_end=false",
-                   "hydra.launcher.n_jobs=1", "experiment_name=full", "seed=0,1,2"]
+                   "hydra.launcher.n_jobs=1", "experiment_name=full", "seed=0,1,2",
+                   "train.batch_members=off"]  # three jobs, not one batched job
         sweep = subprocess.Popen(command, cwd=tmp_path, env=cli_env, text=True,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         wait_for_first_job(sweep, tmp_path / "sweep")

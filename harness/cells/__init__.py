@@ -117,6 +117,8 @@ class Cell:
     # Numbers per hidden unit and time step that backprop keeps (the memory estimate);
     # 0: width * (gates + 1).
     kept: int = 0
+    # Its plain name in reports and headlines (`LSTM`, `uRNN`); "": the `model.name` value.
+    title: str = ""
 
     @property
     def blocks(self) -> tuple[str, ...]:

@@ -31,4 +31,5 @@ def step(w: Mapping[str, Tensor], x: Tensor, state: tuple[Tensor, ...],
 
 register(Cell("gru", "torch's GRU (gates r, z, n): h' = (1 - z) n + z h",
               (Gate("r", "reset gate"), Gate("z", "update gate"), Gate("n", "candidate")), step,
-              holder="GRU", fused=True, kernel="gru", keep_gate="z", gate_metrics=(UPDATE,)))
+              holder="GRU", fused=True, kernel="gru", keep_gate="z", gate_metrics=(UPDATE,),
+              title="GRU"))

@@ -59,7 +59,7 @@ R_MIN, R_MAX = 0.9, 0.999
 
 def eigenvalues(w: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
     """(Re λ, Im λ) of every unit, from ν and θ."""
-    modulus = (-w["nu_log"].exp()).exp()
+    modulus = (-w["nu_log"].detach().exp()).exp()
     phase = w["theta_log"].exp()
     return modulus * phase.cos(), modulus * phase.sin()
 
@@ -95,7 +95,7 @@ def recurrent(w: Mapping[str, Tensor], hidden: int) -> Tensor:
 
 def dynamics(w: Mapping[str, Tensor], hidden: int) -> dict[str, float]:
     """|λ| over the units: min, median (torch's: the lower middle for even N) and max."""
-    modulus = (-w["nu_log"].exp()).exp()
+    modulus = (-w["nu_log"].detach().exp()).exp()
     return {names.LAMBDA_MODULUS_MIN: float(modulus.min()),
             names.LAMBDA_MODULUS_MEDIAN: float(modulus.median()),
             names.LAMBDA_MODULUS_MAX: float(modulus.max())}
@@ -139,4 +139,4 @@ register(Cell("lru", "the LRU (Orvieto et al. 2023): x' = Λ x + γ ⊙ B u, Λ 
               activations=("identity",), matrix_init=False,
               options={"r_min": R_MIN, "r_max": R_MAX}, extra=shapes,
               setup=setup, prepare=prepare, recurrent=recurrent, check=check,
-              dynamics=dynamics))
+              dynamics=dynamics, title="LRU"))

@@ -76,8 +76,9 @@ def init_peepholes(params: dict[str, Tensor], hidden: int,
 
 register(Cell("lstm", "torch's LSTM (gates i, f, g, o)", GATES, step, holder="LSTM", fused=True,
               kernel="lstm", state=("h", "c"), options={"forget_bias": 1.0}, keep_gate="f",
-              chrono_opposite="i", gate_metrics=(FORGET,)))
+              chrono_opposite="i", gate_metrics=(FORGET,), title="LSTM"))
 register(Cell("lstm_peephole", "the LSTM whose gates also read the cell state (model.peephole)",
               GATES, step, holder="LSTM", state=("h", "c"),
               options={"forget_bias": 1.0, "peephole": "diagonal"}, extra=peepholes,
-              setup=init_peepholes, keep_gate="f", chrono_opposite="i", gate_metrics=(FORGET,)))
+              setup=init_peepholes, keep_gate="f", chrono_opposite="i", gate_metrics=(FORGET,),
+              title="peephole LSTM"))

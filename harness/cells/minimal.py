@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from harness import names
-from harness.cells import Cell, Gate, GateMetric, register
+from harness.cells import Cell, Gate, GateMetric, Step, register
 from harness.cells.ops import Context, clip_grad
 
 if TYPE_CHECKING:
@@ -102,19 +102,21 @@ def no_dynamics(w: Mapping[str, Tensor], hidden: int) -> dict[str, float]:
     return {}
 
 
-register(Cell("mingru", "minGRU (Feng et al. 2024): z = σ(W_z x + b_z), "
-                        "h' = (1 − z) h + z (W_h x + b_h)",
-              MINGRU_GATES, mingru_step, activations=("identity",), matrix_init=False,
-              extra=linear_shapes(2),
-              setup=linear_init, recurrent=zero_recurrence, dynamics=no_dynamics,
-              gate_metrics=(GateMetric("z", names.MINGRU_UPDATE_GATE_MEAN,
-                                       names.MINGRU_UPDATE_GATE_SATURATED),)))
-register(Cell("minlstm", "minLSTM (Feng et al. 2024): f' = f / (f + i), "
-                         "h' = f' h + (1 − f') (W_h x + b_h), gates of x only",
-              MINLSTM_GATES, minlstm_step, activations=("identity",), matrix_init=False,
-              extra=linear_shapes(3),
-              setup=linear_init, recurrent=zero_recurrence, dynamics=no_dynamics,
-              gate_metrics=(GateMetric("f", names.MINLSTM_FORGET_GATE_MEAN,
-                                       names.MINLSTM_FORGET_GATE_SATURATED),),
-              # kept per unit and step: f, i, f + i, f h, i h̃, h, h̃
-              kept=7))
+def minimal(name: str, title: str, summary: str, gates: tuple[Gate, ...], step: Step,
+            keep: GateMetric, kept: int = 0) -> Cell:
+    """A minimal cell: its gates and candidate are linear maps of x alone (no W_hh)."""
+    return Cell(name, summary, gates, step, activations=("identity",), matrix_init=False,
+                extra=linear_shapes(len(gates)), setup=linear_init, recurrent=zero_recurrence,
+                dynamics=no_dynamics, gate_metrics=(keep,), kept=kept, title=title)
+
+
+register(minimal("mingru", "minGRU", "minGRU (Feng et al. 2024): z = σ(W_z x + b_z), "
+                           "h' = (1 − z) h + z (W_h x + b_h)", MINGRU_GATES, mingru_step,
+                 GateMetric("z", names.MINGRU_UPDATE_GATE_MEAN,
+                            names.MINGRU_UPDATE_GATE_SATURATED)))
+register(minimal("minlstm", "minLSTM", "minLSTM (Feng et al. 2024): f' = f / (f + i), "
+                            "h' = f' h + (1 − f') (W_h x + b_h), gates of x only",
+                 MINLSTM_GATES, minlstm_step,
+                 GateMetric("f", names.MINLSTM_FORGET_GATE_MEAN,
+                            names.MINLSTM_FORGET_GATE_SATURATED),
+                 kept=7))  # per unit and step: f, i, f + i, f h, i h̃, h, h̃

@@ -28,7 +28,8 @@ def step(w: Mapping[str, Tensor], x: Tensor, state: tuple[Tensor, ...],
 
 register(Cell("rnn", "h' = act(W_ih x + b_ih + W_hh h + b_hh)", (Gate("hh", "recurrent matrix"),),
               step, holder="RNN", fused=True, kernel="rnn", activations=VANILLA_ACTIVATIONS,
-              vanilla=True))
+              vanilla=True, title="RNN"))
 register(Cell("orth_rnn", "the vanilla RNN with W_hh kept orthogonal (W_hh = base · exp(A))",
               (Gate("hh", "orthogonal recurrent matrix"),), step, holder="RNN", fused=True,
-              batched=False, activations=VANILLA_ACTIVATIONS, vanilla=True, orthogonal=True))
+              batched=False, activations=VANILLA_ACTIVATIONS, vanilla=True, orthogonal=True,
+              title="orthogonal RNN"))

@@ -153,4 +153,4 @@ register(Cell("urnn", "the unitary RNN: h' = modReLU(D3 R2 F⁻¹ D2 Π R1 F D1 
               activations=("modrelu",), matrix_init=False, extra=shapes, setup=setup,
               prepare=prepare, recurrent=recurrent, gate_metrics=(SCALE,),
               # kept per complex unit and step: about 8 transforms of 2 numbers, and modReLU
-              kept=20))
+              kept=20, title="uRNN"))

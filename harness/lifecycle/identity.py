@@ -13,7 +13,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from harness import names
-from harness.batching import read_batch, unbatchable_clip
+from harness.batching import read_batch
 from harness.resources import check_resources
 from harness.schema import Config, ConfigError, validate
 from harness.tracking.liveness import run_lock_path
@@ -153,10 +153,6 @@ def member_jobs(cfg: DictConfig, choices: dict[str, str] | None = None,
         member = cfg.copy()
         member.seed, member.batched_seeds = seed, None
         jobs.append(job_of(member, choices, axes))
-    reason = unbatchable_clip(jobs[0].params)
-    if reason is not None:
-        raise ConfigError(f"batched_seeds: {reason}; train these seeds as separate jobs "
-                          "(seed=...)")
     return jobs
 
 

@@ -22,7 +22,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness import names
 from harness.batched import BatchedStepper, unbatchable
-from harness.batching import unbatchable_clip
 from harness.clipping import Clipper
 from harness.lifecycle.identity import (
     Job,
@@ -287,7 +286,7 @@ def job_stepper(job: Job, model: RecurrentModel, task: Task, device: torch.devic
     fused module or the cell's unrolled step (`FusedStepper`)."""
     spec = job.spec
     member = unbatchable(spec.model.name, spec.model.activation.value,
-                         spec.model.bidirectional) is None and unbatchable_clip(job.params) is None
+                         spec.model.bidirectional) is None
     if device.type == "cpu" and member:
         return BatchedStepper([model], [task], [spec.optim], [spec.clip],
                               [state["optimizer"] if state else None])

@@ -3,7 +3,7 @@ name (`tanh RNN`, `IRNN`, `ReLU RNN clipped at 1`, `LSTM, chrono init`) and what
 and pace (hidden size, parameter count, learning rate).
 
 A plain name is built from one mapping per part of the label (`harness.names.config_label`):
-the cell (`CELL_NAMES`, one entry for every cell of `harness.cells.CELLS`), the activation of
+the cell (its spec's `title` in `harness.cells.CELLS`), the activation of
 a cell whose spec takes several (`ACTIVATION_NAMES`), an init that is not the cell's own,
 chrono init, layers and direction, then the clipping (`clip_name`), then any other swept axis
 the label carries. The learning rate and the hidden size are columns of their own, shown where
@@ -23,8 +23,6 @@ from harness.report.columns import CLIP_SETTING, LABEL, NO_CLIP_SETTING
 from harness.report.frontier import LR as ROW_LR  # the lr column of the rows `named` is given
 
 # The plain name of each cell (`model.name`); tests check every registered cell has one.
-CELL_NAMES = {"rnn": "RNN", "orth_rnn": "orthogonal RNN", "urnn": "uRNN", "lstm": "LSTM",
-              "lstm_peephole": "peephole LSTM", "gru": "GRU"}
 # Names of their own in the literature: (cell, activation, init) -> name.
 NAMED = {("rnn", "relu", "identity"): "IRNN"}  # Le, Jaitly & Hinton 2015
 # The activation of a cell that takes several, said before the cell's name: `ReLU RNN`.
@@ -56,8 +54,8 @@ def model_name(model: str, activation: str, init: str = DEFAULT_INIT, chrono: bo
     own_activation, own_init = OWN.get(model, (None, DEFAULT_INIT))
     base = NAMED.get((model, activation, init))
     if base is None:
-        base = CELL_NAMES.get(model, model)
         cell = CELLS.get(model)
+        base = cell.title or model if cell is not None else model
         if (cell is None or len(cell.activations) > 1) and activation != own_activation:
             base = f"{ACTIVATION_NAMES.get(activation, activation)} {base}"
         if init not in (DEFAULT_INIT, own_init):
