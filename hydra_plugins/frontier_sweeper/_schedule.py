@@ -8,10 +8,16 @@ worker is free:
 - **Units.** The probes the search wants and no worker is running are grouped into launch
   units (one job each: one probe, or several trained as one stacked model, `group`), and the
   costliest start first (the longest jobs first: the sweep's tail is its shortest jobs).
+- **Rounds.** A configuration's round (every probe it wants now) is queued whole, and the
+  configuration is asked again only once its round has ended.
 - **Workers.** At most `workers` units run at once, each launched from its own thread through
   the sweeper's launcher (joblib, submitit, SLURM), which blocks until the unit's job ends.
 - **Answers.** A configuration's probes depend only on its own outcomes (`Search.frontier`),
-  so the answers are those of synchronous rounds; only the order of launches changes.
+  and a configuration is asked for its next probes only once none of its probes runs or waits:
+  its rounds are those of synchronous rounds (every outcome of one is told before the next is
+  asked for), so the answers are too; only how rounds of different configurations interleave
+  changes. (Asked earlier, with one rate's seeds of a level told before another's, it could
+  ask for seeds that a synchronous round would have found unneeded.)
 - **Utilization.** The training seconds the units report over `workers` x the wall time from
   the first launch to the last end.
 """
@@ -69,18 +75,20 @@ def run_async(search: Search, workers: int, ready: Ready, group: Group, launch: 
     here (Ctrl-C, SIGTERM) `abort()` stops the units in flight before it is raised again."""
     usage = Usage(workers)
     flying: dict[Future, Unit] = {}
+    queued: list[Unit] = []  # units of a round not launched yet, the costliest first
     started: float | None = None
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="frontier")
     try:
         while True:
-            running = {p for unit in flying.values() for p in unit.probes}
-            waiting = wanted(search, running, ready)
-            free = workers - len(flying)
-            if waiting and free > 0:
-                for unit in sorted(group(waiting), key=lambda u: -u.cost)[:free]:
-                    started = time.perf_counter() if started is None else started
-                    flying[pool.submit(launch, unit)] = unit
-                    usage.units += 1
+            busy = {p.key for unit in [*flying.values(), *queued] for p in unit.probes}
+            waiting = wanted(search, busy, ready)
+            if waiting:
+                queued = sorted([*queued, *group(waiting)], key=lambda u: -u.cost)
+            while queued and len(flying) < workers:
+                unit = queued.pop(0)
+                started = time.perf_counter() if started is None else started
+                flying[pool.submit(launch, unit)] = unit
+                usage.units += 1
             if not flying:
                 break
             done, _ = wait(list(flying), return_when=FIRST_COMPLETED)
@@ -101,11 +109,12 @@ def run_async(search: Search, workers: int, ready: Ready, group: Group, launch: 
     return usage
 
 
-def wanted(search: Search, running: set[Probe], ready: Ready) -> list[Probe]:
-    """The probes the search wants that no worker runs and the store does not already hold
-    (`ready` tells the search those, which may change what it wants: asked until stable)."""
+def wanted(search: Search, busy: set[str], ready: Ready) -> list[Probe]:
+    """The probes the search wants of the configurations none of whose probes runs or waits
+    (`busy`: those that have one), less those the store already holds (`ready` tells the
+    search those, which may change what it wants: asked until stable)."""
     while True:
-        asked = [p for p in search.plan() if p not in running]
+        asked = [p for p in search.plan() if p.key not in busy]
         left = ready(asked)
         if len(left) == len(asked):
             return left
