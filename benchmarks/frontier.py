@@ -355,7 +355,10 @@ def main(argv: list[str] | None = None) -> int:
     shaped = demo_shaped(args.models, args.gap_max, args.steps, args.hidden, args.lrs)
     if args.rounds:
         sitting = Sitting.start("frontier-rounds", 1)
-        variants(sitting, [(code, "rounds", shaped) for code in reversed(codes(args))])
+        # no continuations: the synchronous sweeper before them did not continue runs, so
+        # both codes run the same probes and must give the same answers
+        variants(sitting, [(code, "rounds", [*shaped, "frontier.max_steps=0"])
+                           for code in reversed(codes(args))])
     elif args.lr_every_level:
         sitting = Sitting.start("frontier-levels", 1)
         here = codes(args)[0]

@@ -328,6 +328,9 @@ class FrontierConfig:
         _check(self.continue_to >= 0, "continue_to", f"must be >= 0, got {self.continue_to}")
         _check(self.gaps in ("fixed", "variable"), "gaps",
                f"must be fixed or variable, got {self.gaps!r}")
+        _check(not self.lr_every_level or (self.lrs is not None and len(self.lrs) > 1),
+               "lr_every_level", f"needs frontier.lrs to list at least 2 learning rates, got "
+               f"{self.lrs}")
         if self.lrs is not None:
             _check(len(self.lrs) > 0, "lrs", "must list at least one learning rate, or be null")
             for lr in self.lrs:
