@@ -71,20 +71,20 @@ def test_answers_are_those_of_synchronous_rounds(lrs, every_level) -> None:
 
 
 def test_a_freed_worker_takes_the_next_probe_at_once() -> None:
-    """Configuration `slow`'s probes take 0.2 s, `fast`'s 0.01 s. Synchronous rounds would make
+    """Configuration `slow`'s probes take 0.4 s, `fast`'s 0.01 s. Synchronous rounds would make
     every round of `fast` wait for `slow`; here `fast`'s whole search runs on the second
     worker while `slow`'s first level trains."""
     search = Search(["slow", "fast"], GAPS, Rule(2, 3))
     oracle = {"slow": 10, "fast": 80}
 
     def launch(unit: Unit) -> tuple[dict[Probe, Result], float]:
-        seconds = 0.2 if unit.probes[0].key == "slow" else 0.01
+        seconds = 0.4 if unit.probes[0].key == "slow" else 0.01
         time.sleep(seconds)
         return {p: Result(SOLVED if p.gap <= oracle[p.key] else FAILED)
                 for p in unit.probes}, seconds
 
     def group(probes: list[Probe]) -> list[Unit]:
-        return [Unit(u.probes, cost=0.2 if u.probes[0].key == "slow" else 0.01)
+        return [Unit(u.probes, cost=0.4 if u.probes[0].key == "slow" else 0.01)
                 for u in per_level(probes)]
 
     done_at: dict[str, float] = {}
@@ -100,7 +100,7 @@ def test_a_freed_worker_takes_the_next_probe_at_once() -> None:
     slow, fast = usage_units(search, "slow"), usage_units(search, "fast")
     assert fast >= 4 and usage.units == slow + fast
     # the training seconds the units reported, over 2 workers x the wall
-    assert usage.trained_s == pytest.approx(0.2 * slow + 0.01 * fast)
+    assert usage.trained_s == pytest.approx(0.4 * slow + 0.01 * fast)
     assert 0 < usage.utilization <= 1
     assert usage.utilization == pytest.approx(usage.trained_s / (2 * usage.wall_s))
 
