@@ -29,7 +29,24 @@ bisects, so on a non-monotone grid it finds a boundary, not necessarily the larg
 answer, on noisy synthetic oracles (no training): each seed solves gap g with probability
 1 / (1 + (g / g50)^slope), drawn once per (seed, gap).
 
-Rows go to benchmarks/results/frontier.csv (real) and frontier-oracle.csv.
+**Rounds** (`--rounds --baseline PATH`, issue #29 item 3): the same frontier multirun with this
+checkout's code and with a baseline checkout's (e.g. the synchronous rounds before the
+asynchronous ones: `git archive <commit> | tar -x -C /tmp/base`), one after the other in one
+sitting: a small demo-shaped frontier (`--models` on delayed recall with noise filler and on
+adding, ladder 5..`--gap-max`, `--steps` steps, hidden `--hidden`, the rate chosen from
+`--lrs`, 2 jobs x 1 thread). Per code: wall seconds, runs, the answers, and the workers'
+utilization, training seconds (the runs' `wall_time_s`, read from its store) / (2 x the
+multirun's wall time, start-up included, so the two codes are measured alike).
+
+**Every level** (`--lr-every-level`): the same frontier with `frontier.lr_every_level` false
+and true, this checkout's code (the cost of the best rate per level against the rate chosen at
+the lowest rung).
+
+**Gaps** (`--gaps`): the frontier with `frontier.gaps=fixed` and `variable` on delayed recall
+(`task=delayed_recall`), the same seeds and budget, this checkout's code.
+
+Rows go to benchmarks/results/frontier.csv (real), frontier-oracle.csv, frontier-rounds.csv,
+frontier-levels.csv and frontier-gaps.csv.
 """
 
 from __future__ import annotations
@@ -44,6 +61,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.checkouts import Code, baseline_arguments, codes
 from benchmarks.common import (
     Sitting,
     load_average,
@@ -205,6 +223,71 @@ def frontier_vs_grid(models: str, steps: int, hidden: int, m: int, n: int,
     return rows
 
 
+# ---- one frontier, measured per variant -------------------------------------------------
+
+
+def demo_shaped(models: str, gap_max: int, steps: int, hidden: int, lrs: str) -> list[str]:
+    """A small frontier shaped like the demo's (conf/experiment/demo.yaml): each model on
+    delayed recall with noise filler and on adding, the rate chosen per configuration."""
+    return ["hydra/sweeper=frontier", "task=delayed_recall_noise,adding", f"model={models}",
+            f"model.hidden_size={hidden}", "train.batch_size=32", f"train.steps={steps}",
+            "train.eval_every=100", "hydra.launcher.n_jobs=2", "train.threads=1",
+            "frontier.gap_min=5", f"frontier.gap_max={gap_max}", f"frontier.lrs=[{lrs}]"]
+
+
+def training_seconds(folder: Path) -> float:
+    """The runs' `wall_time_s` in a multirun's store, added up (its parent run left out)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(store_uri(folder))
+    experiment = client.get_experiment_by_name("bench")
+    if experiment is None:
+        return 0.0
+    return sum(run.data.metrics.get(names.WALL_TIME_S, 0.0)
+               for run in client.search_runs([experiment.experiment_id], max_results=50000)
+               if run.data.tags.get(names.RUN_KIND) != names.SWEEP_KIND)
+
+
+def measured(code: Code, label: str, overrides: list[str], folder: Path) -> dict[str, object]:
+    """One frontier multirun with `code`: its wall, runs, training seconds, utilization of
+    the 2 workers over the whole multirun, and its answers (`configuration: gap_held`)."""
+    sgemm, load = round(sgemm_gflops(repeats=3), 1), load_average()
+    args = ["-m", "harness.train", "-m", *overrides, "experiment_name=bench",
+            f"tracking.uri={store_uri(folder)}", f"train.checkpoint_dir={folder}/checkpoints",
+            "report.on_multirun_end=false", f"hydra.sweep.dir={folder}/sweep"]
+    seconds, done = code.timed(args, folder, timeout=3600)
+    (folder / "multirun.log").write_text(done.stdout + done.stderr)
+    if done.returncode != 0:
+        raise RuntimeError(f"{label}: exit {done.returncode}\n"
+                           + (done.stdout + done.stderr)[-3000:])
+    trained = training_seconds(folder)
+    answers = frontier_answers(folder)
+    row: dict[str, object] = {
+        "variant": label, "code": code.label, "overrides": " ".join(overrides),
+        "runs": len(runs_of(folder)), "wall_s": round(seconds, 1),
+        "trained_s": round(trained, 1), "utilization": round(trained / (2 * seconds), 3),
+        "answers": "; ".join(f"{k}: {r['gap_held'] or '-'}"
+                             + (f" ({r['level_lrs']})" if r.get("level_lrs") else "")
+                             for k, r in answers.items()),
+        "sgemm_gflops": sgemm, "load": load}
+    print(f"{label:>10} ({code.label}): {row['runs']} runs in {seconds:.1f} s, "
+          f"{trained:.0f} s of training: utilization {row['utilization']:.0%} | sgemm {sgemm} "
+          f"GFLOP/s, load {load} -> {load_average()}\n    {row['answers']}", flush=True)
+    return row
+
+
+def variants(sitting: Sitting, runs: list[tuple[Code, str, list[str]]]) -> None:
+    """Each (code, label, overrides) as one multirun in its own folder, in order; the wall
+    ratio of each to the first."""
+    with tempfile.TemporaryDirectory(prefix="bench-frontier-") as root:
+        rows = [sitting.add(measured(code, label, overrides, Path(root) / str(i)))
+                for i, (code, label, overrides) in enumerate(runs)]
+    for row in rows[1:]:
+        ratio = float(row["wall_s"]) / float(rows[0]["wall_s"])  # type: ignore[arg-type]
+        row["wall_ratio_to_first"] = round(ratio, 3)
+        print(f"{row['variant']}: {ratio:.2f}x the wall of {rows[0]['variant']}", flush=True)
+
+
 # ---- synthetic oracles -------------------------------------------------------------------
 
 
@@ -256,9 +339,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overrides", nargs="*", default=["optim.lr=0.01"],
                         help="more single-valued overrides for both multiruns, e.g. "
                              "optim.lr=0.01")
+    parser.add_argument("--rounds", action="store_true",
+                        help="instead: a demo-shaped frontier with this code and --baseline's")
+    parser.add_argument("--lr-every-level", action="store_true",
+                        help="instead: the demo-shaped frontier, frontier.lr_every_level "
+                             "false and true")
+    parser.add_argument("--gaps", action="store_true",
+                        help="instead: fixed against variable gaps on delayed recall")
+    parser.add_argument("--gap-max", type=int, default=GAP_MAX)
+    parser.add_argument("--lrs", default="0.003,0.01",
+                        help="frontier.lrs of --rounds and --lr-every-level")
+    baseline_arguments(parser)
     results_argument(parser)
     args = parser.parse_args(argv)
-    if args.oracle:
+    shaped = demo_shaped(args.models, args.gap_max, args.steps, args.hidden, args.lrs)
+    if args.rounds:
+        sitting = Sitting.start("frontier-rounds", 1)
+        # no continuations: the synchronous sweeper before them did not continue runs, so
+        # both codes run the same probes and must give the same answers
+        variants(sitting, [(code, "rounds", [*shaped, "frontier.max_steps=0"])
+                           for code in reversed(codes(args))])
+    elif args.lr_every_level:
+        sitting = Sitting.start("frontier-levels", 1)
+        here = codes(args)[0]
+        variants(sitting, [(here, f"every_level={flag}",
+                            [*shaped, f"frontier.lr_every_level={flag}"])
+                           for flag in ("false", "true")])
+    elif args.gaps:
+        sitting = Sitting.start("frontier-gaps", 1)
+        here = codes(args)[0]
+        base = [*shaped[:1], "task=delayed_recall", *shaped[2:-1], *args.overrides]
+        variants(sitting, [(here, f"gaps={mode}", [*base, f"frontier.gaps={mode}"])
+                           for mode in ("fixed", "variable")])
+    elif args.oracle:
         sitting = Sitting.start("frontier-oracle", 1)
         for row in frontier_cost():
             sitting.add(row)

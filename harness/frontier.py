@@ -43,9 +43,9 @@ The rule (`frontier.*` in the config):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from math import comb
 
 SOLVED, FAILED, UNDECIDED = "solved", "failed", "undecided"  # a probe's outcome
 HELD, NOT_HELD, CENSORED, OPEN = "held", "not held", "censored", "open"  # a level's verdict
@@ -66,7 +66,7 @@ def ladder(gap_min: int, gap_max: int, ratio: float) -> list[int]:
 def target_quantile(m: int, n: int) -> float:
     """The per-seed success rate p at which an m-of-n level holds with probability 1/2."""
     def held(p: float) -> float:
-        return sum(comb(n, k) * p**k * (1 - p) ** (n - k) for k in range(m, n + 1))
+        return sum(math.comb(n, k) * p**k * (1 - p) ** (n - k) for k in range(m, n + 1))
     lo, hi = 0.0, 1.0
     for _ in range(60):
         mid = (lo + hi) / 2
@@ -349,6 +349,26 @@ class Search:
         return notes
 
 
+# --- variable gaps: a probe at level g trains on gaps drawn from the task's smallest up to g --
+
+TOP_SHARE = 0.1  # a variable-gap probe is judged on its longest tenth of the gap range
+
+
+def top_gaps(rows: Iterable[tuple[int, int, float, float]], gap: int, floor: int
+             ) -> tuple[float, float] | None:
+    """(accuracy, loss) over the final evaluation's sequences whose gap is among the top
+    TOP_SHARE of [floor, gap] (at least the level itself), weighted by sequences; `rows`:
+    (gap, sequences, eval loss, eval accuracy) as eval_by_gap.csv holds them. None when no
+    sequence has such a gap."""
+    count = max(1, math.ceil(TOP_SHARE * (gap - floor + 1)))
+    top = [(n, loss, accuracy) for g, n, loss, accuracy in rows if g > gap - count and n > 0]
+    total = sum(n for n, _, _ in top)
+    if not total:
+        return None
+    return (sum(n * accuracy for n, _, accuracy in top) / total,
+            sum(n * loss for n, loss, _ in top) / total)
+
+
 def run_search(search: Search, call: Callable[[Probe], Result], max_rounds: int = 1000
                ) -> list[Frontier]:
     """Drive a search to its end with `call(probe) -> Result` (tests, benchmarks)."""
@@ -428,8 +448,6 @@ def _logistic(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
 
 
 def _gap50(a: float, b: float) -> float | None:
-    import math
-
     return math.exp(min(-a / b, 700.0)) if b < -1e-9 else None
 
 
@@ -437,8 +455,6 @@ def solve_curve(outcomes: Iterable[tuple[int, bool]], resamples: int = 500, seed
                 ) -> SolveCurve | None:
     """Fit P(solved) against ln(gap) over (gap, solved) outcomes (undecided ones left out by
     the caller); None with fewer than 3 outcomes or no two distinct gaps."""
-    import math
-
     import numpy as np
 
     points = [(int(g), bool(s)) for g, s in outcomes]

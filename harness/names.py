@@ -155,12 +155,20 @@ FRONTIER_COLUMNS = ("configuration", "task", "lr", "gap_held", "held_solved", "h
                     "gap_failed", "censored_gaps", "probes", "runs", "grid_runs",
                     # the logistic fit of P(solved) on ln gap (harness.frontier.solve_curve):
                     # the gap at 0.5 and its 95% bootstrap interval (empty: undefined)
-                    "p50_gap", "p50_low", "p50_high")
+                    "p50_gap", "p50_low", "p50_high",
+                    # with frontier.lr_every_level: the rate each probed level was read at,
+                    # `5:0.01 20:0.003` (empty: one rate for every level)
+                    "level_lrs")
 FRONTIER_PROBES_ARTIFACT = "frontier_probes.csv"  # every probed (configuration, gap, seed)
 FRONTIER_PROBE_COLUMNS = ("configuration", "task", "lr", "gap", "seed", "status", "end_state",
                           "outcome", "run_id")
 FRONTIER_RUNS = "frontier_runs"  # metric: runs the search used (finished or reused)
 FRONTIER_GRID_RUNS = "frontier_grid_runs"  # metric: runs of the full grid (ladder x seeds)
+# metric: steps the search's runs trained past their train.steps (continuations of runs still
+# improving there), for a comparison of its cost with the grid's
+FRONTIER_EXTRA_STEPS = "frontier_extra_steps"
+# metric: how busy the workers were, training seconds / (workers x the search's wall time)
+FRONTIER_UTILIZATION = "frontier_utilization"
 SWEEP_DIR = "sweep_dir"  # tag: the sweep's folder (absolute); its lock tells whether it is alive
 
 # --- artifacts ---------------------------------------------------------------------------

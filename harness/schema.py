@@ -307,6 +307,12 @@ class FrontierConfig:
     # Set by the sweeper on a continuation's job: continue the config's finished run, still
     # improving at its budget, to this many steps (0: a plain job). Usable by hand too.
     continue_to: int = 0
+    # With lrs: every rate at every probed level (trained as members of one stacked model),
+    # a level held when it holds at some rate; false: the rate chosen at the lowest rung.
+    lr_every_level: bool = False
+    # fixed: each probe trains on one gap, the level; variable: on gaps drawn from the task's
+    # smallest up to the level (task.gap_min), judged on its longest tenth of them.
+    gaps: str = "fixed"
 
     def validate(self) -> None:
         _check(self.gap_min >= 1, "gap_min", f"must be >= 1, got {self.gap_min}")
@@ -320,6 +326,11 @@ class FrontierConfig:
         _check(self.max_steps is None or self.max_steps >= 0, "max_steps",
                f"must be null (2 x train.steps), 0 (never continue) or > 0, got {self.max_steps}")
         _check(self.continue_to >= 0, "continue_to", f"must be >= 0, got {self.continue_to}")
+        _check(self.gaps in ("fixed", "variable"), "gaps",
+               f"must be fixed or variable, got {self.gaps!r}")
+        _check(not self.lr_every_level or (self.lrs is not None and len(self.lrs) > 1),
+               "lr_every_level", f"needs frontier.lrs to list at least 2 learning rates, got "
+               f"{self.lrs}")
         if self.lrs is not None:
             _check(len(self.lrs) > 0, "lrs", "must list at least one learning rate, or be null")
             for lr in self.lrs:

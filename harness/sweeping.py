@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import logging
 import sys
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -80,6 +81,7 @@ class HarnessSweeper(BasicSweeper):
         self.started_at_wall = time.time()
         self.batches = 0
         self.name_axes: list[str] | None = None  # the keys its run names show (`declare_axes`)
+        self.bookkeeping = threading.RLock()  # `launch_batch`'s state, between its launches
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
@@ -248,22 +250,27 @@ class HarnessSweeper(BasicSweeper):
         where `train.batch_members=auto` groups them), print progress; one JobReturn per
         job of `batch`, in its order."""
         assert self.launcher is not None and self.config is not None
-        self.check_jobs(batch)
-        if self.name_axes is None:  # Optuna's trials: its search space and the first batch
-            from harness.lifecycle.identity import varying_keys
+        with self.bookkeeping:  # the frontier launches from several threads at once
+            self.check_jobs(batch)
+            if self.name_axes is None:  # Optuna's trials: its search space and the first batch
+                from harness.lifecycle.identity import varying_keys
 
-            space = OmegaConf.select(self.config, "hydra.sweeper.params") or {}
-            self.declare_axes([*map(str, space), *varying_keys(self.checked_runs())])
-        self.start_parent_run()
-        self.batches += 1
-        Progress(Path(self.config.hydra.sweep.dir)).plan(self.plan(len(batch)))
-        groups = self.group(batch)
-        launched = [list(batch[g[0]]) if len(g) == 1 else
-                    [*batch[g[0]], batching.batch_override(self.write_batch_file(batch, g))]
-                    for g in groups]
+                space = OmegaConf.select(self.config, "hydra.sweeper.params") or {}
+                self.declare_axes([*map(str, space), *varying_keys(self.checked_runs())])
+            self.start_parent_run()
+            self.batches += 1
+            progress = Progress(Path(self.config.hydra.sweep.dir))
+            if self.batches == 1:
+                progress.reset()
+            progress.plan(self.plan(len(batch)))
+            groups = self.group(batch)
+            launched = [list(batch[g[0]]) if len(g) == 1 else
+                        [*batch[g[0]], batching.batch_override(self.write_batch_file(batch, g))]
+                        for g in groups]
         results = self.launcher.launch(launched, initial_job_idx=initial_job_idx)
-        results = expand(results, groups, batch, self.checked)
-        self.report_progress(results)
+        with self.bookkeeping:
+            results = expand(results, groups, batch, self.checked)
+            self.report_progress(results)
         return results
 
     def group(self, batch: Sequence[Sequence[str]]) -> list[list[int]]:
@@ -283,6 +290,10 @@ class HarnessSweeper(BasicSweeper):
                 if cpu and unbatchable(model.name, model.activation.value,
                                        model.bidirectional) is None:
                     key = batching.group_key(job.params)
+                # a continuation (frontier.continue_to) trains from another step, to another
+                # budget: it shares a batch with continuations to that budget only
+                if key is not None and job.spec.frontier.continue_to:
+                    key = (*key, ("frontier.continue_to", str(job.spec.frontier.continue_to)))
             candidates.append(batching.Candidate(
                 tuple(overrides), key, 0 if isinstance(job, list) else job.seq_len,
                 1 if isinstance(job, list) else job.spec.train.batch_max))

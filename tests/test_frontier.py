@@ -20,6 +20,7 @@ from harness.frontier import (
     run_search,
     solve_curve,
     target_quantile,
+    top_gaps,
     verdict,
 )
 
@@ -269,3 +270,48 @@ def test_solve_curve_on_separated_and_degenerate_outcomes() -> None:
     assert rising.describe().startswith("P(solved) does not fall with the gap")
     assert solve_curve([(5, True), (10, False)]) is None  # too few outcomes
     assert solve_curve([(5, True), (5, False), (5, True)]) is None  # one gap
+
+
+# --- variable gaps: a probe at level g trains on gaps [floor, g], judged on the top tenth ---
+
+
+def by_gap(level: int, floor: int, reach: int, beyond: float = 0.5, per_gap: int = 10
+           ) -> list[tuple[int, int, float, float]]:
+    """eval_by_gap.csv of a model that is exact up to gap `reach` and at `beyond` above it."""
+    return [(g, per_gap, 0.0 if g <= reach else 1.0, 1.0 if g <= reach else beyond)
+            for g in range(floor, level + 1)]
+
+
+def test_top_gaps_reads_the_longest_tenth_of_the_range():
+    rows = by_gap(100, 1, reach=100)
+    rows[-1] = (100, 10, 1.0, 0.0)  # the level itself failed, every other gap exact
+    accuracy, loss = top_gaps(rows, 100, 1)
+    assert accuracy == pytest.approx(0.9) and loss == pytest.approx(0.1)  # gaps 91..100
+    assert top_gaps(by_gap(5, 1, 5), 5, 1) == (1.0, 0.0)  # at least the level itself
+    assert top_gaps([(3, 10, 0.0, 1.0)], 8, 1) is None  # no sequence among the top gaps
+
+
+def test_variable_gaps_judge_the_longest_gaps_not_the_mean():
+    # Exact up to 600, 90% beyond: 99.4% over all of [1, 640], 93.75% over its top tenth.
+    rows = by_gap(640, 1, reach=600, beyond=0.9)
+    overall = sum(n * a for _, n, _, a in rows) / sum(n for _, n, _, _ in rows)
+    assert overall >= 0.99
+    assert top_gaps(rows, 640, 1)[0] < 0.99
+
+
+@pytest.mark.parametrize("reach", [3, 12, 70, 700])
+def test_variable_gap_oracle_holds_up_to_its_reach(reach):
+    """Each seed's model is exact up to gap `reach` (the seed's own reach varies a little) and
+    at chance above it; a probe solves its level when its top tenth is >= 99% accurate. The
+    frontier is the largest rung within the median seed's reach."""
+    reaches = {0: reach, 1: reach * 2, 2: reach // 2}  # the median seed's is `reach`
+
+    def call(p):
+        accuracy, _ = top_gaps(by_gap(p.gap, 1, reaches[p.seed]), p.gap, 1)
+        return Result(SOLVED if accuracy >= 0.99 else FAILED)
+
+    (front,) = run_search(Search(["cfg"], GAPS, Rule(2, 3)), call)
+    within = [g for g in GAPS if g <= reach]
+    assert front.gap_held == (within[-1] if within else None)
+    above = [g for g in GAPS if g > reach]
+    assert front.gap_failed == (above[0] if above else None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -15,7 +16,7 @@ from helpers.cli import TRAIN
 from mlflow.tracking import MlflowClient
 
 from harness import names
-from harness.frontier import solve_curve
+from harness.frontier import solve_curve, top_gaps
 from hydra_plugins.frontier_sweeper._impl import fitted
 
 TINY = ["task=delayed_recall", "model=rnn", "model.hidden_size=8", "train.steps=20",
@@ -93,20 +94,24 @@ def test_frontier_sweep_through_joblib_and_rerun_reuses_every_probe(
     assert "2 of 3 seeds" in tags[names.FRONTIER_RULE]
     assert "8 of the full grid's 18" in first.stdout
     assert len(job_runs(tmp_path)) == 8
+    # training seconds / (2 workers x wall): logged on the parent run and printed at the end
+    assert 0 < metrics[names.FRONTIER_UTILIZATION] <= 1
+    assert re.search(r"workers: 2, busy \d+% \(\d+ s of training in \d+ s\)", first.stdout)
     again = run(tmp_path, cli_env, *AXES, "hydra.launcher.n_jobs=2")
-    assert "0 launched now, 8 reused" in again.stdout
+    assert "0 launched now, 0 continued, 8 reused" in again.stdout
     assert len(job_runs(tmp_path)) == 8  # nothing ran twice
     assert answer((tmp_path / "sweep" / "frontier.csv").read_text()) == EXPECTED
 
 
 @pytest.mark.slow
 def test_frontier_sweep_through_submitit_local(tmp_path: Path, cli_env: dict[str, str]) -> None:
-    """The same search through submitit's local executor: the same answer, and the progress
-    lines come from the sweeper per batch (the jobs' output goes to submitit's log files)."""
+    """The same search through submitit's local executor, its units launched from the
+    sweeper's worker threads: the same answer, and the progress lines come from the sweeper as
+    each unit returns (the jobs' output goes to submitit's log files)."""
     done = run(tmp_path, cli_env, *AXES, "hydra/launcher=local")
     assert answer((tmp_path / "sweep" / "frontier.csv").read_text()) == EXPECTED
     assert "8 of the full grid's 18" in done.stdout
-    assert "[8] (batch " in done.stdout
+    assert re.search(r"^\[8\] delayed_recall-", done.stdout, re.M)
 
 
 def test_the_table_gives_the_fitted_p50_gap_only_within_the_probed_gaps() -> None:
@@ -127,7 +132,7 @@ def test_killed_search_resumes_without_rerunning_a_finished_probe(
         start_new_session=True)
     assert victim.stdout is not None
     for line in victim.stdout:
-        if line.startswith("[frontier batch 3]"):
+        if line.startswith("[3] "):  # the third probe ended
             break
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait(timeout=60)
@@ -150,6 +155,9 @@ def test_killed_search_resumes_without_rerunning_a_finished_probe(
     (["train.solve_threshold=1.01"], "train.solve_threshold"),  # every probe would be invalid
     (["+trian.steps=5"], "trian"),  # an unknown key
     (["batched_seeds=[0,1]"], "batched_seeds"),
+    (["frontier.gaps=sometimes"], "frontier.gaps"),
+    (["frontier.lr_every_level=true"], "frontier.lr_every_level"),  # without frontier.lrs
+    (["frontier.gaps=variable", "task.gap_min=1"], "task.gap_min"),  # the sweeper sets it
 ])
 def test_bad_frontier_sweeps_are_refused_in_one_line(
         tmp_path: Path, cli_env: dict[str, str], extra: list[str], key: str) -> None:
@@ -158,3 +166,64 @@ def test_bad_frontier_sweeps_are_refused_in_one_line(
     assert len(lines) == 1 and key in lines[0], done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     assert all_runs(tmp_path) == []  # not even the sweep's parent run
+
+
+@pytest.mark.slow
+def test_variable_gap_frontier_end_to_end(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    """frontier.gaps=variable: each probe trains on gaps from the task's smallest (1) up to its
+    level, and its outcome is its final evaluation's longest tenth of gaps (eval_by_gap.csv)
+    against the task's criterion, not its status."""
+    done = run(tmp_path, cli_env, *AXES, "hydra.launcher.n_jobs=2", "frontier.gaps=variable",
+               "train.eval_batch_size=256")
+    rows = answer((tmp_path / "sweep" / "frontier.csv").read_text())
+    assert rows["train.solve_threshold=1.0"] == EXPECTED["train.solve_threshold=1.0"]
+    assert "variable gaps" in done.stdout
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    _, _, tags = parent_table(tmp_path)
+    assert "variable gaps" in tags[names.FRONTIER_RULE]
+    judged = 0
+    for run_ in job_runs(tmp_path):
+        params = run_.data.params
+        assert params["task.gap_min"] == "1"
+        gap = int(params[names.GAP])
+        path = client.download_artifacts(run_.info.run_id, names.EVAL_BY_GAP_ARTIFACT,
+                                         str(tmp_path))
+        bins = [(int(r["gap"]), int(r["sequences"]), float(r["eval_loss"]),
+                 float(r["eval_accuracy"])) for r in csv.DictReader(open(path))]
+        assert {g for g, *_ in bins} <= set(range(1, gap + 1)) and len(bins) > 1
+        accuracy, _ = top_gaps(bins, gap, 1)
+        threshold = float(params["train.solve_threshold"])
+        outcome = "S" if accuracy >= threshold else "F"
+        level = rows[f"train.solve_threshold={params['train.solve_threshold']}"][3]
+        seeds = dict(part.split(":") for part in level.split())[str(gap)]
+        assert seeds[int(params[names.SEED])] == outcome
+        judged += 1
+    assert judged >= 6
+
+
+@pytest.mark.slow
+def test_every_rate_at_every_level_trains_the_rates_as_one_batch(
+        tmp_path: Path, cli_env: dict[str, str]) -> None:
+    """frontier.lr_every_level: both rates run at every probed level, a level's rates (and
+    seeds) as members of one stacked model (tag `batch`), and the table says which rate each
+    level was read at."""
+    done = run(tmp_path, cli_env, *AXES, "hydra.launcher.n_jobs=2", "frontier.lrs=[0.001,0.01]",
+               "frontier.lr_every_level=true")
+    table = (tmp_path / "sweep" / "frontier.csv").read_text()
+    rows = {row["configuration"]: row for row in csv.DictReader(io.StringIO(table))}
+    assert answer(table)["train.solve_threshold=1.0"] == ("", "/", "2", "2:FFF")
+    assert rows["train.solve_threshold=0.01"]["gap_held"] == "8"
+    assert "at every probed level" in done.stdout
+    levels: dict[tuple[str, str], set[str]] = {}
+    for run_ in job_runs(tmp_path):
+        params = run_.data.params
+        level = (params["train.solve_threshold"], params[names.GAP])
+        levels.setdefault(level, set()).add(params[names.LR])
+        if params[names.SEED] in ("0", "1"):  # a level's first round: 2 rates x 2 seeds
+            assert len(run_.data.tags[names.BATCH].split(",")) == 4
+    assert levels == {("0.01", "2"): {"0.001", "0.01"}, ("0.01", "8"): {"0.001", "0.01"},
+                      ("1.0", "2"): {"0.001", "0.01"}}
+    assert len(job_runs(tmp_path)) == 9 + 6  # 2x2 + 2x2 + 1 confirmation; 2x3 failing
+    for row in rows.values():  # blank where one rate was read at every level
+        assert all(float(part.split(":")[1]) in (0.001, 0.01)
+                   for part in row["level_lrs"].split())

@@ -44,11 +44,14 @@ class Progress:
     def __init__(self, sweep_dir: Path) -> None:
         self.dir = sweep_dir / PROGRESS_DIR
 
+    def reset(self) -> None:
+        """A new sweep's count starts at 0 (a folder may hold an earlier sweep's)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "count").write_text("0")
+
     def plan(self, plan: dict[str, Any]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "plan.json").write_text(json.dumps(plan))
-        if plan["batch"] == 1:
-            (self.dir / "count").write_text("0")
 
     def in_sweep(self) -> bool:
         return (self.dir / "plan.json").exists()
@@ -67,8 +70,11 @@ class Progress:
 
 def progress_line(n: int, plan: dict[str, Any]) -> str:
     """`[23/64] ...` and, after the summary, ` · 41 left, about 4 min` (known total), or
-    `[23] (batch 3: 5 of 12)` for an adaptive sweep, whose total is not known in advance."""
+    `[23] (batch 3: 5 of 12)` for an adaptive sweep, whose total is not known in advance, or
+    `[23]` for one that launches as workers free (the frontier: no batch)."""
     total = plan.get("total")
+    if total is None and plan.get("batch") is None:
+        return f"[{n}]"
     if total is None:
         size = plan.get("batch_size")
         within = n - int(plan.get("batch_first", 1)) + 1

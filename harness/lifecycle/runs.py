@@ -51,6 +51,7 @@ from harness.tracking.liveness import close_dead, dead_runs_of_config
 from harness.tracking.run import (
     MlflowTracker,
     RunStopped,
+    budget_reached,
     config_runs,
     csv_text,
     finished_of,
@@ -205,11 +206,6 @@ def continuation_of(job: Job, runs: list[Run]) -> Start | None:
              state["step"], target)
     return Start(state=state, budget=target)
 
-
-def budget_reached(run: Run) -> int:
-    """The step budget a finished run was trained to: its tag `steps_budget` where it was
-    continued, else its param `train.steps`."""
-    return int(run.data.tags.get(names.STEPS_BUDGET) or run.data.params[names.TRAIN_STEPS])
 
 
 def start_of(job: Job, runs: list[Run]) -> Start:

@@ -133,6 +133,25 @@ def finished_of(runs: Sequence[Run]) -> Run | None:
     return None
 
 
+def budget_reached(run: Run) -> int:
+    """The step budget a run was trained to: its tag `steps_budget` where it was continued
+    past `train.steps` (harness/lifecycle/runs.py), else its param `train.steps`."""
+    return int(run.data.tags.get(names.STEPS_BUDGET) or run.data.params[names.TRAIN_STEPS])
+
+
+def run_csv(uri: str, run_id: str, artifact: str) -> list[dict[str, str]]:
+    """The rows of a run's CSV artifact ([] where it has none)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = client(uri).download_artifacts(run_id, artifact, folder)
+        except Exception:  # MLflow raises its own errors, or OSError, for a missing artifact
+            return []
+        with open(path, newline="") as handle:
+            return list(csv.DictReader(handle))
+
+
 def finished_run(uri: str, experiment: str, hash_: str) -> Run | None:
     """The run of this experiment with this config hash that already ended with a result."""
     return finished_of(config_runs(uri, experiment, hash_))

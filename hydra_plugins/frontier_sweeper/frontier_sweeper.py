@@ -12,7 +12,8 @@ from ._impl import FrontierSweeperImpl
 @dataclass
 class FrontierSweeperConf:
     _target_: str = "hydra_plugins.frontier_sweeper.frontier_sweeper.FrontierSweeper"
-    # Probes launched at once (null: every probe the search needs now, across configurations).
+    # Jobs in flight at once, each a probe or a batched job of probes (null: the launcher's
+    # parallel jobs, joblib's n_jobs or SLURM's array_parallelism, else every core).
     max_batch_size: Any = None
     # Axes, like the basic sweeper's `params` (e.g. an experiment preset's model: rnn,lstm).
     params: dict[str, str] = field(default_factory=dict)
