@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import signal
@@ -159,6 +160,40 @@ def test_demo_preset_searches_every_configuration(tmp_path: Path,
     for name in ("index.html", "summary.md", "runs.csv", "accuracy_vs_gap.png",
                  "grad_profile.png"):
         assert (report / name).exists(), name
+
+
+def test_a_shrunken_demo_decides_a_censored_level_by_continuing_its_run(
+        tmp_path: Path, cli_env: dict[str, str]) -> None:
+    """The demo preset cut to two configurations on one rung and one seed, 40 steps: the GRU
+    on adding at lr 0.03 is still improving at 40 steps, so its level hinges on that run, and
+    the search continues it, in the same MLflow run, up to frontier.max_steps = 80; only
+    there is the level censored. The uRNN's run meets its threshold at once and is left."""
+    lines = ["task=adding model=gru optim.lr=0.03 train.solve_threshold=0.001",
+             "task=copy model=urnn train.solve_threshold=0.01"]
+    done = multirun(tmp_path, cli_env, "experiment=demo", "frontier.gap_min=3",
+                    "frontier.gap_max=3", "frontier.m=1", "frontier.n=1", "train.steps=40",
+                    "train.eval_every=10", "train.log_every=5", "frontier.max_steps=80",
+                    "hydra.sweeper.configurations=[" + ",".join(f'"{line}"' for line in lines)
+                    + "]", "report.on_multirun_end=false")
+    client = MlflowClient(f"sqlite:///{tmp_path}/store/mlflow.db")
+    runs, sweeps = jobs_and_sweeps(client, "demo")
+    by_model = {r.data.params[names.MODEL]: r for r in runs}
+    assert len(runs) == 2 and set(by_model) == {"gru", "urnn"}
+    gru = by_model["gru"]
+    assert gru.data.params["train.steps"] == "40"  # its identity: the config it started as
+    assert gru.data.tags[names.STEPS_BUDGET] == "80"
+    assert gru.data.metrics[names.STEPS_RUN] == 80
+    assert gru.data.tags[names.END_STATE] == names.IMPROVING
+    assert names.STEPS_BUDGET not in by_model["urnn"].data.tags
+    steps = [m.step for m in client.get_metric_history(gru.info.run_id, names.EVAL_LOSS)]
+    assert len(steps) == len(set(steps)) and max(steps) == 80  # no point twice
+    (parent,) = sweeps
+    assert parent.data.metrics[names.FRONTIER_EXTRA_STEPS] == 40
+    table = {row["configuration"]: row for row in
+             csv.DictReader((tmp_path / "sweep" / "frontier.csv").open())}
+    (gru_row,) = [row for key, row in table.items() if "model=gru" in key]
+    assert gru_row["censored_gaps"] == "3", gru_row
+    assert "1 continued" in done.stdout, done.stdout[-2000:]
 
 
 def test_the_printed_runs_url_opens_the_sweeps_runs_in_a_fresh_browser(
