@@ -483,6 +483,7 @@ def test_a_tracking_server_outage_longer_than_the_wait_is_a_transient_fault(
                    "model.hidden_size=8", "train.batch_size=8", "train.eval_batch_size=32",
                    "train.profile_batch_size=4", "train.steps=400", "train.eval_every=100",
                    "train.log_every=10", "train.checkpoint_every=50", "train.threads=1",
+                   "train.batch_members=off",  # six jobs, so that the outage meets some
                    "seed=" + ",".join(str(seed) for seed in range(configs))]
         sweep = subprocess.Popen(command, cwd=tmp_path, env=cli_env, text=True,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)

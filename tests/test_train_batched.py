@@ -160,7 +160,11 @@ def test_a_stopped_batch_resumes_every_member_where_it_stopped(
             assert run.data.metrics[key] == reference[seed].data.metrics[key], (seed, key)
         for key in (names.TRAIN_LOSS, names.EVAL_LOSS):
             assert history(client, run, key) == history(client, reference[seed], key)
-    assert not list((tmp_path / "ckpt").rglob("*.pt"))
+    # a checkpoint stays only where a member ended still improving: kept for a continuation
+    for experiment, runs in (("clean", reference), ("term", after)):
+        kept = {path.stem for path in (tmp_path / "ckpt" / experiment).glob("*.pt")}
+        assert kept == {run.data.tags[names.CONFIG_HASH] for run in runs.values()
+                        if run.data.tags[names.END_STATE] == names.IMPROVING}, experiment
 
 
 @pytest.mark.slow
