@@ -18,11 +18,14 @@ Measured against the eager cell and K separate fused runs in benchmarks/batched_
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -54,11 +57,13 @@ def _cpu_tag() -> str:
 
 
 STALE_LOCK_S = 600.0  # a build takes seconds; an older lock is a killed build's
+GUARD_FILE = "harness.lock"  # beside torch's own `lock` in the build folder
 
 
 def clear_stale_lock(folder: str, now: float | None = None) -> bool:
     """Remove the build lock a killed build left in `folder` (torch waits on it forever),
-    if it is older than STALE_LOCK_S; True if one was removed."""
+    if it is older than STALE_LOCK_S; True if one was removed. The fallback of `guarded`
+    where the file system cannot `flock`."""
     lock = Path(folder) / "lock"
     try:
         age = (time.time() if now is None else now) - lock.stat().st_mtime
@@ -69,6 +74,37 @@ def clear_stale_lock(folder: str, now: float | None = None) -> bool:
     lock.unlink(missing_ok=True)
     log.warning("batched_kernels: removed a stale build lock (%.0f s old): %s", age, lock)
     return True
+
+
+@contextmanager
+def guarded(folder: str) -> Iterator[None]:
+    """Hold `folder`'s guard (an `flock`, which the kernel releases when its holder dies,
+    even by SIGKILL) around torch's build of the ops there.
+
+    torch's own build lock is a file that exists while some process builds; a process killed
+    while it holds it (every load holds it for the ninja check, about a second) leaves the
+    file, and every later load waits on it forever. Every load by the harness takes the guard
+    first, so a `lock` found while holding the guard is a killed build's and is removed.
+    Where the file system cannot lock, only a lock older than STALE_LOCK_S is removed.
+    """
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    fd = os.open(Path(folder) / GUARD_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # waits while a live process builds or checks
+        except OSError as err:  # e.g. ENOLCK: no locking on this file system
+            log.debug("batched_kernels: cannot lock %s (%s)", folder, err)
+            clear_stale_lock(folder)
+            yield
+            return
+        lock = Path(folder) / "lock"
+        if lock.exists():
+            lock.unlink(missing_ok=True)
+            log.warning("batched_kernels: removed the build lock a killed build left: %s",
+                        lock)
+        yield
+    finally:
+        os.close(fd)  # closing the file releases the guard
 
 
 def put_ninja_on_path() -> None:
@@ -100,10 +136,10 @@ def kernels() -> Any | None:
     name = f"harness_batched_kernels_{_cpu_tag()}"
     start = time.perf_counter()
     try:
-        clear_stale_lock(cpp_extension._get_build_directory(name, False))
-        cpp_extension.load(name=name, sources=[str(SOURCE)],
-                           extra_cflags=CFLAGS, extra_ldflags=["-lmvec"],
-                           is_python_module=False, verbose=False)
+        with guarded(cpp_extension._get_build_directory(name, False)):
+            cpp_extension.load(name=name, sources=[str(SOURCE)],
+                               extra_cflags=CFLAGS, extra_ldflags=["-lmvec"],
+                               is_python_module=False, verbose=False)
     except Exception as error:  # any build failure: the eager cell
         lines = str(error).strip().splitlines()
         reason = next((line for line in lines if "error" in line.lower()),

@@ -11,6 +11,9 @@ from __future__ import annotations
 import copy
 import logging
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +28,7 @@ from harness.optimizers import StackedOptimizer
 from harness.schema import OptimConfig
 from tasks import Batch
 
+ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 D, OUT, H, B, L = 5, 3, 7, 4, 9
@@ -259,7 +263,9 @@ def test_no_compiler_falls_back_to_eager_with_one_log_line(monkeypatch: pytest.M
         kernels.cache_clear()
 
 
-def test_a_killed_builds_lock_is_removed_a_live_ones_kept(tmp_path: Path) -> None:
+def test_an_old_build_lock_is_removed_where_nothing_can_lock(tmp_path: Path) -> None:
+    """The fallback of `guarded` on a file system without `flock`: only a lock older than a
+    build can take is a killed build's."""
     lock = tmp_path / "lock"
     assert not clear_stale_lock(str(tmp_path))
     lock.touch()
@@ -268,3 +274,50 @@ def test_a_killed_builds_lock_is_removed_a_live_ones_kept(tmp_path: Path) -> Non
     assert lock.exists()
     assert clear_stale_lock(str(tmp_path), now=mtime + STALE_LOCK_S + 1)
     assert not lock.exists()
+
+
+def test_the_guard_removes_a_killed_builds_lock_and_waits_for_a_live_one(
+        tmp_path: Path) -> None:
+    """torch's `lock` file found under the guard is a killed build's, however young; while a
+    live process holds the guard (building), another load waits for it."""
+    lock = tmp_path / "lock"
+    lock.touch()  # a build killed a moment ago
+    with batched_kernels.guarded(str(tmp_path)):
+        assert not lock.exists()
+        lock.touch()  # torch's baton, taken by the live holder
+        waiter = subprocess.Popen([sys.executable, "-c", (
+            "import sys, time; from harness.batched_kernels import guarded\n"
+            "print('waiting', flush=True)\n"
+            "with guarded(sys.argv[1]): print(time.time())"),
+            str(tmp_path)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        assert waiter.stdout is not None and waiter.stdout.readline() == "waiting\n"
+        time.sleep(1)
+        assert waiter.poll() is None  # still waiting for the guard
+        lock.unlink()  # the live build ends: torch removes its baton
+        released = time.time()
+    out, _ = waiter.communicate(timeout=60)
+    assert waiter.returncode == 0 and float(out) >= released, (out, released)
+
+
+@pytest.mark.skipif(not HAVE_COMPILER, reason="no C++ compiler or ninja")
+def test_a_load_after_a_build_killed_mid_check_does_not_hang() -> None:
+    """The hang a SIGKILLed sweep left in .ci/run on 2026-12-07: every load holds torch's
+    build lock for its ninja check; a process killed then leaves the file, and torch's next
+    load waited on it forever. A fresh lock in the real build folder, then a load in a new
+    process: it removes the lock and loads the ops."""
+    assert kernels() is not None  # built (or found) before the lock is planted
+    from torch.utils import cpp_extension
+
+    folder = Path(cpp_extension._get_build_directory(
+        f"harness_batched_kernels_{batched_kernels._cpu_tag()}", False))
+    (folder / "lock").touch()
+    try:
+        done = subprocess.run([sys.executable, "-c", (
+            "from harness.batched_kernels import kernels; "
+            "assert kernels() is not None, 'no ops'")],
+            capture_output=True, text=True, cwd=ROOT, timeout=120)
+    finally:
+        hung = (folder / "lock").exists()
+        (folder / "lock").unlink(missing_ok=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not hung and "removed the build lock a killed build left" in done.stderr
