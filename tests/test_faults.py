@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from helpers.servers import free_port
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
@@ -26,7 +27,7 @@ from harness.lifecycle.runs import RUNNING_ELSEWHERE
 from harness.lifecycle.signals import StopRequest
 from harness.tracking import liveness
 from harness.tracking.liveness import close_dead_jobs, close_dead_sweeps, run_lock_path
-from harness.tracking.run import RunStopped
+from harness.tracking.run import MlflowTracker, RunStopped
 from harness.tracking.store import (
     StoreError,
     TrackingUnreachable,
@@ -34,7 +35,7 @@ from harness.tracking.store import (
     experiment_id,
 )
 from harness.tracking.sweep import SWEEP_LOCK_FILE, start_sweep
-from harness.train import train
+from harness.train import train, train_batched
 
 
 def only_run(client: MlflowClient, experiment: str):
@@ -86,6 +87,66 @@ def test_a_run_killed_before_it_logged_anything_is_taken_over(
     assert run.data.metrics[names.STEPS_RUN] == result.steps_run
     assert [m.step for m in client.get_metric_history(stub, names.EVAL_LOSS)] == [0, 10, 20]
     assert names.CONFIG_ARTIFACT in {a.path for a in client.list_artifacts(stub)}
+
+
+def outage_at_closing(monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """The tracking server stops answering as runs close: the closing flush writes its first
+    chunk, then fails (`flush`), or every closing write lands and the answer to the last
+    one, the FINISHED status, is lost (`terminate`)."""
+    flush, terminate = MlflowTracker.flush, MlflowTracker.terminate
+
+    def failing_flush(self: MlflowTracker, tags: dict[str, str] | None = None) -> None:
+        if where == "flush" and tags and names.STATUS in tags:
+            chunk = [Metric(*point) for point in self._buffer[:7]]
+            self.client.log_batch(self.run_id, metrics=chunk)
+            del self._buffer[:7]
+            raise TrackingUnreachable("tracking server gone (injected at the closing flush)")
+        flush(self, tags)
+
+    def failing_terminate(self: MlflowTracker, status: str) -> None:
+        terminate(self, status)
+        if where == "terminate":
+            self.terminated = False
+            raise TrackingUnreachable("tracking server gone (injected: the answer is lost)")
+
+    monkeypatch.setattr(MlflowTracker, "flush", failing_flush)
+    monkeypatch.setattr(MlflowTracker, "terminate", failing_terminate)
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["one_run", "batched"])
+@pytest.mark.parametrize("where", ["flush", "terminate"])
+def test_an_outage_while_runs_close_is_finished_by_the_rerun_with_no_point_twice(
+        make_cfg: Callable[..., DictConfig], store_uri: str, monkeypatch: pytest.MonkeyPatch,
+        where: str, batched: bool) -> None:
+    """Found by .ci/run on 2026-12-07: a job whose closing writes met an outage left its
+    checkpoint of 10 steps before the end, and the rerun trained those steps again, logging
+    them a second time. Now the closing is saved, and the rerun only finishes it: one run per
+    config, FINISHED with its status, every train_loss step once, and the same result."""
+    cfg = make_cfg("task.gap=4", "experiment_name=closing", "train.checkpoint_every=10",
+                   *(["batched_seeds=[0,1]"] if batched else []))
+    run = train_batched if batched else train
+    with monkeypatch.context() as patch:
+        outage_at_closing(patch, where)
+        with pytest.raises(TrackingUnreachable):
+            run(cfg)
+    closings = sorted(Path(cfg.train.checkpoint_dir).rglob("*.closing.pt"))
+    assert len(closings) == (2 if batched else 1)
+    again = run(cfg)
+    assert not list(Path(cfg.train.checkpoint_dir).rglob("*.closing.pt"))
+    client = MlflowClient(store_uri)
+    runs = client.search_runs([client.get_experiment_by_name("closing").experiment_id])
+    assert len(runs) == (2 if batched else 1)
+    results = again if batched else [again]
+    for stored in runs:
+        assert stored.info.status == "FINISHED"
+        assert stored.data.tags[names.STATUS] in names.STATUSES
+        steps = [m.step for m in client.get_metric_history(stored.info.run_id,
+                                                           names.TRAIN_LOSS)]
+        assert steps == [5, 10, 15, 20]
+        for key in (names.STEPS_RUN, names.FINAL_EVAL_LOSS, names.WALL_TIME_S):
+            assert len(client.get_metric_history(stored.info.run_id, key)) == 1, key
+    assert sorted(r.data.metrics[names.FINAL_EVAL_LOSS] for r in runs) == \
+        sorted(r.final_eval_loss for r in results)
 
 
 class Health(BaseHTTPRequestHandler):

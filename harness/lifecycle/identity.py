@@ -47,6 +47,11 @@ class Job:
         return Path(self.spec.train.checkpoint_dir) / self.spec.experiment_name / \
             f"{self.hash_}.pt"
 
+    @property
+    def closing(self) -> Path:
+        """Where an outage saves its run's closing (harness/lifecycle/runs.py, `Closing`)."""
+        return self.checkpoint.with_suffix(".closing.pt")
+
 
 def job_of(cfg: DictConfig, choices: dict[str, str] | None = None,
            axes: Sequence[str] | None = None) -> Job:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable
-from contextlib import AbstractContextManager, ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from itertools import groupby
 from pathlib import Path
@@ -178,6 +178,12 @@ class Start:
     reuse: str | None = None
     budget: int | None = None
 
+    @property
+    def closing(self) -> bool:
+        """It starts from a saved closing (`Closing`): the run trained to its end, and only
+        its closing writes are left."""
+        return bool(self.state and self.state.get("closing"))
+
 
 def budget_of(job: Job, start: Start) -> int:
     """The steps the job's run trains to: `train.steps`, or the larger budget it is being
@@ -296,19 +302,103 @@ def job_stepper(job: Job, model: RecurrentModel, task: Task, device: torch.devic
     return FusedStepper(model, optimizer, Clipper.of(spec.clip), task)
 
 
-def close_run(tracker: MlflowTracker, result: RunResult, job: Job, budget: int) -> None:
-    """Log how the run ended: gradient profiles, evaluation per gap, then the summary metrics
-    with the status tags (one write, with the points still buffered); a run continued past
-    `train.steps` (an immutable param) is tagged with the budget it was trained to."""
-    tracker.log_profiles(result.profiles)
-    if result.eval_by_gap:
-        tracker.log_text(csv_text(names.EVAL_BY_GAP_COLUMNS, result.eval_by_gap),
-                         names.EVAL_BY_GAP_ARTIFACT)
-    tracker.log_metrics(result.summary_metrics(), result.steps_run)
-    extended = {names.STEPS_BUDGET: str(budget)} if budget > job.spec.train.steps else {}
-    tracker.flush({names.STATUS: result.status, names.STATUS_REASON: result.reason,
-                   names.END_STATE: result.end_state,
-                   names.SUCCESS_CRITERION: result.success_criterion, **extended})
+class Closing:
+    """The closing writes of a job's run whose training ended: the summary metrics (stamped
+    once, `begin`), the gradient profiles, the evaluation per gap and the status tags
+    (`send`), then its FINISHED status (as its `job_run` ends).
+
+    If the tracking server stops answering before the run is FINISHED, `guard` saves the
+    closing beside the job's checkpoint (`Job.closing`): the result, the points the store
+    lacks with their first timestamps, and the state to keep at the budget. The rerun resends
+    them (MLflow ignores a point it already has) and closes the run, training nothing again:
+    a rerun that trained again from the last checkpoint logged the steps after it twice."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.tracker: MlflowTracker | None = None
+        self.result: RunResult | None = None
+        self.at_budget: dict[str, Any] | None = None
+        self.budget = 0
+
+    def begin(self, tracker: MlflowTracker, result: RunResult,
+              at_budget: dict[str, Any] | None, budget: int) -> None:
+        """The run's training ended with `result`: its summary metrics join the buffer."""
+        self.tracker, self.result, self.at_budget, self.budget = \
+            tracker, result, at_budget, budget
+        tracker.buffer(result.summary_metrics(), result.steps_run)
+
+    def resume(self, tracker: MlflowTracker, state: dict[str, Any]) -> None:
+        """Continue a closing the checkpoint `state` saved (its points are the tracker's
+        buffer: `job_run` restored them)."""
+        self.tracker, self.result = tracker, state["result"]
+        self.at_budget, self.budget = state["at_budget"], state["budget"]
+
+    def send(self) -> None:
+        """Write the artifacts, then the buffered points with the status tags in one call; a
+        run continued past `train.steps` (an immutable param) is tagged with the budget it
+        was trained to."""
+        tracker, result, job = self.tracker, self.result, self.job
+        assert tracker is not None and result is not None
+        tracker.log_profiles(result.profiles)
+        if result.eval_by_gap:
+            tracker.log_text(csv_text(names.EVAL_BY_GAP_COLUMNS, result.eval_by_gap),
+                             names.EVAL_BY_GAP_ARTIFACT)
+        extended = ({names.STEPS_BUDGET: str(self.budget)}
+                    if self.budget > job.spec.train.steps else {})
+        tracker.flush({names.STATUS: result.status, names.STATUS_REASON: result.reason,
+                       names.END_STATE: result.end_state,
+                       names.SUCCESS_CRITERION: result.success_criterion, **extended})
+
+    def end(self) -> RunResult:
+        """After its run is FINISHED: the checkpoint `ended` leaves; the result."""
+        assert self.tracker is not None and self.result is not None
+        ended(self.job, self.result, self.at_budget, self.tracker.run_id)
+        return self.result
+
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        """Around the job's run (entered before its `job_run`, so left after it): an outage
+        after `begin` and before the run is FINISHED saves the closing (`Job.closing`)."""
+        try:
+            yield
+        except TrackingUnreachable:
+            tracker, result = self.tracker, self.result
+            if tracker is not None and result is not None and not tracker.terminated:
+                write_checkpoint(self.job.closing, {
+                    "closing": True, "run_id": tracker.run_id, "step": result.steps_run,
+                    "unflushed": tracker.unflushed(), "result": result,
+                    "at_budget": self.at_budget, "budget": self.budget})
+                log.info("%s: its run's closing is saved; the same command finishes it",
+                         self.job.name)
+            raise
+
+
+def start_or_done(job: Job) -> Start | RunResult:
+    """Under the config's lock: where the job's run starts (`Start`), or the result of its
+    config's run that already finished (skipped). A closing an outage saved comes first."""
+    if job.closing.exists() and not job.spec.force:
+        state = torch.load(job.closing, weights_only=False, map_location="cpu")
+        log.info("%s: closing run %s, trained to step %d when the tracking server stopped "
+                 "answering", job.name, state["run_id"], state["step"])
+        return Start(state=state, budget=state["budget"])
+    runs = runs_of(job)
+    start = continuation_of(job, runs)
+    if start is not None:
+        return start
+    done = finished_result(job, runs)
+    if done is not None:
+        return done
+    return start_of(job, runs)
+
+
+def reclose(job: Job, place: Placement, start: Start) -> RunResult:
+    """Finish the closing an outage interrupted (`Closing`)."""
+    assert start.state is not None
+    closing = Closing(job)
+    with closing.guard(), job_run(job, place, start) as tracker:
+        closing.resume(tracker, start.state)
+        closing.send()
+    return closing.end()
 
 
 def ended(job: Job, result: RunResult, at_budget: dict[str, Any] | None, run_id: str) -> None:
@@ -320,25 +410,25 @@ def ended(job: Job, result: RunResult, at_budget: dict[str, Any] | None, run_id:
         write_checkpoint(job.checkpoint, {**at_budget, "unflushed": [], "run_id": run_id})
     else:
         job.checkpoint.unlink(missing_ok=True)
+    job.closing.unlink(missing_ok=True)
     log.info("%s: %s after %d steps (%s), %.1f s", job.name, result.status, result.steps_run,
              result.reason or "step budget used", result.wall_time_s)
 
 
 def run_config(job: Job, place: Placement, stop: StopRequest) -> RunResult:
     """The body of `train`, under the config's lock: skip, resume or start the run."""
-    runs = runs_of(job)
-    start = continuation_of(job, runs)
-    if start is None:
-        done = finished_result(job, runs)
-        if done is not None:
-            return done
-        start = start_of(job, runs)
+    start = start_or_done(job)
+    if isinstance(start, RunResult):
+        return start
+    if start.closing:
+        return reclose(job, place, start)
     state = start.state
     spec = job.spec
     train = replace(spec.train, steps=budget_of(job, start))
+    closing = Closing(job)
     # Everything that can fail (out of memory building a model, a bug) happens inside the
     # run, which then ends `failed` with the traceback as an artifact.
-    with job_run(job, place, start) as tracker:
+    with closing.guard(), job_run(job, place, start) as tracker:
         task = start_run(job, tracker, place, state)
         model = job_model(job, task, place.device)
         record = RunRecord(task, train, tracker, spec.seed, job.name,
@@ -346,9 +436,9 @@ def run_config(job: Job, place: Placement, stop: StopRequest) -> RunResult:
         resume(record, model, state)
         stepper = job_stepper(job, model, task, place.device, state)
         (result,) = drive(stepper, [record], train, stop_after_save(stop))
-        close_run(tracker, result, job, train.steps)
-    ended(job, result, record.at_budget, tracker.run_id)
-    return result
+        closing.begin(tracker, result, record.at_budget, train.steps)
+        closing.send()
+    return closing.end()
 
 
 def train_jobs(jobs: list[Job], tag: dict[str, str]) -> list[RunResult]:
@@ -369,14 +459,13 @@ def train_jobs(jobs: list[Job], tag: dict[str, str]) -> list[RunResult]:
             except liveness.Busy:
                 results[index] = running_elsewhere(job)
                 continue
-            runs = runs_of(job)
-            start = continuation_of(job, runs)
-            if start is None:
-                done = finished_result(job, runs)
-                if done is not None:
-                    results[index] = done
-                    continue
-                start = start_of(job, runs)
+            start = start_or_done(job)
+            if isinstance(start, RunResult):
+                results[index] = start
+                continue
+            if start.closing:
+                results[index] = reclose(job, place, start)
+                continue
             waiting.append((index, job, start))
         for _, group in groupby(sorted(waiting, key=start_step), key=start_step):
             members = list(group)
@@ -400,10 +489,12 @@ def train_batch(members: list[tuple[Job, Start]], place: Placement,
     """Members starting at one step: their K runs open together, train as one batch, and
     close each with its own result (an exception ends all K failed, or killed)."""
     train = replace(members[0][0].spec.train, steps=budget_of(*members[0]))
+    closings = [Closing(job) for job, _ in members]
     with ExitStack() as runs:
         models, records, states = [], [], []
-        for job, start in members:
+        for (job, start), closing in zip(members, closings, strict=True):
             state = start.state
+            runs.enter_context(closing.guard())
             tracker = runs.enter_context(job_run(job, place, start, tags))
             task = start_run(job, tracker, place, state)
             model = job_model(job, task, place.device)
@@ -419,11 +510,12 @@ def train_batch(members: list[tuple[Job, Start]], place: Placement,
         stepper = BatchedStepper(models, [r.task for r in records], [s.optim for s in specs],
                                  [s.clip for s in specs], states)
         results = drive(stepper, records, train, stop_after_save(stop))
-        for record, result, (job, _) in zip(records, results, members, strict=True):
-            close_run(record.tracker, result, job, train.steps)  # type: ignore[arg-type]
-    for (job, _), record, result in zip(members, records, results, strict=True):
-        ended(job, result, record.at_budget, record.tracker.run_id)  # type: ignore[attr-defined]
-    return results
+        for closing, record, result in zip(closings, records, results, strict=True):
+            closing.begin(record.tracker, result, record.at_budget,  # type: ignore[arg-type]
+                          train.steps)
+        for closing in closings:
+            closing.send()
+    return [closing.end() for closing in closings]
 
 
 def train_batched(cfg: DictConfig) -> list[RunResult]:

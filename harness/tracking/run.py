@@ -183,6 +183,7 @@ class MlflowTracker:
         # duplicates.
         self.auto_flush = True
         self.run_name = ""  # the name the run has in the store (`mlflow_run` sets it)
+        self.terminated = False  # its end status written (`terminate`)
         self._buffer: list[Point] = []
         self._last_flush = time.monotonic()
 
@@ -191,11 +192,15 @@ class MlflowTracker:
         return patiently(self.client.tracking_uri, self.wait_s, call)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        now = int(time.time() * 1000)
-        self._buffer.extend((k, float(v), now, step) for k, v in metrics.items())
+        self.buffer(metrics, step)
         if self.auto_flush and (len(self._buffer) >= FLUSH_POINTS
                                 or time.monotonic() - self._last_flush > FLUSH_SECONDS):
             self.flush()
+
+    def buffer(self, metrics: dict[str, float], step: int) -> None:
+        """Add points, stamped now, to what the next `flush` writes (never writes)."""
+        now = int(time.time() * 1000)
+        self._buffer.extend((k, float(v), now, step) for k, v in metrics.items())
 
     def flush(self, tags: dict[str, str] | None = None) -> None:
         """Write the buffered points, with `tags` in the same call. A chunk leaves the buffer
@@ -242,6 +247,7 @@ class MlflowTracker:
     def terminate(self, status: str) -> None:
         """End the run with MLflow status `status` (FINISHED, FAILED, KILLED)."""
         self.write(lambda: self.client.set_terminated(self.run_id, status))
+        self.terminated = True
 
 
 def csv_text(columns: tuple[str, ...], rows: list[tuple]) -> str:
