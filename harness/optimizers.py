@@ -179,6 +179,7 @@ class StackedOptimizer:
                              "learning rate may differ")
         self.cfg = cfgs[0]  # every setting but the lr, as every member has it
         self.name = optim_name(self.cfg)
+        self.eps = denominator_eps(self.cfg)  # Adam's and RMSprop's, once
         if self.name not in ("adam", "sgd", "rmsprop"):
             raise ValueError(f"optim.name: unknown {self.name!r}; choose adam|sgd|rmsprop")
         self.cfgs = list(cfgs)
@@ -230,7 +231,7 @@ class StackedOptimizer:
         state["exp_avg"].lerp_(grad, 1 - beta1)
         state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         bias_correction2_sqrt = (1 - beta2**step) ** 0.5
-        denom = (state["exp_avg_sq"].sqrt() / bias_correction2_sqrt).add_(denominator_eps(self.cfg))
+        denom = (state["exp_avg_sq"].sqrt() / bias_correction2_sqrt).add_(self.eps)
         # torch: param.addcdiv_(exp_avg, denom, value=-lr / bias_correction1)
         param.addcdiv_(state["exp_avg"] * self._lr(param, scale / (1 - beta1**step)), denom)
 
@@ -250,7 +251,7 @@ class StackedOptimizer:
         state["step"] += 1
         square_avg = state["square_avg"]
         square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
-        avg = square_avg.sqrt().add_(denominator_eps(self.cfg))
+        avg = square_avg.sqrt().add_(self.eps)
         if self.cfg.momentum > 0:
             buffer = state["momentum_buffer"]
             buffer.mul_(self.cfg.momentum).addcdiv_(grad, avg)
